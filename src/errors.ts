@@ -31,7 +31,7 @@ export class VhostUserError extends Error {
     this.name = new.target.name;
   }
   /** Works across duplicate installs of the package, like undici's errors. */
-  static [Symbol.hasInstance](value: unknown): boolean {
+  static override [Symbol.hasInstance](value: unknown): boolean {
     if (this !== VhostUserError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return typeof value === 'object' && value !== null && kVhostUserError in value;
   }

@@ -1,0 +1,309 @@
+// Readiness of fds: libuv uv_poll_t watchers that call back into JS on the
+// event loop, a blocking poll(2) for the synchronous API, a nanosecond
+// sleep and the monotonic clock.
+#include <poll.h>
+#include <time.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+
+#include "util.h"
+
+namespace vhost_user {
+namespace {
+
+constexpr napi_type_tag kPollTag = {0x2c5e8f0b6d1a4e73ULL,
+                                    0xb81f4c97a03d25e6ULL};
+constexpr int kAllPollEvents = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
+constexpr size_t kMaxWaitFds = 31;
+
+// State of one pollStart() watcher. It is owned by the JS handle object
+// (freed by its finalizer). While the watcher is active the handle object
+// is held by a strong reference, so it cannot be collected; pollStop()
+// drops that reference. The uv_poll_t is allocated apart and freed in
+// uv_close's callback, which may run after the watch itself is gone.
+struct PollWatch {
+  napi_env env = nullptr;
+  uv_poll_t* uv = nullptr;  // nullptr once stopped
+  napi_ref callback = nullptr;
+  napi_ref self = nullptr;
+  napi_async_context async_context = nullptr;
+};
+
+void OnUvClosed(uv_handle_t* handle) {
+  delete reinterpret_cast<uv_poll_t*>(handle);
+}
+
+// Stops and closes the uv handle; safe to call more than once.
+void CloseUv(PollWatch* w) {
+  if (w->uv == nullptr) return;
+  uv_poll_stop(w->uv);
+  w->uv->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(w->uv), OnUvClosed);
+  w->uv = nullptr;
+}
+
+// Runs when the environment is torn down (e.g. a worker exits) with the
+// watcher still active: close the uv handle so the loop can finish.
+void OnEnvCleanup(void* arg) { CloseUv(static_cast<PollWatch*>(arg)); }
+
+// Releases everything but the PollWatch struct itself (JS thread).
+void StopWatch(napi_env env, PollWatch* w) {
+  if (w->uv == nullptr) return;
+  CloseUv(w);
+  napi_remove_env_cleanup_hook(env, OnEnvCleanup, w);
+  if (w->callback != nullptr) napi_delete_reference(env, w->callback);
+  if (w->self != nullptr) napi_delete_reference(env, w->self);
+  if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
+  w->callback = nullptr;
+  w->self = nullptr;
+  w->async_context = nullptr;
+}
+
+void FinalizeWatch(napi_env env, void* data, void* /*hint*/) {
+  PollWatch* w = static_cast<PollWatch*>(data);
+  StopWatch(env, w);  // only does work if the handle was never stopped
+  delete w;
+}
+
+void OnPoll(uv_poll_t* handle, int status, int events) {
+  PollWatch* w = static_cast<PollWatch*>(handle->data);
+  if (w == nullptr || w->callback == nullptr) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = nullptr, recv, argv[2], result;
+  napi_status st = napi_get_reference_value(env, w->callback, &fn);
+  if (st == napi_ok && fn != nullptr &&
+      napi_get_undefined(env, &recv) == napi_ok &&
+      napi_create_int32(env, status, &argv[0]) == napi_ok &&
+      napi_create_int32(env, events, &argv[1]) == napi_ok) {
+    // napi_make_callback runs the microtask queue afterwards, like any
+    // other callback from the event loop.
+    st = napi_make_callback(env, w->async_context, recv, fn, 2, argv, &result);
+    if (st == napi_pending_exception) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+        napi_fatal_exception(env, error);  // -> process 'uncaughtException'
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+bool GetWatch(napi_env env, napi_value value, PollWatch** out) {
+  napi_valuetype type;
+  bool tagged = false;
+  void* data = nullptr;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object ||
+      napi_check_object_type_tag(env, value, &kPollTag, &tagged) != napi_ok ||
+      !tagged || napi_unwrap(env, value, &data) != napi_ok) {
+    ThrowArgType(env, "handle", "a PollHandle returned by pollStart()");
+    return false;
+  }
+  *out = static_cast<PollWatch*>(data);
+  return true;
+}
+
+napi_value PollStart(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"fd", "events", "callback"};
+  napi_value argv[3];
+  int fd;
+  int32_t events;
+  if (!GetArgs(env, info, 3, argv, names) || !GetFd(env, argv[0], "fd", &fd) ||
+      !GetInt32(env, argv[1], "events", &events) ||
+      !GetFunction(env, argv[2], "callback")) {
+    return nullptr;
+  }
+  if (events <= 0 || (events & ~kAllPollEvents) != 0) {
+    ThrowArgValue(env, "events",
+                  "must be a non-empty combination of 1 (readable), "
+                  "2 (writable) and 4 (disconnect). Received " +
+                      std::to_string(events));
+    return nullptr;
+  }
+  uv_loop_t* loop = nullptr;
+  VU_NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+
+  uv_poll_t* uv = new uv_poll_t;
+  int r = uv_poll_init(loop, uv, fd);
+  if (r != 0) {
+    delete uv;  // uv_poll_init failed: the handle is not registered
+    ThrowUvError(env, "uv_poll_init", r);
+    return nullptr;
+  }
+  PollWatch* w = new PollWatch;
+  w->env = env;
+  w->uv = uv;
+  uv->data = w;
+
+  napi_value handle, resource_name;
+  if (napi_create_object(env, &handle) != napi_ok ||
+      napi_type_tag_object(env, handle, &kPollTag) != napi_ok ||
+      napi_wrap(env, handle, w, FinalizeWatch, nullptr, nullptr) != napi_ok) {
+    CloseUv(w);
+    delete w;
+    ThrowNapiFailure(env, "creating a poll handle");
+    return nullptr;
+  }
+  // From here on the handle object owns w; StopWatch() cleans up failures.
+  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
+      napi_create_reference(env, handle, 1, &w->self) != napi_ok ||
+      napi_create_string_utf8(env, "vhost-user:poll", NAPI_AUTO_LENGTH,
+                              &resource_name) != napi_ok ||
+      napi_async_init(env, handle, resource_name, &w->async_context) !=
+          napi_ok ||
+      napi_add_env_cleanup_hook(env, OnEnvCleanup, w) != napi_ok) {
+    StopWatch(env, w);
+    ThrowNapiFailure(env, "creating a poll handle");
+    return nullptr;
+  }
+  r = uv_poll_start(uv, events, OnPoll);
+  if (r != 0) {
+    StopWatch(env, w);
+    ThrowUvError(env, "uv_poll_start", r);
+    return nullptr;
+  }
+  VU_NAPI_CALL(env, napi_object_freeze(env, handle));
+  return handle;
+}
+
+napi_value PollStop(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"handle"};
+  napi_value argv[1];
+  PollWatch* w;
+  if (!GetArgs(env, info, 1, argv, names) || !GetWatch(env, argv[0], &w)) {
+    return nullptr;
+  }
+  StopWatch(env, w);
+  return Undefined(env);
+}
+
+napi_value PollRef(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"handle", "ref"};
+  napi_value argv[2];
+  PollWatch* w;
+  if (!GetArgs(env, info, 2, argv, names) || !GetWatch(env, argv[0], &w)) {
+    return nullptr;
+  }
+  napi_valuetype type;
+  bool ref = false;
+  if (napi_typeof(env, argv[1], &type) != napi_ok || type != napi_boolean ||
+      napi_get_value_bool(env, argv[1], &ref) != napi_ok) {
+    ThrowArgType(env, "ref", "of type boolean");
+    return nullptr;
+  }
+  if (w->uv != nullptr) {
+    if (ref) {
+      uv_ref(reinterpret_cast<uv_handle_t*>(w->uv));
+    } else {
+      uv_unref(reinterpret_cast<uv_handle_t*>(w->uv));
+    }
+  }
+  return Undefined(env);
+}
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+napi_value WaitReadable(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"fds", "timeoutMs"};
+  napi_value argv[2];
+  int fds[kMaxWaitFds];
+  size_t nfds = 0;
+  int64_t timeout_ms;
+  if (!GetArgs(env, info, 2, argv, names) ||
+      !GetFdArray(env, argv[0], "fds", kMaxWaitFds, fds, &nfds) ||
+      !GetSafeInteger(env, argv[1], "timeoutMs", &timeout_ms)) {
+    return nullptr;
+  }
+  struct pollfd pfds[kMaxWaitFds];
+  for (size_t i = 0; i < nfds; i++) {
+    pfds[i].fd = fds[i];
+    pfds[i].events = POLLIN | POLLRDHUP;
+    pfds[i].revents = 0;
+  }
+  const bool forever = timeout_ms < 0;
+  const int64_t deadline = forever ? 0 : NowNs() + timeout_ms * 1000000;
+  int n;
+  for (;;) {
+    int wait_ms = -1;
+    if (!forever) {
+      const int64_t remaining_ns = deadline - NowNs();
+      // Round up so that we never return before the deadline.
+      const int64_t remaining_ms =
+          remaining_ns <= 0 ? 0 : (remaining_ns + 999999) / 1000000;
+      wait_ms = remaining_ms > INT_MAX ? INT_MAX : static_cast<int>(remaining_ms);
+    }
+    n = poll(pfds, nfds, wait_ms);
+    if (n >= 0 || errno != EINTR) break;
+  }
+  if (n < 0) {
+    ThrowErrno(env, "poll", errno);
+    return nullptr;
+  }
+  int32_t mask = 0;
+  for (size_t i = 0; i < nfds; i++) {
+    if ((pfds[i].revents & POLLNVAL) != 0) {
+      ThrowErrno(env, "poll", EBADF);
+      return nullptr;
+    }
+    if ((pfds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) != 0) {
+      mask |= 1 << i;
+    }
+  }
+  return MakeInt32(env, mask);
+}
+
+napi_value SleepNs(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"ns"};
+  napi_value argv[1];
+  uint64_t ns;
+  if (!GetArgs(env, info, 1, argv, names) || !GetSize(env, argv[0], "ns", &ns)) {
+    return nullptr;
+  }
+  if (ns > 1000000000) {
+    ThrowArgValue(env, "ns", "must be at most 1e9. Received " +
+                                 std::to_string(ns));
+    return nullptr;
+  }
+  // An absolute deadline makes EINTR retries exact.
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_nsec += static_cast<long>(ns);
+  while (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_nsec -= 1000000000;
+    deadline.tv_sec += 1;
+  }
+  int r;
+  do {
+    r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr);
+  } while (r == EINTR);
+  if (r != 0) {
+    ThrowErrno(env, "clock_nanosleep", r);
+    return nullptr;
+  }
+  return Undefined(env);
+}
+
+napi_value NowNsJs(napi_env env, napi_callback_info /*info*/) {
+  return MakeNumber(env, static_cast<double>(NowNs()));
+}
+
+}  // namespace
+
+bool RegisterPoll(napi_env env, napi_value exports) {
+  return ExportFunction(env, exports, "pollStart", PollStart) &&
+         ExportFunction(env, exports, "pollStop", PollStop) &&
+         ExportFunction(env, exports, "pollRef", PollRef) &&
+         ExportFunction(env, exports, "waitReadable", WaitReadable) &&
+         ExportFunction(env, exports, "sleepNs", SleepNs) &&
+         ExportFunction(env, exports, "nowNs", NowNsJs);
+}
+
+}  // namespace vhost_user

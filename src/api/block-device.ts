@@ -1,0 +1,585 @@
+import { EventEmitter } from 'node:events';
+import { native } from '../native.js';
+import {
+  AbortError,
+  DeviceClosedError,
+  InvalidArgumentError,
+  OutOfMemoryError,
+  ReadOnlyError,
+  TimeoutError,
+  QueueBrokenError,
+  UnsupportedError,
+} from '../errors.js';
+import { BlockEngine, type Operation, type OperationCallback } from '../block/engine.js';
+import { ReadOp } from '../block/read-op.js';
+import { WriteOp } from '../block/write-op.js';
+import { CommandOp, GetIdOp } from '../block/command-ops.js';
+import type { VirtioBlkDriver, BlkDeviceInfo } from '../devices/blk/driver.js';
+import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { DeviceStats } from '../devices/stats.js';
+import { EventCompletion } from '../completion/event.js';
+import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
+import { checkBuffer, checkRange, checkTimeout } from './validate.js';
+
+/** Per-call options. */
+export interface IoOptions {
+  /** Rejects with AbortError when the signal fires; the request's memory stays reserved until the device returns it. */
+  signal?: AbortSignal;
+  /** Milliseconds before the call rejects with TimeoutError (default: the device's requestTimeout). */
+  timeout?: number;
+}
+
+export interface SyncIoOptions {
+  timeout?: number;
+}
+
+export interface BlockDeviceEvents {
+  /** The backend went away or broke the protocol; every later call fails. */
+  error: [Error];
+  /** The device is closed (by close() or because the backend went away). */
+  close: [];
+}
+
+/** How the device was set up (beyond what the driver negotiated). */
+export interface BlockDeviceSettings {
+  requestTimeoutMs: number;
+  bounceChunkBytes: number;
+}
+
+const WATCHDOG_INTERVAL_MS = 250;
+
+/**
+ * An open virtio-blk device. Every I/O call takes byte positions and lengths (no alignment
+ * needed), returns a Promise, and has a blocking *Sync twin for scripts.
+ */
+export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
+  /** Device size in bytes. */
+  readonly size: number;
+  /** Logical block size in bytes (I/O of whole aligned blocks avoids read-modify-write). */
+  readonly blockSize: number;
+  readonly readOnly: boolean;
+  /** Negotiated features and config space. */
+  readonly info: BlkDeviceInfo;
+  readonly #driver: VirtioBlkDriver;
+  readonly #engine: BlockEngine;
+  readonly #completion: CompletionStrategy;
+  readonly #stats: DeviceStats;
+  readonly #requestTimeoutMs: number;
+  readonly #userBuffers = new Set<number>();
+  readonly #waitFds: number[];
+  readonly #callFdCount: number;
+  readonly #errFdCount: number;
+  #kickScheduled = false;
+  #watchdog: NodeJS.Timeout | undefined;
+  #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
+  #failure: Error | undefined;
+  #closePromise: Promise<void> | undefined;
+  readonly #deadlines = new Map<Operation, number>();
+
+  /** @internal Use openBlockDevice(). */
+  constructor(driver: VirtioBlkDriver, settings: BlockDeviceSettings) {
+    super();
+    this.#driver = driver;
+    this.#stats = driver.stats;
+    this.size = driver.limits.capacity;
+    this.blockSize = driver.limits.blockSize;
+    this.readOnly = driver.limits.readOnly;
+    this.info = driver.info;
+    this.#requestTimeoutMs = settings.requestTimeoutMs;
+    this.#engine = new BlockEngine(
+      driver,
+      driver.memory,
+      driver.stats,
+      () => this.#scheduleKick(),
+      {
+        bounceChunkBytes: settings.bounceChunkBytes,
+      },
+    );
+    const host: CompletionHost = {
+      queues: driver.queues,
+      drain: (queue) => this.#drain(queue),
+      countCall: () => {
+        this.#stats.calls++;
+      },
+    };
+    this.#completion = new EventCompletion(host);
+    this.#waitFds = driver.waitFds();
+    this.#callFdCount = driver.queues.length;
+    this.#errFdCount = driver.errFds.length;
+    driver.endpoint.onDisconnect = (error) => this.#fail(error);
+    driver.endpoint.onUnsolicited = (message) => {
+      for (const fd of message.fds) native.close(fd);
+    };
+    for (const fd of driver.errFds) this.#watchErrFd(fd);
+  }
+
+  /** A copy of the counters. */
+  get stats(): DeviceStats {
+    return { ...this.#stats };
+  }
+
+  /** Whether the device can still take I/O. */
+  get closed(): boolean {
+    return this.#state !== 'open';
+  }
+
+  // ---- asynchronous API ----
+
+  /** Reads `length` bytes at `position` into a new Buffer. */
+  read(position: number, length: number, options?: IoOptions): Promise<Buffer> {
+    try {
+      checkRange('read', position, length, this.size);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const buffer = Buffer.allocUnsafe(length);
+    return this.#run((cb) => new ReadOp(this.#engine, buffer, position, length, cb), options).then(
+      () => buffer,
+    );
+  }
+
+  /** Reads buffer.length bytes at `position` into `buffer`; resolves to the bytes read. */
+  readInto(buffer: Uint8Array, position: number, options?: IoOptions): Promise<number> {
+    try {
+      checkBuffer('readInto', buffer);
+      checkRange('readInto', position, buffer.length, this.size);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#run(
+      (cb) => new ReadOp(this.#engine, buffer, position, buffer.length, cb),
+      options,
+    );
+  }
+
+  /** Writes all of `buffer` at `position`; resolves to the bytes written. */
+  write(buffer: Uint8Array, position: number, options?: IoOptions): Promise<number> {
+    try {
+      this.#checkWrite('write', buffer, position);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#run(
+      (cb) =>
+        new WriteOp(
+          this.#engine,
+          'write',
+          { data: buffer, deviceZeroes: false },
+          position,
+          buffer.length,
+          cb,
+        ),
+      options,
+    );
+  }
+
+  /** Makes completed writes durable (VIRTIO_BLK_T_FLUSH); a no-op on write-through devices. */
+  async flush(options?: IoOptions): Promise<void> {
+    this.#checkOpen();
+    if (!this.#engine.limits.canFlush) return;
+    await this.#run((cb) => new CommandOp(this.#engine, 'flush', 0, 0, cb), options);
+  }
+
+  /**
+   * Tells the device the range's data is no longer needed. Only whole blocks inside the range
+   * are discarded (the range is rounded inward), so no byte outside it is ever touched.
+   * Resolves to the bytes actually discarded.
+   */
+  discard(position: number, length: number, options?: IoOptions): Promise<number> {
+    try {
+      const range = this.#discardRange(position, length);
+      return this.#run(
+        (cb) => new CommandOp(this.#engine, 'discard', range.start, range.length, cb),
+        options,
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Writes zeroes over [position, position + length): VIRTIO_BLK_T_WRITE_ZEROES where possible. */
+  writeZeroes(position: number, length: number, options?: IoOptions): Promise<number> {
+    try {
+      this.#checkWriteRange('writeZeroes', position, length);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#run(
+      (cb) =>
+        new WriteOp(
+          this.#engine,
+          'writeZeroes',
+          { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes },
+          position,
+          length,
+          cb,
+        ),
+      options,
+    );
+  }
+
+  /** The device's serial (VIRTIO_BLK_T_GET_ID). */
+  async getId(options?: IoOptions): Promise<string> {
+    let op: GetIdOp | undefined;
+    await this.#run((cb) => (op = new GetIdOp(this.#engine, cb)), options);
+    return op!.id;
+  }
+
+  // ---- shared memory ----
+
+  /**
+   * A Buffer in the memory shared with the backend: I/O on it (or on a subarray of it) is
+   * zero-copy. It becomes empty (length 0) when the device closes.
+   * @throws OutOfMemoryError if no free piece of shared memory is large enough.
+   */
+  allocBuffer(size: number): Buffer {
+    this.#checkOpen();
+    if (!Number.isSafeInteger(size) || size <= 0) {
+      throw new InvalidArgumentError(`allocBuffer: size must be a positive integer, got ${size}`);
+    }
+    const allocator = this.#driver.memory.allocator;
+    const offset = allocator.alloc(size);
+    if (offset < 0) throw new OutOfMemoryError(size, allocator.largestFree);
+    this.#userBuffers.add(offset);
+    return Buffer.from(this.#driver.memory.data.buffer, offset, size);
+  }
+
+  /** Returns a Buffer from allocBuffer. Do not use it afterwards, nor free it while I/O on it is in flight. */
+  freeBuffer(buffer: Buffer | Uint8Array): void {
+    if (this.#state === 'closed' || this.#state === 'failed') return; // memory already released
+    const offset = this.#driver.memory.dataOffsetOf(buffer);
+    if (offset < 0 || !this.#userBuffers.has(offset)) {
+      throw new InvalidArgumentError(
+        'freeBuffer: not a buffer returned by allocBuffer (or already freed)',
+      );
+    }
+    this.#userBuffers.delete(offset);
+    this.#driver.memory.allocator.free(offset);
+  }
+
+  // ---- blocking API ----
+
+  /**
+   * Reads buffer.length bytes at `position`, blocking the thread until done. Completions of
+   * asynchronous requests in flight are processed meanwhile (their callbacks run later).
+   */
+  readSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
+    checkBuffer('readSync', buffer);
+    checkRange('readSync', position, buffer.length, this.size);
+    return this.#runSync(
+      (cb) => new ReadOp(this.#engine, buffer, position, buffer.length, cb),
+      options,
+    );
+  }
+
+  /** Writes all of `buffer` at `position`, blocking until the device has it. */
+  writeSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
+    this.#checkWrite('writeSync', buffer, position);
+    return this.#runSync(
+      (cb) =>
+        new WriteOp(
+          this.#engine,
+          'writeSync',
+          { data: buffer, deviceZeroes: false },
+          position,
+          buffer.length,
+          cb,
+        ),
+      options,
+    );
+  }
+
+  flushSync(options?: SyncIoOptions): void {
+    this.#checkOpen();
+    if (!this.#engine.limits.canFlush) return;
+    this.#runSync((cb) => new CommandOp(this.#engine, 'flush', 0, 0, cb), options);
+  }
+
+  discardSync(position: number, length: number, options?: SyncIoOptions): number {
+    const range = this.#discardRange(position, length);
+    return this.#runSync(
+      (cb) => new CommandOp(this.#engine, 'discard', range.start, range.length, cb),
+      options,
+    );
+  }
+
+  writeZeroesSync(position: number, length: number, options?: SyncIoOptions): number {
+    this.#checkWriteRange('writeZeroesSync', position, length);
+    return this.#runSync(
+      (cb) =>
+        new WriteOp(
+          this.#engine,
+          'writeZeroesSync',
+          { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes },
+          position,
+          length,
+          cb,
+        ),
+      options,
+    );
+  }
+
+  getIdSync(options?: SyncIoOptions): string {
+    let op: GetIdOp | undefined;
+    this.#runSync((cb) => (op = new GetIdOp(this.#engine, cb)), options);
+    return op!.id;
+  }
+
+  // ---- lifecycle ----
+
+  /**
+   * Lets in-flight I/O finish (up to `timeout` ms, default the request timeout; then it is
+   * failed with DeviceClosedError), stops the rings, and releases every fd and mapping.
+   * Buffers from allocBuffer become empty. Idempotent.
+   */
+  close(options: { timeout?: number } = {}): Promise<void> {
+    if (this.#closePromise) return this.#closePromise;
+    const timeout = checkTimeout('close: timeout', options.timeout) ?? this.#requestTimeoutMs;
+    if (this.#state === 'failed' || this.#state === 'closed') {
+      this.#closePromise = Promise.resolve();
+      return this.#closePromise;
+    }
+    this.#state = 'closing';
+    this.#closePromise = (async () => {
+      if (this.#engine.active.size > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            this.#engine.failAll(new DeviceClosedError('device closed with I/O in flight'));
+            resolve();
+          }, timeout);
+          this.#onIdle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#onIdle = undefined;
+      }
+      if (this.#state === 'closing') {
+        this.#teardown();
+        await this.#driver.shutdown();
+        this.#state = 'closed';
+        this.emit('close');
+      }
+    })();
+    return this.#closePromise;
+  }
+
+  #onIdle: (() => void) | undefined;
+
+  // ---- internals ----
+
+  #checkOpen(): void {
+    if (this.#state === 'open') return;
+    if (this.#state === 'failed' && this.#failure) throw this.#failure;
+    throw new DeviceClosedError();
+  }
+
+  #checkWrite(operation: string, buffer: unknown, position: unknown): void {
+    checkBuffer(operation, buffer);
+    this.#checkWriteRange(operation, position, (buffer as Uint8Array).length);
+  }
+
+  #checkWriteRange(operation: string, position: unknown, length: unknown): void {
+    checkRange(operation, position, length, this.size);
+    this.#checkOpen();
+    if (this.readOnly) throw new ReadOnlyError(operation);
+  }
+
+  #discardRange(position: number, length: number): { start: number; length: number } {
+    this.#checkWriteRange('discard', position, length);
+    if (!this.#engine.limits.canDiscard) {
+      throw new UnsupportedError('discard', 'the device does not offer VIRTIO_BLK_F_DISCARD');
+    }
+    const bs = this.blockSize;
+    const start = Math.ceil(position / bs) * bs;
+    const end = Math.floor((position + length) / bs) * bs;
+    return { start, length: Math.max(0, end - start) };
+  }
+
+  #run(
+    make: (cb: OperationCallback) => Operation,
+    options: IoOptions | undefined,
+  ): Promise<number> {
+    try {
+      this.#checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const signal = options?.signal;
+    let timeout: number | undefined;
+    try {
+      timeout = checkTimeout('timeout', options?.timeout);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<number>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      const op = make((error, value) => {
+        if (timer !== undefined) clearTimeout(timer);
+        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+        this.#deadlines.delete(op);
+        this.#afterSettle();
+        if (error !== null) reject(error);
+        else resolve(value);
+      });
+      if (signal !== undefined) {
+        if (signal.aborted) {
+          reject(new AbortError(op.name, signal.reason));
+          return;
+        }
+        onAbort = () => op.abort(new AbortError(op.name, signal.reason));
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      if (timeout !== undefined) {
+        const ms = timeout;
+        timer = setTimeout(() => op.abort(new TimeoutError(op.name, ms)), ms);
+      } else if (this.#requestTimeoutMs > 0) {
+        this.#deadlines.set(op, Date.now() + this.#requestTimeoutMs);
+        this.#startWatchdog();
+      }
+      this.#engine.start(op);
+      this.#completion.setBusy(true);
+    });
+  }
+
+  #runSync(make: (cb: OperationCallback) => Operation, options: SyncIoOptions | undefined): number {
+    this.#checkOpen();
+    const timeout = checkTimeout('timeout', options?.timeout) ?? this.#requestTimeoutMs;
+    let result = 0;
+    let failure: Error | null = null;
+    const op = make((error, value) => {
+      failure = error;
+      result = value;
+    });
+    this.#engine.start(op);
+    this.#waitFor(op, timeout > 0 ? Date.now() + timeout : Infinity);
+    this.#afterSettle();
+    if (failure !== null) throw failure;
+    return result;
+  }
+
+  /**
+   * The blocking wait: kick, drain, and sleep in poll(2) on the call eventfds, the error
+   * eventfds and the socket, until `op` is answered. Every drain runs completion callbacks,
+   * so multi-step operations (read-modify-write) advance here, and so do async requests.
+   */
+  #waitFor(op: Operation, deadline: number): void {
+    const driver = this.#driver;
+    const fds = this.#waitFds;
+    while (!op.settled) {
+      driver.kick();
+      let pending = false;
+      for (const queue of driver.queues) {
+        this.#drain(queue);
+        if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
+      }
+      if (op.settled) break;
+      if (pending) continue;
+      const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
+      if (left === 0) {
+        op.abort(new TimeoutError(op.name, this.#requestTimeoutMs));
+        break;
+      }
+      const ready = native.waitReadable(fds, left);
+      if (ready === 0) continue;
+      for (let i = 0; i < this.#callFdCount; i++) {
+        if (ready & (1 << i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
+      }
+      for (let i = 0; i < this.#errFdCount; i++) {
+        const index = this.#callFdCount + i;
+        if (ready & (1 << index)) this.#onErrFd(fds[index]!);
+      }
+      if (ready & (1 << (fds.length - 1))) driver.endpoint.readAvailable();
+    }
+  }
+
+  /** The single drain routine every completion strategy and blocking wait goes through. */
+  #drain(queue: BlkQueue): void {
+    if (this.#state === 'failed' || this.#state === 'closed') return;
+    try {
+      queue.drain();
+    } catch (err) {
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.#engine.pump();
+    this.#afterSettle();
+  }
+
+  #afterSettle(): void {
+    const busy = this.#engine.busy;
+    this.#completion.setBusy(busy);
+    if (!busy && this.#engine.active.size === 0) this.#onIdle?.();
+  }
+
+  #scheduleKick(): void {
+    if (this.#kickScheduled) return;
+    this.#kickScheduled = true;
+    // One kick per batch: everything submitted in this tick (and its microtasks) shares it.
+    process.nextTick(() => {
+      this.#kickScheduled = false;
+      if (this.#state === 'open' || this.#state === 'closing') this.#driver.kick();
+    });
+  }
+
+  #startWatchdog(): void {
+    if (this.#watchdog !== undefined) return;
+    this.#watchdog = setInterval(() => {
+      const now = Date.now();
+      for (const [op, deadline] of this.#deadlines) {
+        if (deadline <= now) {
+          this.#deadlines.delete(op);
+          op.abort(new TimeoutError(op.name, this.#requestTimeoutMs));
+        }
+      }
+      if (this.#deadlines.size === 0) {
+        clearInterval(this.#watchdog);
+        this.#watchdog = undefined;
+      }
+    }, WATCHDOG_INTERVAL_MS);
+    this.#watchdog.unref();
+  }
+
+  #errPolls: ReturnType<typeof native.pollStart>[] = [];
+
+  #watchErrFd(fd: number): void {
+    const poll = native.pollStart(fd, 1, () => this.#onErrFd(fd));
+    native.pollRef(poll, false);
+    this.#errPolls.push(poll);
+  }
+
+  #onErrFd(fd: number): void {
+    if (native.eventfdRead(fd) > 0) {
+      const queue = this.#driver.errFds.indexOf(fd);
+      this.#fail(
+        new QueueBrokenError(queue, 'backend signalled an error on the SET_VRING_ERR eventfd'),
+      );
+    }
+  }
+
+  /** The backend is gone or broke the rules: fail everything, release everything, once. */
+  #fail(error: Error): void {
+    if (this.#state === 'failed' || this.#state === 'closed') return;
+    this.#state = 'failed';
+    this.#failure = error;
+    for (const queue of this.#driver.queues) queue.abandonAll(error);
+    this.#engine.failAll(error);
+    this.#teardown();
+    this.#driver.destroy();
+    this.#onIdle?.();
+    // An 'error' event with no listener would throw and crash the process; callers with no
+    // listener learn of the failure from their next call instead.
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    this.emit('close');
+  }
+
+  #teardown(): void {
+    this.#completion.stop();
+    for (const poll of this.#errPolls) native.pollStop(poll);
+    this.#errPolls = [];
+    if (this.#watchdog !== undefined) clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+    this.#userBuffers.clear();
+  }
+}

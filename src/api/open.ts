@@ -1,0 +1,75 @@
+import { InvalidArgumentError } from '../errors.js';
+import { VirtioBlkDriver } from '../devices/blk/driver.js';
+import type { HugePages } from '../memory/region.js';
+import { describeTrace, traceFromEnv } from './trace.js';
+import { BlockDevice } from './block-device.js';
+import { checkIntegerOption, checkTimeout } from './validate.js';
+
+export interface OpenOptions {
+  /** Descriptors per virtqueue: a power of two, default 256 (at most 32768). */
+  queueSize?: number;
+  /** Request queues to use (the device must have that many). Default 1. */
+  queues?: number;
+  /** Bytes of shared memory for I/O buffers (allocBuffer and bounce buffers). Default 64 MiB. */
+  memorySize?: number;
+  /** Back shared memory with 2 MiB or 1 GiB hugepages (they must be reserved). Default false. */
+  hugepages?: HugePages;
+  /** Create the memory as a file in this hugetlbfs mount instead of memfd_create(MFD_HUGETLB). */
+  hugetlbfsPath?: string;
+  /** Milliseconds to wait for each handshake reply. Default 5000. */
+  timeout?: number;
+  /** Milliseconds before an I/O call fails with TimeoutError. Default 30000; 0 disables. */
+  requestTimeout?: number;
+  /** Largest bounce buffer per request, in bytes; longer copies are split and pipelined. Default 1 MiB. */
+  bounceChunkSize?: number;
+  /** Log every vhost-user message (true: to stderr). Default: on when DEBUG includes "vhost-user". */
+  trace?: boolean | ((line: string) => void);
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Connects to a vhost-user-blk backend's socket and sets the device up.
+ * @throws ConnectError, TimeoutError, ProtocolError, BackendRejectedError, UnsupportedError,
+ *   SystemError (memory), InvalidArgumentError (options)
+ */
+export async function openBlockDevice(
+  socketPath: string,
+  options: OpenOptions = {},
+): Promise<BlockDevice> {
+  if (typeof socketPath !== 'string' || socketPath.length === 0) {
+    throw new InvalidArgumentError('socketPath must be a non-empty string');
+  }
+  const queueSize = checkIntegerOption('queueSize', options.queueSize, 1, 32768, 256);
+  if ((queueSize & (queueSize - 1)) !== 0) {
+    throw new InvalidArgumentError(`queueSize must be a power of two, got ${queueSize}`);
+  }
+  const hugepages = options.hugepages ?? false;
+  if (hugepages !== false && hugepages !== '2M' && hugepages !== '1G') {
+    throw new InvalidArgumentError(
+      `hugepages must be false, '2M' or '1G', got ${String(hugepages)}`,
+    );
+  }
+  const requestTimeout = options.requestTimeout ?? 30_000;
+  if (requestTimeout !== 0) checkTimeout('requestTimeout', requestTimeout);
+  const log = options.trace === undefined ? traceFromEnv() : options.trace;
+  const driver = await VirtioBlkDriver.open(socketPath, {
+    queueSize,
+    queues: checkIntegerOption('queues', options.queues, 1, 256, 1),
+    memorySize: checkIntegerOption('memorySize', options.memorySize, 64 * 1024, 2 ** 46, 64 * MiB),
+    hugepages,
+    hugetlbfsPath: options.hugetlbfsPath,
+    timeoutMs: checkTimeout('timeout', options.timeout) ?? 5000,
+    trace: describeTrace(log),
+  });
+  return new BlockDevice(driver, {
+    requestTimeoutMs: requestTimeout,
+    bounceChunkBytes: checkIntegerOption(
+      'bounceChunkSize',
+      options.bounceChunkSize,
+      4096,
+      64 * MiB,
+      MiB,
+    ),
+  });
+}

@@ -1,0 +1,56 @@
+import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
+
+/** position / length must be non-negative safe integers and stay within the device. */
+export function checkRange(
+  operation: string,
+  position: unknown,
+  length: unknown,
+  size: number,
+): void {
+  checkOffset(operation, 'position', position);
+  checkOffset(operation, 'length', length);
+  if ((position as number) + (length as number) > size) {
+    throw new OutOfRangeError(
+      `${operation}: range [${String(position)}, ${(position as number) + (length as number)}) is past the end of the device (${size} bytes)`,
+    );
+  }
+}
+
+function checkOffset(operation: string, name: string, value: unknown): void {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new OutOfRangeError(
+      `${operation}: ${name} must be a non-negative integer, got ${typeof value === 'number' ? value : typeof value}`,
+    );
+  }
+}
+
+export function checkBuffer(operation: string, buffer: unknown): Uint8Array {
+  if (!(buffer instanceof Uint8Array)) {
+    throw new InvalidArgumentError(`${operation}: buffer must be a Buffer or Uint8Array`);
+  }
+  return buffer;
+}
+
+export function checkTimeout(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
+    throw new InvalidArgumentError(`${name} must be a positive number of milliseconds`);
+  }
+  return value;
+}
+
+export function checkIntegerOption(
+  name: string,
+  value: unknown,
+  min: number,
+  max: number,
+  fallback: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(
+      `${name} must be an integer in ${min}..${max}, got ${String(value)}`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,102 @@
+import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import type { BlockRequest } from './request.js';
+
+/**
+ * Reads [position, position + length) into `dest`. The device range is widened to whole blocks;
+ * data goes straight into `dest` when it lives in shared memory and the range is aligned,
+ * otherwise through bounce buffers, copied out as each request completes.
+ */
+export class ReadOp extends Operation {
+  readonly #dest: Uint8Array;
+  readonly #position: number;
+  readonly #length: number;
+  readonly #end: number;
+  #cursor: number;
+  /** GPA of dest when it can be read into directly, else -1. */
+  readonly #directGpa: number;
+  readonly #onRequestDone = (request: BlockRequest, error: Error | null): void =>
+    this.#requestDone(request, error);
+
+  constructor(
+    engine: BlockEngine,
+    dest: Uint8Array,
+    position: number,
+    length: number,
+    callback: OperationCallback,
+  ) {
+    super(engine, 'read', callback);
+    const bs = engine.limits.blockSize;
+    this.#dest = dest;
+    this.#position = position;
+    this.#length = length;
+    this.#cursor = Math.floor(position / bs) * bs;
+    this.#end = Math.ceil((position + length) / bs) * bs;
+    const offset = engine.memory.dataOffsetOf(dest);
+    this.#directGpa =
+      offset >= 0 && position % bs === 0 && length % bs === 0 ? engine.memory.dataGpa + offset : -1;
+    if (length === 0) this.pending = false;
+  }
+
+  protected result(): number {
+    return this.#length;
+  }
+
+  pump(): boolean {
+    const engine = this.engine;
+    while (this.#cursor < this.#end) {
+      const direct = this.#directGpa >= 0;
+      const len = Math.min(
+        this.#end - this.#cursor,
+        direct ? engine.maxRequestBytes : engine.bounceChunkBytes,
+      );
+      const request = engine.getRequest();
+      if (!direct) {
+        const bounce = engine.allocBounce(len);
+        if (bounce < 0) {
+          engine.putRequest(request);
+          return false;
+        }
+        request.bounceOffset = bounce;
+        request.dataGpa = engine.memory.dataGpa + bounce;
+      } else {
+        request.dataGpa = this.#directGpa + (this.#cursor - this.#position);
+      }
+      request.kind = 'read';
+      request.position = this.#cursor;
+      request.length = len;
+      request.onComplete = this.#onRequestDone;
+      request.owner = this;
+      if (!engine.driver.trySubmit(request)) {
+        if (request.bounceOffset >= 0) engine.freeBounce(request.bounceOffset);
+        engine.putRequest(request);
+        return false;
+      }
+      this.inFlight++;
+      this.#cursor += len;
+    }
+    this.pending = false;
+    return true;
+  }
+
+  #requestDone(request: BlockRequest, error: Error | null): void {
+    this.inFlight--;
+    const engine = this.engine;
+    if (request.bounceOffset >= 0) {
+      // Copy out only while the caller still waits: after an abort, dest may be reused.
+      if (error === null && this.error === null && !this.settled) {
+        const from = Math.max(request.position, this.#position);
+        const to = Math.min(request.position + request.length, this.#position + this.#length);
+        const src = request.bounceOffset + (from - request.position);
+        this.#dest.set(
+          engine.memory.dataBytes.subarray(src, src + (to - from)),
+          from - this.#position,
+        );
+        engine.stats.bytesBounced += to - from;
+      }
+      engine.freeBounce(request.bounceOffset);
+    }
+    engine.putRequest(request);
+    if (error !== null) this.fail(error);
+    else this.maybeFinish();
+  }
+}

@@ -1,0 +1,284 @@
+import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import type { BlockRequest, BlockRequestKind } from './request.js';
+
+/** A stretch of the block-aligned device range and how its bytes are produced. */
+interface Piece {
+  position: number;
+  length: number;
+  /** 'edge': a merged edge block already in `bounce`; 'data': from the source; 'zeroes': WRITE_ZEROES. */
+  kind: 'edge' | 'data' | 'zeroes';
+  bounce: number;
+}
+
+export interface WriteSource {
+  /** Bytes to write, or null for zeroes. */
+  data: Uint8Array | null;
+  /** Use VIRTIO_BLK_T_WRITE_ZEROES for whole blocks of zeroes instead of writing zero buffers. */
+  deviceZeroes: boolean;
+}
+
+/**
+ * Writes bytes (or zeroes) at any byte position. Whole blocks are written directly; partial
+ * edge blocks are read, merged and written back (read-modify-write) under an exclusive lock on
+ * the operation's block range, so concurrent overlapping writes cannot lose each other's bytes.
+ */
+export class WriteOp extends Operation {
+  readonly #source: WriteSource;
+  readonly #position: number;
+  readonly #length: number;
+  readonly #start: number;
+  readonly #end: number;
+  readonly #unaligned: boolean;
+  /** Edge blocks being read before the write phase. */
+  #edges: Piece[] = [];
+  #edgesToSubmit = 0;
+  #edgesToRead = 0;
+  #pieces: Piece[] = [];
+  #piece = 0;
+  #pieceCursor = 0;
+  /** GPA of the source when it lives in shared memory, else -1. */
+  readonly #directGpa: number;
+  readonly #onEdgeRead = (request: BlockRequest, error: Error | null): void =>
+    this.#edgeRead(request, error);
+  readonly #onWritten = (request: BlockRequest, error: Error | null): void =>
+    this.#written(request, error);
+
+  constructor(
+    engine: BlockEngine,
+    name: string,
+    source: WriteSource,
+    position: number,
+    length: number,
+    callback: OperationCallback,
+  ) {
+    super(engine, name, callback);
+    const bs = engine.limits.blockSize;
+    this.#source = source;
+    this.#position = position;
+    this.#length = length;
+    this.#start = Math.floor(position / bs) * bs;
+    this.#end = Math.ceil((position + length) / bs) * bs;
+    this.#unaligned = position % bs !== 0 || length % bs !== 0;
+    const offset = source.data === null ? -1 : engine.memory.dataOffsetOf(source.data);
+    this.#directGpa = offset >= 0 ? engine.memory.dataGpa + offset : -1;
+    if (length === 0) {
+      this.pending = false;
+      return;
+    }
+    if (this.#unaligned) {
+      const head = this.#start;
+      const tail = this.#end - bs;
+      if (position !== head || position + length < head + bs) this.#edges.push(edge(head, bs));
+      if ((position + length) % bs !== 0 && tail !== head) this.#edges.push(edge(tail, bs));
+      this.#edgesToSubmit = this.#edges.length;
+      this.#edgesToRead = this.#edges.length;
+    }
+    if (this.#edges.length === 0) this.#planPieces();
+  }
+
+  override lockRange(): { start: number; end: number; exclusive: boolean } {
+    return { start: this.#start, end: this.#end, exclusive: this.#unaligned };
+  }
+
+  protected result(): number {
+    return this.#length;
+  }
+
+  override fail(error: Error): void {
+    if (this.error === null) this.error = error;
+    this.#releaseEdgesIfDone();
+    super.fail(error);
+  }
+
+  pump(): boolean {
+    if (this.#edgesToSubmit > 0) return this.#submitEdgeReads();
+    if (this.#edgesToRead > 0) return true; // waiting for the edge reads; resumed after them
+    return this.#submitPieces();
+  }
+
+  #submitEdgeReads(): boolean {
+    const engine = this.engine;
+    while (this.#edgesToSubmit > 0) {
+      const piece = this.#edges[this.#edges.length - this.#edgesToSubmit]!;
+      if (piece.bounce < 0) {
+        piece.bounce = engine.allocBounce(piece.length);
+        if (piece.bounce < 0) return false;
+      }
+      const request = this.#request(
+        'read',
+        piece.position,
+        piece.length,
+        piece.bounce,
+        this.#onEdgeRead,
+      );
+      request.owner = piece;
+      if (!engine.driver.trySubmit(request)) {
+        engine.putRequest(request);
+        return false;
+      }
+      this.inFlight++;
+      this.#edgesToSubmit--;
+    }
+    return true;
+  }
+
+  #edgeRead(request: BlockRequest, error: Error | null): void {
+    this.inFlight--;
+    this.engine.putRequest(request);
+    this.#edgesToRead--;
+    if (error !== null) {
+      this.fail(error);
+    } else if (this.#edgesToRead === 0 && this.error === null) {
+      this.engine.stats.readModifyWrites++;
+      for (const e of this.#edges) this.#merge(e);
+      this.#planPieces();
+      this.engine.resume(this);
+    }
+    this.#releaseEdgesIfDone();
+    this.maybeFinish();
+  }
+
+  /** Copies the caller's bytes (or zeroes) that fall inside an edge block into its bounce buffer. */
+  #merge(piece: Piece): void {
+    const from = Math.max(piece.position, this.#position);
+    const to = Math.min(piece.position + piece.length, this.#position + this.#length);
+    const bytes = this.engine.memory.dataBytes;
+    const at = piece.bounce + (from - piece.position);
+    const data = this.#source.data;
+    if (data === null) bytes.fill(0, at, at + (to - from));
+    else bytes.set(data.subarray(from - this.#position, to - this.#position), at);
+  }
+
+  #planPieces(): void {
+    const bs = this.engine.limits.blockSize;
+    const pieces: Piece[] = [];
+    let middleStart = this.#start;
+    let middleEnd = this.#end;
+    for (const e of this.#edges) {
+      pieces.push(e);
+      if (e.position === this.#start) middleStart += bs;
+      else middleEnd -= bs;
+    }
+    if (middleEnd > middleStart) {
+      const kind = this.#source.data === null && this.#source.deviceZeroes ? 'zeroes' : 'data';
+      pieces.push({ position: middleStart, length: middleEnd - middleStart, kind, bounce: -1 });
+    }
+    this.#pieces = pieces;
+    this.#piece = 0;
+    this.#pieceCursor = 0;
+  }
+
+  #submitPieces(): boolean {
+    const engine = this.engine;
+    while (this.#piece < this.#pieces.length) {
+      const piece = this.#pieces[this.#piece]!;
+      const at = piece.position + this.#pieceCursor;
+      const left = piece.length - this.#pieceCursor;
+      let request: BlockRequest;
+      if (piece.kind === 'edge') {
+        request = this.#request('write', at, left, piece.bounce, this.#onWritten);
+        request.owner = piece;
+      } else if (piece.kind === 'zeroes') {
+        const len = Math.min(left, engine.limits.maxWriteZeroesBytes);
+        request = this.#request('write-zeroes', at, len, -1, this.#onWritten);
+      } else {
+        request = this.#dataRequest(at, left);
+        if (request.length === 0) {
+          engine.putRequest(request);
+          return false;
+        }
+      }
+      if (!engine.driver.trySubmit(request)) {
+        if (piece.kind === 'data' && request.bounceOffset >= 0)
+          engine.freeBounce(request.bounceOffset);
+        engine.putRequest(request);
+        return false;
+      }
+      this.inFlight++;
+      this.#pieceCursor += request.length;
+      if (this.#pieceCursor === piece.length) {
+        this.#piece++;
+        this.#pieceCursor = 0;
+      }
+    }
+    this.pending = false;
+    return true;
+  }
+
+  /** A write of source bytes at device position `at`: zero-copy when the source is shared memory. */
+  #dataRequest(at: number, left: number): BlockRequest {
+    const engine = this.engine;
+    const data = this.#source.data;
+    if (data !== null && this.#directGpa >= 0) {
+      const len = Math.min(left, engine.maxRequestBytes);
+      return this.#request(
+        'write',
+        at,
+        len,
+        -1,
+        this.#onWritten,
+        this.#directGpa + (at - this.#position),
+      );
+    }
+    const len = Math.min(left, engine.bounceChunkBytes);
+    const bounce = engine.allocBounce(len);
+    const request = this.#request('write', at, bounce < 0 ? 0 : len, bounce, this.#onWritten);
+    if (bounce < 0) return request;
+    const bytes = engine.memory.dataBytes;
+    if (data === null) bytes.fill(0, bounce, bounce + len);
+    else bytes.set(data.subarray(at - this.#position, at - this.#position + len), bounce);
+    engine.stats.bytesBounced += len;
+    return request;
+  }
+
+  #request(
+    kind: BlockRequestKind,
+    position: number,
+    length: number,
+    bounce: number,
+    onComplete: (request: BlockRequest, error: Error | null) => void,
+    gpa = bounce >= 0 ? this.engine.memory.dataGpa + bounce : 0,
+  ): BlockRequest {
+    const request = this.engine.getRequest();
+    request.kind = kind;
+    request.position = position;
+    request.length = length;
+    request.dataGpa = gpa;
+    request.bounceOffset = bounce;
+    request.onComplete = onComplete;
+    request.owner = this;
+    return request;
+  }
+
+  #written(request: BlockRequest, error: Error | null): void {
+    this.inFlight--;
+    const engine = this.engine;
+    if (request.owner !== this) {
+      // An edge block: its buffer is owned by the piece, freed once.
+      const piece = request.owner as Piece;
+      engine.freeBounce(piece.bounce);
+      piece.bounce = -1;
+    } else if (request.bounceOffset >= 0) {
+      engine.freeBounce(request.bounceOffset);
+    }
+    engine.putRequest(request);
+    if (error !== null) this.fail(error);
+    this.#releaseEdgesIfDone();
+    this.maybeFinish();
+  }
+
+  /** After a failure, edge buffers that will never be written are returned once nothing is in flight. */
+  #releaseEdgesIfDone(): void {
+    if (this.error === null || this.inFlight > 0) return;
+    for (const e of this.#edges) {
+      if (e.bounce >= 0) {
+        this.engine.freeBounce(e.bounce);
+        e.bounce = -1;
+      }
+    }
+  }
+}
+
+function edge(position: number, length: number): Piece {
+  return { position, length, kind: 'edge', bounce: -1 };
+}

@@ -1,0 +1,54 @@
+import { native, type PollHandle } from '../native.js';
+import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { CompletionHost, CompletionStrategy } from './strategy.js';
+
+const UV_READABLE = 1;
+
+/**
+ * 'event': sleep until the device signals a call eventfd (libuv watches it), then drain,
+ * re-enable interrupts and check the used ring once more, so a completion that lands between
+ * the drain and the re-enable is not left waiting for an interrupt that will never come.
+ */
+export class EventCompletion implements CompletionStrategy {
+  readonly name = 'event';
+  readonly #host: CompletionHost;
+  readonly #polls: PollHandle[] = [];
+  #busy = false;
+  #stopped = false;
+
+  constructor(host: CompletionHost) {
+    this.#host = host;
+    for (const queue of host.queues) {
+      queue.vq.enableInterrupts();
+      const poll = native.pollStart(queue.callFd, UV_READABLE, () => this.#onCall(queue));
+      native.pollRef(poll, false);
+      this.#polls.push(poll);
+    }
+  }
+
+  #onCall(queue: BlkQueue): void {
+    if (this.#stopped) return;
+    if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
+    drainWithInterrupts(this.#host, queue);
+  }
+
+  setBusy(busy: boolean): void {
+    if (busy === this.#busy || this.#stopped) return;
+    this.#busy = busy;
+    // While requests are in flight, the pending completions keep the process alive.
+    for (const poll of this.#polls) native.pollRef(poll, busy);
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const poll of this.#polls) native.pollStop(poll);
+  }
+}
+
+/** Drain until the ring is empty with interrupts enabled (the re-check closes the race). */
+export function drainWithInterrupts(host: CompletionHost, queue: BlkQueue): void {
+  do {
+    host.drain(queue);
+  } while (!queue.vq.broken && queue.vq.enableInterrupts());
+}

@@ -1,0 +1,245 @@
+import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
+import { native } from '../../native.js';
+import { DeviceIoError, QueueBrokenError, UnsupportedError } from '../../errors.js';
+import type { BlockRequest, BlockRequestKind } from '../../block/request.js';
+import type { DeviceStats } from '../stats.js';
+import {
+  STATUS_NOT_WRITTEN,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_SECTOR_SIZE,
+  VirtioBlkType,
+  type VirtioBlkRequestType,
+} from './spec.js';
+
+/**
+ * Per-request driver area in the control region, one per slot: the request header
+ * (virtio_blk_outhdr), a discard/write-zeroes segment, and the status byte.
+ */
+export const SLOT_STRIDE = 64;
+const HDR_OFF = 0;
+const DWZ_OFF = 16;
+const STATUS_OFF = 48;
+
+export interface BlkQueueMemory {
+  buffer: SharedArrayBuffer;
+  /** Byte offset of the slot array in `buffer`, and its guest-physical address. */
+  slotsOffset: number;
+  slotsGpa: number;
+}
+
+const TYPE_OF: Record<BlockRequestKind, VirtioBlkRequestType> = {
+  read: VirtioBlkType.VIRTIO_BLK_T_IN,
+  write: VirtioBlkType.VIRTIO_BLK_T_OUT,
+  flush: VirtioBlkType.VIRTIO_BLK_T_FLUSH,
+  'get-id': VirtioBlkType.VIRTIO_BLK_T_GET_ID,
+  discard: VirtioBlkType.VIRTIO_BLK_T_DISCARD,
+  'write-zeroes': VirtioBlkType.VIRTIO_BLK_T_WRITE_ZEROES,
+};
+
+/**
+ * One virtio-blk request queue: turns BlockRequests into descriptor chains
+ * (header RO, data RO/WO, status WO) and completions back into errors or success.
+ */
+export class BlkQueue {
+  readonly vq: SplitVirtqueue;
+  readonly kickFd: number;
+  readonly callFd: number;
+  readonly #maxSegmentBytes: number;
+  readonly #stats: DeviceStats;
+  readonly #view: DataView;
+  readonly #bytes: Uint8Array;
+  readonly #slotsOffset: number;
+  readonly #slotsGpa: number;
+  /** slot -> request in flight */
+  readonly #slots: (BlockRequest | undefined)[];
+  readonly #freeSlots: Int32Array;
+  #freeSlotCount: number;
+  /** Reusable Segment arrays by length, so submission allocates nothing. */
+  readonly #segArrays: Segment[][] = [];
+  #unkicked = 0;
+  readonly #completeOne = (slot: number, _len: number): void => this.#complete(slot);
+
+  constructor(
+    vq: SplitVirtqueue,
+    memory: BlkQueueMemory,
+    fds: { kickFd: number; callFd: number },
+    maxSegmentBytes: number,
+    stats: DeviceStats,
+  ) {
+    this.vq = vq;
+    this.kickFd = fds.kickFd;
+    this.callFd = fds.callFd;
+    this.#maxSegmentBytes = maxSegmentBytes;
+    this.#stats = stats;
+    this.#view = new DataView(memory.buffer);
+    this.#bytes = new Uint8Array(memory.buffer);
+    this.#slotsOffset = memory.slotsOffset;
+    this.#slotsGpa = memory.slotsGpa;
+    this.#slots = new Array<BlockRequest | undefined>(vq.size).fill(undefined);
+    this.#freeSlots = new Int32Array(vq.size);
+    for (let i = 0; i < vq.size; i++) this.#freeSlots[i] = vq.size - 1 - i;
+    this.#freeSlotCount = vq.size;
+  }
+
+  get inFlight(): number {
+    return this.vq.size - this.#freeSlotCount;
+  }
+
+  /** Writes the request into the ring (and publishes it); the kick is deferred to kick(). */
+  trySubmit(request: BlockRequest): boolean {
+    if (this.vq.broken) throw new QueueBrokenError(this.vq.index, 'queue is broken');
+    if (this.#freeSlotCount === 0) return false;
+    const dataSegments = this.#dataSegmentCount(request);
+    const total = dataSegments + 2;
+    if (!this.vq.canAdd(total)) return false;
+    const slot = this.#freeSlots[--this.#freeSlotCount]!;
+    const base = this.#slotsOffset + slot * SLOT_STRIDE;
+    const gpa = this.#slotsGpa + slot * SLOT_STRIDE;
+    const view = this.#view;
+    view.setUint32(base + HDR_OFF, TYPE_OF[request.kind], true);
+    view.setUint32(base + HDR_OFF + 4, 0, true);
+    const sector = request.kind === 'flush' || request.kind === 'get-id' ? 0 : request.position;
+    setU64(view, base + HDR_OFF + 8, sector / VIRTIO_BLK_SECTOR_SIZE);
+    this.#bytes[base + STATUS_OFF] = STATUS_NOT_WRITTEN;
+
+    const segs = this.#segments(total);
+    let i = 0;
+    const hdr = segs[i++]!;
+    hdr.gpa = gpa + HDR_OFF;
+    hdr.len = 16;
+    hdr.write = false;
+    if (request.kind === 'discard' || request.kind === 'write-zeroes') {
+      setU64(view, base + DWZ_OFF, request.position / VIRTIO_BLK_SECTOR_SIZE);
+      view.setUint32(base + DWZ_OFF + 8, request.length / VIRTIO_BLK_SECTOR_SIZE, true);
+      // flags stay 0: write-zeroes never sets VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, because the
+      // caller asked for zeroes, not for deallocation; discard has no flags.
+      view.setUint32(base + DWZ_OFF + 12, 0, true);
+      const s = segs[i++]!;
+      s.gpa = gpa + DWZ_OFF;
+      s.len = 16;
+      s.write = false;
+    } else if (dataSegments > 0) {
+      const write = request.kind === 'read' || request.kind === 'get-id';
+      const max = this.#maxSegmentBytes;
+      let left = request.length;
+      let at = request.dataGpa;
+      while (left > 0) {
+        const len = left > max ? max : left;
+        const s = segs[i++]!;
+        s.gpa = at;
+        s.len = len;
+        s.write = write;
+        at += len;
+        left -= len;
+      }
+    }
+    const status = segs[i]!;
+    status.gpa = gpa + STATUS_OFF;
+    status.len = 1;
+    status.write = true;
+    // The slot number is the token: drain hands it back with the used element.
+    if (!this.vq.add(segs, slot)) {
+      this.#freeSlotCount++;
+      return false;
+    }
+    this.#slots[slot] = request;
+    this.vq.publish();
+    this.#unkicked++;
+    this.#stats.requests++;
+    return true;
+  }
+
+  /** Notifies the device of everything published since the last kick, if it wants to know. */
+  kick(): void {
+    if (this.#unkicked === 0) return;
+    this.#unkicked = 0;
+    if (this.vq.kickNeeded()) {
+      native.eventfdWrite(this.kickFd);
+      this.#stats.kicks++;
+    }
+  }
+
+  /** Completes every request the device has returned. Returns how many. */
+  drain(): number {
+    return this.vq.drain(this.#completeOne);
+  }
+
+  /** Fails every request in flight (the backend is gone, so no descriptor can come back). */
+  abandonAll(error: Error): void {
+    for (let slot = 0; slot < this.#slots.length; slot++) {
+      const request = this.#slots[slot];
+      if (request === undefined) continue;
+      this.#slots[slot] = undefined;
+      this.#freeSlots[this.#freeSlotCount++] = slot;
+      request.onComplete(request, error);
+    }
+  }
+
+  #complete(slot: number): void {
+    const request = this.#slots[slot];
+    if (request === undefined) {
+      // The ring validated the token, so this is our own bookkeeping failing.
+      throw new QueueBrokenError(this.vq.index, `used element for idle slot ${slot}`);
+    }
+    this.#slots[slot] = undefined;
+    this.#freeSlots[this.#freeSlotCount++] = slot;
+    const status = this.#bytes[this.#slotsOffset + slot * SLOT_STRIDE + STATUS_OFF]!;
+    this.#stats.completions++;
+    request.onComplete(
+      request,
+      status === VIRTIO_BLK_S_OK ? null : statusError(this.vq.index, request, status),
+    );
+  }
+
+  #dataSegmentCount(request: BlockRequest): number {
+    switch (request.kind) {
+      case 'read':
+      case 'write':
+      case 'get-id':
+        return this.#maxSegmentBytes === Infinity
+          ? 1
+          : Math.ceil(request.length / this.#maxSegmentBytes);
+      case 'discard':
+      case 'write-zeroes':
+        return 1;
+      case 'flush':
+        return 0;
+    }
+  }
+
+  #segments(n: number): Segment[] {
+    let segs = this.#segArrays[n];
+    if (segs === undefined) {
+      segs = [];
+      for (let i = 0; i < n; i++) segs.push({ gpa: 0, len: 0, write: false });
+      this.#segArrays[n] = segs;
+    }
+    return segs;
+  }
+}
+
+/** The one place where a virtio-blk status byte becomes an error. */
+export function statusError(queue: number, request: BlockRequest, status: number): Error {
+  const position =
+    request.kind === 'flush' || request.kind === 'get-id' ? undefined : request.position;
+  switch (status) {
+    case VIRTIO_BLK_S_IOERR:
+      return new DeviceIoError(request.kind, status, position);
+    case VIRTIO_BLK_S_UNSUPP:
+      return new UnsupportedError(request.kind, 'device answered VIRTIO_BLK_S_UNSUPP', status);
+    case STATUS_NOT_WRITTEN:
+      return new QueueBrokenError(
+        queue,
+        `device returned a ${request.kind} request without writing its status`,
+      );
+    default:
+      return new DeviceIoError(request.kind, status, position);
+  }
+}
+
+function setU64(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, value >>> 0, true);
+  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
+}

@@ -1,0 +1,28 @@
+/** Counters a device keeps; `dev.stats` returns a copy. */
+export interface DeviceStats {
+  /** Device requests submitted to the rings (one user call can make several). */
+  requests: number;
+  completions: number;
+  /** Times we notified the device through a kick eventfd. */
+  kicks: number;
+  /** Times the device's call eventfd woke us. */
+  calls: number;
+  /** Bytes copied through bounce buffers (0 when all I/O uses allocBuffer memory). */
+  bytesBounced: number;
+  /** Unaligned writes done as read-modify-write. */
+  readModifyWrites: number;
+  /** Requests that had to wait for a free descriptor, slot or bounce buffer. */
+  queuedForResources: number;
+}
+
+export function newDeviceStats(): DeviceStats {
+  return {
+    requests: 0,
+    completions: 0,
+    kicks: 0,
+    calls: 0,
+    bytesBounced: 0,
+    readModifyWrites: 0,
+    queuedForResources: 0,
+  };
+}

@@ -1,0 +1,138 @@
+/**
+ * The one loader of the native addon (`vhost_user_native.node`) and the exact
+ * type of what it exports. Nothing else in the package may `require` the
+ * addon; everything goes through {@link native}.
+ *
+ * Conventions of every function below:
+ * - Arguments are checked first. A wrong type throws a `TypeError` with `code`
+ *   `'ERR_INVALID_ARG_TYPE'` (also for missing arguments); a value out of
+ *   range (negative fd, fractional size, unaligned offset...) throws a
+ *   `RangeError` with `code` `'ERR_INVALID_ARG_VALUE'`.
+ * - A failed system call throws an `Error` whose message is
+ *   `<syscall>: <strerror>`, with `code` the errno name (`'ENOENT'`, or
+ *   `'E<number>'` if unknown), `errno` the positive errno number and
+ *   `syscall` the name of the call. EINTR is retried inside the addon.
+ * - Every fd created is close-on-exec; sockets and eventfds are non-blocking.
+ * - No memory address ever reaches JavaScript.
+ *
+ * @module
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Huge page size for {@link NativeBinding.memfdCreate}: 0 means normal pages. */
+export type HugePageSize = 0 | 2097152 | 1073741824;
+
+declare const mappingBrand: unique symbol;
+/** Opaque handle of a mapping made by {@link NativeBinding.mmap}. */
+export interface MappingHandle {
+  readonly [mappingBrand]: true;
+}
+
+declare const pollBrand: unique symbol;
+/** Opaque handle of a libuv poll watcher made by {@link NativeBinding.pollStart}. */
+export interface PollHandle {
+  readonly [pollBrand]: true;
+}
+
+/** Result of {@link NativeBinding.recvmsg}. */
+export interface RecvResult {
+  /** Bytes received: -1 if nothing was pending (EAGAIN), 0 at end of stream. */
+  bytes: number;
+  /** File descriptors received with the bytes; the caller owns (and must close) them. */
+  fds: number[];
+}
+
+/** The functions exported by the native addon. */
+export interface NativeBinding {
+  /** memfd_create(name, MFD_CLOEXEC | (hugePageSize ? MFD_HUGETLB | MFD_HUGE_2MB / MFD_HUGE_1GB : 0)). Returns the fd. */
+  memfdCreate(name: string, hugePageSize: HugePageSize): number;
+  /** An unlinked file in a hugetlbfs mount: statfs(dir) must report HUGETLBFS_MAGIC (else throw code 'EINVAL', syscall 'statfs'); open O_TMPFILE|O_RDWR|O_CLOEXEC, falling back to mkstemp + unlink. Returns the fd. */
+  hugetlbfsCreate(dir: string): number;
+  /** ftruncate(fd, size). */
+  ftruncate(fd: number, size: number): void;
+  /** fstat(fd).st_size */
+  fstatSize(fd: number): number;
+  /** close(fd). An EINTR from close is treated as success (Linux has released the fd). */
+  close(fd: number): void;
+  /**
+   * mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset). kind 'plain' returns an external ArrayBuffer over the mapping (detachable); kind 'shared' returns a SharedArrayBuffer over it (so JS can use Atomics on it). length > 0, offset page-aligned.
+   *
+   * On hugetlbfs files the mapping is rounded up to whole huge pages; the buffer still has `length` bytes.
+   * If neither {@link NativeBinding.munmap} is called nor the buffer kept, the mapping is unmapped when the buffer is garbage-collected.
+   */
+  mmap(
+    fd: number,
+    length: number,
+    offset: number,
+    kind: 'plain' | 'shared',
+  ): { handle: MappingHandle; buffer: ArrayBuffer | SharedArrayBuffer };
+  /**
+   * Idempotent. 'plain': detach the ArrayBuffer (napi_detach_arraybuffer, via a napi_ref kept by the mapping; so every Buffer/TypedArray over it then has length 0) and munmap. 'shared': a SharedArrayBuffer cannot be detached, so replace the range with anonymous private zero pages (mmap MAP_FIXED|MAP_ANONYMOUS|MAP_PRIVATE|MAP_NORESERVE): the memfd pages are released now, stale views read zeros and never fault, and the real munmap happens in the BackingStore deleter when V8 frees the SharedArrayBuffer. The finalizer/deleter of either kind must munmap exactly once overall and never touch freed native state (use a small heap struct with a refcount or flags).
+   *
+   * Do not unmap a 'plain' mapping while native code outside this addon (e.g. an fs request in the thread pool) still uses a view of it.
+   */
+  munmap(handle: MappingHandle): void;
+  /** eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) */
+  eventfd(): number;
+  /** write 1 to the eventfd (EAGAIN on counter overflow is ignored). */
+  eventfdWrite(fd: number): void;
+  /** Non-blocking read: returns the counter, or 0 if it was not signalled (EAGAIN). */
+  eventfdRead(fd: number): number;
+  /** socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK) + connect. Path longer than sun_path: RangeError code 'ERR_INVALID_ARG_VALUE'. connect() on a Unix stream socket completes at once or fails; if it returns EINPROGRESS/EAGAIN, wait for writability with poll() for up to 1000 ms, then check SO_ERROR. Returns the fd. */
+  unixConnect(path: string): number;
+  /** For the embedded backend and tests: socket + bind + listen (non-blocking, cloexec). Returns the fd. */
+  unixListen(path: string, backlog: number): number;
+  /** accept4(SOCK_NONBLOCK|SOCK_CLOEXEC); returns -1 on EAGAIN. */
+  unixAccept(fd: number): number;
+  /** socketpair(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC) */
+  socketpair(): [number, number];
+  /** sendmsg with the fds as one SCM_RIGHTS control message (at most 253 fds; MSG_NOSIGNAL). Returns bytes sent, or -1 on EAGAIN. EPIPE/ECONNRESET throw with that code. `data` must not be empty when fds are sent. */
+  sendmsg(fd: number, data: Uint8Array, fds: readonly number[]): number;
+  /** recvmsg into data (MSG_CMSG_CLOEXEC, room for 253 fds). bytes: -1 on EAGAIN, 0 on EOF (peer closed). If MSG_CTRUNC is set, close whatever fds arrived and throw code 'EMSGSIZE'. ECONNRESET counts as EOF (return 0). `data` must not be empty. */
+  recvmsg(fd: number, data: Uint8Array): RecvResult;
+  /** libuv uv_poll_t on fd (events: 1 = UV_READABLE, 2 = UV_WRITABLE, 4 = UV_DISCONNECT; OR them). The callback runs on the JS thread through napi_make_callback (so microtasks run after it) with (status, events): status < 0 is a libuv error code. The handle starts ref'ed. An exception thrown by the callback is reported as an uncaught exception. */
+  pollStart(
+    fd: number,
+    events: number,
+    callback: (status: number, events: number) => void,
+  ): PollHandle;
+  /** Stop and close the uv handle (uv_close; free native state in the close callback; release the callback napi_ref). Idempotent. Must be called before the fd is closed. */
+  pollStop(handle: PollHandle): void;
+  /** uv_ref / uv_unref on the poll handle: an unref'ed poll does not keep the process alive. */
+  pollRef(handle: PollHandle, ref: boolean): void;
+  /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
+  waitReadable(fds: readonly number[], timeoutMs: number): number;
+  /** Blocking sleep with nanosecond resolution (clock_nanosleep, CLOCK_MONOTONIC), for the sleep-poll completion strategy. 0 ≤ ns ≤ 1e9. */
+  sleepNs(ns: number): void;
+  /** Monotonic clock in nanoseconds as a number (CLOCK_MONOTONIC). Exact while below 2^53 ns (about 104 days of uptime). */
+  nowNs(): number;
+}
+
+const ADDON_FILE = 'vhost_user_native.node';
+
+function loadNative(): NativeBinding {
+  // Compiled JS lives in dist/src/, so the package root is two levels up.
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  const errors: unknown[] = [];
+  for (const dir of ['build/Release', 'build/Debug']) {
+    const path = join(root, dir, ADDON_FILE);
+    try {
+      return require(path) as NativeBinding;
+    } catch (err) {
+      tried.push(`${path} (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`);
+      errors.push(err);
+    }
+  }
+  throw new Error(
+    `vhost-user: cannot load the native addon ${ADDON_FILE}; tried:\n  ${tried.join('\n  ')}\n` +
+      'Build it with `node-gyp rebuild`.',
+    { cause: new AggregateError(errors, 'native addon load errors') },
+  );
+}
+
+/** The native addon, loaded once when this module is first imported. */
+export const native: NativeBinding = loadNative();
