@@ -77,11 +77,11 @@ void OnPoll(uv_poll_t* handle, int status, int events) {
   napi_value fn = nullptr, recv, argv[2], result;
   napi_status st = napi_get_reference_value(env, w->callback, &fn);
   if (st == napi_ok && fn != nullptr &&
-      napi_get_undefined(env, &recv) == napi_ok &&
+      napi_get_global(env, &recv) == napi_ok &&
       napi_create_int32(env, status, &argv[0]) == napi_ok &&
       napi_create_int32(env, events, &argv[1]) == napi_ok) {
     // napi_make_callback runs the microtask queue afterwards, like any
-    // other callback from the event loop.
+    // other callback from the event loop. It needs an object as receiver.
     st = napi_make_callback(env, w->async_context, recv, fn, 2, argv, &result);
     if (st == napi_pending_exception) {
       napi_value error;

@@ -468,12 +468,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const driver = this.#driver;
     const fds = this.#waitFds;
     while (!op.settled) {
-      driver.kick();
       let pending = false;
       for (const queue of driver.queues) {
         this.#drain(queue);
         if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
       }
+      // Completions may have let more requests submit: kick before sleeping on them.
+      if (this.#state === 'open' || this.#state === 'closing') driver.kick();
       if (op.settled) break;
       if (pending) continue;
       const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());

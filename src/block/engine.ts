@@ -1,8 +1,18 @@
 import { OutOfMemoryError } from '../errors.js';
-import type { GuestMemory } from '../memory/guest-memory.js';
+import type { RangeAllocator } from '../memory/allocator.js';
 import type { DeviceStats } from '../devices/stats.js';
 import { RangeLock, type RangeLockEntry } from './range-lock.js';
 import { BlockRequest, type BlockDriver, type BlockLimits } from './request.js';
+
+/** The shared memory the block layer copies through and allocates bounce buffers from. */
+export interface IoMemory {
+  readonly allocator: RangeAllocator;
+  /** Guest-physical address of dataBytes[0]. */
+  readonly dataGpa: number;
+  readonly dataBytes: Uint8Array;
+  /** Offset of `view` in dataBytes, or -1 if it lives elsewhere (needs bouncing). */
+  dataOffsetOf(view: ArrayBufferView): number;
+}
 
 export type OperationCallback = (error: Error | null, value: number) => void;
 
@@ -93,7 +103,7 @@ export interface BlockEngineOptions {
  */
 export class BlockEngine {
   readonly driver: BlockDriver;
-  readonly memory: GuestMemory;
+  readonly memory: IoMemory;
   readonly stats: DeviceStats;
   readonly limits: BlockLimits;
   readonly locks = new RangeLock();
@@ -111,7 +121,7 @@ export class BlockEngine {
 
   constructor(
     driver: BlockDriver,
-    memory: GuestMemory,
+    memory: IoMemory,
     stats: DeviceStats,
     onSubmitted: () => void,
     options: BlockEngineOptions,

@@ -145,8 +145,12 @@ export class WriteOp extends Operation {
     const bytes = this.engine.memory.dataBytes;
     const at = piece.bounce + (from - piece.position);
     const data = this.#source.data;
-    if (data === null) bytes.fill(0, at, at + (to - from));
-    else bytes.set(data.subarray(from - this.#position, to - this.#position), at);
+    if (data === null) {
+      bytes.fill(0, at, at + (to - from));
+    } else {
+      bytes.set(data.subarray(from - this.#position, to - this.#position), at);
+      this.engine.stats.bytesBounced += to - from;
+    }
   }
 
   #planPieces(): void {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -196,10 +196,12 @@ test('a peer that never answers times out; one that sends garbage is a ProtocolE
   const silentPath = join(dir, 'silent.sock');
   const garbagePath = join(dir, 'garbage.sock');
   const fdsBefore = openFds();
-  const silent = createServer(() => {});
-  const garbage = createServer((socket) =>
-    socket.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')),
-  );
+  const peers: Socket[] = [];
+  const silent = createServer((socket) => peers.push(socket));
+  const garbage = createServer((socket) => {
+    peers.push(socket);
+    socket.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'));
+  });
   await new Promise<void>((resolve) => silent.listen(silentPath, resolve));
   await new Promise<void>((resolve) => garbage.listen(garbagePath, resolve));
   try {
@@ -208,6 +210,7 @@ test('a peer that never answers times out; one that sends garbage is a ProtocolE
     assert.ok(Date.now() - started < 2000);
     await assert.rejects(openBlockDevice(garbagePath, { timeout: 2000 }), ProtocolError);
   } finally {
+    for (const socket of peers) socket.destroy();
     silent.close();
     garbage.close();
     await new Promise((resolve) => setTimeout(resolve, 50));
