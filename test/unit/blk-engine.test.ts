@@ -40,7 +40,10 @@ function harness(opts: {
   indirect: boolean;
   eventIdx: boolean;
 }): Harness {
-  const layout = splitRingLayout(opts.queueSize, opts.indirect ? Math.min(opts.segMax + 2, opts.queueSize) : 0);
+  const layout = splitRingLayout(
+    opts.queueSize,
+    opts.indirect ? Math.min(opts.segMax + 2, opts.queueSize) : 0,
+  );
   const slotsOffset = Math.ceil(layout.totalBytes / 4096) * 4096;
   const dataOffset = Math.ceil((slotsOffset + opts.queueSize * SLOT_STRIDE) / 4096) * 4096;
   const dataSize = 2 * 1024 * 1024;
@@ -86,7 +89,8 @@ function harness(opts: {
   const device = new FakeSplitDevice(layout, { buffer: sab, offset: 0, gpa: GPA_BASE }, opts, {
     translate: (gpa, len) => {
       const off = gpa - GPA_BASE;
-      if (off < 0 || off + len > sab.byteLength) throw new RangeError(`gpa 0x${gpa.toString(16)} outside memory`);
+      if (off < 0 || off + len > sab.byteLength)
+        throw new RangeError(`gpa 0x${gpa.toString(16)} outside memory`);
       return off;
     },
     sizeMax: opts.sizeMax,
@@ -148,7 +152,10 @@ function harness(opts: {
   };
 }
 
-function settle(): { cb: (e: Error | null, v: number) => void; result: { error: Error | null; value: number } } {
+function settle(): {
+  cb: (e: Error | null, v: number) => void;
+  result: { error: Error | null; value: number };
+} {
   const result = { error: null as Error | null, value: -1 };
   return {
     cb: (e, v) => {
