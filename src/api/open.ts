@@ -22,6 +22,11 @@ export interface OpenOptions {
   requestTimeout?: number;
   /** Largest bounce buffer per request, in bytes; longer copies are split and pipelined. Default 1 MiB. */
   bounceChunkSize?: number;
+  /**
+   * Leave features out even when the backend offers them: VIRTIO_RING_F_EVENT_IDX,
+   * VIRTIO_RING_F_INDIRECT_DESC, VHOST_USER_PROTOCOL_F_REPLY_ACK. For testing and debugging backends.
+   */
+  disableFeatures?: { eventIdx?: boolean; indirect?: boolean; replyAck?: boolean };
   /** Log every vhost-user message (true: to stderr). Default: on when DEBUG includes "vhost-user". */
   trace?: boolean | ((line: string) => void);
 }
@@ -61,6 +66,11 @@ export async function openBlockDevice(
     hugetlbfsPath: options.hugetlbfsPath,
     timeoutMs: checkTimeout('timeout', options.timeout) ?? 5000,
     trace: describeTrace(log),
+    disable: {
+      eventIdx: options.disableFeatures?.eventIdx === true,
+      indirect: options.disableFeatures?.indirect === true,
+      replyAck: options.disableFeatures?.replyAck === true,
+    },
   });
   return new BlockDevice(driver, {
     requestTimeoutMs: requestTimeout,

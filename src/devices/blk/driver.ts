@@ -26,6 +26,8 @@ export interface VirtioBlkDriverOptions {
   hugetlbfsPath: string | undefined;
   timeoutMs: number;
   trace: ((direction: TraceDirection, summary: string) => void) | undefined;
+  /** Features to leave out even when offered (for testing backends and for debugging). */
+  disable: { eventIdx: boolean; indirect: boolean; replyAck: boolean };
 }
 
 /** virtio_blk_config as negotiated, in plain numbers. */
@@ -126,7 +128,7 @@ export class VirtioBlkDriver implements BlockDriver {
       protocolOffered = await frontend.getProtocolFeatures();
       protocolNegotiated =
         protocolOffered &
-        (bit(VhostUserProtocolFeature.REPLY_ACK) |
+        ((options.disable.replyAck ? 0n : bit(VhostUserProtocolFeature.REPLY_ACK)) |
           bit(VhostUserProtocolFeature.CONFIG) |
           bit(VhostUserProtocolFeature.MQ));
       await frontend.setProtocolFeatures(protocolNegotiated);
@@ -146,7 +148,10 @@ export class VirtioBlkDriver implements BlockDriver {
     }
     const config = VirtioBlkConfig.decode(await frontend.getConfig(0, CONFIG_BYTES));
 
-    const negotiated = offered & BLK_DRIVER_FEATURES;
+    let wanted = BLK_DRIVER_FEATURES;
+    if (options.disable.eventIdx) wanted &= ~bit(VirtioFeature.VIRTIO_RING_F_EVENT_IDX);
+    if (options.disable.indirect) wanted &= ~bit(VirtioFeature.VIRTIO_RING_F_INDIRECT_DESC);
+    const negotiated = offered & wanted;
     const has = (n: number): boolean => hasBit(negotiated, n);
     await frontend.setFeatures(negotiated);
 
