@@ -5,6 +5,7 @@ import {
   DeviceClosedError,
   InvalidArgumentError,
   OutOfMemoryError,
+  ProtocolError,
   ReadOnlyError,
   TimeoutError,
   QueueBrokenError,
@@ -20,6 +21,7 @@ import type { DeviceStats } from '../devices/stats.js';
 import { EventCompletion } from '../completion/event.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
 import { checkBuffer, checkRange, checkTimeout } from './validate.js';
+import { describeMessage } from '../protocol/messages.js';
 
 /** Per-call options. */
 export interface IoOptions {
@@ -107,8 +109,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#callFdCount = driver.queues.length;
     this.#errFdCount = driver.errFds.length;
     driver.endpoint.onDisconnect = (error) => this.#fail(error);
+    // Backend-initiated requests travel on a separate channel (BACKEND_REQ, not negotiated):
+    // anything arriving on this socket unasked breaks the protocol.
     driver.endpoint.onUnsolicited = (message) => {
       for (const fd of message.fds) native.close(fd);
+      this.#fail(
+        new ProtocolError(`unsolicited message from backend (${describeMessage(message)})`),
+      );
     };
     for (const fd of driver.errFds) this.#watchErrFd(fd);
   }
@@ -453,7 +460,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       result = value;
     });
     this.#engine.start(op);
-    this.#waitFor(op, timeout > 0 ? Date.now() + timeout : Infinity);
+    this.#waitFor(op, timeout);
     this.#afterSettle();
     if (failure !== null) throw failure;
     return result;
@@ -464,7 +471,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * eventfds and the socket, until `op` is answered. Every drain runs completion callbacks,
    * so multi-step operations (read-modify-write) advance here, and so do async requests.
    */
-  #waitFor(op: Operation, deadline: number): void {
+  #waitFor(op: Operation, timeoutMs: number): void {
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
     const driver = this.#driver;
     const fds = this.#waitFds;
     while (!op.settled) {
@@ -479,7 +487,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       if (pending) continue;
       const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
       if (left === 0) {
-        op.abort(new TimeoutError(op.name, this.#requestTimeoutMs));
+        op.abort(new TimeoutError(op.name, timeoutMs));
         break;
       }
       const ready = native.waitReadable(fds, left);

@@ -195,6 +195,8 @@ export class BlockEngine {
         break;
       }
       runnable.shift();
+      // Settles operations with nothing to submit (zero length) or already failed.
+      op.maybeFinish();
     }
     if (this.stats.requests !== before) this.#onSubmitted();
   }

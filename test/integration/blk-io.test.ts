@@ -182,6 +182,12 @@ test('bad ranges are RangeErrors before anything is sent', async () => {
     code: 'VHOST_USER_ERR_INVALID_ARGUMENT',
   });
   assert.equal(dev.stats.requests, before);
+  // Zero-length I/O is valid and sends nothing, even at the very end of the device.
+  assert.equal((await dev.read(SIZE, 0)).length, 0);
+  assert.equal(await dev.write(Buffer.alloc(0), SIZE), 0);
+  assert.equal(dev.readSync(Buffer.alloc(0), 5), 0);
+  assert.equal(await dev.writeZeroes(100, 0), 0);
+  assert.equal(dev.stats.requests, before);
   // Reading exactly up to the end is fine.
   assert.equal((await dev.read(SIZE - 10, 10)).length, 10);
 });
