@@ -255,3 +255,34 @@ test('a status byte the device never wrote fails the request', () => {
   assert.equal((c.result.error as { code?: string } | null)?.code, 'VHOST_USER_ERR_QUEUE_BROKEN');
   h.close();
 });
+
+test('no kicks while the device sets VRING_USED_F_NO_NOTIFY; one per batch otherwise', () => {
+  for (const eventIdx of [false, true]) {
+    const h = harness({ queueSize: 64, sizeMax: 4096, segMax: 4, indirect: true, eventIdx });
+    const batch = (): void => {
+      const results = Array.from({ length: 32 }, () => settle());
+      for (let i = 0; i < 32; i++) {
+        h.engine.start(new ReadOp(h.engine, Buffer.alloc(512), i * 512, 512, results[i]!.cb));
+      }
+      h.queue.kick();
+      while (results.some((r) => r.result.value < 0)) {
+        h.device.process(() => 1);
+        h.queue.drain();
+      }
+    };
+    if (!eventIdx) {
+      // A polling device (SPDK) sets NO_NOTIFY: kicks would be wasted system calls.
+      h.device.setNoNotify(true);
+      batch();
+      assert.equal(h.stats.kicks, 0, 'kicked a device that asked for no notifications');
+      h.device.setNoNotify(false);
+    } else {
+      // With EVENT_IDX the device asks through avail_event: keep it at the current index.
+      h.device.setAvailEvent(0);
+    }
+    const before = h.stats.kicks;
+    batch();
+    assert.equal(h.stats.kicks - before, 1, '32 requests in one batch must cost one kick');
+    h.close();
+  }
+});
