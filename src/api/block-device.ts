@@ -251,18 +251,37 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return Buffer.from(this.#driver.memory.data.buffer, offset, size);
   }
 
-  /** Returns a Buffer from allocBuffer. Do not use it afterwards, nor free it while I/O on it is in flight. */
+  /**
+   * Returns a Buffer from allocBuffer; do not use it afterwards. If a request that timed out or
+   * was aborted still has the device accessing this memory, the memory is only reused once the
+   * device gives the request back (until then, a late read may still write into the Buffer).
+   */
   freeBuffer(buffer: Buffer | Uint8Array): void {
     if (this.#state === 'closed' || this.#state === 'failed') return; // memory already released
-    const offset = this.#driver.memory.dataOffsetOf(buffer);
+    const memory = this.#driver.memory;
+    const offset = memory.dataOffsetOf(buffer);
     if (offset < 0 || !this.#userBuffers.has(offset)) {
       throw new InvalidArgumentError(
         'freeBuffer: not a buffer returned by allocBuffer (or already freed)',
       );
     }
     this.#userBuffers.delete(offset);
-    this.#driver.memory.allocator.free(offset);
+    this.#deferredFrees.push(offset);
+    this.#releaseDeferredFrees();
   }
+
+  /** Frees the returned buffers that no request in flight uses any more. */
+  #releaseDeferredFrees(): void {
+    const memory = this.#driver.memory;
+    this.#deferredFrees = this.#deferredFrees.filter((offset) => {
+      const size = memory.allocator.sizeOf(offset)!;
+      if (this.#driver.usesMemory(memory.dataGpa + offset, size)) return true;
+      memory.allocator.free(offset);
+      return false;
+    });
+  }
+
+  #deferredFrees: number[] = [];
 
   // ---- blocking API ----
 
@@ -512,6 +531,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       this.#fail(err instanceof Error ? err : new Error(String(err)));
       return;
     }
+    if (this.#deferredFrees.length > 0) this.#releaseDeferredFrees();
     this.#engine.pump();
     this.#afterSettle();
   }

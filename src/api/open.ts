@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { InvalidArgumentError } from '../errors.js';
 import { VirtioBlkDriver } from '../devices/blk/driver.js';
 import type { HugePages } from '../memory/region.js';
@@ -10,7 +11,7 @@ export interface OpenOptions {
   queueSize?: number;
   /** Request queues to use (the device must have that many). Default 1. */
   queues?: number;
-  /** Bytes of shared memory for I/O buffers (allocBuffer and bounce buffers). Default 64 MiB. */
+  /** Bytes of shared memory for I/O buffers (allocBuffer and bounce buffers). Default 64 MiB, at most buffer.constants.MAX_LENGTH. */
   memorySize?: number;
   /** Back shared memory with 2 MiB or 1 GiB hugepages (they must be reserved). Default false. */
   hugepages?: HugePages;
@@ -61,7 +62,13 @@ export async function openBlockDevice(
   const driver = await VirtioBlkDriver.open(socketPath, {
     queueSize,
     queues: checkIntegerOption('queues', options.queues, 1, 256, 1),
-    memorySize: checkIntegerOption('memorySize', options.memorySize, 64 * 1024, 2 ** 46, 64 * MiB),
+    memorySize: checkIntegerOption(
+      'memorySize',
+      options.memorySize,
+      64 * 1024,
+      constants.MAX_LENGTH,
+      64 * MiB,
+    ),
     hugepages,
     hugetlbfsPath: options.hugetlbfsPath,
     timeoutMs: checkTimeout('timeout', options.timeout) ?? 5000,

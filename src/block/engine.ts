@@ -92,6 +92,9 @@ export abstract class Operation {
   }
 }
 
+/** Largest data length of one device request when the device sets no size_max. */
+export const MAX_REQUEST_BYTES = 1024 * 1024 * 1024;
+
 export interface BlockEngineOptions {
   /** Largest bounce buffer one request uses; larger transfers are split and pipelined. */
   bounceChunkBytes: number;
@@ -115,7 +118,7 @@ export class BlockEngine {
   readonly active = new Set<Operation>();
   readonly #requestPool: BlockRequest[] = [];
   readonly #onSubmitted: () => void;
-  #bounceInUse = 0;
+  #pumping = false;
   /** Set once the device is gone: new operations fail at once. */
   #deadError: Error | null = null;
 
@@ -132,14 +135,20 @@ export class BlockEngine {
     this.limits = driver.limits;
     this.#onSubmitted = onSubmitted;
     const bs = this.limits.blockSize;
-    const perRequest = this.limits.maxSegments * this.limits.maxSegmentBytes;
-    this.maxRequestBytes = Number.isFinite(perRequest)
-      ? Math.max(bs, Math.floor(perRequest / bs) * bs)
-      : Number.MAX_SAFE_INTEGER - (Number.MAX_SAFE_INTEGER % bs);
-    this.bounceChunkBytes = Math.max(
-      bs,
-      Math.floor(Math.min(options.bounceChunkBytes, this.maxRequestBytes) / bs) * bs,
+    // Without size_max a request could grow to the whole buffer; keep each one below what
+    // descriptor lengths (u32) and backends' request limits (QEMU: about 2 GiB) can take.
+    const perRequest = Math.min(
+      this.limits.maxSegments * this.limits.maxSegmentBytes,
+      MAX_REQUEST_BYTES,
     );
+    this.maxRequestBytes = Math.max(bs, Math.floor(perRequest / bs) * bs);
+    // A bounce chunk must leave room for others: at most a quarter of the shared memory.
+    const chunk = Math.min(
+      options.bounceChunkBytes,
+      this.maxRequestBytes,
+      memory.allocator.size / 4,
+    );
+    this.bounceChunkBytes = Math.max(bs, Math.floor(chunk / bs) * bs);
   }
 
   /** Operations waiting to submit (blocked on a lock, descriptors or memory). */
@@ -167,38 +176,75 @@ export class BlockEngine {
     this.#enqueue(op);
   }
 
-  /** Re-queues an operation that has more to submit (its next phase became ready). */
+  /**
+   * Re-queues an operation whose next phase became ready (a write after its edge reads). It goes
+   * first: it already holds bounce memory, and making it wait behind operations that need more
+   * memory could leave every buffer held with nothing in flight to free one.
+   */
   resume(op: Operation): void {
-    this.#enqueue(op);
+    this.#runnable.unshift(op);
+    if (!this.#pumping) this.pump();
   }
 
   #enqueue(op: Operation): void {
     this.#runnable.push(op);
-    if (this.#runnable.length === 1) this.pump();
+    if (this.#runnable.length === 1 && !this.#pumping) this.pump();
   }
 
-  /** Lets waiting operations submit; called after every drain. */
+  /**
+   * Lets waiting operations submit, in FIFO order; called after every drain. An operation that
+   * cannot get descriptors or memory stops the line while requests are in flight (their
+   * completions free resources and call pump again). With nothing in flight, operations behind
+   * it may still proceed without new memory (edge writes hold theirs); if none can, the first
+   * one fails with OutOfMemoryError rather than waiting forever.
+   */
   pump(): void {
-    if (this.#deadError !== null) return;
-    const before = this.stats.requests;
-    const runnable = this.#runnable;
-    while (runnable.length > 0) {
-      const op = runnable[0]!;
-      if (op.pending && op.error === null && !op.pump()) {
-        this.stats.queuedForResources++;
-        if (this.driver.inFlight === 0 && this.#bounceInUse === 0) {
-          // Nothing will ever free memory for it: the application holds it in allocBuffer.
-          op.fail(new OutOfMemoryError(this.limits.blockSize, this.memory.allocator.largestFree));
-          runnable.shift();
-          continue;
-        }
-        break;
+    if (this.#deadError !== null || this.#pumping) return;
+    this.#pumping = true;
+    try {
+      for (;;) {
+        const before = this.stats.requests;
+        const blocked = this.#pumpOnce();
+        if (this.stats.requests !== before) this.#onSubmitted();
+        if (blocked === undefined || this.driver.inFlight > 0) break;
+        if (this.stats.requests !== before) continue;
+        // Nothing in flight and nothing could submit: memory is held by the application.
+        this.#runnable.splice(this.#runnable.indexOf(blocked), 1);
+        blocked.fail(
+          new OutOfMemoryError(this.lastFailedBounce, this.memory.allocator.largestFree),
+        );
       }
-      runnable.shift();
-      // Settles operations with nothing to submit (zero length) or already failed.
-      op.maybeFinish();
+    } finally {
+      this.#pumping = false;
     }
-    if (this.stats.requests !== before) this.#onSubmitted();
+  }
+
+  /** One pass over the runnable list; returns the first operation left blocked, if any. */
+  #pumpOnce(): Operation | undefined {
+    const runnable = this.#runnable;
+    let firstBlocked: Operation | undefined;
+    for (let i = 0; i < runnable.length;) {
+      const op = runnable[i]!;
+      let done = true;
+      if (op.pending && op.error === null) {
+        try {
+          done = op.pump();
+        } catch (err) {
+          op.fail(err instanceof Error ? err : new Error(String(err)));
+        }
+      }
+      if (done) {
+        runnable.splice(i, 1);
+        // Settles operations with nothing to submit (zero length) or already failed.
+        op.maybeFinish();
+        continue;
+      }
+      this.stats.queuedForResources++;
+      firstBlocked ??= op;
+      if (this.driver.inFlight > 0) break;
+      i++;
+    }
+    return firstBlocked;
   }
 
   /** Answers every operation not yet answered with `error` (the device is gone or closing). */
@@ -218,15 +264,35 @@ export class BlockEngine {
     this.#requestPool.push(request);
   }
 
-  /** A bounce buffer of `bytes` in the data region, or -1 if none is free now. */
+  /**
+   * A bounce buffer of up to `bytes` (at least one block) in the data region; its size is left
+   * in `bounceSize`. Smaller than asked when memory is short and nothing is in flight to free
+   * more. Returns -1 if none can be had now.
+   */
   allocBounce(bytes: number): number {
-    const offset = this.memory.allocator.alloc(bytes);
-    if (offset >= 0) this.#bounceInUse++;
-    return offset;
+    const allocator = this.memory.allocator;
+    let want = bytes;
+    for (;;) {
+      const offset = allocator.alloc(want);
+      if (offset >= 0) {
+        this.bounceSize = want;
+        return offset;
+      }
+      const bs = this.limits.blockSize;
+      if (this.driver.inFlight > 0 || want <= bs) {
+        this.lastFailedBounce = want;
+        return -1;
+      }
+      want = Math.max(bs, Math.floor(Math.min(want / 2, allocator.largestFree) / bs) * bs);
+    }
   }
+
+  /** Size of the last buffer allocBounce returned. */
+  bounceSize = 0;
+  /** Size of the last allocation that failed, for the OutOfMemoryError. */
+  lastFailedBounce = 0;
 
   freeBounce(offset: number): void {
     this.memory.allocator.free(offset);
-    this.#bounceInUse--;
   }
 }

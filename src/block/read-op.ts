@@ -45,7 +45,7 @@ export class ReadOp extends Operation {
     const engine = this.engine;
     while (this.#cursor < this.#end) {
       const direct = this.#directGpa >= 0;
-      const len = Math.min(
+      let len = Math.min(
         this.#end - this.#cursor,
         direct ? engine.maxRequestBytes : engine.bounceChunkBytes,
       );
@@ -56,6 +56,7 @@ export class ReadOp extends Operation {
           engine.putRequest(request);
           return false;
         }
+        len = engine.bounceSize;
         request.bounceOffset = bounce;
         request.dataGpa = engine.memory.dataGpa + bounce;
       } else {

@@ -224,9 +224,9 @@ export class WriteOp extends Operation {
         this.#directGpa + (at - this.#position),
       );
     }
-    const len = Math.min(left, engine.bounceChunkBytes);
-    const bounce = engine.allocBounce(len);
-    const request = this.#request('write', at, bounce < 0 ? 0 : len, bounce, this.#onWritten);
+    const bounce = engine.allocBounce(Math.min(left, engine.bounceChunkBytes));
+    const len = bounce < 0 ? 0 : engine.bounceSize;
+    const request = this.#request('write', at, len, bounce, this.#onWritten);
     if (bounce < 0) return request;
     const bytes = engine.memory.dataBytes;
     if (data === null) bytes.fill(0, bounce, bounce + len);

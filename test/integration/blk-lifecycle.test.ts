@@ -244,3 +244,55 @@ test('a request past its timeout rejects with TimeoutError; abort signals work',
     await qsd.stop();
   }
 });
+
+test('little shared memory: mixed small and large I/O still completes and verifies', async () => {
+  const size = 8 * 1024 * 1024;
+  const qsd = await startQsd({ size });
+  try {
+    // 256 KiB of shared memory for bounce buffers, far less than the I/O in flight.
+    const dev = await openBlockDevice(qsd.socketPath, { memorySize: 256 * 1024 });
+    const rand = prng(17);
+    const small = Array.from({ length: 8 }, () => randomBytes(rand, 1));
+    const large = randomBytes(rand, 3 * 1024 * 1024 + 5);
+    const writes = [
+      ...small.map((b, i) => dev.write(b, i * 4096 + 1)),
+      dev.write(large, 1024 * 1024 + 3),
+      dev.read(0, 2 * 1024 * 1024),
+    ];
+    await Promise.all(writes);
+    const back = await dev.read(1024 * 1024 + 3, large.length);
+    assert.ok(back.equals(large));
+    for (let i = 0; i < 8; i++) assert.equal((await dev.read(i * 4096 + 1, 1))[0], small[i]![0]);
+    // A buffer holding most of the memory leaves bounce I/O to work in what is left.
+    const hog = dev.allocBuffer(200 * 1024);
+    assert.ok((await dev.read(1024 * 1024 + 3, large.length)).equals(large));
+    dev.freeBuffer(hog);
+    await dev.close();
+  } finally {
+    await qsd.stop();
+  }
+});
+
+test('freeing a buffer whose request timed out does not let the late device access hit other data', async () => {
+  const qsd = await startQsd({ size: 4 * 1024 * 1024, contents: Buffer.alloc(64 * 1024, 0xaa) });
+  try {
+    const dev = await openBlockDevice(qsd.socketPath, { memorySize: 256 * 1024 });
+    const buf = dev.allocBuffer(64 * 1024);
+    qsd.process.kill('SIGSTOP');
+    await assert.rejects(dev.readInto(buf, 0, { timeout: 100 }), TimeoutError);
+    dev.freeBuffer(buf);
+    // This write's bounce buffers must not reuse the memory the stopped read still targets.
+    const pattern = Buffer.alloc(64 * 1024, 0x55);
+    const write = dev.write(pattern, 1024 * 1024);
+    qsd.process.kill('SIGCONT');
+    await write;
+    await dev.flush();
+    assert.ok((await dev.read(1024 * 1024, pattern.length)).equals(pattern));
+    await dev.close();
+    const onDisk = readFileSync(qsd.imagePath).subarray(1024 * 1024, 1024 * 1024 + pattern.length);
+    assert.ok(onDisk.equals(pattern), 'the late read landed in the write’s bounce buffer');
+  } finally {
+    qsd.process.kill('SIGCONT');
+    await qsd.stop();
+  }
+});

@@ -166,6 +166,15 @@ export class BlkQueue {
     return this.vq.drain(this.#completeOne);
   }
 
+  /** Does any request in flight (abandoned ones included) use memory in [gpa, gpa + length)? */
+  usesMemory(gpa: number, length: number): boolean {
+    for (const request of this.#slots) {
+      if (request === undefined || request.dataGpa === 0) continue;
+      if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
+    }
+    return false;
+  }
+
   /** Fails every request in flight (the backend is gone, so no descriptor can come back). */
   abandonAll(error: Error): void {
     for (let slot = 0; slot < this.#slots.length; slot++) {

@@ -348,6 +348,11 @@ export class VirtioBlkDriver implements BlockDriver {
     return false;
   }
 
+  /** Whether the device may still access [gpa, gpa + length) (a request there is in flight). */
+  usesMemory(gpa: number, length: number): boolean {
+    return this.queues.some((q) => q.usesMemory(gpa, length));
+  }
+
   kick(): void {
     for (const q of this.queues) q.kick();
   }
