@@ -18,7 +18,7 @@ import { CommandOp, GetIdOp } from '../block/command-ops.js';
 import type { VirtioBlkDriver, BlkDeviceInfo } from '../devices/blk/driver.js';
 import type { BlkQueue } from '../devices/blk/blk-queue.js';
 import type { DeviceStats } from '../devices/stats.js';
-import { EventCompletion } from '../completion/event.js';
+import { createCompletion, type CompletionMode } from '../completion/index.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
 import { checkBuffer, checkRange, checkTimeout } from './validate.js';
 import { describeMessage } from '../protocol/messages.js';
@@ -45,6 +45,7 @@ export interface BlockDeviceEvents {
 /** How the device was set up (beyond what the driver negotiated). */
 export interface BlockDeviceSettings {
   requestTimeoutMs: number;
+  completion: CompletionMode;
   bounceChunkBytes: number;
 }
 
@@ -104,7 +105,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#stats.calls++;
       },
     };
-    this.#completion = new EventCompletion(host);
+    this.#completion = createCompletion(settings.completion, host);
     this.#waitFds = driver.waitFds();
     this.#callFdCount = driver.queues.length;
     this.#errFdCount = driver.errFds.length;

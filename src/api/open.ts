@@ -4,6 +4,7 @@ import { VirtioBlkDriver } from '../devices/blk/driver.js';
 import type { HugePages } from '../memory/region.js';
 import { describeTrace, traceFromEnv } from './trace.js';
 import { BlockDevice } from './block-device.js';
+import type { CompletionMode } from '../completion/index.js';
 import { checkIntegerOption, checkTimeout } from './validate.js';
 
 export interface OpenOptions {
@@ -28,6 +29,8 @@ export interface OpenOptions {
    * VIRTIO_RING_F_INDIRECT_DESC, VHOST_USER_PROTOCOL_F_REPLY_ACK. For testing and debugging backends.
    */
   disableFeatures?: { eventIdx?: boolean; indirect?: boolean; replyAck?: boolean };
+  /** How completions are noticed. Default 'event'. */
+  completion?: CompletionMode;
   /** Log every vhost-user message (true: to stderr). Default: on when DEBUG includes "vhost-user". */
   trace?: boolean | ((line: string) => void);
 }
@@ -81,6 +84,7 @@ export async function openBlockDevice(
   });
   return new BlockDevice(driver, {
     requestTimeoutMs: requestTimeout,
+    completion: options.completion ?? 'event',
     bounceChunkBytes: checkIntegerOption(
       'bounceChunkSize',
       options.bounceChunkSize,
