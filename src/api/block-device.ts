@@ -12,6 +12,7 @@ import {
   UnsupportedError,
 } from '../errors.js';
 import { BlockEngine, type Operation, type OperationCallback } from '../block/engine.js';
+import type { WriteSource } from '../block/write-op.js';
 import { ReadOp } from '../block/read-op.js';
 import { WriteOp } from '../block/write-op.js';
 import { CommandOp, GetIdOp } from '../block/command-ops.js';
@@ -137,13 +138,19 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   read(position: number, length: number, options?: IoOptions): Promise<Buffer> {
     try {
       checkRange('read', position, length, this.size);
+      this.#checkOpen();
     } catch (err) {
       return Promise.reject(err);
     }
-    const buffer = Buffer.allocUnsafe(length);
-    return this.#run((cb) => new ReadOp(this.#engine, buffer, position, length, cb), options).then(
-      () => buffer,
+    const op = new ReadOp(
+      this.#engine,
+      Buffer.allocUnsafe(length),
+      position,
+      length,
+      this.#settleAsync,
     );
+    op.returnsBuffer = true;
+    return this.#start(op, options) as Promise<Buffer>;
   }
 
   /** Reads buffer.length bytes at `position` into `buffer`; resolves to the bytes read. */
@@ -151,13 +158,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       checkBuffer('readInto', buffer);
       checkRange('readInto', position, buffer.length, this.size);
+      this.#checkOpen();
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#run(
-      (cb) => new ReadOp(this.#engine, buffer, position, buffer.length, cb),
-      options,
-    );
+    const op = new ReadOp(this.#engine, buffer, position, buffer.length, this.#settleAsync);
+    return this.#start(op, options) as Promise<number>;
   }
 
   /** Writes all of `buffer` at `position`; resolves to the bytes written. */
@@ -167,25 +173,23 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#run(
-      (cb) =>
-        new WriteOp(
-          this.#engine,
-          'write',
-          { data: buffer, deviceZeroes: false },
-          position,
-          buffer.length,
-          cb,
-        ),
-      options,
+    const source = { data: buffer, deviceZeroes: false };
+    const op = new WriteOp(
+      this.#engine,
+      'write',
+      source,
+      position,
+      buffer.length,
+      this.#settleAsync,
     );
+    return this.#start(op, options) as Promise<number>;
   }
 
   /** Makes completed writes durable (VIRTIO_BLK_T_FLUSH); a no-op on write-through devices. */
   async flush(options?: IoOptions): Promise<void> {
     this.#checkOpen();
     if (!this.#engine.limits.canFlush) return;
-    await this.#run((cb) => new CommandOp(this.#engine, 'flush', 0, 0, cb), options);
+    await this.#start(new CommandOp(this.#engine, 'flush', 0, 0, this.#settleAsync), options);
   }
 
   /**
@@ -196,10 +200,14 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   discard(position: number, length: number, options?: IoOptions): Promise<number> {
     try {
       const range = this.#discardRange(position, length);
-      return this.#run(
-        (cb) => new CommandOp(this.#engine, 'discard', range.start, range.length, cb),
-        options,
+      const op = new CommandOp(
+        this.#engine,
+        'discard',
+        range.start,
+        range.length,
+        this.#settleAsync,
       );
+      return this.#start(op, options) as Promise<number>;
     } catch (err) {
       return Promise.reject(err);
     }
@@ -212,25 +220,25 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#run(
-      (cb) =>
-        new WriteOp(
-          this.#engine,
-          'writeZeroes',
-          { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes },
-          position,
-          length,
-          cb,
-        ),
-      options,
+    const op = new WriteOp(
+      this.#engine,
+      'writeZeroes',
+      this.#zeroes(),
+      position,
+      length,
+      this.#settleAsync,
     );
+    return this.#start(op, options) as Promise<number>;
   }
 
   /** The device's serial (VIRTIO_BLK_T_GET_ID). */
-  async getId(options?: IoOptions): Promise<string> {
-    let op: GetIdOp | undefined;
-    await this.#run((cb) => (op = new GetIdOp(this.#engine, cb)), options);
-    return op!.id;
+  getId(options?: IoOptions): Promise<string> {
+    try {
+      this.#checkOpen();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#start(new GetIdOp(this.#engine, this.#settleAsync), options) as Promise<string>;
   }
 
   // ---- shared memory ----
@@ -293,63 +301,54 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
     checkBuffer('readSync', buffer);
     checkRange('readSync', position, buffer.length, this.size);
-    return this.#runSync(
-      (cb) => new ReadOp(this.#engine, buffer, position, buffer.length, cb),
-      options,
-    );
+    this.#checkOpen();
+    const op = new ReadOp(this.#engine, buffer, position, buffer.length, this.#settleSync);
+    return this.#runSync(op, options) as number;
   }
 
   /** Writes all of `buffer` at `position`, blocking until the device has it. */
   writeSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
     this.#checkWrite('writeSync', buffer, position);
-    return this.#runSync(
-      (cb) =>
-        new WriteOp(
-          this.#engine,
-          'writeSync',
-          { data: buffer, deviceZeroes: false },
-          position,
-          buffer.length,
-          cb,
-        ),
-      options,
+    const source = { data: buffer, deviceZeroes: false };
+    const op = new WriteOp(
+      this.#engine,
+      'writeSync',
+      source,
+      position,
+      buffer.length,
+      this.#settleSync,
     );
+    return this.#runSync(op, options) as number;
   }
 
   flushSync(options?: SyncIoOptions): void {
     this.#checkOpen();
     if (!this.#engine.limits.canFlush) return;
-    this.#runSync((cb) => new CommandOp(this.#engine, 'flush', 0, 0, cb), options);
+    this.#runSync(new CommandOp(this.#engine, 'flush', 0, 0, this.#settleSync), options);
   }
 
   discardSync(position: number, length: number, options?: SyncIoOptions): number {
     const range = this.#discardRange(position, length);
-    return this.#runSync(
-      (cb) => new CommandOp(this.#engine, 'discard', range.start, range.length, cb),
-      options,
-    );
+    const op = new CommandOp(this.#engine, 'discard', range.start, range.length, this.#settleSync);
+    return this.#runSync(op, options) as number;
   }
 
   writeZeroesSync(position: number, length: number, options?: SyncIoOptions): number {
     this.#checkWriteRange('writeZeroesSync', position, length);
-    return this.#runSync(
-      (cb) =>
-        new WriteOp(
-          this.#engine,
-          'writeZeroesSync',
-          { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes },
-          position,
-          length,
-          cb,
-        ),
-      options,
+    const op = new WriteOp(
+      this.#engine,
+      'writeZeroesSync',
+      this.#zeroes(),
+      position,
+      length,
+      this.#settleSync,
     );
+    return this.#runSync(op, options) as number;
   }
 
   getIdSync(options?: SyncIoOptions): string {
-    let op: GetIdOp | undefined;
-    this.#runSync((cb) => (op = new GetIdOp(this.#engine, cb)), options);
-    return op!.id;
+    this.#checkOpen();
+    return this.#runSync(new GetIdOp(this.#engine, this.#settleSync), options) as string;
   }
 
   // ---- lifecycle ----
@@ -423,15 +422,27 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return { start, length: Math.max(0, end - start) };
   }
 
-  #run(
-    make: (cb: OperationCallback) => Operation,
-    options: IoOptions | undefined,
-  ): Promise<number> {
-    try {
-      this.#checkOpen();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  #zeroes(): WriteSource {
+    return { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes };
+  }
+
+  /** Answers an asynchronous caller; one function for all operations of this device. */
+  readonly #settleAsync: OperationCallback = (op, error) => {
+    const caller = op.caller;
+    if (caller.timer !== undefined) clearTimeout(caller.timer);
+    if (caller.onAbort !== undefined) caller.signal?.removeEventListener('abort', caller.onAbort);
+    if (this.#deadlines.size > 0) this.#deadlines.delete(op);
+    this.#afterSettle();
+    if (error !== null) caller.reject!(error);
+    else caller.resolve!(op.result());
+  };
+
+  /** Records the outcome of a blocking call; #runSync reads it after the wait. */
+  readonly #settleSync: OperationCallback = (op, error) => {
+    op.caller.error = error;
+  };
+
+  #start(op: Operation, options: IoOptions | undefined): Promise<unknown> {
     const signal = options?.signal;
     let timeout: number | undefined;
     try {
@@ -439,51 +450,35 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise<number>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      const op = make((error, value) => {
-        if (timer !== undefined) clearTimeout(timer);
-        if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-        this.#deadlines.delete(op);
-        this.#afterSettle();
-        if (error !== null) reject(error);
-        else resolve(value);
-      });
-      if (signal !== undefined) {
-        if (signal.aborted) {
-          reject(new AbortError(op.name, signal.reason));
-          return;
-        }
-        onAbort = () => op.abort(new AbortError(op.name, signal.reason));
-        signal.addEventListener('abort', onAbort, { once: true });
-      }
-      if (timeout !== undefined) {
-        const ms = timeout;
-        timer = setTimeout(() => op.abort(new TimeoutError(op.name, ms)), ms);
-      } else if (this.#requestTimeoutMs > 0) {
-        this.#deadlines.set(op, Date.now() + this.#requestTimeoutMs);
-        this.#startWatchdog();
-      }
-      this.#engine.start(op);
-      this.#completion.setBusy(true);
-    });
+    if (signal?.aborted) return Promise.reject(new AbortError(op.name, signal.reason));
+    const promise = new Promise<unknown>(captureResolvers);
+    const caller = op.caller;
+    caller.resolve = capturedResolve;
+    caller.reject = capturedReject;
+    if (signal !== undefined) {
+      caller.signal = signal;
+      caller.onAbort = () => op.abort(new AbortError(op.name, signal.reason));
+      signal.addEventListener('abort', caller.onAbort, { once: true });
+    }
+    if (timeout !== undefined) {
+      const ms = timeout;
+      caller.timer = setTimeout(() => op.abort(new TimeoutError(op.name, ms)), ms);
+    } else if (this.#requestTimeoutMs > 0) {
+      this.#deadlines.set(op, Date.now() + this.#requestTimeoutMs);
+      this.#startWatchdog();
+    }
+    this.#engine.start(op);
+    this.#completion.setBusy(true);
+    return promise;
   }
 
-  #runSync(make: (cb: OperationCallback) => Operation, options: SyncIoOptions | undefined): number {
-    this.#checkOpen();
+  #runSync(op: Operation, options: SyncIoOptions | undefined): unknown {
     const timeout = checkTimeout('timeout', options?.timeout) ?? this.#requestTimeoutMs;
-    let result = 0;
-    let failure: Error | null = null;
-    const op = make((error, value) => {
-      failure = error;
-      result = value;
-    });
     this.#engine.start(op);
     this.#waitFor(op, timeout);
     this.#afterSettle();
-    if (failure !== null) throw failure;
-    return result;
+    if (op.caller.error !== null) throw op.caller.error;
+    return op.result();
   }
 
   /**
@@ -612,4 +607,15 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#watchdog = undefined;
     this.#userBuffers.clear();
   }
+}
+
+/*
+ * A Promise executor shared by every call, so that creating the caller's Promise allocates no
+ * closure of our own: the executor runs synchronously and leaves the resolvers here.
+ */
+let capturedResolve: ((value: unknown) => void) | undefined;
+let capturedReject: ((error: Error) => void) | undefined;
+function captureResolvers(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }

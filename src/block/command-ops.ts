@@ -13,12 +13,13 @@ export class CommandOp extends Operation {
   readonly #length: number;
   readonly #start: number;
   #cursor: number;
-  readonly #onDone = (request: BlockRequest, error: Error | null): void => {
-    this.inFlight--;
-    this.engine.putRequest(request);
-    if (error !== null) this.fail(error);
-    else this.maybeFinish();
-  };
+  static #onDone(request: BlockRequest, error: Error | null): void {
+    const op = request.owner as CommandOp;
+    op.inFlight--;
+    op.engine.putRequest(request);
+    if (error !== null) op.fail(error);
+    else op.maybeFinish();
+  }
 
   constructor(
     engine: BlockEngine,
@@ -43,7 +44,7 @@ export class CommandOp extends Operation {
       : undefined;
   }
 
-  protected result(): number {
+  result(): unknown {
     return this.#length;
   }
 
@@ -54,7 +55,7 @@ export class CommandOp extends Operation {
       request.position = this.#cursor;
       request.length = Math.min(this.#end - this.#cursor, this.#maxBytes);
       request.dataGpa = 0;
-      request.onComplete = this.#onDone;
+      request.onComplete = CommandOp.#onDone;
       request.owner = this;
       if (!this.engine.driver.trySubmit(request)) {
         this.engine.putRequest(request);
@@ -89,8 +90,8 @@ export class GetIdOp extends Operation {
     super(engine, 'get-id', callback);
   }
 
-  protected result(): number {
-    return this.id.length;
+  result(): unknown {
+    return this.id;
   }
 
   pump(): boolean {

@@ -14,7 +14,19 @@ export interface IoMemory {
   dataOffsetOf(view: ArrayBufferView): number;
 }
 
-export type OperationCallback = (error: Error | null, value: number) => void;
+/** Answers the caller; one function per device, shared by all its operations (no closure per call). */
+export type OperationCallback = (op: Operation, error: Error | null) => void;
+
+/** Where the API layer keeps what it needs to answer one caller (set on the operation itself). */
+export interface CallerSlot {
+  resolve: ((value: unknown) => void) | undefined;
+  reject: ((error: Error) => void) | undefined;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  /** For blocking calls: the outcome, read after the wait. */
+  error: Error | null;
+}
 
 /**
  * One caller-visible operation (a read, a write, a flush...) cut into device requests. Requests
@@ -34,6 +46,15 @@ export abstract class Operation {
   /** More requests remain to be submitted. */
   pending = true;
   lock: RangeLockEntry | undefined;
+  /** Owned by the API layer. */
+  readonly caller: CallerSlot = {
+    resolve: undefined,
+    reject: undefined,
+    timer: undefined,
+    signal: undefined,
+    onAbort: undefined,
+    error: null,
+  };
   readonly #callback: OperationCallback;
 
   constructor(engine: BlockEngine, name: string, callback: OperationCallback) {
@@ -51,7 +72,7 @@ export abstract class Operation {
   abstract pump(): boolean;
 
   /** The value the caller gets on success. */
-  protected abstract result(): number;
+  abstract result(): unknown;
 
   /** Stops submitting; the caller gets `error` once the requests in flight have come back. */
   fail(error: Error): void {
@@ -88,7 +109,7 @@ export abstract class Operation {
   #settle(error: Error | null): void {
     this.settled = true;
     this.engine.active.delete(this);
-    this.#callback(error, error === null ? this.result() : 0);
+    this.#callback(this, error);
   }
 }
 
@@ -109,6 +130,8 @@ export class BlockEngine {
   readonly memory: IoMemory;
   readonly stats: DeviceStats;
   readonly limits: BlockLimits;
+  /** The data region as a Buffer, for copies that allocate no views (Buffer#copy). */
+  readonly dataBuffer: Buffer;
   readonly locks = new RangeLock();
   readonly bounceChunkBytes: number;
   /** Largest data length of one request: seg_max segments of size_max bytes. */
@@ -133,6 +156,8 @@ export class BlockEngine {
     this.memory = memory;
     this.stats = stats;
     this.limits = driver.limits;
+    const bytes = memory.dataBytes;
+    this.dataBuffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#onSubmitted = onSubmitted;
     const bs = this.limits.blockSize;
     // Without size_max a request could grow to the whole buffer; keep each one below what
@@ -260,6 +285,7 @@ export class BlockEngine {
 
   putRequest(request: BlockRequest): void {
     request.owner = undefined;
+    request.context = undefined;
     request.bounceOffset = -1;
     this.#requestPool.push(request);
   }

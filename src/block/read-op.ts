@@ -14,8 +14,8 @@ export class ReadOp extends Operation {
   #cursor: number;
   /** GPA of dest when it can be read into directly, else -1. */
   readonly #directGpa: number;
-  readonly #onRequestDone = (request: BlockRequest, error: Error | null): void =>
-    this.#requestDone(request, error);
+  /** Resolve with the destination Buffer instead of the byte count (dev.read). */
+  returnsBuffer = false;
 
   constructor(
     engine: BlockEngine,
@@ -37,8 +37,13 @@ export class ReadOp extends Operation {
     if (length === 0) this.pending = false;
   }
 
-  protected result(): number {
-    return this.#length;
+  result(): unknown {
+    return this.returnsBuffer ? this.#dest : this.#length;
+  }
+
+  /** Shared by every request of every ReadOp: the operation is the request's owner. */
+  static #onRequestDone(request: BlockRequest, error: Error | null): void {
+    (request.owner as ReadOp).#requestDone(request, error);
   }
 
   pump(): boolean {
@@ -65,7 +70,7 @@ export class ReadOp extends Operation {
       request.kind = 'read';
       request.position = this.#cursor;
       request.length = len;
-      request.onComplete = this.#onRequestDone;
+      request.onComplete = ReadOp.#onRequestDone;
       request.owner = this;
       if (!engine.driver.trySubmit(request)) {
         if (request.bounceOffset >= 0) engine.freeBounce(request.bounceOffset);

@@ -38,6 +38,8 @@ export class BlockRequest {
   onComplete: (request: BlockRequest, error: Error | null) => void = noop;
   /** For the block layer: the operation this request belongs to and its bounce buffer. */
   owner: unknown = undefined;
+  /** Per-request detail for the owner (e.g. which edge block of a write). */
+  context: unknown = undefined;
   bounceOffset = -1;
   /** Where this request's bytes sit in the caller's buffer. */
   userOffset = 0;

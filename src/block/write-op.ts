@@ -38,10 +38,14 @@ export class WriteOp extends Operation {
   #pieceCursor = 0;
   /** GPA of the source when it lives in shared memory, else -1. */
   readonly #directGpa: number;
-  readonly #onEdgeRead = (request: BlockRequest, error: Error | null): void =>
-    this.#edgeRead(request, error);
-  readonly #onWritten = (request: BlockRequest, error: Error | null): void =>
-    this.#written(request, error);
+  /** Shared completion handlers: the operation is the request's owner. */
+  static #onEdgeRead(request: BlockRequest, error: Error | null): void {
+    (request.owner as WriteOp).#edgeRead(request, error);
+  }
+
+  static #onWritten(request: BlockRequest, error: Error | null): void {
+    (request.owner as WriteOp).#written(request, error);
+  }
 
   constructor(
     engine: BlockEngine,
@@ -80,7 +84,7 @@ export class WriteOp extends Operation {
     return { start: this.#start, end: this.#end, exclusive: this.#unaligned };
   }
 
-  protected result(): number {
+  result(): unknown {
     return this.#length;
   }
 
@@ -109,9 +113,9 @@ export class WriteOp extends Operation {
         piece.position,
         piece.length,
         piece.bounce,
-        this.#onEdgeRead,
+        WriteOp.#onEdgeRead,
       );
-      request.owner = piece;
+      request.context = piece;
       if (!engine.driver.trySubmit(request)) {
         engine.putRequest(request);
         return false;
@@ -180,11 +184,11 @@ export class WriteOp extends Operation {
       const left = piece.length - this.#pieceCursor;
       let request: BlockRequest;
       if (piece.kind === 'edge') {
-        request = this.#request('write', at, left, piece.bounce, this.#onWritten);
-        request.owner = piece;
+        request = this.#request('write', at, left, piece.bounce, WriteOp.#onWritten);
+        request.context = piece;
       } else if (piece.kind === 'zeroes') {
         const len = Math.min(left, engine.limits.maxWriteZeroesBytes);
-        request = this.#request('write-zeroes', at, len, -1, this.#onWritten);
+        request = this.#request('write-zeroes', at, len, -1, WriteOp.#onWritten);
       } else {
         request = this.#dataRequest(at, left);
         if (request.length === 0) {
@@ -220,18 +224,20 @@ export class WriteOp extends Operation {
         at,
         len,
         -1,
-        this.#onWritten,
+        WriteOp.#onWritten,
         this.#directGpa + (at - this.#position),
       );
     }
     const bounce = engine.allocBounce(Math.min(left, engine.bounceChunkBytes));
     const len = bounce < 0 ? 0 : engine.bounceSize;
-    const request = this.#request('write', at, len, bounce, this.#onWritten);
+    const request = this.#request('write', at, len, bounce, WriteOp.#onWritten);
     if (bounce < 0) return request;
-    const bytes = engine.memory.dataBytes;
-    if (data === null) bytes.fill(0, bounce, bounce + len);
-    else bytes.set(data.subarray(at - this.#position, at - this.#position + len), bounce);
-    engine.stats.bytesBounced += len;
+    if (data === null) {
+      engine.dataBuffer.fill(0, bounce, bounce + len);
+    } else {
+      copyBytes(data, engine.dataBuffer, bounce, at - this.#position, at - this.#position + len);
+      engine.stats.bytesBounced += len;
+    }
     return request;
   }
 
@@ -257,9 +263,9 @@ export class WriteOp extends Operation {
   #written(request: BlockRequest, error: Error | null): void {
     this.inFlight--;
     const engine = this.engine;
-    if (request.owner !== this) {
+    if (request.context !== undefined) {
       // An edge block: its buffer is owned by the piece, freed once.
-      const piece = request.owner as Piece;
+      const piece = request.context as Piece;
       engine.freeBounce(piece.bounce);
       piece.bounce = -1;
     } else if (request.bounceOffset >= 0) {
@@ -281,6 +287,17 @@ export class WriteOp extends Operation {
       }
     }
   }
+}
+
+/** Buffer#copy on any Uint8Array source: a native copy without allocating a subarray view. */
+function copyBytes(
+  source: Uint8Array,
+  target: Uint8Array,
+  targetStart: number,
+  start: number,
+  end: number,
+): void {
+  Buffer.prototype.copy.call(source, target, targetStart, start, end);
 }
 
 function edge(position: number, length: number): Piece {

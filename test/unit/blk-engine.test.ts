@@ -4,7 +4,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BlockEngine, type IoMemory, type Operation } from '../../src/block/engine.js';
+import {
+  BlockEngine,
+  type IoMemory,
+  type Operation,
+  type OperationCallback,
+} from '../../src/block/engine.js';
 import { ReadOp } from '../../src/block/read-op.js';
 import { WriteOp } from '../../src/block/write-op.js';
 import { CommandOp } from '../../src/block/command-ops.js';
@@ -152,15 +157,12 @@ function harness(opts: {
   };
 }
 
-function settle(): {
-  cb: (e: Error | null, v: number) => void;
-  result: { error: Error | null; value: number };
-} {
+function settle(): { cb: OperationCallback; result: { error: Error | null; value: number } } {
   const result = { error: null as Error | null, value: -1 };
   return {
-    cb: (e, v) => {
+    cb: (op, e) => {
       result.error = e;
-      result.value = v;
+      result.value = e === null ? Number(op.result()) : 0;
     },
     result,
   };
