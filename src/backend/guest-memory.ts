@@ -1,0 +1,150 @@
+/**
+ * The frontend's memory as the backend sees it: the regions of SET_MEM_TABLE mapped into this
+ * process, and the two translations the protocol needs (guest-physical addresses from
+ * descriptors, frontend userspace addresses from SET_VRING_ADDR) to a region and an offset.
+ */
+
+import { native, type MappingHandle } from '../native.js';
+import type { VhostUserMemoryRegion } from '../protocol/messages.js';
+
+const PAGE_SIZE = 4096;
+/** Addresses at or above 2^53 cannot be numbers; no region of ours can lie there. */
+const MAX_ADDR = Number.MAX_SAFE_INTEGER;
+
+export interface MappedRegion {
+  readonly gpa: number;
+  readonly uva: number;
+  readonly size: number;
+  /** The whole mapping; region byte 0 is at `base` (mmap offsets must be page aligned). */
+  readonly buffer: SharedArrayBuffer;
+  readonly base: number;
+  /** Over the whole mapping, for descriptor reads without allocating. */
+  readonly view: DataView;
+  readonly bytes: Uint8Array;
+  readonly handle: MappingHandle;
+}
+
+/** A byte range located in a mapped region: `offset` is relative to `region.buffer`. */
+export interface Located {
+  region: MappedRegion;
+  offset: number;
+}
+
+/** Why a memory table was refused; the session turns it into a nack or a dropped connection. */
+export class MemoryTableError extends Error {}
+
+export class BackendMemory {
+  readonly regions: readonly MappedRegion[];
+  #last: MappedRegion | undefined;
+  #closed = false;
+
+  private constructor(regions: MappedRegion[]) {
+    this.regions = regions;
+  }
+
+  /**
+   * Maps every region. Each fd must really hold mmap_offset + memory_size bytes (checked with
+   * fstat), because touching a page past the end of a shorter file raises SIGBUS, which would kill
+   * the backend. The fds are always closed, mapped or not. Throws MemoryTableError.
+   */
+  static map(table: readonly VhostUserMemoryRegion[], fds: readonly number[]): BackendMemory {
+    const mapped: MappedRegion[] = [];
+    try {
+      if (table.length !== fds.length) {
+        throw new MemoryTableError(`${table.length} regions but ${fds.length} fds`);
+      }
+      table.forEach((entry, i) => {
+        const size = Number(entry.memorySize);
+        const gpa = Number(entry.guestPhysAddr);
+        const uva = Number(entry.userspaceAddr);
+        const offset = Number(entry.mmapOffset);
+        if ([size, gpa, uva, offset].some((n) => !Number.isSafeInteger(n) || n + size > MAX_ADDR)) {
+          throw new MemoryTableError(`region ${i}: addresses beyond 2^53 are not supported`);
+        }
+        for (const other of mapped) {
+          if (gpa < other.gpa + other.size && other.gpa < gpa + size) {
+            throw new MemoryTableError(`region ${i}: guest addresses overlap another region`);
+          }
+        }
+        let fileSize: number;
+        try {
+          fileSize = native.fstatSize(fds[i]!);
+        } catch (err) {
+          throw new MemoryTableError(`region ${i}: fstat failed: ${(err as Error).message}`);
+        }
+        if (fileSize < offset + size) {
+          throw new MemoryTableError(
+            `region ${i}: fd holds ${fileSize} bytes, region needs ${offset + size}`,
+          );
+        }
+        const base = offset % PAGE_SIZE;
+        let result;
+        try {
+          result = native.mmap(fds[i]!, base + size, offset - base, 'shared');
+        } catch (err) {
+          throw new MemoryTableError(`region ${i}: mmap failed: ${(err as Error).message}`);
+        }
+        const buffer = result.buffer as SharedArrayBuffer;
+        mapped.push({
+          gpa,
+          uva,
+          size,
+          buffer,
+          base,
+          view: new DataView(buffer),
+          bytes: new Uint8Array(buffer),
+          handle: result.handle,
+        });
+      });
+    } catch (err) {
+      for (const region of mapped) native.munmap(region.handle);
+      throw err;
+    } finally {
+      for (const fd of fds) native.close(fd);
+    }
+    return new BackendMemory(mapped);
+  }
+
+  /** [gpa, gpa + length) inside one region, or undefined. length 0 still needs gpa mapped. */
+  translateGpa(gpa: number, length: number): Located | undefined {
+    const last = this.#last;
+    if (last !== undefined && gpa >= last.gpa && gpa + length <= last.gpa + last.size) {
+      return { region: last, offset: last.base + (gpa - last.gpa) };
+    }
+    for (const region of this.regions) {
+      if (
+        gpa >= region.gpa &&
+        gpa < region.gpa + region.size &&
+        gpa + length <= region.gpa + region.size
+      ) {
+        this.#last = region;
+        return { region, offset: region.base + (gpa - region.gpa) };
+      }
+    }
+    return undefined;
+  }
+
+  /** Same for a frontend userspace address (ring addresses). */
+  translateUva(uva: number, length: number): Located | undefined {
+    for (const region of this.regions) {
+      if (
+        uva >= region.uva &&
+        uva < region.uva + region.size &&
+        uva + length <= region.uva + region.size
+      ) {
+        return { region, offset: region.base + (uva - region.uva) };
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Unmaps everything. The buffers are SharedArrayBuffers, so views still held read zero pages
+   * afterwards instead of faulting (see native.munmap). Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const region of this.regions) native.munmap(region.handle);
+  }
+}

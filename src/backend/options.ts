@@ -1,0 +1,178 @@
+/**
+ * Options of the embedded vhost-user-blk backend, and their one checking function: everything is
+ * validated before any fd is opened, so a bad option never leaves resources behind.
+ */
+
+import { InvalidArgumentError } from '../errors.js';
+import { VIRTIO_BLK_ID_BYTES } from '../devices/blk/spec.js';
+import { VIRTQ_MAX_SIZE } from '../virtqueue/layout.js';
+
+/** Misbehaviours for testing frontends; every one is off unless set. */
+export interface BlockServerFaults {
+  /** Close the socket once this many virtio requests have completed. */
+  dropConnectionAfterRequests?: number;
+  /** Hold each completion this many milliseconds before it reaches the used ring. */
+  delayCompletionsMs?: number;
+  /** Every Nth request completes with VIRTIO_BLK_S_IOERR (without touching the storage). */
+  ioErrorEvery?: number;
+  /** After N requests, push a used element whose id is not a chain in flight. */
+  badUsedIdAfter?: number;
+  /** After N requests, push a used len larger than the chain's writable bytes. */
+  badUsedLenAfter?: number;
+  /** After N requests, push the same used element twice. */
+  duplicateUsedAfter?: number;
+  /** Reply to this request (e.g. 'VHOST_USER_GET_FEATURES') with another request code. */
+  wrongReplyCode?: string;
+  /** Reply to this request with a payload of the wrong size. */
+  wrongReplySize?: string;
+  /** Send only the first bytes of the reply to this request, then keep the socket open. */
+  truncatedReply?: string;
+}
+
+export interface BlockServerOptions {
+  /** Listen on this path (a stale socket file there is removed first). */
+  socketPath?: string;
+  /** An already-listening socket fd (the vhost-user spec's --fd convention). */
+  listenFd?: number;
+  /** Backing file; the disk has its size. Exactly one of file / size. */
+  file?: string;
+  /** RAM disk of this many bytes. */
+  size?: number;
+  readOnly?: boolean;
+  /** blk_size: power of two in 512..65536, default 512. */
+  blockSize?: number;
+  /** Request queues (num_queues), default 1. */
+  queues?: number;
+  /** Largest ring accepted (SET_VRING_NUM), default 1024. */
+  queueSize?: number;
+  /** size_max advertised and enforced; 0 = no limit (still advertised), default 0. */
+  sizeMax?: number;
+  /** seg_max advertised and enforced, default 126. */
+  segMax?: number;
+  /** Ask for no kicks and drain the rings by polling. */
+  polling?: boolean;
+  /** O_DIRECT for the file: default (undefined) tries it and falls back; false never; true insists. */
+  direct?: boolean;
+  /** VIRTIO_BLK_T_GET_ID answer (at most 20 bytes), default 'vhost-user-embedded'. */
+  serial?: string;
+  faults?: BlockServerFaults;
+  /** Receives a one-line summary of every vhost-user message, both directions. */
+  trace?: (line: string) => void;
+}
+
+/** Options after defaults, as the rest of the backend uses them. */
+export interface ResolvedOptions {
+  socketPath: string | undefined;
+  listenFd: number | undefined;
+  file: string | undefined;
+  size: number | undefined;
+  readOnly: boolean;
+  blockSize: number;
+  queues: number;
+  queueSize: number;
+  sizeMax: number;
+  segMax: number;
+  polling: boolean;
+  direct: boolean | undefined;
+  serial: Buffer;
+  faults: BlockServerFaults;
+  trace: ((line: string) => void) | undefined;
+}
+
+const REQUEST_FAULTS = ['wrongReplyCode', 'wrongReplySize', 'truncatedReply'] as const;
+const COUNT_FAULTS = [
+  'dropConnectionAfterRequests',
+  'delayCompletionsMs',
+  'ioErrorEvery',
+  'badUsedIdAfter',
+  'badUsedLenAfter',
+  'duplicateUsedAfter',
+] as const;
+
+/** @throws InvalidArgumentError naming the first bad option. */
+export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidArgumentError('options must be an object');
+  }
+  if ((options.socketPath === undefined) === (options.listenFd === undefined)) {
+    throw new InvalidArgumentError('exactly one of socketPath and listenFd must be given');
+  }
+  if (
+    options.socketPath !== undefined &&
+    (typeof options.socketPath !== 'string' || !options.socketPath)
+  ) {
+    throw new InvalidArgumentError('socketPath must be a non-empty string');
+  }
+  const listenFd = optionalInt('listenFd', options.listenFd, 0, 0x7fff_ffff);
+  if ((options.file === undefined) === (options.size === undefined)) {
+    throw new InvalidArgumentError('exactly one of file and size must be given');
+  }
+  if (options.file !== undefined && (typeof options.file !== 'string' || !options.file)) {
+    throw new InvalidArgumentError('file must be a non-empty string');
+  }
+  const size = optionalInt('size', options.size, 512, Number.MAX_SAFE_INTEGER);
+  const blockSize = optionalInt('blockSize', options.blockSize, 512, 65536) ?? 512;
+  if ((blockSize & (blockSize - 1)) !== 0) {
+    throw new InvalidArgumentError(`blockSize must be a power of two, got ${blockSize}`);
+  }
+  if (size !== undefined && size < blockSize) {
+    throw new InvalidArgumentError(`size ${size} is smaller than one ${blockSize}-byte block`);
+  }
+  const queueSize = optionalInt('queueSize', options.queueSize, 1, VIRTQ_MAX_SIZE) ?? 1024;
+  if ((queueSize & (queueSize - 1)) !== 0) {
+    throw new InvalidArgumentError(`queueSize must be a power of two, got ${queueSize}`);
+  }
+  const serial = Buffer.from(options.serial ?? 'vhost-user-embedded', 'utf8');
+  if (typeof (options.serial ?? '') !== 'string' || serial.length > VIRTIO_BLK_ID_BYTES) {
+    throw new InvalidArgumentError(
+      `serial must be a string of at most ${VIRTIO_BLK_ID_BYTES} bytes`,
+    );
+  }
+  for (const name of ['readOnly', 'polling', 'direct'] as const) {
+    const value = options[name];
+    if (value !== undefined && typeof value !== 'boolean') {
+      throw new InvalidArgumentError(`${name} must be a boolean`);
+    }
+  }
+  if (options.trace !== undefined && typeof options.trace !== 'function') {
+    throw new InvalidArgumentError('trace must be a function');
+  }
+  const faults = options.faults ?? {};
+  for (const name of COUNT_FAULTS) optionalInt(`faults.${name}`, faults[name], 0, 0x7fff_ffff);
+  if (faults.ioErrorEvery === 0) throw new InvalidArgumentError('faults.ioErrorEvery must be >= 1');
+  for (const name of REQUEST_FAULTS) {
+    const value = faults[name];
+    if (value !== undefined && (typeof value !== 'string' || !value.startsWith('VHOST_USER_'))) {
+      throw new InvalidArgumentError(
+        `faults.${name} must be a request name like VHOST_USER_GET_FEATURES`,
+      );
+    }
+  }
+  return {
+    socketPath: options.socketPath,
+    listenFd,
+    file: options.file,
+    size,
+    readOnly: options.readOnly === true,
+    blockSize,
+    queues: optionalInt('queues', options.queues, 1, 256) ?? 1,
+    queueSize,
+    sizeMax: optionalInt('sizeMax', options.sizeMax, 0, 0xffff_ffff) ?? 0,
+    segMax: optionalInt('segMax', options.segMax, 1, 0xffff_ffff) ?? 126,
+    polling: options.polling === true,
+    direct: options.direct,
+    serial,
+    faults: { ...faults },
+    trace: options.trace,
+  };
+}
+
+function optionalInt(name: string, value: unknown, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(
+      `${name} must be an integer in [${min}, ${max}], got ${String(value)}`,
+    );
+  }
+  return value;
+}

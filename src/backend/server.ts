@@ -1,0 +1,179 @@
+/**
+ * The listening side: accepts one frontend at a time on a Unix socket and hands it to a Session.
+ * Owns the storage, which outlives connections.
+ */
+
+import { EventEmitter } from 'node:events';
+import { lstatSync, unlinkSync } from 'node:fs';
+import { native, type PollHandle } from '../native.js';
+import { SystemError, type ProtocolError } from '../errors.js';
+import { VIRTIO_BLK_SECTOR_SIZE } from '../devices/blk/spec.js';
+import { configSpace, offeredFeatures, type BlkGeometry } from './blk-config.js';
+import { BlkDevice } from './blk-device.js';
+import { resolveOptions, type BlockServerOptions, type ResolvedOptions } from './options.js';
+import { Session } from './session.js';
+import { newServerStats, type ServerStats } from './stats.js';
+import { FileStorage, RamStorage, type Storage } from './storage.js';
+
+const UV_READABLE = 1;
+const BACKLOG = 16;
+
+export interface BlockServer extends EventEmitter {
+  /** Opens the storage and starts accepting. @throws SystemError, fs errors */
+  listen(): Promise<void>;
+  /** Stops accepting, drops the frontend, unmaps, closes every fd and the file. Idempotent. */
+  close(): Promise<void>;
+  readonly socketPath: string | undefined;
+  /** A snapshot of the counters. */
+  readonly stats: ServerStats;
+  /** How the disk is stored: 'ram', 'direct' (O_DIRECT) or 'buffered'; undefined before listen. */
+  readonly storageKind: Storage['kind'] | undefined;
+}
+
+class BlockServerImpl extends EventEmitter implements BlockServer {
+  readonly #options: ResolvedOptions;
+  readonly #stats = newServerStats();
+  #storage: Storage | undefined;
+  #device: BlkDevice | undefined;
+  #features = 0n;
+  #config: Uint8Array = new Uint8Array(0);
+  #listenFd: number | undefined;
+  #poll: PollHandle | undefined;
+  #createdPath = false;
+  #session: Session | undefined;
+  #closed = false;
+
+  constructor(options: ResolvedOptions) {
+    super();
+    this.#options = options;
+  }
+
+  get socketPath(): string | undefined {
+    return this.#options.socketPath;
+  }
+
+  get stats(): ServerStats {
+    return { ...this.#stats };
+  }
+
+  get storageKind(): Storage['kind'] | undefined {
+    return this.#storage?.kind;
+  }
+
+  async listen(): Promise<void> {
+    if (this.#closed) throw new Error('BlockServer is closed');
+    if (this.#poll !== undefined) return;
+    const opts = this.#options;
+    const storage =
+      opts.file !== undefined
+        ? FileStorage.open(opts.file, opts.readOnly, opts.direct)
+        : new RamStorage(opts.size!);
+    try {
+      const capacity = Math.floor(storage.size / opts.blockSize) * opts.blockSize;
+      if (capacity < VIRTIO_BLK_SECTOR_SIZE) {
+        throw new Error(`${opts.file ?? 'disk'} is smaller than one ${opts.blockSize}-byte block`);
+      }
+      const geometry: BlkGeometry = {
+        capacity,
+        blockSize: opts.blockSize,
+        readOnly: opts.readOnly,
+        queues: opts.queues,
+        sizeMax: opts.sizeMax,
+        segMax: opts.segMax,
+      };
+      this.#device = new BlkDevice(storage, capacity, opts.readOnly, opts.serial);
+      this.#features = offeredFeatures(geometry);
+      this.#config = configSpace(geometry);
+      if (opts.socketPath !== undefined) {
+        removeStaleSocket(opts.socketPath);
+        try {
+          this.#listenFd = native.unixListen(opts.socketPath, BACKLOG);
+        } catch (err) {
+          throw new SystemError(`cannot listen on ${opts.socketPath}`, err);
+        }
+        this.#createdPath = true;
+      } else {
+        this.#listenFd = opts.listenFd;
+      }
+      this.#poll = native.pollStart(this.#listenFd!, UV_READABLE, () => this.#accept());
+    } catch (err) {
+      storage.close();
+      throw err;
+    }
+    this.#storage = storage;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#poll !== undefined) native.pollStop(this.#poll);
+    this.#poll = undefined;
+    this.#session?.close(undefined);
+    if (this.#listenFd !== undefined) native.close(this.#listenFd);
+    this.#listenFd = undefined;
+    if (this.#createdPath && this.#options.socketPath !== undefined) {
+      try {
+        unlinkSync(this.#options.socketPath);
+      } catch {
+        // Already gone: nothing to clean.
+      }
+    }
+    this.#storage?.close();
+  }
+
+  #accept(): void {
+    for (;;) {
+      let fd: number;
+      try {
+        fd = native.unixAccept(this.#listenFd!);
+      } catch (err) {
+        this.#internalError(new SystemError('accept failed', err));
+        return;
+      }
+      if (fd < 0) return;
+      this.#session?.catchUp();
+      if (this.#session !== undefined || this.#closed) {
+        // One frontend at a time: a second one learns at once rather than hanging.
+        native.close(fd);
+        continue;
+      }
+      this.#stats.connections++;
+      this.#session = new Session(fd, {
+        options: this.#options,
+        device: this.#device!,
+        features: this.#features,
+        config: this.#config,
+        stats: this.#stats,
+        onClose: (error) => {
+          this.#session = undefined;
+          this.emit('disconnect', error);
+        },
+        onProtocolError: (error: ProtocolError) => this.emit('protocol-error', error),
+        onInternalError: (error) => this.#internalError(error),
+      });
+      this.emit('connection');
+    }
+  }
+
+  /** 'error' is only emitted with a listener: an EventEmitter would throw it otherwise. */
+  #internalError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+  }
+}
+
+/** A socket file left by a process that died; anything else at that path is not ours to remove. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/**
+ * Creates a vhost-user-blk backend serving a file or a RAM disk. Nothing is opened until
+ * listen(). @throws InvalidArgumentError for bad options
+ */
+export function createBlockServer(options: BlockServerOptions): BlockServer {
+  return new BlockServerImpl(resolveOptions(options));
+}

@@ -1,0 +1,138 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openBlockDevice, type BlockDevice } from '../../src/index.js';
+import type { BlockServerFaults } from '../../src/backend/index.js';
+import { startEmbedded, type Embedded } from '../helpers/embedded-backend.js';
+
+const SIZE = 4 * 1024 * 1024;
+
+async function withFault(
+  faults: BlockServerFaults,
+  body: (backend: Embedded) => Promise<void>,
+): Promise<void> {
+  const backend = await startEmbedded({ size: SIZE, faults });
+  try {
+    await body(backend);
+  } finally {
+    await backend.stop();
+  }
+}
+
+for (const [fault, code] of [
+  ['wrongReplyCode', 'VHOST_USER_ERR_PROTOCOL'],
+  ['wrongReplySize', 'VHOST_USER_ERR_PROTOCOL'],
+  ['truncatedReply', 'VHOST_USER_ERR_TIMEOUT'],
+] as const) {
+  for (const request of ['VHOST_USER_GET_FEATURES', 'VHOST_USER_GET_CONFIG']) {
+    test(`${fault} on ${request} fails open with ${code}`, async () => {
+      await withFault({ [fault]: request }, async (backend) => {
+        const started = Date.now();
+        await assert.rejects(openBlockDevice(backend.socketPath, { timeout: 300 }), { code });
+        assert.ok(Date.now() - started < 1500);
+      });
+    });
+  }
+}
+
+/** Starts `count` reads at once and records how each settled, and when. */
+async function readsSettling(
+  dev: BlockDevice,
+  count: number,
+): Promise<{ ok: number; errors: (Error & { code?: string })[]; spreadMs: number }> {
+  const times: number[] = [];
+  const results = await Promise.allSettled(
+    Array.from({ length: count }, (_, i) =>
+      dev.read(i * 4096, 4096).finally(() => times.push(Date.now())),
+    ),
+  );
+  const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+  return {
+    ok: results.length - errors.length,
+    errors,
+    spreadMs: Math.max(...times) - Math.min(...times),
+  };
+}
+
+test('ioErrorEvery: every third request is a DeviceIoError, the rest succeed', async () => {
+  await withFault({ ioErrorEvery: 3 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      const outcomes: string[] = [];
+      for (let i = 0; i < 9; i++) {
+        outcomes.push(
+          await dev.read(i * 512, 512).then(
+            () => 'ok',
+            (err: { code: string }) => err.code,
+          ),
+        );
+      }
+      assert.deepEqual(outcomes, [
+        ...['ok', 'ok', 'VHOST_USER_ERR_IO'],
+        ...['ok', 'ok', 'VHOST_USER_ERR_IO'],
+        ...['ok', 'ok', 'VHOST_USER_ERR_IO'],
+      ]);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('dropConnectionAfterRequests: pending requests fail with DisconnectedError at once', async () => {
+  await withFault({ dropConnectionAfterRequests: 5 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath);
+    dev.on('error', () => {});
+    try {
+      const { ok, errors, spreadMs } = await readsSettling(dev, 32);
+      // At most the first five complete (the frontend may see the hang-up before their interrupt).
+      assert.ok(ok <= 5, `${ok} reads succeeded`);
+      for (const err of errors) assert.equal(err.code, 'VHOST_USER_ERR_DISCONNECTED');
+      assert.ok(spreadMs < 1000, `settled over ${spreadMs} ms`);
+    } finally {
+      await dev.close();
+    }
+    // The child reports on its stdout, which may lag the socket by a moment.
+    for (let i = 0; i < 100 && !backend.events.some((e) => e.startsWith('disconnect')); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.ok(
+      backend.events.some((e) => e.startsWith('disconnect')),
+      backend.events.join(', '),
+    );
+  });
+});
+
+test('delayCompletionsMs: completions are held, then arrive; a short timeout fires', async () => {
+  await withFault({ delayCompletionsMs: 200 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath, { requestTimeout: 1000 });
+    try {
+      const started = Date.now();
+      await dev.write(Buffer.alloc(4096, 7), 0);
+      assert.ok(Date.now() - started >= 190, 'completion was not delayed');
+      await assert.rejects(dev.read(0, 4096, { timeout: 50 }), { code: 'VHOST_USER_ERR_TIMEOUT' });
+      assert.ok((await dev.read(0, 4096)).every((b) => b === 7));
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+for (const fault of ['badUsedIdAfter', 'badUsedLenAfter', 'duplicateUsedAfter'] as const) {
+  test(`${fault}: QueueBrokenError, and every pending request settles within 1 s`, async () => {
+    await withFault({ [fault]: 3 }, async (backend) => {
+      const dev = await openBlockDevice(backend.socketPath);
+      dev.on('error', () => {});
+      try {
+        for (let i = 0; i < 3; i++) await dev.read(0, 512);
+        const { errors, spreadMs } = await readsSettling(dev, 16);
+        assert.ok(errors.length > 0, 'no request failed');
+        assert.ok(
+          errors.some((e) => e.code === 'VHOST_USER_ERR_QUEUE_BROKEN'),
+          errors.map((e) => e.message).join('; '),
+        );
+        assert.ok(spreadMs < 1000, `settled over ${spreadMs} ms`);
+      } finally {
+        await dev.close();
+      }
+    });
+  });
+}
