@@ -9,3 +9,11 @@ export type { BlkDeviceInfo } from './devices/blk/driver.js';
 export type { DeviceStats } from './devices/stats.js';
 export type { HugePages } from './memory/region.js';
 export * from './errors.js';
+export type {
+  BlockReadStream,
+  BlockWriteStream,
+  ReadStreamOptions,
+  WriteStreamOptions,
+} from './api/streams.js';
+export { createBlockServer, type BlockServer } from './backend/index.js';
+export type { BlockServerOptions, BlockServerFaults, ServerStats } from './backend/index.js';

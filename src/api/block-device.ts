@@ -23,6 +23,14 @@ import { createCompletion, type CompletionMode } from '../completion/index.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
 import { checkBuffer, checkRange, checkTimeout } from './validate.js';
 import { describeMessage } from '../protocol/messages.js';
+import {
+  createReadStream,
+  createWriteStream,
+  type BlockReadStream,
+  type BlockWriteStream,
+  type ReadStreamOptions,
+  type WriteStreamOptions,
+} from './streams.js';
 
 /** Per-call options. */
 export interface IoOptions {
@@ -239,6 +247,18 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       return Promise.reject(err);
     }
     return this.#start(new GetIdOp(this.#engine, this.#settleAsync), options) as Promise<string>;
+  }
+
+  // ---- streams ----
+
+  /** A Readable over [start, end] (end inclusive, like fs.createReadStream), reads pipelined. */
+  createReadStream(options?: ReadStreamOptions): BlockReadStream {
+    return createReadStream(this, options);
+  }
+
+  /** A Writable that writes sequentially from `start`, with backpressure; flushes on finish. */
+  createWriteStream(options?: WriteStreamOptions): BlockWriteStream {
+    return createWriteStream(this, options);
   }
 
   // ---- shared memory ----

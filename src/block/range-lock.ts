@@ -37,7 +37,7 @@ export class RangeLock {
    */
   acquire(start: number, end: number, exclusive: boolean, onGranted: () => void): RangeLockEntry {
     const entry = new RangeLockEntry(start, end, exclusive, onGranted);
-    if (!this.#blocked(entry, this.#waiting)) {
+    if (!this.#blocked(entry, this.#waiting, this.#waiting.length)) {
       entry.granted = true;
       this.#held.push(entry);
     } else {
@@ -52,29 +52,36 @@ export class RangeLock {
     const i = list.indexOf(entry);
     if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
     list.splice(i, 1);
-    this.#grant();
+    this.#grantAfter(entry);
   }
 
-  #blocked(entry: RangeLockEntry, ahead: readonly RangeLockEntry[]): boolean {
+  #blocked(entry: RangeLockEntry, ahead: readonly RangeLockEntry[], aheadCount: number): boolean {
     for (const h of this.#held) if (h.conflictsWith(entry)) return true;
-    for (const w of ahead) if (w.conflictsWith(entry)) return true;
+    for (let i = 0; i < aheadCount; i++) if (ahead[i]!.conflictsWith(entry)) return true;
     return false;
   }
 
-  #grant(): void {
+  /**
+   * Only waiters that overlapped `gone` can have been waiting for it: anything else is still
+   * blocked by whatever blocked it before (a waiter granted now stays in its way, as held).
+   * Checking just those keeps a long chain of dependent writes linear, not quadratic.
+   */
+  #grantAfter(gone: RangeLockEntry): void {
+    const waiting = this.#waiting;
     const granted: RangeLockEntry[] = [];
-    const still: RangeLockEntry[] = [];
-    for (const w of this.#waiting) {
-      // FIFO: a waiter goes ahead only if nothing held and nothing still queued before it conflicts.
-      if (this.#blocked(w, still)) {
-        still.push(w);
-      } else {
+    for (let i = 0; i < waiting.length;) {
+      const w = waiting[i]!;
+      const overlaps = w.start < gone.end && gone.start < w.end;
+      // FIFO: a waiter goes ahead only if nothing held and nothing queued before it conflicts.
+      if (overlaps && !this.#blocked(w, waiting, i)) {
+        waiting.splice(i, 1);
         w.granted = true;
         this.#held.push(w);
         granted.push(w);
+      } else {
+        i++;
       }
     }
-    this.#waiting = still;
     for (const w of granted) w.onGranted();
   }
 }

@@ -1,0 +1,231 @@
+import { createReadStream as fileReadStream, createWriteStream as fileWriteStream } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { OutOfRangeError, type BlockDevice } from '../index.js';
+import { createReadStream, createWriteStream } from '../api/streams.js';
+import {
+  expectPositionals,
+  flag,
+  stringOption,
+  type CommandSpec,
+  type ParsedArgs,
+} from './args.js';
+import { withDevice } from './device.js';
+import { ReportedFailure, UsageError } from './errors.js';
+import { printJson } from './output.js';
+import { ProgressLine, transferLine } from './progress.js';
+import { formatSize, parseCount, parseSize } from './size.js';
+
+export const spec: CommandSpec = {
+  name: 'cp',
+  usage: '<file> <socket>[@offset] | <socket>[@offset] <file> [options]',
+  summary:
+    'Import a disk image into the device, or export the device (from offset, --length bytes, ' +
+    'default to the end) into a file, with pipelined I/O.',
+  details: `The argument that is a Unix socket (or carries @offset) is the device.
+--verify reads the device range back and compares it with the file.`,
+  options: {
+    length: { type: 'string', short: 'l', arg: 'BYTES', help: 'bytes to copy (default: all)' },
+    verify: { type: 'boolean', help: 'read back and compare after copying' },
+    'chunk-size': { type: 'string', arg: 'BYTES', help: 'bytes per request (default 1M)' },
+    depth: { type: 'string', arg: 'N', help: 'requests in flight (default 8)' },
+  },
+  json: true,
+  device: true,
+};
+
+interface Endpoint {
+  path: string;
+  offset: number;
+}
+
+async function isSocket(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+function splitOffset(arg: string): Endpoint | undefined {
+  const at = arg.lastIndexOf('@');
+  if (at <= 0) return undefined;
+  return { path: arg.slice(0, at), offset: parseSize(arg.slice(at + 1), `offset in '${arg}'`) };
+}
+
+/** Which argument is the device: an existing socket wins, then the one with @offset. */
+async function classify(
+  a: string,
+  b: string,
+): Promise<{ device: Endpoint; file: string; importing: boolean }> {
+  for (const [arg, other, importing] of [
+    [b, a, true],
+    [a, b, false],
+  ] as const) {
+    if (await isSocket(arg)) return { device: { path: arg, offset: 0 }, file: other, importing };
+    const split = splitOffset(arg);
+    if (split && (await isSocket(split.path))) return { device: split, file: other, importing };
+  }
+  const aSplit = a.includes('@');
+  const bSplit = b.includes('@');
+  // Neither exists as a socket: let the connect fail with a clear ConnectError on the likely one.
+  if (bSplit !== aSplit) {
+    return bSplit
+      ? { device: splitOffset(b) ?? { path: b, offset: 0 }, file: a, importing: true }
+      : { device: splitOffset(a) ?? { path: a, offset: 0 }, file: b, importing: false };
+  }
+  throw new UsageError(
+    `cp: cannot tell which of '${a}' and '${b}' is the vhost-user socket (none is a socket; add @0 to it)`,
+  );
+}
+
+/** Compares device bytes [offset, offset + length) with file bytes [0, length). */
+async function compareWithFile(
+  dev: BlockDevice,
+  file: string,
+  offset: number,
+  length: number,
+  chunk: number,
+  depth: number,
+  progress: ProgressLine,
+): Promise<number | undefined> {
+  if (length === 0) return undefined;
+  const handle = await open(file, 'r');
+  const started = Date.now();
+  try {
+    let done = 0;
+    let fileChunk = Buffer.allocUnsafe(chunk);
+    const stream = createReadStream(dev, {
+      start: offset,
+      end: offset + length - 1,
+      highWaterMark: chunk,
+      depth,
+    });
+    for await (const data of stream as AsyncIterable<Buffer>) {
+      // The iterator hands over everything buffered at once, which can exceed one chunk.
+      if (data.length > fileChunk.length) fileChunk = Buffer.allocUnsafe(data.length);
+      const { bytesRead } = await handle.read(fileChunk, 0, data.length, done);
+      const expected = fileChunk.subarray(0, bytesRead);
+      if (bytesRead !== data.length || !expected.equals(data)) {
+        let i = 0;
+        while (i < bytesRead && expected[i] === data[i]) i++;
+        stream.destroy();
+        return done + i;
+      }
+      done += data.length;
+      progress.update(() => `verify ${transferLine(done, length, started)}`);
+    }
+    return undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function run({ values, positionals }: ParsedArgs): Promise<number> {
+  expectPositionals(spec, positionals, 2);
+  const { device, file, importing } = await classify(positionals[0]!, positionals[1]!);
+  const lengthText = stringOption(values, 'length');
+  const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size');
+  const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth');
+  const progress = new ProgressLine();
+  const summary = await withDevice(device.path, values, async (dev) => {
+    let length: number;
+    if (importing) {
+      const fileSize = (await stat(file)).size;
+      length = lengthText === undefined ? fileSize : parseSize(lengthText, '--length');
+      if (length > fileSize) throw new UsageError(`cp: ${file} has only ${fileSize} bytes`);
+    } else {
+      if (device.offset > dev.size) {
+        throw new OutOfRangeError(
+          `cp: offset ${device.offset} is past the end of the device (${dev.size} bytes)`,
+        );
+      }
+      length =
+        lengthText === undefined ? dev.size - device.offset : parseSize(lengthText, '--length');
+    }
+    if (device.offset + length > dev.size) {
+      throw new OutOfRangeError(
+        `cp: ${length} bytes at offset ${device.offset} do not fit the device (${dev.size} bytes)`,
+      );
+    }
+    const started = Date.now();
+    let counter: () => number;
+    if (importing) {
+      const sink = createWriteStream(dev, { start: device.offset, highWaterMark: chunk, depth });
+      counter = () => sink.bytesWritten;
+      const timer = setInterval(
+        () => progress.update(() => `import ${transferLine(counter(), length, started)}`),
+        100,
+      );
+      try {
+        const source =
+          length > 0
+            ? fileReadStream(file, { start: 0, end: length - 1, highWaterMark: chunk })
+            : [];
+        await pipeline(source, sink);
+      } finally {
+        clearInterval(timer);
+      }
+    } else {
+      const sink = fileWriteStream(file);
+      counter = () => sink.bytesWritten;
+      const timer = setInterval(
+        () => progress.update(() => `export ${transferLine(counter(), length, started)}`),
+        100,
+      );
+      try {
+        const source =
+          length > 0
+            ? createReadStream(dev, {
+                start: device.offset,
+                end: device.offset + length - 1,
+                highWaterMark: chunk,
+                depth,
+              })
+            : [];
+        await pipeline(source, sink);
+      } finally {
+        clearInterval(timer);
+      }
+    }
+    const elapsedMs = Math.max(1, Date.now() - started);
+    progress.done();
+    let mismatch: number | undefined;
+    if (flag(values, 'verify')) {
+      mismatch = await compareWithFile(dev, file, device.offset, length, chunk, depth, progress);
+      progress.done();
+    }
+    return { length, elapsedMs, mismatch };
+  });
+  const result = {
+    direction: importing ? 'import' : 'export',
+    file,
+    socket: device.path,
+    offset: device.offset,
+    bytes: summary.length,
+    elapsedMs: summary.elapsedMs,
+    bytesPerSecond: Math.round((summary.length / summary.elapsedMs) * 1000),
+    verified: flag(values, 'verify') ? summary.mismatch === undefined : null,
+    mismatchAt: summary.mismatch ?? null,
+  };
+  if (flag(values, 'json')) {
+    printJson(result);
+  } else {
+    const arrow = importing
+      ? `${file} -> ${device.path}@${device.offset}`
+      : `${device.path}@${device.offset} -> ${file}`;
+    process.stdout.write(
+      `cp: ${arrow}: ${summary.length} bytes (${formatSize(summary.length)}) in ` +
+        `${(summary.elapsedMs / 1000).toFixed(3)} s, ${formatSize(result.bytesPerSecond)}/s` +
+        `${result.verified === true ? ', verified' : ''}\n`,
+    );
+    if (summary.mismatch !== undefined) {
+      process.stdout.write(
+        `cp: verify FAILED: device and file differ at byte ${summary.mismatch} of the copy ` +
+          `(device offset ${device.offset + summary.mismatch})\n`,
+      );
+    }
+  }
+  if (summary.mismatch !== undefined) throw new ReportedFailure();
+  return 0;
+}
