@@ -19,7 +19,12 @@ import { CommandOp, GetIdOp } from '../block/command-ops.js';
 import type { VirtioBlkDriver, BlkDeviceInfo } from '../devices/blk/driver.js';
 import type { BlkQueue } from '../devices/blk/blk-queue.js';
 import type { DeviceStats } from '../devices/stats.js';
-import { createCompletion, type CompletionMode } from '../completion/index.js';
+import {
+  createCompletion,
+  spinForUsed,
+  type CompletionMode,
+  type CompletionOptions,
+} from '../completion/index.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
 import { checkBuffer, checkRange, checkTimeout } from './validate.js';
 import { describeMessage } from '../protocol/messages.js';
@@ -55,6 +60,7 @@ export interface BlockDeviceEvents {
 export interface BlockDeviceSettings {
   requestTimeoutMs: number;
   completion: CompletionMode;
+  completionOptions?: CompletionOptions | undefined;
   bounceChunkBytes: number;
 }
 
@@ -114,7 +120,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#stats.calls++;
       },
     };
-    this.#completion = createCompletion(settings.completion, host);
+    this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();
     this.#callFdCount = driver.queues.length;
     this.#errFdCount = driver.errFds.length;
@@ -510,31 +516,44 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
     const driver = this.#driver;
     const fds = this.#waitFds;
-    while (!op.settled) {
-      let pending = false;
-      for (const queue of driver.queues) {
-        this.#drain(queue);
-        if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
+    this.#completion.beforeBlockingWait?.();
+    try {
+      while (!op.settled) {
+        let pending = false;
+        for (const queue of driver.queues) {
+          this.#drain(queue);
+          if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
+        }
+        // Completions may have let more requests submit: kick before sleeping on them.
+        if (this.#state === 'open' || this.#state === 'closing') driver.kick();
+        if (op.settled) break;
+        if (pending) continue;
+        const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
+        if (left === 0) {
+          op.abort(new TimeoutError(op.name, timeoutMs));
+          break;
+        }
+        // Polling strategies spin a while first: cheaper than waking from poll(2).
+        const spinNs = this.#completion.blockingSpinNs?.() ?? 0;
+        if (
+          spinNs > 0 &&
+          spinForUsed(driver.queues, left < 0 ? spinNs : Math.min(spinNs, left * 1e6))
+        ) {
+          continue;
+        }
+        const ready = native.waitReadable(fds, left);
+        if (ready === 0) continue;
+        for (let i = 0; i < this.#callFdCount; i++) {
+          if (ready & (1 << i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
+        }
+        for (let i = 0; i < this.#errFdCount; i++) {
+          const index = this.#callFdCount + i;
+          if (ready & (1 << index)) this.#onErrFd(fds[index]!);
+        }
+        if (ready & (1 << (fds.length - 1))) driver.endpoint.readAvailable();
       }
-      // Completions may have let more requests submit: kick before sleeping on them.
-      if (this.#state === 'open' || this.#state === 'closing') driver.kick();
-      if (op.settled) break;
-      if (pending) continue;
-      const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
-      if (left === 0) {
-        op.abort(new TimeoutError(op.name, timeoutMs));
-        break;
-      }
-      const ready = native.waitReadable(fds, left);
-      if (ready === 0) continue;
-      for (let i = 0; i < this.#callFdCount; i++) {
-        if (ready & (1 << i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
-      }
-      for (let i = 0; i < this.#errFdCount; i++) {
-        const index = this.#callFdCount + i;
-        if (ready & (1 << index)) this.#onErrFd(fds[index]!);
-      }
-      if (ready & (1 << (fds.length - 1))) driver.endpoint.readAvailable();
+    } finally {
+      this.#completion.afterBlockingWait?.();
     }
   }
 

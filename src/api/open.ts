@@ -4,7 +4,11 @@ import { VirtioBlkDriver } from '../devices/blk/driver.js';
 import type { HugePages } from '../memory/region.js';
 import { describeTrace, traceFromEnv } from './trace.js';
 import { BlockDevice } from './block-device.js';
-import type { CompletionMode } from '../completion/index.js';
+import {
+  checkCompletionOptions,
+  type CompletionMode,
+  type CompletionOptions,
+} from '../completion/index.js';
 import { checkIntegerOption, checkTimeout } from './validate.js';
 
 export interface OpenOptions {
@@ -29,8 +33,15 @@ export interface OpenOptions {
    * VIRTIO_RING_F_INDIRECT_DESC, VHOST_USER_PROTOCOL_F_REPLY_ACK. For testing and debugging backends.
    */
   disableFeatures?: { eventIdx?: boolean; indirect?: boolean; replyAck?: boolean };
-  /** How completions are noticed. Default 'event'. */
+  /**
+   * How completions are noticed: 'event' (eventfd wake-ups), 'poll' (check the rings every
+   * event-loop turn while I/O is in flight), 'sleep-poll' (poll, sleep in native code, poll),
+   * 'adaptive' (spin for a self-tuned time while I/O is in flight, else sleep on the eventfd).
+   * Default 'adaptive'.
+   */
   completion?: CompletionMode;
+  /** Knobs of the completion strategies (defaults come from measurement). */
+  completionOptions?: CompletionOptions;
   /** Log every vhost-user message (true: to stderr). Default: on when DEBUG includes "vhost-user". */
   trace?: boolean | ((line: string) => void);
 }
@@ -61,6 +72,8 @@ export async function openBlockDevice(
   }
   const requestTimeout = options.requestTimeout ?? 30_000;
   if (requestTimeout !== 0) checkTimeout('requestTimeout', requestTimeout);
+  const completion = options.completion ?? 'adaptive';
+  checkCompletionOptions(completion, options.completionOptions);
   const log = options.trace === undefined ? traceFromEnv() : options.trace;
   const driver = await VirtioBlkDriver.open(socketPath, {
     queueSize,
@@ -84,7 +97,8 @@ export async function openBlockDevice(
   });
   return new BlockDevice(driver, {
     requestTimeoutMs: requestTimeout,
-    completion: options.completion ?? 'event',
+    completion,
+    completionOptions: options.completionOptions,
     bounceChunkBytes: checkIntegerOption(
       'bounceChunkSize',
       options.bounceChunkSize,

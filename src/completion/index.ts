@@ -1,19 +1,97 @@
 import { InvalidArgumentError } from '../errors.js';
 import { EventCompletion } from './event.js';
+import { AdaptiveCompletion } from './adaptive.js';
+import { adaptiveOptions, type AdaptiveOptions } from './adaptive-controller.js';
+import { createPollCompletion, DEFAULT_SPIN_SLICE_NS } from './poll.js';
+import { createSleepPollCompletion, DEFAULT_SLEEP_POLL_NS } from './sleep-poll.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
-/** How completions are noticed; see README "Completion strategies". */
-export type CompletionMode = 'event';
+export type { AdaptiveOptions } from './adaptive-controller.js';
+export { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-controller.js';
+export { spinForUsed } from './poll.js';
+export { measureSleepFloor, type SleepFloor } from './sleep-poll.js';
 
-export const COMPLETION_MODES: readonly CompletionMode[] = ['event'];
+/**
+ * How completions are noticed:
+ * - 'event': sleep on the call eventfds (fewest CPU cycles, a vCPU wake-up per wait);
+ * - 'poll': poll the used rings on every event-loop turn while requests are in flight;
+ * - 'sleep-poll': poll, sleep a fixed interval in native code, poll again (for comparison);
+ * - 'adaptive': poll for a self-tuned time per wait, then sleep on the eventfds.
+ * None of them spends CPU while no request is in flight.
+ */
+export type CompletionMode = 'event' | 'poll' | 'sleep-poll' | 'adaptive';
 
-export function createCompletion(mode: CompletionMode, host: CompletionHost): CompletionStrategy {
+export const COMPLETION_MODES: readonly CompletionMode[] = [
+  'event',
+  'poll',
+  'sleep-poll',
+  'adaptive',
+];
+
+/** Tuning of the strategies; every field has a measured default. */
+export interface CompletionOptions {
+  /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 1 ms). */
+  spinSliceNs?: number;
+  /** 'sleep-poll': the sleep between checks, ns (default 50 µs; the real floor is ~95 µs here). */
+  sleepIntervalNs?: number;
+  /** 'adaptive': controller knobs. */
+  adaptive?: Partial<AdaptiveOptions>;
+}
+
+/**
+ * Checks a mode and its options without creating anything, so open can reject them before it
+ * connects. @throws InvalidArgumentError
+ */
+export function checkCompletionOptions(mode: unknown, options: CompletionOptions = {}): void {
+  if (!COMPLETION_MODES.includes(mode as CompletionMode)) {
+    throw new InvalidArgumentError(
+      `completion must be one of ${COMPLETION_MODES.join(', ')}, got ${String(mode)}`,
+    );
+  }
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidArgumentError('completionOptions must be an object');
+  }
+  const slice = options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS;
+  // The event loop must never be held for more than 1 ms at a time.
+  if (typeof slice !== 'number' || !(slice >= 0 && slice <= 1_000_000)) {
+    throw new InvalidArgumentError(
+      `completionOptions.spinSliceNs must be a number in 0..1000000, got ${String(slice)}`,
+    );
+  }
+  const interval = options.sleepIntervalNs ?? DEFAULT_SLEEP_POLL_NS;
+  if (!Number.isInteger(interval) || interval < 1 || interval > 1_000_000) {
+    throw new InvalidArgumentError(
+      `completionOptions.sleepIntervalNs must be an integer in 1..1000000, got ${String(interval)}`,
+    );
+  }
+  try {
+    adaptiveOptions(options.adaptive);
+  } catch (err) {
+    throw new InvalidArgumentError(
+      `completionOptions.${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+}
+
+/** @throws InvalidArgumentError on a bad mode or options (nothing is started then). */
+export function createCompletion(
+  mode: CompletionMode,
+  host: CompletionHost,
+  options: CompletionOptions = {},
+): CompletionStrategy {
+  checkCompletionOptions(mode, options);
   switch (mode) {
     case 'event':
       return new EventCompletion(host);
-    default:
-      throw new InvalidArgumentError(
-        `completion must be one of ${COMPLETION_MODES.join(', ')}, got ${String(mode)}`,
+    case 'poll':
+      return createPollCompletion(host, options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS);
+    case 'sleep-poll':
+      return createSleepPollCompletion(host, options.sleepIntervalNs ?? DEFAULT_SLEEP_POLL_NS);
+    case 'adaptive':
+      return new AdaptiveCompletion(
+        host,
+        options.adaptive,
+        options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS,
       );
   }
 }

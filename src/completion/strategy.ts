@@ -15,7 +15,22 @@ export interface CompletionHost {
 
 export interface CompletionStrategy {
   readonly name: string;
-  /** Requests are (or are no longer) in flight: keep the process alive accordingly. */
+  /**
+   * Requests are (or are no longer) in flight: keep the process alive accordingly. Called after
+   * every submission with `true` too, so a strategy that parked with nothing in flight resumes.
+   */
   setBusy(busy: boolean): void;
+  /**
+   * A blocking (*Sync) wait is about to take over the thread: it drains, re-enables interrupts
+   * and sleeps in poll(2) itself. Optional: the 'event' strategy needs nothing.
+   */
+  beforeBlockingWait?(): void;
+  /**
+   * Nanoseconds the blocking wait should spin on the used rings (see `spinForUsed`) before it
+   * sleeps in poll(2); 0 = sleep at once. Asked before each sleep.
+   */
+  blockingSpinNs?(): number;
+  /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */
+  afterBlockingWait?(): void;
   stop(): void;
 }

@@ -1,0 +1,229 @@
+/**
+ * The decision behind the 'adaptive' completion strategy, with no I/O and no clock of its own so
+ * it can be driven by synthetic traces in unit tests.
+ *
+ * A *wait* starts whenever requests are in flight and the used rings are empty; it ends at the
+ * next completion. For each wait the strategy asks {@link AdaptiveController.startWait} for a
+ * spin budget, spins (polls the used rings) up to that long, then arms the call eventfds and
+ * blocks. It reports back either a *hit* (the completion was seen while spinning, after `waitNs`)
+ * or a *miss* (the budget ran out; all we learn is that the wait was longer than the budget).
+ *
+ * The budget minimises, over a window of recent waits, the expected cost of a wait:
+ *
+ *   cost(B) = E[min(wait, B)]                       CPU spent spinning
+ *           + P(wait > B) * (blockCpuNs + latencyWeight * wakeCostNs)
+ *                                                    a blocked wait: syscalls + the wake-up
+ *                                                    latency it adds
+ *
+ * B = 0 (pure event) costs blockCpuNs + latencyWeight * wakeCostNs. With latencyWeight 1 this is
+ * the ski-rental rule (spin at most what blocking would cost). A miss is a censored sample: it
+ * says nothing about budgets above the one spun, so those count as misses (pessimistic) and a
+ * periodic *probe* (one wait spun up to maxSpinNs) keeps the window honest in both directions.
+ */
+
+/** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
+export interface AdaptiveOptions {
+  /** Never spin longer than this per wait (and never block the event loop for it: it is spread over loop turns). Default 100 µs. */
+  maxSpinNs: number;
+  /** Latency a blocked wait adds: waking an idle vCPU and the event loop. Default 30 µs (measured: 25-30 µs per wake here). */
+  wakeCostNs: number;
+  /** CPU a blocked wait costs (arming interrupts, epoll, eventfd read). Default 4 µs. */
+  blockCpuNs: number;
+  /** How many ns of CPU one ns of added latency is worth. 1 = ski rental. Default 1.5. */
+  latencyWeight: number;
+  /** Waits considered (a ring of the latest ones). Default 32. */
+  window: number;
+  /** Re-decide after this many new samples. Default 8. */
+  updateEvery: number;
+  /** A new budget must beat the current one's cost by this fraction (no flapping on noise). Default 0.15. */
+  hysteresis: number;
+  /** Probe (spin up to maxSpinNs) at least once in this many waits when the budget is below it. Default 16. */
+  probeEvery: number;
+  /** Probes back off (doubling) up to one in this many waits while the decision holds. Default 256. */
+  probeEveryMax: number;
+  /** Headroom added to a budget over the sample it was derived from (timing jitter). Default 0.25. */
+  margin: number;
+}
+
+export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze({
+  maxSpinNs: 100_000,
+  wakeCostNs: 30_000,
+  blockCpuNs: 4_000,
+  latencyWeight: 1.5,
+  window: 32,
+  updateEvery: 8,
+  hysteresis: 0.15,
+  probeEvery: 16,
+  probeEveryMax: 256,
+  margin: 0.25,
+});
+
+/** Validates and fills in options (throws RangeError on nonsense). */
+export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): AdaptiveOptions {
+  const o: AdaptiveOptions = { ...DEFAULT_ADAPTIVE_OPTIONS, ...partial };
+  const nonNegative: (keyof AdaptiveOptions)[] = [
+    'maxSpinNs',
+    'wakeCostNs',
+    'blockCpuNs',
+    'latencyWeight',
+    'hysteresis',
+    'margin',
+  ];
+  for (const key of nonNegative) {
+    const v = o[key];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+      throw new RangeError(`adaptive.${key} must be a finite number >= 0, got ${String(v)}`);
+    }
+  }
+  // Spreading a spin over loop turns keeps the loop responsive, but a budget this long is a bug.
+  if (o.maxSpinNs > 10_000_000) {
+    throw new RangeError(`adaptive.maxSpinNs must be at most 10 ms, got ${o.maxSpinNs}`);
+  }
+  for (const key of ['window', 'updateEvery', 'probeEvery', 'probeEveryMax'] as const) {
+    const v = o[key];
+    if (!Number.isInteger(v) || v < 1 || v > 1 << 16) {
+      throw new RangeError(`adaptive.${key} must be an integer in 1..65536, got ${String(v)}`);
+    }
+  }
+  if (o.probeEveryMax < o.probeEvery) {
+    throw new RangeError('adaptive.probeEveryMax must be >= adaptive.probeEvery');
+  }
+  return o;
+}
+
+export class AdaptiveController {
+  readonly options: AdaptiveOptions;
+  /** Sample values: a hit's wait (>= 0), or a miss as -(budget + 1) (censored). */
+  readonly #samples: Float64Array;
+  #count = 0;
+  #next = 0;
+  #sinceUpdate = 0;
+  #budget: number;
+  #waitsSinceProbe = 0;
+  #probeEvery: number;
+  readonly #sorted: Float64Array;
+
+  constructor(options: Partial<AdaptiveOptions> = {}) {
+    this.options = adaptiveOptions(options);
+    this.#samples = new Float64Array(this.options.window);
+    this.#sorted = new Float64Array(this.options.window);
+    // Optimistic start: the first waits are spun in full, so they are uncensored samples.
+    this.#budget = this.options.maxSpinNs;
+    this.#probeEvery = this.options.probeEvery;
+  }
+
+  /** The budget the controller has settled on (0 = block at once), probes aside. */
+  get budgetNs(): number {
+    return this.#budget;
+  }
+
+  /** True while the settled budget is above zero. */
+  get spinning(): boolean {
+    return this.#budget > 0;
+  }
+
+  /** A wait starts: how long to spin before blocking. Sometimes a probe (maxSpinNs). */
+  startWait(): number {
+    const max = this.options.maxSpinNs;
+    if (this.#budget >= max) return max;
+    if (++this.#waitsSinceProbe >= this.#probeEvery) {
+      this.#waitsSinceProbe = 0;
+      return max;
+    }
+    return this.#budget;
+  }
+
+  /** The wait ended while spinning, `waitNs` after it started. */
+  hit(waitNs: number): void {
+    // Only a probe can hit beyond the budget: the decision may be stale, so probe more often.
+    if (waitNs > this.#budget) this.#probeEvery = this.options.probeEvery;
+    this.#add(waitNs > 0 ? waitNs : 0);
+  }
+
+  /**
+   * The wait outlasted a spin of `spunNs` (> 0) and ended by an interrupt. A wait with a zero
+   * budget teaches nothing and is not reported.
+   */
+  miss(spunNs: number): void {
+    if (spunNs <= 0) return;
+    this.#add(-(spunNs + 1));
+  }
+
+  /** The cost model (ns per wait) of budget `b` over the current window. */
+  costOf(b: number): number {
+    const n = this.#count;
+    if (n === 0) return 0;
+    const o = this.options;
+    const blockCost = o.blockCpuNs + o.latencyWeight * o.wakeCostNs;
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const s = this.#samples[i]!;
+      if (s >= 0 && s <= b) total += s;
+      else total += b + blockCost;
+    }
+    return total / n;
+  }
+
+  #add(value: number): void {
+    this.#samples[this.#next] = value;
+    this.#next = (this.#next + 1) % this.#samples.length;
+    if (this.#count < this.#samples.length) this.#count++;
+    if (++this.#sinceUpdate >= this.options.updateEvery) {
+      this.#sinceUpdate = 0;
+      this.#update();
+    }
+  }
+
+  #update(): void {
+    const o = this.options;
+    const n = this.#count;
+    // Candidates: block at once, or spin just long enough to catch each observed hit.
+    const sorted = this.#sorted.subarray(0, n);
+    sorted.set(this.#samples.subarray(0, n));
+    sorted.sort();
+    const blockCost = o.blockCpuNs + o.latencyWeight * o.wakeCostNs;
+    let bestBudget = 0;
+    let bestCost = blockCost;
+    // With samples sorted, hits (>= 0) come last in ascending order; misses (< 0) first.
+    let misses = 0;
+    while (misses < n && sorted[misses]! < 0) misses++;
+    let hitSum = 0;
+    for (let i = misses; i < n; i++) {
+      const t = sorted[i]!;
+      if (t > o.maxSpinNs) break;
+      hitSum += t;
+      const b = Math.min(o.maxSpinNs, quantise(t * (1 + o.margin)));
+      // Samples above index i (and every miss) are treated as misses at budget b.
+      const hitsBelow = i - misses + 1;
+      const cost = (hitSum + (n - hitsBelow) * (b + blockCost)) / n;
+      // Strictly less: among equal costs the smallest budget wins (all hits cost the same).
+      if (cost < bestCost) {
+        bestCost = cost;
+        bestBudget = b;
+      }
+    }
+    const current = this.#budget;
+    let next = current;
+    if (current === 0) {
+      // Blocking: start spinning only if that is clearly cheaper.
+      if (bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis)) next = bestBudget;
+    } else if (bestBudget === 0) {
+      // Spinning: stop only if blocking is clearly cheaper.
+      if (blockCost < this.costOf(current) * (1 - o.hysteresis)) next = 0;
+    } else {
+      // Spinning either way: take the (quantised) best budget.
+      next = bestBudget;
+    }
+    const changed = next > 0 !== current > 0;
+    this.#budget = next;
+    // Probes back off while they keep confirming the decision, and come back when it changes.
+    if (changed) this.#probeEvery = o.probeEvery;
+    else this.#probeEvery = Math.min(o.probeEveryMax, this.#probeEvery * 2);
+  }
+}
+
+/** Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them. */
+function quantise(ns: number): number {
+  if (ns <= 0) return 0;
+  return Math.round(2 ** (Math.ceil(4 * Math.log2(ns)) / 4));
+}

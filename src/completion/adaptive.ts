@@ -1,0 +1,33 @@
+import { AdaptiveController, type AdaptiveOptions } from './adaptive-controller.js';
+import { PollingCompletion, DEFAULT_SPIN_SLICE_NS, type SpinPolicy } from './poll.js';
+import type { CompletionHost } from './strategy.js';
+
+function policyOf(controller: AdaptiveController): SpinPolicy {
+  return {
+    startWait: () => controller.startWait(),
+    hit: (waitNs) => controller.hit(waitNs),
+    miss: (spunNs) => controller.miss(spunNs),
+    blockingSpinNs: () => controller.budgetNs,
+  };
+}
+
+/**
+ * 'adaptive': poll for a bounded, self-tuned time per wait, then arm the call eventfds and
+ * block. The budget comes from {@link AdaptiveController} (measured waits against the cost of a
+ * wake-up); the spin is spread over event-loop turns of at most `sliceNs` each, so the loop is
+ * never blocked for long, and nothing spins while no request is in flight.
+ */
+export class AdaptiveCompletion extends PollingCompletion {
+  /** Exposed for diagnostics (budget, decisions). */
+  readonly controller: AdaptiveController;
+
+  constructor(
+    host: CompletionHost,
+    options: Partial<AdaptiveOptions> = {},
+    sliceNs: number = DEFAULT_SPIN_SLICE_NS,
+  ) {
+    const controller = new AdaptiveController(options);
+    super('adaptive', host, policyOf(controller), { sliceNs, sleepNs: 0 });
+    this.controller = controller;
+  }
+}

@@ -1,0 +1,284 @@
+import { native, type PollHandle } from '../native.js';
+import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { CompletionHost, CompletionStrategy } from './strategy.js';
+
+const UV_READABLE = 1;
+
+/** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
+export interface SpinPolicy {
+  /** A wait starts (requests in flight, used rings empty): ns to poll before blocking; Infinity = never block. */
+  startWait(): number;
+  /** The wait ended while polling, `waitNs` after it started. */
+  hit(waitNs: number): void;
+  /** The wait outlasted `spunNs` of polling and ended by an interrupt. */
+  miss(spunNs: number): void;
+  /** What the blocking (*Sync) wait should spin before poll(2). */
+  blockingSpinNs(): number;
+}
+
+/** How a loop turn waits when the rings are empty. */
+export interface PollLoopOptions {
+  /** Longest synchronous spin inside one event-loop turn (ns) before yielding to the loop. */
+  sliceNs: number;
+  /** If > 0: instead of spinning, sleep this long in native code once per turn (sleep-poll). */
+  sleepNs: number;
+}
+
+type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
+
+const msToNs = 1e6;
+
+/** True if any queue has used elements not yet drained. */
+export function anyUsed(queues: readonly BlkQueue[]): boolean {
+  for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.hasUsed()) return true;
+  return false;
+}
+
+/**
+ * Spins (blocking the thread) until a used ring has elements or `ns` passed. For the blocking
+ * *Sync wait, between its drain and its poll(2).
+ */
+export function spinForUsed(queues: readonly BlkQueue[], ns: number): boolean {
+  const end = performance.now() + ns / msToNs;
+  for (;;) {
+    // A clock read costs ~50 ns, a ring check a few: check the rings more often than the clock.
+    for (let i = 0; i < 16; i++) if (anyUsed(queues)) return true;
+    if (performance.now() >= end) return anyUsed(queues);
+  }
+}
+
+function anyInFlight(queues: readonly BlkQueue[]): boolean {
+  for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.inFlight > 0) return true;
+  return false;
+}
+
+/**
+ * The polling engine behind 'poll', 'sleep-poll' and 'adaptive': while requests are in flight,
+ * interrupts are suppressed and every event-loop turn (setImmediate, so I/O, timers and
+ * microtasks all run between turns) checks the used rings, spinning synchronously for at most
+ * one slice. When the policy's budget for the current wait runs out, interrupts are re-armed
+ * (with the usual re-check) and the libuv watchers on the call eventfds take over; after that
+ * interrupt it polls again. With nothing in flight nothing runs.
+ */
+export class PollingCompletion implements CompletionStrategy {
+  readonly name: string;
+  readonly #host: CompletionHost;
+  readonly #queues: readonly BlkQueue[];
+  readonly #policy: SpinPolicy;
+  readonly #sliceMs: number;
+  readonly #sleepNs: number;
+  readonly #polls: PollHandle[] = [];
+  #state: State = 'idle';
+  #busy = false;
+  #ref = false;
+  #immediate: NodeJS.Immediate | undefined;
+  /** performance.now() at the start of the current wait, and its budget in ms. */
+  #waitStart = 0;
+  #budgetMs = 0;
+
+  constructor(name: string, host: CompletionHost, policy: SpinPolicy, options: PollLoopOptions) {
+    this.name = name;
+    this.#host = host;
+    this.#queues = host.queues;
+    this.#policy = policy;
+    this.#sliceMs = options.sliceNs / msToNs;
+    this.#sleepNs = options.sleepNs;
+    for (const queue of host.queues) {
+      // Idle with interrupts on: a completion nobody polls for is still noticed.
+      queue.vq.enableInterrupts();
+      const poll = native.pollStart(queue.callFd, UV_READABLE, () => this.#onCall(queue));
+      native.pollRef(poll, false);
+      this.#polls.push(poll);
+    }
+  }
+
+  setBusy(busy: boolean): void {
+    if (this.#state === 'stopped') return;
+    this.#busy = busy;
+    if (busy) {
+      if (this.#state === 'idle' || this.#state === 'parked') this.#startWait(performance.now());
+    } else if (this.#state === 'spinning' || this.#state === 'parked') {
+      this.#toIdle();
+    }
+    this.#updateRef();
+  }
+
+  beforeBlockingWait(): void {
+    if (this.#state === 'stopped') return;
+    this.#cancelTurn();
+    this.#state = 'sync';
+    this.#updateRef();
+  }
+
+  blockingSpinNs(): number {
+    return this.#policy.blockingSpinNs();
+  }
+
+  afterBlockingWait(): void {
+    if (this.#state !== 'sync') return;
+    // The wait left interrupts enabled; a wait spanning it says nothing about the device.
+    this.#state = 'idle';
+    if (this.#busy && anyInFlight(this.#queues)) this.#startWait(performance.now());
+    this.#updateRef();
+  }
+
+  stop(): void {
+    if (this.#state === 'stopped') return;
+    this.#cancelTurn();
+    this.#state = 'stopped';
+    for (const poll of this.#polls) native.pollStop(poll);
+  }
+
+  #startWait(now: number): void {
+    if (!anyInFlight(this.#queues)) {
+      this.#park();
+      return;
+    }
+    for (const queue of this.#queues) queue.vq.disableInterrupts();
+    this.#state = 'spinning';
+    this.#waitStart = now;
+    this.#budgetMs = this.#policy.startWait() / msToNs;
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#immediate === undefined) this.#immediate = setImmediate(this.#turn);
+  }
+
+  #cancelTurn(): void {
+    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
+    this.#immediate = undefined;
+  }
+
+  /** One event-loop turn of polling. */
+  readonly #turn = (): void => {
+    this.#immediate = undefined;
+    if (this.#state !== 'spinning') return;
+    const queues = this.#queues;
+    let found = anyUsed(queues);
+    if (!found) {
+      const left = this.#waitStart + this.#budgetMs - performance.now();
+      if (left > 0) {
+        if (this.#sleepNs > 0) {
+          native.sleepNs(this.#sleepNs);
+          found = anyUsed(queues);
+        } else {
+          found = spinForUsed(queues, Math.min(left, this.#sliceMs) * msToNs);
+        }
+      }
+    }
+    const now = performance.now();
+    if (found) {
+      this.#policy.hit((now - this.#waitStart) * msToNs);
+      this.#drainAll();
+      if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
+      this.#startWait(now);
+      return;
+    }
+    if (!anyInFlight(queues)) {
+      this.#park();
+      return;
+    }
+    if (now - this.#waitStart >= this.#budgetMs) this.#arm(now);
+    else this.#schedule();
+  };
+
+  #drainAll(): void {
+    const queues = this.#queues;
+    for (let i = 0; i < queues.length; i++) {
+      const queue = queues[i]!;
+      if (queue.vq.hasUsed()) this.#host.drain(queue);
+    }
+  }
+
+  /** The budget ran out: ask for interrupts, re-check (the race), and let libuv wait. */
+  #arm(now: number): void {
+    let raced = false;
+    for (const queue of this.#queues) {
+      if (!queue.vq.broken && queue.vq.enableInterrupts()) raced = true;
+    }
+    if (raced) {
+      this.#policy.hit((now - this.#waitStart) * msToNs);
+      this.#drainAll();
+      if (this.#state === 'spinning') this.#startWait(performance.now());
+      return;
+    }
+    this.#state = 'armed';
+    this.#updateRef();
+  }
+
+  /** Nothing in flight (although work may wait for memory or locks): interrupts on, no polling. */
+  #park(): void {
+    this.#cancelTurn();
+    for (const queue of this.#queues) {
+      if (!queue.vq.broken && queue.vq.enableInterrupts()) {
+        // Cannot happen with nothing in flight, but draining is always safe.
+        this.#host.drain(queue);
+      }
+    }
+    if (this.#state === 'stopped' || this.#state === 'sync') return;
+    this.#state = this.#busy ? 'parked' : 'idle';
+    this.#updateRef();
+  }
+
+  #toIdle(): void {
+    this.#cancelTurn();
+    if (this.#state === 'spinning') {
+      for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
+    }
+    this.#state = 'idle';
+  }
+
+  #onCall(queue: BlkQueue): void {
+    if (this.#state === 'stopped') return;
+    if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
+    if (this.#state === 'armed') {
+      this.#policy.miss(this.#budgetMs * msToNs);
+      this.#state = 'idle';
+      this.#drainAll();
+      // The drain's callbacks may have set a new state (setBusy) already.
+      if (this.#state === 'idle' && this.#busy) this.#startWait(performance.now());
+      this.#updateRef();
+      return;
+    }
+    // Spinning, parked, idle or inside a blocking wait: a hint the device sent anyway. Drain
+    // with the interrupt re-check unless we are polling (the poll loop will see the rest).
+    if (this.#state === 'spinning') {
+      this.#host.drain(queue);
+    } else if (this.#state !== 'sync') {
+      do {
+        this.#host.drain(queue);
+      } while (
+        !queue.vq.broken &&
+        (this.#state === 'idle' || this.#state === 'parked') &&
+        queue.vq.enableInterrupts()
+      );
+    }
+  }
+
+  /** Pending work keeps the process alive: immediates while polling, the watchers otherwise. */
+  #updateRef(): void {
+    const want = this.#busy && (this.#state === 'armed' || this.#state === 'parked');
+    if (want === this.#ref || this.#state === 'stopped') return;
+    this.#ref = want;
+    for (const poll of this.#polls) native.pollRef(poll, want);
+  }
+}
+
+/** 'poll': while requests are in flight, never wait for an interrupt. */
+export const POLL_POLICY: SpinPolicy = Object.freeze({
+  startWait: () => Infinity,
+  hit: () => {},
+  miss: () => {},
+  // Blocking waits spin up to 1 ms per round, then sleep in poll(2) (interrupts are on there).
+  blockingSpinNs: () => 1_000_000,
+});
+
+export const DEFAULT_SPIN_SLICE_NS = 20_000;
+
+export function createPollCompletion(
+  host: CompletionHost,
+  sliceNs: number = DEFAULT_SPIN_SLICE_NS,
+): PollingCompletion {
+  return new PollingCompletion('poll', host, POLL_POLICY, { sliceNs, sleepNs: 0 });
+}

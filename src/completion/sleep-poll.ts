@@ -1,0 +1,66 @@
+import { native } from '../native.js';
+import { PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
+import type { CompletionHost } from './strategy.js';
+
+/**
+ * Default interval of 'sleep-poll'. Asking for less buys nothing: a native sleep of any length
+ * takes ~95 µs here (50 µs default timer slack plus waking the vCPU); see measureSleepFloor.
+ */
+export const DEFAULT_SLEEP_POLL_NS = 50_000;
+
+const SLEEP_POLICY: SpinPolicy = Object.freeze({
+  ...POLL_POLICY,
+  // The seed's method in a blocking wait would be the same sleep; poll(2) is better there.
+  blockingSpinNs: () => 0,
+});
+
+/**
+ * 'sleep-poll' (the seed's method, kept for comparison): while requests are in flight, check the
+ * used rings, sleep a fixed interval in native code (Node's timers do not go below 1 ms), check
+ * again, and yield to the event loop. One sleep per loop turn, so the loop is blocked for one
+ * interval at most.
+ */
+export function createSleepPollCompletion(
+  host: CompletionHost,
+  intervalNs: number = DEFAULT_SLEEP_POLL_NS,
+): PollingCompletion {
+  if (!Number.isInteger(intervalNs) || intervalNs < 1 || intervalNs > 1_000_000) {
+    throw new RangeError(`sleep-poll interval must be 1..1000000 ns, got ${intervalNs}`);
+  }
+  return new PollingCompletion('sleep-poll', host, SLEEP_POLICY, {
+    sliceNs: 0,
+    sleepNs: intervalNs,
+  });
+}
+
+/** Distribution of the real duration of native.sleepNs(requestNs), in ns. */
+export interface SleepFloor {
+  requestNs: number;
+  samples: number;
+  min: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/**
+ * Measures how long native.sleepNs(requestNs) really takes (blocks the thread for about
+ * samples x the result: call it from tools and benchmarks, not from a server).
+ */
+export function measureSleepFloor(requestNs = 1000, samples = 200): SleepFloor {
+  const xs = new Float64Array(samples);
+  for (let i = 0; i < samples; i++) {
+    const t = native.nowNs();
+    native.sleepNs(requestNs);
+    xs[i] = native.nowNs() - t;
+  }
+  xs.sort();
+  return {
+    requestNs,
+    samples,
+    min: xs[0]!,
+    p50: xs[Math.floor(samples / 2)]!,
+    p99: xs[Math.min(samples - 1, Math.floor(samples * 0.99))]!,
+    max: xs[samples - 1]!,
+  };
+}

@@ -1,0 +1,151 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  AdaptiveController,
+  adaptiveOptions,
+  DEFAULT_ADAPTIVE_OPTIONS,
+} from '../../src/completion/adaptive-controller.js';
+import { prng } from '../helpers/random.js';
+
+const US = 1000;
+const MS = 1_000_000;
+
+/** Drives the controller as the strategy does: spin up to the budget, report a hit or a miss. */
+function run(c: AdaptiveController, waits: Iterable<number>): { budgets: number[]; spun: number } {
+  const budgets: number[] = [];
+  let spun = 0;
+  for (const wait of waits) {
+    const budget = c.startWait();
+    if (wait <= budget) {
+      c.hit(wait);
+      spun += wait;
+    } else {
+      c.miss(budget);
+      spun += budget;
+    }
+    budgets.push(c.budgetNs);
+  }
+  return { budgets, spun };
+}
+
+function* constant(n: number, value: number): Generator<number> {
+  for (let i = 0; i < n; i++) yield value;
+}
+
+/** Waits around `center` with multiplicative noise and a fraction of long outliers. */
+function* noisy(
+  n: number,
+  center: number,
+  jitter: number,
+  outliers = 0,
+  outlier = 5 * MS,
+  seed = 1,
+): Generator<number> {
+  const rand = prng(seed);
+  for (let i = 0; i < n; i++) {
+    if (rand() < outliers) yield outlier;
+    else yield center * (1 + jitter * (2 * rand() - 1));
+  }
+}
+
+/** Number of times the controller switched between spinning and blocking. */
+function flips(budgets: number[]): number {
+  let n = 0;
+  for (let i = 1; i < budgets.length; i++) if (budgets[i]! > 0 !== budgets[i - 1]! > 0) n++;
+  return n;
+}
+
+test('it starts spinning when completions come faster than a wake-up', () => {
+  const c = new AdaptiveController();
+  const { budgets } = run(c, constant(64, 10 * US));
+  assert.ok(c.spinning);
+  // Just long enough to catch a 10 µs completion, not the whole 100 µs.
+  assert.ok(c.budgetNs >= 10 * US && c.budgetNs <= 15 * US, `budget ${c.budgetNs}`);
+  assert.ok(budgets.slice(16).every((b) => b > 0));
+});
+
+test('it stops spinning when completions are slower than the spin limit', () => {
+  const c = new AdaptiveController();
+  const { budgets } = run(c, constant(16, 2 * MS));
+  assert.equal(c.budgetNs, 0);
+  // One decision interval (8 waits) is enough to give up.
+  assert.equal(budgets[7], 0);
+});
+
+test('it reacts to a fast device turning slow within a few decision intervals', () => {
+  const c = new AdaptiveController();
+  run(c, constant(500, 10 * US));
+  assert.ok(c.spinning);
+  const { budgets } = run(c, constant(200, 3 * MS));
+  const firstZero = budgets.findIndex((b) => b === 0);
+  assert.ok(firstZero >= 0 && firstZero < 40, `stopped after ${firstZero} slow waits`);
+  assert.ok(
+    budgets.slice(firstZero).every((b) => b === 0),
+    'it must stay stopped',
+  );
+});
+
+test('it comes back to spinning when a slow device turns fast (probes)', () => {
+  const c = new AdaptiveController();
+  run(c, constant(5000, 3 * MS));
+  assert.equal(c.budgetNs, 0);
+  const { budgets } = run(c, constant(3000, 8 * US));
+  const first = budgets.findIndex((b) => b > 0);
+  assert.ok(first >= 0 && first < 1500, `resumed spinning after ${first} fast waits`);
+  assert.ok(c.spinning);
+});
+
+test('probing while blocked costs little CPU on a slow device', () => {
+  const c = new AdaptiveController();
+  const n = 10_000;
+  const { spun } = run(c, constant(n, 3 * MS));
+  // At most maxSpinNs on one wait in probeEvery, and backing off from there.
+  assert.ok(spun / n < DEFAULT_ADAPTIVE_OPTIONS.maxSpinNs / 16, `spun ${spun / n} ns per wait`);
+});
+
+test('it converges: a steady device gets a steady budget', () => {
+  const c = new AdaptiveController();
+  const { budgets } = run(c, noisy(5000, 20 * US, 0.05));
+  const tail = budgets.slice(2000);
+  const distinct = new Set(tail);
+  assert.ok(distinct.size <= 3, `budget kept changing: ${[...distinct].join(', ')}`);
+  for (const b of tail) assert.ok(b >= 21 * US && b <= 30 * US, `budget ${b}`);
+});
+
+test('it does not oscillate on noise around the break-even point', () => {
+  // Waits near where spinning and blocking cost the same, with heavy jitter and outliers.
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  const breakEven = o.blockCpuNs + o.latencyWeight * o.wakeCostNs;
+  for (const seed of [1, 2, 3]) {
+    const c = new AdaptiveController();
+    const { budgets } = run(c, noisy(20_000, breakEven, 0.5, 0.05, 5 * MS, seed));
+    assert.ok(flips(budgets) <= 6, `seed ${seed}: ${flips(budgets)} flips between spin and block`);
+  }
+});
+
+test('bimodal waits: spin for the fast mode, block for the slow one', () => {
+  const c = new AdaptiveController();
+  // 70% complete in ~5 µs, 30% take 2 ms.
+  const rand = prng(7);
+  const waits = Array.from({ length: 4000 }, () => (rand() < 0.7 ? 5 * US : 2 * MS));
+  run(c, waits);
+  assert.ok(c.spinning);
+  assert.ok(c.budgetNs < 20 * US, `budget ${c.budgetNs} should only cover the fast mode`);
+});
+
+test('cost model: blocking costs the wake-up, spinning the wait', () => {
+  const c = new AdaptiveController({ latencyWeight: 1, blockCpuNs: 0, wakeCostNs: 30 * US });
+  run(c, constant(64, 10 * US));
+  assert.equal(c.costOf(0), 30 * US);
+  assert.equal(c.costOf(10 * US), 10 * US);
+  assert.equal(c.costOf(5 * US), 5 * US + 30 * US);
+});
+
+test('options are checked', () => {
+  assert.throws(() => adaptiveOptions({ maxSpinNs: -1 }), RangeError);
+  assert.throws(() => adaptiveOptions({ maxSpinNs: 20 * MS }), RangeError);
+  assert.throws(() => adaptiveOptions({ window: 0 }), RangeError);
+  assert.throws(() => adaptiveOptions({ probeEvery: 64, probeEveryMax: 32 }), RangeError);
+  assert.throws(() => adaptiveOptions({ latencyWeight: NaN }), RangeError);
+  assert.equal(adaptiveOptions({ maxSpinNs: 50 * US }).maxSpinNs, 50 * US);
+});

@@ -1,0 +1,33 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { checkCompletionOptions, COMPLETION_MODES } from '../../src/completion/index.js';
+import { measureSleepFloor } from '../../src/completion/sleep-poll.js';
+
+const BAD = { code: 'VHOST_USER_ERR_INVALID_ARGUMENT' };
+
+test('every mode with default options is accepted', () => {
+  for (const mode of COMPLETION_MODES) checkCompletionOptions(mode);
+  assert.deepEqual([...COMPLETION_MODES], ['event', 'poll', 'sleep-poll', 'adaptive']);
+});
+
+test('bad modes and options are InvalidArgumentErrors naming the option', () => {
+  assert.throws(() => checkCompletionOptions('busy'), BAD);
+  assert.throws(() => checkCompletionOptions('poll', { spinSliceNs: 2_000_000 }), {
+    ...BAD,
+    message: /spinSliceNs/,
+  });
+  assert.throws(() => checkCompletionOptions('sleep-poll', { sleepIntervalNs: 0 }), {
+    ...BAD,
+    message: /sleepIntervalNs/,
+  });
+  assert.throws(() => checkCompletionOptions('adaptive', { adaptive: { maxSpinNs: -5 } }), {
+    ...BAD,
+    message: /adaptive\.maxSpinNs/,
+  });
+});
+
+test('the native sleep floor is measurable (and well above 1 µs on a VM)', () => {
+  const floor = measureSleepFloor(1000, 20);
+  assert.equal(floor.samples, 20);
+  assert.ok(floor.min >= 1000 && floor.min <= floor.p50 && floor.p50 <= floor.max);
+});
