@@ -13,6 +13,7 @@ import {
   type LatencyStats,
   type ResolvedBenchOptions,
 } from './options.js';
+import { mulberry32 } from '../util/prng.js';
 
 /** fio's default clat percentile list. */
 export const FIO_PERCENTILES: readonly number[] = [
@@ -33,16 +34,7 @@ export class VerifyError extends Error {
 
 const HEADER = 16;
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 type Histogram = ReturnType<typeof hdr.build>;
 

@@ -1,22 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { openBlockDevice, type BlockDevice } from '../../src/index.js';
 import { startEmbedded, type Embedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
+import { fileBytes } from '../helpers/files.js';
 
 const SIZE = 8 * 1024 * 1024;
-
-function fileBytes(path: string, position: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const out = Buffer.alloc(length);
-    readSync(fd, out, 0, length, position);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Runs `body` against a fresh backend and device; both are always released. */
 async function withDevice(

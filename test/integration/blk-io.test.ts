@@ -1,23 +1,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, openSync, readSync, closeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { openBlockDevice, type BlockDevice } from '../../src/index.js';
 import { PEERS, startPeer, type Peer } from '../helpers/peers.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
+import { fileBytes } from '../helpers/files.js';
 
 const SIZE = 8 * 1024 * 1024;
-
-/** Bytes of the raw file behind the export: the independent witness of what reached the disk. */
-function fileBytes(path: string, position: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const out = Buffer.alloc(length);
-    readSync(fd, out, 0, length, position);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 for (const kind of PEERS) {
   describe(`against ${kind}`, () => {

@@ -1,20 +1,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import {
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-  openSync,
-  readSync,
-  closeSync,
-} from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { prng, randomBytes } from '../helpers/random.js';
+import { fileBytes } from '../helpers/files.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const SIZE = 16 * 1024 * 1024;
@@ -47,17 +40,6 @@ function assertOneLine(run: Run, pattern: RegExp): void {
   assert.match(lines[0]!, /^vhost-user: /);
   assert.match(lines[0]!, pattern);
   assert.doesNotMatch(run.stderr, /\n\s+at /);
-}
-
-function fileBytes(path: string, position: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const out = Buffer.alloc(length);
-    readSync(fd, out, 0, length, position);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
 }
 
 let qsd: Qsd;

@@ -7,35 +7,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdtempSync,
-  openSync,
-  readSync,
-  closeSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileBytes } from '../helpers/files.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const guestDir = resolve(root, '..', 'shared', 'guest');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
 const guestOut = join(tmpdir(), 'vhost-user-guest');
-
-function fileBytes(path: string, position: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  try {
-    const out = Buffer.alloc(length);
-    readSync(fd, out, 0, length, position);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 test(
   'Linux virtio_blk in a QEMU guest reads and writes through `serve --file`',
