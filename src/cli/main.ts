@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   cp: () => import('./cp.js'),
   serve: () => import('./serve.js'),
   demo: () => import('./demo.js'),
+  bench: () => import('./bench.js'),
 };
 
 const SUMMARIES: Record<string, string> = {
@@ -28,6 +29,7 @@ const SUMMARIES: Record<string, string> = {
   cp: 'import a disk image into a device, or export a device into a file',
   serve: 'run the embedded vhost-user-blk backend on a file or in memory',
   demo: 'start a backend in a child process, verify it and run a short load',
+  bench: 'fio-style benchmark: IOPS, bandwidth, latency percentiles, CPU per I/O',
 };
 
 function usage(): string {

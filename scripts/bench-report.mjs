@@ -1,0 +1,818 @@
+#!/usr/bin/env node
+// Side-by-side benchmark report: every completion strategy of this library against refbench (a
+// tight C frontend, /work/shared/tools/refbench.c or $REFBENCH_SRC), on qemu-storage-daemon with
+// a null-co and a /dev/shm raw-file backend, under explicit CPU placement (taskset). Prints one
+// Markdown section on stdout (progress on stderr).
+//
+//   npm run build && npm run bench:report [-- --rounds 3 --seconds 2 --quick]
+//
+// Needs `npm run build` first (it runs dist/src/cli/main.js and imports dist/src/), gcc,
+// qemu-storage-daemon and taskset. Options:
+//   --rounds N        interleaved rounds per cell, the median is reported (default 3)
+//   --seconds S       measured seconds per run (default 2), after --ramp S (default 0.5)
+//   --step-seconds S  length of each phase of the stepping load (default 5)
+//   --step-rounds N   rounds of the stepping load (default 1)
+//   --qsd-cpu N / --fe-cpu N   placement (default 0 / 1)
+//   --quick           1 round of 1 s runs, 2 s steps (a smoke test of the script)
+// Child modes (used by the script itself): --child stepping|breakdown SOCKET MODE ...
+import { Buffer } from 'node:buffer';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { clearTimeout, setTimeout } from 'node:timers';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST = join(ROOT, 'dist', 'src');
+const MAIN = join(DIST, 'cli', 'main.js');
+const SELF = fileURLToPath(import.meta.url);
+const REFBENCH_SRC =
+  process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
+const QSD = process.env.QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
+const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
+const REFS = ['ref-poll', 'ref-event'];
+const GiB = 1024 ** 3;
+
+const log = (msg) => process.stderr.write(`bench-report: ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Small statistics helpers.
+
+function median(values) {
+  const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child mode 1: the stepping load (runBench has one fixed depth). 32 workers, those above the
+// current depth parked on a promise; the depth changes every phase. Prints one JSON line.
+
+async function childStepping(socket, mode, phaseSeconds) {
+  const { openBlockDevice } = await import(pathToFileURL(join(DIST, 'index.js')).href);
+  const hdr = await import('hdr-histogram-js');
+  const schedule = [1, 32, 1, 32];
+  const dev = await openBlockDevice(socket, { completion: mode });
+  dev.on('error', () => {});
+  const blocks = Math.floor(dev.size / 4096);
+  let depth = schedule[0];
+  let wake = [];
+  let stopped = false;
+  // hdr histograms (as runBench uses): recording never allocates, so no GC pauses of our own.
+  const histogram = () =>
+    hdr.build({
+      lowestDiscernibleValue: 1,
+      highestTrackableValue: 3_600_000_000,
+      numberOfSignificantValueDigits: 3,
+    });
+  const all = histogram();
+  let n = 0;
+  const perPhase = schedule.map(() => ({ ios: 0, hist: histogram() }));
+  let phase = 0;
+  let seed = 12345;
+  const rand = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 4294967296;
+  };
+  const worker = async (i) => {
+    const buf = dev.allocBuffer(4096);
+    try {
+      while (!stopped) {
+        if (i >= depth) {
+          await new Promise((r) => wake.push(r));
+          continue;
+        }
+        const off = Math.floor(rand() * blocks) * 4096;
+        const t0 = performance.now();
+        await dev.readInto(buf, off);
+        const ns = Math.max(1, Math.round((performance.now() - t0) * 1e6));
+        if (stopped) break;
+        n++;
+        all.recordValue(ns);
+        const p = perPhase[phase];
+        p.ios++;
+        p.hist.recordValue(ns);
+      }
+    } finally {
+      if (!dev.closed) dev.freeBuffer(buf);
+    }
+  };
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const workers = Array.from({ length: 32 }, (_, i) => worker(i));
+  for (phase = 0; phase < schedule.length; phase++) {
+    depth = schedule[phase];
+    const w = wake;
+    wake = [];
+    for (const r of w) r();
+    await sleep(phaseSeconds * 1000);
+  }
+  phase = schedule.length - 1;
+  stopped = true;
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  loop.disable();
+  for (const r of wake) r();
+  await Promise.all(workers);
+  const stats = dev.stats;
+  await dev.close();
+  const out = {
+    iops: n / seconds,
+    p50: all.getValueAtPercentile(50) / 1000,
+    p99: all.getValueAtPercentile(99) / 1000,
+    cpuPerIo: (cpu.user + cpu.system) / n,
+    loopMaxMs: loop.max / 1e6,
+    phases: perPhase.map((p, i) => ({
+      depth: schedule[i],
+      iops: p.ios / phaseSeconds,
+      p50: p.hist.getValueAtPercentile(50) / 1000,
+    })),
+    kicksPerIo: stats.kicks / n,
+    callsPerIo: stats.calls / n,
+  };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child mode 2: where the time of one QD1 read goes. The script (not the library) wraps three
+// methods of the library's own modules: SplitVirtqueue.publish (request on the ring),
+// BlkQueue.kick (eventfd write) and BlkQueue.drain (completion noticed and popped).
+
+async function childBreakdown(socket, mode, seconds) {
+  const { openBlockDevice } = await import(pathToFileURL(join(DIST, 'index.js')).href);
+  const { BlkQueue } = await import(
+    pathToFileURL(join(DIST, 'devices', 'blk', 'blk-queue.js')).href
+  );
+  const { SplitVirtqueue } = await import(pathToFileURL(join(DIST, 'virtqueue', 'split.js')).href);
+  const now = () => performance.now();
+  const mark = { pub: 0, kickStart: 0, kickEnd: 0, drainStart: 0, drainEnd: 0 };
+  const publish = SplitVirtqueue.prototype.publish;
+  SplitVirtqueue.prototype.publish = function (...a) {
+    const r = publish.apply(this, a);
+    mark.pub = now();
+    return r;
+  };
+  const kick = BlkQueue.prototype.kick;
+  BlkQueue.prototype.kick = function (...a) {
+    mark.kickStart = now();
+    const r = kick.apply(this, a);
+    mark.kickEnd = now();
+    return r;
+  };
+  const drain = BlkQueue.prototype.drain;
+  BlkQueue.prototype.drain = function (...a) {
+    const s = now();
+    const r = drain.apply(this, a);
+    if (r > 0) {
+      mark.drainStart = s;
+      mark.drainEnd = now();
+    }
+    return r;
+  };
+  const dev = await openBlockDevice(socket, { completion: mode });
+  dev.on('error', () => {});
+  const buf = dev.allocBuffer(4096);
+  const blocks = Math.floor(dev.size / 4096);
+  const rows = {
+    submit: [],
+    toReturn: [],
+    toKick: [],
+    kick: [],
+    deviceAndNotice: [],
+    drain: [],
+    resume: [],
+    total: [],
+  };
+  const end = now() + seconds * 1000;
+  let i = 0;
+  while (now() < end) {
+    const off = ((i++ * 7919) % blocks) * 4096;
+    const t0 = now();
+    const p = dev.readInto(buf, off);
+    const tRet = now();
+    await p;
+    const t3 = now();
+    if (i < 1000) continue; // warm-up (JIT, adaptive controller)
+    const us = (a, b) => (b - a) * 1000;
+    rows.submit.push(us(t0, mark.pub));
+    rows.toReturn.push(us(mark.pub, tRet));
+    rows.toKick.push(us(tRet, mark.kickStart));
+    rows.kick.push(us(mark.kickStart, mark.kickEnd));
+    rows.deviceAndNotice.push(us(Math.max(tRet, mark.kickEnd), mark.drainStart));
+    rows.drain.push(us(mark.drainStart, mark.drainEnd));
+    rows.resume.push(us(mark.drainEnd, t3));
+    rows.total.push(us(t0, t3));
+  }
+  dev.freeBuffer(buf);
+  await dev.close();
+  const out = {};
+  for (const [k, v] of Object.entries(rows)) out[k] = median(v);
+  out.n = rows.total.length;
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent: machine facts, backends, runs.
+
+function parseArgs(argv) {
+  const o = {
+    rounds: 3,
+    seconds: 2,
+    ramp: 0.5,
+    stepSeconds: 5,
+    stepRounds: 1,
+    qsdCpu: 0,
+    feCpu: 1,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => Number(argv[++i]);
+    if (a === '--rounds') o.rounds = next();
+    else if (a === '--seconds') o.seconds = next();
+    else if (a === '--ramp') o.ramp = next();
+    else if (a === '--step-seconds') o.stepSeconds = next();
+    else if (a === '--step-rounds') o.stepRounds = next();
+    else if (a === '--qsd-cpu') o.qsdCpu = next();
+    else if (a === '--fe-cpu') o.feCpu = next();
+    else if (a === '--quick')
+      Object.assign(o, { rounds: 1, seconds: 1, ramp: 0.2, stepSeconds: 2 });
+    else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+
+async function waitForQuiet() {
+  const start = Date.now();
+  let l = loadavg();
+  while (l[0] > 1.5 && Date.now() - start < 180_000) {
+    log(`load average ${l.join(' ')} > 1.5: waiting (up to 3 min)`);
+    await sleep(15_000);
+    l = loadavg();
+  }
+  return { load: l, waitedSeconds: Math.round((Date.now() - start) / 1000) };
+}
+
+function machine() {
+  const info = readFileSync('/proc/cpuinfo', 'utf8');
+  const model = /model name\s*:\s*(.*)/.exec(info)?.[1] ?? cpus()[0]?.model ?? 'unknown';
+  const nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
+  let kernel = '';
+  try {
+    kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
+  } catch {
+    kernel = 'unknown';
+  }
+  let qsdVersion = '';
+  try {
+    qsdVersion = execFileSync(QSD, ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  } catch {
+    qsdVersion = 'unknown';
+  }
+  return { model, nproc, kernel, node: process.version, qsdVersion };
+}
+
+/** Run time of every thread of a process, ns (from /proc/PID/task/x/schedstat). */
+function procCpuNs(pid) {
+  let total = 0;
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // thread gone
+      }
+    }
+  } catch {
+    return NaN;
+  }
+  return total;
+}
+
+async function startQsd(kind, dir, cpu) {
+  const sock = join(dir, `${kind}.sock`);
+  let blockdev;
+  let image;
+  if (kind === 'null') {
+    blockdev = `driver=null-co,node-name=n,size=${GiB}`;
+  } else {
+    image = join('/dev/shm', `vhost-user-bench-${process.pid}.img`);
+    writeFileSync(image, Buffer.alloc(0));
+    truncateSync(image, GiB);
+    blockdev = `driver=file,node-name=n,filename=${image},cache.direct=off`;
+  }
+  const exp = `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},writable=on`;
+  const child = spawn(
+    'taskset',
+    ['-c', String(cpu), QSD, '--blockdev', blockdev, '--export', exp],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(sock)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`qemu-storage-daemon did not start: ${stderr}`);
+    }
+    await sleep(20);
+  }
+  await sleep(100);
+  return {
+    kind,
+    sock,
+    pid: child.pid,
+    cmd: `taskset -c ${cpu} ${QSD} --blockdev ${blockdev} --export ${exp}`,
+    stop: async () => {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      if (image) rmSync(image, { force: true });
+    },
+  };
+}
+
+function runChild(cmd, args, timeoutMs) {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, DEBUG: '' },
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err.trim()}`));
+      else resolveRun(out);
+    });
+  });
+}
+
+/** One cell run: returns normalized metrics. */
+async function runCell(ctx, backend, w, who, cpu) {
+  const secs = ctx.o.seconds;
+  const be0 = procCpuNs(backend.pid);
+  let m;
+  if (who.startsWith('ref-')) {
+    const out = await runChild(
+      'taskset',
+      [
+        '-c',
+        String(cpu),
+        ctx.refbench,
+        backend.sock,
+        '--qd',
+        String(w.qd),
+        '--bs',
+        String(w.bs),
+        '--rw',
+        w.rw,
+        '--mode',
+        who.slice(4),
+        '--seconds',
+        String(secs),
+        '--warmup',
+        String(ctx.o.ramp),
+        '--no-verify',
+        '--quiet',
+      ],
+      (secs + 30) * 1000,
+    );
+    const r = JSON.parse(out.trim().split('\n').pop());
+    m = {
+      iops: r.iops,
+      mbps: r.mbps,
+      p50: r.lat_us.p50,
+      p99: r.lat_us.p99,
+      cpuPerIo: r.cpu_us_per_io,
+      loopMaxMs: NaN,
+      kicksPerIo: r.kicks_per_io,
+      callsPerIo: r.ios ? r.call_signals / r.ios : NaN,
+      ios: r.ios,
+    };
+  } else {
+    const args = [
+      '-c',
+      String(cpu),
+      process.execPath,
+      MAIN,
+      'bench',
+      backend.sock,
+      '--json',
+      '--rw',
+      w.rw,
+      '--bs',
+      String(w.bs),
+      '--iodepth',
+      String(w.qd),
+      '--runtime',
+      String(secs),
+      '--ramp-time',
+      String(ctx.o.ramp),
+      '--completion',
+      who,
+    ];
+    if (w.rate) args.push('--rate_iops', String(w.rate));
+    const out = await runChild('taskset', args, (secs + 30) * 1000);
+    const job = JSON.parse(out).jobs[0];
+    const d = job.read.total_ios >= job.write.total_ios ? job.read : job.write;
+    const ios = job.read.total_ios + job.write.total_ios;
+    const vu = job['vhost-user'];
+    m = {
+      iops: job.read.iops + job.write.iops,
+      mbps: (job.read.bw_bytes + job.write.bw_bytes) / 1e6,
+      p50: d.clat_ns.percentile['50.000000'] / 1000,
+      p99: d.clat_ns.percentile['99.000000'] / 1000,
+      cpuPerIo: vu.cpu_per_io_us,
+      loopMaxMs: vu.max_event_loop_delay_ns / 1e6,
+      kicksPerIo: vu.device_stats.kicks / Math.max(1, vu.device_stats.requests),
+      callsPerIo: vu.device_stats.calls / Math.max(1, vu.device_stats.requests),
+      ios,
+    };
+  }
+  // Backend CPU over the whole child (ramp and setup included): an upper bound per I/O.
+  m.backendCpuPerIo = (procCpuNs(backend.pid) - be0) / 1000 / (m.ios * (1 + ctx.o.ramp / secs));
+  return m;
+}
+
+const WORKLOADS = [
+  { id: 'rr4k-qd1', label: '4 KiB randread QD1', rw: 'randread', bs: 4096, qd: 1 },
+  { id: 'rr4k-qd32', label: '4 KiB randread QD32', rw: 'randread', bs: 4096, qd: 32 },
+  { id: 'rw4k-qd32', label: '4 KiB randwrite QD32', rw: 'randwrite', bs: 4096, qd: 32 },
+  { id: 'sr128k-qd8', label: '128 KiB seq read QD8', rw: 'read', bs: 131072, qd: 8 },
+  {
+    id: 'paced2k',
+    label: '4 KiB randread QD1 @ 2,000 IOPS',
+    rw: 'randread',
+    bs: 4096,
+    qd: 1,
+    rate: 2000,
+  },
+];
+
+/** Runs every cell of `groups` (workload x who) in interleaved rounds; the order rotates per round. */
+async function interleaved(ctx, backend, groups, cpu, tag) {
+  const results = new Map();
+  const cells = [];
+  for (const w of groups)
+    for (const who of w.rate ? STRATEGIES : [...STRATEGIES, ...REFS]) cells.push({ w, who });
+  for (let round = 0; round < ctx.o.rounds; round++) {
+    const shift = (round * 3) % cells.length;
+    const order = [...cells.slice(shift), ...cells.slice(0, shift)];
+    for (const { w, who } of order) {
+      const key = `${w.id}|${who}`;
+      log(`${backend.kind} ${tag} round ${round + 1}/${ctx.o.rounds}: ${w.label} ${who}`);
+      const m = await runCell(ctx, backend, w, who, cpu);
+      if (!results.has(key)) results.set(key, []);
+      results.get(key).push(m);
+    }
+  }
+  // Median of each metric over the rounds (each metric on its own); worst loop delay: max.
+  const summary = new Map();
+  for (const [key, runs] of results) {
+    const s = {};
+    for (const k of Object.keys(runs[0])) s[k] = median(runs.map((r) => r[k]));
+    const loops = runs.map((r) => r.loopMaxMs).filter(Number.isFinite);
+    s.loopWorstMs = loops.length > 0 ? Math.max(...loops) : NaN;
+    s.iopsRuns = runs.map((r) => r.iops);
+    summary.set(key, s);
+  }
+  return summary;
+}
+
+async function stepping(ctx, backend, cpu) {
+  const res = new Map();
+  for (let round = 0; round < ctx.o.stepRounds; round++) {
+    for (const mode of STRATEGIES) {
+      log(`${backend.kind} stepping round ${round + 1}/${ctx.o.stepRounds}: ${mode}`);
+      const be0 = procCpuNs(backend.pid);
+      const out = await runChild(
+        'taskset',
+        [
+          '-c',
+          String(cpu),
+          process.execPath,
+          SELF,
+          '--child',
+          'stepping',
+          backend.sock,
+          mode,
+          String(ctx.o.stepSeconds),
+        ],
+        (ctx.o.stepSeconds * 4 + 30) * 1000,
+      );
+      const r = JSON.parse(out);
+      r.backendCpuPerIo = (procCpuNs(backend.pid) - be0) / 1000 / (r.iops * ctx.o.stepSeconds * 4);
+      if (!res.has(mode)) res.set(mode, []);
+      res.get(mode).push(r);
+    }
+  }
+  const summary = new Map();
+  for (const [mode, runs] of res) {
+    const s = {};
+    for (const k of [
+      'iops',
+      'p50',
+      'p99',
+      'cpuPerIo',
+      'loopMaxMs',
+      'kicksPerIo',
+      'callsPerIo',
+      'backendCpuPerIo',
+    ]) {
+      s[k] = median(runs.map((r) => r[k]));
+    }
+    s.phases = runs[0].phases;
+    summary.set(mode, s);
+  }
+  return summary;
+}
+
+async function breakdown(ctx, backend, cpu) {
+  const out = new Map();
+  for (const mode of ['poll', 'adaptive', 'event']) {
+    log(`${backend.kind} breakdown (cpu ${cpu}): ${mode}`);
+    const r = await runChild(
+      'taskset',
+      [
+        '-c',
+        String(cpu),
+        process.execPath,
+        SELF,
+        '--child',
+        'breakdown',
+        backend.sock,
+        mode,
+        String(ctx.o.seconds),
+      ],
+      (ctx.o.seconds + 30) * 1000,
+    );
+    out.set(mode, JSON.parse(r));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown.
+
+const f = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : '–');
+const fk = (v) =>
+  Number.isFinite(v) ? (v >= 10_000 ? `${(v / 1000).toFixed(1)}k` : v.toFixed(0)) : '–';
+const ratio = (a, b) =>
+  Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
+
+function cellTable(summary, w, sameCpuNote) {
+  const lines = [
+    `**${w.label}**${sameCpuNote ?? ''}`,
+    '',
+    '| frontend | IOPS | MB/s | p50 µs | p99 µs | CPU µs/IO | qsd CPU µs/IO | kicks/IO | calls/IO | worst loop delay ms | IOPS ÷ ref | p50 ÷ ref | CPU/IO ÷ ref |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  const refPoll = summary.get(`${w.id}|ref-poll`);
+  const refEvent = summary.get(`${w.id}|ref-event`);
+  for (const who of [...STRATEGIES, ...REFS]) {
+    const s = summary.get(`${w.id}|${who}`);
+    if (!s) continue;
+    let vs = ['', '', ''];
+    if (!who.startsWith('ref-') && refPoll) {
+      // poll-ish strategies against refbench poll; event against refbench event (poll too).
+      const refs = who === 'event' ? [refEvent, refPoll] : [refPoll];
+      const cmp = (k) => refs.map((r) => ratio(s[k], r?.[k])).join(' / ');
+      vs = [cmp('iops'), cmp('p50'), cmp('cpuPerIo')];
+    }
+    lines.push(
+      `| ${who === 'ref-poll' ? 'refbench poll' : who === 'ref-event' ? 'refbench event' : who} | ${fk(s.iops)} | ${f(s.mbps, 1)} | ${f(s.p50, 1)} | ${f(s.p99, 1)} | ${f(s.cpuPerIo, 2)} | ${f(s.backendCpuPerIo, 2)} | ${f(s.kicksPerIo, 2)} | ${f(s.callsPerIo, 2)} | ${f(s.loopWorstMs, 2)} | ${vs.join(' | ')} |`,
+    );
+  }
+  lines.push('');
+  return lines;
+}
+
+function targets(all) {
+  // all: [{ backend, placement, summary, stepping }]
+  const rows = ['| target | backend | workload | measured | verdict |', '|---|---|---|---|---|'];
+  for (const { backend, summary, stepping: step, placement } of all) {
+    for (const w of WORKLOADS) {
+      if (w.rate) continue;
+      const fixed = ['event', 'poll', 'sleep-poll'].map((m) => [m, summary.get(`${w.id}|${m}`)]);
+      const a = summary.get(`${w.id}|adaptive`);
+      if (!a) continue;
+      const [bestM, best] = fixed.reduce((x, y) => (y[1].iops > x[1].iops ? y : x));
+      const r = a.iops / best.iops;
+      rows.push(
+        `| adaptive IOPS ≥ 95% of best fixed | ${backend} ${placement} | ${w.label} | ${f(a.iops)} vs ${bestM} ${f(best.iops)} (${(r * 100).toFixed(1)}%) | ${r >= 0.95 ? 'met' : `**missed** by ${((0.95 - r) * 100).toFixed(1)} points`} |`,
+      );
+      if (w.qd === 1) {
+        const [lowM, low] = fixed.reduce((x, y) => (y[1].p50 < x[1].p50 ? y : x));
+        const q = a.p50 / low.p50;
+        rows.push(
+          `| adaptive p50 ≤ 105% of best fixed | ${backend} ${placement} | ${w.label} | ${f(a.p50, 1)} µs vs ${lowM} ${f(low.p50, 1)} µs (${(q * 100).toFixed(0)}%) | ${q <= 1.05 ? 'met' : `**missed** (${((q - 1) * 100).toFixed(0)}% slower)`} |`,
+        );
+      }
+      if (w.qd === 32 && w.bs === 4096) {
+        for (const m of STRATEGIES) {
+          const s = summary.get(`${w.id}|${m}`);
+          rows.push(
+            `| CPU per 4 KiB I/O at QD32 ≤ 4 µs | ${backend} ${placement} | ${w.label} (${m}) | ${f(s.cpuPerIo, 2)} µs (refbench poll ${f(summary.get(`${w.id}|ref-poll`)?.cpuPerIo, 2)}) | ${s.cpuPerIo <= 4 ? 'met' : `**missed** by ${f(s.cpuPerIo - 4, 2)} µs`}${backend === 'file' ? ' (backend-bound: polling spends its wait)' : ''} |`,
+          );
+        }
+      }
+    }
+    const p = (m) => summary.get(`paced2k|${m}`);
+    if (p('adaptive') && p('event')) {
+      const q = p('adaptive').cpuPerIo / p('event').cpuPerIo;
+      rows.push(
+        `| 2,000 IOPS: adaptive CPU/IO ≤ 1.2× event | ${backend} ${placement} | paced QD1 | ${f(p('adaptive').cpuPerIo, 1)} vs ${f(p('event').cpuPerIo, 1)} µs (${q.toFixed(2)}×) | ${q <= 1.2 ? 'met' : `**missed** (${q.toFixed(2)}×)`} |`,
+      );
+    }
+    if (step) {
+      const a = step.get('adaptive');
+      const beats = ['event', 'poll', 'sleep-poll'].filter((m) => a.iops > step.get(m).iops);
+      rows.push(
+        `| stepping: adaptive IOPS above each fixed | ${backend} ${placement} | 1/32/1/32 | ${['event', 'poll', 'sleep-poll'].map((m) => `${m} ${f(step.get(m).iops)}`).join(', ')}; adaptive ${f(a.iops)} | ${beats.length === 3 ? 'met' : `**missed**: not above ${['event', 'poll', 'sleep-poll'].filter((m) => !beats.includes(m)).join(', ')}`} |`,
+      );
+    }
+  }
+  return rows;
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') {
+    if (argv[1] === 'stepping') return childStepping(argv[2], argv[3], Number(argv[4]));
+    if (argv[1] === 'breakdown') return childBreakdown(argv[2], argv[3], Number(argv[4]));
+    throw new Error(`unknown child ${argv[1]}`);
+  }
+  const o = parseArgs(argv);
+  if (!existsSync(MAIN)) {
+    process.stderr.write('bench-report: dist/ is missing: run `npm run build` first\n');
+    process.exit(2);
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-report-'));
+  const backends = [];
+  const cleanup = async () => {
+    for (const b of backends) await b.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('SIGINT', () => {
+    cleanup().finally(() => process.exit(130));
+  });
+  try {
+    const refbench = join(dir, 'refbench');
+    execFileSync('gcc', ['-O2', '-o', refbench, REFBENCH_SRC], { stdio: 'inherit' });
+    const quiet = await waitForQuiet();
+    const started = new Date();
+    const mach = machine();
+    const ctx = { o, refbench };
+    const all = [];
+    const breakdowns = [];
+    const qsdCmds = [];
+    for (const kind of ['null', 'file']) {
+      const backend = await startQsd(kind, dir, o.qsdCpu);
+      backends.push(backend);
+      qsdCmds.push(backend.cmd);
+      const split = await interleaved(
+        ctx,
+        backend,
+        WORKLOADS,
+        o.feCpu,
+        `qsd cpu ${o.qsdCpu} / fe cpu ${o.feCpu}`,
+      );
+      const same = await interleaved(
+        ctx,
+        backend,
+        [WORKLOADS[0]],
+        o.qsdCpu,
+        `all on cpu ${o.qsdCpu}`,
+      );
+      const step = await stepping(ctx, backend, o.feCpu);
+      all.push({ backend: kind, placement: 'split', summary: split, stepping: step });
+      all.push({ backend: kind, placement: 'same CPU', summary: same, stepping: undefined });
+      if (kind === 'null') {
+        breakdowns.push({
+          placement: `split (qsd CPU ${o.qsdCpu}, frontend CPU ${o.feCpu})`,
+          rows: await breakdown(ctx, backend, o.feCpu),
+        });
+        breakdowns.push({
+          placement: `same CPU (${o.qsdCpu})`,
+          rows: await breakdown(ctx, backend, o.qsdCpu),
+        });
+      }
+      await backend.stop();
+      backends.pop();
+    }
+    const endLoad = loadavg();
+    const md = [];
+    const out = (s = '') => md.push(s);
+    out(`## Run of ${started.toISOString()}`);
+    out();
+    out(
+      `- command: \`npm run bench:report${argv.length ? ` -- ${argv.join(' ')}` : ''}\` (after \`npm run build\`)`,
+    );
+    out(
+      `- machine: ${mach.nproc} vCPUs, ${mach.model}; kernel ${mach.kernel}; Node ${mach.node}; ${mach.qsdVersion}`,
+    );
+    out(
+      `- load average at start: ${quiet.load.join(' ')}${quiet.waitedSeconds > 0 ? ` (after waiting ${quiet.waitedSeconds} s for it to drop)` : ''}; at the end: ${endLoad.join(' ')}`,
+    );
+    out(
+      `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
+    );
+    out(
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase`,
+    );
+    out(
+      `- backends: ${qsdCmds.map((c) => `\`${c.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img')}\``).join('; ')}`,
+    );
+    out(
+      "- columns: CPU µs/IO is the frontend process (user+sys) over the measured time; qsd CPU µs/IO is the daemon's thread run time over the whole child (ramp included, so an upper bound); ratios ÷ ref are against refbench poll (for `event`: refbench event / refbench poll)",
+    );
+    out();
+    for (const { backend, placement, summary } of all) {
+      out(
+        `### ${backend === 'null' ? 'null-co' : 'raw file in /dev/shm (page cache)'} backend, ${placement === 'split' ? `qsd on CPU ${o.qsdCpu}, frontend on CPU ${o.feCpu}` : `both on CPU ${o.qsdCpu}`}`,
+      );
+      out();
+      for (const w of WORKLOADS)
+        if (summary.has(`${w.id}|adaptive`)) md.push(...cellTable(summary, w));
+    }
+    for (const { backend, stepping: step } of all) {
+      if (!step) continue;
+      out(
+        `### Stepping load, ${backend} backend: 4 KiB randread, depth 1 → 32 → 1 → 32, ${o.stepSeconds} s each (split placement)`,
+      );
+      out();
+      out(
+        '| strategy | total IOPS | p50 µs | p99 µs | CPU µs/IO | qsd CPU µs/IO | kicks/IO | calls/IO | worst loop delay ms | per phase IOPS (p50 µs) |',
+      );
+      out('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+      for (const [m, s] of step) {
+        out(
+          `| ${m} | ${fk(s.iops)} | ${f(s.p50, 1)} | ${f(s.p99, 1)} | ${f(s.cpuPerIo, 2)} | ${f(s.backendCpuPerIo, 2)} | ${f(s.kicksPerIo, 2)} | ${f(s.callsPerIo, 2)} | ${f(s.loopMaxMs, 2)} | ${s.phases.map((p) => `${p.depth}: ${fk(p.iops)} (${f(p.p50, 1)})`).join(', ')} |`,
+        );
+      }
+      out();
+    }
+    for (const b of breakdowns) {
+      out(`### Where a QD1 4 KiB read goes (null-co, ${b.placement}; medians, µs)`);
+      out();
+      out(
+        '| strategy | call → on ring | on ring → call returns | return → kick (nextTick) | kick (eventfd write) | kick → completion noticed (device + wait) | drain (pop + complete) | drain → await resumes | total |',
+      );
+      out('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const [m, r] of b.rows) {
+        out(
+          `| ${m} | ${f(r.submit, 2)} | ${f(r.toReturn, 2)} | ${f(r.toKick, 2)} | ${f(r.kick, 2)} | ${f(r.deviceAndNotice, 2)} | ${f(r.drain, 2)} | ${f(r.resume, 2)} | ${f(r.total, 2)} |`,
+        );
+      }
+      out();
+    }
+    out('### Targets');
+    out();
+    md.push(...targets(all));
+    out();
+    process.stdout.write(`${md.join('\n')}\n`);
+    writeFileSync(
+      join(tmpdir(), 'vhost-user-bench-report.json'),
+      JSON.stringify(
+        {
+          all: all.map((a) => ({
+            ...a,
+            summary: Object.fromEntries(a.summary),
+            stepping: a.stepping && Object.fromEntries(a.stepping),
+          })),
+          breakdowns: breakdowns.map((b) => ({ ...b, rows: Object.fromEntries(b.rows) })),
+        },
+        null,
+        1,
+      ),
+    );
+  } finally {
+    await cleanup();
+  }
+}
+
+await main();
