@@ -27,6 +27,18 @@
 
 #include "util.h"
 
+#ifndef F_ADD_SEALS
+#define F_ADD_SEALS 1033
+#define F_GET_SEALS 1034
+#endif
+#ifndef F_SEAL_SEAL
+#define F_SEAL_SEAL 0x0001
+#define F_SEAL_SHRINK 0x0002
+#define F_SEAL_GROW 0x0004
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
 #ifndef MFD_HUGE_SHIFT
 #define MFD_HUGE_SHIFT 26
 #endif
@@ -149,12 +161,52 @@ napi_value MemfdCreate(napi_env env, napi_callback_info info) {
                       std::to_string(huge));
     return nullptr;
   }
-  int fd = memfd_create(name.c_str(), flags);
+  // Sealable, so that the frontend can promise the backend (F_SEAL_SHRINK)
+  // that the file never shrinks under its mapping. Kernels before 4.16
+  // refuse MFD_ALLOW_SEALING together with MFD_HUGETLB (EINVAL): such a
+  // hugetlb memfd is created without it, and memfdSeal then fails on it.
+  int fd = memfd_create(name.c_str(), flags | MFD_ALLOW_SEALING);
+  if (fd < 0 && errno == EINVAL && (flags & MFD_HUGETLB) != 0) {
+    fd = memfd_create(name.c_str(), flags);
+  }
   if (fd < 0) {
     ThrowErrno(env, "memfd_create", errno);
     return nullptr;
   }
   return MakeInt32(env, fd);
+}
+
+napi_value MemfdSeal(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"fd"};
+  napi_value argv[1];
+  int fd;
+  if (!GetArgs(env, info, 1, argv, names) || !GetFd(env, argv[0], "fd", &fd)) {
+    return nullptr;
+  }
+  if (RetryEintr([&] {
+        return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+      }) < 0) {
+    ThrowErrno(env, "fcntl", errno);
+    return nullptr;
+  }
+  return Undefined(env);
+}
+
+napi_value MemfdSeals(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"fd"};
+  napi_value argv[1];
+  int fd;
+  if (!GetArgs(env, info, 1, argv, names) || !GetFd(env, argv[0], "fd", &fd)) {
+    return nullptr;
+  }
+  int seals = RetryEintr([&] { return fcntl(fd, F_GET_SEALS); });
+  if (seals < 0) {
+    // EINVAL: a file without seal support (not shmem/hugetlbfs).
+    if (errno == EINVAL) return MakeInt32(env, -1);
+    ThrowErrno(env, "fcntl", errno);
+    return nullptr;
+  }
+  return MakeInt32(env, seals);
 }
 
 napi_value HugetlbfsCreate(napi_env env, napi_callback_info info) {
@@ -392,6 +444,8 @@ napi_value Munmap(napi_env env, napi_callback_info info) {
 
 bool RegisterMemory(napi_env env, napi_value exports) {
   return ExportFunction(env, exports, "memfdCreate", MemfdCreate) &&
+         ExportFunction(env, exports, "memfdSeal", MemfdSeal) &&
+         ExportFunction(env, exports, "memfdSeals", MemfdSeals) &&
          ExportFunction(env, exports, "hugetlbfsCreate", HugetlbfsCreate) &&
          ExportFunction(env, exports, "ftruncate", Ftruncate) &&
          ExportFunction(env, exports, "fstatSize", FstatSize) &&

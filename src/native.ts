@@ -46,8 +46,12 @@ export interface RecvResult {
 
 /** The functions exported by the native addon. */
 export interface NativeBinding {
-  /** memfd_create(name, MFD_CLOEXEC | (hugePageSize ? MFD_HUGETLB | MFD_HUGE_2MB / MFD_HUGE_1GB : 0)). Returns the fd. */
+  /** memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | (hugePageSize ? MFD_HUGETLB | MFD_HUGE_2MB / MFD_HUGE_1GB : 0)). A kernel that refuses MFD_ALLOW_SEALING with MFD_HUGETLB (EINVAL, before 4.16) gets the call again without it. Returns the fd. */
   memfdCreate(name: string, hugePageSize: HugePageSize): number;
+  /** fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW): the file's size is fixed from now on. EPERM if F_SEAL_SEAL is set (a memfd made without MFD_ALLOW_SEALING, a tmpfs or hugetlbfs file) or the fd is not open for writing; EINVAL if the file cannot have seals at all. */
+  memfdSeal(fd: number): void;
+  /** fcntl(fd, F_GET_SEALS): the F_SEAL_* bits (F_SEAL_SEAL 1, SHRINK 2, GROW 4, WRITE 8, FUTURE_WRITE 16), or -1 if the file does not support seals (EINVAL: not shmem or hugetlbfs). Other errors (EBADF) throw. */
+  memfdSeals(fd: number): number;
   /** An unlinked file in a hugetlbfs mount: statfs(dir) must report HUGETLBFS_MAGIC (else throw code 'EINVAL', syscall 'statfs'); open O_TMPFILE|O_RDWR|O_CLOEXEC, falling back to mkstemp + unlink. Returns the fd. */
   hugetlbfsCreate(dir: string): number;
   /** ftruncate(fd, size). */

@@ -30,11 +30,12 @@ export function offeredFeatures(g: BlkGeometry): bigint {
     bit(VhostFeature.VHOST_USER_F_PROTOCOL_FEATURES) |
     bit(VirtioFeature.VIRTIO_RING_F_INDIRECT_DESC) |
     bit(VirtioFeature.VIRTIO_RING_F_EVENT_IDX) |
-    bit(VirtioBlkFeature.VIRTIO_BLK_F_SIZE_MAX) |
     bit(VirtioBlkFeature.VIRTIO_BLK_F_SEG_MAX) |
     bit(VirtioBlkFeature.VIRTIO_BLK_F_BLK_SIZE) |
     bit(VirtioBlkFeature.VIRTIO_BLK_F_FLUSH) |
     bit(VirtioBlkFeature.VIRTIO_BLK_F_TOPOLOGY);
+  // size_max 0 in the config space would allow no segment at all: no limit means no feature.
+  if (g.sizeMax > 0) features |= bit(VirtioBlkFeature.VIRTIO_BLK_F_SIZE_MAX);
   if (g.readOnly) features |= bit(VirtioBlkFeature.VIRTIO_BLK_F_RO);
   else {
     features |=

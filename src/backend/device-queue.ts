@@ -211,7 +211,8 @@ export class DeviceQueue {
   enableKicks(): boolean {
     if (this.#features.eventIdx) {
       Atomics.store(this.#used16, this.#availEventIndex, this.#lastAvail);
-    } else if ((this.#usedFlags & VIRTQ_USED_F_NO_NOTIFY) !== 0) {
+    }
+    if ((this.#usedFlags & VIRTQ_USED_F_NO_NOTIFY) !== 0) {
       this.#usedFlags &= ~VIRTQ_USED_F_NO_NOTIFY;
       Atomics.store(this.#used16, 0, this.#usedFlags);
     }
@@ -219,14 +220,20 @@ export class DeviceQueue {
   }
 
   /**
-   * Polling mode: tells the driver not to kick. With EVENT_IDX, avail_event is put half the index
-   * space ahead of what we consumed, which the driver cannot reach (it has at most `size` chains
-   * out); refresh it after consuming, as the driver moves towards it.
+   * Polling mode: tells the driver not to kick. VIRTQ_USED_F_NO_NOTIFY is set in any case (a
+   * driver without EVENT_IDX obeys it; one with EVENT_IDX ignores it). With EVENT_IDX, avail_event
+   * must stay out of the window the driver's kick decision covers: from the avail index at its
+   * previous decision (up to `size` behind what we consumed, when we took chains it published but
+   * had not decided about yet) to its new avail index (up to `size` ahead, plus what we consume
+   * before the next refresh, at most a batch). 0x7fff ahead is outside both for every ring of up to
+   * 16384 entries; with 32768 entries no position is, and 0x7fff is still never reached from
+   * behind (0x8000 would be). Refreshed after every batch.
    */
   suppressKicks(): void {
     if (this.#features.eventIdx) {
-      Atomics.store(this.#used16, this.#availEventIndex, (this.#lastAvail + 0x8000) & 0xffff);
-    } else if ((this.#usedFlags & VIRTQ_USED_F_NO_NOTIFY) === 0) {
+      Atomics.store(this.#used16, this.#availEventIndex, (this.#lastAvail + 0x7fff) & 0xffff);
+    }
+    if ((this.#usedFlags & VIRTQ_USED_F_NO_NOTIFY) === 0) {
       this.#usedFlags |= VIRTQ_USED_F_NO_NOTIFY;
       Atomics.store(this.#used16, 0, this.#usedFlags);
     }

@@ -30,6 +30,11 @@ export interface Located {
   offset: number;
 }
 
+/** fcntl seal bits (linux/fcntl.h). */
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_SHRINK = 0x2;
+export const F_SEAL_GROW = 0x4;
+
 /** Why a memory table was refused; the session turns it into a nack or a dropped connection. */
 export class MemoryTableError extends Error {}
 
@@ -46,6 +51,15 @@ export class BackendMemory {
    * Maps every region. Each fd must really hold mmap_offset + memory_size bytes (checked with
    * fstat), because touching a page past the end of a shorter file raises SIGBUS, which would kill
    * the backend. The fds are always closed, mapped or not. Throws MemoryTableError.
+   *
+   * fstat only tells the size now: the frontend could ftruncate the file afterwards. A memfd that
+   * can still take seals (F_SEAL_SEAL clear) must therefore carry F_SEAL_SHRINK, or the table is
+   * refused: QEMU's memory-backend-memfd (seal=on by default) and this package's frontend seal
+   * theirs. Files that can never be sealed are accepted as they are, and there the risk remains:
+   * regular files, tmpfs and hugetlbfs files (F_GET_SEALS reports F_SEAL_SEAL on those), memfds
+   * made without MFD_ALLOW_SEALING, and memfds their creator locked with F_SEAL_SEAL but no
+   * F_SEAL_SHRINK. A frontend that shrinks such a file under a running backend kills it with
+   * SIGBUS (which JavaScript cannot catch).
    */
   static map(table: readonly VhostUserMemoryRegion[], fds: readonly number[]): BackendMemory {
     const mapped: MappedRegion[] = [];
@@ -66,6 +80,7 @@ export class BackendMemory {
             throw new MemoryTableError(`region ${i}: guest addresses overlap another region`);
           }
         }
+        checkSeals(fds[i]!, i);
         let fileSize: number;
         try {
           fileSize = native.fstatSize(fds[i]!);
@@ -146,5 +161,20 @@ export class BackendMemory {
     if (this.#closed) return;
     this.#closed = true;
     for (const region of this.regions) native.munmap(region.handle);
+  }
+}
+
+/** See BackendMemory.map: a sealable file must be sealed against shrinking. */
+function checkSeals(fd: number, i: number): void {
+  let seals: number;
+  try {
+    seals = native.memfdSeals(fd);
+  } catch (err) {
+    throw new MemoryTableError(`region ${i}: F_GET_SEALS failed: ${(err as Error).message}`);
+  }
+  if (seals >= 0 && (seals & (F_SEAL_SEAL | F_SEAL_SHRINK)) === 0) {
+    throw new MemoryTableError(
+      `region ${i}: the memfd is not sealed with F_SEAL_SHRINK (it could shrink under the mapping)`,
+    );
   }
 }

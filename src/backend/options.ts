@@ -45,7 +45,7 @@ export interface BlockServerOptions {
   queues?: number;
   /** Largest ring accepted (SET_VRING_NUM), default 1024. */
   queueSize?: number;
-  /** size_max advertised and enforced; 0 = no limit (still advertised), default 0. */
+  /** size_max advertised (VIRTIO_BLK_F_SIZE_MAX) and enforced; 0 = no limit (not offered), default 0. */
   sizeMax?: number;
   /** seg_max advertised and enforced, default 126. */
   segMax?: number;

@@ -26,6 +26,10 @@ export interface PumpHost {
   drop(reason: string): void;
   /** The driver broke a queue beyond recovery. */
   queueBroken(ring: Vring, reason: string): void;
+  /** Signalling the call eventfd failed: the queue is broken and the connection must go. */
+  notifierFailed(ring: Vring, reason: string): void;
+  /** A bug of ours in a timer or immediate: report it, drop the connection. */
+  internalError(error: unknown): void;
 }
 
 export class RequestPump {
@@ -90,7 +94,10 @@ export class RequestPump {
     return handled;
   }
 
-  /** Called at GET_VRING_BASE: delayed completions of this ring are delivered at once. */
+  /**
+   * Delayed completions are delivered at once: at GET_VRING_BASE, RESET_OWNER, and before
+   * SET_MEM_TABLE rebuilds the queues (a completion must reach the queue its chain came from).
+   */
   flush(): void {
     const pending = [...this.#delayed];
     this.#delayed.clear();
@@ -132,13 +139,14 @@ export class RequestPump {
       return;
     }
     const complete = (): void => {
+      // The ring stopped or broke since: nobody waits for this chain on this queue any more.
       if (this.#stopped || ring.queue !== queue) return;
       this.#complete(queue, chain, len, fault);
       this.#interrupt(ring, queue);
     };
     const timer = setTimeout(() => {
       this.#delayed.delete(timer);
-      complete();
+      this.#guard(complete);
     }, delay);
     this.#delayed.set(timer, complete);
   }
@@ -166,7 +174,7 @@ export class RequestPump {
     if (this.#faults.completedAndDrop()) {
       // Give the frontend a moment to drain what completed before it sees the hang-up.
       this.#dropTimer ??= setTimeout(
-        () => this.#host.drop('fault: dropConnectionAfterRequests'),
+        () => this.#guard(() => this.#host.drop('fault: dropConnectionAfterRequests')),
         10,
       );
     }
@@ -176,8 +184,22 @@ export class RequestPump {
     if (!queue.needsInterrupt()) return;
     const fd = ring.callFd;
     if (fd === undefined) return;
-    native.eventfdWrite(fd);
+    try {
+      native.eventfdWrite(fd);
+    } catch (err) {
+      this.#host.notifierFailed(ring, `call fd: ${(err as Error).message}`);
+      return;
+    }
     this.#stats.callsSent++;
+  }
+
+  /** For callbacks of the event loop: an exception there would kill the process. */
+  #guard(body: () => void): void {
+    try {
+      body();
+    } catch (err) {
+      this.#host.internalError(err);
+    }
   }
 
   #scheduleRing(ring: Vring): void {
@@ -185,7 +207,7 @@ export class RequestPump {
     this.#scheduled.add(ring);
     setImmediate(() => {
       if (!this.#scheduled.delete(ring)) return;
-      this.process(ring);
+      this.#guard(() => this.process(ring));
     });
   }
 
@@ -200,10 +222,12 @@ export class RequestPump {
         active = true;
         work += this.process(ring);
       }
-      if (!active) return;
+      if (!active || this.#stopped) return;
       this.#idleRounds = work > 0 ? 0 : this.#idleRounds + 1;
       this.#schedulePoll(this.#idleRounds < SPIN_ROUNDS);
     };
-    this.#pollTimer = fast ? setImmediate(tick) : setTimeout(tick, 1);
+    this.#pollTimer = fast
+      ? setImmediate(() => this.#guard(tick))
+      : setTimeout(() => this.#guard(tick), 1);
   }
 }

@@ -4,9 +4,9 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { lstatSync, unlinkSync } from 'node:fs';
+import { fstatSync, lstatSync, unlinkSync } from 'node:fs';
 import { native, type PollHandle } from '../native.js';
-import { SystemError, type ProtocolError } from '../errors.js';
+import { InvalidArgumentError, SystemError, type ProtocolError } from '../errors.js';
 import { VIRTIO_BLK_SECTOR_SIZE } from '../devices/blk/spec.js';
 import { configSpace, offeredFeatures, type BlkGeometry } from './blk-config.js';
 import { BlkDevice } from './blk-device.js';
@@ -84,23 +84,47 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
       this.#device = new BlkDevice(storage, capacity, opts.readOnly, opts.serial);
       this.#features = offeredFeatures(geometry);
       this.#config = configSpace(geometry);
+      let listenFd: number;
       if (opts.socketPath !== undefined) {
         removeStaleSocket(opts.socketPath);
         try {
-          this.#listenFd = native.unixListen(opts.socketPath, BACKLOG);
+          listenFd = native.unixListen(opts.socketPath, BACKLOG);
         } catch (err) {
           throw new SystemError(`cannot listen on ${opts.socketPath}`, err);
         }
+        this.#listenFd = listenFd;
         this.#createdPath = true;
       } else {
-        this.#listenFd = opts.listenFd;
+        listenFd = opts.listenFd!;
+        checkListenFd(listenFd);
       }
-      this.#poll = native.pollStart(this.#listenFd!, UV_READABLE, () => this.#accept());
+      try {
+        this.#poll = native.pollStart(listenFd, UV_READABLE, () => this.#accept());
+      } catch (err) {
+        throw new SystemError(`cannot watch the listening socket (fd ${listenFd})`, err);
+      }
+      // An inherited fd is ours to close only once listen() succeeded.
+      this.#listenFd = listenFd;
     } catch (err) {
+      this.#releaseListener();
       storage.close();
       throw err;
     }
     this.#storage = storage;
+  }
+
+  /** Closes the socket we created (and its path); forgets an inherited one. */
+  #releaseListener(): void {
+    if (this.#createdPath && this.#listenFd !== undefined) {
+      native.close(this.#listenFd);
+      try {
+        unlinkSync(this.#options.socketPath!);
+      } catch {
+        // Already gone.
+      }
+    }
+    this.#listenFd = undefined;
+    this.#createdPath = false;
   }
 
   async close(): Promise<void> {
@@ -159,6 +183,17 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
   #internalError(error: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
+}
+
+/** --fd: it must be an open socket (whether it listens only accept can tell). */
+function checkListenFd(fd: number): void {
+  let isSocket: boolean;
+  try {
+    isSocket = fstatSync(fd).isSocket();
+  } catch (err) {
+    throw new SystemError(`listening fd ${fd} is not an open file descriptor`, err);
+  }
+  if (!isSocket) throw new InvalidArgumentError(`listening fd ${fd} is not a socket`);
 }
 
 /** A socket file left by a process that died; anything else at that path is not ours to remove. */

@@ -37,7 +37,7 @@ import { BackendMemory, MemoryTableError } from './guest-memory.js';
 import type { ResolvedOptions } from './options.js';
 import { RequestPump } from './request-pump.js';
 import type { ServerStats } from './stats.js';
-import { Vring } from './vring.js';
+import { isEventfd, Vring } from './vring.js';
 
 /** A request that cannot be carried out; becomes a nack or a dropped connection. */
 class RequestFailed extends Error {}
@@ -79,6 +79,8 @@ export class Session {
         isRunning: (ring) => this.#isEnabled(ring),
         drop: (reason) => this.close(new Error(reason)),
         queueBroken: (ring, reason) => this.#queueBroken(ring, reason),
+        notifierFailed: (ring, reason) => this.#notifierFailed(ring, reason),
+        internalError: (err) => this.#internalError(err),
       },
       host.device,
       faults,
@@ -185,7 +187,13 @@ export class Session {
       case 'VHOST_USER_SET_OWNER':
         return undefined;
       case 'VHOST_USER_RESET_OWNER':
+        this.#reset();
+        return undefined;
       case 'VHOST_USER_RESET_DEVICE':
+        // Only valid with the RESET_DEVICE protocol feature, which is not offered.
+        if (!hasBit(this.#protocolFeatures, VhostUserProtocolFeature.RESET_DEVICE)) {
+          throw new RequestFailed('request not supported (RESET_DEVICE was not negotiated)');
+        }
         this.#reset();
         return undefined;
       case 'VHOST_USER_GET_QUEUE_NUM':
@@ -263,6 +271,11 @@ export class Session {
     });
   }
 
+  /**
+   * Maps the new table; started rings, which point into the old mapping, are rebuilt over it. All
+   * or nothing: every new queue is built before anything is replaced, so a refused table leaves
+   * the old mapping and the running rings as they were.
+   */
   #setMemTable(payload: Uint8Array, fds: readonly number[]): void {
     let memory: BackendMemory;
     try {
@@ -271,14 +284,29 @@ export class Session {
       if (err instanceof MemoryTableError) throw new RequestFailed(err.message);
       throw err;
     }
+    // Delayed completions belong to the old queues: deliver them while those are still mapped
+    // (and before the new queues read used.idx).
+    this.#pump.flush();
+    if (this.#closed) {
+      memory.close();
+      return;
+    }
+    const running = this.#rings.filter((ring) => ring.queue !== undefined);
+    const rebuilt: DeviceQueue[] = [];
+    try {
+      for (const ring of running) {
+        rebuilt.push(this.#buildQueue(ring, memory, ring.queue!.lastAvail));
+      }
+    } catch (err) {
+      memory.close();
+      throw err;
+    }
     const old = this.#memory;
     this.#memory = memory;
-    // Started rings point into the old mapping: rebuild them over the new one.
-    for (const ring of this.#rings) {
-      if (ring.queue === undefined) continue;
-      ring.base = ring.queue.lastAvail;
-      ring.queue = this.#buildQueue(ring);
-    }
+    running.forEach((ring, i) => {
+      ring.base = ring.queue!.lastAvail;
+      ring.queue = rebuilt[i];
+    });
     old?.close();
   }
 
@@ -286,8 +314,15 @@ export class Session {
     const { index, noFd } = decodeVringFd(payload, name);
     const fd = noFd ? undefined : fds[0];
     let ring: Vring;
+    let queue: DeviceQueue | undefined;
     try {
       ring = this.#ring(index);
+      // Anything else would make the notifier reads and writes fail later, outside any request.
+      if (fd !== undefined && !isEventfd(fd)) {
+        throw new RequestFailed(`${name}: fd ${fd} is not an eventfd`);
+      }
+      // The kick fd starts the ring (vhost-user spec, "Ring states").
+      if (name === 'VHOST_USER_SET_VRING_KICK') queue = ring.queue ?? this.#buildQueue(ring);
     } catch (err) {
       if (fd !== undefined) native.close(fd);
       throw err;
@@ -295,37 +330,38 @@ export class Session {
     if (name === 'VHOST_USER_SET_VRING_CALL') ring.setCall(fd);
     else if (name === 'VHOST_USER_SET_VRING_ERR') ring.setErr(fd);
     else {
-      // The kick fd starts the ring (vhost-user spec, "Ring states").
-      const queue = ring.queue ?? this.#buildQueueOrClose(ring, fd);
-      ring.setKick(fd, () => {
-        this.#host.stats.kicksReceived++;
-        this.#pump.process(ring);
-      });
+      ring.setKick(
+        fd,
+        () => {
+          this.#host.stats.kicksReceived++;
+          try {
+            this.#pump.process(ring);
+          } catch (err) {
+            this.#internalError(err);
+          }
+        },
+        (reason) => this.#notifierFailed(ring, reason),
+      );
       ring.queue = queue;
       this.#kickStarted(ring);
     }
   }
 
-  #buildQueueOrClose(ring: Vring, fd: number | undefined): DeviceQueue {
-    try {
-      return this.#buildQueue(ring);
-    } catch (err) {
-      if (fd !== undefined) native.close(fd);
-      throw err;
-    }
-  }
-
-  #buildQueue(ring: Vring): DeviceQueue {
+  #buildQueue(
+    ring: Vring,
+    memory: BackendMemory | undefined = this.#memory,
+    base: number = ring.base,
+  ): DeviceQueue {
     const opts = this.#host.options;
-    if (this.#memory === undefined) throw new RequestFailed('no memory table yet');
+    if (memory === undefined) throw new RequestFailed('no memory table yet');
     if (ring.num === 0) throw new RequestFailed(`vring ${ring.index} has no size yet`);
     if (ring.addr === undefined) throw new RequestFailed(`vring ${ring.index} has no address yet`);
     try {
       return new DeviceQueue(
         ring.index,
         { size: ring.num, ...ring.addr },
-        ring.base,
-        this.#memory,
+        base,
+        memory,
         {
           eventIdx: hasBit(this.#features, VirtioFeature.VIRTIO_RING_F_EVENT_IDX),
           indirect: hasBit(this.#features, VirtioFeature.VIRTIO_RING_F_INDIRECT_DESC),
@@ -346,7 +382,12 @@ export class Session {
     this.#pump.updatePolling();
     // Not synchronously: the reply (or ack) to this message goes out first.
     setImmediate(() => {
-      if (!this.#closed) this.#pump.process(ring);
+      if (this.#closed) return;
+      try {
+        this.#pump.process(ring);
+      } catch (err) {
+        this.#internalError(err);
+      }
     });
   }
 
@@ -357,15 +398,40 @@ export class Session {
 
   #queueBroken(ring: Vring, reason: string): void {
     this.#host.options.trace?.(`vhost-user-backend: vring ${ring.index} broken: ${reason}`);
-    const fd = ring.errFd;
-    if (fd !== undefined) native.eventfdWrite(fd);
     // Stop watching it: a broken queue is not processed again until the frontend resets it.
     ring.stop();
+    const fd = ring.errFd;
+    if (fd === undefined) return;
+    try {
+      native.eventfdWrite(fd);
+    } catch (err) {
+      this.#notifierFailed(ring, `err fd: ${(err as Error).message}`);
+    }
   }
 
+  /**
+   * A kick, call or err eventfd failed (checked at SET_VRING_*, so only a frontend that found a
+   * way around that): the queue is broken, and without its notifiers the connection cannot go on.
+   */
+  #notifierFailed(ring: Vring, reason: string): void {
+    if (this.#closed) return;
+    ring.stop();
+    const error = new ProtocolError(`vring ${ring.index}: ${reason}`);
+    this.#host.onProtocolError(error);
+    this.close(error);
+  }
+
+  /** A bug of ours outside any request (a callback of the event loop): report it, drop the frontend. */
+  #internalError(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.#host.onInternalError(error);
+    this.close(error);
+  }
+
+  /** RESET_OWNER: back to the state of a new connection (rings, memory, features). */
   #reset(): void {
     this.#pump.flush();
-    for (const ring of this.#rings) ring.close();
+    for (const ring of this.#rings) ring.reset();
     this.#memory?.close();
     this.#memory = undefined;
     this.#features = 0n;

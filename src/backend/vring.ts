@@ -4,6 +4,7 @@
  * only while also enabled (vhost-user spec, "Ring states").
  */
 
+import { existsSync, readlinkSync } from 'node:fs';
 import { native, type PollHandle } from '../native.js';
 import type { DeviceQueue, RingAddresses } from './device-queue.js';
 
@@ -39,14 +40,31 @@ export class Vring {
     return this.#errFd;
   }
 
-  /** Takes ownership of `fd` (undefined = NOFD) and watches it; closes the previous one. */
-  setKick(fd: number | undefined, onKick: (count: number) => void): void {
+  /**
+   * Takes ownership of `fd` (undefined = NOFD) and watches it; closes the previous one. If the
+   * watch fails or the fd cannot be read as an eventfd, the watch stops and `onError` gets the
+   * reason (the caller breaks the queue); nothing is thrown into the event loop.
+   */
+  setKick(
+    fd: number | undefined,
+    onKick: (count: number) => void,
+    onError: (reason: string) => void,
+  ): void {
     this.#dropKick();
     this.kickless = fd === undefined;
     if (fd === undefined) return;
     this.#kickFd = fd;
-    this.#kickPoll = native.pollStart(fd, UV_READABLE, () => {
-      const count = native.eventfdRead(fd);
+    this.#kickPoll = native.pollStart(fd, UV_READABLE, (status) => {
+      let count: number;
+      try {
+        if (status < 0) throw new Error(`poll error ${status}`);
+        count = native.eventfdRead(fd);
+      } catch (err) {
+        if (this.#kickFd !== fd) return;
+        this.#dropKick();
+        onError(`kick fd: ${(err as Error).message}`);
+        return;
+      }
       if (count > 0) onKick(count);
     });
   }
@@ -77,6 +95,15 @@ export class Vring {
     this.setErr(undefined);
   }
 
+  /** close(), and forgets everything SET_VRING_* said (RESET_OWNER). */
+  reset(): void {
+    this.close();
+    this.num = 0;
+    this.addr = undefined;
+    this.base = 0;
+    this.enabled = undefined;
+  }
+
   #dropKick(): void {
     // pollStop before close: libuv must not watch an fd number that may be reused.
     if (this.#kickPoll !== undefined) native.pollStop(this.#kickPoll);
@@ -84,4 +111,20 @@ export class Vring {
     this.#kickPoll = undefined;
     this.#kickFd = undefined;
   }
+}
+
+/**
+ * Whether `fd` is an eventfd (what SET_VRING_KICK / CALL / ERR must carry): anything else (a
+ * FIFO, /dev/null, a read-only file) would make the notifier reads and writes fail later. Asked of
+ * /proc/self/fd; without /proc the fd is given the benefit of the doubt (the notifier calls are
+ * guarded anyway).
+ */
+export function isEventfd(fd: number): boolean {
+  let target: string;
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return !existsSync('/proc/self/fd');
+  }
+  return target === 'anon_inode:[eventfd]';
 }

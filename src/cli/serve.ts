@@ -18,7 +18,8 @@ export const spec: CommandSpec = {
     'or a RAM disk, exported on a Unix socket.',
   details: `Follows the vhost-user spec's backend program conventions: --socket-path, --fd (an
 inherited listening socket) and --print-capabilities. Prints "listening on <socket>" on stdout
-once clients can connect.`,
+once clients can connect. On SIGUSR2, and at exit with --verbose, prints the backend's counters
+as one line "stats <json>" on stderr (connections, requests, kicksReceived, callsSent, rejected).`,
   options: {
     file: { type: 'string', arg: 'PATH', help: 'backing raw file (the disk has its size)' },
     'blk-file': { type: 'string', arg: 'PATH', help: 'same as --file (vhost-user convention)' },
@@ -42,7 +43,10 @@ once clients can connect.`,
       type: 'boolean',
       help: 'log every vhost-user message on stderr (also DEBUG=vhost-user)',
     },
-    verbose: { type: 'boolean', help: 'log connections and disconnections on stderr' },
+    verbose: {
+      type: 'boolean',
+      help: 'log connections and disconnections on stderr, and the final stats line',
+    },
   },
 };
 
@@ -128,9 +132,13 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     server.on('connection', () => process.stderr.write('vhost-user serve: client connected\n'));
     server.on('disconnect', () => process.stderr.write('vhost-user serve: client disconnected\n'));
   }
+  const printStats = (): void => {
+    process.stderr.write(`stats ${JSON.stringify(server.stats)}\n`);
+  };
   const onSignal = (): void => stop?.();
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  process.on('SIGUSR2', printStats);
   try {
     await server.listen();
     process.stdout.write(`listening on ${server.socketPath ?? `fd ${options.listenFd}`}\n`);
@@ -138,8 +146,10 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    process.off('SIGUSR2', printStats);
     await server.close();
   }
+  if (verbose) printStats();
   // Whatever a client left behind must not keep a terminated backend alive.
   setTimeout(() => process.exit(0), 2000).unref();
   return 0;

@@ -74,11 +74,11 @@ function compare(
   return { iteration, position: position + i, wrote: wrote[i]!, read: read[i]! };
 }
 
-/** Throws UsageError when the last iteration would run past the device (or they would overlap under --async). */
+/** Throws (a runtime error, exit 1) when the last iteration would run past the device (or they would overlap under --async). */
 export function checkVerifyRange(options: VerifyOptions, deviceSize: number): void {
   const last = options.offset + (options.iterations - 1) * options.step + options.size;
   if (last > deviceSize) {
-    throw new UsageError(
+    throw new Error(
       `verify: ${options.iterations} iterations of ${options.size} bytes every ${options.step} ` +
         `need ${last} bytes, the device has ${deviceSize}`,
     );

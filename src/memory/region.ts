@@ -79,6 +79,7 @@ export class SharedRegion {
     }
     try {
       native.ftruncate(fd, size);
+      sealSize(fd, options.hugepages !== false || options.hugetlbfsPath !== undefined);
       const { handle, buffer } = native.mmap(fd, size, 0, options.view);
       return new SharedRegion(options.name, fd, size, pageSize, handle, buffer);
     } catch (err) {
@@ -97,5 +98,21 @@ export class SharedRegion {
     this.#closed = true;
     native.munmap(this.#mapping);
     native.close(this.fd);
+  }
+}
+
+/**
+ * Fixes the file's size (F_SEAL_SHRINK | F_SEAL_GROW), so the backend can trust that its mapping
+ * never loses pages under it (a shrunk file makes the backend's next access raise SIGBUS); a
+ * backend may refuse a sealable memfd that is not sealed. Hugetlb memfds of kernels before 4.16
+ * and hugetlbfs files cannot be sealed (EINVAL / EPERM): they go unsealed.
+ */
+function sealSize(fd: number, huge: boolean): void {
+  try {
+    native.memfdSeal(fd);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (huge && (code === 'EINVAL' || code === 'EPERM')) return;
+    throw err;
   }
 }

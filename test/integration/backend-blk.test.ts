@@ -51,6 +51,9 @@ test('file backend: random unaligned I/O matches a model and the raw file', asyn
     assert.ok(dev.info.replyAck);
     assert.ok(dev.info.eventIdx && dev.info.indirect);
     assert.ok(!dev.info.features.offeredNames.includes('VIRTIO_F_NOTIFY_ON_EMPTY'));
+    // sizeMax 0 (the default) is no limit: SIZE_MAX is not offered (size_max 0 would forbid all).
+    assert.ok(!dev.info.features.offeredNames.includes('VIRTIO_BLK_F_SIZE_MAX'));
+    assert.equal(dev.info.maxSegmentBytes, Infinity);
     const model = Buffer.alloc(SIZE);
     await randomIo(dev, model, 4321, 200);
     // Concurrent writes to disjoint ranges, then the file checked independently.
@@ -135,6 +138,7 @@ test('a ring larger than the backend accepts is refused at open', async () => {
 
 test('size_max 4096 and seg_max 4: the frontend splits, the backend rejects nothing', async () => {
   await withDevice({ size: SIZE, sizeMax: 4096, segMax: 4 }, {}, async (dev, backend) => {
+    assert.ok(dev.info.features.offeredNames.includes('VIRTIO_BLK_F_SIZE_MAX'));
     assert.equal(dev.info.maxSegmentBytes, 4096);
     assert.equal(dev.info.maxSegments, 4);
     const data = randomBytes(prng(11), 300_000);
@@ -156,6 +160,24 @@ test('polling backend: no kicks, I/O still verified', async () => {
     assert.equal(stats.kicksReceived, 0);
     assert.ok(stats.requests > 200);
   });
+});
+
+test('polling backend without EVENT_IDX: VRING_USED_F_NO_NOTIFY keeps the driver from kicking', async () => {
+  await withDevice(
+    { size: SIZE, polling: true },
+    { disableFeatures: { eventIdx: true } },
+    async (dev, backend) => {
+      assert.equal(dev.info.eventIdx, false);
+      const model = Buffer.alloc(SIZE);
+      await randomIo(dev, model, 6, 100);
+      await Promise.all(Array.from({ length: 64 }, (_, i) => dev.read(i * 4096, 4096)));
+      assert.equal(dev.stats.kicks, 0);
+      const stats = await backend.stats();
+      assert.equal(stats.kicksReceived, 0);
+      assert.equal(stats.rejected, 0);
+      assert.ok(stats.requests > 200);
+    },
+  );
 });
 
 test('one frontend at a time; the next connects after the first leaves', async () => {

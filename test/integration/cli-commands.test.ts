@@ -219,7 +219,7 @@ test('verify -i 200 -S 4097 --async and sync', async () => {
   const result = JSON.parse(sync.stdout) as { ok: boolean; bytes: number; mode: string };
   assert.deepEqual([result.ok, result.bytes, result.mode], [true, 150_000, 'sync']);
   const tooBig = await cli('verify', qsd.socketPath, '-i', '10', '-S', '2M');
-  assert.equal(tooBig.code, 2);
+  assert.equal(tooBig.code, 1);
   assertOneLine(tooBig, /the device has 16777216/);
 });
 

@@ -3,8 +3,10 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import {
+  closeSync,
   existsSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   rmSync,
   truncateSync,
@@ -13,6 +15,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { openBlockDevice, type BlockDevice, type ServerStats } from '../../src/index.js';
+import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
 const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -36,6 +40,9 @@ function cli(...args: string[]): Promise<Run> {
   });
 }
 
+/** What each `serve` child wrote on stderr so far. */
+const stderrOf = new WeakMap<ChildProcess, () => string>();
+
 /** `vhost-user serve ...` in the background, resolved once it says it is listening. */
 async function serve(...args: string[]): Promise<ChildProcess> {
   const child = spawn(process.execPath, [MAIN, 'serve', ...args], {
@@ -44,6 +51,7 @@ async function serve(...args: string[]): Promise<ChildProcess> {
   let out = '';
   let err = '';
   child.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  stderrOf.set(child, () => err);
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${err}`)));
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -61,6 +69,45 @@ async function terminate(child: ChildProcess): Promise<number | null> {
   child.kill('SIGTERM');
   const [code] = await exit;
   return code;
+}
+
+/** The `stats <json>` lines serve printed on stderr (SIGUSR2, and at exit with --verbose). */
+function statsLines(child: ChildProcess): ServerStats[] {
+  return stderrOf.get(child)!()
+    .split('\n')
+    .filter((l) => l.startsWith('stats '))
+    .map((l) => JSON.parse(l.slice(6)) as ServerStats);
+}
+
+/** SIGUSR2, then the stats line it prints. */
+async function askStats(child: ChildProcess): Promise<ServerStats> {
+  const before = statsLines(child).length;
+  child.kill('SIGUSR2');
+  for (let i = 0; i < 200 && statsLines(child).length === before; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const lines = statsLines(child);
+  assert.equal(lines.length, before + 1, stderrOf.get(child)!());
+  return lines.at(-1)!;
+}
+
+/** Random unaligned writes and reads, each read checked against a model of the disk. */
+async function verifiedRandomIo(dev: BlockDevice, seed: number, rounds: number): Promise<void> {
+  const rand = prng(seed);
+  const model = Buffer.alloc(dev.size);
+  for (let i = 0; i < rounds; i++) {
+    const length = randomInt(rand, 1, 40_000);
+    const position = randomInt(rand, 0, dev.size - length);
+    const data = randomBytes(rand, length);
+    assert.equal(await dev.write(data, position), length);
+    data.copy(model, position);
+    const rl = randomInt(rand, 1, 60_000);
+    const rp = randomInt(rand, 0, dev.size - rl);
+    assert.ok((await dev.read(rp, rl)).equals(model.subarray(rp, rp + rl)), `seed ${seed} i ${i}`);
+  }
+  // And many at once, to fill the ring.
+  const all = await Promise.all(Array.from({ length: 64 }, (_, i) => dev.read(i * 10_007, 5_003)));
+  all.forEach((b, i) => assert.ok(b.equals(model.subarray(i * 10_007, i * 10_007 + 5_003))));
 }
 
 let dir: string;
@@ -144,4 +191,88 @@ test('demo --seconds 1 exits 0 and prints a summary', async () => {
   assert.match(run.stdout, /kicks \d+, calls \d+/);
   assert.match(run.stdout, /raw file: 500 verify ranges match/);
   assert.match(run.stdout, /demo: OK/);
+});
+
+test('serve --size-max 4096 --seg-max 4: verified random unaligned I/O, the backend rejects nothing', async () => {
+  const socket = join(dir, 'limits.sock');
+  const child = await serve(
+    '--size',
+    '16M',
+    '--socket-path',
+    socket,
+    '--size-max',
+    '4096',
+    '--seg-max',
+    '4',
+    '--verbose',
+  );
+  children.push(child);
+  const dev = await openBlockDevice(socket, { timeout: 2000 });
+  try {
+    assert.equal(dev.size, 16 << 20);
+    assert.equal(dev.info.maxSegmentBytes, 4096);
+    assert.equal(dev.info.maxSegments, 4);
+    await verifiedRandomIo(dev, 4096, 150);
+  } finally {
+    await dev.close();
+  }
+  assert.equal(await terminate(child), 0);
+  // --verbose: the final counters on stderr.
+  const stats = statsLines(child).at(-1);
+  assert.ok(stats, stderrOf.get(child)!());
+  assert.equal(stats.rejected, 0);
+  // Every request carries at most 4 x 4096 bytes: 150 rounds of up to 100 KB need many.
+  assert.ok(stats.requests > 300, `${stats.requests} requests`);
+  assert.equal(stats.connections, 1);
+});
+
+for (const eventIdx of [true, false]) {
+  test(`serve --polling (frontend EVENT_IDX ${eventIdx ? 'on' : 'off'}): no kicks, verified I/O`, async () => {
+    const socket = join(dir, `polling-${eventIdx}.sock`);
+    const child = await serve('--size', '16M', '--socket-path', socket, '--polling');
+    children.push(child);
+    const dev = await openBlockDevice(socket, {
+      timeout: 2000,
+      disableFeatures: { eventIdx: !eventIdx },
+    });
+    try {
+      assert.equal(dev.info.eventIdx, eventIdx);
+      await verifiedRandomIo(dev, eventIdx ? 7 : 8, 100);
+      assert.equal(dev.stats.kicks, 0);
+      const stats = await askStats(child);
+      assert.equal(stats.kicksReceived, 0);
+      assert.equal(stats.rejected, 0);
+      assert.ok(stats.requests > 200, `${stats.requests} requests`);
+    } finally {
+      await dev.close();
+    }
+    assert.equal(await terminate(child), 0);
+  });
+}
+
+test('serve --fd: a closed fd or a non-socket is a one-line error, exit 1', async () => {
+  const closed = await cli('serve', '--size', '1M', '--fd', '99');
+  assert.equal(closed.code, 1, closed.stderr);
+  assert.match(closed.stderr, /^vhost-user: listening fd 99 is not an open file descriptor.*\n$/);
+  assert.doesNotMatch(closed.stderr, /close:/);
+
+  // fd 3 of the child: a regular file.
+  const file = join(dir, 'not-a-socket');
+  writeFileSync(file, '');
+  const fd = openSync(file, 'r');
+  try {
+    const child = spawn(process.execPath, [MAIN, 'serve', '--size', '1M', '--fd', '3'], {
+      stdio: ['ignore', 'pipe', 'pipe', fd],
+    });
+    let err = '';
+    child.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.equal(code, 1, err);
+    assert.match(
+      err,
+      /^vhost-user: listening fd 3 is not a socket \[VHOST_USER_ERR_INVALID_ARGUMENT\]\n$/,
+    );
+  } finally {
+    closeSync(fd);
+  }
 });

@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/native.js';
@@ -14,10 +15,17 @@ import {
   decodeConfig,
   encodeConfig,
   encodeMemoryTable,
+  encodeVringFd,
+  VhostUserVringAddr,
   VhostUserVringState,
 } from '../../src/protocol/messages.js';
+import {
+  splitRingLayout,
+  VIRTQ_DESC_F_NEXT,
+  VIRTQ_DESC_F_WRITE,
+} from '../../src/virtqueue/layout.js';
 import { createBlockServer, type BlockServer } from '../../src/backend/index.js';
-import { VirtioBlkConfig } from '../../src/devices/blk/spec.js';
+import { VirtioBlkConfig, VirtioBlkType } from '../../src/devices/blk/spec.js';
 
 const SIZE = 4 * 1024 * 1024;
 const V = VHOST_USER_VERSION;
@@ -44,8 +52,10 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+type Conn = Awaited<ReturnType<typeof connect>>;
+
 /** A raw frontend: sends one request, returns the reply. */
-async function connect(): Promise<{
+async function connect(to: BlockServer = server): Promise<{
   ep: SocketEndpoint;
   ask(
     name: keyof typeof VhostUserRequest,
@@ -60,7 +70,7 @@ async function connect(): Promise<{
     fds?: number[],
   ): void;
 }> {
-  const ep = SocketEndpoint.connect(server.socketPath!);
+  const ep = SocketEndpoint.connect(to.socketPath!);
   const tell = (
     name: keyof typeof VhostUserRequest,
     payload: Uint8Array = new Uint8Array(0),
@@ -119,7 +129,7 @@ test('GET_CONFIG answers exactly the size asked, zero-padded to 256, and refuses
   }
 });
 
-async function negotiate(c: Awaited<ReturnType<typeof connect>>, replyAck: boolean): Promise<void> {
+async function negotiate(c: Conn, replyAck: boolean): Promise<void> {
   const features = U64.decode(await c.ask('VHOST_USER_GET_FEATURES')).value;
   const protocol = U64.decode(await c.ask('VHOST_USER_GET_PROTOCOL_FEATURES')).value;
   assert.equal(protocol, (1n << 0n) | (1n << 3n) | (1n << 9n), 'MQ | REPLY_ACK | CONFIG');
@@ -131,6 +141,7 @@ async function negotiate(c: Awaited<ReturnType<typeof connect>>, replyAck: boole
 function truncatedMemfd(claimed: number, actual: number): { payload: Uint8Array; fd: number } {
   const fd = native.memfdCreate('truncated', 0);
   native.ftruncate(fd, actual);
+  native.memfdSeal(fd);
   const payload = encodeMemoryTable([
     {
       guestPhysAddr: 0x1000_0000n,
@@ -237,4 +248,315 @@ test('unknown requests and stray fds end the connection; the server keeps servin
   e.ep.close();
   assert.ok(lines.some((l) => l.includes('<- VHOST_USER_GET_QUEUE_NUM')));
   assert.ok(lines.some((l) => l.includes('-> VHOST_USER_GET_QUEUE_NUM') && l.includes('REPLY')));
+});
+
+const ACK = V | VHOST_USER_NEED_REPLY_MASK;
+
+/** The backend's trace line for the last request it refused. */
+function lastRefusal(): string {
+  return [...lines].reverse().find((l) => l.includes('refused:')) ?? '';
+}
+
+/** Sends `name` asking for an ack; returns the ack value (0 = done). */
+async function acked(
+  c: Conn,
+  name: keyof typeof VhostUserRequest,
+  payload?: Uint8Array,
+  fds?: number[],
+): Promise<bigint> {
+  return U64.decode(await c.ask(name, payload ?? new Uint8Array(0), ACK, fds)).value;
+}
+
+test('SET_VRING_CALL / KICK / ERR fds that are not eventfds are nacked; the backend lives', async () => {
+  const c = await connect();
+  const fifo = join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const fifoFd = openSync(fifo, 'r+');
+  writeFileSync(fifo, 'abc'); // three bytes waiting: eventfdRead would fail with EINVAL
+  const devNull = openSync('/dev/null', 'r'); // eventfdWrite would fail with EBADF
+  const file = join(dir, 'plain');
+  writeFileSync(file, '');
+  const plain = openSync(file, 'r+');
+  try {
+    await negotiate(c, true);
+    const cases: [keyof typeof VhostUserRequest, number][] = [
+      ['VHOST_USER_SET_VRING_CALL', devNull],
+      ['VHOST_USER_SET_VRING_KICK', fifoFd],
+      ['VHOST_USER_SET_VRING_ERR', plain],
+      ['VHOST_USER_SET_VRING_CALL', fifoFd],
+    ];
+    for (const [name, fd] of cases) {
+      assert.equal(await acked(c, name, encodeVringFd(0, true), [fd]), 1n, `${name} fd ${fd}`);
+    }
+    assert.ok(lines.some((l) => l.includes('is not an eventfd')));
+    // Real eventfds are taken.
+    for (const name of ['VHOST_USER_SET_VRING_CALL', 'VHOST_USER_SET_VRING_ERR'] as const) {
+      const efd = native.eventfd();
+      assert.equal(await acked(c, name, encodeVringFd(0, true), [efd]), 0n);
+      native.close(efd);
+    }
+    assert.equal((await c.ask('VHOST_USER_GET_QUEUE_NUM')).length, 8);
+  } finally {
+    c.ep.close();
+    for (const fd of [fifoFd, devNull, plain]) closeSync(fd);
+  }
+  // Without REPLY_ACK the connection is dropped with a protocol-error instead.
+  const before = protocolErrors.length;
+  const d = await connect();
+  const devNull2 = openSync('/dev/null', 'r');
+  try {
+    await negotiate(d, false);
+    d.tell('VHOST_USER_SET_VRING_CALL', encodeVringFd(0, true), V, [devNull2]);
+    await assert.rejects(d.ep.receive(1000, 'after SET_VRING_CALL'), {
+      code: 'VHOST_USER_ERR_DISCONNECTED',
+    });
+    assert.equal(protocolErrors.length, before + 1);
+    assert.match(protocolErrors.at(-1)!.message, /is not an eventfd/);
+  } finally {
+    d.ep.close();
+    closeSync(devNull2);
+  }
+});
+
+test('SET_MEM_TABLE: an unsealed memfd is refused, a sealed one is accepted', async () => {
+  const c = await connect();
+  try {
+    await negotiate(c, true);
+    const region = (): Uint8Array =>
+      encodeMemoryTable([
+        {
+          guestPhysAddr: 0x1000_0000n,
+          memorySize: 1n << 20n,
+          userspaceAddr: 0x7e00_0000_0000n,
+          mmapOffset: 0n,
+        },
+      ]);
+    const unsealed = native.memfdCreate('unsealed', 0);
+    native.ftruncate(unsealed, 1 << 20);
+    assert.equal(native.memfdSeals(unsealed), 0, 'sealable, no seal yet');
+    assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', region(), [unsealed]), 1n);
+    assert.ok(lines.some((l) => l.includes('not sealed with F_SEAL_SHRINK')));
+    native.memfdSeal(unsealed);
+    assert.equal(native.memfdSeals(unsealed), 2 | 4, 'F_SEAL_SHRINK | F_SEAL_GROW');
+    assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', region(), [unsealed]), 0n);
+    native.close(unsealed);
+    // A file that can never be sealed (tmpfs: F_SEAL_SEAL already set) is accepted as it is.
+    const shm = openSync(`/dev/shm/vhost-user-test-${process.pid}`, 'w+');
+    try {
+      native.ftruncate(shm, 1 << 20);
+      assert.equal(native.memfdSeals(shm), 1);
+      assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', region(), [shm]), 0n);
+    } finally {
+      closeSync(shm);
+      rmSync(`/dev/shm/vhost-user-test-${process.pid}`, { force: true });
+    }
+  } finally {
+    c.ep.close();
+  }
+});
+
+test('RESET_DEVICE is not accepted (not negotiated); RESET_OWNER forgets the ring state', async () => {
+  const c = await connect();
+  try {
+    await negotiate(c, true);
+    assert.equal(await acked(c, 'VHOST_USER_RESET_DEVICE'), 1n);
+    assert.ok(lines.some((l) => l.includes('RESET_DEVICE was not negotiated')));
+    assert.equal(
+      await acked(c, 'VHOST_USER_SET_VRING_NUM', VhostUserVringState.encode({ index: 0, num: 8 })),
+      0n,
+    );
+    assert.equal(
+      await acked(c, 'VHOST_USER_SET_VRING_BASE', VhostUserVringState.encode({ index: 0, num: 5 })),
+      0n,
+    );
+    c.tell('VHOST_USER_RESET_OWNER');
+    const base = await c.ask(
+      'VHOST_USER_GET_VRING_BASE',
+      VhostUserVringState.encode({ index: 0, num: 0 }),
+    );
+    assert.deepEqual(VhostUserVringState.decode(base), { index: 0, num: 0 }, 'base was reset');
+    // Features were reset too: negotiate again, then the ring has no size any more.
+    await negotiate(c, true);
+    const mem = sealedMemory();
+    try {
+      assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', mem.table, [mem.fd]), 0n);
+      const kick = native.eventfd();
+      assert.equal(await acked(c, 'VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), [kick]), 1n);
+      native.close(kick);
+      assert.match(lastRefusal(), /vring 0 has no size yet/);
+    } finally {
+      mem.close();
+    }
+  } finally {
+    c.ep.close();
+  }
+});
+
+const MEM = 1 << 20;
+const GPA = 0x1000_0000;
+const UVA = 0x7e00_0000_0000;
+const QSIZE = 8;
+const LAYOUT = splitRingLayout(QSIZE, 0);
+const HDR = 0x10000;
+const DATA = 0x11000;
+const STATUS = 0x12000;
+
+/** A sealed memfd with the ring at offset 0, mapped here too (the frontend's view). */
+function sealedMemory(): {
+  fd: number;
+  table: Uint8Array;
+  view: DataView;
+  u16: Uint16Array;
+  close(): void;
+} {
+  const fd = native.memfdCreate('session-ring', 0);
+  native.ftruncate(fd, MEM);
+  native.memfdSeal(fd);
+  const { handle, buffer } = native.mmap(fd, MEM, 0, 'shared');
+  const table = encodeMemoryTable([
+    {
+      guestPhysAddr: BigInt(GPA),
+      memorySize: BigInt(MEM),
+      userspaceAddr: BigInt(UVA),
+      mmapOffset: 0n,
+    },
+  ]);
+  return {
+    fd,
+    table,
+    view: new DataView(buffer),
+    u16: new Uint16Array(buffer),
+    close: () => {
+      native.munmap(handle);
+      native.close(fd);
+    },
+  };
+}
+
+/** Starts vring 0 over `mem` (size 8, base 0, enabled); returns the kick eventfd. */
+async function startRing(c: Conn, mem: ReturnType<typeof sealedMemory>): Promise<number> {
+  assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', mem.table, [mem.fd]), 0n);
+  const state = (num: number): Uint8Array => VhostUserVringState.encode({ index: 0, num });
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_NUM', state(QSIZE)), 0n);
+  const addr = VhostUserVringAddr.encode({
+    index: 0,
+    flags: 0,
+    descriptor: BigInt(UVA + LAYOUT.descOffset),
+    used: BigInt(UVA + LAYOUT.usedOffset),
+    available: BigInt(UVA + LAYOUT.availOffset),
+    log: 0n,
+  });
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_ADDR', addr), 0n);
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_BASE', state(0)), 0n);
+  const call = native.eventfd();
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_CALL', encodeVringFd(0, true), [call]), 0n);
+  native.close(call);
+  const kick = native.eventfd();
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), [kick]), 0n);
+  assert.equal(await acked(c, 'VHOST_USER_SET_VRING_ENABLE', state(1)), 0n);
+  return kick;
+}
+
+/** Publishes GET_ID request number `n` (0-based) in descriptors 0..2, kicks. */
+function publishGetId(mem: ReturnType<typeof sealedMemory>, kick: number, n: number): void {
+  const { view, u16 } = mem;
+  view.setUint32(HDR, VirtioBlkType.VIRTIO_BLK_T_GET_ID, true);
+  view.setUint8(STATUS, 0xff);
+  const desc = (i: number, off: number, len: number, flags: number, next: number): void => {
+    const at = LAYOUT.descOffset + i * 16;
+    view.setBigUint64(at, BigInt(GPA + off), true);
+    view.setUint32(at + 8, len, true);
+    view.setUint16(at + 12, flags, true);
+    view.setUint16(at + 14, next, true);
+  };
+  desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+  desc(1, DATA, 20, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+  desc(2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+  const avail = LAYOUT.availOffset / 2;
+  Atomics.store(u16, avail + 2 + (n % QSIZE), 0);
+  Atomics.store(u16, avail + 1, n + 1);
+  native.eventfdWrite(kick);
+}
+
+/** Waits until used.idx reaches `idx`; false after `ms`. */
+async function usedReaches(
+  mem: ReturnType<typeof sealedMemory>,
+  idx: number,
+  ms: number,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Atomics.load(mem.u16, LAYOUT.usedOffset / 2 + 1) !== idx) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return true;
+}
+
+test('SET_MEM_TABLE while a ring runs: a refused table changes nothing, an accepted one moves it', async () => {
+  const c = await connect();
+  const mem = sealedMemory();
+  let kick = -1;
+  try {
+    await negotiate(c, true);
+    kick = await startRing(c, mem);
+    publishGetId(mem, kick, 0);
+    assert.ok(await usedReaches(mem, 1, 1000), 'first request completed');
+    // A table without the ring in it: the rebuild fails, nothing is replaced.
+    const other = native.memfdCreate('other', 0);
+    native.ftruncate(other, MEM);
+    native.memfdSeal(other);
+    const elsewhere = encodeMemoryTable([
+      {
+        guestPhysAddr: BigInt(GPA),
+        memorySize: BigInt(MEM),
+        userspaceAddr: BigInt(UVA + 0x1000_0000),
+        mmapOffset: 0n,
+      },
+    ]);
+    assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', elsewhere, [other]), 1n);
+    native.close(other);
+    assert.match(lastRefusal(), /vring 0: .* is not in guest memory/);
+    publishGetId(mem, kick, 1);
+    assert.ok(await usedReaches(mem, 2, 1000), 'the ring still runs over the old table');
+    // The same memory again, as a new mapping: the ring goes on from where it was.
+    assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', mem.table, [mem.fd]), 0n);
+    publishGetId(mem, kick, 2);
+    assert.ok(await usedReaches(mem, 3, 1000), 'the ring runs over the new table');
+    assert.equal(mem.view.getUint8(STATUS), 0);
+    assert.equal(
+      Buffer.from(mem.view.buffer, DATA, 19).toString(),
+      'vhost-user-embedded',
+      'GET_ID answered',
+    );
+  } finally {
+    c.ep.close();
+    if (kick >= 0) native.close(kick);
+    mem.close();
+  }
+});
+
+test('delayed completions are delivered, not dropped, when SET_MEM_TABLE rebuilds the ring', async () => {
+  const slow = createBlockServer({
+    socketPath: join(dir, 'slow.sock'),
+    size: SIZE,
+    faults: { delayCompletionsMs: 10_000 },
+  });
+  await slow.listen();
+  const c = await connect(slow);
+  const mem = sealedMemory();
+  let kick = -1;
+  try {
+    await negotiate(c, true);
+    kick = await startRing(c, mem);
+    publishGetId(mem, kick, 0);
+    assert.equal(await usedReaches(mem, 1, 200), false, 'the completion is held');
+    assert.equal(await acked(c, 'VHOST_USER_SET_MEM_TABLE', mem.table, [mem.fd]), 0n);
+    assert.ok(await usedReaches(mem, 1, 200), 'delivered at the rebuild');
+    assert.equal(mem.view.getUint8(STATUS), 0);
+  } finally {
+    c.ep.close();
+    if (kick >= 0) native.close(kick);
+    mem.close();
+    await slow.close();
+  }
 });
