@@ -15,7 +15,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileBytes } from '../helpers/files.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const guestDir = resolve(root, '..', 'shared', 'guest');
+// The project's shared folder sits beside the checkout (../shared); a clone elsewhere can point
+// at it with VHOST_USER_GUEST_DIR, and the workplace's copy is the last resort.
+const guestDir =
+  [
+    process.env.VHOST_USER_GUEST_DIR,
+    resolve(root, '..', 'shared', 'guest'),
+    '/work/shared/guest',
+  ].find((dir): dir is string => dir !== undefined && existsSync(join(dir, 'build.sh'))) ??
+  resolve(root, '..', 'shared', 'guest');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
 const guestOut = join(tmpdir(), 'vhost-user-guest');
 
