@@ -280,7 +280,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       throw new InvalidArgumentError(`allocBuffer: size must be a positive integer, got ${size}`);
     }
     const allocator = this.#driver.memory.allocator;
-    const offset = allocator.alloc(size);
+    let offset = allocator.alloc(size);
+    if (offset < 0 && this.#engine.releaseCachedMemory()) offset = allocator.alloc(size);
     if (offset < 0) throw new OutOfMemoryError(size, allocator.largestFree);
     this.#userBuffers.add(offset);
     return Buffer.from(this.#driver.memory.data.buffer, offset, size);

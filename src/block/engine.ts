@@ -297,6 +297,11 @@ export class BlockEngine {
    */
   allocBounce(bytes: number): number {
     const allocator = this.memory.allocator;
+    const cached = this.#bounceCache.get(allocator.roundUp(bytes));
+    if (cached !== undefined && cached.length > 0) {
+      this.bounceSize = bytes;
+      return cached.pop()!;
+    }
     let want = bytes;
     for (;;) {
       const offset = allocator.alloc(want);
@@ -304,6 +309,8 @@ export class BlockEngine {
         this.bounceSize = want;
         return offset;
       }
+      // Memory parked in the cache is free memory: give it back before shrinking or failing.
+      if (this.#dropBounceCache()) continue;
       const bs = this.limits.blockSize;
       if (this.driver.inFlight > 0 || want <= bs) {
         this.lastFailedBounce = want;
@@ -318,7 +325,43 @@ export class BlockEngine {
   /** Size of the last allocation that failed, for the OutOfMemoryError. */
   lastFailedBounce = 0;
 
+  /**
+   * Freed bounce buffers by allocated size, reused before the allocator is asked: the common
+   * case (the same few sizes over and over) then skips the free-list walk and the coalescing.
+   */
+  readonly #bounceCache = new Map<number, number[]>();
+
   freeBounce(offset: number): void {
-    this.memory.allocator.free(offset);
+    const allocator = this.memory.allocator;
+    const size = allocator.sizeOf(offset);
+    if (size !== undefined && size <= BOUNCE_CACHE_MAX_BYTES) {
+      let list = this.#bounceCache.get(size);
+      if (list === undefined) this.#bounceCache.set(size, (list = []));
+      if (list.length < BOUNCE_CACHE_PER_SIZE) {
+        list.push(offset);
+        return;
+      }
+    }
+    allocator.free(offset);
+  }
+
+  /** Gives cached bounce buffers back to the allocator (the application needs the memory). */
+  releaseCachedMemory(): boolean {
+    return this.#dropBounceCache();
+  }
+
+  /** Returns every cached bounce buffer to the allocator; true if there were any. */
+  #dropBounceCache(): boolean {
+    let dropped = false;
+    for (const list of this.#bounceCache.values()) {
+      for (const offset of list) this.memory.allocator.free(offset);
+      if (list.length > 0) dropped = true;
+      list.length = 0;
+    }
+    return dropped;
   }
 }
+
+/** Bounce buffers up to this size are kept for reuse, at most this many of each size. */
+const BOUNCE_CACHE_MAX_BYTES = 1024 * 1024;
+const BOUNCE_CACHE_PER_SIZE = 64;

@@ -288,3 +288,22 @@ test('no kicks while the device sets VRING_USED_F_NO_NOTIFY; one per batch other
     h.close();
   }
 });
+
+test('bounce buffers are reused, and handed back when memory is needed', () => {
+  const h = harness({ queueSize: 16, sizeMax: 4096, segMax: 4, indirect: true, eventIdx: true });
+  const allocator = h.engine.memory.allocator;
+  const total = allocator.freeBytes;
+  for (let i = 0; i < 3; i++) {
+    const r = settle();
+    h.run(new ReadOp(h.engine, Buffer.alloc(1000), 100, 1000, r.cb));
+    assert.equal(r.result.error, null);
+  }
+  // One bounce buffer stays cached for the next request of that size...
+  assert.equal(allocator.allocatedCount, 1);
+  assert.ok(allocator.freeBytes < total);
+  // ...until the application needs the memory.
+  assert.equal(h.engine.releaseCachedMemory(), true);
+  assert.equal(allocator.freeBytes, total);
+  assert.equal(allocator.allocatedCount, 0);
+  h.close();
+});
