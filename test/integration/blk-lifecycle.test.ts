@@ -131,8 +131,9 @@ for (const kind of PEERS) {
       const freePages = (): number =>
         Number(/HugePages_Free:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))![1]);
       writeFileSync(nrPath, String(Number(previous) + 64));
-      const qsd = await startPeer(kind, { size: 4 * 1024 * 1024 });
+      let qsd: Awaited<ReturnType<typeof startPeer>> | undefined;
       try {
+        qsd = await startPeer(kind, { size: 4 * 1024 * 1024 });
         const before = freePages();
         const dev = await openBlockDevice(qsd.socketPath, {
           hugepages: '2M',
@@ -153,7 +154,7 @@ for (const kind of PEERS) {
           await new Promise((r) => setTimeout(r, 20));
         assert.equal(freePages(), before, 'hugepages not returned after close');
       } finally {
-        await qsd.stop();
+        await qsd?.stop();
         writeFileSync(nrPath, previous);
       }
     });

@@ -133,22 +133,23 @@ for (const kind of PEERS) {
     test('memory from a hugetlbfs file works like memfd memory', async () => {
       const mount = '/dev/hugepages';
       const mounts = readFileSync('/proc/mounts', 'utf8');
-      let mountedHere = false;
-      if (
-        !mounts
-          .split('\n')
-          .some((l) => l.split(' ')[1] === mount && l.split(' ')[2] === 'hugetlbfs')
-      ) {
-        if (!existsSync(mount)) mkdirSync(mount);
-        execFileSync('mount', ['-t', 'hugetlbfs', 'none', mount]);
-        mountedHere = true;
-      }
       const nrPath = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
       const previous = readFileSync(nrPath, 'utf8').trim();
-      writeFileSync(nrPath, String(Number(previous) + 16));
-      const size = 2 * 1024 * 1024;
-      const qsd = await startPeer(kind, { size });
+      let mountedHere = false;
+      let qsd: Awaited<ReturnType<typeof startPeer>> | undefined;
       try {
+        if (
+          !mounts
+            .split('\n')
+            .some((l) => l.split(' ')[1] === mount && l.split(' ')[2] === 'hugetlbfs')
+        ) {
+          if (!existsSync(mount)) mkdirSync(mount);
+          execFileSync('mount', ['-t', 'hugetlbfs', 'none', mount]);
+          mountedHere = true;
+        }
+        writeFileSync(nrPath, String(Number(previous) + 16));
+        const size = 2 * 1024 * 1024;
+        qsd = await startPeer(kind, { size });
         await exercise(
           qsd.socketPath,
           qsd.imagePath,
@@ -157,7 +158,7 @@ for (const kind of PEERS) {
           5,
         );
       } finally {
-        await qsd.stop();
+        await qsd?.stop();
         writeFileSync(nrPath, previous);
         if (mountedHere) execFileSync('umount', [mount]);
       }

@@ -15,15 +15,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileBytes } from '../helpers/files.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-// The project's shared folder sits beside the checkout (../shared); a clone elsewhere can point
-// at it with VHOST_USER_GUEST_DIR, and the workplace's copy is the last resort.
-const guestDir =
-  [
-    process.env.VHOST_USER_GUEST_DIR,
-    resolve(root, '..', 'shared', 'guest'),
-    '/work/shared/guest',
-  ].find((dir): dir is string => dir !== undefined && existsSync(join(dir, 'build.sh'))) ??
-  resolve(root, '..', 'shared', 'guest');
+// The guest scripts are kept in the repository (test/guest, from ../shared/guest) so that a
+// clone anywhere can run this test; VHOST_USER_GUEST_DIR points at another copy.
+const guestDir = process.env.VHOST_USER_GUEST_DIR ?? join(root, 'test', 'guest');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
 const guestOut = join(tmpdir(), 'vhost-user-guest');
 
