@@ -33,7 +33,12 @@ export interface AdaptiveOptions {
   latencyWeight: number;
   /** Waits considered (a ring of the latest ones). Default 32. */
   window: number;
-  /** Re-decide after this many new samples. Default 8. */
+  /**
+   * Re-decide after this many new samples. Default 8. While decisions keep confirming the
+   * budget and waits end within it, the interval doubles up to `window` (a steady stream of
+   * completions is not re-sorted every few waits); a miss or a probe that beats the decision
+   * brings it back.
+   */
   updateEvery: number;
   /** A new budget must beat the current one's cost by this fraction (no flapping on noise). Default 0.15. */
   hysteresis: number;
@@ -101,6 +106,8 @@ export class AdaptiveController {
   #budget: number;
   #waitsSinceProbe = 0;
   #probeEvery: number;
+  #updateInterval: number;
+  #decisions = 0;
   readonly #sorted: Float64Array;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
@@ -110,6 +117,17 @@ export class AdaptiveController {
     // Optimistic start: the first waits are spun in full, so they are uncensored samples.
     this.#budget = this.options.maxSpinNs;
     this.#probeEvery = this.options.probeEvery;
+    this.#updateInterval = this.options.updateEvery;
+  }
+
+  /** How many times the budget was re-decided (sort + scan of the window), for tests and diagnostics. */
+  get decisions(): number {
+    return this.#decisions;
+  }
+
+  /** Current number of waits between probes (when the budget is below maxSpinNs). */
+  get probeInterval(): number {
+    return this.#probeEvery;
   }
 
   /** The budget the controller has settled on (0 = block at once), probes aside. */
@@ -135,8 +153,24 @@ export class AdaptiveController {
 
   /** The wait ended while spinning, `waitNs` after it started. */
   hit(waitNs: number): void {
-    // Only a probe can hit beyond the budget: the decision may be stale, so probe more often.
-    if (waitNs > this.#budget) this.#probeEvery = this.options.probeEvery;
+    const budget = this.#budget;
+    // Only a probe can hit beyond the budget.
+    if (waitNs > budget) {
+      const o = this.options;
+      if (budget > 0) {
+        // Spinning too short: the decision may be stale, so probe (and decide) more often.
+        this.#probeEvery = o.probeEvery;
+        this.#updateInterval = o.updateEvery;
+      } else if (waitNs < (o.blockCpuNs + o.latencyWeight * o.wakeCostNs) * (1 - o.hysteresis)) {
+        // Blocking, and this wait would clearly have been cheaper to spin for: look closer.
+        this.#probeEvery = Math.max(o.probeEvery, this.#probeEvery >> 1);
+        this.#updateInterval = o.updateEvery;
+      } else {
+        // Blocking, and spinning for this wait would have cost more than blocking: the
+        // decision holds, probe less (a slow device's waits often end within maxSpinNs).
+        this.#probeEvery = Math.min(o.probeEveryMax, this.#probeEvery * 2);
+      }
+    }
     this.#add(waitNs > 0 ? waitNs : 0);
   }
 
@@ -146,6 +180,8 @@ export class AdaptiveController {
    */
   miss(spunNs: number): void {
     if (spunNs <= 0) return;
+    // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
+    if (this.#budget > 0) this.#updateInterval = this.options.updateEvery;
     this.#add(-(spunNs + 1));
   }
 
@@ -168,7 +204,7 @@ export class AdaptiveController {
     this.#samples[this.#next] = value;
     this.#next = (this.#next + 1) % this.#samples.length;
     if (this.#count < this.#samples.length) this.#count++;
-    if (++this.#sinceUpdate >= this.options.updateEvery) {
+    if (++this.#sinceUpdate >= this.#updateInterval) {
       this.#sinceUpdate = 0;
       this.#update();
     }
@@ -177,6 +213,7 @@ export class AdaptiveController {
   #update(): void {
     const o = this.options;
     const n = this.#count;
+    this.#decisions++;
     // Candidates: block at once, or spin just long enough to catch each observed hit.
     const sorted = this.#sorted.subarray(0, n);
     sorted.set(this.#samples.subarray(0, n));
@@ -216,9 +253,22 @@ export class AdaptiveController {
     }
     const changed = next > 0 !== current > 0;
     this.#budget = next;
-    // Probes back off while they keep confirming the decision, and come back when it changes.
-    if (changed) this.#probeEvery = o.probeEvery;
-    else this.#probeEvery = Math.min(o.probeEveryMax, this.#probeEvery * 2);
+    // Probes and decisions back off while they keep confirming the decision, and come back
+    // when it changes.
+    if (changed) {
+      this.#probeEvery = o.probeEvery;
+      this.#updateInterval = o.updateEvery;
+    } else {
+      this.#probeEvery = Math.min(o.probeEveryMax, this.#probeEvery * 2);
+      if (next === current) {
+        this.#updateInterval = Math.min(
+          Math.max(o.updateEvery, o.window),
+          this.#updateInterval * 2,
+        );
+      } else {
+        this.#updateInterval = o.updateEvery;
+      }
+    }
   }
 }
 

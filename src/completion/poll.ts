@@ -134,10 +134,17 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    for (const queue of this.#queues) queue.vq.disableInterrupts();
+    const budgetNs = this.#policy.startWait();
     this.#state = 'spinning';
     this.#waitStart = now;
-    this.#budgetMs = this.#policy.startWait() / msToNs;
+    this.#budgetMs = budgetNs / msToNs;
+    if (budgetNs <= 0) {
+      // Block at once: no loop turn, no suppressing interrupts only to re-arm them (a zero
+      // budget is what 'adaptive' settles on when waits are longer than a wake-up).
+      this.#arm(now, true);
+      return;
+    }
+    for (const queue of this.#queues) queue.vq.disableInterrupts();
     this.#schedule();
   }
 
@@ -191,13 +198,22 @@ export class PollingCompletion implements CompletionStrategy {
     }
   }
 
-  /** The budget ran out: ask for interrupts, re-check (the race), and let libuv wait. */
-  #arm(now: number): void {
+  /**
+   * The budget ran out (or was zero, `fromStart`): ask for interrupts, re-check (the race), and
+   * let libuv wait.
+   */
+  #arm(now: number, fromStart = false): void {
     let raced = false;
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) raced = true;
     }
     if (raced) {
+      if (fromStart) {
+        // Completions are already there: let a loop turn take them (no recursion here; a
+        // call that arrives meanwhile is drained by #onCall).
+        this.#schedule();
+        return;
+      }
       this.#policy.hit((now - this.#waitStart) * msToNs);
       this.#drainAll();
       if (this.#state === 'spinning') this.#startWait(performance.now());

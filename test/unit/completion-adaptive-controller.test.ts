@@ -149,3 +149,89 @@ test('options are checked', () => {
   assert.throws(() => adaptiveOptions({ latencyWeight: NaN }), RangeError);
   assert.equal(adaptiveOptions({ maxSpinNs: 50 * US }).maxSpinNs, 50 * US);
 });
+
+test('continuous completions: steady spinning, decisions thin out instead of growing per wait', () => {
+  const c = new AdaptiveController();
+  const n = 20_000;
+  run(c, noisy(n / 2, 10 * US, 0.05, 0, 0, 11));
+  const budget = c.budgetNs;
+  const decisionsBefore = c.decisions;
+  const { budgets } = run(c, noisy(n / 2, 10 * US, 0.05, 0, 0, 12));
+  assert.ok(c.spinning);
+  assert.ok(
+    budgets.every((b) => b === budget),
+    `budget moved: ${[...new Set(budgets)].join(', ')}`,
+  );
+  // One sort of the window per `window` waits at most once it is steady (was one per 8).
+  const perWait = (c.decisions - decisionsBefore) / (n / 2);
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  assert.ok(perWait <= 1 / o.window + 1e-3, `${perWait} decisions per wait`);
+  // ...and the first half, including the ramp-up, did not need many more.
+  assert.ok(decisionsBefore <= n / 2 / o.window + 16, `${decisionsBefore} decisions to settle`);
+});
+
+test('continuous completions: a miss brings decisions back to the usual pace', () => {
+  const c = new AdaptiveController();
+  run(c, constant(5000, 10 * US));
+  const before = c.decisions;
+  // The device turns slow: the budget must follow within a few decision intervals.
+  const { budgets } = run(c, constant(100, 3 * MS));
+  const stop = budgets.indexOf(0);
+  assert.ok(stop >= 0 && stop < 40, `stopped at ${stop}`);
+  // Every updateEvery misses, not every window: at least 3 decisions before it stopped.
+  assert.ok(c.decisions - before >= 3, `${c.decisions - before} decisions`);
+});
+
+/** Waits like a QD1 device paced at 2,000 IOPS: a few fast ones, most far above a wake-up. */
+function* paced(n: number, seed: number): Generator<number> {
+  const rand = prng(seed);
+  for (let i = 0; i < n; i++) {
+    const r = rand();
+    if (r < 0.1) yield 15 * US + 5 * US * rand();
+    else if (r < 0.6) yield 60 * US + 40 * US * rand();
+    else yield 100 * US + 400 * US * rand();
+  }
+}
+
+test('long waits: the budget settles at 0 and probes back off to probeEveryMax', () => {
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  for (const seed of [1, 2, 3]) {
+    const c = new AdaptiveController();
+    run(c, paced(2000, seed));
+    assert.equal(c.budgetNs, 0, `seed ${seed}`);
+    const n = 20_000;
+    let probes = 0;
+    let spun = 0;
+    for (const wait of paced(n, seed + 100)) {
+      const budget = c.startWait();
+      if (budget > 0) probes++;
+      if (wait <= budget) {
+        c.hit(wait);
+        spun += wait;
+      } else {
+        c.miss(budget);
+        spun += budget;
+      }
+      assert.equal(c.budgetNs, 0, `seed ${seed}: it went back to spinning`);
+    }
+    // Probes that end within maxSpinNs but above the break-even confirm blocking: rare probes.
+    assert.ok(probes / n < 2 / o.probeEveryMax, `seed ${seed}: ${probes} probes in ${n} waits`);
+    assert.ok(spun / n < 1 * US, `seed ${seed}: spun ${spun / n} ns per wait`);
+  }
+});
+
+test('long waits that all end within maxSpinNs: still budget 0, rare probes', () => {
+  const c = new AdaptiveController();
+  run(c, constant(20_000, 70 * US));
+  assert.equal(c.budgetNs, 0);
+  let p = 0;
+  for (let i = 0; i < 10_000; i++) {
+    const b = c.startWait();
+    if (b > 0) p++;
+    if (70 * US <= b) c.hit(70 * US);
+    else c.miss(b);
+  }
+  assert.ok(p > 0, 'it must still probe');
+  assert.ok(p <= 10_000 / DEFAULT_ADAPTIVE_OPTIONS.probeEveryMax + 1, `${p} probes`);
+  assert.equal(c.probeInterval, DEFAULT_ADAPTIVE_OPTIONS.probeEveryMax);
+});
