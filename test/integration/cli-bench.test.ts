@@ -1,34 +1,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FioJson } from '../../src/bench/index.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
+import { runCli, type CliRun } from '../helpers/cli.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The real binary in a child process, as a user would run it. */
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, 'bench', ...args],
-      { encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, DEBUG: '' } },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
+function cli(...args: string[]): Promise<CliRun> {
+  return runCli('bench', ...args);
 }
 
 let nullQsd: Qsd;

@@ -4,37 +4,17 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { prng, randomBytes } from '../helpers/random.js';
 import { fileBytes } from '../helpers/files.js';
+import { CLI_MAIN, runCli, type CliRun } from '../helpers/cli.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const SIZE = 16 * 1024 * 1024;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The real binary in a child process, as a user would run it. */
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, ...args],
-      { encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, DEBUG: '' } },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = runCli;
 
 /** One error line, no stack. */
-function assertOneLine(run: Run, pattern: RegExp): void {
+function assertOneLine(run: CliRun, pattern: RegExp): void {
   const lines = run.stderr.trimEnd().split('\n');
   assert.equal(lines.length, 1, `expected one line on stderr, got:\n${run.stderr}`);
   assert.match(lines[0]!, /^vhost-user: /);
@@ -168,7 +148,7 @@ test('io write then read: hexdump, raw file, JSON and -o', async () => {
   const raw = await new Promise<Buffer>((resolve, reject) =>
     execFile(
       process.execPath,
-      [MAIN, 'io', qsd.socketPath, 'read', '1M', '5000', '--raw'],
+      [CLI_MAIN, 'io', qsd.socketPath, 'read', '1M', '5000', '--raw'],
       { encoding: 'buffer' },
       (error, stdout) => (error ? reject(error) : resolve(stdout)),
     ),

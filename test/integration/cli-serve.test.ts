@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import {
   closeSync,
@@ -14,38 +14,18 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openBlockDevice, type BlockDevice, type ServerStats } from '../../src/index.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
+import { CLI_MAIN, runCli } from '../helpers/cli.js';
 
-const MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, ...args],
-      { encoding: 'utf8', env: { ...process.env, DEBUG: '' } },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = runCli;
 
 /** What each `serve` child wrote on stderr so far. */
 const stderrOf = new WeakMap<ChildProcess, () => string>();
 
 /** `vhost-user serve ...` in the background, resolved once it says it is listening. */
 async function serve(...args: string[]): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [MAIN, 'serve', ...args], {
+  const child = spawn(process.execPath, [CLI_MAIN, 'serve', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -261,7 +241,7 @@ test('serve --fd: a closed fd or a non-socket is a one-line error, exit 1', asyn
   writeFileSync(file, '');
   const fd = openSync(file, 'r');
   try {
-    const child = spawn(process.execPath, [MAIN, 'serve', '--size', '1M', '--fd', '3'], {
+    const child = spawn(process.execPath, [CLI_MAIN, 'serve', '--size', '1M', '--fd', '3'], {
       stdio: ['ignore', 'pipe', 'pipe', fd],
     });
     let err = '';
