@@ -131,42 +131,27 @@ export class FileStorage implements Storage {
   }
 
   read(segments: readonly IoSegment[], position: number): void {
-    if (this.#aligned(segments, position)) {
-      readvAll(
-        this.#fd,
-        segments.map((s) => s.buf),
-        position,
-      );
-      return;
-    }
-    const total = byteLength(segments);
-    this.#bounced(
-      position,
-      total,
-      (bounce, skip, at, n) => {
-        copyToSegments(segments, at - position, bounce.subarray(skip, skip + n));
-      },
-      false,
-    );
+    this.#transfer(segments, position, false);
   }
 
   write(segments: readonly IoSegment[], position: number): void {
+    this.#transfer(segments, position, true);
+  }
+
+  /** Vectored I/O straight to guest memory when O_DIRECT allows it, else through the bounce. */
+  #transfer(segments: readonly IoSegment[], position: number, write: boolean): void {
     if (this.#aligned(segments, position)) {
-      writevAll(
-        this.#fd,
-        segments.map((s) => s.buf),
-        position,
-      );
+      const buffers = segments.map((s) => s.buf);
+      if (write) writevAll(this.#fd, buffers, position);
+      else readvAll(this.#fd, buffers, position);
       return;
     }
-    const total = byteLength(segments);
+    const copy = write ? copyFromSegments : copyToSegments;
     this.#bounced(
       position,
-      total,
-      (bounce, skip, at, n) => {
-        copyFromSegments(segments, at - position, bounce.subarray(skip, skip + n));
-      },
-      true,
+      byteLength(segments),
+      (bounce, skip, at, n) => copy(segments, at - position, bounce.subarray(skip, skip + n)),
+      write,
     );
   }
 

@@ -6,6 +6,13 @@ import { openBlockDevice, type OpenOptions, type DeviceStats } from '../../src/i
 import { PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
+/** The feature bits the frontend sent in VHOST_USER_SET_FEATURES, from the protocol trace. */
+function negotiatedFeatures(lines: readonly string[]): bigint {
+  const setFeatures = lines.find((l) => l.includes('-> VHOST_USER_SET_FEATURES'));
+  assert.ok(setFeatures, 'no VHOST_USER_SET_FEATURES in the trace');
+  return BigInt(/value=(0x[0-9a-f]+)/.exec(setFeatures)![1]!);
+}
+
 /** Random verified I/O through `dev`, checked against the raw file as well. */
 async function exercise(
   socketPath: string,
@@ -54,8 +61,7 @@ for (const kind of PEERS) {
           { disableFeatures: { eventIdx: true } },
           1,
         );
-        const setFeatures = lines.find((l) => l.includes('-> VHOST_USER_SET_FEATURES'))!;
-        const value = BigInt(/value=(0x[0-9a-f]+)/.exec(setFeatures)![1]!);
+        const value = negotiatedFeatures(lines);
         assert.equal(value & (1n << 29n), 0n, 'EVENT_IDX must not be negotiated');
         assert.notEqual(value & (1n << 28n), 0n, 'INDIRECT_DESC still negotiated');
       } finally {
@@ -74,8 +80,7 @@ for (const kind of PEERS) {
           { disableFeatures: { indirect: true }, queueSize: 16 },
           2,
         );
-        const setFeatures = lines.find((l) => l.includes('-> VHOST_USER_SET_FEATURES'))!;
-        const value = BigInt(/value=(0x[0-9a-f]+)/.exec(setFeatures)![1]!);
+        const value = negotiatedFeatures(lines);
         assert.equal(value & (1n << 28n), 0n);
       } finally {
         await qsd.stop();
