@@ -18,7 +18,11 @@ export type VhostUserErrorCode =
   | 'VHOST_USER_ERR_QUEUE_BROKEN'
   | 'VHOST_USER_ERR_ABORTED'
   | 'VHOST_USER_ERR_NO_MEMORY'
-  | 'VHOST_USER_ERR_SYSTEM';
+  | 'VHOST_USER_ERR_SYSTEM'
+  | 'VHOST_USER_ERR_SCSI_SENSE'
+  | 'VHOST_USER_ERR_SCSI_STATUS'
+  | 'VHOST_USER_ERR_SCSI_RESPONSE'
+  | 'VHOST_USER_ERR_SHORT_TRANSFER';
 
 const kVhostUserError = Symbol.for('vhost-user.error');
 
@@ -190,6 +194,93 @@ export class SystemError extends VhostUserError {
     super('VHOST_USER_ERR_SYSTEM', `${message}: ${errorText(cause)}`, { cause });
     this.errno = systemErrorCode(cause);
     this.syscall = syscallOf(cause);
+  }
+}
+
+/** What a SCSI target said about a failed command (decoded sense data). */
+export interface ScsiSenseInfo {
+  /** Sense key (SPC-4 table 48), e.g. 5 = ILLEGAL REQUEST. */
+  readonly senseKey: number;
+  readonly senseKeyName: string;
+  /** Additional sense code and qualifier. */
+  readonly asc: number;
+  readonly ascq: number;
+  /** A readable text for the ASC/ASCQ pair. */
+  readonly description: string;
+  /** The INFORMATION field (usually the failing LBA), when the target set it. */
+  readonly information: number | undefined;
+  /** The sense bytes as the target sent them. */
+  readonly raw: Buffer;
+}
+
+/** A SCSI command ended in CHECK CONDITION: the sense key, ASC and ASCQ say why. */
+export class ScsiSenseError extends VhostUserError implements ScsiSenseInfo {
+  readonly operation: string;
+  readonly position: number | undefined;
+  readonly senseKey: number;
+  readonly senseKeyName: string;
+  readonly asc: number;
+  readonly ascq: number;
+  readonly description: string;
+  readonly information: number | undefined;
+  readonly raw: Buffer;
+  constructor(operation: string, sense: ScsiSenseInfo, position?: number) {
+    const code = `${sense.asc.toString(16).padStart(2, '0')}/${sense.ascq.toString(16).padStart(2, '0')}`;
+    super(
+      'VHOST_USER_ERR_SCSI_SENSE',
+      `${operation}${position === undefined ? '' : ` at ${position}`}: ${sense.senseKeyName}: ${sense.description} (ASC/ASCQ ${code})`,
+    );
+    this.operation = operation;
+    this.position = position;
+    this.senseKey = sense.senseKey;
+    this.senseKeyName = sense.senseKeyName;
+    this.asc = sense.asc;
+    this.ascq = sense.ascq;
+    this.description = sense.description;
+    this.information = sense.information;
+    this.raw = sense.raw;
+  }
+}
+
+/** A SCSI command ended with a status other than GOOD or CHECK CONDITION (BUSY, TASK SET FULL, RESERVATION CONFLICT...), after retries. */
+export class ScsiStatusError extends VhostUserError {
+  readonly operation: string;
+  readonly status: number;
+  readonly statusName: string;
+  constructor(operation: string, status: number, statusName: string) {
+    super('VHOST_USER_ERR_SCSI_STATUS', `${operation}: SCSI status ${statusName}`);
+    this.operation = operation;
+    this.status = status;
+    this.statusName = statusName;
+  }
+}
+
+/** The virtio-scsi device answered with a response code other than VIRTIO_SCSI_S_OK. */
+export class VirtioScsiResponseError extends VhostUserError {
+  readonly operation: string;
+  readonly response: number;
+  readonly responseName: string;
+  constructor(operation: string, response: number, responseName: string) {
+    super('VHOST_USER_ERR_SCSI_RESPONSE', `${operation}: virtio-scsi response ${responseName}`);
+    this.operation = operation;
+    this.response = response;
+    this.responseName = responseName;
+  }
+}
+
+/** The device moved fewer bytes than the command asked for (a non-zero residual). */
+export class ShortTransferError extends VhostUserError {
+  readonly operation: string;
+  readonly expected: number;
+  readonly residual: number;
+  constructor(operation: string, expected: number, residual: number) {
+    super(
+      'VHOST_USER_ERR_SHORT_TRANSFER',
+      `${operation}: device transferred ${expected - residual} of ${expected} bytes`,
+    );
+    this.operation = operation;
+    this.expected = expected;
+    this.residual = residual;
   }
 }
 
