@@ -1,11 +1,23 @@
-export { openBlockDevice, type OpenOptions } from './api/open.js';
+export {
+  openBlockDevice,
+  openScsiDevice,
+  openDevice,
+  type OpenOptions,
+  type ScsiOpenOptions,
+  type DeviceOpenOptions,
+} from './api/open.js';
 export {
   BlockDevice,
   type IoOptions,
   type SyncIoOptions,
   type BlockDeviceEvents,
+  type DeviceInfo,
+  type ScsiCommandOptions,
+  type ScsiCommandSyncOptions,
+  type ScsiCommandResult,
 } from './api/block-device.js';
 export type { BlkDeviceInfo } from './devices/blk/driver.js';
+export type { ScsiDeviceInfo, ScsiEvent, ScsiLunInfo } from './devices/scsi/driver.js';
 export type { DeviceStats } from './devices/stats.js';
 export type { HugePages } from './memory/region.js';
 export * from './errors.js';

@@ -16,8 +16,10 @@ import type { WriteSource } from '../block/write-op.js';
 import { ReadOp } from '../block/read-op.js';
 import { WriteOp } from '../block/write-op.js';
 import { CommandOp, GetIdOp } from '../block/command-ops.js';
-import type { VirtioBlkDriver, BlkDeviceInfo } from '../devices/blk/driver.js';
-import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import { PassThroughOp, type PassThroughResult } from '../block/passthrough-op.js';
+import type { BlkDeviceInfo } from '../devices/blk/driver.js';
+import type { ScsiDeviceInfo, ScsiEvent } from '../devices/scsi/driver.js';
+import type { DeviceDriver, DeviceQueue } from '../devices/device.js';
 import type { DeviceStats } from '../devices/stats.js';
 import {
   createCompletion,
@@ -49,11 +51,31 @@ export interface SyncIoOptions {
   timeout?: number;
 }
 
+/** A raw SCSI command (virtio-scsi devices only). */
+export interface ScsiCommandOptions extends IoOptions {
+  /** Bytes the command reads from the device (data-in). */
+  dataIn?: number;
+  /** Bytes the command sends to the device (data-out). */
+  dataOut?: Uint8Array;
+  /** Address another target / LUN than the one opened (scans). */
+  target?: number;
+  lun?: number;
+}
+
+export type ScsiCommandSyncOptions = Omit<ScsiCommandOptions, 'signal'>;
+
+export type { PassThroughResult as ScsiCommandResult };
+
+/** What `dev.info` describes: a virtio-blk or a virtio-scsi device (see `type`). */
+export type DeviceInfo = BlkDeviceInfo | ScsiDeviceInfo;
+
 export interface BlockDeviceEvents {
   /** The backend went away or broke the protocol; every later call fails. */
   error: [Error];
   /** The device is closed (by close() or because the backend went away). */
   close: [];
+  /** virtio-scsi: an event from the device's event queue (transport reset, parameter change). */
+  event: [ScsiEvent];
 }
 
 /** How the device was set up (beyond what the driver negotiated). */
@@ -71,14 +93,9 @@ const WATCHDOG_INTERVAL_MS = 250;
  * needed), returns a Promise, and has a blocking *Sync twin for scripts.
  */
 export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
-  /** Device size in bytes. */
-  readonly size: number;
-  /** Logical block size in bytes (I/O of whole aligned blocks avoids read-modify-write). */
-  readonly blockSize: number;
-  readonly readOnly: boolean;
-  /** Negotiated features and config space. */
-  readonly info: BlkDeviceInfo;
-  readonly #driver: VirtioBlkDriver;
+  /** Negotiated features and config space; `type` tells virtio-blk from virtio-scsi. */
+  readonly info: DeviceInfo;
+  readonly #driver: DeviceDriver;
   readonly #engine: BlockEngine;
   readonly #completion: CompletionStrategy;
   readonly #stats: DeviceStats;
@@ -95,13 +112,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #deadlines = new Map<Operation, number>();
 
   /** @internal Use openBlockDevice(). */
-  constructor(driver: VirtioBlkDriver, settings: BlockDeviceSettings) {
+  constructor(driver: DeviceDriver & { info: DeviceInfo }, settings: BlockDeviceSettings) {
     super();
     this.#driver = driver;
     this.#stats = driver.stats;
-    this.size = driver.limits.capacity;
-    this.blockSize = driver.limits.blockSize;
-    this.readOnly = driver.limits.readOnly;
     this.info = driver.info;
     this.#requestTimeoutMs = settings.requestTimeoutMs;
     this.#engine = new BlockEngine(
@@ -134,6 +148,31 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       );
     };
     for (const fd of driver.errFds) this.#watchErrFd(fd);
+    driver.setDeferredHandler?.(() => this.#runDeferred());
+  }
+
+  /** Device size in bytes. */
+  get size(): number {
+    return this.#engine.limits.capacity;
+  }
+
+  /** Logical block size in bytes (I/O of whole aligned blocks avoids read-modify-write). */
+  get blockSize(): number {
+    return this.#engine.limits.blockSize;
+  }
+
+  get readOnly(): boolean {
+    return this.#engine.limits.readOnly;
+  }
+
+  /** @internal Reports an event from the device's event queue (outside the drain routine). */
+  emitDeviceEvent(event: ScsiEvent): void {
+    process.nextTick(() => this.emit('event', event));
+  }
+
+  /** @internal The driver learned its limits after open (virtio-scsi identifies the LUN). */
+  refreshLimits(): void {
+    this.#engine.refreshLimits();
   }
 
   /** A copy of the counters. */
@@ -245,14 +284,73 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return this.#start(op, options) as Promise<number>;
   }
 
-  /** The device's serial (VIRTIO_BLK_T_GET_ID). */
+  /**
+   * The device's serial: VIRTIO_BLK_T_GET_ID, or for virtio-scsi the unit serial number (VPD
+   * 0x80) or else the logical unit's designator (VPD 0x83), read when the device was opened.
+   */
   getId(options?: IoOptions): Promise<string> {
     try {
       this.#checkOpen();
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this.info.type === 'virtio-scsi') return Promise.resolve(this.info.id);
     return this.#start(new GetIdOp(this.#engine, this.#settleAsync), options) as Promise<string>;
+  }
+
+  /**
+   * Sends a raw SCSI command (virtio-scsi only) and resolves to its status, data and residual.
+   * CHECK CONDITION rejects with ScsiSenseError (after the retries UNIT ATTENTION gets), other
+   * non-GOOD statuses with ScsiStatusError, transport failures with VirtioScsiResponseError.
+   */
+  scsiCommand(cdb: Uint8Array, options: ScsiCommandOptions = {}): Promise<PassThroughResult> {
+    let op: PassThroughOp;
+    try {
+      op = this.#passThrough(cdb, options, this.#settleAsync);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#start(op, options) as Promise<PassThroughResult>;
+  }
+
+  /** The blocking twin of scsiCommand. */
+  scsiCommandSync(cdb: Uint8Array, options: ScsiCommandSyncOptions = {}): PassThroughResult {
+    const op = this.#passThrough(cdb, options, this.#settleSync);
+    return this.#runSync(op, options) as PassThroughResult;
+  }
+
+  #passThrough(
+    cdb: Uint8Array,
+    options: ScsiCommandSyncOptions,
+    settle: OperationCallback,
+  ): PassThroughOp {
+    this.#checkOpen();
+    if (this.info.type !== 'virtio-scsi') {
+      throw new UnsupportedError('scsiCommand', 'only virtio-scsi devices take SCSI commands');
+    }
+    if (!(cdb instanceof Uint8Array) || cdb.length === 0 || cdb.length > this.info.cdbSize) {
+      throw new InvalidArgumentError(
+        `scsiCommand: cdb must be a Uint8Array of 1..${this.info.cdbSize} bytes`,
+      );
+    }
+    const dataIn = options.dataIn ?? 0;
+    if (!Number.isSafeInteger(dataIn) || dataIn < 0) {
+      throw new InvalidArgumentError(`scsiCommand: dataIn must be a byte count, got ${dataIn}`);
+    }
+    if (options.dataOut !== undefined) checkBuffer('scsiCommand', options.dataOut);
+    if (dataIn > 0 && options.dataOut !== undefined && options.dataOut.length > 0) {
+      throw new InvalidArgumentError('scsiCommand: a command moves data in one direction only');
+    }
+    for (const key of ['target', 'lun'] as const) {
+      const v = options[key];
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 16383)) {
+        throw new InvalidArgumentError(`scsiCommand: ${key} must be an integer in 0..16383`);
+      }
+    }
+    return new PassThroughOp(this.#engine, cdb, dataIn, options.dataOut, settle, {
+      target: options.target,
+      lun: options.lun,
+    });
   }
 
   // ---- streams ----
@@ -484,12 +582,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     caller.reject = capturedReject;
     if (signal !== undefined) {
       caller.signal = signal;
-      caller.onAbort = () => op.abort(new AbortError(op.name, signal.reason));
+      caller.onAbort = () => this.#abandon(op, new AbortError(op.name, signal.reason));
       signal.addEventListener('abort', caller.onAbort, { once: true });
     }
     if (timeout !== undefined) {
       const ms = timeout;
-      caller.timer = setTimeout(() => op.abort(new TimeoutError(op.name, ms)), ms);
+      caller.timer = setTimeout(() => this.#abandon(op, new TimeoutError(op.name, ms)), ms);
     } else if (this.#requestTimeoutMs > 0) {
       this.#deadlines.set(op, Date.now() + this.#requestTimeoutMs);
       this.#startWatchdog();
@@ -531,18 +629,22 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         if (pending) continue;
         const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
         if (left === 0) {
-          op.abort(new TimeoutError(op.name, timeoutMs));
-          break;
+          this.#abandon(op, new TimeoutError(op.name, timeoutMs));
+          continue;
         }
+        // Timers do not run during a blocking wait: run due retries here, and wake for the next.
+        const deferredMs = driver.runDeferred?.(Date.now()) ?? -1;
+        if (deferredMs === 0) continue;
+        const sleepMs = deferredMs < 0 ? left : left < 0 ? deferredMs : Math.min(left, deferredMs);
         // Polling strategies spin a while first: cheaper than waking from poll(2).
         const spinNs = this.#completion.blockingSpinNs?.() ?? 0;
         if (
           spinNs > 0 &&
-          spinForUsed(driver.queues, left < 0 ? spinNs : Math.min(spinNs, left * 1e6))
+          spinForUsed(driver.queues, sleepMs < 0 ? spinNs : Math.min(spinNs, sleepMs * 1e6))
         ) {
           continue;
         }
-        const ready = native.waitReadable(fds, left);
+        const ready = native.waitReadable(fds, sleepMs);
         if (ready === 0) continue;
         for (let i = 0; i < this.#callFdCount; i++) {
           if (ready & (1 << i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
@@ -559,7 +661,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   /** The single drain routine every completion strategy and blocking wait goes through. */
-  #drain(queue: BlkQueue): void {
+  #drain(queue: DeviceQueue): void {
     if (this.#state === 'failed' || this.#state === 'closed') return;
     try {
       queue.drain();
@@ -595,7 +697,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       for (const [op, deadline] of this.#deadlines) {
         if (deadline <= now) {
           this.#deadlines.delete(op);
-          op.abort(new TimeoutError(op.name, this.#requestTimeoutMs));
+          this.#abandon(op, new TimeoutError(op.name, this.#requestTimeoutMs));
         }
       }
       if (this.#deadlines.size === 0) {
@@ -604,6 +706,23 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       }
     }, WATCHDOG_INTERVAL_MS);
     this.#watchdog.unref();
+  }
+
+  /** Answers the caller now and lets the driver ask the device to abort what is in flight. */
+  #abandon(op: Operation, error: Error): void {
+    if (op.settled) return;
+    op.abort(error);
+    if (op.inFlight > 0 && this.#state !== 'failed' && this.#state !== 'closed') {
+      this.#driver.abandon?.(op);
+      this.#driver.kick();
+    }
+  }
+
+  /** A retry's backoff has passed (driver timer): resubmit and kick. */
+  #runDeferred(): void {
+    if (this.#state === 'failed' || this.#state === 'closed') return;
+    this.#driver.runDeferred?.(Date.now());
+    this.#driver.kick();
   }
 
   #errPolls: ReturnType<typeof native.pollStart>[] = [];

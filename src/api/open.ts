@@ -1,9 +1,13 @@
 import { constants } from 'node:buffer';
 import { InvalidArgumentError } from '../errors.js';
 import { VirtioBlkDriver } from '../devices/blk/driver.js';
+import { VirtioScsiDriver } from '../devices/scsi/driver.js';
+import { identifyScsi } from '../devices/scsi/identify.js';
+import type { VhostSetupOptions } from '../devices/vhost-setup.js';
+import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
 import type { HugePages } from '../memory/region.js';
 import { describeTrace, traceFromEnv } from './trace.js';
-import { BlockDevice } from './block-device.js';
+import { BlockDevice, type BlockDeviceSettings } from './block-device.js';
 import {
   checkCompletionOptions,
   type CompletionMode,
@@ -46,17 +50,30 @@ export interface OpenOptions {
   trace?: boolean | ((line: string) => void);
 }
 
+/** Options of openScsiDevice: the LUN to use, and everything openBlockDevice takes. */
+export interface ScsiOpenOptions extends OpenOptions {
+  /** SCSI target and LUN. When neither is given, the first disk LUN that answers is opened. */
+  target?: number;
+  lun?: number;
+  /** Scan every target and list every LUN in `dev.info.luns` (slower; `vhost-user info` does). */
+  scanAll?: boolean;
+}
+
+/** Options of openDevice: the device type and that type's options. */
+export type DeviceOpenOptions =
+  ({ type?: 'blk' } & OpenOptions) | ({ type: 'scsi' } & ScsiOpenOptions);
+
 const MiB = 1024 * 1024;
 
-/**
- * Connects to a vhost-user-blk backend's socket and sets the device up.
- * @throws ConnectError, TimeoutError, ProtocolError, BackendRejectedError, UnsupportedError,
- *   SystemError (memory), InvalidArgumentError (options)
- */
-export async function openBlockDevice(
-  socketPath: string,
-  options: OpenOptions = {},
-): Promise<BlockDevice> {
+/** The checked options every device type shares. */
+interface CommonSettings {
+  setup: VhostSetupOptions;
+  queues: number;
+  requestTimeout: number;
+  completion: CompletionMode;
+}
+
+function checkCommonOptions(socketPath: string, options: OpenOptions): CommonSettings {
   if (typeof socketPath !== 'string' || socketPath.length === 0) {
     throw new InvalidArgumentError('socketPath must be a non-empty string');
   }
@@ -75,29 +92,36 @@ export async function openBlockDevice(
   const completion = options.completion ?? 'adaptive';
   checkCompletionOptions(completion, options.completionOptions);
   const log = options.trace === undefined ? traceFromEnv() : options.trace;
-  const driver = await VirtioBlkDriver.open(socketPath, {
-    queueSize,
-    queues: checkIntegerOption('queues', options.queues, 1, 256, 1),
-    memorySize: checkIntegerOption(
-      'memorySize',
-      options.memorySize,
-      64 * 1024,
-      constants.MAX_LENGTH,
-      64 * MiB,
-    ),
-    hugepages,
-    hugetlbfsPath: options.hugetlbfsPath,
-    timeoutMs: checkTimeout('timeout', options.timeout) ?? 5000,
-    trace: describeTrace(log),
-    disable: {
-      eventIdx: options.disableFeatures?.eventIdx === true,
-      indirect: options.disableFeatures?.indirect === true,
-      replyAck: options.disableFeatures?.replyAck === true,
+  return {
+    setup: {
+      queueSize,
+      memorySize: checkIntegerOption(
+        'memorySize',
+        options.memorySize,
+        64 * 1024,
+        constants.MAX_LENGTH,
+        64 * MiB,
+      ),
+      hugepages,
+      hugetlbfsPath: options.hugetlbfsPath,
+      timeoutMs: checkTimeout('timeout', options.timeout) ?? 5000,
+      trace: describeTrace(log),
+      disable: {
+        eventIdx: options.disableFeatures?.eventIdx === true,
+        indirect: options.disableFeatures?.indirect === true,
+        replyAck: options.disableFeatures?.replyAck === true,
+      },
     },
-  });
-  return new BlockDevice(driver, {
-    requestTimeoutMs: requestTimeout,
+    queues: checkIntegerOption('queues', options.queues, 1, 256, 1),
+    requestTimeout,
     completion,
+  };
+}
+
+function deviceSettings(common: CommonSettings, options: OpenOptions): BlockDeviceSettings {
+  return {
+    requestTimeoutMs: common.requestTimeout,
+    completion: common.completion,
     completionOptions: options.completionOptions,
     bounceChunkBytes: checkIntegerOption(
       'bounceChunkSize',
@@ -106,5 +130,80 @@ export async function openBlockDevice(
       64 * MiB,
       MiB,
     ),
+  };
+}
+
+/**
+ * Connects to a vhost-user-blk backend's socket and sets the device up.
+ * @throws ConnectError, TimeoutError, ProtocolError, BackendRejectedError, UnsupportedError,
+ *   SystemError (memory), InvalidArgumentError (options)
+ */
+export async function openBlockDevice(
+  socketPath: string,
+  options: OpenOptions = {},
+): Promise<BlockDevice> {
+  const common = checkCommonOptions(socketPath, options);
+  const settings = deviceSettings(common, options);
+  const driver = await VirtioBlkDriver.open(socketPath, { ...common.setup, queues: common.queues });
+  return new BlockDevice(driver, settings);
+}
+
+/**
+ * Connects to a vhost-user-scsi controller (SPDK's vhost-scsi, `vhost-user serve --type scsi`),
+ * finds the LUN (the one given, or the first disk that answers), identifies it, and returns the
+ * same device interface as openBlockDevice.
+ * @throws as openBlockDevice, plus UnsupportedError when no disk LUN answers, and the SCSI
+ *   errors (ScsiSenseError, ScsiStatusError, VirtioScsiResponseError) of the identification
+ */
+export async function openScsiDevice(
+  socketPath: string,
+  options: ScsiOpenOptions = {},
+): Promise<BlockDevice> {
+  const common = checkCommonOptions(socketPath, options);
+  const settings = deviceSettings(common, options);
+  const target =
+    options.target === undefined
+      ? undefined
+      : checkIntegerOption('target', options.target, 0, VIRTIO_SCSI_MAX_TARGET, 0);
+  const lun =
+    options.lun === undefined
+      ? undefined
+      : checkIntegerOption('lun', options.lun, 0, VIRTIO_SCSI_MAX_LUN, 0);
+  const driver = await VirtioScsiDriver.open(socketPath, {
+    ...common.setup,
+    queues: common.queues,
   });
+  const dev = new BlockDevice(driver, settings);
+  driver.setEventHandler((event) => dev.emitDeviceEvent(event));
+  try {
+    const config = driver.info.config;
+    const identity = await identifyScsi((cdb, o) => dev.scsiCommand(cdb, o), {
+      target,
+      lun: lun ?? (target === undefined ? undefined : 0),
+      scanAll: options.scanAll === true,
+      maxTarget: Math.min(config.maxTarget, VIRTIO_SCSI_MAX_TARGET),
+      maxLun: Math.min(config.maxLun, VIRTIO_SCSI_MAX_LUN),
+      maxTransferBytes: driver.limits.maxTransferBytes,
+      maxSegments: driver.limits.maxSegments,
+    });
+    driver.configure(identity);
+    dev.refreshLimits();
+  } catch (err) {
+    await dev.close({ timeout: 1000 }).catch(() => undefined);
+    throw err;
+  }
+  return dev;
+}
+
+/** Opens a virtio-blk (type 'blk', the default) or virtio-scsi (type 'scsi') device. */
+export function openDevice(
+  socketPath: string,
+  options: DeviceOpenOptions = {},
+): Promise<BlockDevice> {
+  const { type, ...rest } = options;
+  if (type === undefined || type === 'blk') return openBlockDevice(socketPath, rest);
+  if (type === 'scsi') return openScsiDevice(socketPath, rest);
+  return Promise.reject(
+    new InvalidArgumentError(`type must be 'blk' or 'scsi', got ${String(type)}`),
+  );
 }

@@ -129,13 +129,14 @@ export class BlockEngine {
   readonly driver: BlockDriver;
   readonly memory: IoMemory;
   readonly stats: DeviceStats;
-  readonly limits: BlockLimits;
+  limits: BlockLimits;
   /** The data region as a Buffer, for copies that allocate no views (Buffer#copy). */
   readonly dataBuffer: Buffer;
   readonly locks = new RangeLock();
-  readonly bounceChunkBytes: number;
-  /** Largest data length of one request: seg_max segments of size_max bytes. */
-  readonly maxRequestBytes: number;
+  bounceChunkBytes = 0;
+  /** Largest data length of one request: seg_max segments of size_max bytes, within the transfer limit. */
+  maxRequestBytes = 0;
+  readonly #bounceChunkOption: number;
   #runnable: Operation[] = [];
   /** Every operation not yet answered. */
   readonly active = new Set<Operation>();
@@ -159,19 +160,27 @@ export class BlockEngine {
     const bytes = memory.dataBytes;
     this.dataBuffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#onSubmitted = onSubmitted;
+    this.#bounceChunkOption = options.bounceChunkBytes;
+    this.refreshLimits();
+  }
+
+  /** Re-reads the driver's limits (a virtio-scsi driver learns them after the rings are up). */
+  refreshLimits(): void {
+    this.limits = this.driver.limits;
     const bs = this.limits.blockSize;
     // Without size_max a request could grow to the whole buffer; keep each one below what
     // descriptor lengths (u32) and backends' request limits (QEMU: about 2 GiB) can take.
     const perRequest = Math.min(
       this.limits.maxSegments * this.limits.maxSegmentBytes,
+      this.limits.maxTransferBytes,
       MAX_REQUEST_BYTES,
     );
     this.maxRequestBytes = Math.max(bs, Math.floor(perRequest / bs) * bs);
     // A bounce chunk must leave room for others: at most a quarter of the shared memory.
     const chunk = Math.min(
-      options.bounceChunkBytes,
+      this.#bounceChunkOption,
       this.maxRequestBytes,
-      memory.allocator.size / 4,
+      this.memory.allocator.size / 4,
     );
     this.bounceChunkBytes = Math.max(bs, Math.floor(chunk / bs) * bs);
   }
@@ -287,6 +296,7 @@ export class BlockEngine {
     request.owner = undefined;
     request.context = undefined;
     request.bounceOffset = -1;
+    request.command = undefined;
     this.#requestPool.push(request);
   }
 

@@ -1,5 +1,13 @@
 /** What the block layer asks of a device driver (virtio-blk, later virtio-scsi). */
-export type BlockRequestKind = 'read' | 'write' | 'flush' | 'discard' | 'write-zeroes' | 'get-id';
+export type BlockRequestKind =
+  | 'read'
+  | 'write'
+  | 'flush'
+  | 'discard'
+  | 'write-zeroes'
+  | 'get-id'
+  /** A raw device command (SCSI pass-through); see BlockRequest.command. */
+  | 'command';
 
 /** Limits a driver imposes on one request; the block layer splits to fit them. */
 export interface BlockLimits {
@@ -12,6 +20,8 @@ export interface BlockLimits {
   readonly maxSegmentBytes: number;
   /** Data segments per request (seg_max, bounded by the ring). */
   readonly maxSegments: number;
+  /** Bytes of data one command may move (SCSI max_sectors / block limits); Infinity if none. */
+  readonly maxTransferBytes: number;
   readonly canFlush: boolean;
   readonly canDiscard: boolean;
   readonly canWriteZeroes: boolean;
@@ -43,6 +53,22 @@ export class BlockRequest {
   bounceOffset = -1;
   /** Where this request's bytes sit in the caller's buffer. */
   userOffset = 0;
+  /** For kind 'command': what to send, and where the driver leaves the outcome. */
+  command: DeviceCommand | undefined = undefined;
+}
+
+/** A raw command for drivers that take them (virtio-scsi): the CDB and the data direction. */
+export interface DeviceCommand {
+  cdb: Uint8Array;
+  /** The data area (dataGpa, length) is written by the device (true) or read by it (false). */
+  dataIn: boolean;
+  /** Another address than the device's own (SCSI target and LUN), for scans. */
+  target: number | undefined;
+  lun: number | undefined;
+  /** Filled in by the driver on completion. */
+  status: number;
+  residual: number;
+  sense: Uint8Array | undefined;
 }
 
 function noop(): void {}

@@ -46,6 +46,9 @@ const DEVICE: Record<string, OptionSpec> = {
   },
   'queue-size': { type: 'string', arg: 'N', help: 'descriptors per virtqueue (default 256)' },
   timeout: { type: 'string', arg: 'MS', help: 'handshake step timeout in ms (default 5000)' },
+  type: { type: 'string', arg: 'blk|scsi', help: 'device type behind the socket (default blk)' },
+  target: { type: 'string', arg: 'N', help: 'scsi: target to open (default: first disk found)' },
+  lun: { type: 'string', arg: 'N', help: 'scsi: LUN to open (default: first disk found)' },
 };
 
 export function allOptions(spec: CommandSpec): Record<string, OptionSpec> {

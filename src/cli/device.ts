@@ -1,21 +1,37 @@
-import { openBlockDevice, type BlockDevice, type OpenOptions } from '../index.js';
+import { openDevice, type BlockDevice, type ScsiOpenOptions } from '../index.js';
 import { flag, stringOption, type OptionValues } from './args.js';
+import { UsageError } from './errors.js';
 import { parseCount } from './size.js';
 
-/** Opens the device with the common options (--trace, --queue-size, --timeout). */
+/**
+ * Opens the device with the common options (--type, --target, --lun, --trace, --queue-size,
+ * --timeout).
+ */
 export function openFromArgs(
   socketPath: string,
   values: OptionValues,
-  extra: OpenOptions = {},
+  extra: ScsiOpenOptions = {},
 ): Promise<BlockDevice> {
-  const options: OpenOptions = { ...extra };
+  const options: ScsiOpenOptions = { ...extra };
+  const type = stringOption(values, 'type') ?? 'blk';
+  if (type !== 'blk' && type !== 'scsi') {
+    throw new UsageError(`--type must be blk or scsi, got ${type}`);
+  }
+  for (const key of ['target', 'lun'] as const) {
+    const value = stringOption(values, key);
+    if (value === undefined) continue;
+    if (type !== 'scsi') throw new UsageError(`--${key} needs --type scsi`);
+    options[key] = parseCount(value, `--${key}`);
+  }
   // Without --trace, DEBUG=vhost-user still applies (the library reads it when trace is unset).
   if (flag(values, 'trace')) options.trace = true;
   const queueSize = stringOption(values, 'queue-size');
   if (queueSize !== undefined) options.queueSize = parseCount(queueSize, '--queue-size');
   const timeout = stringOption(values, 'timeout');
   if (timeout !== undefined) options.timeout = parseCount(timeout, '--timeout');
-  return openBlockDevice(socketPath, options);
+  return type === 'scsi'
+    ? openDevice(socketPath, { ...options, type })
+    : openDevice(socketPath, options);
 }
 
 /** Runs `body` on an open device and always closes it, keeping body's error over close's. */
@@ -23,7 +39,7 @@ export async function withDevice<T>(
   socketPath: string,
   values: OptionValues,
   body: (dev: BlockDevice) => Promise<T>,
-  extra: OpenOptions = {},
+  extra: ScsiOpenOptions = {},
 ): Promise<T> {
   const dev = await openFromArgs(socketPath, values, extra);
   // A backend dying while idle is reported by the next call; the listener keeps it from crashing us.

@@ -1,5 +1,5 @@
 import { native, type PollHandle } from '../native.js';
-import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { DeviceQueue } from '../devices/device.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
 const UV_READABLE = 1;
@@ -26,7 +26,7 @@ export class EventCompletion implements CompletionStrategy {
     }
   }
 
-  #onCall(queue: BlkQueue): void {
+  #onCall(queue: DeviceQueue): void {
     if (this.#stopped) return;
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
     drainWithInterrupts(this.#host, queue);
@@ -47,7 +47,7 @@ export class EventCompletion implements CompletionStrategy {
 }
 
 /** Drain until the ring is empty with interrupts enabled (the re-check closes the race). */
-export function drainWithInterrupts(host: CompletionHost, queue: BlkQueue): void {
+export function drainWithInterrupts(host: CompletionHost, queue: DeviceQueue): void {
   do {
     host.drain(queue);
   } while (!queue.vq.broken && queue.vq.enableInterrupts());

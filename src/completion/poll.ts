@@ -1,5 +1,5 @@
 import { native, type PollHandle } from '../native.js';
-import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { DeviceQueue } from '../devices/device.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
 const UV_READABLE = 1;
@@ -29,7 +29,7 @@ type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
 const msToNs = 1e6;
 
 /** True if any queue has used elements not yet drained. */
-export function anyUsed(queues: readonly BlkQueue[]): boolean {
+export function anyUsed(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.hasUsed()) return true;
   return false;
 }
@@ -38,7 +38,7 @@ export function anyUsed(queues: readonly BlkQueue[]): boolean {
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. For the blocking
  * *Sync wait, between its drain and its poll(2).
  */
-export function spinForUsed(queues: readonly BlkQueue[], ns: number): boolean {
+export function spinForUsed(queues: readonly DeviceQueue[], ns: number): boolean {
   const end = performance.now() + ns / msToNs;
   for (;;) {
     // A clock read costs ~50 ns, a ring check a few: check the rings more often than the clock.
@@ -47,8 +47,8 @@ export function spinForUsed(queues: readonly BlkQueue[], ns: number): boolean {
   }
 }
 
-function anyInFlight(queues: readonly BlkQueue[]): boolean {
-  for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.inFlight > 0) return true;
+function anyInFlight(queues: readonly DeviceQueue[]): boolean {
+  for (let i = 0; i < queues.length; i++) if (queues[i]!.inFlight > 0) return true;
   return false;
 }
 
@@ -63,7 +63,7 @@ function anyInFlight(queues: readonly BlkQueue[]): boolean {
 export class PollingCompletion implements CompletionStrategy {
   readonly name: string;
   readonly #host: CompletionHost;
-  readonly #queues: readonly BlkQueue[];
+  readonly #queues: readonly DeviceQueue[];
   readonly #policy: SpinPolicy;
   readonly #sliceMs: number;
   readonly #sleepNs: number;
@@ -245,7 +245,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#state = 'idle';
   }
 
-  #onCall(queue: BlkQueue): void {
+  #onCall(queue: DeviceQueue): void {
     if (this.#state === 'stopped') return;
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
     if (this.#state === 'armed') {

@@ -1,4 +1,4 @@
-import type { BlkQueue } from '../devices/blk/blk-queue.js';
+import type { DeviceQueue } from '../devices/device.js';
 
 /**
  * What a completion strategy drives. Strategies differ only in *when* they call `drain`;
@@ -6,9 +6,9 @@ import type { BlkQueue } from '../devices/blk/blk-queue.js';
  * the device's, and there is one of it.
  */
 export interface CompletionHost {
-  readonly queues: readonly BlkQueue[];
+  readonly queues: readonly DeviceQueue[];
   /** Drains one queue's used ring and lets waiting work submit. */
-  drain(queue: BlkQueue): void;
+  drain(queue: DeviceQueue): void;
   /** The device's call eventfd fired `count` times. */
   countCall(): void;
 }

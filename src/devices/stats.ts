@@ -13,6 +13,11 @@ export interface DeviceStats {
   readModifyWrites: number;
   /** Requests that had to wait for a free descriptor, slot or bounce buffer. */
   queuedForResources: number;
+  /** virtio-scsi: commands sent again after BUSY, UNIT ATTENTION or a transport failure. */
+  retries: number;
+  /** virtio-scsi: ABORT TASK and LOGICAL UNIT RESET requests sent after timeouts. */
+  taskAborts: number;
+  lunResets: number;
 }
 
 export function newDeviceStats(): DeviceStats {
@@ -24,5 +29,8 @@ export function newDeviceStats(): DeviceStats {
     bytesBounced: 0,
     readModifyWrites: 0,
     queuedForResources: 0,
+    retries: 0,
+    taskAborts: 0,
+    lunResets: 0,
   };
 }

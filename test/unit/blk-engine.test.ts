@@ -71,6 +71,7 @@ function harness(opts: {
     readOnly: false,
     maxSegmentBytes: opts.sizeMax,
     maxSegments: opts.segMax,
+    maxTransferBytes: Infinity,
     canFlush: true,
     canDiscard: true,
     canWriteZeroes: true,

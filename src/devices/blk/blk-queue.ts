@@ -1,4 +1,5 @@
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
+import type { DeviceQueue } from '../device.js';
 import { native } from '../../native.js';
 import { DeviceIoError, QueueBrokenError, UnsupportedError } from '../../errors.js';
 import type { BlockRequest, BlockRequestKind } from '../../block/request.js';
@@ -29,7 +30,7 @@ export interface BlkQueueMemory {
   slotsGpa: number;
 }
 
-const TYPE_OF: Record<BlockRequestKind, VirtioBlkRequestType> = {
+const TYPE_OF: Record<Exclude<BlockRequestKind, 'command'>, VirtioBlkRequestType> = {
   read: VirtioBlkType.VIRTIO_BLK_T_IN,
   write: VirtioBlkType.VIRTIO_BLK_T_OUT,
   flush: VirtioBlkType.VIRTIO_BLK_T_FLUSH,
@@ -42,7 +43,7 @@ const TYPE_OF: Record<BlockRequestKind, VirtioBlkRequestType> = {
  * One virtio-blk request queue: turns BlockRequests into descriptor chains
  * (header RO, data RO/WO, status WO) and completions back into errors or success.
  */
-export class BlkQueue {
+export class BlkQueue implements DeviceQueue {
   readonly vq: SplitVirtqueue;
   readonly kickFd: number;
   readonly callFd: number;
@@ -90,6 +91,9 @@ export class BlkQueue {
   /** Writes the request into the ring (and publishes it); the kick is deferred to kick(). */
   trySubmit(request: BlockRequest): boolean {
     if (this.vq.broken) throw new QueueBrokenError(this.vq.index, 'queue is broken');
+    if (request.kind === 'command') {
+      throw new UnsupportedError('command', 'virtio-blk devices take no raw commands');
+    }
     if (this.#freeSlotCount === 0) return false;
     const dataSegments = this.#dataSegmentCount(request);
     const total = dataSegments + 2;
@@ -214,6 +218,7 @@ export class BlkQueue {
       case 'write-zeroes':
         return 1;
       case 'flush':
+      case 'command':
         return 0;
     }
   }

@@ -1,0 +1,75 @@
+/**
+ * What the API layer and the completion strategies need from a device driver (virtio-blk or
+ * virtio-scsi), so that one BlockDevice, one engine and one drain routine serve both.
+ */
+
+import type { SocketEndpoint } from '../protocol/endpoint.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { SplitVirtqueue } from '../virtqueue/split.js';
+import type { BlockDriver } from '../block/request.js';
+import type { DeviceStats } from './stats.js';
+
+/** One virtqueue as the drain routine sees it. */
+export interface DeviceQueue {
+  readonly vq: SplitVirtqueue;
+  readonly kickFd: number;
+  readonly callFd: number;
+  /**
+   * Requests in flight that completions are awaited for. Buffers the device keeps until it has
+   * something to say (eventq) do not count: polling for them would never stop.
+   */
+  readonly inFlight: number;
+  /** Completes what the device returned; returns how many used elements were consumed. */
+  drain(): number;
+  /** Notifies the device of what was published since the last kick, if it wants to know. */
+  kick(): void;
+  /** Fails every request in flight (the backend is gone). */
+  abandonAll(error: Error): void;
+  /** Does any request in flight use memory in [gpa, gpa + length)? */
+  usesMemory(gpa: number, length: number): boolean;
+}
+
+export interface VhostFeatureInfo {
+  offered: bigint;
+  negotiated: bigint;
+  names: string[];
+  offeredNames: string[];
+}
+
+export interface VhostProtocolFeatureInfo {
+  offered: bigint;
+  negotiated: bigint;
+  names: string[];
+}
+
+/** A device driver the BlockDevice API runs on. */
+export interface DeviceDriver extends BlockDriver {
+  readonly endpoint: SocketEndpoint;
+  readonly memory: GuestMemory;
+  readonly stats: DeviceStats;
+  /** Every queue to drain (request queues and, for virtio-scsi, the control and event queues). */
+  readonly queues: readonly DeviceQueue[];
+  readonly errFds: readonly number[];
+  /** Fds a blocking wait sleeps on: call eventfds (queue order), error eventfds, the socket. */
+  waitFds(): number[];
+  /** Whether the device may still access [gpa, gpa + length). */
+  usesMemory(gpa: number, length: number): boolean;
+  kick(): void;
+  /** Stops the rings and releases everything; safe when the backend is gone. */
+  shutdown(): Promise<void>;
+  /** Releases fds and memory at once. Idempotent. */
+  destroy(): void;
+  /**
+   * The caller stopped waiting for `owner`'s requests (timeout, abort): the driver may ask the
+   * device to abort them (virtio-scsi task management). Their memory stays reserved until the
+   * device returns them.
+   */
+  abandon?(owner: unknown): void;
+  /**
+   * Runs deferred work that is due (retries after backoff) and returns the milliseconds until
+   * the next is due, or -1 if none is pending.
+   */
+  runDeferred?(now: number): number;
+  /** Called with a function that runs deferred work: the driver's timers call it when due. */
+  setDeferredHandler?(handler: () => void): void;
+}

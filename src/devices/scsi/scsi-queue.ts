@@ -1,0 +1,440 @@
+/**
+ * One virtio-scsi request queue: BlockRequests become virtio_scsi_cmd_req chains (request
+ * header RO, data-out RO, response WO, data-in WO), and responses become success, a retry after
+ * backoff, or a typed error. Each slot keeps its request across retries, so a retried command
+ * keeps its memory and its place in the caller's operation.
+ */
+
+import { native } from '../../native.js';
+import {
+  QueueBrokenError,
+  ScsiSenseError,
+  ScsiStatusError,
+  ShortTransferError,
+  UnsupportedError,
+  VirtioScsiResponseError,
+} from '../../errors.js';
+import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
+import type { BlockRequest } from '../../block/request.js';
+import type { DeviceQueue } from '../device.js';
+import type { DeviceStats } from '../stats.js';
+import {
+  buildReadWrite,
+  buildSynchronizeCache,
+  buildUnmap,
+  buildWriteSame16,
+  ScsiStatus,
+  scsiStatusName,
+} from './cdb.js';
+import { encodeUnmapParameters } from './data.js';
+import { decodeSense, isRetryableSense, SenseKey } from './sense.js';
+import {
+  encodeVirtioLun,
+  VIRTIO_SCSI_S_SIMPLE,
+  VirtioScsiCmdReqHeader,
+  VirtioScsiCmdRespHeader,
+  VirtioScsiResponse,
+  virtioScsiResponseName,
+} from './spec.js';
+
+/** How a queue addresses its LUN and which commands the LUN takes. */
+export interface ScsiQueueSettings {
+  cdbSize: number;
+  senseSize: number;
+  target: number;
+  lun: number;
+  blockSize: number;
+  /** READ(16)/WRITE(16): the LUN answered READ CAPACITY(16). */
+  use16: boolean;
+  /** Discard with UNMAP (else WRITE SAME(16) with the UNMAP bit). */
+  discardWithUnmap: boolean;
+  /** Write-zeroes may deallocate (WRITE SAME with UNMAP) because deallocated blocks read zero. */
+  zeroesByUnmap: boolean;
+  /** A block of zeroes in shared memory, the data-out of WRITE SAME. */
+  zeroBlockGpa: number;
+}
+
+/** Backoff for retried commands: 1, 2, 4... ms, at most this many attempts. */
+export const MAX_SCSI_RETRIES = 8;
+const MAX_BACKOFF_MS = 250;
+/** Preset in the response byte: no device writes it, so an unwritten response is detectable. */
+const RESPONSE_NOT_WRITTEN = 0xff;
+const PARAM_BYTES = 32;
+
+/** Slot layout in the control region: request, response, UNMAP parameter list. */
+export function scsiSlotLayout(
+  cdbSize: number,
+  senseSize: number,
+): {
+  respOffset: number;
+  paramOffset: number;
+  stride: number;
+} {
+  const reqBytes = VirtioScsiCmdReqHeader.size + cdbSize;
+  const respOffset = align(reqBytes, 8);
+  const paramOffset = align(respOffset + VirtioScsiCmdRespHeader.size + senseSize, 8);
+  return { respOffset, paramOffset, stride: align(paramOffset + PARAM_BYTES, 64) };
+}
+
+export interface ScsiQueueHost {
+  readonly stats: DeviceStats;
+  /** A retry became due at `due` (ms since epoch): arm a timer for it. */
+  retryScheduled(due: number): void;
+  /** Ask the device to abort a command in flight (virtio-scsi task management). */
+  abortTask(target: number, lun: number, tag: bigint): void;
+}
+
+export class ScsiRequestQueue implements DeviceQueue {
+  readonly vq: SplitVirtqueue;
+  readonly kickFd: number;
+  readonly callFd: number;
+  settings: ScsiQueueSettings;
+  readonly #host: ScsiQueueHost;
+  readonly #view: DataView;
+  readonly #bytes: Uint8Array;
+  readonly #areaOffset: number;
+  readonly #areaGpa: number;
+  readonly #layout: ReturnType<typeof scsiSlotLayout>;
+  readonly #slots: (BlockRequest | undefined)[];
+  readonly #attempts: Uint8Array;
+  readonly #cancelled: Uint8Array;
+  readonly #generation: Uint32Array;
+  readonly #freeSlots: Int32Array;
+  #freeSlotCount: number;
+  /** Slots waiting for their backoff to pass, with the time they become due. */
+  #retries: { slot: number; due: number }[] = [];
+  readonly #segs: Segment[] = [0, 1, 2, 3].map(() => ({ gpa: 0, len: 0, write: false }));
+  #unkicked = 0;
+  readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
+
+  constructor(
+    ring: { vq: SplitVirtqueue; kickFd: number; callFd: number },
+    area: { buffer: SharedArrayBuffer; offset: number; gpa: number },
+    settings: ScsiQueueSettings,
+    host: ScsiQueueHost,
+  ) {
+    this.vq = ring.vq;
+    this.kickFd = ring.kickFd;
+    this.callFd = ring.callFd;
+    this.settings = settings;
+    this.#host = host;
+    this.#view = new DataView(area.buffer);
+    this.#bytes = new Uint8Array(area.buffer);
+    this.#areaOffset = area.offset;
+    this.#areaGpa = area.gpa;
+    this.#layout = scsiSlotLayout(settings.cdbSize, settings.senseSize);
+    const size = this.vq.size;
+    this.#slots = new Array<BlockRequest | undefined>(size).fill(undefined);
+    this.#attempts = new Uint8Array(size);
+    this.#cancelled = new Uint8Array(size);
+    this.#generation = new Uint32Array(size);
+    this.#freeSlots = new Int32Array(size);
+    for (let i = 0; i < size; i++) this.#freeSlots[i] = size - 1 - i;
+    this.#freeSlotCount = size;
+  }
+
+  /** Bytes of control memory the slots of a queue of `size` need. */
+  static areaBytes(size: number, cdbSize: number, senseSize: number): number {
+    return size * scsiSlotLayout(cdbSize, senseSize).stride;
+  }
+
+  get inFlight(): number {
+    return this.vq.size - this.#freeSlotCount;
+  }
+
+  trySubmit(request: BlockRequest): boolean {
+    if (this.vq.broken) throw new QueueBrokenError(this.vq.index, 'queue is broken');
+    if (request.kind === 'get-id') {
+      throw new UnsupportedError('get-id', 'virtio-scsi identifies LUNs with INQUIRY');
+    }
+    if (this.#freeSlotCount === 0 || !this.vq.canAdd(3)) return false;
+    const slot = this.#freeSlots[--this.#freeSlotCount]!;
+    this.#attempts[slot] = 0;
+    this.#cancelled[slot] = 0;
+    this.#generation[slot] = (this.#generation[slot]! + 1) >>> 0;
+    this.#slots[slot] = request;
+    if (!this.#addChain(slot, request)) {
+      this.#slots[slot] = undefined;
+      this.#freeSlotCount++;
+      return false;
+    }
+    this.#host.stats.requests++;
+    return true;
+  }
+
+  kick(): void {
+    if (this.#unkicked === 0) return;
+    this.#unkicked = 0;
+    if (this.vq.kickNeeded()) {
+      native.eventfdWrite(this.kickFd);
+      this.#host.stats.kicks++;
+    }
+  }
+
+  drain(): number {
+    const n = this.vq.drain(this.#completeOne);
+    // Descriptors came back: retries that waited for them may go now.
+    if (n > 0 && this.#retries.length > 0) this.runDue(Date.now());
+    return n;
+  }
+
+  /** Resubmits the retries whose backoff has passed; returns ms until the next, or -1. */
+  runDue(now: number): number {
+    let next = -1;
+    const waiting: { slot: number; due: number }[] = [];
+    for (const retry of this.#retries) {
+      if (retry.due <= now && this.#addChain(retry.slot, this.#slots[retry.slot]!)) continue;
+      waiting.push(retry);
+      const wait = Math.max(0, retry.due - now);
+      if (next < 0 || wait < next) next = wait;
+    }
+    this.#retries = waiting;
+    return next;
+  }
+
+  usesMemory(gpa: number, length: number): boolean {
+    for (const request of this.#slots) {
+      if (request === undefined || request.dataGpa === 0) continue;
+      if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The caller gave up on `owner` (timeout, abort): commands still waiting for a retry end now;
+   * those the device holds get an ABORT TASK, and their slots stay taken until they return.
+   */
+  abandon(owner: unknown): void {
+    for (let slot = 0; slot < this.#slots.length; slot++) {
+      const request = this.#slots[slot];
+      if (request === undefined || request.owner !== owner || this.#cancelled[slot]) continue;
+      this.#cancelled[slot] = 1;
+      const waiting = this.#retries.findIndex((r) => r.slot === slot);
+      if (waiting >= 0) {
+        this.#retries.splice(waiting, 1);
+        this.#finish(
+          slot,
+          new VirtioScsiResponseError(
+            request.kind,
+            VirtioScsiResponse.VIRTIO_SCSI_S_ABORTED,
+            'VIRTIO_SCSI_S_ABORTED',
+          ),
+        );
+        continue;
+      }
+      const { target, lun } = this.#address(request);
+      this.#host.abortTask(target, lun, this.#tag(slot));
+    }
+  }
+
+  abandonAll(error: Error): void {
+    this.#retries = [];
+    for (let slot = 0; slot < this.#slots.length; slot++) {
+      if (this.#slots[slot] !== undefined) this.#finish(slot, error);
+    }
+  }
+
+  /** The tag of the command in `slot`: queue and slot, and a generation against reuse. */
+  #tag(slot: number): bigint {
+    return (BigInt(this.#generation[slot]!) << 32n) | BigInt((this.vq.index << 16) | slot);
+  }
+
+  #address(request: BlockRequest): { target: number; lun: number } {
+    const command = request.command;
+    return {
+      target: command?.target ?? this.settings.target,
+      lun: command?.lun ?? this.settings.lun,
+    };
+  }
+
+  /** Writes the request header, CDB and chain for `slot` and publishes it. */
+  #addChain(slot: number, request: BlockRequest): boolean {
+    const s = this.settings;
+    const layout = this.#layout;
+    const base = this.#areaOffset + slot * layout.stride;
+    const gpa = this.#areaGpa + slot * layout.stride;
+    const bytes = this.#bytes;
+    const { target, lun } = this.#address(request);
+    encodeVirtioLun(bytes, base, target, lun);
+    VirtioScsiCmdReqHeader.encodeInto(this.#view, base, {
+      id: this.#tag(slot),
+      taskAttr: VIRTIO_SCSI_S_SIMPLE,
+      prio: 0,
+      crn: 0,
+    });
+    const cdbAt = base + VirtioScsiCmdReqHeader.size;
+    bytes.fill(0, cdbAt, cdbAt + s.cdbSize);
+    // The response byte is preset so a response the device never wrote is caught.
+    bytes.fill(
+      0,
+      base + layout.respOffset,
+      base + layout.respOffset + VirtioScsiCmdRespHeader.size,
+    );
+    bytes[base + layout.respOffset + 11] = RESPONSE_NOT_WRITTEN;
+
+    let dataGpa = 0;
+    let dataLen = 0;
+    let dataIn = false;
+    const lba = request.position / s.blockSize;
+    const blocks = request.length / s.blockSize;
+    switch (request.kind) {
+      case 'read':
+      case 'write':
+        buildReadWrite(bytes, cdbAt, request.kind === 'write', lba, blocks, s.use16);
+        dataGpa = request.dataGpa;
+        dataLen = request.length;
+        dataIn = request.kind === 'read';
+        break;
+      case 'flush':
+        buildSynchronizeCache(bytes, cdbAt);
+        break;
+      case 'discard':
+        if (s.discardWithUnmap) {
+          const paramAt = base + layout.paramOffset;
+          dataLen = encodeUnmapParameters(bytes, paramAt, lba, blocks);
+          dataGpa = gpa + layout.paramOffset;
+          buildUnmap(bytes, cdbAt, dataLen);
+        } else {
+          buildWriteSame16(bytes, cdbAt, lba, blocks, true);
+          dataGpa = s.zeroBlockGpa;
+          dataLen = s.blockSize;
+        }
+        break;
+      case 'write-zeroes':
+        buildWriteSame16(bytes, cdbAt, lba, blocks, s.zeroesByUnmap);
+        dataGpa = s.zeroBlockGpa;
+        dataLen = s.blockSize;
+        break;
+      case 'command': {
+        const command = request.command!;
+        bytes.set(command.cdb, cdbAt);
+        dataGpa = request.dataGpa;
+        dataLen = request.length;
+        dataIn = command.dataIn;
+        break;
+      }
+      case 'get-id':
+        break;
+    }
+
+    const segs = this.#segs;
+    let n = 0;
+    const put = (at: number, len: number, write: boolean): void => {
+      const seg = segs[n++]!;
+      seg.gpa = at;
+      seg.len = len;
+      seg.write = write;
+    };
+    put(gpa, VirtioScsiCmdReqHeader.size + s.cdbSize, false);
+    if (dataLen > 0 && !dataIn) put(dataGpa, dataLen, false);
+    put(gpa + layout.respOffset, VirtioScsiCmdRespHeader.size + s.senseSize, true);
+    if (dataLen > 0 && dataIn) put(dataGpa, dataLen, true);
+    const chain = n === segs.length ? segs : segs.slice(0, n);
+    // The slot number is the token: drain hands it back with the used element.
+    if (!this.vq.add(chain, slot)) return false;
+    this.vq.publish();
+    this.#unkicked++;
+    return true;
+  }
+
+  #complete(slot: number, _len: number): void {
+    const request = this.#slots[slot];
+    if (request === undefined) {
+      throw new QueueBrokenError(this.vq.index, `used element for idle slot ${slot}`);
+    }
+    this.#host.stats.completions++;
+    const outcome = this.#outcome(slot, request);
+    if (outcome === 'retry') return;
+    this.#finish(slot, outcome);
+  }
+
+  #finish(slot: number, error: Error | null): void {
+    const request = this.#slots[slot]!;
+    this.#slots[slot] = undefined;
+    this.#freeSlots[this.#freeSlotCount++] = slot;
+    request.onComplete(request, error);
+  }
+
+  /** Decides what a response means: success (null), an error, or a retry already scheduled. */
+  #outcome(slot: number, request: BlockRequest): Error | null | 'retry' {
+    const layout = this.#layout;
+    const respAt = this.#areaOffset + slot * layout.stride + layout.respOffset;
+    const resp = VirtioScsiCmdRespHeader.decodeFrom(this.#view, respAt);
+    const name = request.kind === 'command' ? 'scsiCommand' : request.kind;
+    const position =
+      request.kind === 'read' ||
+      request.kind === 'write' ||
+      request.kind === 'discard' ||
+      request.kind === 'write-zeroes'
+        ? request.position
+        : undefined;
+    if (resp.response === RESPONSE_NOT_WRITTEN) {
+      return new QueueBrokenError(this.vq.index, `device returned a ${name} without a response`);
+    }
+    const cancelled = this.#cancelled[slot] === 1;
+    if (resp.response !== VirtioScsiResponse.VIRTIO_SCSI_S_OK) {
+      const transient =
+        resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_BUSY ||
+        resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_TRANSPORT_FAILURE ||
+        // A reset someone else asked for ended the command; it did not fail.
+        (resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_RESET && !cancelled);
+      if (transient && this.#retry(slot, true)) return 'retry';
+      return new VirtioScsiResponseError(
+        name,
+        resp.response,
+        virtioScsiResponseName(resp.response),
+      );
+    }
+    const senseLen = Math.min(resp.senseLen, this.settings.senseSize);
+    const senseAt = respAt + VirtioScsiCmdRespHeader.size;
+    switch (resp.status) {
+      case ScsiStatus.GOOD:
+      case ScsiStatus.CONDITION_MET: {
+        const command = request.command;
+        if (command !== undefined) {
+          command.status = resp.status;
+          command.residual = Math.min(resp.resid, request.length);
+          command.sense = senseLen > 0 ? this.#bytes.slice(senseAt, senseAt + senseLen) : undefined;
+          return null;
+        }
+        if (resp.resid !== 0 && (request.kind === 'read' || request.kind === 'write')) {
+          return new ShortTransferError(name, request.length, resp.resid);
+        }
+        return null;
+      }
+      case ScsiStatus.CHECK_CONDITION: {
+        const sense = decodeSense(this.#bytes.subarray(senseAt, senseAt + senseLen));
+        if (sense === undefined) {
+          return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+        }
+        if (!cancelled && isRetryableSense(sense)) {
+          // A unit attention reports a past event (a reset): the command itself can go at once.
+          if (this.#retry(slot, sense.senseKey !== SenseKey.UNIT_ATTENTION)) return 'retry';
+        }
+        return new ScsiSenseError(name, sense, position);
+      }
+      case ScsiStatus.BUSY:
+      case ScsiStatus.TASK_SET_FULL:
+        if (!cancelled && this.#retry(slot, true)) return 'retry';
+        return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+      default:
+        return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+    }
+  }
+
+  /** Schedules `slot` again after a backoff; false once the attempts are used up. */
+  #retry(slot: number, backoff: boolean): boolean {
+    const attempt = this.#attempts[slot]!;
+    if (attempt >= MAX_SCSI_RETRIES) return false;
+    this.#attempts[slot] = attempt + 1;
+    this.#host.stats.retries++;
+    const due = Date.now() + (backoff ? Math.min(2 ** attempt, MAX_BACKOFF_MS) : 0);
+    this.#retries.push({ slot, due });
+    this.#host.retryScheduled(due);
+    return true;
+  }
+}
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
