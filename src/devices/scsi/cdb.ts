@@ -4,6 +4,8 @@
  * big-endian.
  */
 
+import { OutOfRangeError } from '../../errors.js';
+
 /** Operation codes this library sends or answers. */
 export const ScsiOp = {
   TEST_UNIT_READY: 0x00,
@@ -104,6 +106,13 @@ export function getBE(bytes: Uint8Array, offset: number, length: number): number
   return v;
 }
 
+/** A block count the 4-byte field of a 16-byte CDB cannot hold is refused, never truncated. */
+function checkBlocks16(blocks: number): void {
+  if (blocks > MAX_BLOCKS_16) {
+    throw new OutOfRangeError(`${blocks} blocks exceed a 16-byte CDB's transfer length field`);
+  }
+}
+
 /** A CDB under construction: every builder zeroes `length` bytes first and returns the length. */
 function begin(out: Uint8Array, at: number, opcode: number, length: number): void {
   out.fill(0, at, at + length);
@@ -127,7 +136,8 @@ export function buildInquiry(
     out[at + 1] = INQUIRY_EVPD;
     out[at + 2] = page;
   }
-  putBE(out, at + 3, 2, allocationLength);
+  // A 2-byte allocation length: asking for less than the buffer holds is safe, wrapping is not.
+  putBE(out, at + 3, 2, Math.min(allocationLength, 0xffff));
   return 6;
 }
 
@@ -158,12 +168,14 @@ export function buildReadWrite(
   blocks: number,
   use16: boolean,
 ): number {
-  if (!use16 && lba + blocks - 1 <= MAX_LBA_10 && blocks <= MAX_BLOCKS_10) {
+  // The 10-byte form needs the LBA itself to fit (blocks = 0 must not let 2^32 through).
+  if (!use16 && lba <= MAX_LBA_10 && lba + blocks - 1 <= MAX_LBA_10 && blocks <= MAX_BLOCKS_10) {
     begin(out, at, write ? ScsiOp.WRITE_10 : ScsiOp.READ_10, 10);
     putBE(out, at + 2, 4, lba);
     putBE(out, at + 7, 2, blocks);
     return 10;
   }
+  checkBlocks16(blocks);
   begin(out, at, write ? ScsiOp.WRITE_16 : ScsiOp.READ_16, 16);
   putBE(out, at + 2, 8, lba);
   putBE(out, at + 10, 4, blocks);
@@ -178,6 +190,9 @@ export function buildSynchronizeCache(out: Uint8Array, at: number): number {
 
 /** UNMAP with a parameter list of `parameterLength` bytes (see encodeUnmapParameters). */
 export function buildUnmap(out: Uint8Array, at: number, parameterLength: number): number {
+  if (parameterLength > 0xffff) {
+    throw new OutOfRangeError(`UNMAP parameter list of ${parameterLength} bytes exceeds 65535`);
+  }
   begin(out, at, ScsiOp.UNMAP, 10);
   putBE(out, at + 7, 2, parameterLength);
   return 10;
@@ -191,6 +206,7 @@ export function buildWriteSame16(
   blocks: number,
   unmap: boolean,
 ): number {
+  checkBlocks16(blocks);
   begin(out, at, ScsiOp.WRITE_SAME_16, 16);
   if (unmap) out[at + 1] = WRITE_SAME_UNMAP;
   putBE(out, at + 2, 8, lba);
@@ -222,7 +238,7 @@ export function buildModeSense10(
   begin(out, at, ScsiOp.MODE_SENSE_10, 10);
   out[at + 1] = MODE_SENSE_DBD;
   out[at + 2] = page & 0x3f;
-  putBE(out, at + 7, 2, allocationLength);
+  putBE(out, at + 7, 2, Math.min(allocationLength, 0xffff));
   return 10;
 }
 

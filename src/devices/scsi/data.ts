@@ -4,7 +4,7 @@
  * decoder (for the frontend) side by side, so both read the same offsets. Big-endian throughout.
  */
 
-import { getBE, putBE } from './cdb.js';
+import { getBE, MODE_PAGE_CACHING, putBE } from './cdb.js';
 
 /** Peripheral device types this library names. */
 export const SCSI_TYPE_DISK = 0x00;
@@ -95,7 +95,11 @@ export function vpdPageLength(bytes: Uint8Array): number {
   return bytes.length >= 4 ? 4 + getBE(bytes, 2, 2) : 0;
 }
 
-export function encodeVpdPage(page: number, payload: Uint8Array, deviceType = SCSI_TYPE_DISK): Uint8Array {
+export function encodeVpdPage(
+  page: number,
+  payload: Uint8Array,
+  deviceType = SCSI_TYPE_DISK,
+): Uint8Array {
   const out = new Uint8Array(4 + payload.length);
   out[0] = deviceType;
   out[1] = page;
@@ -176,7 +180,9 @@ export function designatorText(designators: readonly Designator[]): string | und
     DesignatorType.VENDOR_SPECIFIC,
   ];
   for (const type of preference) {
-    const d = designators.find((x) => x.type === type && x.association === ASSOCIATION_LOGICAL_UNIT);
+    const d = designators.find(
+      (x) => x.type === type && x.association === ASSOCIATION_LOGICAL_UNIT,
+    );
     if (d === undefined) continue;
     return d.codeSet === CODE_SET_BINARY
       ? Buffer.from(d.value).toString('hex')
@@ -234,7 +240,11 @@ export interface ProvisioningVpd {
 
 export function decodeProvisioning(bytes: Uint8Array): ProvisioningVpd {
   const b = decodeVpdPage(bytes).payload[1] ?? 0;
-  return { unmap: (b & 0x80) !== 0, writeSameUnmap: (b & 0x40) !== 0, readsZeroes: (b & 0x04) !== 0 };
+  return {
+    unmap: (b & 0x80) !== 0,
+    writeSameUnmap: (b & 0x40) !== 0,
+    readsZeroes: (b & 0x04) !== 0,
+  };
 }
 
 export function encodeProvisioning(p: ProvisioningVpd): Uint8Array {
@@ -258,6 +268,10 @@ export interface Capacity {
   readsZeroes: boolean;
 }
 
+/**
+ * READ CAPACITY(10) data. A RETURNED LOGICAL BLOCK ADDRESS of READ_CAPACITY_10_OVERFLOW means the
+ * medium is too large for this command (blocks then reads 2^32): ask READ CAPACITY(16).
+ */
 export function decodeReadCapacity10(bytes: Uint8Array): Capacity {
   return {
     blocks: getBE(bytes, 0, 4) + 1,
@@ -346,8 +360,16 @@ export function decodeModeSense(bytes: Uint8Array, ten: boolean): ModeSense {
   const end = Math.min(bytes.length, dataLength);
   for (let at = header + descriptors; at + 2 <= end;) {
     const page = bytes[at]! & 0x3f;
+    // SPF: a sub_page format page (byte 1 the subpage, bytes 2..3 the length, data from byte 4).
+    if ((bytes[at]! & 0x40) !== 0) {
+      if (at + 4 > end) break;
+      at += 4 + getBE(bytes, at + 2, 2);
+      continue;
+    }
     const length = bytes[at + 1]!;
-    if (page === 0x08 && at + 2 < end) writeCache = (bytes[at + 2]! & WCE_BIT) !== 0;
+    if (page === MODE_PAGE_CACHING && at + 2 < end) {
+      writeCache = (bytes[at + 2]! & WCE_BIT) !== 0;
+    }
     at += 2 + length;
   }
   return { writeProtect: (deviceSpecific & WP_BIT) !== 0, writeCache };
@@ -377,7 +399,12 @@ export const UNMAP_HEADER_BYTES = 8;
 export const UNMAP_DESCRIPTOR_BYTES = 16;
 
 /** Writes an UNMAP parameter list for one range into `out` at `at`; returns its length. */
-export function encodeUnmapParameters(out: Uint8Array, at: number, lba: number, blocks: number): number {
+export function encodeUnmapParameters(
+  out: Uint8Array,
+  at: number,
+  lba: number,
+  blocks: number,
+): number {
   const length = UNMAP_HEADER_BYTES + UNMAP_DESCRIPTOR_BYTES;
   out.fill(0, at, at + length);
   putBE(out, at, 2, length - 2);

@@ -5,6 +5,7 @@
  * sense.ts and data.ts.
  */
 
+import { OutOfRangeError } from '../../errors.js';
 import { defineStruct, u8, u16, u32, u64 } from '../../protocol/struct.js';
 
 /** Feature bits. */
@@ -152,7 +153,21 @@ export const VIRTIO_SCSI_MAX_LUN = 16383;
  * Writes the virtio-scsi LUN field: byte 0 is 1, byte 1 the target, bytes 2..3 the LUN in SAM's
  * flat space addressing (0x40 | lun >> 8, lun & 0xff), bytes 4..7 zero.
  */
-export function encodeVirtioLun(out: Uint8Array, offset: number, target: number, lun: number): void {
+export function encodeVirtioLun(
+  out: Uint8Array,
+  offset: number,
+  target: number,
+  lun: number,
+): void {
+  // Out-of-range values would silently address another target or LUN.
+  if (!(Number.isInteger(target) && target >= 0 && target <= VIRTIO_SCSI_MAX_TARGET)) {
+    throw new OutOfRangeError(
+      `virtio-scsi target ${target} is outside 0..${VIRTIO_SCSI_MAX_TARGET}`,
+    );
+  }
+  if (!(Number.isInteger(lun) && lun >= 0 && lun <= VIRTIO_SCSI_MAX_LUN)) {
+    throw new OutOfRangeError(`virtio-scsi LUN ${lun} is outside 0..${VIRTIO_SCSI_MAX_LUN}`);
+  }
   out[offset] = 1;
   out[offset + 1] = target;
   out[offset + 2] = 0x40 | ((lun >> 8) & 0x3f);
