@@ -4,11 +4,10 @@
  */
 
 import { bit, VhostFeature, VirtioFeature } from '../virtio/features.js';
-import { VhostUserProtocolFeature } from '../protocol/messages.js';
 import { VIRTIO_BLK_SECTOR_SIZE, VirtioBlkConfig, VirtioBlkFeature } from '../devices/blk/spec.js';
+import { MAX_CONFIG_BYTES } from './device-model.js';
 
-/** Largest config space GET_CONFIG may ask for (QEMU's VHOST_USER_MAX_CONFIG_SIZE). */
-export const MAX_CONFIG_BYTES = 256;
+export { MAX_CONFIG_BYTES, OFFERED_PROTOCOL_FEATURES } from './device-model.js';
 /** Per DISCARD / WRITE_ZEROES request: one segment of at most this many sectors (16 MiB). */
 export const MAX_DISCARD_SECTORS = 32768;
 export const MAX_DISCARD_SEGMENTS = 1;
@@ -44,12 +43,6 @@ export function offeredFeatures(g: BlkGeometry): bigint {
   if (g.queues > 1) features |= bit(VirtioBlkFeature.VIRTIO_BLK_F_MQ);
   return features;
 }
-
-/** GET_PROTOCOL_FEATURES: only what this backend implements. */
-export const OFFERED_PROTOCOL_FEATURES =
-  bit(VhostUserProtocolFeature.REPLY_ACK) |
-  bit(VhostUserProtocolFeature.CONFIG) |
-  bit(VhostUserProtocolFeature.MQ);
 
 /** The whole config space (256 bytes): virtio_blk_config, then zeroes. */
 export function configSpace(g: BlkGeometry): Uint8Array {

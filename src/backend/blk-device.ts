@@ -15,6 +15,7 @@ import {
   VirtioBlkOutHdr,
   VirtioBlkType,
 } from '../devices/blk/spec.js';
+import type { DeviceModel, RequestFault } from './device-model.js';
 import type { DeviceChain, IoSegment } from './device-queue.js';
 import { copyFromSegments, copyToSegments, type Storage } from './storage.js';
 import { MAX_DISCARD_SECTORS, MAX_DISCARD_SEGMENTS } from './blk-config.js';
@@ -30,7 +31,7 @@ export interface BlkResult {
 const HDR_BYTES = VirtioBlkOutHdr.size;
 const DWZ_BYTES = VirtioBlkDiscardWriteZeroes.size;
 
-export class BlkDevice {
+export class BlkDevice implements DeviceModel {
   readonly #storage: Storage;
   /** Bytes exposed: whole blocks of the storage. */
   readonly capacity: number;
@@ -47,10 +48,14 @@ export class BlkDevice {
     serial.copy(this.#serial);
   }
 
-  /** Runs the request and writes its status byte. Never throws. */
-  execute(chain: DeviceChain): BlkResult {
+  /**
+   * Runs the request and writes its status byte. Never throws. Any `fault` is an IOERR that
+   * leaves the storage untouched.
+   */
+  execute(chain: DeviceChain, fault?: RequestFault): BlkResult {
     let result: BlkResult;
-    if (chain.problem !== undefined) result = fail(VIRTIO_BLK_S_IOERR, chain.overLimit);
+    if (fault !== undefined) result = fail(VIRTIO_BLK_S_IOERR);
+    else if (chain.problem !== undefined) result = fail(VIRTIO_BLK_S_IOERR, chain.overLimit);
     else {
       try {
         result = this.#run(chain);

@@ -3,16 +3,29 @@
  * to misbehave. One instance per connection, so every frontend sees the same script.
  */
 
+import type { RequestFault, RequestHooks } from './device-model.js';
 import type { BlockServerFaults } from './options.js';
 
 /** How to corrupt the used element of one request. */
 export type UsedFault = 'bad-id' | 'bad-len' | 'duplicate';
 
-export class FaultPlan {
+/** The every-Nth request faults, in the order they win when several fall on one request. */
+const EVERY: readonly [keyof BlockServerFaults, RequestFault][] = [
+  ['ioErrorEvery', 'io-error'],
+  ['virtioBusyEvery', 'virtio-busy'],
+  ['transportFailureEvery', 'transport-failure'],
+  ['scsiBusyEvery', 'scsi-busy'],
+  ['taskSetFullEvery', 'task-set-full'],
+  ['unitAttentionEvery', 'unit-attention'],
+];
+
+export class FaultPlan implements RequestHooks {
   readonly #faults: BlockServerFaults;
   /** Virtio requests taken so far on this connection. */
   #requests = 0;
   #completed = 0;
+  /** READ commands seen so far (shortReadEvery counts those, not every request). */
+  #reads = 0;
   readonly #fired = new Set<UsedFault>();
 
   constructor(faults: BlockServerFaults) {
@@ -23,11 +36,21 @@ export class FaultPlan {
     return this.#faults.delayCompletionsMs ?? 0;
   }
 
-  /** Counts a new request; returns true if it must fail with IOERR instead of running. */
-  nextRequestFails(): boolean {
-    this.#requests++;
-    const every = this.#faults.ioErrorEvery;
-    return every !== undefined && this.#requests % every === 0;
+  /** Counts a new request; returns the fault it must answer instead of running, if any. */
+  nextRequest(): RequestFault | undefined {
+    const n = ++this.#requests;
+    for (const [name, fault] of EVERY) {
+      const every = this.#faults[name] as number | undefined;
+      if (every !== undefined && n % every === 0) return fault;
+    }
+    return undefined;
+  }
+
+  /** Counts a READ; true if it must transfer only half its data (shortReadEvery). */
+  shortRead(): boolean {
+    const n = ++this.#reads;
+    const every = this.#faults.shortReadEvery;
+    return every !== undefined && n % every === 0;
   }
 
   /** For the request just counted: corrupt its used element? Each corruption happens once. */

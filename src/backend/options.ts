@@ -1,11 +1,15 @@
 /**
- * Options of the embedded vhost-user-blk backend, and their one checking function: everything is
+ * Options of the embedded vhost-user-blk / vhost-user-scsi backend, and their one checking function: everything is
  * validated before any fd is opened, so a bad option never leaves resources behind.
  */
 
 import { InvalidArgumentError } from '../errors.js';
 import { VIRTIO_BLK_ID_BYTES } from '../devices/blk/spec.js';
 import { VIRTQ_MAX_SIZE } from '../virtqueue/layout.js';
+import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
+
+/** The device the backend exports: virtio-blk, or virtio-scsi with one LUN. */
+export type BackendType = 'blk' | 'scsi';
 
 /** Misbehaviours for testing frontends; every one is off unless set. */
 export interface BlockServerFaults {
@@ -13,8 +17,28 @@ export interface BlockServerFaults {
   dropConnectionAfterRequests?: number;
   /** Hold each completion this many milliseconds before it reaches the used ring. */
   delayCompletionsMs?: number;
-  /** Every Nth request completes with VIRTIO_BLK_S_IOERR (without touching the storage). */
+  /**
+   * Every Nth request completes with VIRTIO_BLK_S_IOERR (without touching the storage); in scsi
+   * mode with CHECK CONDITION, MEDIUM ERROR (reads, writes) or HARDWARE ERROR (anything else).
+   */
   ioErrorEvery?: number;
+  /** scsi: every Nth command completes with SCSI status BUSY, no sense. */
+  scsiBusyEvery?: number;
+  /** scsi: every Nth command completes with SCSI status TASK SET FULL, no sense. */
+  taskSetFullEvery?: number;
+  /** scsi: every Nth command completes with virtio-scsi response VIRTIO_SCSI_S_BUSY. */
+  virtioBusyEvery?: number;
+  /** scsi: every Nth command completes with response VIRTIO_SCSI_S_TRANSPORT_FAILURE. */
+  transportFailureEvery?: number;
+  /** scsi: every Nth command completes with CHECK CONDITION, UNIT ATTENTION 0x29/0x00. */
+  unitAttentionEvery?: number;
+  /** scsi: every Nth READ transfers half its blocks (rounded down), GOOD status, resid set. */
+  shortReadEvery?: number;
+  /**
+   * scsi: the LUN is write-protected (writes, UNMAP, WRITE SAME fail with DATA PROTECT 0x27/0x00)
+   * while MODE SENSE reports it writable, so a frontend meets the error on its normal write path.
+   */
+  hideWriteProtect?: boolean;
   /** After N requests, push a used element whose id is not a chain in flight. */
   badUsedIdAfter?: number;
   /** After N requests, push a used len larger than the chain's writable bytes. */
@@ -30,6 +54,14 @@ export interface BlockServerFaults {
 }
 
 export interface BlockServerOptions {
+  /** 'blk' (default): vhost-user-blk; 'scsi': vhost-user-scsi with one LUN. */
+  type?: BackendType;
+  /** scsi: the target id of the LUN, 0..255, default 0; other targets answer BAD_TARGET. */
+  target?: number;
+  /** scsi: the LUN number, 0..16383, default 0. */
+  lun?: number;
+  /** scsi: max_sectors (512-byte units per command) advertised and enforced, default 0xFFFF. */
+  maxSectors?: number;
   /** Listen on this path (a stale socket file there is removed first). */
   socketPath?: string;
   /** An already-listening socket fd (the vhost-user spec's --fd convention). */
@@ -41,7 +73,7 @@ export interface BlockServerOptions {
   readOnly?: boolean;
   /** blk_size: power of two in 512..65536, default 512. */
   blockSize?: number;
-  /** Request queues (num_queues), default 1. */
+  /** Request queues (num_queues; scsi adds the control and event queues), default 1. */
   queues?: number;
   /** Largest ring accepted (SET_VRING_NUM), default 1024. */
   queueSize?: number;
@@ -53,7 +85,7 @@ export interface BlockServerOptions {
   polling?: boolean;
   /** O_DIRECT for the file: default (undefined) tries it and falls back; false never; true insists. */
   direct?: boolean;
-  /** VIRTIO_BLK_T_GET_ID answer (at most 20 bytes), default 'vhost-user-embedded'. */
+  /** VIRTIO_BLK_T_GET_ID / VPD 0x80 answer (at most 20 bytes), default 'vhost-user-embedded'. */
   serial?: string;
   faults?: BlockServerFaults;
   /** Receives a one-line summary of every vhost-user message, both directions. */
@@ -62,6 +94,10 @@ export interface BlockServerOptions {
 
 /** Options after defaults, as the rest of the backend uses them. */
 export interface ResolvedOptions {
+  type: BackendType;
+  target: number;
+  lun: number;
+  maxSectors: number;
   socketPath: string | undefined;
   listenFd: number | undefined;
   file: string | undefined;
@@ -87,6 +123,15 @@ const COUNT_FAULTS = [
   'badUsedIdAfter',
   'badUsedLenAfter',
   'duplicateUsedAfter',
+] as const;
+/** Every-Nth faults that only virtio-scsi has (1 = every request; 0 is refused). */
+const SCSI_EVERY_FAULTS = [
+  'scsiBusyEvery',
+  'taskSetFullEvery',
+  'virtioBusyEvery',
+  'transportFailureEvery',
+  'unitAttentionEvery',
+  'shortReadEvery',
 ] as const;
 
 /** @throws InvalidArgumentError naming the first bad option. */
@@ -137,9 +182,34 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
   if (options.trace !== undefined && typeof options.trace !== 'function') {
     throw new InvalidArgumentError('trace must be a function');
   }
+  if (options.type !== undefined && options.type !== 'blk' && options.type !== 'scsi') {
+    throw new InvalidArgumentError(`type must be 'blk' or 'scsi', got ${String(options.type)}`);
+  }
+  const type = options.type ?? 'blk';
   const faults = options.faults ?? {};
+  if (typeof faults !== 'object' || faults === null) {
+    throw new InvalidArgumentError('faults must be an object');
+  }
   for (const name of COUNT_FAULTS) optionalInt(`faults.${name}`, faults[name], 0, 0x7fff_ffff);
   if (faults.ioErrorEvery === 0) throw new InvalidArgumentError('faults.ioErrorEvery must be >= 1');
+  for (const name of SCSI_EVERY_FAULTS) optionalInt(`faults.${name}`, faults[name], 1, 0x7fff_ffff);
+  if (faults.hideWriteProtect !== undefined && typeof faults.hideWriteProtect !== 'boolean') {
+    throw new InvalidArgumentError('faults.hideWriteProtect must be a boolean');
+  }
+  if (type === 'blk') {
+    // Options of the other device type are mistakes, not no-ops.
+    const scsiOnly = [
+      ...(['target', 'lun', 'maxSectors'] as const).filter((n) => options[n] !== undefined),
+      ...[...SCSI_EVERY_FAULTS, 'hideWriteProtect' as const]
+        .filter((n) => faults[n] !== undefined)
+        .map((n) => `faults.${n}`),
+    ];
+    if (scsiOnly.length > 0) {
+      throw new InvalidArgumentError(`${scsiOnly[0]} needs type 'scsi'`);
+    }
+  } else if (options.sizeMax !== undefined) {
+    throw new InvalidArgumentError("sizeMax is a virtio-blk limit; type 'scsi' has maxSectors");
+  }
   for (const name of REQUEST_FAULTS) {
     const value = faults[name];
     if (value !== undefined && (typeof value !== 'string' || !value.startsWith('VHOST_USER_'))) {
@@ -149,6 +219,10 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
     }
   }
   return {
+    type,
+    target: optionalInt('target', options.target, 0, VIRTIO_SCSI_MAX_TARGET) ?? 0,
+    lun: optionalInt('lun', options.lun, 0, VIRTIO_SCSI_MAX_LUN) ?? 0,
+    maxSectors: optionalInt('maxSectors', options.maxSectors, 1, 0xffff_ffff) ?? 0xffff,
     socketPath: options.socketPath,
     listenFd,
     file: options.file,

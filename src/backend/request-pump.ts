@@ -1,12 +1,14 @@
 /**
- * Moves requests from the rings of one connection through the block device and back: one drain
- * routine, called on a kick or by the polling loop, with completions either immediate or delayed
- * (fault injection), and the interrupt decision once per batch.
+ * Moves requests from the rings of one connection through the device and back: one drain
+ * routine, called on a kick or by the polling loop, with completions either immediate or held
+ * (fault injection), and the interrupt decision once per batch. Each ring is served by its role
+ * (device-model.ts): request queues execute and may hold completions, a control queue answers at
+ * once and may complete held requests, an event queue keeps its buffers in the avail ring until
+ * the device raises an event.
  */
 
 import { native } from '../native.js';
-import { VIRTIO_BLK_S_IOERR } from '../devices/blk/spec.js';
-import type { BlkDevice } from './blk-device.js';
+import type { DeviceModel, HeldRequests, QueueRole, TaskRef } from './device-model.js';
 import type { DeviceChain, DeviceQueue } from './device-queue.js';
 import type { FaultPlan, UsedFault } from './faults.js';
 import type { Vring } from './vring.js';
@@ -32,20 +34,33 @@ export interface PumpHost {
   internalError(error: unknown): void;
 }
 
-export class RequestPump {
+/** A completion held back by delayCompletionsMs. */
+interface Held {
+  ring: Vring;
+  queue: DeviceQueue;
+  chain: DeviceChain;
+  len: number;
+  fault: UsedFault | undefined;
+  task: TaskRef | undefined;
+  timer: NodeJS.Timeout;
+}
+
+export class RequestPump implements HeldRequests {
   readonly #host: PumpHost;
-  readonly #device: BlkDevice;
+  readonly #device: DeviceModel;
   readonly #faults: FaultPlan;
   readonly #stats: ServerStats;
   readonly #scheduled = new Set<Vring>();
-  /** Delayed completions: timer -> the completion it holds. */
-  readonly #delayed = new Map<NodeJS.Timeout, () => void>();
+  /** Held completions, in the order their requests arrived. */
+  readonly #held = new Set<Held>();
+  /** An event found no eventq buffer: the next event delivered says VIRTIO_SCSI_T_EVENTS_MISSED. */
+  #eventsMissed = false;
   #pollTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   #dropTimer: NodeJS.Timeout | undefined;
   #idleRounds = 0;
   #stopped = false;
 
-  constructor(host: PumpHost, device: BlkDevice, faults: FaultPlan, stats: ServerStats) {
+  constructor(host: PumpHost, device: DeviceModel, faults: FaultPlan, stats: ServerStats) {
     this.#host = host;
     this.#device = device;
     this.#faults = faults;
@@ -65,6 +80,8 @@ export class RequestPump {
     const queue = ring.queue;
     if (this.#stopped || queue === undefined || !this.#host.isRunning(ring)) return 0;
     const poll = this.#host.polling || ring.kickless;
+    const role = this.#roleOf(ring);
+    if (role === 'event') return this.#eventRing(queue, poll);
     let handled = 0;
     for (;;) {
       if (this.#faults.dropDue) break;
@@ -82,7 +99,8 @@ export class RequestPump {
         if (queue.enableKicks()) continue;
         break;
       }
-      this.#handle(ring, queue, chain);
+      if (role === 'control') this.#control(queue, chain);
+      else this.#handle(ring, queue, chain);
       if (++handled === BATCH) {
         if (!poll) this.#scheduleRing(ring);
         break;
@@ -99,19 +117,48 @@ export class RequestPump {
    * SET_MEM_TABLE rebuilds the queues (a completion must reach the queue its chain came from).
    */
   flush(): void {
-    const pending = [...this.#delayed];
-    this.#delayed.clear();
-    for (const [timer, complete] of pending) {
-      clearTimeout(timer);
-      complete();
+    const pending = [...this.#held];
+    this.#held.clear();
+    for (const held of pending) {
+      clearTimeout(held.timer);
+      this.#completeHeld(held);
     }
+  }
+
+  /** HeldRequests: task management completes matching held requests at once. */
+  complete(match: (task: TaskRef) => boolean, rewrite: (chain: DeviceChain) => number): number {
+    let n = 0;
+    for (const held of [...this.#held]) {
+      if (held.task === undefined || !match(held.task)) continue;
+      this.#held.delete(held);
+      clearTimeout(held.timer);
+      held.len = rewrite(held.chain);
+      this.#completeHeld(held);
+      n++;
+    }
+    return n;
+  }
+
+  has(match: (task: TaskRef) => boolean): boolean {
+    for (const held of this.#held) if (held.task !== undefined && match(held.task)) return true;
+    return false;
+  }
+
+  /**
+   * Puts `event` into the next eventq buffer the driver posted, or remembers that one was missed
+   * (the next event delivered carries the flag). Returns true if delivered.
+   */
+  raiseEvent(event: unknown): boolean {
+    const delivered = this.#deliverEvent(event);
+    if (!delivered) this.#eventsMissed = true;
+    return delivered;
   }
 
   /** The connection is gone: nothing touches the rings any more. */
   stop(): void {
     this.#stopped = true;
-    for (const timer of this.#delayed.keys()) clearTimeout(timer);
-    this.#delayed.clear();
+    for (const held of this.#held) clearTimeout(held.timer);
+    this.#held.clear();
     this.#scheduled.clear();
     clearTimeout(this.#dropTimer);
     if (this.#pollTimer !== undefined) {
@@ -123,32 +170,78 @@ export class RequestPump {
 
   #handle(ring: Vring, queue: DeviceQueue, chain: DeviceChain): void {
     this.#stats.requests++;
-    let len: number;
-    if (this.#faults.nextRequestFails()) {
-      chain.status[0] = VIRTIO_BLK_S_IOERR;
-      len = 1;
-    } else {
-      const result = this.#device.execute(chain);
-      if (result.rejected) this.#stats.rejected++;
-      len = result.len;
-    }
+    const result = this.#device.execute(chain, this.#faults.nextRequest(), this.#faults);
+    if (result.rejected) this.#stats.rejected++;
     const fault = this.#faults.usedFault();
     const delay = this.#faults.delayMs;
     if (delay <= 0) {
-      this.#complete(queue, chain, len, fault);
+      this.#complete(queue, chain, result.len, fault);
       return;
     }
-    const complete = (): void => {
-      // The ring stopped or broke since: nobody waits for this chain on this queue any more.
-      if (this.#stopped || ring.queue !== queue) return;
-      this.#complete(queue, chain, len, fault);
-      this.#interrupt(ring, queue);
+    const held: Held = {
+      ring,
+      queue,
+      chain,
+      len: result.len,
+      fault,
+      task: result.task,
+      timer: setTimeout(() => {
+        this.#held.delete(held);
+        this.#guard(() => this.#completeHeld(held));
+      }, delay),
     };
-    const timer = setTimeout(() => {
-      this.#delayed.delete(timer);
-      this.#guard(complete);
-    }, delay);
-    this.#delayed.set(timer, complete);
+    this.#held.add(held);
+  }
+
+  #roleOf(ring: Vring): QueueRole {
+    return this.#device.roleOf?.(ring.index) ?? 'request';
+  }
+
+  #completeHeld(held: Held): void {
+    // The ring stopped or broke since: nobody waits for this chain on this queue any more.
+    if (this.#stopped || held.ring.queue !== held.queue) return;
+    this.#complete(held.queue, held.chain, held.len, held.fault);
+    this.#interrupt(held.ring, held.queue);
+  }
+
+  /** Control requests are answered at once: task management must not wait behind what it aborts. */
+  #control(queue: DeviceQueue, chain: DeviceChain): void {
+    const len = this.#device.control?.(chain, this) ?? 0;
+    queue.pushUsed(chain.head, len);
+  }
+
+  /**
+   * An event ring is not drained: its buffers wait in the avail ring (so GET_VRING_BASE and a
+   * disconnect need not give anything back). A kick after events were missed gets an empty event
+   * with VIRTIO_SCSI_T_EVENTS_MISSED, as QEMU does, so the driver rescans.
+   */
+  #eventRing(queue: DeviceQueue, poll: boolean): number {
+    if (poll) queue.suppressKicks();
+    else queue.enableKicks();
+    if (this.#eventsMissed && queue.hasAvail()) this.#deliverEvent(undefined);
+    return 0;
+  }
+
+  #deliverEvent(event: unknown): boolean {
+    if (this.#stopped || this.#device.writeEvent === undefined) return false;
+    const ring = this.#host.rings.find((r) => this.#roleOf(r) === 'event');
+    const queue = ring?.queue;
+    if (ring === undefined || queue === undefined || !this.#host.isRunning(ring)) return false;
+    for (;;) {
+      const chain = queue.pop();
+      if (chain === undefined) {
+        if (queue.broken !== undefined) this.#host.queueBroken(ring, queue.broken);
+        return false;
+      }
+      const len = this.#device.writeEvent(chain, event, this.#eventsMissed);
+      queue.pushUsed(chain.head, len);
+      this.#interrupt(ring, queue);
+      // A buffer too small for an event is returned empty; try the next one.
+      if (len > 0) {
+        this.#eventsMissed = false;
+        return true;
+      }
+    }
   }
 
   #complete(

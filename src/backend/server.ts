@@ -1,6 +1,7 @@
 /**
  * The listening side: accepts one frontend at a time on a Unix socket and hands it to a Session.
- * Owns the storage, which outlives connections.
+ * Owns the storage and the device (virtio-blk, or virtio-scsi with one LUN), which outlive
+ * connections.
  */
 
 import { EventEmitter } from 'node:events';
@@ -10,6 +11,11 @@ import { InvalidArgumentError, SystemError, type ProtocolError } from '../errors
 import { VIRTIO_BLK_SECTOR_SIZE } from '../devices/blk/spec.js';
 import { configSpace, offeredFeatures, type BlkGeometry } from './blk-config.js';
 import { BlkDevice } from './blk-device.js';
+import type { DeviceModel } from './device-model.js';
+import { offeredScsiFeatures, scsiConfigSpace, scsiRingCount } from './scsi-config.js';
+import { ScsiDevice, type ScsiEvent } from './scsi-device.js';
+import { ScsiTarget } from './scsi-target.js';
+import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
 import { resolveOptions, type BlockServerOptions, type ResolvedOptions } from './options.js';
 import { Session } from './session.js';
 import { newServerStats, type ServerStats } from './stats.js';
@@ -28,13 +34,21 @@ export interface BlockServer extends EventEmitter {
   readonly stats: ServerStats;
   /** How the disk is stored: 'ram', 'direct' (O_DIRECT) or 'buffered'; undefined before listen. */
   readonly storageKind: Storage['kind'] | undefined;
+  /**
+   * scsi: puts a virtio_scsi_event into the next eventq buffer the connected frontend posted.
+   * Returns false if there is no frontend or no buffer; then the event is missed and the next one
+   * delivered carries VIRTIO_SCSI_T_EVENTS_MISSED (as does a later eventq kick).
+   * @throws InvalidArgumentError for a blk server or fields out of range
+   */
+  raiseEvent(event: ScsiEvent): boolean;
 }
 
 class BlockServerImpl extends EventEmitter implements BlockServer {
   readonly #options: ResolvedOptions;
   readonly #stats = newServerStats();
   #storage: Storage | undefined;
-  #device: BlkDevice | undefined;
+  #device: DeviceModel | undefined;
+  #ringCount = 0;
   #features = 0n;
   #config: Uint8Array = new Uint8Array(0);
   #listenFd: number | undefined;
@@ -73,17 +87,7 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
       if (capacity < VIRTIO_BLK_SECTOR_SIZE) {
         throw new Error(`${opts.file ?? 'disk'} is smaller than one ${opts.blockSize}-byte block`);
       }
-      const geometry: BlkGeometry = {
-        capacity,
-        blockSize: opts.blockSize,
-        readOnly: opts.readOnly,
-        queues: opts.queues,
-        sizeMax: opts.sizeMax,
-        segMax: opts.segMax,
-      };
-      this.#device = new BlkDevice(storage, capacity, opts.readOnly, opts.serial);
-      this.#features = offeredFeatures(geometry);
-      this.#config = configSpace(geometry);
+      this.#createDevice(storage, capacity);
       let listenFd: number;
       if (opts.socketPath !== undefined) {
         removeStaleSocket(opts.socketPath);
@@ -111,6 +115,48 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
       throw err;
     }
     this.#storage = storage;
+  }
+
+  #createDevice(storage: Storage, capacity: number): void {
+    const opts = this.#options;
+    if (opts.type === 'scsi') {
+      const geometry = { queues: opts.queues, segMax: opts.segMax, maxSectors: opts.maxSectors };
+      const target = new ScsiTarget({
+        storage,
+        capacity,
+        blockSize: opts.blockSize,
+        readOnly: opts.readOnly,
+        hideWriteProtect: opts.faults.hideWriteProtect === true,
+        serial: opts.serial,
+        lun: opts.lun,
+        maxTransferBytes: opts.maxSectors * 512,
+      });
+      this.#device = new ScsiDevice(target, opts.target);
+      this.#ringCount = scsiRingCount(geometry);
+      this.#features = offeredScsiFeatures();
+      this.#config = scsiConfigSpace(geometry);
+      return;
+    }
+    const geometry: BlkGeometry = {
+      capacity,
+      blockSize: opts.blockSize,
+      readOnly: opts.readOnly,
+      queues: opts.queues,
+      sizeMax: opts.sizeMax,
+      segMax: opts.segMax,
+    };
+    this.#device = new BlkDevice(storage, capacity, opts.readOnly, opts.serial);
+    this.#ringCount = opts.queues;
+    this.#features = offeredFeatures(geometry);
+    this.#config = configSpace(geometry);
+  }
+
+  raiseEvent(event: ScsiEvent): boolean {
+    if (this.#options.type !== 'scsi') {
+      throw new InvalidArgumentError("raiseEvent needs a server of type 'scsi'");
+    }
+    checkEvent(event);
+    return this.#session?.raiseEvent(event) ?? false;
   }
 
   /** Closes the socket we created (and its path); forgets an inherited one. */
@@ -165,6 +211,7 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
       this.#session = new Session(fd, {
         options: this.#options,
         device: this.#device!,
+        ringCount: this.#ringCount,
         features: this.#features,
         config: this.#config,
         stats: this.#stats,
@@ -182,6 +229,27 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
   /** 'error' is only emitted with a listener: an EventEmitter would throw it otherwise. */
   #internalError(error: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', error);
+  }
+}
+
+function checkEvent(event: ScsiEvent): void {
+  if (typeof event !== 'object' || event === null) {
+    throw new InvalidArgumentError('event must be an object');
+  }
+  const fields: [keyof ScsiEvent, number][] = [
+    ['event', 0x7fff_ffff],
+    ['target', VIRTIO_SCSI_MAX_TARGET],
+    ['lun', VIRTIO_SCSI_MAX_LUN],
+    ['reason', 0xffff_ffff],
+  ];
+  for (const [name, max] of fields) {
+    const value = event[name];
+    if (value === undefined && name !== 'event') continue;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+      throw new InvalidArgumentError(
+        `event.${name} must be an integer in [0, ${max}], got ${String(value)}`,
+      );
+    }
   }
 }
 
@@ -206,7 +274,8 @@ function removeStaleSocket(path: string): void {
 }
 
 /**
- * Creates a vhost-user-blk backend serving a file or a RAM disk. Nothing is opened until
+ * Creates a vhost-user-blk (or, with type 'scsi', vhost-user-scsi) backend serving a file or a
+ * RAM disk. Nothing is opened until
  * listen(). @throws InvalidArgumentError for bad options
  */
 export function createBlockServer(options: BlockServerOptions): BlockServer {

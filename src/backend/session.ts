@@ -29,8 +29,7 @@ import {
   VhostUserProtocolFeature,
 } from '../protocol/messages.js';
 import { hasBit, VhostFeature, VirtioFeature } from '../virtio/features.js';
-import { MAX_CONFIG_BYTES, OFFERED_PROTOCOL_FEATURES } from './blk-config.js';
-import type { BlkDevice } from './blk-device.js';
+import { MAX_CONFIG_BYTES, OFFERED_PROTOCOL_FEATURES, type DeviceModel } from './device-model.js';
 import { DeviceQueue } from './device-queue.js';
 import { FaultPlan } from './faults.js';
 import { BackendMemory, MemoryTableError } from './guest-memory.js';
@@ -44,7 +43,9 @@ class RequestFailed extends Error {}
 
 export interface SessionHost {
   readonly options: ResolvedOptions;
-  readonly device: BlkDevice;
+  readonly device: DeviceModel;
+  /** Rings the device has (GET_QUEUE_NUM): blk's request queues; scsi's two more. */
+  readonly ringCount: number;
   readonly features: bigint;
   readonly config: Uint8Array;
   readonly stats: ServerStats;
@@ -70,7 +71,7 @@ export class Session {
   constructor(fd: number, host: SessionHost) {
     this.#host = host;
     const opts = host.options;
-    this.#rings = Array.from({ length: opts.queues }, (_, i) => new Vring(i));
+    this.#rings = Array.from({ length: host.ringCount }, (_, i) => new Vring(i));
     const faults = new FaultPlan(opts.faults);
     this.#pump = new RequestPump(
       {
@@ -101,6 +102,12 @@ export class Session {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Puts a device event into the event queue; false if no buffer was there (it is missed). */
+  raiseEvent(event: unknown): boolean {
+    if (this.#closed) return false;
+    return this.#pump.raiseEvent(event);
   }
 
   /**
@@ -197,7 +204,7 @@ export class Session {
         this.#reset();
         return undefined;
       case 'VHOST_USER_GET_QUEUE_NUM':
-        return u64(BigInt(opts.queues));
+        return u64(BigInt(this.#host.ringCount));
       case 'VHOST_USER_GET_MAX_MEM_SLOTS':
         return u64(BigInt(VHOST_USER_MAX_RAM_SLOTS));
       case 'VHOST_USER_GET_CONFIG':

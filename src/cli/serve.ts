@@ -1,4 +1,4 @@
-import { createBlockServer, type BlockServerOptions } from '../backend/index.js';
+import { createBlockServer, type BackendType, type BlockServerOptions } from '../backend/index.js';
 import { traceFromEnv } from '../api/trace.js';
 import {
   expectPositionals,
@@ -12,29 +12,54 @@ import { parseCount, parseSize } from './size.js';
 
 export const spec: CommandSpec = {
   name: 'serve',
-  usage: '--file PATH | --size BYTES  --socket-path PATH | --fd N  [options]',
+  usage: '--file PATH | --size BYTES  --socket-path PATH | --fd N  [--type blk|scsi] [options]',
   summary:
-    'Run the embedded vhost-user-blk backend until SIGTERM or SIGINT (then exit 0): a raw file ' +
-    'or a RAM disk, exported on a Unix socket.',
+    'Run the embedded vhost-user-blk (or vhost-user-scsi) backend until SIGTERM or SIGINT (then ' +
+    'exit 0): a raw file or a RAM disk, exported on a Unix socket.',
   details: `Follows the vhost-user spec's backend program conventions: --socket-path, --fd (an
 inherited listening socket) and --print-capabilities. Prints "listening on <socket>" on stdout
 once clients can connect. On SIGUSR2, and at exit with --verbose, prints the backend's counters
-as one line "stats <json>" on stderr (connections, requests, kicksReceived, callsSent, rejected).`,
+as one line "stats <json>" on stderr (connections, requests, kicksReceived, callsSent, rejected).
+
+--type scsi exports a virtio-scsi host with one disk LUN (--target, --lun; other targets answer
+BAD_TARGET) that answers INQUIRY (with VPD pages), READ CAPACITY, READ/WRITE(6/10/16), UNMAP,
+WRITE SAME, SYNCHRONIZE CACHE, MODE SENSE, REPORT LUNS and task management; --read-only sets
+the write-protect bit of MODE SENSE. Example, for QEMU's vhost-user-scsi-pci:
+  vhost-user serve --type scsi --file disk.img --socket-path /tmp/scsi.sock`,
   options: {
+    type: { type: 'string', arg: 'blk|scsi', help: 'device to export (default blk)' },
+    target: { type: 'string', arg: 'N', help: 'scsi: target id of the LUN (default 0)' },
+    lun: { type: 'string', arg: 'N', help: 'scsi: LUN number (default 0)' },
+    'max-sectors': {
+      type: 'string',
+      arg: 'N',
+      help: 'scsi: max_sectors, 512-byte units per command (default 65535)',
+    },
     file: { type: 'string', arg: 'PATH', help: 'backing raw file (the disk has its size)' },
     'blk-file': { type: 'string', arg: 'PATH', help: 'same as --file (vhost-user convention)' },
     size: { type: 'string', arg: 'BYTES', help: 'RAM disk of this size instead of a file' },
     'socket-path': { type: 'string', arg: 'PATH', help: 'listen on this Unix socket path' },
     socket: { type: 'string', arg: 'PATH', help: 'same as --socket-path' },
     fd: { type: 'string', arg: 'N', help: 'use this inherited listening socket fd' },
-    'read-only': { type: 'boolean', help: 'export read-only (VIRTIO_BLK_F_RO)' },
+    'read-only': {
+      type: 'boolean',
+      help: 'export read-only (blk: VIRTIO_BLK_F_RO; scsi: MODE SENSE WP)',
+    },
     'block-size': { type: 'string', arg: 'N', help: 'logical block size (default 512)' },
     queues: { type: 'string', arg: 'N', help: 'request queues (default 1)' },
     'queue-size': { type: 'string', arg: 'N', help: 'largest ring accepted (default 1024)' },
-    'size-max': { type: 'string', arg: 'N', help: 'size_max: bytes per segment (0 = no limit)' },
+    'size-max': {
+      type: 'string',
+      arg: 'N',
+      help: 'blk: size_max, bytes per segment (0 = no limit)',
+    },
     'seg-max': { type: 'string', arg: 'N', help: 'seg_max: segments per request (default 126)' },
     polling: { type: 'boolean', help: 'ask the frontend for no kicks; poll the rings' },
-    serial: { type: 'string', arg: 'S', help: 'GET_ID answer, at most 20 bytes' },
+    serial: {
+      type: 'string',
+      arg: 'S',
+      help: 'GET_ID (blk) / VPD 0x80 (scsi) answer, at most 20 bytes',
+    },
     'print-capabilities': {
       type: 'boolean',
       help: 'print the backend capabilities as JSON and exit',
@@ -50,8 +75,22 @@ as one line "stats <json>" on stderr (connections, requests, kicksReceived, call
   },
 };
 
-/** docs/interop/vhost-user.json: VHostUserBackendCapabilitiesBlock. */
-const CAPABILITIES = { type: 'block', features: ['read-only', 'blk-file'] };
+/**
+ * docs/interop/vhost-user.json: VHostUserBackendCapabilitiesBlock for blk; the scsi type
+ * defines no features.
+ */
+const CAPABILITIES = {
+  blk: { type: 'block', features: ['read-only', 'blk-file'] },
+  scsi: { type: 'scsi' },
+} as const;
+
+function backendType(values: ParsedArgs['values']): BackendType {
+  const type = stringOption(values, 'type') ?? 'blk';
+  if (type !== 'blk' && type !== 'scsi') {
+    throw new UsageError(`serve: --type must be blk or scsi, got ${type}`);
+  }
+  return type;
+}
 
 function optionalCount(value: string | undefined, name: string, min = 1): number | undefined {
   return value === undefined ? undefined : parseCount(value, name, min);
@@ -81,7 +120,9 @@ export function serverOptions(values: ParsedArgs['values']): BlockServerOptions 
   if ((socketPath === undefined) === (fdText === undefined)) {
     throw new UsageError('serve: give exactly one of --socket-path PATH and --fd N');
   }
+  const type = backendType(values);
   const options: BlockServerOptions = {};
+  if (type === 'scsi') options.type = type;
   if (socketPath !== undefined) options.socketPath = socketPath;
   if (fdText !== undefined) options.listenFd = parseCount(fdText, '--fd', 0);
   if (file !== undefined) options.file = file;
@@ -94,7 +135,19 @@ export function serverOptions(values: ParsedArgs['values']): BlockServerOptions 
     queueSize: optionalCount(stringOption(values, 'queue-size'), '--queue-size'),
     sizeMax: optionalCount(stringOption(values, 'size-max'), '--size-max', 0),
     segMax: optionalCount(stringOption(values, 'seg-max'), '--seg-max'),
+    target: optionalCount(stringOption(values, 'target'), '--target', 0),
+    lun: optionalCount(stringOption(values, 'lun'), '--lun', 0),
+    maxSectors: optionalCount(stringOption(values, 'max-sectors'), '--max-sectors'),
   };
+  if (type === 'blk') {
+    for (const name of ['target', 'lun', 'max-sectors']) {
+      if (stringOption(values, name) !== undefined) {
+        throw new UsageError(`serve: --${name} needs --type scsi`);
+      }
+    }
+  } else if (numbers.sizeMax !== undefined) {
+    throw new UsageError('serve: --size-max is a blk option (scsi has --max-sectors)');
+  }
   for (const [key, value] of Object.entries(numbers) as [
     keyof typeof numbers,
     number | undefined,
@@ -111,8 +164,8 @@ export function serverOptions(values: ParsedArgs['values']): BlockServerOptions 
 
 export async function run({ values, positionals }: ParsedArgs): Promise<number> {
   if (flag(values, 'print-capabilities')) {
-    // The convention: print, exit successfully, ignore every other option.
-    process.stdout.write(`${JSON.stringify(CAPABILITIES)}\n`);
+    // The convention: print, exit successfully, ignore every other option (but the type).
+    process.stdout.write(`${JSON.stringify(CAPABILITIES[backendType(values)])}\n`);
     return 0;
   }
   expectPositionals(spec, positionals, 0);
