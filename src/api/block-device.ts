@@ -20,6 +20,7 @@ import { PassThroughOp, type PassThroughResult } from '../block/passthrough-op.j
 import type { BlkDeviceInfo } from '../devices/blk/driver.js';
 import type { ScsiDeviceInfo, ScsiEvent } from '../devices/scsi/driver.js';
 import type { DeviceDriver, DeviceQueue } from '../devices/device.js';
+import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
 import type { DeviceStats } from '../devices/stats.js';
 import {
   createCompletion,
@@ -341,10 +342,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     if (dataIn > 0 && options.dataOut !== undefined && options.dataOut.length > 0) {
       throw new InvalidArgumentError('scsiCommand: a command moves data in one direction only');
     }
-    for (const key of ['target', 'lun'] as const) {
+    for (const [key, max] of [
+      ['target', VIRTIO_SCSI_MAX_TARGET],
+      ['lun', VIRTIO_SCSI_MAX_LUN],
+    ] as const) {
       const v = options[key];
-      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 16383)) {
-        throw new InvalidArgumentError(`scsiCommand: ${key} must be an integer in 0..16383`);
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > max)) {
+        throw new InvalidArgumentError(`scsiCommand: ${key} must be an integer in 0..${max}`);
       }
     }
     return new PassThroughOp(this.#engine, cdb, dataIn, options.dataOut, settle, {
@@ -473,6 +477,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   getIdSync(options?: SyncIoOptions): string {
     this.#checkOpen();
+    if (this.info.type === 'virtio-scsi') return this.info.id;
     return this.#runSync(new GetIdOp(this.#engine, this.#settleSync), options) as string;
   }
 

@@ -1,14 +1,24 @@
 /**
- * The two backends every frontend integration test runs against: qemu-storage-daemon (the
- * reference) and this project's embedded backend (in a child process). Both export a raw file
- * the tests read independently.
+ * The backends every frontend integration test runs against: qemu-storage-daemon (the
+ * reference) and this project's embedded backend (in a child process), as vhost-user-blk; and
+ * the embedded backend as vhost-user-scsi, because no installable peer exports virtio-scsi. All
+ * export a raw file the tests read independently.
  */
 import type { ChildProcess } from 'node:child_process';
+import {
+  openBlockDevice,
+  openScsiDevice,
+  type BlockDevice,
+  type OpenOptions,
+} from '../../src/index.js';
 import { startQsd } from './qsd.js';
 import { startEmbedded } from './embedded-backend.js';
 
-export type PeerKind = 'qsd' | 'embedded';
+export type PeerKind = 'qsd' | 'embedded' | 'embedded-scsi';
+/** The virtio-blk peers. */
 export const PEERS: readonly PeerKind[] = ['qsd', 'embedded'];
+/** Every peer, virtio-scsi included: for the suites that hold for both device types. */
+export const ALL_PEERS: readonly PeerKind[] = ['qsd', 'embedded', 'embedded-scsi'];
 
 export interface PeerOptions {
   /** Bytes of the device (the raw file, or null-co / RAM when `driver` is 'null'). */
@@ -28,6 +38,8 @@ export interface Peer {
   process: ChildProcess;
   stop(): Promise<void>;
   kill(): void;
+  /** Opens the device with the API for its type (openBlockDevice / openScsiDevice). */
+  open(options?: OpenOptions): Promise<BlockDevice>;
 }
 
 export async function startPeer(kind: PeerKind, options: PeerOptions = {}): Promise<Peer> {
@@ -49,6 +61,7 @@ export async function startPeer(kind: PeerKind, options: PeerOptions = {}): Prom
       process: qsd.process,
       stop: () => qsd.stop(),
       kill: () => qsd.kill(),
+      open: (o) => openBlockDevice(qsd.socketPath, o),
     };
   }
   const embedded = await startEmbedded({
@@ -56,7 +69,9 @@ export async function startPeer(kind: PeerKind, options: PeerOptions = {}): Prom
     readOnly: options.writable === false,
     ...(options.contents ? { contents: options.contents } : {}),
     ...(options.queues ? { queues: options.queues } : {}),
+    ...(kind === 'embedded-scsi' ? { type: 'scsi' as const } : {}),
   });
+  const open = kind === 'embedded-scsi' ? openScsiDevice : openBlockDevice;
   return {
     kind,
     socketPath: embedded.socketPath,
@@ -66,5 +81,6 @@ export async function startPeer(kind: PeerKind, options: PeerOptions = {}): Prom
       await embedded.stop();
     },
     kill: () => embedded.kill(),
+    open: (o) => open(embedded.socketPath, o),
   };
 }

@@ -13,7 +13,7 @@ import {
   TimeoutError,
   ProtocolError,
 } from '../../src/index.js';
-import { PEERS, startPeer } from '../helpers/peers.js';
+import { ALL_PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes } from '../helpers/random.js';
 
 function openFds(): number {
@@ -61,13 +61,13 @@ test('a peer that never answers times out; one that sends garbage is a ProtocolE
   assert.equal(openFds(), fdsBefore, 'a failed open leaked fds');
 });
 
-for (const kind of PEERS) {
+for (const kind of ALL_PEERS) {
   describe(`against ${kind}`, () => {
     test('a read-only export refuses writes with a typed error and still reads', async () => {
       const contents = Buffer.alloc(1024 * 1024, 0x42);
       const qsd = await startPeer(kind, { size: contents.length, writable: false, contents });
       try {
-        const dev = await openBlockDevice(qsd.socketPath);
+        const dev = await qsd.open();
         assert.equal(dev.readOnly, true);
         await assert.rejects(dev.write(Buffer.alloc(10), 0), ReadOnlyError);
         await assert.rejects(dev.writeZeroes(0, 10), ReadOnlyError);
@@ -86,7 +86,7 @@ for (const kind of PEERS) {
       const contents = randomBytes(rand, size);
       const qsd = await startPeer(kind, { size, contents });
       try {
-        const dev = await openBlockDevice(qsd.socketPath, { queueSize: 8 });
+        const dev = await qsd.open({ queueSize: 8 });
         // 70,000+ requests through a ring of 8: the 16-bit avail/used indices wrap at least once.
         const total = 70_500;
         let next = 0;
@@ -113,7 +113,7 @@ for (const kind of PEERS) {
     test('32 requests submitted in one tick cost at most 2 kicks', async () => {
       const qsd = await startPeer(kind, { driver: 'null', size: 64 * 1024 * 1024 });
       try {
-        const dev = await openBlockDevice(qsd.socketPath, { queueSize: 64 });
+        const dev = await qsd.open({ queueSize: 64 });
         await dev.read(0, 4096); // warm up
         const kicks = dev.stats.kicks;
         await Promise.all(Array.from({ length: 32 }, (_, i) => dev.read(i * 4096, 4096)));
@@ -135,7 +135,7 @@ for (const kind of PEERS) {
       try {
         qsd = await startPeer(kind, { size: 4 * 1024 * 1024 });
         const before = freePages();
-        const dev = await openBlockDevice(qsd.socketPath, {
+        const dev = await qsd.open({
           hugepages: '2M',
           memorySize: 8 * 1024 * 1024,
         });
@@ -162,7 +162,7 @@ for (const kind of PEERS) {
     test('a Buffer from allocBuffer is empty after close, and I/O after close is a typed error', async () => {
       const qsd = await startPeer(kind, { size: 1024 * 1024 });
       try {
-        const dev = await openBlockDevice(qsd.socketPath);
+        const dev = await qsd.open();
         const buf = dev.allocBuffer(8192);
         buf.fill(7);
         await dev.write(buf, 0);
@@ -185,7 +185,7 @@ for (const kind of PEERS) {
       const fdsBefore = openFds();
       const mapsBefore = ourMappings();
       try {
-        const dev = await openBlockDevice(qsd.socketPath, { queueSize: 8 });
+        const dev = await qsd.open({ queueSize: 8 });
         assert.ok(ourMappings() > mapsBefore);
         // Keep the device busy: many large reads, so at the kill some are in flight and more queued.
         const pending = Array.from({ length: 64 }, (_, i) =>
@@ -215,7 +215,7 @@ for (const kind of PEERS) {
     test('backend dying while idle emits error, and later calls fail', async () => {
       const qsd = await startPeer(kind, { size: 1024 * 1024 });
       try {
-        const dev = await openBlockDevice(qsd.socketPath);
+        const dev = await qsd.open();
         const error = new Promise<Error>((resolve) => dev.once('error', resolve));
         qsd.kill();
         const err = await error;
@@ -231,7 +231,7 @@ for (const kind of PEERS) {
     test('a request past its timeout rejects with TimeoutError; abort signals work', async () => {
       const qsd = await startPeer(kind, { driver: 'null', size: 64 * 1024 * 1024 });
       try {
-        const dev = await openBlockDevice(qsd.socketPath);
+        const dev = await qsd.open();
         const controller = new AbortController();
         controller.abort();
         await assert.rejects(dev.read(0, 512, { signal: controller.signal }), {
@@ -261,7 +261,7 @@ for (const kind of PEERS) {
       const qsd = await startPeer(kind, { size });
       try {
         // 256 KiB of shared memory for bounce buffers, far less than the I/O in flight.
-        const dev = await openBlockDevice(qsd.socketPath, { memorySize: 256 * 1024 });
+        const dev = await qsd.open({ memorySize: 256 * 1024 });
         const rand = prng(17);
         const small = Array.from({ length: 8 }, () => randomBytes(rand, 1));
         const large = randomBytes(rand, 3 * 1024 * 1024 + 5);
@@ -291,7 +291,7 @@ for (const kind of PEERS) {
         contents: Buffer.alloc(64 * 1024, 0xaa),
       });
       try {
-        const dev = await openBlockDevice(qsd.socketPath, { memorySize: 256 * 1024 });
+        const dev = await qsd.open({ memorySize: 256 * 1024 });
         const buf = dev.allocBuffer(64 * 1024);
         qsd.process.kill('SIGSTOP');
         await assert.rejects(dev.readInto(buf, 0, { timeout: 100 }), TimeoutError);
