@@ -21,7 +21,7 @@ export function openFromArgs(
     const value = stringOption(values, key);
     if (value === undefined) continue;
     if (type !== 'scsi') throw new UsageError(`--${key} needs --type scsi`);
-    options[key] = parseCount(value, `--${key}`);
+    options[key] = parseCount(value, `--${key}`, 0);
   }
   // Without --trace, DEBUG=vhost-user still applies (the library reads it when trace is unset).
   if (flag(values, 'trace')) options.trace = true;
