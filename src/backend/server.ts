@@ -36,8 +36,9 @@ export interface BlockServer extends EventEmitter {
   readonly storageKind: Storage['kind'] | undefined;
   /**
    * scsi: puts a virtio_scsi_event into the next eventq buffer the connected frontend posted.
-   * Returns false if there is no frontend or no buffer; then the event is missed and the next one
-   * delivered carries VIRTIO_SCSI_T_EVENTS_MISSED (as does a later eventq kick).
+   * Returns false if there is no frontend or no buffer. Without a buffer the event is missed: the
+   * next event delivered on that connection carries VIRTIO_SCSI_T_EVENTS_MISSED, and so does the
+   * empty event a later eventq kick gets (a new connection starts afresh: its driver scans anyway).
    * @throws InvalidArgumentError for a blk server or fields out of range
    */
   raiseEvent(event: ScsiEvent): boolean;

@@ -1,9 +1,16 @@
 /**
- * Child-process entry for the embedded backend: `node backend-child.js '<BlockServerOptions JSON>'`.
- * Prints `READY` once accepting; `STATS <json>` on SIGUSR2 and before exiting; `EVENT <name>
- * [message]` for connection, disconnect, protocol-error and error. SIGTERM closes cleanly.
+ * Child-process entry for the embedded backend: `node backend-child.js '<BlockServerOptions JSON>'`
+ * (blk, or scsi with `"type": "scsi"`). Prints `READY` once accepting; `STATS <json>` on SIGUSR2
+ * and before exiting; `EVENT <name> [message]` for connection, disconnect, protocol-error and
+ * error. A stdin line `RAISE <ScsiEvent JSON>` raises a virtio-scsi event and answers `RAISED
+ * true|false` (or `RAISED <error>`). SIGTERM closes cleanly.
  */
-import { createBlockServer, type BlockServerOptions } from '../../src/backend/index.js';
+import { createInterface } from 'node:readline';
+import {
+  createBlockServer,
+  type BlockServerOptions,
+  type ScsiEvent,
+} from '../../src/backend/index.js';
 
 const options = JSON.parse(process.argv[2] ?? '{}') as BlockServerOptions;
 if (process.env.VHOST_USER_BACKEND_TRACE) {
@@ -22,6 +29,15 @@ server.on('protocol-error', (err: Error) => line(`EVENT protocol-error ${err.mes
 server.on('error', (err: Error) => line(`EVENT error ${err.message}`));
 
 process.on('SIGUSR2', stats);
+// stdin is a pipe only when the parent gives one; EOF there is not a reason to stop.
+createInterface({ input: process.stdin }).on('line', (text) => {
+  if (!text.startsWith('RAISE ')) return;
+  try {
+    line(`RAISED ${String(server.raiseEvent(JSON.parse(text.slice(6)) as ScsiEvent))}`);
+  } catch (err) {
+    line(`RAISED ${(err as Error).message}`);
+  }
+});
 process.on('SIGTERM', () => {
   void server.close().then(() => {
     stats();

@@ -1,7 +1,8 @@
 /**
  * Starts the embedded backend in a child process (dist/test/helpers/backend-child.js), like
  * startQsd does for qemu-storage-daemon: a temp dir with the socket and, unless `size` asks for a
- * RAM disk, a raw file the test can read independently.
+ * RAM disk, a raw file the test can read independently. `type: 'scsi'` (with `target`, `lun`)
+ * starts the vhost-user-scsi backend instead of vhost-user-blk.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { BlockServerOptions, ServerStats } from '../../src/backend/index.js';
+import type { BlockServerOptions, ScsiEvent, ServerStats } from '../../src/backend/index.js';
 
 export type EmbeddedOptions = Partial<Omit<BlockServerOptions, 'trace'>> & {
   /** Size of the raw file (default 16 MiB); ignored when `size` makes a RAM disk. */
@@ -30,6 +31,11 @@ export interface Embedded {
   events: string[];
   /** Asks the child for its counters (SIGUSR2). */
   stats(): Promise<ServerStats>;
+  /**
+   * scsi: has the child put an event on the eventq (BlockServer.raiseEvent); resolves true if a
+   * buffer took it, false if it was missed.
+   */
+  raiseEvent(event: ScsiEvent): Promise<boolean>;
   /** Closes the server (SIGTERM, then SIGKILL) and removes the temp dir. */
   stop(): Promise<ServerStats | undefined>;
   kill(): void;
@@ -51,7 +57,7 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
   }
   serverOptions.socketPath ??= socketPath;
   const child = spawn(process.execPath, [CHILD, JSON.stringify(serverOptions)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
   });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {
@@ -59,12 +65,14 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
   });
   const events: string[] = [];
   const statsWaiters: ((s: ServerStats) => void)[] = [];
+  const raiseWaiters: ((result: string) => void)[] = [];
   let lastStats: ServerStats | undefined;
   let readyResolve: (kind: string) => void = () => {};
   const ready = new Promise<string>((resolve) => (readyResolve = resolve));
   createInterface({ input: child.stdout! }).on('line', (text) => {
     if (text.startsWith('READY')) readyResolve(text.slice(6));
     else if (text.startsWith('EVENT ')) events.push(text.slice(6));
+    else if (text.startsWith('RAISED ')) raiseWaiters.shift()?.(text.slice(7));
     else if (text.startsWith('STATS ')) {
       lastStats = JSON.parse(text.slice(6)) as ServerStats;
       for (const w of statsWaiters.splice(0)) w(lastStats);
@@ -96,6 +104,18 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
         }
         statsWaiters.push(resolve);
         child.kill('SIGUSR2');
+      }),
+    raiseEvent: (event) =>
+      new Promise<boolean>((resolve, reject) => {
+        if (!alive()) {
+          reject(new Error('embedded backend is not running'));
+          return;
+        }
+        raiseWaiters.push((result) => {
+          if (result === 'true' || result === 'false') resolve(result === 'true');
+          else reject(new Error(`raiseEvent: ${result}`));
+        });
+        child.stdin!.write(`RAISE ${JSON.stringify(event)}\n`);
       }),
     kill: () => {
       child.kill('SIGKILL');

@@ -54,6 +54,8 @@ import {
 } from '../../src/devices/scsi/cdb.js';
 import { decodeStandardInquiry } from '../../src/devices/scsi/data.js';
 import { decodeSense, SenseKey } from '../../src/devices/scsi/sense.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
+import { fileBytes } from '../helpers/files.js';
 
 const V = VHOST_USER_VERSION;
 const ACK = V | VHOST_USER_NEED_REPLY_MASK;
@@ -114,8 +116,8 @@ class MiniDriver {
     this.bytes = Buffer.from(m.buffer as ArrayBuffer);
   }
 
-  static async open(s: BlockServer, features?: bigint): Promise<MiniDriver> {
-    const d = new MiniDriver(s.socketPath!);
+  static async open(s: BlockServer | string, features?: bigint): Promise<MiniDriver> {
+    const d = new MiniDriver(typeof s === 'string' ? s : s.socketPath!);
     const offered = U64.decode(await d.ask('VHOST_USER_GET_FEATURES')).value;
     const protocol = U64.decode(await d.ask('VHOST_USER_GET_PROTOCOL_FEATURES')).value;
     d.tell('VHOST_USER_SET_PROTOCOL_FEATURES', U64.encode({ value: protocol }));
@@ -697,4 +699,33 @@ test('options: scsi-only options need type scsi; bad values are InvalidArgumentE
   }
   const blk = createBlockServer(base);
   assert.throws(() => blk.raiseEvent({ event: 1 }), { code: 'VHOST_USER_ERR_INVALID_ARGUMENT' });
+});
+
+test('startEmbedded starts a scsi backend in a child; raiseEvent reaches its eventq', async () => {
+  const backend = await startEmbedded({ type: 'scsi', target: TARGET, lun: LUN, fileSize: DISK });
+  let d: MiniDriver | undefined;
+  try {
+    assert.equal(await backend.raiseEvent({ event: 1 }), false, 'no frontend yet');
+    d = await MiniDriver.open(backend.socketPath);
+    const block = Buffer.alloc(BS, 0x3c);
+    assert.equal((await command(d, writeCdb(7, 1), { out: block })).status, ScsiStatus.GOOD);
+    assert.deepEqual(fileBytes(backend.imagePath, 7 * BS, BS), block, 'the write reached the file');
+    const buf = d.alloc(16);
+    d.post(1, [[buf, 16, true]]);
+    assert.equal(await d.nextUsed(1, 50), undefined);
+    assert.equal(
+      await backend.raiseEvent({
+        event: VirtioScsiEventType.VIRTIO_SCSI_T_PARAM_CHANGE,
+        reason: 0x092a,
+      }),
+      true,
+    );
+    assert.equal((await d.nextUsed(1))?.len, 16);
+    // The missed event before the connection belonged to no frontend: no flag here.
+    assert.equal(eventOf(d, buf).event, VirtioScsiEventType.VIRTIO_SCSI_T_PARAM_CHANGE);
+    await assert.rejects(backend.raiseEvent({ event: -1 }), /event.event must be an integer/);
+  } finally {
+    d?.close();
+    await backend.stop();
+  }
 });
