@@ -12,7 +12,6 @@ import {
   UnsupportedError,
 } from '../errors.js';
 import { BlockEngine, type Operation, type OperationCallback } from '../block/engine.js';
-import type { WriteSource } from '../block/write-op.js';
 import { ReadOp } from '../block/read-op.js';
 import { WriteOp } from '../block/write-op.js';
 import { CommandOp, GetIdOp } from '../block/command-ops.js';
@@ -88,6 +87,8 @@ export interface BlockDeviceSettings {
 }
 
 const WATCHDOG_INTERVAL_MS = 250;
+/** Finished operations kept for reuse; more than the deepest queue anyone runs. */
+const MAX_POOLED_OPERATIONS = 1024;
 
 /**
  * An open virtio-blk device. Every I/O call takes byte positions and lengths (no alignment
@@ -196,13 +197,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const op = new ReadOp(
-      this.#engine,
-      Buffer.allocUnsafe(length),
-      position,
-      length,
-      this.#settleAsync,
-    );
+    const op = this.#readOp(Buffer.allocUnsafe(length), position, length);
     op.returnsBuffer = true;
     return this.#start(op, options) as Promise<Buffer>;
   }
@@ -216,7 +211,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const op = new ReadOp(this.#engine, buffer, position, buffer.length, this.#settleAsync);
+    const op = this.#readOp(buffer, position, buffer.length);
     return this.#start(op, options) as Promise<number>;
   }
 
@@ -227,15 +222,22 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    const source = { data: buffer, deviceZeroes: false };
-    const op = new WriteOp(
-      this.#engine,
-      'write',
-      source,
-      position,
-      buffer.length,
-      this.#settleAsync,
-    );
+    const pooled = this.#writePool.pop();
+    const op =
+      pooled !== undefined
+        ? pooled.init('write', buffer, false, position, buffer.length, this.#settleAsync)
+        : this.#pooled(
+            new WriteOp(
+              this.#engine,
+              'write',
+              buffer,
+              false,
+              position,
+              buffer.length,
+              this.#settleAsync,
+            ),
+            this.#recycleWrite,
+          );
     return this.#start(op, options) as Promise<number>;
   }
 
@@ -277,7 +279,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const op = new WriteOp(
       this.#engine,
       'writeZeroes',
-      this.#zeroes(),
+      null,
+      this.#engine.limits.canWriteZeroes,
       position,
       length,
       this.#settleAsync,
@@ -438,11 +441,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   /** Writes all of `buffer` at `position`, blocking until the device has it. */
   writeSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
     this.#checkWrite('writeSync', buffer, position);
-    const source = { data: buffer, deviceZeroes: false };
     const op = new WriteOp(
       this.#engine,
       'writeSync',
-      source,
+      buffer,
+      false,
       position,
       buffer.length,
       this.#settleSync,
@@ -467,7 +470,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const op = new WriteOp(
       this.#engine,
       'writeZeroesSync',
-      this.#zeroes(),
+      null,
+      this.#engine.limits.canWriteZeroes,
       position,
       length,
       this.#settleSync,
@@ -552,8 +556,30 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return { start, length: Math.max(0, end - start) };
   }
 
-  #zeroes(): WriteSource {
-    return { data: null, deviceZeroes: this.#engine.limits.canWriteZeroes };
+  // ---- pooled operations: the asynchronous read and write paths allocate no objects ----
+
+  readonly #readPool: ReadOp[] = [];
+  readonly #writePool: WriteOp[] = [];
+  readonly #recycleRead = (op: Operation): void => {
+    if (this.#readPool.length < MAX_POOLED_OPERATIONS) this.#readPool.push(op as ReadOp);
+  };
+  readonly #recycleWrite = (op: Operation): void => {
+    if (this.#writePool.length < MAX_POOLED_OPERATIONS) this.#writePool.push(op as WriteOp);
+  };
+
+  #readOp(dest: Uint8Array, position: number, length: number): ReadOp {
+    const pooled = this.#readPool.pop();
+    if (pooled !== undefined) return pooled.init(dest, position, length, this.#settleAsync);
+    return this.#pooled(
+      new ReadOp(this.#engine, dest, position, length, this.#settleAsync),
+      this.#recycleRead,
+    );
+  }
+
+  #pooled<T extends Operation>(op: T, recycle: (op: Operation) => void): T {
+    this.#stats.operationsAllocated++;
+    op.recycle = recycle;
+    return op;
   }
 
   /** Answers an asynchronous caller; one function for all operations of this device. */

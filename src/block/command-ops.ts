@@ -1,5 +1,6 @@
 import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest } from './request.js';
+import type { RangeLockEntry } from './range-lock.js';
 import { VIRTIO_BLK_ID_BYTES } from '../devices/blk/spec.js';
 
 /**
@@ -38,10 +39,8 @@ export class CommandOp extends Operation {
     if (kind === 'discard' && length === 0) this.pending = false;
   }
 
-  override lockRange(): { start: number; end: number; exclusive: boolean } | undefined {
-    return this.#kind === 'discard'
-      ? { start: this.#start, end: this.#end, exclusive: false }
-      : undefined;
+  override lockEntry(): RangeLockEntry | undefined {
+    return this.#kind === 'discard' ? this.rangeEntry(this.#start, this.#end, false) : undefined;
   }
 
   result(): unknown {

@@ -1,7 +1,7 @@
 import { OutOfMemoryError } from '../errors.js';
 import type { RangeAllocator } from '../memory/allocator.js';
 import type { DeviceStats } from '../devices/stats.js';
-import { RangeLock, type RangeLockEntry } from './range-lock.js';
+import { RangeLock, RangeLockEntry } from './range-lock.js';
 import { BlockRequest, type BlockDriver, type BlockLimits } from './request.js';
 
 /** The shared memory the block layer copies through and allocates bounce buffers from. */
@@ -36,7 +36,7 @@ export interface CallerSlot {
  */
 export abstract class Operation {
   readonly engine: BlockEngine;
-  readonly name: string;
+  name: string;
   /** The caller has been answered. */
   settled = false;
   /** First error; once set nothing more is submitted. */
@@ -46,6 +46,15 @@ export abstract class Operation {
   /** More requests remain to be submitted. */
   pending = true;
   lock: RangeLockEntry | undefined;
+  /** In the engine's runnable list. */
+  queued = false;
+  /**
+   * For pooled operations: called once the operation is settled and nothing refers to it any
+   * more (no request in flight, not queued, no lock), so it can be reused.
+   */
+  recycle: ((op: Operation) => void) | undefined = undefined;
+  /** Handed to `recycle` and not yet reused. */
+  recycled = false;
   /** Owned by the API layer. */
   readonly caller: CallerSlot = {
     resolve: undefined,
@@ -55,7 +64,7 @@ export abstract class Operation {
     onAbort: undefined,
     error: null,
   };
-  readonly #callback: OperationCallback;
+  #callback: OperationCallback;
 
   constructor(engine: BlockEngine, name: string, callback: OperationCallback) {
     this.engine = engine;
@@ -63,9 +72,41 @@ export abstract class Operation {
     this.#callback = callback;
   }
 
-  /** The block range to lock before the first submission, if any. */
-  lockRange(): { start: number; end: number; exclusive: boolean } | undefined {
+  /** Makes a recycled operation new again (pooled subclasses call it from their init). */
+  protected reset(name: string, callback: OperationCallback): void {
+    this.name = name;
+    this.#callback = callback;
+    this.settled = false;
+    this.error = null;
+    this.inFlight = 0;
+    this.pending = true;
+    this.lock = undefined;
+    this.queued = false;
+    this.recycled = false;
+    const caller = this.caller;
+    caller.resolve = undefined;
+    caller.reject = undefined;
+    caller.timer = undefined;
+    caller.signal = undefined;
+    caller.onAbort = undefined;
+    caller.error = null;
+  }
+
+  /** The block range to lock before the first submission (with its entry filled in), if any. */
+  lockEntry(): RangeLockEntry | undefined {
     return undefined;
+  }
+
+  /** One reusable lock entry per operation object; granting it queues the operation. */
+  #entry: RangeLockEntry | undefined;
+  protected rangeEntry(start: number, end: number, exclusive: boolean): RangeLockEntry {
+    const entry = (this.#entry ??= new RangeLockEntry(0, 0, false, () =>
+      this.engine.enqueueGranted(this),
+    ));
+    entry.start = start;
+    entry.end = end;
+    entry.exclusive = exclusive;
+    return entry;
   }
 
   /** Submits what resources allow. Returns false if it is blocked on descriptors or memory. */
@@ -104,7 +145,28 @@ export abstract class Operation {
       this.engine.locks.release(lock);
     }
     if (!this.settled) this.#settle(this.error);
+    this.recycleIfIdle();
   }
+
+  /** Hands a finished operation back to its pool once nothing can touch it any more. */
+  recycleIfIdle(): void {
+    if (
+      this.recycle === undefined ||
+      this.recycled ||
+      !this.settled ||
+      this.inFlight > 0 ||
+      this.queued ||
+      this.lock !== undefined
+    ) {
+      return;
+    }
+    this.recycled = true;
+    this.dropReferences();
+    this.recycle(this);
+  }
+
+  /** A pooled operation must not keep the caller's buffers alive while it waits for reuse. */
+  protected dropReferences(): void {}
 
   #settle(error: Error | null): void {
     this.settled = true;
@@ -200,11 +262,9 @@ export class BlockEngine {
       op.abort(this.#deadError);
       return;
     }
-    const range = op.lockRange();
-    if (range !== undefined) {
-      op.lock = this.locks.acquire(range.start, range.end, range.exclusive, () =>
-        this.#enqueue(op),
-      );
+    const entry = op.lockEntry();
+    if (entry !== undefined) {
+      op.lock = this.locks.acquireEntry(entry);
       if (!op.lock.granted) return;
     }
     this.#enqueue(op);
@@ -216,11 +276,18 @@ export class BlockEngine {
    * memory could leave every buffer held with nothing in flight to free one.
    */
   resume(op: Operation): void {
+    op.queued = true;
     this.#runnable.unshift(op);
     if (!this.#pumping) this.pump();
   }
 
+  /** @internal An operation's range lock was granted: it may run. */
+  enqueueGranted(op: Operation): void {
+    this.#enqueue(op);
+  }
+
   #enqueue(op: Operation): void {
+    op.queued = true;
     this.#runnable.push(op);
     if (this.#runnable.length === 1 && !this.#pumping) this.pump();
   }
@@ -244,6 +311,7 @@ export class BlockEngine {
         if (this.stats.requests !== before) continue;
         // Nothing in flight and nothing could submit: memory is held by the application.
         this.#runnable.splice(this.#runnable.indexOf(blocked), 1);
+        blocked.queued = false;
         blocked.fail(
           new OutOfMemoryError(this.lastFailedBounce, this.memory.allocator.largestFree),
         );
@@ -269,6 +337,7 @@ export class BlockEngine {
       }
       if (done) {
         runnable.splice(i, 1);
+        op.queued = false;
         // Settles operations with nothing to submit (zero length) or already failed.
         op.maybeFinish();
         continue;
@@ -284,6 +353,7 @@ export class BlockEngine {
   /** Answers every operation not yet answered with `error` (the device is gone or closing). */
   failAll(error: Error): void {
     this.#deadError = error;
+    for (const op of this.#runnable) op.queued = false;
     this.#runnable = [];
     for (const op of [...this.active]) op.abort(error);
   }

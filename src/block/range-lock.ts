@@ -7,11 +7,12 @@
  */
 export class RangeLockEntry {
   granted = false;
+  /** Entries are reusable (one per pooled operation): set the range, then acquireEntry(). */
   constructor(
-    readonly start: number,
-    readonly end: number,
-    readonly exclusive: boolean,
-    readonly onGranted: () => void,
+    public start: number,
+    public end: number,
+    public exclusive: boolean,
+    public onGranted: () => void,
   ) {}
 
   conflictsWith(other: RangeLockEntry): boolean {
@@ -36,7 +37,12 @@ export class RangeLock {
    * `onGranted` is not called; otherwise `onGranted` runs later, inside a release() or cancel().
    */
   acquire(start: number, end: number, exclusive: boolean, onGranted: () => void): RangeLockEntry {
-    const entry = new RangeLockEntry(start, end, exclusive, onGranted);
+    return this.acquireEntry(new RangeLockEntry(start, end, exclusive, onGranted));
+  }
+
+  /** acquire() with an entry the caller keeps and reuses (no allocation per request). */
+  acquireEntry(entry: RangeLockEntry): RangeLockEntry {
+    entry.granted = false;
     if (!this.#blocked(entry, this.#waiting, this.#waiting.length)) {
       entry.granted = true;
       this.#held.push(entry);
@@ -68,6 +74,7 @@ export class RangeLock {
    */
   #grantAfter(gone: RangeLockEntry): void {
     const waiting = this.#waiting;
+    if (waiting.length === 0) return;
     const granted: RangeLockEntry[] = [];
     for (let i = 0; i < waiting.length;) {
       const w = waiting[i]!;

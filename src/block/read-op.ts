@@ -6,14 +6,16 @@ import type { BlockRequest } from './request.js';
  * data goes straight into `dest` when it lives in shared memory and the range is aligned,
  * otherwise through bounce buffers, copied out as each request completes.
  */
+const EMPTY = new Uint8Array(0);
+
 export class ReadOp extends Operation {
-  readonly #dest: Uint8Array;
-  readonly #position: number;
-  readonly #length: number;
-  readonly #end: number;
-  #cursor: number;
+  #dest!: Uint8Array;
+  #position = 0;
+  #length = 0;
+  #end = 0;
+  #cursor = 0;
   /** GPA of dest when it can be read into directly, else -1. */
-  readonly #directGpa: number;
+  #directGpa = -1;
   /** Resolve with the destination Buffer instead of the byte count (dev.read). */
   returnsBuffer = false;
 
@@ -25,6 +27,23 @@ export class ReadOp extends Operation {
     callback: OperationCallback,
   ) {
     super(engine, 'read', callback);
+    this.#setUp(dest, position, length);
+  }
+
+  /** Reuses a recycled ReadOp for a new read (pooled operations allocate nothing per call). */
+  init(dest: Uint8Array, position: number, length: number, callback: OperationCallback): this {
+    this.reset('read', callback);
+    this.returnsBuffer = false;
+    this.#setUp(dest, position, length);
+    return this;
+  }
+
+  protected override dropReferences(): void {
+    this.#dest = EMPTY;
+  }
+
+  #setUp(dest: Uint8Array, position: number, length: number): void {
+    const engine = this.engine;
     const bs = engine.limits.blockSize;
     this.#dest = dest;
     this.#position = position;

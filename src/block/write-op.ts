@@ -1,5 +1,6 @@
 import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, BlockRequestKind } from './request.js';
+import type { RangeLockEntry } from './range-lock.js';
 
 /** A stretch of the block-aligned device range and how its bytes are produced. */
 interface Piece {
@@ -10,34 +11,34 @@ interface Piece {
   bounce: number;
 }
 
-export interface WriteSource {
-  /** Bytes to write, or null for zeroes. */
-  data: Uint8Array | null;
-  /** Use VIRTIO_BLK_T_WRITE_ZEROES for whole blocks of zeroes instead of writing zero buffers. */
-  deviceZeroes: boolean;
-}
-
 /**
  * Writes bytes (or zeroes) at any byte position. Whole blocks are written directly; partial
  * edge blocks are read, merged and written back (read-modify-write) under an exclusive lock on
  * the operation's block range, so concurrent overlapping writes cannot lose each other's bytes.
+ * Objects are reusable (init) so that a pooled write allocates nothing.
  */
 export class WriteOp extends Operation {
-  readonly #source: WriteSource;
-  readonly #position: number;
-  readonly #length: number;
-  readonly #start: number;
-  readonly #end: number;
-  readonly #unaligned: boolean;
-  /** Edge blocks being read before the write phase. */
-  #edges: Piece[] = [];
+  /** Bytes to write, or null for zeroes. */
+  #data: Uint8Array | null = null;
+  /** Use the device's WRITE_ZEROES for whole blocks of zeroes instead of writing zero buffers. */
+  #deviceZeroes = false;
+  #position = 0;
+  #length = 0;
+  #start = 0;
+  #end = 0;
+  #unaligned = false;
+  /** Edge blocks being read before the write phase (the head and tail pieces below). */
+  readonly #edges: Piece[] = [];
   #edgesToSubmit = 0;
   #edgesToRead = 0;
-  #pieces: Piece[] = [];
+  readonly #pieces: Piece[] = [];
   #piece = 0;
   #pieceCursor = 0;
+  readonly #head: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
+  readonly #tail: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
+  readonly #middle: Piece = { position: 0, length: 0, kind: 'data', bounce: -1 };
   /** GPA of the source when it lives in shared memory, else -1. */
-  readonly #directGpa: number;
+  #directGpa = -1;
   /** Shared completion handlers: the operation is the request's owner. */
   static #onEdgeRead(request: BlockRequest, error: Error | null): void {
     (request.owner as WriteOp).#edgeRead(request, error);
@@ -50,21 +51,52 @@ export class WriteOp extends Operation {
   constructor(
     engine: BlockEngine,
     name: string,
-    source: WriteSource,
+    data: Uint8Array | null,
+    deviceZeroes: boolean,
     position: number,
     length: number,
     callback: OperationCallback,
   ) {
     super(engine, name, callback);
+    this.#setUp(data, deviceZeroes, position, length);
+  }
+
+  /** Reuses a recycled WriteOp for a new write. */
+  init(
+    name: string,
+    data: Uint8Array | null,
+    deviceZeroes: boolean,
+    position: number,
+    length: number,
+    callback: OperationCallback,
+  ): this {
+    this.reset(name, callback);
+    this.#setUp(data, deviceZeroes, position, length);
+    return this;
+  }
+
+  protected override dropReferences(): void {
+    this.#data = null;
+  }
+
+  #setUp(data: Uint8Array | null, deviceZeroes: boolean, position: number, length: number): void {
+    const engine = this.engine;
     const bs = engine.limits.blockSize;
-    this.#source = source;
+    this.#data = data;
+    this.#deviceZeroes = deviceZeroes;
     this.#position = position;
     this.#length = length;
     this.#start = Math.floor(position / bs) * bs;
     this.#end = Math.ceil((position + length) / bs) * bs;
     this.#unaligned = position % bs !== 0 || length % bs !== 0;
-    const offset = source.data === null ? -1 : engine.memory.dataOffsetOf(source.data);
+    const offset = data === null ? -1 : engine.memory.dataOffsetOf(data);
     this.#directGpa = offset >= 0 ? engine.memory.dataGpa + offset : -1;
+    this.#edges.length = 0;
+    this.#pieces.length = 0;
+    this.#edgesToSubmit = 0;
+    this.#edgesToRead = 0;
+    this.#piece = 0;
+    this.#pieceCursor = 0;
     if (length === 0) {
       this.pending = false;
       return;
@@ -72,16 +104,20 @@ export class WriteOp extends Operation {
     if (this.#unaligned) {
       const head = this.#start;
       const tail = this.#end - bs;
-      if (position !== head || position + length < head + bs) this.#edges.push(edge(head, bs));
-      if ((position + length) % bs !== 0 && tail !== head) this.#edges.push(edge(tail, bs));
+      if (position !== head || position + length < head + bs) {
+        this.#edges.push(edgePiece(this.#head, head, bs));
+      }
+      if ((position + length) % bs !== 0 && tail !== head) {
+        this.#edges.push(edgePiece(this.#tail, tail, bs));
+      }
       this.#edgesToSubmit = this.#edges.length;
       this.#edgesToRead = this.#edges.length;
     }
     if (this.#edges.length === 0) this.#planPieces();
   }
 
-  override lockRange(): { start: number; end: number; exclusive: boolean } {
-    return { start: this.#start, end: this.#end, exclusive: this.#unaligned };
+  override lockEntry(): RangeLockEntry {
+    return this.rangeEntry(this.#start, this.#end, this.#unaligned);
   }
 
   result(): unknown {
@@ -148,7 +184,7 @@ export class WriteOp extends Operation {
     const to = Math.min(piece.position + piece.length, this.#position + this.#length);
     const bytes = this.engine.memory.dataBytes;
     const at = piece.bounce + (from - piece.position);
-    const data = this.#source.data;
+    const data = this.#data;
     if (data === null) {
       bytes.fill(0, at, at + (to - from));
     } else {
@@ -159,7 +195,8 @@ export class WriteOp extends Operation {
 
   #planPieces(): void {
     const bs = this.engine.limits.blockSize;
-    const pieces: Piece[] = [];
+    const pieces = this.#pieces;
+    pieces.length = 0;
     let middleStart = this.#start;
     let middleEnd = this.#end;
     for (const e of this.#edges) {
@@ -168,10 +205,13 @@ export class WriteOp extends Operation {
       else middleEnd -= bs;
     }
     if (middleEnd > middleStart) {
-      const kind = this.#source.data === null && this.#source.deviceZeroes ? 'zeroes' : 'data';
-      pieces.push({ position: middleStart, length: middleEnd - middleStart, kind, bounce: -1 });
+      const middle = this.#middle;
+      middle.position = middleStart;
+      middle.length = middleEnd - middleStart;
+      middle.kind = this.#data === null && this.#deviceZeroes ? 'zeroes' : 'data';
+      middle.bounce = -1;
+      pieces.push(middle);
     }
-    this.#pieces = pieces;
     this.#piece = 0;
     this.#pieceCursor = 0;
   }
@@ -216,7 +256,7 @@ export class WriteOp extends Operation {
   /** A write of source bytes at device position `at`: zero-copy when the source is shared memory. */
   #dataRequest(at: number, left: number): BlockRequest {
     const engine = this.engine;
-    const data = this.#source.data;
+    const data = this.#data;
     if (data !== null && this.#directGpa >= 0) {
       const len = Math.min(left, engine.maxRequestBytes);
       return this.#request(
@@ -300,6 +340,10 @@ function copyBytes(
   Buffer.prototype.copy.call(source, target, targetStart, start, end);
 }
 
-function edge(position: number, length: number): Piece {
-  return { position, length, kind: 'edge', bounce: -1 };
+function edgePiece(piece: Piece, position: number, length: number): Piece {
+  piece.position = position;
+  piece.length = length;
+  piece.kind = 'edge';
+  piece.bounce = -1;
+  return piece;
 }

@@ -13,6 +13,8 @@ export interface DeviceStats {
   readModifyWrites: number;
   /** Requests that had to wait for a free descriptor, slot or bounce buffer. */
   queuedForResources: number;
+  /** Operation objects the asynchronous read/write paths had to create (the rest were reused). */
+  operationsAllocated: number;
   /** virtio-scsi: commands sent again after BUSY, UNIT ATTENTION or a transport failure. */
   retries: number;
   /** virtio-scsi: ABORT TASK and LOGICAL UNIT RESET requests sent after timeouts. */
@@ -29,6 +31,7 @@ export function newDeviceStats(): DeviceStats {
     bytesBounced: 0,
     readModifyWrites: 0,
     queuedForResources: 0,
+    operationsAllocated: 0,
     retries: 0,
     taskAborts: 0,
     lunResets: 0,

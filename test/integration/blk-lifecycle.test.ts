@@ -125,6 +125,40 @@ for (const kind of ALL_PEERS) {
       }
     });
 
+    test('the asynchronous read/write path reuses its operation objects: none are created once warm', async () => {
+      const qsd = await startPeer(kind, { driver: 'file', size: 4 * 1024 * 1024 });
+      try {
+        const dev = await qsd.open({ queueSize: 64, requestTimeout: 10_000 });
+        const buffers = Array.from({ length: 32 }, () => dev.allocBuffer(4096));
+        const round = async (n: number): Promise<void> => {
+          for (let r = 0; r < n; r++) {
+            await Promise.all(
+              buffers.map((b, i) =>
+                r % 2 === 0 ? dev.write(b, i * 4096 + (r % 7) * 131072) : dev.readInto(b, i * 4096),
+              ),
+            );
+          }
+        };
+        buffers.forEach((b, i) => b.fill(i));
+        await round(20);
+        const warm = dev.stats.operationsAllocated;
+        assert.ok(warm >= 32 && warm <= 64, `${warm} operations for a queue depth of 32`);
+        await round(200);
+        assert.equal(dev.stats.operationsAllocated, warm, 'operations were allocated when warm');
+        // Reused operations still deliver each caller its own data.
+        const reads = await Promise.all(buffers.map((_, i) => dev.read(i * 4096, 4096)));
+        reads.forEach((b, i) => assert.ok(b.every((x) => x === i)));
+        // Unaligned writes (read-modify-write) go through the same pooled objects.
+        await Promise.all(buffers.map((_, i) => dev.write(Buffer.from([i, i, i]), i * 4096 + 1)));
+        const edge = await dev.read(1, 3);
+        assert.deepEqual([...edge], [0, 0, 0]);
+        assert.equal(dev.stats.operationsAllocated, warm);
+        await dev.close();
+      } finally {
+        await qsd.stop();
+      }
+    });
+
     test('hugepage-backed memory: 2 MiB pages are taken and data verifies', async () => {
       const nrPath = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
       const previous = readFileSync(nrPath, 'utf8').trim();

@@ -175,7 +175,7 @@ for (const indirect of [false, true]) {
     const rand = prng(21);
     const data = randomBytes(rand, 40000);
     const w = settle();
-    h.run(new WriteOp(h.engine, 'write', { data, deviceZeroes: false }, 1000, data.length, w.cb));
+    h.run(new WriteOp(h.engine, 'write', data, false, 1000, data.length, w.cb));
     assert.equal(w.result.error, null);
     assert.ok(h.disk.subarray(1000, 41000).equals(data));
     for (const chain of h.chains) {
@@ -219,7 +219,7 @@ test('random unaligned I/O through a small ring matches a model', () => {
       const position = randomInt(rand, 0, DISK_SIZE - length);
       const data = randomBytes(rand, length);
       const w = settle();
-      h.run(new WriteOp(h.engine, 'write', { data, deviceZeroes: false }, position, length, w.cb));
+      h.run(new WriteOp(h.engine, 'write', data, false, position, length, w.cb));
       assert.equal(w.result.error, null);
       data.copy(model, position);
       const into = Buffer.alloc(randomInt(rand, 1, 30000));
