@@ -16,14 +16,24 @@
  *                                                    latency it adds
  *
  * B = 0 (pure event) costs blockCpuNs + latencyWeight * wakeCostNs. With latencyWeight 1 this is
- * the ski-rental rule (spin at most what blocking would cost). A miss is a censored sample: it
+ * the ski-rental rule (spin at most what blocking would cost).
+ *
+ * With several requests in flight a wake-up delays not one completion but every one that lands
+ * before the frontend is running again, and the device's interrupts cost the device CPU too: the
+ * latency term is counted once per request in flight, up to `depthCap`, and so is the longest
+ * spin. So under a deep queue the controller spins like 'poll', and at depth 1 it weighs one
+ * wake-up, as the ski-rental rule says. A change of depth (a load that steps from 1 to 32) triggers a decision at once. A miss is a censored sample: it
  * says nothing about budgets above the one spun, so those count as misses (pessimistic) and a
  * periodic *probe* (one wait spun up to maxSpinNs) keeps the window honest in both directions.
  */
 
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
 export interface AdaptiveOptions {
-  /** Never spin longer than this per wait (and never block the event loop for it: it is spread over loop turns). Default 100 µs. */
+  /**
+   * Never spin longer than this per wait at depth 1 (and never block the event loop for it: it
+   * is spread over loop turns); with more requests in flight the limit grows with the blocking
+   * cost, up to `depthCap` times this. Default 100 µs.
+   */
   maxSpinNs: number;
   /** Latency a blocked wait adds: waking an idle vCPU and the event loop. Default 30 µs (measured: 25-30 µs per wake here). */
   wakeCostNs: number;
@@ -48,6 +58,8 @@ export interface AdaptiveOptions {
   probeEveryMax: number;
   /** Headroom added to a budget over the sample it was derived from (timing jitter). Default 0.25. */
   margin: number;
+  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most. Default 8. */
+  depthCap: number;
 }
 
 export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze({
@@ -61,6 +73,7 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   probeEvery: 16,
   probeEveryMax: 256,
   margin: 0.25,
+  depthCap: 8,
 });
 
 /** Validates and fills in options (throws RangeError on nonsense). */
@@ -84,7 +97,7 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
   if (o.maxSpinNs > 10_000_000) {
     throw new RangeError(`adaptive.maxSpinNs must be at most 10 ms, got ${o.maxSpinNs}`);
   }
-  for (const key of ['window', 'updateEvery', 'probeEvery', 'probeEveryMax'] as const) {
+  for (const key of ['window', 'updateEvery', 'probeEvery', 'probeEveryMax', 'depthCap'] as const) {
     const v = o[key];
     if (!Number.isInteger(v) || v < 1 || v > 1 << 16) {
       throw new RangeError(`adaptive.${key} must be an integer in 1..65536, got ${String(v)}`);
@@ -109,6 +122,9 @@ export class AdaptiveController {
   #updateInterval: number;
   #decisions = 0;
   readonly #sorted: Float64Array;
+  /** Requests in flight at the start of recent waits (moving average), and at the last decision. */
+  #depth = 1;
+  #decidedDepth = 1;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
@@ -140,9 +156,27 @@ export class AdaptiveController {
     return this.#budget > 0;
   }
 
-  /** A wait starts: how long to spin before blocking. Sometimes a probe (maxSpinNs). */
-  startWait(): number {
-    const max = this.options.maxSpinNs;
+  /**
+   * A wait starts with `inFlight` requests outstanding: how long to spin before blocking.
+   * Sometimes a probe (maxSpinNs).
+   */
+  startWait(inFlight = 1): number {
+    const o = this.options;
+    const depth = Math.min(Math.max(1, inFlight), o.depthCap);
+    // A quick average: a step in load moves it within a few waits.
+    this.#depth += (depth - this.#depth) / 4;
+    if (Math.abs(this.#depth - this.#decidedDepth) > this.#decidedDepth * o.hysteresis + 0.5) {
+      // The load changed shape since the last decision: decide again at the next sample, and
+      // make this wait a probe so the sample is a full one.
+      this.#decidedDepth = this.#depth;
+      this.#sinceUpdate = this.#updateInterval;
+      this.#probeEvery = o.probeEvery;
+      if (this.#budget < this.maxSpinNs) {
+        this.#waitsSinceProbe = 0;
+        return this.maxSpinNs;
+      }
+    }
+    const max = this.maxSpinNs;
     if (this.#budget >= max) return max;
     if (++this.#waitsSinceProbe >= this.#probeEvery) {
       this.#waitsSinceProbe = 0;
@@ -161,7 +195,7 @@ export class AdaptiveController {
         // Spinning too short: the decision may be stale, so probe (and decide) more often.
         this.#probeEvery = o.probeEvery;
         this.#updateInterval = o.updateEvery;
-      } else if (waitNs < (o.blockCpuNs + o.latencyWeight * o.wakeCostNs) * (1 - o.hysteresis)) {
+      } else if (waitNs < this.blockCostNs * (1 - o.hysteresis)) {
         // Blocking, and this wait would clearly have been cheaper to spin for: look closer.
         this.#probeEvery = Math.max(o.probeEvery, this.#probeEvery >> 1);
         this.#updateInterval = o.updateEvery;
@@ -185,19 +219,56 @@ export class AdaptiveController {
     this.#add(-(spunNs + 1));
   }
 
+  /** The longest spin per wait at the current depth. */
+  get maxSpinNs(): number {
+    return this.options.maxSpinNs * this.#decidedDepth;
+  }
+
+  /** What a blocked wait costs at the current depth: its CPU, and the latency it adds to requests. */
+  get blockCostNs(): number {
+    const o = this.options;
+    return o.blockCpuNs + o.latencyWeight * o.wakeCostNs * this.#decidedDepth;
+  }
+
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
+    const n = this.#effectiveSamples();
+    return costAt(this.#sorted.subarray(0, n), b, this.blockCostNs);
+  }
+
+  /**
+   * The window, sorted (misses first), with each miss replaced by what the complete samples say
+   * a wait that outlasted its spin lasts: the median of the hits longer than that spin. Without
+   * this, a short budget would only ever see its own misses, count them as misses for every
+   * longer budget too, and never learn that a slightly longer spin catches them. A miss that no
+   * hit outlasts stays a miss (pessimistic: probes supply the long samples). Returns the count.
+   */
+  #effectiveSamples(): number {
     const n = this.#count;
-    if (n === 0) return 0;
-    const o = this.options;
-    const blockCost = o.blockCpuNs + o.latencyWeight * o.wakeCostNs;
-    let total = 0;
-    for (let i = 0; i < n; i++) {
-      const s = this.#samples[i]!;
-      if (s >= 0 && s <= b) total += s;
-      else total += b + blockCost;
+    const sorted = this.#sorted.subarray(0, n);
+    sorted.set(this.#samples.subarray(0, n));
+    sorted.sort();
+    let misses = 0;
+    while (misses < n && sorted[misses]! < 0) misses++;
+    if (misses === 0 || misses === n) return n;
+    let imputed = false;
+    for (let k = 0; k < misses; k++) {
+      const spun = -sorted[k]! - 1;
+      // First hit longer than the spin (hits are sorted ascending after the misses).
+      let lo = misses;
+      let hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (sorted[mid]! > spun) hi = mid;
+        else lo = mid + 1;
+      }
+      if (lo < n) {
+        sorted[k] = sorted[lo + ((n - lo) >> 1)]!;
+        imputed = true;
+      }
     }
-    return total / n;
+    if (imputed) sorted.sort();
+    return n;
   }
 
   #add(value: number): void {
@@ -214,11 +285,12 @@ export class AdaptiveController {
     const o = this.options;
     const n = this.#count;
     this.#decisions++;
+    this.#decidedDepth = this.#depth;
     // Candidates: block at once, or spin just long enough to catch each observed hit.
+    this.#effectiveSamples();
     const sorted = this.#sorted.subarray(0, n);
-    sorted.set(this.#samples.subarray(0, n));
-    sorted.sort();
-    const blockCost = o.blockCpuNs + o.latencyWeight * o.wakeCostNs;
+    const blockCost = this.blockCostNs;
+    const maxSpin = this.maxSpinNs;
     let bestBudget = 0;
     let bestCost = blockCost;
     // With samples sorted, hits (>= 0) come last in ascending order; misses (< 0) first.
@@ -227,9 +299,9 @@ export class AdaptiveController {
     let hitSum = 0;
     for (let i = misses; i < n; i++) {
       const t = sorted[i]!;
-      if (t > o.maxSpinNs) break;
+      if (t > maxSpin) break;
       hitSum += t;
-      const b = Math.min(o.maxSpinNs, quantise(t * (1 + o.margin)));
+      const b = Math.min(maxSpin, quantise(t * (1 + o.margin)));
       // Samples above index i (and every miss) are treated as misses at budget b.
       const hitsBelow = i - misses + 1;
       const cost = (hitSum + (n - hitsBelow) * (b + blockCost)) / n;
@@ -246,7 +318,7 @@ export class AdaptiveController {
       if (bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis)) next = bestBudget;
     } else if (bestBudget === 0) {
       // Spinning: stop only if blocking is clearly cheaper.
-      if (blockCost < this.costOf(current) * (1 - o.hysteresis)) next = 0;
+      if (blockCost < costAt(sorted, current, blockCost) * (1 - o.hysteresis)) next = 0;
     } else {
       // Spinning either way: take the (quantised) best budget.
       next = bestBudget;
@@ -270,6 +342,16 @@ export class AdaptiveController {
       }
     }
   }
+}
+
+/** The mean cost of budget `b` over `samples` (hits >= 0, misses < 0). */
+function costAt(samples: Float64Array, b: number, blockCost: number): number {
+  let total = 0;
+  for (let i = 0; i < samples.length; i++) {
+    const s = samples[i]!;
+    total += s >= 0 && s <= b ? s : b + blockCost;
+  }
+  return samples.length === 0 ? 0 : total / samples.length;
 }
 
 /** Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them. */

@@ -4,7 +4,7 @@ import type { CompletionHost } from './strategy.js';
 
 function policyOf(controller: AdaptiveController): SpinPolicy {
   return {
-    startWait: () => controller.startWait(),
+    startWait: (inFlight) => controller.startWait(inFlight),
     hit: (waitNs) => controller.hit(waitNs),
     miss: (spunNs) => controller.miss(spunNs),
     blockingSpinNs: () => controller.budgetNs,

@@ -6,8 +6,11 @@ const UV_READABLE = 1;
 
 /** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
 export interface SpinPolicy {
-  /** A wait starts (requests in flight, used rings empty): ns to poll before blocking; Infinity = never block. */
-  startWait(): number;
+  /**
+   * A wait starts (`inFlight` requests outstanding, used rings empty): ns to poll before
+   * blocking; Infinity = never block.
+   */
+  startWait(inFlight: number): number;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt. */
@@ -50,6 +53,12 @@ export function spinForUsed(queues: readonly DeviceQueue[], ns: number): boolean
 function anyInFlight(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.inFlight > 0) return true;
   return false;
+}
+
+function inFlightCount(queues: readonly DeviceQueue[]): number {
+  let n = 0;
+  for (let i = 0; i < queues.length; i++) n += queues[i]!.inFlight;
+  return n;
 }
 
 /**
@@ -134,7 +143,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    const budgetNs = this.#policy.startWait();
+    const budgetNs = this.#policy.startWait(inFlightCount(this.#queues));
     this.#state = 'spinning';
     this.#waitStart = now;
     this.#budgetMs = budgetNs / msToNs;

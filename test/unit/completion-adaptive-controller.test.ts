@@ -11,11 +11,15 @@ const US = 1000;
 const MS = 1_000_000;
 
 /** Drives the controller as the strategy does: spin up to the budget, report a hit or a miss. */
-function run(c: AdaptiveController, waits: Iterable<number>): { budgets: number[]; spun: number } {
+function run(
+  c: AdaptiveController,
+  waits: Iterable<number>,
+  inFlight = 1,
+): { budgets: number[]; spun: number } {
   const budgets: number[] = [];
   let spun = 0;
   for (const wait of waits) {
-    const budget = c.startWait();
+    const budget = c.startWait(inFlight);
     if (wait <= budget) {
       c.hit(wait);
       spun += wait;
@@ -234,4 +238,32 @@ test('long waits that all end within maxSpinNs: still budget 0, rare probes', ()
   assert.ok(p > 0, 'it must still probe');
   assert.ok(p <= 10_000 / DEFAULT_ADAPTIVE_OPTIONS.probeEveryMax + 1, `${p} probes`);
   assert.equal(c.probeInterval, DEFAULT_ADAPTIVE_OPTIONS.probeEveryMax);
+});
+
+test('a deep queue makes blocking dearer: waits it blocks for at depth 1 it spins for at depth 32', () => {
+  // 70 µs waits: longer than one wake-up is worth at depth 1, shorter than the several
+  // completions a wake-up would delay at depth 32.
+  const shallow = new AdaptiveController();
+  assert.equal(run(shallow, constant(200, 70 * US), 1).budgets.at(-1), 0);
+  const deep = new AdaptiveController();
+  const { budgets } = run(deep, constant(200, 70 * US), 32);
+  assert.ok(
+    budgets.slice(-100).every((b) => b >= 70 * US),
+    'spins through every wait',
+  );
+  assert.ok(deep.blockCostNs > shallow.blockCostNs * 4);
+});
+
+test('a step from depth 1 to depth 32 is acted on within a few waits', () => {
+  const c = new AdaptiveController();
+  // Depth 1, long waits: it settles on blocking and backs its probes off.
+  run(c, constant(2000, 70 * US), 1);
+  assert.equal(c.budgetNs, 0);
+  // The load steps up: the same waits, 32 requests in flight.
+  const { budgets } = run(c, constant(40, 70 * US), 32);
+  const firstSpin = budgets.findIndex((b) => b > 0);
+  assert.ok(firstSpin >= 0 && firstSpin < 16, `spinning after ${firstSpin} waits`);
+  // And back down to depth 1: it blocks again.
+  const down = run(c, constant(400, 70 * US), 1).budgets;
+  assert.equal(down.at(-1), 0);
 });
