@@ -209,6 +209,11 @@ export interface ScsiSenseInfo {
   readonly description: string;
   /** The INFORMATION field (usually the failing LBA), when the target set it. */
   readonly information: number | undefined;
+  /**
+   * A deferred error (response code 0x71 / 0x73): it belongs to an earlier command the target
+   * had already acknowledged, not to the one it came back with.
+   */
+  readonly deferred: boolean;
   /** The sense bytes as the target sent them. */
   readonly raw: Buffer;
 }
@@ -223,12 +228,15 @@ export class ScsiSenseError extends VhostUserError implements ScsiSenseInfo {
   readonly ascq: number;
   readonly description: string;
   readonly information: number | undefined;
+  readonly deferred: boolean;
   readonly raw: Buffer;
   constructor(operation: string, sense: ScsiSenseInfo, position?: number) {
     const code = `${sense.asc.toString(16).padStart(2, '0')}/${sense.ascq.toString(16).padStart(2, '0')}`;
     super(
       'VHOST_USER_ERR_SCSI_SENSE',
-      `${operation}${position === undefined ? '' : ` at ${position}`}: ${sense.senseKeyName}: ${sense.description} (ASC/ASCQ ${code})`,
+      sense.deferred
+        ? `deferred error reported during ${operation}: ${sense.senseKeyName}: ${sense.description} (ASC/ASCQ ${code}); an earlier acknowledged command failed`
+        : `${operation}${position === undefined ? '' : ` at ${position}`}: ${sense.senseKeyName}: ${sense.description} (ASC/ASCQ ${code})`,
     );
     this.operation = operation;
     this.position = position;
@@ -238,6 +246,7 @@ export class ScsiSenseError extends VhostUserError implements ScsiSenseInfo {
     this.ascq = sense.ascq;
     this.description = sense.description;
     this.information = sense.information;
+    this.deferred = sense.deferred;
     this.raw = sense.raw;
   }
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { native } from '../native.js';
 import {
+  type ScsiSenseError,
   AbortError,
   DeviceClosedError,
   InvalidArgumentError,
@@ -76,6 +77,12 @@ export interface BlockDeviceEvents {
   close: [];
   /** virtio-scsi: an event from the device's event queue (transport reset, parameter change). */
   event: [ScsiEvent];
+  /**
+   * virtio-scsi: the target reported a deferred error (sense response code 0x71 / 0x73): a
+   * command it had already acknowledged failed later (typically a cached write). The command
+   * that carried the report is retried.
+   */
+  deferredError: [ScsiSenseError];
 }
 
 /** How the device was set up (beyond what the driver negotiated). */
@@ -151,6 +158,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     };
     for (const fd of driver.errFds) this.#watchErrFd(fd);
     driver.setDeferredHandler?.(() => this.#runDeferred());
+    driver.setFailureHandler?.((error) => this.#fail(error));
   }
 
   /** Device size in bytes. */
@@ -165,6 +173,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   get readOnly(): boolean {
     return this.#engine.limits.readOnly;
+  }
+
+  /** @internal Reports a deferred SCSI error (outside the drain routine). */
+  emitDeferredError(error: ScsiSenseError): void {
+    process.nextTick(() => this.emit('deferredError', error));
   }
 
   /** @internal Reports an event from the device's event queue (outside the drain routine). */

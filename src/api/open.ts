@@ -175,6 +175,7 @@ export async function openScsiDevice(
   });
   const dev = new BlockDevice(driver, settings);
   driver.setEventHandler((event) => dev.emitDeviceEvent(event));
+  driver.setDeferredErrorHandler((error) => dev.emitDeferredError(error));
   try {
     const config = driver.info.config;
     const identity = await identifyScsi((cdb, o) => dev.scsiCommand(cdb, o), {

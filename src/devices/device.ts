@@ -72,4 +72,6 @@ export interface DeviceDriver extends BlockDriver {
   runDeferred?(now: number): number;
   /** Called with a function that runs deferred work: the driver's timers call it when due. */
   setDeferredHandler?(handler: () => void): void;
+  /** Called with a function that fails the device (the driver found it beyond recovery). */
+  setFailureHandler?(handler: (error: Error) => void): void;
 }

@@ -198,11 +198,6 @@ test('BUSY, TASK SET FULL, UNIT ATTENTION, virtio BUSY and TRANSPORT_FAILURE are
 });
 
 test('retries are bounded: a LUN that is always busy or always failing gives the typed error', async () => {
-  await withScsi({ fileSize: 1 * MiB }, async (sock) => {
-    // Identification itself must succeed, so the always-failing fault comes after open.
-    const dev = await openScsiDevice(sock);
-    await dev.close();
-  });
   const cases = [
     {
       fault: { scsiBusyEvery: 1 },

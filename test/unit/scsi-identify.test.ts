@@ -30,6 +30,8 @@ interface FakeLun {
   vpd: Map<number, Uint8Array> | undefined;
   modeSense10: boolean;
   writeProtect: boolean;
+  /** The LUN has a caching mode page (else asking for page 0x08 alone is refused). */
+  cachingPage: boolean;
 }
 
 const BASE_OPTIONS = {
@@ -109,11 +111,15 @@ function fakeTarget(
       case ScsiOp.READ_CAPACITY_10:
         return reply(encodeReadCapacity10(unit.blocks, unit.blockSize));
       case ScsiOp.MODE_SENSE_10:
-        return unit.modeSense10
-          ? reply(encodeModeSense(true, unit.writeProtect, true))
-          : Promise.reject(illegal(0x20));
-      case ScsiOp.MODE_SENSE_6:
-        return reply(encodeModeSense(false, unit.writeProtect, false));
+      case ScsiOp.MODE_SENSE_6: {
+        const ten = cdb[0] === ScsiOp.MODE_SENSE_10;
+        if (ten && !unit.modeSense10) return Promise.reject(illegal(0x20));
+        const page = cdb[2]! & 0x3f;
+        if (page === 0x08 && !unit.cachingPage) return Promise.reject(illegal(0x24));
+        log.push(`  mode page ${page}`);
+        const cache = unit.cachingPage ? ten : undefined;
+        return reply(encodeModeSense(ten, unit.writeProtect, cache));
+      }
       default:
         return Promise.reject(illegal(0x20));
     }
@@ -129,6 +135,7 @@ function disk(overrides: Partial<FakeLun> = {}): FakeLun {
     vpd: undefined,
     modeSense10: true,
     writeProtect: false,
+    cachingPage: true,
     ...overrides,
   };
 }
@@ -238,4 +245,17 @@ test('an address with nothing behind it is UnsupportedError naming it', async ()
   const run = fakeTarget(new Map([[0, new Map([[0, disk()]])]]));
   await assert.rejects(identifyScsi(run, { ...BASE_OPTIONS, target: 0, lun: 9 }), /target 0 LUN 9/);
   await assert.rejects(identifyScsi(run, { ...BASE_OPTIONS, target: 1, lun: 0 }), UnsupportedError);
+});
+
+test('the write-protect bit is read even from a LUN without a caching mode page', async () => {
+  const log: string[] = [];
+  const run = fakeTarget(
+    new Map([[0, new Map([[0, disk({ cachingPage: false, writeProtect: true })]])]]),
+    log,
+  );
+  const id = await identifyScsi(run, BASE_OPTIONS);
+  assert.equal(id.limits.readOnly, true);
+  assert.equal(id.info.writeCache, 'unknown');
+  // All pages (0x3f) first, as Linux's sd asks.
+  assert.ok(log.includes('  mode page 63'));
 });

@@ -108,7 +108,13 @@ export class ScsiControlQueue implements DeviceQueue {
 
   drain(): number {
     const n = this.vq.drain(this.#completeOne);
-    while (this.#waiting.length > 0 && this.#trySubmit(this.#waiting[0]!)) this.#waiting.shift();
+    let resubmitted = false;
+    while (this.#waiting.length > 0 && this.#trySubmit(this.#waiting[0]!)) {
+      this.#waiting.shift();
+      resubmitted = true;
+    }
+    // TMFs that waited for a slot must not also wait for someone else's kick.
+    if (resubmitted) this.kick();
     return n;
   }
 

@@ -5,7 +5,13 @@
  * the rings are up, with SCSI commands (see identify.ts), and set with configure().
  */
 
-import { ProtocolError, BackendRejectedError, InvalidArgumentError } from '../../errors.js';
+import {
+  BackendRejectedError,
+  InvalidArgumentError,
+  ProtocolError,
+  TimeoutError,
+  type ScsiSenseError,
+} from '../../errors.js';
 import type { SocketEndpoint } from '../../protocol/endpoint.js';
 import type { VhostUserFrontend } from '../../protocol/frontend.js';
 import { VhostUserProtocolFeature } from '../../protocol/messages.js';
@@ -144,8 +150,15 @@ export class VirtioScsiDriver implements DeviceDriver {
   #deferredTimer: NodeJS.Timeout | undefined;
   #deferredDue = Infinity;
   #eventHandler: ((event: ScsiEvent) => void) | undefined;
+  #deferredErrorHandler: ((error: ScsiSenseError) => void) | undefined;
+  #failureHandler: ((error: Error) => void) | undefined;
   #zeroBlock = -1;
   readonly #resetting = new Set<string>();
+  /** Commands the LUN queues at most (cmd_per_lun); beyond it requests wait, not fail. */
+  readonly #cmdPerLun: number;
+  /** How long a task management function may take before it is escalated or the device fails. */
+  readonly #tmfTimeoutMs: number;
+  readonly #tmfTimers = new Set<NodeJS.Timeout>();
 
   private constructor(
     resources: VhostDeviceResources,
@@ -154,9 +167,12 @@ export class VirtioScsiDriver implements DeviceDriver {
       info: ScsiDeviceInfo;
       limits: BlockLimits;
       settings: ScsiQueueSettings;
+      tmfTimeoutMs: number;
     },
   ) {
     this.#resources = resources;
+    this.#cmdPerLun = parts.info.config.cmdPerLun;
+    this.#tmfTimeoutMs = parts.tmfTimeoutMs;
     this.endpoint = resources.endpoint;
     this.frontend = resources.frontend;
     this.memory = resources.memory;
@@ -175,6 +191,7 @@ export class VirtioScsiDriver implements DeviceDriver {
       stats: this.stats,
       retryScheduled: (due: number) => this.#armDeferred(due),
       abortTask: (target: number, lun: number, tag: bigint) => this.#abortTask(target, lun, tag),
+      deferredError: (error: ScsiSenseError) => this.#deferredErrorHandler?.(error),
     };
     this.requestQueues = rings
       .slice(VIRTIO_SCSI_FIRST_REQUESTQ)
@@ -301,6 +318,7 @@ export class VirtioScsiDriver implements DeviceDriver {
       info,
       limits,
       settings,
+      tmfTimeoutMs: options.timeoutMs,
     });
   }
 
@@ -338,6 +356,7 @@ export class VirtioScsiDriver implements DeviceDriver {
   }
 
   trySubmit(request: BlockRequest): boolean {
+    if (this.#cmdPerLun > 0 && this.inFlight >= this.#cmdPerLun) return false;
     const queues = this.requestQueues;
     if (queues.length === 1) return queues[0]!.trySubmit(request);
     for (let i = 0; i < queues.length; i++) {
@@ -370,6 +389,14 @@ export class VirtioScsiDriver implements DeviceDriver {
     this.#eventHandler = handler;
   }
 
+  setDeferredErrorHandler(handler: (error: ScsiSenseError) => void): void {
+    this.#deferredErrorHandler = handler;
+  }
+
+  setFailureHandler(handler: (error: Error) => void): void {
+    this.#failureHandler = handler;
+  }
+
   runDeferred(now: number): number {
     let next = -1;
     for (const q of this.requestQueues) {
@@ -394,26 +421,29 @@ export class VirtioScsiDriver implements DeviceDriver {
     );
   }
 
-  /** ABORT TASK; if the device refuses it, LOGICAL UNIT RESET (once at a time per LUN). */
+  /**
+   * ABORT TASK; if the device refuses it or does not answer in time, LOGICAL UNIT RESET (once
+   * at a time per LUN); if the reset is not answered in time either, the device has stopped
+   * working and fails (every request is answered, nothing waits forever).
+   */
   #abortTask(target: number, lun: number, tag: bigint): void {
     this.stats.taskAborts++;
-    this.control.submit({
-      subtype: VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK,
+    this.#taskManagement(
+      VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK,
       target,
       lun,
       tag,
-      onResponse: (response) => {
+      (response) => {
         if (
-          response === undefined ||
           response === VIRTIO_SCSI_S_FUNCTION_COMPLETE ||
           response === VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_SUCCEEDED
         ) {
           return;
         }
-        this.#resetLun(target, lun);
+        // Refused, or no answer: the command may still be running.
+        if (response !== 'gone') this.#resetLun(target, lun);
       },
-    });
-    this.control.kick();
+    );
   }
 
   #resetLun(target: number, lun: number): void {
@@ -421,12 +451,43 @@ export class VirtioScsiDriver implements DeviceDriver {
     if (this.#resetting.has(key)) return;
     this.#resetting.add(key);
     this.stats.lunResets++;
+    const tmf = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
+    this.#taskManagement(tmf, target, lun, 0n, (response) => {
+      this.#resetting.delete(key);
+      if (response === 'timeout') {
+        this.#failureHandler?.(new TimeoutError('LOGICAL UNIT RESET', this.#tmfTimeoutMs));
+      }
+    });
+  }
+
+  /** Sends one TMF; `done` gets the response byte, 'timeout', or 'gone' (device torn down). */
+  #taskManagement(
+    subtype: number,
+    target: number,
+    lun: number,
+    tag: bigint,
+    done: (response: number | 'timeout' | 'gone') => void,
+  ): void {
+    let answered = false;
+    const timer = setTimeout(() => {
+      this.#tmfTimers.delete(timer);
+      if (answered) return;
+      answered = true;
+      done('timeout');
+    }, this.#tmfTimeoutMs);
+    this.#tmfTimers.add(timer);
     this.control.submit({
-      subtype: VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET,
+      subtype,
       target,
       lun,
-      tag: 0n,
-      onResponse: () => this.#resetting.delete(key),
+      tag,
+      onResponse: (response) => {
+        clearTimeout(timer);
+        this.#tmfTimers.delete(timer);
+        if (answered) return;
+        answered = true;
+        done(response ?? 'gone');
+      },
     });
     this.control.kick();
   }
@@ -452,6 +513,8 @@ export class VirtioScsiDriver implements DeviceDriver {
   #stopTimer(): void {
     if (this.#deferredTimer !== undefined) clearTimeout(this.#deferredTimer);
     this.#deferredTimer = undefined;
+    for (const timer of this.#tmfTimers) clearTimeout(timer);
+    this.#tmfTimers.clear();
   }
 }
 

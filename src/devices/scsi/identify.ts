@@ -17,6 +17,7 @@ import {
   buildTestUnitReady,
   MAX_BLOCKS_10,
   MAX_BLOCKS_16,
+  MODE_PAGE_ALL,
   MODE_PAGE_CACHING,
 } from './cdb.js';
 import {
@@ -35,6 +36,7 @@ import {
   READ_CAPACITY_10_OVERFLOW,
   READ_CAPACITY_16_BYTES,
   reportLunsLength,
+  vpdPageLength,
   SCSI_TYPE_DISK,
   STANDARD_INQUIRY_BYTES,
   VpdPage,
@@ -43,7 +45,7 @@ import {
   type ProvisioningVpd,
 } from './data.js';
 import { SenseKey } from './sense.js';
-import { VirtioScsiResponse } from './spec.js';
+import { VIRTIO_SCSI_MAX_LUN, VirtioScsiResponse } from './spec.js';
 import type { ScsiIdentity, ScsiLunInfo } from './driver.js';
 
 /** Sends one command and resolves to its data; rejects with the device's typed errors. */
@@ -66,8 +68,13 @@ export interface IdentifyOptions {
 }
 
 const VPD_ALLOCATION = 252;
+/** VPD pages are re-read at their full length up to this (PAGE LENGTH is 16 bits). */
+const VPD_MAX_ALLOCATION = 0xffff;
 const REPORT_LUNS_ALLOCATION = 8 + 8 * 256;
-const MODE_SENSE_ALLOCATION = 64;
+/** Every LUN virtio-scsi can address, and no more: a backend's LUN LIST LENGTH is not trusted. */
+const REPORT_LUNS_MAX_ALLOCATION = 8 + 8 * (VIRTIO_SCSI_MAX_LUN + 1);
+/** All mode pages fit MODE SENSE(6)'s 255 bytes on a disk; the header alone is all we need. */
+const MODE_SENSE_ALLOCATION = 255;
 
 function cdb(build: (out: Uint8Array, at: number) => number): Uint8Array {
   const out = new Uint8Array(16);
@@ -93,9 +100,9 @@ async function lunsOf(run: ScsiCommandRunner, target: number): Promise<number[] 
         lun: 0,
       },
     );
-    if (reportLunsLength(data) > data.length) {
+    if (reportLunsLength(data) > data.length && data.length === REPORT_LUNS_ALLOCATION) {
       // More LUNs than fit: ask again with room for all of them.
-      const length = reportLunsLength(data);
+      const length = Math.min(reportLunsLength(data), REPORT_LUNS_MAX_ALLOCATION);
       const again = await run(
         cdb((o, a) => buildReportLuns(o, a, length)),
         {
@@ -184,7 +191,18 @@ async function vpd(
         ...address,
       },
     );
-    return data.length >= 4 && data[1] === page ? data : undefined;
+    if (data.length < 4 || data[1] !== page) return undefined;
+    const full = Math.min(vpdPageLength(data), VPD_MAX_ALLOCATION);
+    if (full <= data.length || data.length < VPD_ALLOCATION) return data;
+    // A longer page (many designators): read it whole.
+    const again = await run(
+      cdb((o, a) => buildInquiry(o, a, page, full)),
+      {
+        dataIn: full,
+        ...address,
+      },
+    );
+    return again.data.length >= 4 && again.data[1] === page ? again.data : data;
   } catch (err) {
     if (isSense(err, SenseKey.ILLEGAL_REQUEST)) return undefined;
     throw err;
@@ -220,20 +238,27 @@ async function readCapacity(
   return { capacity: decodeReadCapacity10(data), use16: false };
 }
 
+/**
+ * The write-protect bit (in every mode parameter header) and the write cache (caching page).
+ * Asks like Linux's sd: all pages first, then the caching page alone, with MODE SENSE(10) and
+ * then (6); a LUN that refuses every form is taken as writable with an unknown cache.
+ */
 async function modeSense(
   run: ScsiCommandRunner,
   address: { target: number; lun: number },
 ): Promise<{ writeProtect: boolean; writeCache: boolean | undefined }> {
-  for (const ten of [true, false]) {
-    try {
-      const build = ten ? buildModeSense10 : buildModeSense6;
-      const { data } = await run(
-        cdb((o, a) => build(o, a, MODE_PAGE_CACHING, MODE_SENSE_ALLOCATION)),
-        { dataIn: MODE_SENSE_ALLOCATION, ...address },
-      );
-      return decodeModeSense(data, ten);
-    } catch (err) {
-      if (!isSense(err, SenseKey.ILLEGAL_REQUEST)) throw err;
+  for (const page of [MODE_PAGE_ALL, MODE_PAGE_CACHING]) {
+    for (const ten of [true, false]) {
+      try {
+        const build = ten ? buildModeSense10 : buildModeSense6;
+        const { data } = await run(
+          cdb((o, a) => build(o, a, page, MODE_SENSE_ALLOCATION)),
+          { dataIn: MODE_SENSE_ALLOCATION, ...address },
+        );
+        if (data.length >= (ten ? 4 : 3)) return decodeModeSense(data, ten);
+      } catch (err) {
+        if (!isSense(err, SenseKey.ILLEGAL_REQUEST)) throw err;
+      }
     }
   }
   return { writeProtect: false, writeCache: undefined };
@@ -300,8 +325,11 @@ export async function identifyScsi(
     Math.min(options.maxTransferBytes, lunBlocks * blockSize, cdbBlocks * blockSize),
     blockSize,
   );
-  const unmap = provisioning?.unmap === true;
-  const writeSameUnmap = provisioning?.writeSameUnmap === true && use16;
+  // Thin provisioning must be enabled (LBPME, READ CAPACITY(16)) for the deallocation commands
+  // the provisioning page lists to mean anything, as Linux's sd requires.
+  const thin = use16 && capacity.provisioning;
+  const unmap = thin && provisioning?.unmap === true;
+  const writeSameUnmap = thin && provisioning?.writeSameUnmap === true;
   const unmapBlocks =
     blockLimits !== undefined &&
     blockLimits.maxUnmapBlocks > 0 &&

@@ -27,7 +27,7 @@ import {
   scsiStatusName,
 } from './cdb.js';
 import { encodeUnmapParameters } from './data.js';
-import { decodeSense, isRetryableSense, SenseKey } from './sense.js';
+import { decodeSense, isCompletedSense, isRetryableSense, SenseKey } from './sense.js';
 import {
   encodeVirtioLun,
   VIRTIO_SCSI_S_SIMPLE,
@@ -54,8 +54,10 @@ export interface ScsiQueueSettings {
   zeroBlockGpa: number;
 }
 
-/** Backoff for retried commands: 1, 2, 4... ms, at most this many attempts. */
+/** Backoff for retried commands: 1, 2, 4... ms, at most this many attempts (about 0.25 s). */
 export const MAX_SCSI_RETRIES = 8;
+/** NOT READY, becoming ready, lasts seconds: that many attempts at most 250 ms apart (~8 s). */
+export const MAX_NOT_READY_RETRIES = 40;
 const MAX_BACKOFF_MS = 250;
 /** Preset in the response byte: no device writes it, so an unwritten response is detectable. */
 const RESPONSE_NOT_WRITTEN = 0xff;
@@ -82,6 +84,8 @@ export interface ScsiQueueHost {
   retryScheduled(due: number): void;
   /** Ask the device to abort a command in flight (virtio-scsi task management). */
   abortTask(target: number, lun: number, tag: bigint): void;
+  /** The target reported a deferred error: an earlier, acknowledged command failed. */
+  deferredError(error: ScsiSenseError): void;
 }
 
 export class ScsiRequestQueue implements DeviceQueue {
@@ -153,11 +157,17 @@ export class ScsiRequestQueue implements DeviceQueue {
     this.#cancelled[slot] = 0;
     this.#generation[slot] = (this.#generation[slot]! + 1) >>> 0;
     this.#slots[slot] = request;
-    if (!this.#addChain(slot, request)) {
-      this.#slots[slot] = undefined;
-      this.#freeSlotCount++;
-      return false;
+    let added = false;
+    try {
+      added = this.#addChain(slot, request);
+    } finally {
+      // A request the ring refused (or a CDB field that cannot hold it) gives its slot back.
+      if (!added) {
+        this.#slots[slot] = undefined;
+        this.#freeSlotCount++;
+      }
     }
+    if (!added) return false;
     this.#host.stats.requests++;
     return true;
   }
@@ -378,7 +388,7 @@ export class ScsiRequestQueue implements DeviceQueue {
         resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_TRANSPORT_FAILURE ||
         // A reset someone else asked for ended the command; it did not fail.
         (resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_RESET && !cancelled);
-      if (transient && this.#retry(slot, true)) return 'retry';
+      if (transient && !cancelled && this.#retry(slot, true, MAX_SCSI_RETRIES)) return 'retry';
       return new VirtioScsiResponseError(
         name,
         resp.response,
@@ -389,43 +399,66 @@ export class ScsiRequestQueue implements DeviceQueue {
     const senseAt = respAt + VirtioScsiCmdRespHeader.size;
     switch (resp.status) {
       case ScsiStatus.GOOD:
-      case ScsiStatus.CONDITION_MET: {
-        const command = request.command;
-        if (command !== undefined) {
-          command.status = resp.status;
-          command.residual = Math.min(resp.resid, request.length);
-          command.sense = senseLen > 0 ? this.#bytes.slice(senseAt, senseAt + senseLen) : undefined;
-          return null;
-        }
-        if (resp.resid !== 0 && (request.kind === 'read' || request.kind === 'write')) {
-          return new ShortTransferError(name, request.length, resp.resid);
-        }
-        return null;
-      }
+      case ScsiStatus.CONDITION_MET:
+        return this.#completed(request, resp.status, resp.resid, senseAt, senseLen);
       case ScsiStatus.CHECK_CONDITION: {
         const sense = decodeSense(this.#bytes.subarray(senseAt, senseAt + senseLen));
         if (sense === undefined) {
           return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
         }
+        // The command did its work and the target only has something to say about it.
+        if (isCompletedSense(sense)) {
+          return this.#completed(request, resp.status, resp.resid, senseAt, senseLen);
+        }
+        if (sense.deferred) {
+          // An earlier command failed after it was acknowledged; this one was not run.
+          this.#host.deferredError(new ScsiSenseError(name, sense));
+          if (!cancelled && this.#retry(slot, false, MAX_SCSI_RETRIES)) return 'retry';
+          return new ScsiSenseError(name, sense, position);
+        }
         if (!cancelled && isRetryableSense(sense)) {
           // A unit attention reports a past event (a reset): the command itself can go at once.
-          if (this.#retry(slot, sense.senseKey !== SenseKey.UNIT_ATTENTION)) return 'retry';
+          const unitAttention = sense.senseKey === SenseKey.UNIT_ATTENTION;
+          const attempts =
+            sense.senseKey === SenseKey.NOT_READY ? MAX_NOT_READY_RETRIES : MAX_SCSI_RETRIES;
+          if (this.#retry(slot, !unitAttention, attempts)) return 'retry';
         }
         return new ScsiSenseError(name, sense, position);
       }
       case ScsiStatus.BUSY:
       case ScsiStatus.TASK_SET_FULL:
-        if (!cancelled && this.#retry(slot, true)) return 'retry';
+        if (!cancelled && this.#retry(slot, true, MAX_SCSI_RETRIES)) return 'retry';
         return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
       default:
         return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
     }
   }
 
-  /** Schedules `slot` again after a backoff; false once the attempts are used up. */
-  #retry(slot: number, backoff: boolean): boolean {
+  /** A command that did its work: a short read or write is an error, a raw command reports it. */
+  #completed(
+    request: BlockRequest,
+    status: number,
+    resid: number,
+    senseAt: number,
+    senseLen: number,
+  ): Error | null {
+    const command = request.command;
+    if (command !== undefined) {
+      command.status = status;
+      command.residual = Math.min(resid, request.length);
+      command.sense = senseLen > 0 ? this.#bytes.slice(senseAt, senseAt + senseLen) : undefined;
+      return null;
+    }
+    if (resid !== 0 && (request.kind === 'read' || request.kind === 'write')) {
+      return new ShortTransferError(request.kind, request.length, resid);
+    }
+    return null;
+  }
+
+  /** Schedules `slot` again after a backoff; false once `maxAttempts` are used up. */
+  #retry(slot: number, backoff: boolean, maxAttempts: number): boolean {
     const attempt = this.#attempts[slot]!;
-    if (attempt >= MAX_SCSI_RETRIES) return false;
+    if (attempt >= maxAttempts) return false;
     this.#attempts[slot] = attempt + 1;
     this.#host.stats.retries++;
     const due = Date.now() + (backoff ? Math.min(2 ** attempt, MAX_BACKOFF_MS) : 0);

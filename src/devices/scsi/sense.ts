@@ -251,8 +251,24 @@ export function decodeSense(bytes: Uint8Array): ScsiSenseInfo | undefined {
     ascq,
     description: ascDescription(asc, ascq),
     information,
+    deferred: responseCode === 0x71 || responseCode === 0x73,
     raw: Buffer.from(bytes),
   };
+}
+
+/**
+ * Whether CHECK CONDITION with this sense still means the command did its work: RECOVERED
+ * ERROR (the target recovered, SPC-4), and NO SENSE without FILEMARK, EOM or ILI (nothing to
+ * report). Deferred errors never: they say the current command was not run.
+ */
+export function isCompletedSense(info: ScsiSenseInfo): boolean {
+  if (info.deferred) return false;
+  if (info.senseKey === SenseKey.RECOVERED_ERROR) return true;
+  if (info.senseKey !== SenseKey.NO_SENSE) return false;
+  const raw = info.raw;
+  // FILEMARK / EOM / ILI: fixed format byte 2 bits 7..5; descriptor format: none to check here.
+  const fixed = ((raw[0] ?? 0) & 0x7f) === 0x70;
+  return !fixed || ((raw[2] ?? 0) & 0xe0) === 0;
 }
 
 /**
