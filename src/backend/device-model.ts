@@ -20,7 +20,8 @@ export const OFFERED_PROTOCOL_FEATURES =
 /**
  * How a ring is served. 'request': every chain is executed, counted by the fault plan and may be
  * held (delayCompletionsMs). 'control': answered at once, may complete held requests (task
- * management). 'event': chains stay in the avail ring until the device has an event to put in one.
+ * management); a fault may leave one unanswered. 'event': chains stay in the avail ring until the
+ * device has an event to put in one.
  */
 export type QueueRole = 'request' | 'control' | 'event';
 
@@ -71,8 +72,11 @@ export interface DeviceModel {
   roleOf?(ring: number): QueueRole;
   /** Runs a request-queue chain (or answers `fault` instead) and writes its response. Never throws. */
   execute(chain: DeviceChain, fault?: RequestFault, hooks?: RequestHooks): RequestResult;
-  /** Answers a control-queue chain; returns the used len. Never throws. */
-  control?(chain: DeviceChain, held: HeldRequests): number;
+  /**
+   * Answers a control-queue chain; returns the used len, or undefined to leave it unanswered (a
+   * fault: it stays in flight until the ring stops or the connection goes). Never throws.
+   */
+  control?(chain: DeviceChain, held: HeldRequests): number | undefined;
   /**
    * Writes `event` (undefined: an empty event that only reports `missed`) into an eventq buffer;
    * returns the used len, 0 if the buffer cannot hold an event. Never throws.

@@ -39,6 +39,17 @@ export interface BlockServerFaults {
    * while MODE SENSE reports it writable, so a frontend meets the error on its normal write path.
    */
   hideWriteProtect?: boolean;
+  /**
+   * scsi: ABORT TASK is answered VIRTIO_SCSI_S_FUNCTION_REJECTED and the command it names stays
+   * held (a delayed completion goes on as if nothing happened). Other TMFs work as usual.
+   */
+  rejectAbortTask?: boolean;
+  /**
+   * scsi: task management requests on the controlq are neither carried out nor answered; each
+   * chain stays in flight until the ring stops (GET_VRING_BASE, RESET_OWNER) or the connection
+   * goes. Asynchronous-notification requests are still answered.
+   */
+  ignoreTaskManagement?: boolean;
   /** After N requests, push a used element whose id is not a chain in flight. */
   badUsedIdAfter?: number;
   /** After N requests, push a used len larger than the chain's writable bytes. */
@@ -133,6 +144,12 @@ const SCSI_EVERY_FAULTS = [
   'unitAttentionEvery',
   'shortReadEvery',
 ] as const;
+/** On/off faults that only virtio-scsi has. */
+const SCSI_BOOLEAN_FAULTS = [
+  'hideWriteProtect',
+  'rejectAbortTask',
+  'ignoreTaskManagement',
+] as const;
 
 /** @throws InvalidArgumentError naming the first bad option. */
 export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
@@ -193,14 +210,16 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
   for (const name of COUNT_FAULTS) optionalInt(`faults.${name}`, faults[name], 0, 0x7fff_ffff);
   if (faults.ioErrorEvery === 0) throw new InvalidArgumentError('faults.ioErrorEvery must be >= 1');
   for (const name of SCSI_EVERY_FAULTS) optionalInt(`faults.${name}`, faults[name], 1, 0x7fff_ffff);
-  if (faults.hideWriteProtect !== undefined && typeof faults.hideWriteProtect !== 'boolean') {
-    throw new InvalidArgumentError('faults.hideWriteProtect must be a boolean');
+  for (const name of SCSI_BOOLEAN_FAULTS) {
+    if (faults[name] !== undefined && typeof faults[name] !== 'boolean') {
+      throw new InvalidArgumentError(`faults.${name} must be a boolean`);
+    }
   }
   if (type === 'blk') {
     // Options of the other device type are mistakes, not no-ops.
     const scsiOnly = [
       ...(['target', 'lun', 'maxSectors'] as const).filter((n) => options[n] !== undefined),
-      ...[...SCSI_EVERY_FAULTS, 'hideWriteProtect' as const]
+      ...[...SCSI_EVERY_FAULTS, ...SCSI_BOOLEAN_FAULTS]
         .filter((n) => faults[n] !== undefined)
         .map((n) => `faults.${n}`),
     ];

@@ -204,10 +204,16 @@ export class RequestPump implements HeldRequests {
     this.#interrupt(held.ring, held.queue);
   }
 
-  /** Control requests are answered at once: task management must not wait behind what it aborts. */
+  /**
+   * Control requests are answered at once: task management must not wait behind what it aborts.
+   * One the device leaves unanswered (ignoreTaskManagement) is not kept here: it stays in flight
+   * on its queue until the ring stops (GET_VRING_BASE, RESET_OWNER), its queue is rebuilt
+   * (SET_MEM_TABLE) or the connection goes, and nothing writes into its buffers again (they may
+   * be unmapped by then).
+   */
   #control(queue: DeviceQueue, chain: DeviceChain): void {
-    const len = this.#device.control?.(chain, this) ?? 0;
-    queue.pushUsed(chain.head, len);
+    const len = this.#device.control === undefined ? 0 : this.#device.control(chain, this);
+    if (len !== undefined) queue.pushUsed(chain.head, len);
   }
 
   /**

@@ -38,6 +38,7 @@ import type {
 import type { DeviceChain } from './device-queue.js';
 import { slice } from './blk-device.js';
 import type { ScsiFault, ScsiTarget } from './scsi-target.js';
+import type { ServerStats } from './stats.js';
 import { copyFromSegments, copyToSegments } from './storage.js';
 
 /** An event for the eventq (virtio_scsi_event); target and LUN default to the server's. */
@@ -64,6 +65,16 @@ const AN_REQ_LUN_OFFSET = 4;
 const AN_RESP_BYTES = 5;
 const CTRL_TYPE_BYTES = 4;
 
+/** The task-management faults (BlockServerFaults), and where TMFs are counted. */
+export interface ScsiDeviceOptions {
+  /** ABORT TASK is answered FUNCTION_REJECTED and leaves the command held. */
+  rejectAbortTask?: boolean;
+  /** TMF requests are left unanswered (and not carried out). */
+  ignoreTaskManagement?: boolean;
+  /** Receives tmfAbortTask, tmfAbortMatched, tmfLunReset and tmfOther. */
+  stats?: ServerStats;
+}
+
 /** Faults answered here, at the virtio level; the others are SCSI statuses from the target. */
 const VIRTIO_FAULTS: Partial<Record<RequestFault, number>> = {
   'virtio-busy': VirtioScsiResponse.VIRTIO_SCSI_S_BUSY,
@@ -84,10 +95,16 @@ export class ScsiDevice implements DeviceModel {
   readonly #targetId: number;
   readonly #req = Buffer.alloc(REQ_BYTES);
   readonly #tmf = Buffer.alloc(VirtioScsiCtrlTmfReq.size);
+  readonly #rejectAbortTask: boolean;
+  readonly #ignoreTaskManagement: boolean;
+  readonly #stats: ServerStats | undefined;
 
-  constructor(target: ScsiTarget, targetId: number) {
+  constructor(target: ScsiTarget, targetId: number, options: ScsiDeviceOptions = {}) {
     this.#target = target;
     this.#targetId = targetId;
+    this.#rejectAbortTask = options.rejectAbortTask === true;
+    this.#ignoreTaskManagement = options.ignoreTaskManagement === true;
+    this.#stats = options.stats;
   }
 
   roleOf(ring: number): QueueRole {
@@ -188,7 +205,7 @@ export class ScsiDevice implements DeviceModel {
     return area + r.dataIn;
   }
 
-  control(chain: DeviceChain, held: HeldRequests): number {
+  control(chain: DeviceChain, held: HeldRequests): number | undefined {
     if (chain.problem !== undefined || chain.readableBytes < CTRL_TYPE_BYTES) {
       return this.#controlReply(chain, 0, VirtioScsiResponse.VIRTIO_SCSI_S_FAILURE);
     }
@@ -197,11 +214,15 @@ export class ScsiDevice implements DeviceModel {
     const type = typeBytes.readUInt32LE(0);
     switch (type) {
       case VirtioScsiCtrlType.VIRTIO_SCSI_T_TMF: {
+        // The fault: no TMF is carried out or answered, not even a malformed one.
         if (chain.readableBytes < VirtioScsiCtrlTmfReq.size) {
+          if (this.#ignoreTaskManagement) return undefined;
           return this.#controlReply(chain, 0, VirtioScsiResponse.VIRTIO_SCSI_S_FAILURE);
         }
         copyFromSegments(chain.readable, 0, this.#tmf);
         const req = VirtioScsiCtrlTmfReq.decode(this.#tmf);
+        this.#count(req.subtype);
+        if (this.#ignoreTaskManagement) return undefined;
         const response = this.#taskManagement(req.subtype, req.id, held);
         return this.#controlReply(chain, 0, response);
       }
@@ -223,6 +244,15 @@ export class ScsiDevice implements DeviceModel {
       default:
         return this.#controlReply(chain, 0, VirtioScsiResponse.VIRTIO_SCSI_S_FAILURE);
     }
+  }
+
+  /** Counts a TMF request as received (ServerStats.tmf*), whatever becomes of it. */
+  #count(subtype: number): void {
+    const stats = this.#stats;
+    if (stats === undefined) return;
+    if (subtype === VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK) stats.tmfAbortTask++;
+    else if (subtype === VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET) stats.tmfLunReset++;
+    else stats.tmfOther++;
   }
 
   /** Writes a control reply whose response byte is at `at` (zeroes before it); returns its len. */
@@ -264,8 +294,12 @@ export class ScsiDevice implements DeviceModel {
     const task = (t: TaskRef): boolean => onLun(t) && t.tag === tag;
     switch (subtype) {
       case VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK:
+        // The fault: the command stays held, its delayed completion goes on as if nothing happened.
+        if (this.#rejectAbortTask) return VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_REJECTED;
         // Not held: it already completed, which SAM counts as done too.
-        held.complete(task, aborted);
+        if (held.complete(task, aborted) > 0 && this.#stats !== undefined) {
+          this.#stats.tmfAbortMatched++;
+        }
         return VIRTIO_SCSI_S_FUNCTION_COMPLETE;
       case VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK_SET:
       case VirtioScsiTmf.VIRTIO_SCSI_T_TMF_CLEAR_TASK_SET:

@@ -132,7 +132,11 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
         lun: opts.lun,
         maxTransferBytes: opts.maxSectors * 512,
       });
-      this.#device = new ScsiDevice(target, opts.target);
+      this.#device = new ScsiDevice(target, opts.target, {
+        rejectAbortTask: opts.faults.rejectAbortTask === true,
+        ignoreTaskManagement: opts.faults.ignoreTaskManagement === true,
+        stats: this.#stats,
+      });
       this.#ringCount = scsiRingCount(geometry);
       this.#features = offeredScsiFeatures();
       this.#config = scsiConfigSpace(geometry);
