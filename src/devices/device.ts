@@ -3,10 +3,11 @@
  * virtio-scsi), so that one BlockDevice, one engine and one drain routine serve both.
  */
 
+import { native } from '../native.js';
 import type { SocketEndpoint } from '../protocol/endpoint.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { SplitVirtqueue } from '../virtqueue/split.js';
-import type { BlockDriver } from '../block/request.js';
+import type { BlockDriver, BlockRequest } from '../block/request.js';
 import type { DeviceStats } from './stats.js';
 
 /** One virtqueue as the drain routine sees it. */
@@ -74,4 +75,50 @@ export interface DeviceDriver extends BlockDriver {
   setDeferredHandler?(handler: () => void): void;
   /** Called with a function that fails the device (the driver found it beyond recovery). */
   setFailureHandler?(handler: (error: Error) => void): void;
+}
+
+/**
+ * Notifies the device through its kick eventfd if it wants to know of what was published since
+ * the last decision (flags or EVENT_IDX). Returns whether it kicked.
+ */
+export function kickIfNeeded(vq: SplitVirtqueue, kickFd: number): boolean {
+  if (!vq.kickNeeded()) return false;
+  native.eventfdWrite(kickFd);
+  return true;
+}
+
+/** Does a request in these slots use memory in [gpa, gpa + length)? */
+export function slotsUseMemory(
+  slots: readonly (BlockRequest | undefined)[],
+  gpa: number,
+  length: number,
+): boolean {
+  for (const request of slots) {
+    if (request === undefined || request.dataGpa === 0) continue;
+    if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
+  }
+  return false;
+}
+
+/** Spreads requests over request queues round-robin, skipping queues that are full. */
+export class RequestSpreader {
+  readonly #queues: readonly { trySubmit(request: BlockRequest): boolean }[];
+  #next = 0;
+
+  constructor(queues: readonly { trySubmit(request: BlockRequest): boolean }[]) {
+    this.#queues = queues;
+  }
+
+  trySubmit(request: BlockRequest): boolean {
+    const queues = this.#queues;
+    if (queues.length === 1) return queues[0]!.trySubmit(request);
+    for (let i = 0; i < queues.length; i++) {
+      const q = queues[(this.#next + i) % queues.length]!;
+      if (q.trySubmit(request)) {
+        this.#next = (this.#next + i + 1) % queues.length;
+        return true;
+      }
+    }
+    return false;
+  }
 }

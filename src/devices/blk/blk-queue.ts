@@ -1,6 +1,5 @@
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
-import type { DeviceQueue } from '../device.js';
-import { native } from '../../native.js';
+import { kickIfNeeded, slotsUseMemory, type DeviceQueue } from '../device.js';
 import { DeviceIoError, QueueBrokenError, UnsupportedError } from '../../errors.js';
 import type { BlockRequest, BlockRequestKind } from '../../block/request.js';
 import type { DeviceStats } from '../stats.js';
@@ -59,7 +58,6 @@ export class BlkQueue implements DeviceQueue {
   #freeSlotCount: number;
   /** Reusable Segment arrays by length, so submission allocates nothing. */
   readonly #segArrays: Segment[][] = [];
-  #unkicked = 0;
   readonly #completeOne = (slot: number, _len: number): void => this.#complete(slot);
 
   constructor(
@@ -150,19 +148,13 @@ export class BlkQueue implements DeviceQueue {
     }
     this.#slots[slot] = request;
     this.vq.publish();
-    this.#unkicked++;
     this.#stats.requests++;
     return true;
   }
 
   /** Notifies the device of everything published since the last kick, if it wants to know. */
   kick(): void {
-    if (this.#unkicked === 0) return;
-    this.#unkicked = 0;
-    if (this.vq.kickNeeded()) {
-      native.eventfdWrite(this.kickFd);
-      this.#stats.kicks++;
-    }
+    if (kickIfNeeded(this.vq, this.kickFd)) this.#stats.kicks++;
   }
 
   /** Completes every request the device has returned. Returns how many. */
@@ -172,11 +164,7 @@ export class BlkQueue implements DeviceQueue {
 
   /** Does any request in flight (abandoned ones included) use memory in [gpa, gpa + length)? */
   usesMemory(gpa: number, length: number): boolean {
-    for (const request of this.#slots) {
-      if (request === undefined || request.dataGpa === 0) continue;
-      if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
-    }
-    return false;
+    return slotsUseMemory(this.#slots, gpa, length);
   }
 
   /** Fails every request in flight (the backend is gone, so no descriptor can come back). */

@@ -5,7 +5,12 @@ import { VhostUserProtocolFeature } from '../../protocol/messages.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { featureNames, VhostFeature, VirtioFeature } from '../../virtio/features.js';
 import type { BlockLimits, BlockRequest } from '../../block/request.js';
-import type { DeviceDriver, VhostFeatureInfo, VhostProtocolFeatureInfo } from '../device.js';
+import {
+  RequestSpreader,
+  type DeviceDriver,
+  type VhostFeatureInfo,
+  type VhostProtocolFeatureInfo,
+} from '../device.js';
 import { VhostDeviceResources, VhostSetup, type VhostSetupOptions } from '../vhost-setup.js';
 import { newDeviceStats, type DeviceStats } from '../stats.js';
 import { BlkQueue, SLOT_STRIDE } from './blk-queue.js';
@@ -54,7 +59,7 @@ export class VirtioBlkDriver implements DeviceDriver {
   readonly info: BlkDeviceInfo;
   readonly stats: DeviceStats;
   readonly #resources: VhostDeviceResources;
-  #next = 0;
+  readonly #spreader: RequestSpreader;
 
   private constructor(
     resources: VhostDeviceResources,
@@ -68,6 +73,7 @@ export class VirtioBlkDriver implements DeviceDriver {
     this.frontend = resources.frontend;
     this.memory = resources.memory;
     this.queues = queues;
+    this.#spreader = new RequestSpreader(queues);
     this.limits = limits;
     this.info = info;
     this.stats = stats;
@@ -205,21 +211,11 @@ export class VirtioBlkDriver implements DeviceDriver {
     return n;
   }
 
-  /** Spreads requests over the queues, least busy first. */
+  /** Spreads requests over the queues round-robin, skipping full ones. */
   trySubmit(request: BlockRequest): boolean {
-    const queues = this.queues;
-    if (queues.length === 1) return queues[0]!.trySubmit(request);
-    for (let i = 0; i < queues.length; i++) {
-      const q = queues[(this.#next + i) % queues.length]!;
-      if (q.trySubmit(request)) {
-        this.#next = (this.#next + i + 1) % queues.length;
-        return true;
-      }
-    }
-    return false;
+    return this.#spreader.trySubmit(request);
   }
 
-  /** Whether the device may still access [gpa, gpa + length) (a request there is in flight). */
   usesMemory(gpa: number, length: number): boolean {
     return this.queues.some((q) => q.usesMemory(gpa, length));
   }

@@ -4,10 +4,9 @@
  * slot wait in a list and go out as slots return.
  */
 
-import { native } from '../../native.js';
 import { QueueBrokenError } from '../../errors.js';
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
-import type { DeviceQueue } from '../device.js';
+import { kickIfNeeded, type DeviceQueue } from '../device.js';
 import {
   encodeVirtioLun,
   VIRTIO_SCSI_CTRL_TMF_LUN_OFFSET,
@@ -44,7 +43,6 @@ export class ScsiControlQueue implements DeviceQueue {
     { gpa: 0, len: VirtioScsiCtrlTmfReq.size, write: false },
     { gpa: 0, len: VIRTIO_SCSI_CTRL_TMF_RESP_BYTES, write: true },
   ];
-  #unkicked = 0;
   #inFlight = 0;
   readonly #completeOne = (slot: number): void => this.#complete(slot);
 
@@ -96,14 +94,11 @@ export class ScsiControlQueue implements DeviceQueue {
     this.#slots[slot] = tmf;
     this.#inFlight++;
     this.vq.publish();
-    this.#unkicked++;
     return true;
   }
 
   kick(): void {
-    if (this.#unkicked === 0) return;
-    this.#unkicked = 0;
-    if (this.vq.kickNeeded()) native.eventfdWrite(this.kickFd);
+    kickIfNeeded(this.vq, this.kickFd);
   }
 
   drain(): number {

@@ -18,11 +18,12 @@ import { VhostUserProtocolFeature } from '../../protocol/messages.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { bit, featureNames, VhostFeature, VirtioFeature } from '../../virtio/features.js';
 import type { BlockLimits, BlockRequest } from '../../block/request.js';
-import type {
-  DeviceDriver,
-  DeviceQueue,
-  VhostFeatureInfo,
-  VhostProtocolFeatureInfo,
+import {
+  RequestSpreader,
+  type DeviceDriver,
+  type DeviceQueue,
+  type VhostFeatureInfo,
+  type VhostProtocolFeatureInfo,
 } from '../device.js';
 import { VhostDeviceResources, VhostSetup, type VhostSetupOptions } from '../vhost-setup.js';
 import { newDeviceStats, type DeviceStats } from '../stats.js';
@@ -145,7 +146,7 @@ export class VirtioScsiDriver implements DeviceDriver {
   readonly info: ScsiDeviceInfo;
   readonly stats: DeviceStats;
   readonly #resources: VhostDeviceResources;
-  #next = 0;
+  readonly #spreader: RequestSpreader;
   #deferredHandler: (() => void) | undefined;
   #deferredTimer: NodeJS.Timeout | undefined;
   #deferredDue = Infinity;
@@ -197,6 +198,7 @@ export class VirtioScsiDriver implements DeviceDriver {
       .slice(VIRTIO_SCSI_FIRST_REQUESTQ)
       .map((ring) => new ScsiRequestQueue(ring, area(ring.index), { ...parts.settings }, host));
     this.queues = [this.control, this.events, ...this.requestQueues];
+    this.#spreader = new RequestSpreader(this.requestQueues);
     this.events.stock();
     this.events.kick();
   }
@@ -357,16 +359,7 @@ export class VirtioScsiDriver implements DeviceDriver {
 
   trySubmit(request: BlockRequest): boolean {
     if (this.#cmdPerLun > 0 && this.inFlight >= this.#cmdPerLun) return false;
-    const queues = this.requestQueues;
-    if (queues.length === 1) return queues[0]!.trySubmit(request);
-    for (let i = 0; i < queues.length; i++) {
-      const q = queues[(this.#next + i) % queues.length]!;
-      if (q.trySubmit(request)) {
-        this.#next = (this.#next + i + 1) % queues.length;
-        return true;
-      }
-    }
-    return false;
+    return this.#spreader.trySubmit(request);
   }
 
   usesMemory(gpa: number, length: number): boolean {

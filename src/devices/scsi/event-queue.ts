@@ -4,9 +4,8 @@
  * changed). Each returned buffer is decoded, reported and put back at once.
  */
 
-import { native } from '../../native.js';
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
-import type { DeviceQueue } from '../device.js';
+import { kickIfNeeded, type DeviceQueue } from '../device.js';
 import {
   decodeVirtioLun,
   VIRTIO_SCSI_EVENT_LUN_OFFSET,
@@ -46,7 +45,6 @@ export class ScsiEventQueue implements DeviceQueue {
   readonly #areaGpa: number;
   readonly #onEvent: (event: ScsiEvent) => void;
   readonly #seg: Segment[] = [{ gpa: 0, len: EVENT_BYTES, write: true }];
-  #unkicked = 0;
   readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 
   constructor(
@@ -88,14 +86,11 @@ export class ScsiEventQueue implements DeviceQueue {
     this.#seg[0]!.gpa = this.#areaGpa + slot * EVENT_BYTES;
     if (this.vq.add(this.#seg, slot)) {
       this.vq.publish();
-      this.#unkicked++;
     }
   }
 
   kick(): void {
-    if (this.#unkicked === 0) return;
-    this.#unkicked = 0;
-    if (this.vq.kickNeeded()) native.eventfdWrite(this.kickFd);
+    kickIfNeeded(this.vq, this.kickFd);
   }
 
   drain(): number {

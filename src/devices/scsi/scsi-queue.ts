@@ -5,7 +5,6 @@
  * keeps its memory and its place in the caller's operation.
  */
 
-import { native } from '../../native.js';
 import {
   QueueBrokenError,
   ScsiSenseError,
@@ -16,7 +15,7 @@ import {
 } from '../../errors.js';
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
 import type { BlockRequest } from '../../block/request.js';
-import type { DeviceQueue } from '../device.js';
+import { kickIfNeeded, slotsUseMemory, type DeviceQueue } from '../device.js';
 import type { DeviceStats } from '../stats.js';
 import {
   buildReadWrite,
@@ -108,7 +107,6 @@ export class ScsiRequestQueue implements DeviceQueue {
   /** Slots waiting for their backoff to pass, with the time they become due. */
   #retries: { slot: number; due: number }[] = [];
   readonly #segs: Segment[] = [0, 1, 2, 3].map(() => ({ gpa: 0, len: 0, write: false }));
-  #unkicked = 0;
   readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 
   constructor(
@@ -173,12 +171,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   }
 
   kick(): void {
-    if (this.#unkicked === 0) return;
-    this.#unkicked = 0;
-    if (this.vq.kickNeeded()) {
-      native.eventfdWrite(this.kickFd);
-      this.#host.stats.kicks++;
-    }
+    if (kickIfNeeded(this.vq, this.kickFd)) this.#host.stats.kicks++;
   }
 
   drain(): number {
@@ -203,11 +196,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   }
 
   usesMemory(gpa: number, length: number): boolean {
-    for (const request of this.#slots) {
-      if (request === undefined || request.dataGpa === 0) continue;
-      if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
-    }
-    return false;
+    return slotsUseMemory(this.#slots, gpa, length);
   }
 
   /**
@@ -343,7 +332,6 @@ export class ScsiRequestQueue implements DeviceQueue {
     // The slot number is the token: drain hands it back with the used element.
     if (!this.vq.add(chain, slot)) return false;
     this.vq.publish();
-    this.#unkicked++;
     return true;
   }
 
