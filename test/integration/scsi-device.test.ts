@@ -19,9 +19,10 @@ import {
   TimeoutError,
   UnsupportedError,
   VirtioScsiResponseError,
+  type BlockDevice,
   type ScsiEvent,
 } from '../../src/index.js';
-import { startEmbedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
+import { startEmbedded, type Embedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes } from '../helpers/random.js';
 import { SenseKey } from '../../src/devices/scsi/sense.js';
@@ -36,14 +37,24 @@ const MiB = 1024 * 1024;
 
 async function withScsi(
   options: EmbeddedOptions,
-  body: (socketPath: string, imagePath: string) => Promise<void>,
+  body: (socketPath: string, imagePath: string, backend: Embedded) => Promise<void>,
 ): Promise<void> {
   const backend = await startEmbedded({ type: 'scsi', ...options });
   try {
-    await body(backend.socketPath, backend.imagePath);
+    await body(backend.socketPath, backend.imagePath, backend);
   } finally {
     await backend.stop();
   }
+}
+
+/** Resolves once every request the device was given has come back (or rejects after `ms`). */
+async function allReturned(dev: BlockDevice, ms: number): Promise<number> {
+  const start = Date.now();
+  while (dev.stats.requests !== dev.stats.completions) {
+    if (Date.now() - start > ms) throw new Error(`requests still in flight after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return Date.now() - start;
 }
 
 function read16(lba: number, blocks: number): Uint8Array {
@@ -237,22 +248,93 @@ test('a short read (non-zero residual) is a ShortTransferError, never a silent s
   });
 });
 
-test('a request that times out is aborted with ABORT TASK; the device keeps working', async () => {
-  await withScsi({ fileSize: 1 * MiB, faults: { delayCompletionsMs: 600 } }, async (sock) => {
-    const dev = await openScsiDevice(sock, { requestTimeout: 10_000 });
-    try {
-      const err = await dev.read(0, 4096, { timeout: 100 }).catch((e: unknown) => e);
+test('a request that times out gets ABORT TASK by its tag: the device returns it at once, I/O goes on', async () => {
+  await withScsi(
+    { fileSize: 1 * MiB, faults: { delayCompletionsMs: 300 } },
+    async (sock, _image, backend) => {
+      const dev = await openScsiDevice(sock, { target: 0, lun: 0, requestTimeout: 10_000 });
+      try {
+        const started = Date.now();
+        const err = await dev.read(0, 4096, { timeout: 50 }).catch((e: unknown) => e);
+        assert.ok(err instanceof TimeoutError, String(err));
+        assert.equal(dev.stats.taskAborts, 1);
+        // The device found the command by its tag and returned it ABORTED, long before the 300 ms
+        // it would otherwise have held it.
+        await allReturned(dev, 2000);
+        assert.ok(Date.now() - started < 220, `returned after ${Date.now() - started} ms`);
+        const stats = await backend.stats();
+        assert.equal(stats.tmfAbortTask, 1);
+        assert.equal(stats.tmfAbortMatched, 1);
+        assert.equal(dev.stats.lunResets, 0);
+        const data = Buffer.alloc(4096, 0x42);
+        await dev.write(data, 4096);
+        assert.ok((await dev.read(4096, 4096)).equals(data));
+      } finally {
+        await dev.close();
+      }
+    },
+  );
+});
+
+test('an ABORT TASK the device refuses escalates to LOGICAL UNIT RESET; the unit attention after it is absorbed', async () => {
+  await withScsi(
+    { fileSize: 1 * MiB, faults: { delayCompletionsMs: 200, rejectAbortTask: true } },
+    async (sock, _image, backend) => {
+      const dev = await openScsiDevice(sock, { target: 0, lun: 0, requestTimeout: 10_000 });
+      try {
+        const err = await dev
+          .write(Buffer.alloc(4096, 7), 0, { timeout: 50 })
+          .catch((e: unknown) => e);
+        assert.ok(err instanceof TimeoutError, String(err));
+        await allReturned(dev, 2000);
+        assert.equal(dev.stats.taskAborts, 1);
+        assert.equal(dev.stats.lunResets, 1);
+        const stats = await backend.stats();
+        assert.equal(stats.tmfAbortTask, 1);
+        assert.equal(stats.tmfAbortMatched, 0);
+        assert.equal(stats.tmfLunReset, 1);
+        // The reset ended the write (RESET response): its caller had been answered, so it was not
+        // sent again.
+        const retries = dev.stats.retries;
+        assert.equal(retries, 0);
+        // The next command meets UNIT ATTENTION (power on / reset) and is retried at once.
+        const data = Buffer.alloc(4096, 0x24);
+        await dev.write(data, 8192);
+        assert.ok((await dev.read(8192, 4096)).equals(data));
+        assert.ok(dev.stats.retries > retries, 'the unit attention was not retried');
+      } finally {
+        await dev.close();
+      }
+    },
+  );
+});
+
+test('task management that is never answered fails the device with TimeoutError; nothing hangs', async () => {
+  await withScsi(
+    { fileSize: 1 * MiB, faults: { delayCompletionsMs: 150, ignoreTaskManagement: true } },
+    async (sock) => {
+      // `timeout` (the handshake step timeout) also bounds each task management function.
+      const dev = await openScsiDevice(sock, { target: 0, lun: 0, timeout: 300 });
+      const failed = new Promise<Error>((resolve) => dev.once('error', resolve));
+      const started = Date.now();
+      const pending = dev.read(0, 4096); // in flight when the device fails
+      const err = await dev.read(4096, 4096, { timeout: 50 }).catch((e: unknown) => e);
       assert.ok(err instanceof TimeoutError, String(err));
-      assert.ok(dev.stats.taskAborts >= 1, 'no ABORT TASK was sent');
-      // The aborted command came back (ABORTED) or completed; later I/O works either way.
-      const data = Buffer.alloc(4096, 0x42);
-      await dev.write(data, 4096);
-      assert.ok((await dev.read(4096, 4096)).equals(data));
-      assert.equal(dev.stats.requests - dev.stats.completions, 0);
-    } finally {
-      await dev.close();
-    }
-  });
+      // ABORT TASK unanswered for 300 ms, then LOGICAL UNIT RESET unanswered for 300 ms.
+      const failure = await failed;
+      assert.ok(failure instanceof TimeoutError, String(failure));
+      assert.equal(failure.operation, 'LOGICAL UNIT RESET');
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 550 && elapsed < 2000, `failed after ${elapsed} ms`);
+      assert.equal(dev.stats.taskAborts, 1);
+      assert.equal(dev.stats.lunResets, 1);
+      // Every caller is answered: the read that was in flight settled (it completed after 150 ms,
+      // before the failure), and later calls fail with the device's error.
+      await pending;
+      await assert.rejects(dev.read(0, 512), TimeoutError);
+      assert.equal(dev.closed, true);
+    },
+  );
 });
 
 test('event queue: transport reset and parameter change events reach dev.on("event")', async () => {
