@@ -259,3 +259,12 @@ test('the write-protect bit is read even from a LUN without a caching mode page'
   // All pages (0x3f) first, as Linux's sd asks.
   assert.ok(log.includes('  mode page 63'));
 });
+
+test('a scan that finds no disk says what it did find', async () => {
+  const run = fakeTarget(new Map([[3, new Map([[1, disk({ deviceType: 5 })]])]]));
+  await assert.rejects(identifyScsi(run, { ...BASE_OPTIONS, scanAll: true }), (err: Error) => {
+    assert.ok(err instanceof UnsupportedError);
+    assert.match(err.message, /target 3 lun 1: type 0x5 LUN1/);
+    return true;
+  });
+});

@@ -275,7 +275,14 @@ export async function identifyScsi(
       options.target === undefined
         ? `targets 0..${options.maxTarget}`
         : `target ${options.target} LUN ${options.lun ?? '(any)'}`;
-    throw new UnsupportedError('open', `no disk logical unit answered on ${where}`);
+    // Say what did answer (a CD-ROM, an enclosure...), so a scan is never silent.
+    const seen = luns.map(
+      (l) => `target ${l.target} lun ${l.lun}: type 0x${l.deviceType.toString(16)} ${l.product}`,
+    );
+    throw new UnsupportedError(
+      'open',
+      `no disk logical unit answered on ${where}${seen.length > 0 ? ` (found ${seen.join('; ')})` : ''}`,
+    );
   }
   const address = { target: chosen.target, lun: chosen.lun };
   // The first command after a reset or power-on gets UNIT ATTENTION: the driver retries it.
