@@ -1,42 +1,19 @@
 /**
- * The embedded backend in vhost-user-scsi mode over a real socket, driven by a minimal
- * virtio-scsi driver written here (raw vhost-user messages, rings in a sealed memfd): request
- * framing, residuals, BAD_TARGET, controlq task management on held commands, eventq events and
- * missed events, and the scsi faults.
+ * The embedded backend in vhost-user-scsi mode over a real socket, driven by the minimal
+ * virtio-scsi driver of test/helpers/scsi-mini-driver.ts (raw vhost-user messages, rings in a
+ * sealed memfd): request framing, residuals, BAD_TARGET, controlq task management on held
+ * commands, eventq events and missed events, and the scsi faults.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { native } from '../../src/native.js';
-import { SocketEndpoint } from '../../src/protocol/endpoint.js';
 import {
   U64,
-  VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_REPLY_MASK,
-  VHOST_USER_VERSION,
-  VhostUserRequest,
   decodeConfig,
   encodeConfig,
-  encodeMemoryTable,
-  encodeVringFd,
-  VhostUserVringAddr,
   VhostUserVringState,
 } from '../../src/protocol/messages.js';
+import { createBlockServer, type BlockServerOptions } from '../../src/backend/index.js';
 import {
-  splitRingLayout,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
-} from '../../src/virtqueue/layout.js';
-import {
-  createBlockServer,
-  type BlockServer,
-  type BlockServerOptions,
-} from '../../src/backend/index.js';
-import {
-  encodeVirtioLun,
-  VirtioScsiCmdRespHeader,
   VirtioScsiConfig,
   VirtioScsiEvent,
   VirtioScsiEventType,
@@ -46,349 +23,31 @@ import {
   VIRTIO_SCSI_EVT_RESET_RESCAN,
   VIRTIO_SCSI_T_EVENTS_MISSED,
 } from '../../src/devices/scsi/spec.js';
-import {
-  buildInquiry,
-  buildReadWrite,
-  buildTestUnitReady,
-  ScsiStatus,
-} from '../../src/devices/scsi/cdb.js';
+import { buildInquiry, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import { decodeStandardInquiry } from '../../src/devices/scsi/data.js';
-import { decodeSense, SenseKey } from '../../src/devices/scsi/sense.js';
+import { SenseKey } from '../../src/devices/scsi/sense.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
-
-const V = VHOST_USER_VERSION;
-const ACK = V | VHOST_USER_NEED_REPLY_MASK;
-const MEM = 2 << 20;
-const GPA = 0x1000_0000;
-const UVA = 0x7e00_0000_0000;
-const QSIZE = 32;
-const LAYOUT = splitRingLayout(QSIZE, 0);
-const RINGS = 3;
-const TARGET = 1;
-const LUN = 0;
-const BS = 512;
-const DISK = 4 << 20;
-const RESP = 12 + 96;
-
-const dir = mkdtempSync(join(tmpdir(), 'vhost-user-backend-scsi-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let serial = 0;
-
-async function server(extra: Partial<BlockServerOptions> = {}): Promise<BlockServer> {
-  const s = createBlockServer({
-    type: 'scsi',
-    socketPath: join(dir, `s${serial++}.sock`),
-    size: DISK,
-    target: TARGET,
-    lun: LUN,
-    ...extra,
-  });
-  await s.listen();
-  return s;
-}
-
-interface Used {
-  id: number;
-  len: number;
-}
-
-/** A minimal virtio-scsi driver: raw vhost-user messages, three rings in one sealed memfd. */
-class MiniDriver {
-  readonly ep: SocketEndpoint;
-  readonly #fd: number;
-  readonly #handle: ReturnType<typeof native.mmap>['handle'];
-  readonly bytes: Buffer;
-  readonly #kicks: number[] = [];
-  readonly #avail = [0, 0, 0];
-  readonly #used = [0, 0, 0];
-  readonly #slot = [0, 0, 0];
-  /** Bump allocator for buffers, above the rings. */
-  #next = 0x10000;
-
-  private constructor(path: string) {
-    this.ep = SocketEndpoint.connect(path);
-    this.#fd = native.memfdCreate('mini-scsi', 0);
-    native.ftruncate(this.#fd, MEM);
-    native.memfdSeal(this.#fd);
-    const m = native.mmap(this.#fd, MEM, 0, 'shared');
-    this.#handle = m.handle;
-    this.bytes = Buffer.from(m.buffer as ArrayBuffer);
-  }
-
-  static async open(s: BlockServer | string, features?: bigint): Promise<MiniDriver> {
-    const d = new MiniDriver(typeof s === 'string' ? s : s.socketPath!);
-    const offered = U64.decode(await d.ask('VHOST_USER_GET_FEATURES')).value;
-    const protocol = U64.decode(await d.ask('VHOST_USER_GET_PROTOCOL_FEATURES')).value;
-    d.tell('VHOST_USER_SET_PROTOCOL_FEATURES', U64.encode({ value: protocol }));
-    assert.equal(
-      await d.acked('VHOST_USER_SET_FEATURES', U64.encode({ value: features ?? offered })),
-      0n,
-    );
-    assert.equal(await d.acked('VHOST_USER_SET_OWNER'), 0n);
-    const table = encodeMemoryTable([
-      {
-        guestPhysAddr: BigInt(GPA),
-        memorySize: BigInt(MEM),
-        userspaceAddr: BigInt(UVA),
-        mmapOffset: 0n,
-      },
-    ]);
-    assert.equal(await d.acked('VHOST_USER_SET_MEM_TABLE', table, [d.#fd]), 0n);
-    for (let ring = 0; ring < RINGS; ring++) await d.startRing(ring);
-    return d;
-  }
-
-  async ask(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-  ): Promise<Uint8Array> {
-    this.tell(name, payload, flags);
-    const reply = await this.ep.receive(2000, name);
-    assert.equal(reply.request, VhostUserRequest[name]);
-    assert.equal(reply.flags, V | VHOST_USER_REPLY_MASK);
-    return reply.payload;
-  }
-
-  tell(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-    fds: number[] = [],
-  ): void {
-    this.ep.send(VhostUserRequest[name], flags, payload, fds);
-  }
-
-  async acked(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    fds: number[] = [],
-  ): Promise<bigint> {
-    this.tell(name, payload, ACK, fds);
-    const reply = await this.ep.receive(2000, name);
-    return U64.decode(reply.payload).value;
-  }
-
-  ringBase(ring: number): number {
-    return ring * 0x2000;
-  }
-
-  /** Starts `ring` again after GET_VRING_BASE returned `base`. */
-  async startRingAt(ring: number, base: number): Promise<void> {
-    this.#avail[ring] = base;
-    const avail = this.#avail[ring]!;
-    await this.startRing(ring, avail);
-  }
-
-  async startRing(ring: number, base = 0): Promise<void> {
-    const state = (num: number): Uint8Array => VhostUserVringState.encode({ index: ring, num });
-    const ringUva = UVA + this.ringBase(ring);
-    assert.equal(await this.acked('VHOST_USER_SET_VRING_NUM', state(QSIZE)), 0n);
-    const addr = VhostUserVringAddr.encode({
-      index: ring,
-      flags: 0,
-      descriptor: BigInt(ringUva + LAYOUT.descOffset),
-      used: BigInt(ringUva + LAYOUT.usedOffset),
-      available: BigInt(ringUva + LAYOUT.availOffset),
-      log: 0n,
-    });
-    assert.equal(await this.acked('VHOST_USER_SET_VRING_ADDR', addr), 0n);
-    assert.equal(await this.acked('VHOST_USER_SET_VRING_BASE', state(base)), 0n);
-    const call = native.eventfd();
-    assert.equal(
-      await this.acked('VHOST_USER_SET_VRING_CALL', encodeVringFd(ring, true), [call]),
-      0n,
-    );
-    native.close(call);
-    const kick = native.eventfd();
-    assert.equal(
-      await this.acked('VHOST_USER_SET_VRING_KICK', encodeVringFd(ring, true), [kick]),
-      0n,
-    );
-    if (this.#kicks[ring] !== undefined) native.close(this.#kicks[ring]);
-    this.#kicks[ring] = kick;
-    assert.equal(await this.acked('VHOST_USER_SET_VRING_ENABLE', state(1)), 0n);
-  }
-
-  alloc(length: number, data?: Uint8Array): number {
-    const off = this.#next;
-    this.#next += Math.ceil(Math.max(length, 1) / 64) * 64;
-    assert.ok(this.#next < MEM, 'test memory exhausted');
-    this.bytes.fill(0xcc, off, off + length);
-    if (data) this.bytes.set(data, off);
-    return off;
-  }
-
-  /** Publishes a chain of (offset, length, writable) buffers on `ring` and kicks; returns the head. */
-  post(ring: number, parts: [number, number, boolean][], kick = true): number {
-    const view = new DataView(this.bytes.buffer);
-    const table = this.ringBase(ring) + LAYOUT.descOffset;
-    const first = (this.#slot[ring]! * 4) % QSIZE;
-    this.#slot[ring]!++;
-    parts.forEach(([off, len, write], i) => {
-      const at = table + 16 * (first + i);
-      view.setBigUint64(at, BigInt(GPA + off), true);
-      view.setUint32(at + 8, len, true);
-      const last = i === parts.length - 1;
-      view.setUint16(
-        at + 12,
-        (write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT),
-        true,
-      );
-      view.setUint16(at + 14, first + i + 1, true);
-    });
-    const avail = this.ringBase(ring) + LAYOUT.availOffset;
-    const idx = this.#avail[ring]!;
-    view.setUint16(avail + 4 + 2 * (idx % QSIZE), first, true);
-    this.#avail[ring] = (idx + 1) & 0xffff;
-    Atomics.store(new Uint16Array(this.bytes.buffer), (avail + 2) / 2, this.#avail[ring]!);
-    if (kick) native.eventfdWrite(this.#kicks[ring]!);
-    return first;
-  }
-
-  /** The next used element of `ring`, or undefined after `ms`. */
-  async nextUsed(ring: number, ms = 2000): Promise<Used | undefined> {
-    const used = this.ringBase(ring) + LAYOUT.usedOffset;
-    const u16 = new Uint16Array(this.bytes.buffer);
-    const deadline = Date.now() + ms;
-    while (Atomics.load(u16, (used + 2) / 2) === this.#used[ring]) {
-      if (Date.now() > deadline) return undefined;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    const slot = this.#used[ring]! % QSIZE;
-    this.#used[ring] = (this.#used[ring]! + 1) & 0xffff;
-    return {
-      id: this.bytes.readUInt32LE(used + 4 + 8 * slot),
-      len: this.bytes.readUInt32LE(used + 8 + 8 * slot),
-    };
-  }
-
-  kick(ring: number): void {
-    native.eventfdWrite(this.#kicks[ring]!);
-  }
-
-  close(): void {
-    this.ep.close();
-    for (const k of this.#kicks) native.close(k);
-    native.munmap(this.#handle);
-    native.close(this.#fd);
-  }
-}
-
-interface CommandOptions {
-  target?: number;
-  lun?: number;
-  tag?: bigint;
-  out?: Buffer;
-  inLen?: number;
-  /** Readable request bytes (default 51: header + 32-byte CDB). */
-  reqLen?: number;
-}
-
-interface Posted {
-  head: number;
-  resp: number;
-  dataIn: number;
-}
-
-function postCommand(d: MiniDriver, cdb: Uint8Array, o: CommandOptions = {}): Posted {
-  const req = Buffer.alloc(51);
-  encodeVirtioLun(req, 0, o.target ?? TARGET, o.lun ?? LUN);
-  req.writeBigUInt64LE(o.tag ?? 1n, 8);
-  req.set(cdb.subarray(0, 32), 19);
-  const parts: [number, number, boolean][] = [[d.alloc(51, req), o.reqLen ?? 51, false]];
-  if (o.out) parts.push([d.alloc(o.out.length, o.out), o.out.length, false]);
-  const resp = d.alloc(RESP);
-  parts.push([resp, RESP, true]);
-  const dataIn = o.inLen ? d.alloc(o.inLen) : 0;
-  if (o.inLen) parts.push([dataIn, o.inLen, true]);
-  return { head: d.post(2, parts), resp, dataIn };
-}
-
-interface Completed {
-  used: Used;
-  response: number;
-  status: number;
-  resid: number;
-  sense: ReturnType<typeof decodeSense>;
-  senseLen: number;
-  data: Buffer;
-}
-
-function completed(d: MiniDriver, p: Posted, used: Used, inLen: number): Completed {
-  assert.equal(used.id, p.head, 'used id is the chain head');
-  const header = VirtioScsiCmdRespHeader.decode(d.bytes.subarray(p.resp, p.resp + 12));
-  return {
-    used,
-    response: header.response,
-    status: header.status,
-    resid: header.resid,
-    senseLen: header.senseLen,
-    sense: header.senseLen
-      ? decodeSense(d.bytes.subarray(p.resp + 12, p.resp + 12 + header.senseLen))
-      : undefined,
-    data: Buffer.from(d.bytes.subarray(p.dataIn, p.dataIn + inLen - header.resid)),
-  };
-}
-
-async function command(d: MiniDriver, cdb: Uint8Array, o: CommandOptions = {}): Promise<Completed> {
-  const p = postCommand(d, cdb, o);
-  const used = await d.nextUsed(2);
-  assert.ok(used, 'command completed');
-  return completed(d, p, used, o.inLen ?? 0);
-}
-
-function cdbOf(build: (out: Uint8Array, at: number) => number): Uint8Array {
-  const out = new Uint8Array(32);
-  build(out, 0);
-  return out;
-}
-
-const readCdb = (lba: number, blocks: number): Uint8Array =>
-  cdbOf((o, a) => buildReadWrite(o, a, false, lba, blocks, false));
-const writeCdb = (lba: number, blocks: number): Uint8Array =>
-  cdbOf((o, a) => buildReadWrite(o, a, true, lba, blocks, false));
-const TUR = cdbOf(buildTestUnitReady);
-
-/** A TMF on the controlq; returns the one-byte response. */
-async function tmf(
-  d: MiniDriver,
-  subtype: number,
-  tag = 0n,
-  target = TARGET,
-  lun = LUN,
-): Promise<number> {
-  const req = Buffer.alloc(24);
-  req.writeUInt32LE(0, 0);
-  req.writeUInt32LE(subtype, 4);
-  encodeVirtioLun(req, 8, target, lun);
-  req.writeBigUInt64LE(tag, 16);
-  const resp = d.alloc(1);
-  const head = d.post(0, [
-    [d.alloc(24, req), 24, false],
-    [resp, 1, true],
-  ]);
-  const used = await d.nextUsed(0);
-  assert.ok(used, 'TMF answered');
-  assert.deepEqual(used, { id: head, len: 1 });
-  return d.bytes[resp]!;
-}
-
-async function withDriver(
-  extra: Partial<BlockServerOptions>,
-  body: (d: MiniDriver, s: BlockServer) => Promise<void>,
-): Promise<void> {
-  const s = await server(extra);
-  let d: MiniDriver | undefined;
-  try {
-    d = await MiniDriver.open(s);
-    await body(d, s);
-  } finally {
-    d?.close();
-    await s.close();
-  }
-}
+import {
+  BS,
+  cdbOf,
+  command,
+  completed,
+  DISK,
+  LUN,
+  MiniDriver,
+  postAnQuery,
+  postCommand,
+  readCdb,
+  RESP,
+  socketPath,
+  TARGET,
+  tmf,
+  TUR,
+  withDriver,
+  writeCdb,
+  type Completed,
+} from '../helpers/scsi-mini-driver.js';
 
 test('features, GET_QUEUE_NUM and the virtio_scsi_config', async () => {
   await withDriver({ queues: 2, maxSectors: 2048, segMax: 64 }, async (driver) => {
@@ -505,7 +164,7 @@ test('controlq: ABORT TASK and LOGICAL UNIT RESET complete held commands; UNIT A
       'FUNCTION SUCCEEDED',
     );
     assert.equal(await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK, 77n), 0);
-    const aborted = completed(d, a, (await d.nextUsed(2, 100))!, BS);
+    const aborted = completed(d, a, await d.nextUsed(2, 100), BS);
     assert.equal(aborted.response, VirtioScsiResponse.VIRTIO_SCSI_S_ABORTED);
     assert.equal(aborted.resid, BS);
     assert.equal(aborted.used.len, RESP);
@@ -513,7 +172,7 @@ test('controlq: ABORT TASK and LOGICAL UNIT RESET complete held commands; UNIT A
     // A tag nobody holds: complete all the same (it is done).
     assert.equal(await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK, 999n), 0);
     assert.equal(await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET), 0);
-    const reset = completed(d, b, (await d.nextUsed(2, 100))!, BS);
+    const reset = completed(d, b, await d.nextUsed(2, 100), BS);
     assert.equal(reset.response, VirtioScsiResponse.VIRTIO_SCSI_S_RESET);
     assert.equal(
       await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_CLEAR_ACA),
@@ -521,11 +180,11 @@ test('controlq: ABORT TASK and LOGICAL UNIT RESET complete held commands; UNIT A
     );
     assert.equal(await tmf(d, 42), VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_REJECTED);
     assert.equal(
-      await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK_SET, 0n, 9),
+      await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK_SET, 0n, { target: 9 }),
       VirtioScsiResponse.VIRTIO_SCSI_S_BAD_TARGET,
     );
     assert.equal(
-      await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET, 0n, TARGET, 5),
+      await tmf(d, VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET, 0n, { lun: 5 }),
       VirtioScsiResponse.VIRTIO_SCSI_S_INCORRECT_LUN,
     );
     // The next command reports the reset once (it is held too, then flushed at GET_VRING_BASE).
@@ -534,20 +193,12 @@ test('controlq: ABORT TASK and LOGICAL UNIT RESET complete held commands; UNIT A
       await d.ask('VHOST_USER_GET_VRING_BASE', VhostUserVringState.encode({ index: 2, num: 0 })),
     );
     assert.equal(base.num, 3, 'three commands taken');
-    const uaDone = completed(d, ua, (await d.nextUsed(2, 100))!, 0);
+    const uaDone = completed(d, ua, await d.nextUsed(2, 100), 0);
     assert.equal(uaDone.status, ScsiStatus.CHECK_CONDITION);
     assert.equal(uaDone.sense?.senseKey, SenseKey.UNIT_ATTENTION);
     assert.deepEqual([uaDone.sense?.asc, uaDone.sense?.ascq], [0x29, 0]);
     // AN_QUERY: nothing supported, response OK, event_actual 0.
-    const an = Buffer.alloc(16);
-    an.writeUInt32LE(1, 0);
-    encodeVirtioLun(an, 4, TARGET, LUN);
-    an.writeUInt32LE(0xffff, 12);
-    const resp = d.alloc(5);
-    d.post(0, [
-      [d.alloc(16, an), 16, false],
-      [resp, 5, true],
-    ]);
+    const { resp } = postAnQuery(d, 0xffff);
     assert.equal((await d.nextUsed(0))?.len, 5);
     assert.deepEqual([...d.bytes.subarray(resp, resp + 5)], [0, 0, 0, 0, 0]);
   });
@@ -621,7 +272,7 @@ test('eventq: buffers are held until an event; a missed event is flagged on the 
       false,
       'ring stopped',
     );
-    await d.startRingAt(1, 3);
+    await d.startRing(1, 3);
     d.post(1, [[held, 16, true]]);
     assert.equal((await d.nextUsed(1))?.len, 16);
     assert.equal(
@@ -677,7 +328,7 @@ test('scsi faults: BUSY, TASK SET FULL, virtio BUSY, TRANSPORT_FAILURE, UNIT ATT
 });
 
 test('options: scsi-only options need type scsi; bad values are InvalidArgumentError', () => {
-  const base = { socketPath: join(dir, 'x.sock'), size: DISK };
+  const base = { socketPath: socketPath(), size: DISK };
   const bad: Partial<BlockServerOptions>[] = [
     { target: 1 },
     { lun: 1 },
