@@ -16,15 +16,16 @@
  *                                                    latency it adds
  *
  * B = 0 (pure event) costs blockCpuNs + latencyWeight * wakeCostNs. With latencyWeight 1 this is
- * the ski-rental rule (spin at most what blocking would cost).
+ * the ski-rental rule (spin at most what blocking would cost). A miss is a censored sample (the
+ * wait was longer than the spin): it is imputed from the hits that outlasted the same spin, and a
+ * periodic *probe* (one wait spun up to the longest spin) supplies such hits, so short budgets
+ * can still learn that a longer one would catch their misses.
  *
  * With several requests in flight a wake-up delays not one completion but every one that lands
  * before the frontend is running again, and the device's interrupts cost the device CPU too: the
  * latency term is counted once per request in flight, up to `depthCap`, and so is the longest
- * spin. So under a deep queue the controller spins like 'poll', and at depth 1 it weighs one
- * wake-up, as the ski-rental rule says. A change of depth (a load that steps from 1 to 32) triggers a decision at once. A miss is a censored sample: it
- * says nothing about budgets above the one spun, so those count as misses (pessimistic) and a
- * periodic *probe* (one wait spun up to maxSpinNs) keeps the window honest in both directions.
+ * spin. Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs one
+ * wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once.
  */
 
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
