@@ -1,11 +1,11 @@
-import type { OpenOptions } from '../api/open.js';
+import type { ScsiOpenOptions } from '../api/open.js';
 
 /** fio's rw= values that the benchmark implements. */
 export type BenchRw = 'read' | 'write' | 'randread' | 'randwrite' | 'randrw';
 export const BENCH_RW: readonly BenchRw[] = ['read', 'write', 'randread', 'randwrite', 'randrw'];
 
 /** Completion modes (as OpenOptions['completion']). */
-export type BenchCompletion = NonNullable<OpenOptions['completion']>;
+export type BenchCompletion = NonNullable<ScsiOpenOptions['completion']>;
 
 /** Once a second while the benchmark runs. */
 export interface BenchProgress {
@@ -58,8 +58,11 @@ export interface BenchOptions {
   randseed?: number;
   /** Name of the job in reports. */
   name?: string;
-  /** More device options (queueSize, memorySize, completionOptions...). */
-  open?: Omit<OpenOptions, 'completion' | 'queues'>;
+  /**
+   * More device options (queueSize, memorySize, completionOptions...), and the device type:
+   * 'blk' (default) or 'scsi' (then target / lun, or the first disk LUN found).
+   */
+  open?: Omit<ScsiOpenOptions, 'completion' | 'queues'> & { type?: 'blk' | 'scsi' };
   progress?: (progress: BenchProgress) => void;
 }
 

@@ -1,7 +1,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as hdr from 'hdr-histogram-js';
-import { openBlockDevice } from '../api/open.js';
+import { openDevice } from '../api/open.js';
 import type { BlockDevice } from '../api/block-device.js';
 import { crc32c } from './crc32c.js';
 import {
@@ -99,15 +99,19 @@ interface Counters {
  * event-loop delay of the measured period.
  *
  * @throws VerifyError when verify finds a bad block; RangeError on bad options; any error of
- *   openBlockDevice or of an I/O.
+ *   openDevice or of an I/O.
  */
 export async function runBench(options: BenchOptions): Promise<BenchResult> {
   resolveBenchOptions(options); // fail on bad options before connecting
-  const dev = await openBlockDevice(options.socket, {
-    ...options.open,
+  const { type, ...open } = options.open ?? {};
+  const deviceOptions = {
+    ...open,
     ...(options.completion !== undefined ? { completion: options.completion } : {}),
     queues: options.queues ?? 1,
-  });
+  };
+  const dev = await (type === 'scsi'
+    ? openDevice(options.socket, { ...deviceOptions, type })
+    : openDevice(options.socket, deviceOptions));
   try {
     return await runOn(dev, resolveBenchOptions(options, dev.size), options.progress);
   } finally {

@@ -13,7 +13,6 @@ import {
   type DirectionResult,
 } from '../bench/index.js';
 import { COMPLETION_MODES, type CompletionMode } from '../completion/index.js';
-import type { OpenOptions } from '../index.js';
 import {
   expectPositionals,
   flag,
@@ -25,7 +24,8 @@ import {
 import { UsageError } from './errors.js';
 import { printJson } from './output.js';
 import { ProgressLine } from './progress.js';
-import { formatSize, parseCount } from './size.js';
+import { formatSize } from './size.js';
+import { deviceArgs } from './device.js';
 
 export const spec: CommandSpec = {
   name: 'bench',
@@ -203,17 +203,6 @@ function readJob(path: string): ReturnType<typeof parseJobFile> {
   }
 }
 
-/** Device options from --trace / --queue-size / --timeout, over what the job file set. */
-function openOptions(values: OptionValues, base: BenchOptions['open']): BenchOptions['open'] {
-  const open: Omit<OpenOptions, 'completion' | 'queues'> = { ...base };
-  if (flag(values, 'trace')) open.trace = true;
-  const queueSize = stringOption(values, 'queue-size');
-  if (queueSize !== undefined) open.queueSize = parseCount(queueSize, '--queue-size');
-  const timeout = stringOption(values, 'timeout');
-  if (timeout !== undefined) open.timeout = parseCount(timeout, '--timeout');
-  return open;
-}
-
 /** runBench's own option checks are RangeErrors worded 'bench: ...': usage errors here. */
 function isOptionError(err: unknown): err is RangeError {
   return (
@@ -283,7 +272,7 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     ...job?.options,
     ...fromArgs,
     socket,
-    open: openOptions(values, job?.options.open),
+    open: deviceArgs(values, job?.options.open),
     progress: (p) =>
       progress.update(
         () =>

@@ -3,15 +3,14 @@ import { flag, stringOption, type OptionValues } from './args.js';
 import { UsageError } from './errors.js';
 import { parseCount } from './size.js';
 
+/** Open options with the device type: what the common device flags describe. */
+export type DeviceArgs = ScsiOpenOptions & { type: 'blk' | 'scsi' };
+
 /**
- * Opens the device with the common options (--type, --target, --lun, --trace, --queue-size,
- * --timeout).
+ * The common device options (--type, --target, --lun, --trace, --queue-size, --timeout) over
+ * `extra`, checked.
  */
-export function openFromArgs(
-  socketPath: string,
-  values: OptionValues,
-  extra: ScsiOpenOptions = {},
-): Promise<BlockDevice> {
+export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): DeviceArgs {
   const options: ScsiOpenOptions = { ...extra };
   const type = stringOption(values, 'type') ?? 'blk';
   if (type !== 'blk' && type !== 'scsi') {
@@ -29,9 +28,16 @@ export function openFromArgs(
   if (queueSize !== undefined) options.queueSize = parseCount(queueSize, '--queue-size');
   const timeout = stringOption(values, 'timeout');
   if (timeout !== undefined) options.timeout = parseCount(timeout, '--timeout');
-  return type === 'scsi'
-    ? openDevice(socketPath, { ...options, type })
-    : openDevice(socketPath, options);
+  return { ...options, type };
+}
+
+/** Opens the device the common options describe. */
+export function openFromArgs(
+  socketPath: string,
+  values: OptionValues,
+  extra: ScsiOpenOptions = {},
+): Promise<BlockDevice> {
+  return openDevice(socketPath, deviceArgs(values, extra));
 }
 
 /** Runs `body` on an open device and always closes it, keeping body's error over close's. */

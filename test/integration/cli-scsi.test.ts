@@ -92,3 +92,38 @@ test('--target without --type scsi, and a bad --type, are usage errors', async (
   assert.equal(none.code, 1);
   assert.match(none.stderr, /VHOST_USER_ERR_UNSUPPORTED/);
 });
+
+test('bench --type scsi runs against the controller; scsi on a blk backend is a clear error', async () => {
+  const run = await runCli(
+    'bench',
+    backend.socketPath,
+    '--type',
+    'scsi',
+    '--rw',
+    'randread',
+    '--bs',
+    '4k',
+    '--iodepth',
+    '4',
+    '--runtime',
+    '0.3',
+    '--size',
+    '1m',
+    '--json',
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const result = JSON.parse(run.stdout) as { jobs: { read: { iops: number } }[] };
+  assert.ok(result.jobs[0]!.read.iops > 0);
+
+  const blk = await startEmbedded({ fileSize: SIZE });
+  try {
+    const wrong = await runCli('info', blk.socketPath, '--type', 'scsi');
+    assert.equal(wrong.code, 1);
+    assert.match(
+      wrong.stderr,
+      /is this a vhost-user-scsi backend\? \[VHOST_USER_ERR_UNSUPPORTED\]/,
+    );
+  } finally {
+    await blk.stop();
+  }
+});

@@ -10,6 +10,7 @@ import {
   InvalidArgumentError,
   ProtocolError,
   TimeoutError,
+  UnsupportedError,
   type ScsiSenseError,
 } from '../../errors.js';
 import type { SocketEndpoint } from '../../protocol/endpoint.js';
@@ -214,6 +215,13 @@ export class VirtioScsiDriver implements DeviceDriver {
     options: VirtioScsiDriverOptions,
   ): Promise<VirtioScsiDriver> {
     await setup.start();
+    if (setup.backendQueues !== undefined && setup.backendQueues <= VIRTIO_SCSI_FIRST_REQUESTQ) {
+      throw new UnsupportedError(
+        'open',
+        `the backend has ${setup.backendQueues} queue(s); a virtio-scsi controller has at least 3 ` +
+          '(control, event, request): is this a vhost-user-scsi backend?',
+      );
+    }
     const { config, source } = await readConfig(setup);
     const negotiated = await setup.negotiate(SCSI_DRIVER_FEATURES);
     const cdbSize = config.cdbSize;
