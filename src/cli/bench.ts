@@ -31,7 +31,8 @@ export const spec: CommandSpec = {
   name: 'bench',
   usage: '<socket> [--job FILE] [options]',
   summary:
-    'Measure a vhost-user-blk device with an fio-style job: IOPS, bandwidth, latency ' +
+    'Measure a vhost-user-blk device (or with --type scsi a virtio-scsi LUN) with an fio-style ' +
+    'job: IOPS, bandwidth, latency ' +
     'percentiles, CPU time per I/O of this process, the worst event-loop delay, kicks and calls.',
   details: `Options use fio's names and defaults (sizes take k/m/g suffixes, base 1024; times are
 seconds unless suffixed ms/us/m). --job reads a fio job file ([global] plus one job section):

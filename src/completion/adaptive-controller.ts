@@ -59,7 +59,7 @@ export interface AdaptiveOptions {
   probeEveryMax: number;
   /** Headroom added to a budget over the sample it was derived from (timing jitter). Default 0.25. */
   margin: number;
-  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most. Default 8. */
+  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most (1..64). Default 8. */
   depthCap: number;
 }
 
@@ -103,6 +103,12 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
     if (!Number.isInteger(v) || v < 1 || v > 1 << 16) {
       throw new RangeError(`adaptive.${key} must be an integer in 1..65536, got ${String(v)}`);
     }
+  }
+  if (o.depthCap > 64) {
+    throw new RangeError(`adaptive.depthCap must be at most 64, got ${o.depthCap}`);
+  }
+  if (o.maxSpinNs * o.depthCap > 10_000_000) {
+    throw new RangeError('adaptive.maxSpinNs * adaptive.depthCap must be at most 10 ms');
   }
   if (o.probeEveryMax < o.probeEvery) {
     throw new RangeError('adaptive.probeEveryMax must be >= adaptive.probeEvery');
@@ -164,14 +170,14 @@ export class AdaptiveController {
   startWait(inFlight = 1): number {
     const o = this.options;
     const depth = Math.min(Math.max(1, inFlight), o.depthCap);
-    // A quick average: a step in load moves it within a few waits.
-    this.#depth += (depth - this.#depth) / 4;
-    if (Math.abs(this.#depth - this.#decidedDepth) > this.#decidedDepth * o.hysteresis + 0.5) {
+    // A slow average: batches (N requests in flight, then N-1, ... 1) must not look like a
+    // change of load; a step from depth 1 to 32 moves it within a few waits.
+    this.#depth += (depth - this.#depth) / 16;
+    if (Math.abs(this.#depth - this.#decidedDepth) > this.#decidedDepth * 0.5 + 0.5) {
       // The load changed shape since the last decision: decide again at the next sample, and
-      // make this wait a probe so the sample is a full one.
+      // make this wait a probe (a blocked controller gets samples from probes only).
       this.#decidedDepth = this.#depth;
       this.#sinceUpdate = this.#updateInterval;
-      this.#probeEvery = o.probeEvery;
       if (this.#budget < this.maxSpinNs) {
         this.#waitsSinceProbe = 0;
         return this.maxSpinNs;

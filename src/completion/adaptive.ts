@@ -7,7 +7,7 @@ function policyOf(controller: AdaptiveController): SpinPolicy {
     startWait: (inFlight) => controller.startWait(inFlight),
     hit: (waitNs) => controller.hit(waitNs),
     miss: (spunNs) => controller.miss(spunNs),
-    blockingSpinNs: () => controller.budgetNs,
+    blockingSpinNs: () => Math.min(controller.budgetNs, controller.maxSpinNs),
   };
 }
 

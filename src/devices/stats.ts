@@ -20,6 +20,8 @@ export interface DeviceStats {
   /** virtio-scsi: ABORT TASK and LOGICAL UNIT RESET requests sent after timeouts. */
   taskAborts: number;
   lunResets: number;
+  /** virtio-scsi: deferred errors the target reported (an acknowledged command failed later). */
+  deferredErrors: number;
 }
 
 export function newDeviceStats(): DeviceStats {
@@ -35,5 +37,6 @@ export function newDeviceStats(): DeviceStats {
     retries: 0,
     taskAborts: 0,
     lunResets: 0,
+    deferredErrors: 0,
   };
 }

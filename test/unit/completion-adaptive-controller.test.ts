@@ -267,3 +267,30 @@ test('a step from depth 1 to depth 32 is acted on within a few waits', () => {
   const down = run(c, constant(400, 70 * US), 1).budgets;
   assert.equal(down.at(-1), 0);
 });
+
+test('batches (depth N, N-1 ... 1 within each) are not a change of load: probes stay rare', () => {
+  for (const n of [8, 16, 32]) {
+    const c = new AdaptiveController();
+    let probes = 0;
+    let spun = 0;
+    let waits = 0;
+    for (let batch = 0; batch < 1000; batch++) {
+      for (let depth = n; depth >= 1; depth--) {
+        // Long waits (1 ms): blocking is right, spinning only wastes CPU.
+        const budget = c.startWait(depth);
+        if (budget >= c.maxSpinNs) probes++;
+        waits++;
+        if (budget > 0) {
+          c.miss(budget);
+          spun += budget;
+        }
+      }
+    }
+    assert.equal(c.budgetNs, 0, `batch ${n}: settled on blocking`);
+    assert.ok(probes / waits < 0.02, `batch ${n}: ${probes} probes in ${waits} waits`);
+    assert.ok(
+      spun / waits < 10 * US,
+      `batch ${n}: ${(spun / waits / US).toFixed(1)} µs spun per wait`,
+    );
+  }
+});

@@ -25,7 +25,10 @@ export interface TaskManagement {
   lun: number;
   /** The command's tag (ABORT TASK); 0 for functions that address a whole LUN. */
   tag: bigint;
-  /** The device's response byte (VIRTIO_SCSI_S_FUNCTION_COMPLETE...), or undefined if the device went away. */
+  /**
+   * The device's response byte (VIRTIO_SCSI_S_FUNCTION_COMPLETE...; 0xff if it returned the
+   * request without writing one), or undefined if the device went away.
+   */
   onResponse(response: number | undefined): void;
 }
 
@@ -133,6 +136,7 @@ export class ScsiControlQueue implements DeviceQueue {
     this.#slots[slot] = undefined;
     this.#inFlight--;
     const response = this.#bytes[this.#areaOffset + slot * SLOT_STRIDE + RESP_OFFSET]!;
-    tmf.onResponse(response === RESPONSE_NOT_WRITTEN ? undefined : response);
+    // An unwritten response (still the preset 0xff) is passed on: it is no success.
+    tmf.onResponse(response);
   }
 }

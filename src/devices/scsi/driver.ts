@@ -11,6 +11,7 @@ import {
   ProtocolError,
   TimeoutError,
   UnsupportedError,
+  VirtioScsiResponseError,
   type ScsiSenseError,
 } from '../../errors.js';
 import type { SocketEndpoint } from '../../protocol/endpoint.js';
@@ -43,6 +44,7 @@ import {
   VirtioScsiFeature,
   VirtioScsiResponse,
   VirtioScsiTmf,
+  virtioScsiResponseName,
   type VirtioScsiConfigValues,
 } from './spec.js';
 
@@ -193,7 +195,10 @@ export class VirtioScsiDriver implements DeviceDriver {
       stats: this.stats,
       retryScheduled: (due: number) => this.#armDeferred(due),
       abortTask: (target: number, lun: number, tag: bigint) => this.#abortTask(target, lun, tag),
-      deferredError: (error: ScsiSenseError) => this.#deferredErrorHandler?.(error),
+      deferredError: (error: ScsiSenseError) => {
+        this.stats.deferredErrors++;
+        this.#deferredErrorHandler?.(error);
+      },
     };
     this.requestQueues = rings
       .slice(VIRTIO_SCSI_FIRST_REQUESTQ)
@@ -455,9 +460,18 @@ export class VirtioScsiDriver implements DeviceDriver {
     const tmf = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
     this.#taskManagement(tmf, target, lun, 0n, (response) => {
       this.#resetting.delete(key);
-      if (response === 'timeout') {
-        this.#failureHandler?.(new TimeoutError('LOGICAL UNIT RESET', this.#tmfTimeoutMs));
-      }
+      if (response === 'gone' || response === VIRTIO_SCSI_S_FUNCTION_COMPLETE) return;
+      if (response === VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_SUCCEEDED) return;
+      // Neither the command nor the LUN can be stopped: its slot would stay taken for good.
+      this.#failureHandler?.(
+        response === 'timeout'
+          ? new TimeoutError('LOGICAL UNIT RESET', this.#tmfTimeoutMs)
+          : new VirtioScsiResponseError(
+              'LOGICAL UNIT RESET',
+              response,
+              virtioScsiResponseName(response),
+            ),
+      );
     });
   }
 

@@ -69,6 +69,7 @@ export interface IdentifyOptions {
 
 const VPD_ALLOCATION = 252;
 /** VPD pages are re-read at their full length up to this (PAGE LENGTH is 16 bits). */
+/** INQUIRY's ALLOCATION LENGTH is 16 bits: the last 4 bytes of a maximal page stay unread. */
 const VPD_MAX_ALLOCATION = 0xffff;
 const REPORT_LUNS_ALLOCATION = 8 + 8 * 256;
 /** Every LUN virtio-scsi can address, and no more: a backend's LUN LIST LENGTH is not trusted. */
@@ -90,7 +91,11 @@ function isResponse(err: unknown, response: number): boolean {
 }
 
 /** LUNs of one target: REPORT LUNS, or LUN 0 alone if the target does not implement it. */
-async function lunsOf(run: ScsiCommandRunner, target: number): Promise<number[] | undefined> {
+async function lunsOf(
+  run: ScsiCommandRunner,
+  target: number,
+  maxTransferBytes: number,
+): Promise<number[] | undefined> {
   try {
     const { data } = await run(
       cdb((o, a) => buildReportLuns(o, a, REPORT_LUNS_ALLOCATION)),
@@ -102,7 +107,7 @@ async function lunsOf(run: ScsiCommandRunner, target: number): Promise<number[] 
     );
     if (reportLunsLength(data) > data.length && data.length === REPORT_LUNS_ALLOCATION) {
       // More LUNs than fit: ask again with room for all of them.
-      const length = Math.min(reportLunsLength(data), REPORT_LUNS_MAX_ALLOCATION);
+      const length = Math.min(reportLunsLength(data), REPORT_LUNS_MAX_ALLOCATION, maxTransferBytes);
       const again = await run(
         cdb((o, a) => buildReportLuns(o, a, length)),
         {
@@ -164,7 +169,10 @@ async function scan(
       ? [options.target]
       : Array.from({ length: options.maxTarget + 1 }, (_, i) => i);
   for (const target of targets) {
-    const list = options.lun !== undefined ? [options.lun] : await lunsOf(run, target);
+    const list =
+      options.lun !== undefined
+        ? [options.lun]
+        : await lunsOf(run, target, options.maxTransferBytes);
     if (list === undefined) continue;
     for (const lun of list) {
       if (lun > options.maxLun) continue;
@@ -182,6 +190,7 @@ async function vpd(
   run: ScsiCommandRunner,
   page: number,
   address: { target: number; lun: number },
+  maxTransferBytes: number,
 ): Promise<Buffer | undefined> {
   try {
     const { data } = await run(
@@ -192,7 +201,7 @@ async function vpd(
       },
     );
     if (data.length < 4 || data[1] !== page) return undefined;
-    const full = Math.min(vpdPageLength(data), VPD_MAX_ALLOCATION);
+    const full = Math.min(vpdPageLength(data), VPD_MAX_ALLOCATION, maxTransferBytes);
     if (full <= data.length || data.length < VPD_ALLOCATION) return data;
     // A longer page (many designators): read it whole.
     const again = await run(
@@ -288,10 +297,10 @@ export async function identifyScsi(
   // The first command after a reset or power-on gets UNIT ATTENTION: the driver retries it.
   await run(cdb(buildTestUnitReady), address);
 
-  const pages = await vpd(run, VpdPage.SUPPORTED_PAGES, address);
+  const pages = await vpd(run, VpdPage.SUPPORTED_PAGES, address, options.maxTransferBytes);
   const supported = pages === undefined ? [] : decodeSupportedPages(pages);
   const page = async (code: number): Promise<Buffer | undefined> =>
-    supported.includes(code) ? vpd(run, code, address) : undefined;
+    supported.includes(code) ? vpd(run, code, address, options.maxTransferBytes) : undefined;
   const serialPage = await page(VpdPage.UNIT_SERIAL_NUMBER);
   const serial = serialPage === undefined ? undefined : decodeUnitSerialNumber(serialPage);
   const idPage = await page(VpdPage.DEVICE_IDENTIFICATION);
