@@ -45,6 +45,11 @@ export interface BlockServerFaults {
    */
   rejectAbortTask?: boolean;
   /**
+   * scsi: LOGICAL UNIT RESET is answered VIRTIO_SCSI_S_FUNCTION_REJECTED and changes nothing (a
+   * LUN that cannot be reset: the frontend must give up on it rather than wait).
+   */
+  rejectLunReset?: boolean;
+  /**
    * scsi: task management requests on the controlq are neither carried out nor answered; each
    * chain stays in flight until the ring stops (GET_VRING_BASE, RESET_OWNER) or the connection
    * goes. Asynchronous-notification requests are still answered.
@@ -148,6 +153,7 @@ const SCSI_EVERY_FAULTS = [
 const SCSI_BOOLEAN_FAULTS = [
   'hideWriteProtect',
   'rejectAbortTask',
+  'rejectLunReset',
   'ignoreTaskManagement',
 ] as const;
 

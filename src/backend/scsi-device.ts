@@ -69,6 +69,8 @@ const CTRL_TYPE_BYTES = 4;
 export interface ScsiDeviceOptions {
   /** ABORT TASK is answered FUNCTION_REJECTED and leaves the command held. */
   rejectAbortTask?: boolean;
+  /** LOGICAL UNIT RESET is answered FUNCTION_REJECTED and changes nothing. */
+  rejectLunReset?: boolean;
   /** TMF requests are left unanswered (and not carried out). */
   ignoreTaskManagement?: boolean;
   /** Receives tmfAbortTask, tmfAbortMatched, tmfLunReset and tmfOther. */
@@ -97,6 +99,7 @@ export class ScsiDevice implements DeviceModel {
   readonly #tmf = Buffer.alloc(VirtioScsiCtrlTmfReq.size);
   readonly #rejectAbortTask: boolean;
   readonly #ignoreTaskManagement: boolean;
+  readonly #rejectLunReset: boolean;
   readonly #stats: ServerStats | undefined;
 
   constructor(target: ScsiTarget, targetId: number, options: ScsiDeviceOptions = {}) {
@@ -104,6 +107,7 @@ export class ScsiDevice implements DeviceModel {
     this.#targetId = targetId;
     this.#rejectAbortTask = options.rejectAbortTask === true;
     this.#ignoreTaskManagement = options.ignoreTaskManagement === true;
+    this.#rejectLunReset = options.rejectLunReset === true;
     this.#stats = options.stats;
   }
 
@@ -306,6 +310,7 @@ export class ScsiDevice implements DeviceModel {
         held.complete(onLun, aborted);
         return VIRTIO_SCSI_S_FUNCTION_COMPLETE;
       case VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET:
+        if (this.#rejectLunReset) return VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_REJECTED;
         held.complete(onLun, reset);
         this.#target.reset();
         return VIRTIO_SCSI_S_FUNCTION_COMPLETE;

@@ -134,6 +134,7 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
       });
       this.#device = new ScsiDevice(target, opts.target, {
         rejectAbortTask: opts.faults.rejectAbortTask === true,
+        rejectLunReset: opts.faults.rejectLunReset === true,
         ignoreTaskManagement: opts.faults.ignoreTaskManagement === true,
         stats: this.#stats,
       });

@@ -309,6 +309,30 @@ test('an ABORT TASK the device refuses escalates to LOGICAL UNIT RESET; the unit
   );
 });
 
+test('a LUN that refuses both ABORT TASK and LOGICAL UNIT RESET fails the device with a typed error', async () => {
+  await withScsi(
+    {
+      fileSize: 1 * MiB,
+      faults: { delayCompletionsMs: 150, rejectAbortTask: true, rejectLunReset: true },
+    },
+    async (sock, _image, backend) => {
+      const dev = await openScsiDevice(sock, { target: 0, lun: 0 });
+      const failed = new Promise<Error>((resolve) => dev.once('error', resolve));
+      const err = await dev.read(0, 4096, { timeout: 50 }).catch((e: unknown) => e);
+      assert.ok(err instanceof TimeoutError, String(err));
+      const failure = await failed;
+      assert.ok(failure instanceof VirtioScsiResponseError, String(failure));
+      assert.equal(failure.responseName, 'VIRTIO_SCSI_S_FUNCTION_REJECTED');
+      assert.equal(failure.operation, 'LOGICAL UNIT RESET');
+      const stats = await backend.stats();
+      assert.equal(stats.tmfAbortTask, 1);
+      assert.equal(stats.tmfLunReset, 1);
+      await assert.rejects(dev.read(0, 512), VirtioScsiResponseError);
+      assert.equal(dev.closed, true);
+    },
+  );
+});
+
 test('task management that is never answered fails the device with TimeoutError; nothing hangs', async () => {
   await withScsi(
     { fileSize: 1 * MiB, faults: { delayCompletionsMs: 150, ignoreTaskManagement: true } },
