@@ -311,7 +311,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (this.info.type === 'virtio-scsi') return Promise.resolve(this.info.id);
+    const known = this.#driver.knownId?.();
+    if (known !== undefined) return Promise.resolve(known);
     return this.#start(new GetIdOp(this.#engine, this.#settleAsync), options) as Promise<string>;
   }
 
@@ -494,7 +495,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   getIdSync(options?: SyncIoOptions): string {
     this.#checkOpen();
-    if (this.info.type === 'virtio-scsi') return this.info.id;
+    const known = this.#driver.knownId?.();
+    if (known !== undefined) return known;
     return this.#runSync(new GetIdOp(this.#engine, this.#settleSync), options) as string;
   }
 

@@ -6,7 +6,7 @@
 import { native } from '../native.js';
 import type { SocketEndpoint } from '../protocol/endpoint.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import type { SplitVirtqueue } from '../virtqueue/split.js';
+import type { Segment, SplitVirtqueue } from '../virtqueue/split.js';
 import type { BlockDriver, BlockRequest } from '../block/request.js';
 import type { DeviceStats } from './stats.js';
 
@@ -73,6 +73,8 @@ export interface DeviceDriver extends BlockDriver {
   runDeferred?(now: number): number;
   /** Called with a function that runs deferred work: the driver's timers call it when due. */
   setDeferredHandler?(handler: () => void): void;
+  /** The device's id when the driver learned it at open (virtio-scsi VPD pages); else undefined. */
+  knownId?(): string;
   /** Called with a function that fails the device (the driver found it beyond recovery). */
   setFailureHandler?(handler: (error: Error) => void): void;
 }
@@ -120,5 +122,20 @@ export class RequestSpreader {
       }
     }
     return false;
+  }
+}
+
+/** Reusable Segment arrays, one per chain length, so that building a chain allocates nothing. */
+export class SegmentArrays {
+  readonly #byLength: Segment[][] = [];
+
+  get(n: number): Segment[] {
+    let segs = this.#byLength[n];
+    if (segs === undefined) {
+      segs = [];
+      for (let i = 0; i < n; i++) segs.push({ gpa: 0, len: 0, write: false });
+      this.#byLength[n] = segs;
+    }
+    return segs;
   }
 }

@@ -1,5 +1,5 @@
-import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
-import { kickIfNeeded, slotsUseMemory, type DeviceQueue } from '../device.js';
+import type { SplitVirtqueue } from '../../virtqueue/split.js';
+import { kickIfNeeded, SegmentArrays, slotsUseMemory, type DeviceQueue } from '../device.js';
 import { DeviceIoError, QueueBrokenError, UnsupportedError } from '../../errors.js';
 import type { BlockRequest, BlockRequestKind } from '../../block/request.js';
 import type { DeviceStats } from '../stats.js';
@@ -56,8 +56,7 @@ export class BlkQueue implements DeviceQueue {
   readonly #slots: (BlockRequest | undefined)[];
   readonly #freeSlots: Int32Array;
   #freeSlotCount: number;
-  /** Reusable Segment arrays by length, so submission allocates nothing. */
-  readonly #segArrays: Segment[][] = [];
+  readonly #segArrays = new SegmentArrays();
   readonly #completeOne = (slot: number, _len: number): void => this.#complete(slot);
 
   constructor(
@@ -106,7 +105,7 @@ export class BlkQueue implements DeviceQueue {
     setU64(view, base + HDR_OFF + 8, sector / VIRTIO_BLK_SECTOR_SIZE);
     this.#bytes[base + STATUS_OFF] = STATUS_NOT_WRITTEN;
 
-    const segs = this.#segments(total);
+    const segs = this.#segArrays.get(total);
     let i = 0;
     const hdr = segs[i++]!;
     hdr.gpa = gpa + HDR_OFF;
@@ -209,16 +208,6 @@ export class BlkQueue implements DeviceQueue {
       case 'command':
         return 0;
     }
-  }
-
-  #segments(n: number): Segment[] {
-    let segs = this.#segArrays[n];
-    if (segs === undefined) {
-      segs = [];
-      for (let i = 0; i < n; i++) segs.push({ gpa: 0, len: 0, write: false });
-      this.#segArrays[n] = segs;
-    }
-    return segs;
   }
 }
 

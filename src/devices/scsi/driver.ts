@@ -395,6 +395,10 @@ export class VirtioScsiDriver implements DeviceDriver {
     this.#eventHandler = handler;
   }
 
+  knownId(): string {
+    return this.info.id;
+  }
+
   setDeferredErrorHandler(handler: (error: ScsiSenseError) => void): void {
     this.#deferredErrorHandler = handler;
   }

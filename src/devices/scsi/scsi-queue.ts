@@ -15,7 +15,7 @@ import {
 } from '../../errors.js';
 import type { SplitVirtqueue, Segment } from '../../virtqueue/split.js';
 import type { BlockRequest } from '../../block/request.js';
-import { kickIfNeeded, slotsUseMemory, type DeviceQueue } from '../device.js';
+import { kickIfNeeded, SegmentArrays, slotsUseMemory, type DeviceQueue } from '../device.js';
 import type { DeviceStats } from '../stats.js';
 import {
   buildReadWrite,
@@ -106,7 +106,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   #freeSlotCount: number;
   /** Slots waiting for their backoff to pass, with the time they become due. */
   #retries: { slot: number; due: number }[] = [];
-  readonly #segs: Segment[] = [0, 1, 2, 3].map(() => ({ gpa: 0, len: 0, write: false }));
+  readonly #segArrays = new SegmentArrays();
   readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 
   constructor(
@@ -221,8 +221,11 @@ export class ScsiRequestQueue implements DeviceQueue {
         );
         continue;
       }
-      const { target, lun } = this.#address(request);
-      this.#host.abortTask(target, lun, this.#tag(slot));
+      this.#host.abortTask(
+        request.command?.target ?? this.settings.target,
+        request.command?.lun ?? this.settings.lun,
+        this.#tag(slot),
+      );
     }
   }
 
@@ -235,15 +238,11 @@ export class ScsiRequestQueue implements DeviceQueue {
 
   /** The tag of the command in `slot`: queue and slot, and a generation against reuse. */
   #tag(slot: number): bigint {
-    return (BigInt(this.#generation[slot]!) << 32n) | BigInt((this.vq.index << 16) | slot);
+    return (BigInt(this.#generation[slot]!) << 32n) | BigInt(this.#tagLow(slot));
   }
 
-  #address(request: BlockRequest): { target: number; lun: number } {
-    const command = request.command;
-    return {
-      target: command?.target ?? this.settings.target,
-      lun: command?.lun ?? this.settings.lun,
-    };
+  #tagLow(slot: number): number {
+    return ((this.vq.index << 16) | slot) >>> 0;
   }
 
   /** Writes the request header, CDB and chain for `slot` and publishes it. */
@@ -253,14 +252,20 @@ export class ScsiRequestQueue implements DeviceQueue {
     const base = this.#areaOffset + slot * layout.stride;
     const gpa = this.#areaGpa + slot * layout.stride;
     const bytes = this.#bytes;
-    const { target, lun } = this.#address(request);
-    encodeVirtioLun(bytes, base, target, lun);
-    VirtioScsiCmdReqHeader.encodeInto(this.#view, base, {
-      id: this.#tag(slot),
-      taskAttr: VIRTIO_SCSI_S_SIMPLE,
-      prio: 0,
-      crn: 0,
-    });
+    encodeVirtioLun(
+      bytes,
+      base,
+      request.command?.target ?? s.target,
+      request.command?.lun ?? s.lun,
+    );
+    // Written through the struct's field table without building a value object or a BigInt:
+    // this runs for every request.
+    const view = this.#view;
+    view.setUint32(base + REQ.id.offset, this.#tagLow(slot), true);
+    view.setUint32(base + REQ.id.offset + 4, this.#generation[slot]!, true);
+    bytes[base + REQ.taskAttr.offset] = VIRTIO_SCSI_S_SIMPLE;
+    bytes[base + REQ.prio.offset] = 0;
+    bytes[base + REQ.crn.offset] = 0;
     const cdbAt = base + VirtioScsiCmdReqHeader.size;
     bytes.fill(0, cdbAt, cdbAt + s.cdbSize);
     // The response byte is preset so a response the device never wrote is caught.
@@ -269,7 +274,7 @@ export class ScsiRequestQueue implements DeviceQueue {
       base + layout.respOffset,
       base + layout.respOffset + VirtioScsiCmdRespHeader.size,
     );
-    bytes[base + layout.respOffset + 11] = RESPONSE_NOT_WRITTEN;
+    bytes[base + layout.respOffset + RESP.response.offset] = RESPONSE_NOT_WRITTEN;
 
     let dataGpa = 0;
     let dataLen = 0;
@@ -316,19 +321,14 @@ export class ScsiRequestQueue implements DeviceQueue {
         break;
     }
 
-    const segs = this.#segs;
+    // Device-readable first (request, data-out), then device-writable (response, data-in).
+    const chain = this.#segArrays.get(dataLen > 0 ? 3 : 2);
     let n = 0;
-    const put = (at: number, len: number, write: boolean): void => {
-      const seg = segs[n++]!;
-      seg.gpa = at;
-      seg.len = len;
-      seg.write = write;
-    };
-    put(gpa, VirtioScsiCmdReqHeader.size + s.cdbSize, false);
-    if (dataLen > 0 && !dataIn) put(dataGpa, dataLen, false);
-    put(gpa + layout.respOffset, VirtioScsiCmdRespHeader.size + s.senseSize, true);
-    if (dataLen > 0 && dataIn) put(dataGpa, dataLen, true);
-    const chain = n === segs.length ? segs : segs.slice(0, n);
+    n = setSegment(chain, n, gpa, VirtioScsiCmdReqHeader.size + s.cdbSize, false);
+    if (dataLen > 0 && !dataIn) n = setSegment(chain, n, dataGpa, dataLen, false);
+    const respLen = VirtioScsiCmdRespHeader.size + s.senseSize;
+    n = setSegment(chain, n, gpa + layout.respOffset, respLen, true);
+    if (dataLen > 0 && dataIn) setSegment(chain, n, dataGpa, dataLen, true);
     // The slot number is the token: drain hands it back with the used element.
     if (!this.vq.add(chain, slot)) return false;
     this.vq.publish();
@@ -357,7 +357,11 @@ export class ScsiRequestQueue implements DeviceQueue {
   #outcome(slot: number, request: BlockRequest): Error | null | 'retry' {
     const layout = this.#layout;
     const respAt = this.#areaOffset + slot * layout.stride + layout.respOffset;
-    const resp = VirtioScsiCmdRespHeader.decodeFrom(this.#view, respAt);
+    const view = this.#view;
+    const senseLength = view.getUint32(respAt + RESP.senseLen.offset, true);
+    const resid = view.getUint32(respAt + RESP.resid.offset, true);
+    const status = view.getUint8(respAt + RESP.status.offset);
+    const response = view.getUint8(respAt + RESP.response.offset);
     const name = request.kind === 'command' ? 'scsiCommand' : request.kind;
     const position =
       request.kind === 'read' ||
@@ -366,37 +370,33 @@ export class ScsiRequestQueue implements DeviceQueue {
       request.kind === 'write-zeroes'
         ? request.position
         : undefined;
-    if (resp.response === RESPONSE_NOT_WRITTEN) {
+    if (response === RESPONSE_NOT_WRITTEN) {
       return new QueueBrokenError(this.vq.index, `device returned a ${name} without a response`);
     }
     const cancelled = this.#cancelled[slot] === 1;
-    if (resp.response !== VirtioScsiResponse.VIRTIO_SCSI_S_OK) {
+    if (response !== VirtioScsiResponse.VIRTIO_SCSI_S_OK) {
       const transient =
-        resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_BUSY ||
-        resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_TRANSPORT_FAILURE ||
+        response === VirtioScsiResponse.VIRTIO_SCSI_S_BUSY ||
+        response === VirtioScsiResponse.VIRTIO_SCSI_S_TRANSPORT_FAILURE ||
         // A reset someone else asked for ended the command; it did not fail.
-        (resp.response === VirtioScsiResponse.VIRTIO_SCSI_S_RESET && !cancelled);
+        (response === VirtioScsiResponse.VIRTIO_SCSI_S_RESET && !cancelled);
       if (transient && !cancelled && this.#retry(slot, true, MAX_SCSI_RETRIES)) return 'retry';
-      return new VirtioScsiResponseError(
-        name,
-        resp.response,
-        virtioScsiResponseName(resp.response),
-      );
+      return new VirtioScsiResponseError(name, response, virtioScsiResponseName(response));
     }
-    const senseLen = Math.min(resp.senseLen, this.settings.senseSize);
+    const senseLen = Math.min(senseLength, this.settings.senseSize);
     const senseAt = respAt + VirtioScsiCmdRespHeader.size;
-    switch (resp.status) {
+    switch (status) {
       case ScsiStatus.GOOD:
       case ScsiStatus.CONDITION_MET:
-        return this.#completed(request, resp.status, resp.resid, senseAt, senseLen);
+        return this.#completed(request, status, resid, senseAt, senseLen);
       case ScsiStatus.CHECK_CONDITION: {
         const sense = decodeSense(this.#bytes.subarray(senseAt, senseAt + senseLen));
         if (sense === undefined) {
-          return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+          return new ScsiStatusError(name, status, scsiStatusName(status));
         }
         // The command did its work and the target only has something to say about it.
         if (isCompletedSense(sense)) {
-          return this.#completed(request, resp.status, resp.resid, senseAt, senseLen);
+          return this.#completed(request, status, resid, senseAt, senseLen);
         }
         if (sense.deferred) {
           // An earlier command failed after it was acknowledged; this one was not run.
@@ -416,9 +416,9 @@ export class ScsiRequestQueue implements DeviceQueue {
       case ScsiStatus.BUSY:
       case ScsiStatus.TASK_SET_FULL:
         if (!cancelled && this.#retry(slot, true, MAX_SCSI_RETRIES)) return 'retry';
-        return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+        return new ScsiStatusError(name, status, scsiStatusName(status));
       default:
-        return new ScsiStatusError(name, resp.status, scsiStatusName(resp.status));
+        return new ScsiStatusError(name, status, scsiStatusName(status));
     }
   }
 
@@ -454,6 +454,18 @@ export class ScsiRequestQueue implements DeviceQueue {
     this.#host.retryScheduled(due);
     return true;
   }
+}
+
+/** Field offsets of the request and response headers, from their one struct table each. */
+const REQ = VirtioScsiCmdReqHeader.fields;
+const RESP = VirtioScsiCmdRespHeader.fields;
+
+function setSegment(chain: Segment[], n: number, gpa: number, len: number, write: boolean): number {
+  const seg = chain[n]!;
+  seg.gpa = gpa;
+  seg.len = len;
+  seg.write = write;
+  return n + 1;
 }
 
 function align(n: number, a: number): number {
