@@ -32,7 +32,10 @@ export class FaultPlan implements RequestHooks {
     this.#faults = faults;
   }
 
-  get delayMs(): number {
+  /** How long to hold the completion of the request just counted (0 = not at all). */
+  delayMs(): number {
+    const every = this.#faults.delayEvery;
+    if (every !== undefined && this.#requests % every !== 0) return 0;
     return this.#faults.delayCompletionsMs ?? 0;
   }
 

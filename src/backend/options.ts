@@ -17,6 +17,8 @@ export interface BlockServerFaults {
   dropConnectionAfterRequests?: number;
   /** Hold each completion this many milliseconds before it reaches the used ring. */
   delayCompletionsMs?: number;
+  /** With delayCompletionsMs: hold only every Nth request (a slow request among fast ones). */
+  delayEvery?: number;
   /**
    * Every Nth request completes with VIRTIO_BLK_S_IOERR (without touching the storage); in scsi
    * mode with CHECK CONDITION, MEDIUM ERROR (reads, writes) or HARDWARE ERROR (anything else).
@@ -135,6 +137,7 @@ const REQUEST_FAULTS = ['wrongReplyCode', 'wrongReplySize', 'truncatedReply'] as
 const COUNT_FAULTS = [
   'dropConnectionAfterRequests',
   'delayCompletionsMs',
+  'delayEvery',
   'ioErrorEvery',
   'badUsedIdAfter',
   'badUsedLenAfter',
@@ -214,7 +217,9 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
     throw new InvalidArgumentError('faults must be an object');
   }
   for (const name of COUNT_FAULTS) optionalInt(`faults.${name}`, faults[name], 0, 0x7fff_ffff);
-  if (faults.ioErrorEvery === 0) throw new InvalidArgumentError('faults.ioErrorEvery must be >= 1');
+  for (const name of ['ioErrorEvery', 'delayEvery'] as const) {
+    if (faults[name] === 0) throw new InvalidArgumentError(`faults.${name} must be >= 1`);
+  }
   for (const name of SCSI_EVERY_FAULTS) optionalInt(`faults.${name}`, faults[name], 1, 0x7fff_ffff);
   for (const name of SCSI_BOOLEAN_FAULTS) {
     if (faults[name] !== undefined && typeof faults[name] !== 'boolean') {

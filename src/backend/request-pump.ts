@@ -173,7 +173,7 @@ export class RequestPump implements HeldRequests {
     const result = this.#device.execute(chain, this.#faults.nextRequest(), this.#faults);
     if (result.rejected) this.#stats.rejected++;
     const fault = this.#faults.usedFault();
-    const delay = this.#faults.delayMs;
+    const delay = this.#faults.delayMs();
     if (delay <= 0) {
       this.#complete(queue, chain, result.len, fault);
       return;

@@ -26,6 +26,17 @@
  * latency term is counted once per request in flight, up to `depthCap`, and so is the longest
  * spin. Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs one
  * wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once.
+ *
+ * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
+ * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
+ * one interrupt after k completions. The other requests in flight keep the device busy while the
+ * frontend sleeps, so the wake-ups (and the device's interrupts) fall k-fold at no cost in
+ * throughput, as long as the device still has work when the frontend wakes. A wake that finds
+ * every request completed (*starved*: the device sat idle for part of the wake-up) shrinks k; at
+ * the last step batching stops and is tried again later, backing off. Wakes that keep finding
+ * requests in flight let k grow, up to half the depth. Where the controller spins, batching is
+ * not tried: measured on a page-cache file backend at depth 32, whose completions come in bursts,
+ * batched wake-ups cost 10% of the throughput that spinning keeps.
  */
 
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
@@ -61,7 +72,33 @@ export interface AdaptiveOptions {
   margin: number;
   /** Requests in flight whose wake-up latency a blocked wait is charged for, at most (1..64). Default 8. */
   depthCap: number;
+  /**
+   * Batched blocking (interrupt moderation) under a deep queue: 'auto' tries it and keeps it while
+   * the device is never found idle at a wake-up; 'always' uses it at every depth of at least
+   * BATCH_MIN_DEPTH, at the largest batch; 'off' never. Needs VIRTIO_RING_F_EVENT_IDX (without it
+   * waits block for one completion). Default 'auto'.
+   */
+  batching: BatchingMode;
 }
+
+export type BatchingMode = 'auto' | 'off' | 'always';
+
+/** Fewest requests in flight at which a wait may be batched (a batch is at least 2, at most half). */
+export const BATCH_MIN_DEPTH = 4;
+/** Batch sizes as fractions of the requests in flight, by level (0 = not batching). */
+const BATCH_FRACTIONS = [0, 1 / 8, 1 / 4, 1 / 2] as const;
+const BATCH_TOP_LEVEL = BATCH_FRACTIONS.length - 1;
+/** Wakes in a row that found the device busy before the batch grows a level. */
+const BATCH_GROW_AFTER = 16;
+/** Waits at depth before batching is tried, first and at most (after failed tries, doubling). */
+const BATCH_RETRY_MIN = 64;
+const BATCH_RETRY_MAX = 8192;
+/** A try that lasted this many wakes was a success: the next one comes soon again. */
+const BATCH_LASTED = 64;
+/** How long a batched wait may take, in multiples of what k completions usually take, and bounds. */
+const BATCH_DEADLINE_FACTOR = 4;
+const BATCH_DEADLINE_MIN_NS = 1_000_000;
+const BATCH_DEADLINE_MAX_NS = 64_000_000;
 
 export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze({
   maxSpinNs: 100_000,
@@ -75,6 +112,7 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   probeEveryMax: 256,
   margin: 0.25,
   depthCap: 8,
+  batching: 'auto',
 });
 
 /** Validates and fills in options (throws RangeError on nonsense). */
@@ -110,6 +148,11 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
   if (o.maxSpinNs * o.depthCap > 10_000_000) {
     throw new RangeError('adaptive.maxSpinNs * adaptive.depthCap must be at most 10 ms');
   }
+  if (o.batching !== 'auto' && o.batching !== 'off' && o.batching !== 'always') {
+    throw new RangeError(
+      `adaptive.batching must be 'auto', 'off' or 'always', got ${String(o.batching)}`,
+    );
+  }
   if (o.probeEveryMax < o.probeEvery) {
     throw new RangeError('adaptive.probeEveryMax must be >= adaptive.probeEvery');
   }
@@ -132,6 +175,15 @@ export class AdaptiveController {
   /** Requests in flight at the start of recent waits (moving average), and at the last decision. */
   #depth = 1;
   #decidedDepth = 1;
+  /** Batched blocking: level (index into BATCH_FRACTIONS), wakes since it grew, and the retry clock. */
+  #batchLevel = 0;
+  #batchCleanWakes = 0;
+  #batchWakes = 0;
+  #batchRetryIn = BATCH_RETRY_MIN;
+  #batchRetryInterval = BATCH_RETRY_MIN;
+  /** Mean ns per completion seen by batched waits (0 = none yet), for their deadline. */
+  #batchNsPerCompletion = 0;
+  #batchStarved = 0;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
@@ -141,6 +193,7 @@ export class AdaptiveController {
     this.#budget = this.options.maxSpinNs;
     this.#probeEvery = this.options.probeEvery;
     this.#updateInterval = this.options.updateEvery;
+    if (this.options.batching === 'always') this.#batchLevel = BATCH_TOP_LEVEL;
   }
 
   /** How many times the budget was re-decided (sort + scan of the window), for tests and diagnostics. */
@@ -173,6 +226,8 @@ export class AdaptiveController {
     // A slow average: batches (N requests in flight, then N-1, ... 1) must not look like a
     // change of load; a step from depth 1 to 32 moves it within a few waits.
     this.#depth += (depth - this.#depth) / 16;
+    // 'always' batches every deep wait instead of spinning or probing.
+    if (o.batching === 'always' && inFlight >= BATCH_MIN_DEPTH) return 0;
     if (Math.abs(this.#depth - this.#decidedDepth) > this.#decidedDepth * 0.5 + 0.5) {
       // The load changed shape since the last decision: decide again at the next sample, and
       // make this wait a probe (a blocked controller gets samples from probes only).
@@ -183,6 +238,8 @@ export class AdaptiveController {
         return this.maxSpinNs;
       }
     }
+    // 'auto' batches the waits it blocks for anyway (budget 0).
+    this.#batchesAt(inFlight);
     const max = this.maxSpinNs;
     if (this.#budget >= max) return max;
     if (++this.#waitsSinceProbe >= this.#probeEvery) {
@@ -224,6 +281,96 @@ export class AdaptiveController {
     // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
     if (this.#budget > 0) this.#updateInterval = this.options.updateEvery;
     this.#add(-(spunNs + 1));
+  }
+
+  /**
+   * 'auto': whether waits at this depth are batched now, and the clock of the next try.
+   * 'auto' batches only where the controller has settled on blocking: where it spins, the spin
+   * already beats a wake-up, and a batched wake-up would cost throughput (measured: -10% on a
+   * page-cache file backend at depth 32, whose completions come in bursts).
+   */
+  #batchesAt(inFlight: number): boolean {
+    if (inFlight < BATCH_MIN_DEPTH || this.options.batching !== 'auto') return false;
+    if (this.#budget > 0) return false;
+    if (this.#batchLevel > 0) return true;
+    if (--this.#batchRetryIn > 0) return false;
+    this.#batchLevel = 1;
+    this.#batchCleanWakes = 0;
+    this.#batchWakes = 0;
+    return true;
+  }
+
+  /** True while waits under a deep queue block for a batch of completions. */
+  get batching(): boolean {
+    return this.#batchLevel > 0;
+  }
+
+  /** Batched wakes that found every request completed (the device had run dry), so far. */
+  get batchStarvations(): number {
+    return this.#batchStarved;
+  }
+
+  /**
+   * How many completions a blocked wait with `inFlight` requests in flight (on one queue) should
+   * ask one interrupt for: 1 when not batching.
+   */
+  batchSize(inFlight: number): number {
+    if (this.#batchLevel === 0 || inFlight < BATCH_MIN_DEPTH) return 1;
+    const half = inFlight >> 1;
+    return Math.min(half, Math.max(2, Math.floor(inFlight * BATCH_FRACTIONS[this.#batchLevel]!)));
+  }
+
+  /** The longest a batched wait for `count` completions should take before it gives up (ns). */
+  batchDeadlineNs(count: number): number {
+    const per = this.#batchNsPerCompletion;
+    if (per === 0) return BATCH_DEADLINE_MIN_NS * 2;
+    const ns = BATCH_DEADLINE_FACTOR * count * per;
+    return Math.min(BATCH_DEADLINE_MAX_NS, Math.max(BATCH_DEADLINE_MIN_NS, ns));
+  }
+
+  /**
+   * A batched wait for `asked` completions ended after `elapsedNs`, finding `found` with
+   * `inFlight` requests in flight (found included). Found === inFlight: the device ran dry while
+   * we slept.
+   */
+  batchWoke(found: number, asked: number, inFlight: number, elapsedNs: number): void {
+    // Only a full batch times the device: one woken early (a spurious interrupt) or held back
+    // by a slow request does not.
+    if (found >= asked && elapsedNs > 0) {
+      const per = elapsedNs / found;
+      const prev = this.#batchNsPerCompletion;
+      this.#batchNsPerCompletion = prev === 0 ? per : prev + (per - prev) / 8;
+    }
+    if (this.#batchLevel === 0) return;
+    this.#batchWakes++;
+    if (found >= inFlight) {
+      this.#batchStarved++;
+      this.#batchShrink();
+    } else if (++this.#batchCleanWakes >= BATCH_GROW_AFTER && this.#batchLevel < BATCH_TOP_LEVEL) {
+      this.#batchLevel++;
+      this.#batchCleanWakes = 0;
+    }
+  }
+
+  /**
+   * A batched wait outlasted its deadline (requests the device holds for long among fast ones,
+   * or a device that slowed down): the completions that came are drained, and the batch shrinks.
+   */
+  batchLate(): void {
+    // Not a sample of the time per completion: the batch did not fill, so that time is unknown.
+    if (this.#batchLevel > 0) this.#batchShrink();
+  }
+
+  #batchShrink(): void {
+    this.#batchCleanWakes = 0;
+    if (this.options.batching === 'always') return;
+    if (--this.#batchLevel > 0) return;
+    // Stopped: try again after a while, sooner if this try held for long.
+    this.#batchRetryInterval =
+      this.#batchWakes >= BATCH_LASTED
+        ? BATCH_RETRY_MIN
+        : Math.min(BATCH_RETRY_MAX, this.#batchRetryInterval * 2);
+    this.#batchRetryIn = this.#batchRetryInterval;
   }
 
   /** The longest spin per wait at the current depth. */
@@ -332,6 +479,11 @@ export class AdaptiveController {
     }
     const changed = next > 0 !== current > 0;
     this.#budget = next;
+    if (next > 0 && o.batching === 'auto' && this.#batchLevel > 0) {
+      // Spinning again: batching waits for the next time it settles on blocking.
+      this.#batchLevel = 0;
+      this.#batchRetryIn = BATCH_RETRY_MIN;
+    }
     // Probes and decisions back off while they keep confirming the decision, and come back
     // when it changes.
     if (changed) {

@@ -8,6 +8,11 @@ function policyOf(controller: AdaptiveController): SpinPolicy {
     hit: (waitNs) => controller.hit(waitNs),
     miss: (spunNs) => controller.miss(spunNs),
     blockingSpinNs: () => Math.min(controller.budgetNs, controller.maxSpinNs),
+    batchSize: (inFlight) => controller.batchSize(inFlight),
+    batchDeadlineNs: (count) => controller.batchDeadlineNs(count),
+    batchWoke: (found, asked, inFlight, elapsedNs) =>
+      controller.batchWoke(found, asked, inFlight, elapsedNs),
+    batchLate: () => controller.batchLate(),
   };
 }
 
@@ -15,7 +20,9 @@ function policyOf(controller: AdaptiveController): SpinPolicy {
  * 'adaptive': poll for a bounded, self-tuned time per wait, then arm the call eventfds and
  * block. The budget comes from {@link AdaptiveController} (measured waits against the cost of a
  * wake-up); the spin is spread over event-loop turns of at most `sliceNs` each, so the loop is
- * never blocked for long, and nothing spins while no request is in flight.
+ * never blocked for long, and nothing spins while no request is in flight. Under a deep queue
+ * on a device slower than the frontend it blocks for batches of completions instead (interrupt
+ * moderation with EVENT_IDX).
  */
 export class AdaptiveCompletion extends PollingCompletion {
   /** Exposed for diagnostics (budget, decisions). */

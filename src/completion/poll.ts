@@ -17,6 +17,20 @@ export interface SpinPolicy {
   miss(spunNs: number): void;
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
+  /**
+   * Interrupt moderation (optional): when a wait blocks at once (a zero budget), how many
+   * completions to ask one interrupt for on a queue with `inFlight` requests in flight; 1 = each.
+   */
+  batchSize?(inFlight: number): number;
+  /** How long a batched wait for `count` completions may last before it drains what came (ns). */
+  batchDeadlineNs?(count: number): number;
+  /**
+   * A batched wait for `asked` completions (on the queue that asked most) woke after
+   * `elapsedNs`, with `found` completions pending of `inFlight` requests.
+   */
+  batchWoke?(found: number, asked: number, inFlight: number, elapsedNs: number): void;
+  /** A batched wait reached its deadline (fewer completions came than it asked for). */
+  batchLate?(): void;
 }
 
 /** How a loop turn waits when the rings are empty. */
@@ -84,6 +98,12 @@ export class PollingCompletion implements CompletionStrategy {
   /** performance.now() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
   #budgetMs = 0;
+  /** The armed wait asked for an interrupt after a batch of completions (EVENT_IDX): how many. */
+  #batchArmed = false;
+  #batchAsked = 0;
+  /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
+  #deadline: NodeJS.Timeout | undefined;
+  #deadlineMs = 0;
 
   constructor(name: string, host: CompletionHost, policy: SpinPolicy, options: PollLoopOptions) {
     this.name = name;
@@ -115,6 +135,8 @@ export class PollingCompletion implements CompletionStrategy {
   beforeBlockingWait(): void {
     if (this.#state === 'stopped') return;
     this.#cancelTurn();
+    // The blocking wait re-enables interrupts for every completion itself.
+    this.#batchArmed = false;
     this.#state = 'sync';
     this.#updateRef();
   }
@@ -135,6 +157,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'stopped') return;
     this.#cancelTurn();
     this.#state = 'stopped';
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     for (const poll of this.#polls) native.pollStop(poll);
   }
 
@@ -213,8 +236,22 @@ export class PollingCompletion implements CompletionStrategy {
    */
   #arm(now: number, fromStart = false): void {
     let raced = false;
+    let batch = 0;
+    const batchSize = fromStart ? this.#policy.batchSize : undefined;
     for (const queue of this.#queues) {
-      if (!queue.vq.broken && queue.vq.enableInterrupts()) raced = true;
+      if (queue.vq.broken) continue;
+      // Only chains the device holds can complete: the count must stay reachable, or no
+      // interrupt ever comes.
+      const count =
+        batchSize !== undefined && queue.vq.canBatchInterrupts
+          ? batchSize.call(this.#policy, Math.min(queue.inFlight, queue.vq.publishedInFlight))
+          : 1;
+      if (count > 1) {
+        if (queue.vq.enableInterruptsAfter(count)) raced = true;
+        batch = Math.max(batch, count);
+      } else if (queue.vq.enableInterrupts()) {
+        raced = true;
+      }
     }
     if (raced) {
       if (fromStart) {
@@ -229,12 +266,57 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#state = 'armed';
+    this.#batchArmed = batch > 1;
+    this.#batchAsked = batch;
+    if (this.#batchArmed) this.#startDeadline(this.#policy.batchDeadlineNs?.(batch) ?? 1e6);
+    this.#updateRef();
+  }
+
+  #startDeadline(ns: number): void {
+    // Whole powers of two of ms, so the timer is re-made only when the scale changes.
+    const ms = 2 ** Math.max(0, Math.ceil(Math.log2(ns / msToNs)));
+    if (this.#deadline !== undefined && ms === this.#deadlineMs) {
+      this.#deadline.refresh();
+      return;
+    }
+    if (this.#deadline !== undefined) clearTimeout(this.#deadline);
+    this.#deadlineMs = ms;
+    this.#deadline = setTimeout(this.#onDeadline, ms);
+    this.#deadline.unref();
+  }
+
+  /** A stale firing (the batched wait ended, another kind of wait began) does nothing. */
+  readonly #onDeadline = (): void => {
+    if (this.#state === 'armed' && this.#batchArmed) this.#wake(true);
+  };
+
+  /** An armed wait ends: by an interrupt, or (`late`) by the deadline of a batched wait. */
+  #wake(late: boolean): void {
+    if (this.#batchArmed) {
+      this.#batchArmed = false;
+      const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
+      let found = 0;
+      let inFlight = 0;
+      for (const queue of this.#queues) {
+        found += queue.vq.usedPending();
+        inFlight += Math.min(queue.inFlight, queue.vq.publishedInFlight);
+      }
+      if (late) this.#policy.batchLate?.();
+      else this.#policy.batchWoke?.(found, this.#batchAsked, inFlight, elapsedNs);
+    } else {
+      this.#policy.miss(this.#budgetMs * msToNs);
+    }
+    this.#state = 'idle';
+    this.#drainAll();
+    // The drain's callbacks may have set a new state (setBusy) already.
+    if (this.#state === 'idle' && this.#busy) this.#startWait(performance.now());
     this.#updateRef();
   }
 
   /** Nothing in flight (although work may wait for memory or locks): interrupts on, no polling. */
   #park(): void {
     this.#cancelTurn();
+    this.#batchArmed = false;
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
@@ -248,6 +330,7 @@ export class PollingCompletion implements CompletionStrategy {
 
   #toIdle(): void {
     this.#cancelTurn();
+    this.#batchArmed = false;
     if (this.#state === 'spinning') {
       for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
     }
@@ -258,12 +341,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'stopped') return;
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
     if (this.#state === 'armed') {
-      this.#policy.miss(this.#budgetMs * msToNs);
-      this.#state = 'idle';
-      this.#drainAll();
-      // The drain's callbacks may have set a new state (setBusy) already.
-      if (this.#state === 'idle' && this.#busy) this.#startWait(performance.now());
-      this.#updateRef();
+      this.#wake(false);
       return;
     }
     // Spinning, parked, idle or inside a blocking wait: a hint the device sent anyway. Drain

@@ -212,6 +212,16 @@ export class SplitVirtqueue {
     return this.numInFlight;
   }
 
+  /** Chains the device has been shown (published) and has not returned yet. */
+  get publishedInFlight(): number {
+    return this.numPublishedInFlight;
+  }
+
+  /** Whether enableInterruptsAfter can ask for an interrupt after more than one completion. */
+  get canBatchInterrupts(): boolean {
+    return this.eventIdx;
+  }
+
   /** True once the device broke the ring rules; every later add/publish/drain throws. */
   get broken(): boolean {
     return this.brokenError !== undefined;
@@ -452,6 +462,26 @@ export class SplitVirtqueue {
   /** True if the device has returned elements that drain() has not popped yet. */
   hasUsed(): boolean {
     return Atomics.load(this.used16, 1) !== this.lastUsed;
+  }
+
+  /** How many used elements the device has returned that drain() has not popped yet. */
+  usedPending(): number {
+    return (Atomics.load(this.used16, 1) - this.lastUsed) & 0xffff;
+  }
+
+  /**
+   * Interrupt moderation: asks the device to interrupt only once `count` more chains are used
+   * (EVENT_IDX: used_event = last consumed + count - 1), and re-checks the used ring. Without
+   * EVENT_IDX, or with `count` <= 1, this is enableInterrupts(). The caller must keep `count` at
+   * most the published chains in flight, or the interrupt may never come.
+   *
+   * @returns true if `count` or more used elements are already pending: drain instead of sleeping.
+   */
+  enableInterruptsAfter(count: number): boolean {
+    if (!this.eventIdx || count <= 1) return this.enableInterrupts();
+    Atomics.store(this.avail16, this.usedEventIndex, (this.lastUsed + count - 1) & 0xffff);
+    // store-load, as in enableInterrupts: the new used_event before the re-read of used.idx.
+    return this.usedPending() >= count;
   }
 
   /**

@@ -16,6 +16,8 @@ export interface QsdOptions {
   exportOptions?: string[];
   /** Extra --blockdev properties for the file driver. */
   blockdevOptions?: string[];
+  /** A slow device: the export sits on a throttle node capped at this many IOPS. */
+  throttleIops?: number;
 }
 
 export interface Qsd {
@@ -56,16 +58,24 @@ export async function startQsd(options: QsdOptions = {}): Promise<Qsd> {
   } else {
     blockdev = `driver=null-co,node-name=disk,size=${size}`;
   }
+  const args: string[] = [];
+  let exported = 'disk';
+  if (options.throttleIops !== undefined) {
+    args.push('--object', `throttle-group,id=tg0,x-iops-total=${options.throttleIops}`);
+    args.push('--blockdev', blockdev);
+    blockdev = 'driver=throttle,node-name=throttled,throttle-group=tg0,file=disk';
+    exported = 'throttled';
+  }
   const exportSpec = [
     'type=vhost-user-blk',
     'id=export0',
-    'node-name=disk',
+    `node-name=${exported}`,
     'addr.type=unix',
     `addr.path=${socketPath}`,
     `writable=${options.writable === false ? 'off' : 'on'}`,
     ...(options.exportOptions ?? []),
   ].join(',');
-  const child = spawn(BINARY, ['--blockdev', blockdev, '--export', exportSpec], {
+  const child = spawn(BINARY, [...args, '--blockdev', blockdev, '--export', exportSpec], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

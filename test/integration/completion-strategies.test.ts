@@ -2,7 +2,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { openBlockDevice } from '../../src/index.js';
-import { COMPLETION_MODES, type CompletionMode } from '../../src/completion/index.js';
+import {
+  COMPLETION_MODES,
+  type CompletionMode,
+  type CompletionOptions,
+} from '../../src/completion/index.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
@@ -21,11 +25,25 @@ after(async () => {
   await nullQsd?.stop();
 });
 
-const MODES: readonly CompletionMode[] = COMPLETION_MODES;
+interface Config {
+  label: string;
+  completion: CompletionMode;
+  completionOptions?: CompletionOptions;
+}
 
-for (const [index, mode] of MODES.entries()) {
+/** Every strategy, and adaptive with every wait under depth batched (interrupt moderation). */
+const CONFIGS: readonly Config[] = [
+  ...COMPLETION_MODES.map((mode) => ({ label: mode, completion: mode })),
+  {
+    label: "adaptive, batching 'always'",
+    completion: 'adaptive',
+    completionOptions: { adaptive: { batching: 'always' } },
+  },
+];
+
+for (const [index, { label: mode, ...config }] of CONFIGS.entries()) {
   test(`${mode}: random unaligned verified I/O, 48 concurrent on a queue of 8`, async () => {
-    const dev = await openBlockDevice(fileQsd.socketPath, { queueSize: 8, completion: mode });
+    const dev = await openBlockDevice(fileQsd.socketPath, { queueSize: 8, ...config });
     try {
       const seed = 1000 + index;
       const rand = prng(seed);
@@ -74,7 +92,7 @@ for (const [index, mode] of MODES.entries()) {
   });
 
   test(`${mode}: more than 70,000 requests on a queue of 8, each completed exactly once`, async () => {
-    const dev = await openBlockDevice(nullQsd.socketPath, { queueSize: 8, completion: mode });
+    const dev = await openBlockDevice(nullQsd.socketPath, { queueSize: 8, ...config });
     try {
       const total = 72_000;
       const concurrency = 24; // three times the queue: requests also wait for descriptors

@@ -294,3 +294,108 @@ test('batches (depth N, N-1 ... 1 within each) are not a change of load: probes 
     );
   }
 });
+
+/**
+ * Drives the controller under a deep queue: a wait with a zero budget blocks for a batch when
+ * batchSize says so, and `wake` decides how many completions that wake finds (inFlight = the
+ * device had run dry). Returns the batch sizes asked for (1 = a plain wait).
+ */
+function runDeep(
+  c: AdaptiveController,
+  waits: number,
+  wait: number,
+  inFlight: number,
+  wake: (batch: number, i: number) => number,
+): number[] {
+  const batches: number[] = [];
+  for (let i = 0; i < waits; i++) {
+    const budget = c.startWait(inFlight);
+    const batch = budget === 0 ? c.batchSize(inFlight) : 1;
+    batches.push(batch);
+    if (batch > 1) c.batchWoke(wake(batch, i), batch, inFlight, batch * wait);
+    else if (wait <= budget) c.hit(wait);
+    else c.miss(budget);
+  }
+  return batches;
+}
+
+test('batching: a deep queue on a slow device blocks for batches, growing up to half the depth', () => {
+  const c = new AdaptiveController();
+  // 2 ms waits at depth 32: far beyond what spinning is worth, so it blocks; the device keeps
+  // requests in flight at every wake (found = the batch, never all 32).
+  const batches = runDeep(c, 2000, 2 * MS, 32, (batch) => batch);
+  assert.equal(c.budgetNs, 0);
+  assert.equal(c.batching, true);
+  const first = batches.findIndex((b) => b > 1);
+  assert.ok(first >= 0 && first < 200, `first batch after ${first} waits`);
+  assert.equal(batches[first], 4, 'it starts small (an eighth of the depth)');
+  assert.equal(batches.at(-1), 16, 'and grows to half the depth');
+  assert.equal(c.batchSize(3), 1, 'never below BATCH_MIN_DEPTH requests in flight');
+  assert.equal(c.batchStarvations, 0);
+});
+
+test('batching: wakes that find the device idle shrink the batch, then stop it, then it retries less often', () => {
+  const c = new AdaptiveController();
+  runDeep(c, 2000, 2 * MS, 32, (batch) => batch);
+  assert.equal(c.batchSize(32), 16);
+  // Now every wake finds all 32 done: the device outran the wake-up.
+  const starved = runDeep(c, 3, 2 * MS, 32, () => 32);
+  assert.deepEqual(starved, [16, 8, 4]);
+  assert.equal(c.batching, false, 'stopped after the last step');
+  assert.equal(c.batchSize(32), 1);
+  // Retries come back, and a retry that starves at once makes the next one wait longer.
+  const gaps: number[] = [];
+  let last = 0;
+  const trace = runDeep(c, 4000, 2 * MS, 32, () => 32);
+  trace.forEach((b, i) => {
+    if (b > 1) {
+      gaps.push(i - last);
+      last = i;
+    }
+  });
+  assert.ok(gaps.length >= 3, `retries: ${gaps.join(',')}`);
+  for (let i = 2; i < gaps.length; i++) {
+    assert.ok(gaps[i]! >= gaps[i - 1]!, `back-off: ${gaps.join(',')}`);
+  }
+  assert.ok(gaps.at(-1)! >= 4 * gaps[1]!, `back-off grows: ${gaps.join(',')}`);
+});
+
+test('batching: where it spins (a fast device at depth 32) it is never tried', () => {
+  const c = new AdaptiveController();
+  const batches = runDeep(c, 5000, 20 * US, 32, (batch) => batch);
+  assert.ok(c.budgetNs > 0);
+  assert.equal(batches.filter((b) => b > 1).length, 0);
+  assert.equal(c.batching, false);
+});
+
+test("batching: 'off' never batches; 'always' batches at once at half the depth and keeps it", () => {
+  const off = new AdaptiveController({ batching: 'off' });
+  assert.equal(runDeep(off, 2000, 2 * MS, 32, (b) => b).filter((b) => b > 1).length, 0);
+  const always = new AdaptiveController({ batching: 'always' });
+  // Even on a fast device, and even when every wake finds the device idle.
+  const batches = runDeep(always, 500, 20 * US, 32, () => 32);
+  assert.ok(
+    batches.slice(20).every((b) => b === 16),
+    'always 16 of 32',
+  );
+  assert.equal(always.startWait(32), 0, 'no spinning');
+  assert.equal(always.batchSize(2), 1, 'a shallow queue waits per completion');
+  assert.throws(
+    () => new AdaptiveController({ batching: 'sometimes' as 'auto' }),
+    /adaptive\.batching/,
+  );
+});
+
+test('batching: the deadline follows the measured time per completion, within bounds; a late wake shrinks', () => {
+  const c = new AdaptiveController();
+  runDeep(c, 2000, 2 * MS, 32, (batch) => batch);
+  // 16 completions, 2 ms each: 4 x 32 ms, capped at 64 ms.
+  assert.equal(c.batchDeadlineNs(16), 64 * MS);
+  assert.equal(c.batchDeadlineNs(4), 32 * MS);
+  const fast = new AdaptiveController({ batching: 'always' });
+  runDeep(fast, 200, 5 * US, 32, (b) => b);
+  assert.equal(fast.batchDeadlineNs(16), 1 * MS, 'at least 1 ms');
+  assert.equal(c.batchSize(32), 16);
+  c.batchLate();
+  assert.equal(c.batchSize(32), 8);
+});

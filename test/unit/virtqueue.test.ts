@@ -532,6 +532,54 @@ describe('SplitVirtqueue', () => {
     });
   }
 
+  it('enableInterruptsAfter(k): one interrupt after k completions (EVENT_IDX), re-checked', () => {
+    const r = rig({ size: 16, eventIdx: true });
+    const one = [seg(r.gpa(r.dataOff), 1, true)];
+    for (let i = 0; i < 10; i++) r.vq.add(one, i);
+    r.vq.publish();
+    assert.equal(r.vq.publishedInFlight, 10);
+    assert.equal(r.vq.canBatchInterrupts, true);
+    r.vq.disableInterrupts();
+    r.dev.process(() => 1, 1);
+    // One completion already pending: asking for 4 more than consumed does not race.
+    assert.equal(r.vq.usedPending(), 1);
+    assert.equal(r.vq.enableInterruptsAfter(4), false);
+    assert.equal(r.dev.usedEvent, 3, 'used_event = last consumed + k - 1');
+    r.dev.process(() => 1, 1);
+    r.dev.process(() => 1, 1);
+    assert.equal(r.dev.interrupts, 0, 'no interrupt before the 4th completion');
+    r.dev.process(() => 1, 1);
+    assert.equal(r.dev.interrupts, 1, 'the 4th completion interrupts');
+    r.dev.process(() => 1, 2);
+    assert.equal(r.dev.interrupts, 1, 'and only it');
+    assert.equal(
+      r.vq.drain(() => {}),
+      6,
+    );
+    // k completions already pending: the caller must drain instead of sleeping.
+    r.dev.process(() => 1, 2);
+    assert.equal(r.vq.enableInterruptsAfter(2), true);
+    assert.equal(r.vq.enableInterruptsAfter(3), false);
+    // k <= 1 is a plain enableInterrupts(): the pending ones already count.
+    assert.equal(r.vq.enableInterruptsAfter(1), true);
+    assert.equal(r.dev.usedEvent, 6);
+    assert.deepEqual(r.dev.violations, []);
+  });
+
+  it('enableInterruptsAfter without EVENT_IDX asks for every interrupt', () => {
+    const r = rig({ size: 8, eventIdx: false });
+    const one = [seg(r.gpa(r.dataOff), 1, true)];
+    for (let i = 0; i < 4; i++) r.vq.add(one, i);
+    r.vq.publish();
+    assert.equal(r.vq.canBatchInterrupts, false);
+    r.vq.disableInterrupts();
+    assert.equal(r.vq.enableInterruptsAfter(4), false);
+    assert.equal(r.dev.availFlags, 0);
+    r.dev.process(() => 1, 1);
+    assert.equal(r.dev.interrupts, 1);
+    assert.equal(r.vq.enableInterruptsAfter(4), true, 'a pending completion is reported');
+  });
+
   describe('device misbehaviour breaks the queue', () => {
     const expectBroken = (r: Rig, pattern: RegExp): void => {
       const check = (e: unknown): boolean => {
