@@ -184,6 +184,11 @@ export class AdaptiveController {
   /** Mean ns per completion seen by batched waits (0 = none yet), for their deadline. */
   #batchNsPerCompletion = 0;
   #batchStarved = 0;
+  /**
+   * Of recent blocked waits under a deep queue, the fraction (moving average) whose wake-up found
+   * every request completed: the device sat idle waiting for the frontend.
+   */
+  #starving = 0;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
@@ -238,9 +243,12 @@ export class AdaptiveController {
         return this.maxSpinNs;
       }
     }
+    const max = this.maxSpinNs;
+    // Blocking starves this device (it completes whole bursts while we wake): spin the whole
+    // wait, as 'poll' does, up to the longest spin.
+    if (inFlight >= BATCH_MIN_DEPTH && this.starvesDevice) return max;
     // 'auto' batches the waits it blocks for anyway (budget 0).
     this.#batchesAt(inFlight);
-    const max = this.maxSpinNs;
     if (this.#budget >= max) return max;
     if (++this.#waitsSinceProbe >= this.#probeEvery) {
       this.#waitsSinceProbe = 0;
@@ -298,6 +306,23 @@ export class AdaptiveController {
     this.#batchCleanWakes = 0;
     this.#batchWakes = 0;
     return true;
+  }
+
+  /**
+   * True while blocked waits under a deep queue keep finding the device idle: it finishes what
+   * it was given in bursts (or faster than a wake-up), so every wake-up is time it waits for us.
+   */
+  get starvesDevice(): boolean {
+    return this.#starving > 0.5;
+  }
+
+  /**
+   * A blocked wait (batched or not) woke with `found` completions pending of `inFlight` requests.
+   * Under a deep queue, found === inFlight means the device had run dry.
+   */
+  blockedWoke(found: number, inFlight: number): void {
+    if (inFlight < BATCH_MIN_DEPTH) return;
+    this.#starving += ((found >= inFlight ? 1 : 0) - this.#starving) / 4;
   }
 
   /** True while waits under a deep queue block for a batch of completions. */

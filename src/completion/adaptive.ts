@@ -8,6 +8,7 @@ function policyOf(controller: AdaptiveController): SpinPolicy {
     hit: (waitNs) => controller.hit(waitNs),
     miss: (spunNs) => controller.miss(spunNs),
     blockingSpinNs: () => Math.min(controller.budgetNs, controller.maxSpinNs),
+    blockedWoke: (found, inFlight) => controller.blockedWoke(found, inFlight),
     batchSize: (inFlight) => controller.batchSize(inFlight),
     batchDeadlineNs: (count) => controller.batchDeadlineNs(count),
     batchWoke: (found, asked, inFlight, elapsedNs) =>

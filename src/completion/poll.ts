@@ -17,6 +17,8 @@ export interface SpinPolicy {
   miss(spunNs: number): void;
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
+  /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
+  blockedWoke?(found: number, inFlight: number): void;
   /**
    * Interrupt moderation (optional): when a wait blocks at once (a zero budget), how many
    * completions to ask one interrupt for on a queue with `inFlight` requests in flight; 1 = each.
@@ -292,15 +294,16 @@ export class PollingCompletion implements CompletionStrategy {
 
   /** An armed wait ends: by an interrupt, or (`late`) by the deadline of a batched wait. */
   #wake(late: boolean): void {
+    let found = 0;
+    let inFlight = 0;
+    for (const queue of this.#queues) {
+      found += queue.vq.usedPending();
+      inFlight += Math.min(queue.inFlight, queue.vq.publishedInFlight);
+    }
+    this.#policy.blockedWoke?.(found, inFlight);
     if (this.#batchArmed) {
       this.#batchArmed = false;
       const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
-      let found = 0;
-      let inFlight = 0;
-      for (const queue of this.#queues) {
-        found += queue.vq.usedPending();
-        inFlight += Math.min(queue.inFlight, queue.vq.publishedInFlight);
-      }
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, this.#batchAsked, inFlight, elapsedNs);
     } else {

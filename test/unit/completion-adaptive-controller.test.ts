@@ -399,3 +399,23 @@ test('batching: the deadline follows the measured time per completion, within bo
   c.batchLate();
   assert.equal(c.batchSize(32), 8);
 });
+
+test('a device that blocking starves (bursts: every wake finds all done) is spun for, like poll', () => {
+  const c = new AdaptiveController();
+  // 500 µs waits at depth 32 (a device that completes bursts): worth blocking by the cost model...
+  runDeep(c, 300, 500 * US, 32, (batch) => batch);
+  assert.equal(c.budgetNs, 0);
+  assert.equal(c.starvesDevice, false);
+  // ...but the blocked waits keep finding the device idle, so blocking costs throughput.
+  for (let i = 0; i < 4; i++) c.blockedWoke(32, 32);
+  assert.equal(c.starvesDevice, true);
+  assert.equal(c.startWait(32), c.maxSpinNs, 'spins the whole wait');
+  assert.equal(c.batchSize(32) > 1 && c.startWait(32) === 0, false, 'and does not batch');
+  // Shallow queues keep the cost model (one request: every wake "finds all done").
+  const shallow = new AdaptiveController();
+  for (let i = 0; i < 10; i++) shallow.blockedWoke(1, 1);
+  assert.equal(shallow.starvesDevice, false);
+  // Blocked waits that find the device still busy bring the cost model back.
+  for (let i = 0; i < 4; i++) c.blockedWoke(2, 32);
+  assert.equal(c.starvesDevice, false);
+});
