@@ -93,6 +93,9 @@ const BATCH_GROW_AFTER = 16;
 /** Waits at depth before batching is tried, first and at most (after failed tries, doubling). */
 const BATCH_RETRY_MIN = 64;
 const BATCH_RETRY_MAX = 8192;
+/** Waits without the starving rule after its spin ran out, first and at most (doubling). */
+const STARVE_HOLDOFF_MIN = 16;
+const STARVE_HOLDOFF_MAX = 4096;
 /** A try that lasted this many wakes was a success: the next one comes soon again. */
 const BATCH_LASTED = 64;
 /** How long a batched wait may take, in multiples of what k completions usually take, and bounds. */
@@ -189,6 +192,10 @@ export class AdaptiveController {
    * every request completed: the device sat idle waiting for the frontend.
    */
   #starving = 0;
+  /** This wait spins because of the rule above; after one such spin ran out, waits without it. */
+  #starveSpin = false;
+  #starveHoldoff = 0;
+  #starveHoldoffNext = STARVE_HOLDOFF_MIN;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
@@ -227,6 +234,7 @@ export class AdaptiveController {
    */
   startWait(inFlight = 1): number {
     const o = this.options;
+    this.#starveSpin = false;
     const depth = Math.min(Math.max(1, inFlight), o.depthCap);
     // A slow average: batches (N requests in flight, then N-1, ... 1) must not look like a
     // change of load; a step from depth 1 to 32 moves it within a few waits.
@@ -238,6 +246,8 @@ export class AdaptiveController {
       // make this wait a probe (a blocked controller gets samples from probes only).
       this.#decidedDepth = this.#depth;
       this.#sinceUpdate = this.#updateInterval;
+      // What blocking did to the device under the old load says nothing about the new one.
+      this.#starving = 0;
       if (this.#budget < this.maxSpinNs) {
         this.#waitsSinceProbe = 0;
         return this.maxSpinNs;
@@ -245,8 +255,16 @@ export class AdaptiveController {
     }
     const max = this.maxSpinNs;
     // Blocking starves this device (it completes whole bursts while we wake): spin the whole
-    // wait, as 'poll' does, up to the longest spin.
-    if (inFlight >= BATCH_MIN_DEPTH && this.starvesDevice) return max;
+    // wait, as 'poll' does, up to the longest spin; unless such spins stopped catching the
+    // bursts (then block for a while, backing off).
+    this.#starveSpin = false;
+    if (inFlight >= BATCH_MIN_DEPTH && this.starvesDevice) {
+      if (this.#starveHoldoff === 0) {
+        this.#starveSpin = true;
+        return max;
+      }
+      this.#starveHoldoff--;
+    }
     // 'auto' batches the waits it blocks for anyway (budget 0).
     this.#batchesAt(inFlight);
     if (this.#budget >= max) return max;
@@ -259,6 +277,8 @@ export class AdaptiveController {
 
   /** The wait ended while spinning, `waitNs` after it started. */
   hit(waitNs: number): void {
+    // A spin for a starving device caught its completion: the rule holds.
+    if (this.#starveSpin) this.#starveHoldoffNext = STARVE_HOLDOFF_MIN;
     const budget = this.#budget;
     // Only a probe can hit beyond the budget.
     if (waitNs > budget) {
@@ -285,6 +305,14 @@ export class AdaptiveController {
    * budget teaches nothing and is not reported.
    */
   miss(spunNs: number): void {
+    if (this.#starveSpin) {
+      // Spinning the longest spin did not catch the device either: whatever the wake-ups cost
+      // it, spinning does not save that here.
+      this.#starveSpin = false;
+      this.#starving = 0;
+      this.#starveHoldoff = this.#starveHoldoffNext;
+      this.#starveHoldoffNext = Math.min(STARVE_HOLDOFF_MAX, this.#starveHoldoffNext * 2);
+    }
     if (spunNs <= 0) return;
     // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
     if (this.#budget > 0) this.#updateInterval = this.options.updateEvery;
@@ -381,8 +409,14 @@ export class AdaptiveController {
    * A batched wait outlasted its deadline (requests the device holds for long among fast ones,
    * or a device that slowed down): the completions that came are drained, and the batch shrinks.
    */
-  batchLate(): void {
-    // Not a sample of the time per completion: the batch did not fill, so that time is unknown.
+  batchLate(found: number, elapsedNs: number): void {
+    // A weak sample of the time per completion (slow requests among fast ones inflate it), so
+    // it moves the estimate slowly; without it a device that slowed down for good would never
+    // get a deadline long enough for a full batch again.
+    if (found > 0 && elapsedNs > 0) {
+      const per = elapsedNs / found;
+      this.#batchNsPerCompletion += (per - this.#batchNsPerCompletion) / 8;
+    }
     if (this.#batchLevel > 0) this.#batchShrink();
   }
 

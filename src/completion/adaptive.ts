@@ -13,7 +13,7 @@ function policyOf(controller: AdaptiveController): SpinPolicy {
     batchDeadlineNs: (count) => controller.batchDeadlineNs(count),
     batchWoke: (found, asked, inFlight, elapsedNs) =>
       controller.batchWoke(found, asked, inFlight, elapsedNs),
-    batchLate: () => controller.batchLate(),
+    batchLate: (found, elapsedNs) => controller.batchLate(found, elapsedNs),
   };
 }
 

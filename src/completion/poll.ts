@@ -31,8 +31,8 @@ export interface SpinPolicy {
    * `elapsedNs`, with `found` completions pending of `inFlight` requests.
    */
   batchWoke?(found: number, asked: number, inFlight: number, elapsedNs: number): void;
-  /** A batched wait reached its deadline (fewer completions came than it asked for). */
-  batchLate?(): void;
+  /** A batched wait reached its deadline with `found` (fewer than asked) after `elapsedNs`. */
+  batchLate?(found: number, elapsedNs: number): void;
 }
 
 /** How a loop turn waits when the rings are empty. */
@@ -287,9 +287,16 @@ export class PollingCompletion implements CompletionStrategy {
     this.#deadline.unref();
   }
 
-  /** A stale firing (the batched wait ended, another kind of wait began) does nothing. */
+  /**
+   * A stale firing (the batched wait ended, another kind of wait began) does nothing. Timers run
+   * before libuv's poll callbacks, so after a long loop stall a batch that did fill may still be
+   * waiting for its interrupt callback: that is a normal wake, not a late one.
+   */
   readonly #onDeadline = (): void => {
-    if (this.#state === 'armed' && this.#batchArmed) this.#wake(true);
+    if (this.#state !== 'armed' || !this.#batchArmed) return;
+    let found = 0;
+    for (const queue of this.#queues) found += queue.vq.usedPending();
+    this.#wake(found < this.#batchAsked);
   };
 
   /** An armed wait ends: by an interrupt, or (`late`) by the deadline of a batched wait. */
@@ -304,15 +311,16 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#batchArmed) {
       this.#batchArmed = false;
       const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
-      if (late) this.#policy.batchLate?.();
+      if (late) this.#policy.batchLate?.(found, elapsedNs);
       else this.#policy.batchWoke?.(found, this.#batchAsked, inFlight, elapsedNs);
     } else {
       this.#policy.miss(this.#budgetMs * msToNs);
     }
-    this.#state = 'idle';
+    // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may
+    // start, or it would be armed for a batch against a ring this drain has not emptied yet.
+    this.#state = 'spinning';
     this.#drainAll();
-    // The drain's callbacks may have set a new state (setBusy) already.
-    if (this.#state === 'idle' && this.#busy) this.#startWait(performance.now());
+    if (this.#state === 'spinning') this.#startWait(performance.now());
     this.#updateRef();
   }
 

@@ -53,7 +53,12 @@ test('adaptive on a slow device at depth 32 asks for one interrupt per batch (qs
       }
     }
     // 'event' takes an interrupt for every burst the throttle releases (~0.3 per I/O here);
-    // batches of 4..16 completions per interrupt take a fraction of that.
+    // batches of 4..16 completions per interrupt take a fraction of that. And adaptive does
+    // block here (spinning would take almost no interrupts and pass the bound above).
+    assert.ok(
+      perIo.adaptive! > perIo.event! * 0.05,
+      `calls per I/O: adaptive ${perIo.adaptive!.toFixed(3)}, event ${perIo.event!.toFixed(3)}`,
+    );
     assert.ok(
       perIo.adaptive! < perIo.event! * 0.6,
       `calls per I/O: adaptive ${perIo.adaptive!.toFixed(3)}, event ${perIo.event!.toFixed(3)}`,

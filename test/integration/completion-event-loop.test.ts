@@ -78,7 +78,8 @@ for (const [label, completion, completionOptions, quantile] of CONFIGS) {
         const gaps = await loopGaps(work);
         assert.ok(ios > 100, `${ios} I/Os`);
         // The probe ran between the polling turns, not only after the load ended.
-        assert.ok(gaps.length > 700, `${gaps.length} loop turns`);
+        // (and enough of them that the percentile is not simply the longest gap)
+        assert.ok(gaps.length > 2000, `${gaps.length} loop turns`);
         const q = gaps[Math.floor(gaps.length * quantile)]!;
         assert.ok(
           q < 1,

@@ -396,7 +396,7 @@ test('batching: the deadline follows the measured time per completion, within bo
   runDeep(fast, 200, 5 * US, 32, (b) => b);
   assert.equal(fast.batchDeadlineNs(16), 1 * MS, 'at least 1 ms');
   assert.equal(c.batchSize(32), 16);
-  c.batchLate();
+  c.batchLate(3, 64 * MS);
   assert.equal(c.batchSize(32), 8);
 });
 
@@ -410,12 +410,43 @@ test('a device that blocking starves (bursts: every wake finds all done) is spun
   for (let i = 0; i < 4; i++) c.blockedWoke(32, 32);
   assert.equal(c.starvesDevice, true);
   assert.equal(c.startWait(32), c.maxSpinNs, 'spins the whole wait');
-  assert.equal(c.batchSize(32) > 1 && c.startWait(32) === 0, false, 'and does not batch');
+  c.hit(600 * US);
+  assert.equal(c.startWait(32), c.maxSpinNs, 'again (so no wait is batched)');
+  c.hit(450 * US);
   // Shallow queues keep the cost model (one request: every wake "finds all done").
   const shallow = new AdaptiveController();
   for (let i = 0; i < 10; i++) shallow.blockedWoke(1, 1);
   assert.equal(shallow.starvesDevice, false);
   // Blocked waits that find the device still busy bring the cost model back.
   for (let i = 0; i < 4; i++) c.blockedWoke(2, 32);
+  assert.equal(c.starvesDevice, false);
+});
+
+test('the starving rule stops when its spins do not catch the device, and retries less often', () => {
+  const c = new AdaptiveController();
+  runDeep(c, 300, 2 * MS, 32, (batch) => batch);
+  // Bursts 2 ms apart: longer than the longest spin (800 µs at depth 8), and every blocked wait
+  // (plain or batched) finds the whole burst done.
+  const spun: boolean[] = [];
+  for (let i = 0; i < 6000; i++) {
+    const budget = c.startWait(32);
+    spun.push(budget >= c.maxSpinNs);
+    c.blockedWoke(32, 32);
+    if (budget === 0 && c.batchSize(32) > 1) c.batchWoke(32, c.batchSize(32), 32, 2 * MS);
+    else c.miss(budget);
+  }
+  // Stuck on, the rule would spin 800 µs in vain on every wait; what is left are the cost
+  // model's probes (1 in 64..256 waits) and the rule's retries, backing off.
+  const late = spun.slice(3000).filter(Boolean).length;
+  assert.ok(late < 3000 / 64, `${late} full spins in the last 3000 waits`);
+});
+
+test('a change of load forgets what blocking did to the device', () => {
+  const c = new AdaptiveController();
+  runDeep(c, 300, 500 * US, 32, (batch) => batch);
+  for (let i = 0; i < 4; i++) c.blockedWoke(32, 32);
+  assert.equal(c.starvesDevice, true);
+  // Down to depth 1 for a while (the slow average crosses the trigger), then back up.
+  for (let i = 0; i < 64; i++) c.miss(c.startWait(1));
   assert.equal(c.starvesDevice, false);
 });
