@@ -438,6 +438,15 @@ function runChild(cmd, args, timeoutMs) {
 }
 
 /** One cell run: returns normalized metrics. */
+/** Runs this script as a child (`--child KIND ...args`) pinned to `cpu`; resolves its stdout. */
+function runSelfChild(cpu, kind, args, timeoutMs) {
+  return runChild(
+    'taskset',
+    ['-c', String(cpu), process.execPath, SELF, '--child', kind, ...args],
+    timeoutMs,
+  );
+}
+
 async function runCell(ctx, backend, w, who, cpu) {
   const secs = ctx.o.seconds;
   const be0 = procCpuNs(backend.pid);
@@ -575,19 +584,10 @@ async function stepping(ctx, backend, cpu) {
     for (const mode of STRATEGIES) {
       log(`${backend.kind} stepping round ${round + 1}/${ctx.o.stepRounds}: ${mode}`);
       const be0 = procCpuNs(backend.pid);
-      const out = await runChild(
-        'taskset',
-        [
-          '-c',
-          String(cpu),
-          process.execPath,
-          SELF,
-          '--child',
-          'stepping',
-          backend.sock,
-          mode,
-          String(ctx.o.stepSeconds),
-        ],
+      const out = await runSelfChild(
+        cpu,
+        'stepping',
+        [backend.sock, mode, String(ctx.o.stepSeconds)],
         (ctx.o.stepSeconds * 4 + 30) * 1000,
       );
       const r = JSON.parse(out);
@@ -632,20 +632,10 @@ async function paired(ctx, backend, workloads, cpu, withStepping) {
   for (const [id, spec, rounds, seconds] of jobs) {
     log(`${backend.kind} paired (cpu ${cpu}): ${id}, ${rounds} rounds`);
     const budget = (rounds * STRATEGIES.length * (seconds + 2) + 60) * 1000;
-    const out = await runChild(
-      'taskset',
-      [
-        '-c',
-        String(cpu),
-        process.execPath,
-        SELF,
-        '--child',
-        'paired',
-        backend.sock,
-        JSON.stringify(spec),
-        String(rounds),
-        String(seconds),
-      ],
+    const out = await runSelfChild(
+      cpu,
+      'paired',
+      [backend.sock, JSON.stringify(spec), String(rounds), String(seconds)],
       budget,
     );
     res.set(id, JSON.parse(out));
@@ -657,19 +647,10 @@ async function breakdown(ctx, backend, cpu) {
   const out = new Map();
   for (const mode of ['poll', 'adaptive', 'event']) {
     log(`${backend.kind} breakdown (cpu ${cpu}): ${mode}`);
-    const r = await runChild(
-      'taskset',
-      [
-        '-c',
-        String(cpu),
-        process.execPath,
-        SELF,
-        '--child',
-        'breakdown',
-        backend.sock,
-        mode,
-        String(ctx.o.seconds),
-      ],
+    const r = await runSelfChild(
+      cpu,
+      'breakdown',
+      [backend.sock, mode, String(ctx.o.seconds)],
       (ctx.o.seconds + 30) * 1000,
     );
     out.set(mode, JSON.parse(r));
