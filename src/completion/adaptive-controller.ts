@@ -39,6 +39,8 @@
  * batched wake-ups cost 10% of the throughput that spinning keeps.
  */
 
+import type { SpinPolicy } from './poll.js';
+
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
 export interface AdaptiveOptions {
   /**
@@ -162,7 +164,7 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
   return o;
 }
 
-export class AdaptiveController {
+export class AdaptiveController implements SpinPolicy {
   readonly options: AdaptiveOptions;
   /** Sample values: a hit's wait (>= 0), or a miss as -(budget + 1) (censored). */
   readonly #samples: Float64Array;
@@ -221,6 +223,11 @@ export class AdaptiveController {
   /** The budget the controller has settled on (0 = block at once), probes aside. */
   get budgetNs(): number {
     return this.#budget;
+  }
+
+  /** What a blocking (*Sync) wait spins before poll(2): the settled budget, capped. */
+  blockingSpinNs(): number {
+    return Math.min(this.#budget, this.maxSpinNs);
   }
 
   /** True while the settled budget is above zero. */

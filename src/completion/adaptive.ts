@@ -1,21 +1,6 @@
 import { AdaptiveController, type AdaptiveOptions } from './adaptive-controller.js';
-import { PollingCompletion, DEFAULT_SPIN_SLICE_NS, type SpinPolicy } from './poll.js';
+import { PollingCompletion, DEFAULT_SPIN_SLICE_NS } from './poll.js';
 import type { CompletionHost } from './strategy.js';
-
-function policyOf(controller: AdaptiveController): SpinPolicy {
-  return {
-    startWait: (inFlight) => controller.startWait(inFlight),
-    hit: (waitNs) => controller.hit(waitNs),
-    miss: (spunNs) => controller.miss(spunNs),
-    blockingSpinNs: () => Math.min(controller.budgetNs, controller.maxSpinNs),
-    blockedWoke: (found, inFlight) => controller.blockedWoke(found, inFlight),
-    batchSize: (inFlight) => controller.batchSize(inFlight),
-    batchDeadlineNs: (count) => controller.batchDeadlineNs(count),
-    batchWoke: (found, asked, inFlight, elapsedNs) =>
-      controller.batchWoke(found, asked, inFlight, elapsedNs),
-    batchLate: (found, elapsedNs) => controller.batchLate(found, elapsedNs),
-  };
-}
 
 /**
  * 'adaptive': poll for a bounded, self-tuned time per wait, then arm the call eventfds and
@@ -35,7 +20,7 @@ export class AdaptiveCompletion extends PollingCompletion {
     sliceNs: number = DEFAULT_SPIN_SLICE_NS,
   ) {
     const controller = new AdaptiveController(options);
-    super('adaptive', host, policyOf(controller), { sliceNs, sleepNs: 0 });
+    super('adaptive', host, controller, { sliceNs, sleepNs: 0 });
     this.controller = controller;
   }
 }

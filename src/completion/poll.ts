@@ -71,6 +71,14 @@ function anyInFlight(queues: readonly DeviceQueue[]): boolean {
   return false;
 }
 
+/**
+ * Requests whose completion the device owes: awaited (not eventq buffers) and published (not
+ * waiting for a retry or descriptors). Only these can make a batch of completions.
+ */
+function awaitedFromDevice(queue: DeviceQueue): number {
+  return Math.min(queue.inFlight, queue.vq.publishedInFlight);
+}
+
 function inFlightCount(queues: readonly DeviceQueue[]): number {
   let n = 0;
   for (let i = 0; i < queues.length; i++) n += queues[i]!.inFlight;
@@ -100,8 +108,7 @@ export class PollingCompletion implements CompletionStrategy {
   /** performance.now() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
   #budgetMs = 0;
-  /** The armed wait asked for an interrupt after a batch of completions (EVENT_IDX): how many. */
-  #batchArmed = false;
+  /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
@@ -138,7 +145,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'stopped') return;
     this.#cancelTurn();
     // The blocking wait re-enables interrupts for every completion itself.
-    this.#batchArmed = false;
+    this.#batchAsked = 0;
     this.#state = 'sync';
     this.#updateRef();
   }
@@ -246,7 +253,7 @@ export class PollingCompletion implements CompletionStrategy {
       // interrupt ever comes.
       const count =
         batchSize !== undefined && queue.vq.canBatchInterrupts
-          ? batchSize.call(this.#policy, Math.min(queue.inFlight, queue.vq.publishedInFlight))
+          ? batchSize.call(this.#policy, awaitedFromDevice(queue))
           : 1;
       if (count > 1) {
         if (queue.vq.enableInterruptsAfter(count)) raced = true;
@@ -268,9 +275,8 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#state = 'armed';
-    this.#batchArmed = batch > 1;
-    this.#batchAsked = batch;
-    if (this.#batchArmed) this.#startDeadline(this.#policy.batchDeadlineNs?.(batch) ?? 1e6);
+    this.#batchAsked = batch > 1 ? batch : 0;
+    if (this.#batchAsked > 0) this.#startDeadline(this.#policy.batchDeadlineNs?.(batch) ?? 1e6);
     this.#updateRef();
   }
 
@@ -293,7 +299,7 @@ export class PollingCompletion implements CompletionStrategy {
    * waiting for its interrupt callback: that is a normal wake, not a late one.
    */
   readonly #onDeadline = (): void => {
-    if (this.#state !== 'armed' || !this.#batchArmed) return;
+    if (this.#state !== 'armed' || this.#batchAsked === 0) return;
     let found = 0;
     for (const queue of this.#queues) found += queue.vq.usedPending();
     this.#wake(found < this.#batchAsked);
@@ -305,14 +311,15 @@ export class PollingCompletion implements CompletionStrategy {
     let inFlight = 0;
     for (const queue of this.#queues) {
       found += queue.vq.usedPending();
-      inFlight += Math.min(queue.inFlight, queue.vq.publishedInFlight);
+      inFlight += awaitedFromDevice(queue);
     }
     this.#policy.blockedWoke?.(found, inFlight);
-    if (this.#batchArmed) {
-      this.#batchArmed = false;
+    const asked = this.#batchAsked;
+    if (asked > 0) {
+      this.#batchAsked = 0;
       const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
       if (late) this.#policy.batchLate?.(found, elapsedNs);
-      else this.#policy.batchWoke?.(found, this.#batchAsked, inFlight, elapsedNs);
+      else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
       this.#policy.miss(this.#budgetMs * msToNs);
     }
@@ -327,7 +334,7 @@ export class PollingCompletion implements CompletionStrategy {
   /** Nothing in flight (although work may wait for memory or locks): interrupts on, no polling. */
   #park(): void {
     this.#cancelTurn();
-    this.#batchArmed = false;
+    this.#batchAsked = 0;
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
@@ -341,7 +348,7 @@ export class PollingCompletion implements CompletionStrategy {
 
   #toIdle(): void {
     this.#cancelTurn();
-    this.#batchArmed = false;
+    this.#batchAsked = 0;
     if (this.#state === 'spinning') {
       for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
     }
