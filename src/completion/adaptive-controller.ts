@@ -338,6 +338,8 @@ export class AdaptiveController implements SpinPolicy {
     if (this.#batchLevel > 0) return true;
     if (--this.#batchRetryIn > 0) return false;
     this.#batchLevel = 1;
+    // A new try times the device afresh (the first deadline uses the default).
+    this.#batchNsPerCompletion = 0;
     this.#batchCleanWakes = 0;
     this.#batchWakes = 0;
     return true;
@@ -416,14 +418,10 @@ export class AdaptiveController implements SpinPolicy {
    * A batched wait outlasted its deadline (requests the device holds for long among fast ones,
    * or a device that slowed down): the completions that came are drained, and the batch shrinks.
    */
-  batchLate(found: number, elapsedNs: number): void {
-    // A weak sample of the time per completion (slow requests among fast ones inflate it), so
-    // it moves the estimate slowly; without it a device that slowed down for good would never
-    // get a deadline long enough for a full batch again.
-    if (found > 0 && elapsedNs > 0) {
-      const per = elapsedNs / found;
-      this.#batchNsPerCompletion += (per - this.#batchNsPerCompletion) / 8;
-    }
+  batchLate(): void {
+    // Not a sample of the time per completion: the batch did not fill, and sampling elapsed /
+    // found would only ever raise the estimate (elapsed >= the deadline), ratcheting the deadline
+    // up to its cap. A device that slowed down for good is re-timed when batching is tried again.
     if (this.#batchLevel > 0) this.#batchShrink();
   }
 

@@ -31,8 +31,8 @@ export interface SpinPolicy {
    * `elapsedNs`, with `found` completions pending of `inFlight` requests.
    */
   batchWoke?(found: number, asked: number, inFlight: number, elapsedNs: number): void;
-  /** A batched wait reached its deadline with `found` (fewer than asked) after `elapsedNs`. */
-  batchLate?(found: number, elapsedNs: number): void;
+  /** A batched wait reached its deadline before its batch filled. */
+  batchLate?(): void;
 }
 
 /** How a loop turn waits when the rings are empty. */
@@ -110,6 +110,8 @@ export class PollingCompletion implements CompletionStrategy {
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
+  /** Per queue (same order): the count it asked for, 0 where it asked for each completion. */
+  readonly #askedPerQueue: Uint16Array;
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
@@ -121,6 +123,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#policy = policy;
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleepNs = options.sleepNs;
+    this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
       queue.vq.enableInterrupts();
@@ -247,7 +250,10 @@ export class PollingCompletion implements CompletionStrategy {
     let raced = false;
     let batch = 0;
     const batchSize = fromStart ? this.#policy.batchSize : undefined;
-    for (const queue of this.#queues) {
+    const asked = this.#askedPerQueue;
+    for (let i = 0; i < this.#queues.length; i++) {
+      const queue = this.#queues[i]!;
+      asked[i] = 0;
       if (queue.vq.broken) continue;
       // Only chains the device holds can complete: the count must stay reachable, or no
       // interrupt ever comes.
@@ -256,6 +262,7 @@ export class PollingCompletion implements CompletionStrategy {
           ? batchSize.call(this.#policy, awaitedFromDevice(queue))
           : 1;
       if (count > 1) {
+        asked[i] = count;
         if (queue.vq.enableInterruptsAfter(count)) raced = true;
         batch = Math.max(batch, count);
       } else if (queue.vq.enableInterrupts()) {
@@ -300,9 +307,12 @@ export class PollingCompletion implements CompletionStrategy {
    */
   readonly #onDeadline = (): void => {
     if (this.#state !== 'armed' || this.#batchAsked === 0) return;
-    let found = 0;
-    for (const queue of this.#queues) found += queue.vq.usedPending();
-    this.#wake(found < this.#batchAsked);
+    let filled = false;
+    for (let i = 0; i < this.#queues.length; i++) {
+      const asked = this.#askedPerQueue[i]!;
+      if (asked > 0 && this.#queues[i]!.vq.usedPending() >= asked) filled = true;
+    }
+    this.#wake(!filled);
   };
 
   /** An armed wait ends: by an interrupt, or (`late`) by the deadline of a batched wait. */
@@ -318,7 +328,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (asked > 0) {
       this.#batchAsked = 0;
       const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
-      if (late) this.#policy.batchLate?.(found, elapsedNs);
+      if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
       this.#policy.miss(this.#budgetMs * msToNs);

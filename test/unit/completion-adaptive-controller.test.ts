@@ -396,7 +396,7 @@ test('batching: the deadline follows the measured time per completion, within bo
   runDeep(fast, 200, 5 * US, 32, (b) => b);
   assert.equal(fast.batchDeadlineNs(16), 1 * MS, 'at least 1 ms');
   assert.equal(c.batchSize(32), 16);
-  c.batchLate(3, 64 * MS);
+  c.batchLate();
   assert.equal(c.batchSize(32), 8);
 });
 
