@@ -7,16 +7,23 @@ const UV_READABLE = 1;
 /** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
 export interface SpinPolicy {
   /**
-   * A wait starts (`inFlight` requests outstanding, used rings empty): ns to poll before
-   * blocking; Infinity = never block.
+   * A wait starts (`inFlight` requests outstanding, used rings empty) at `nowNs` (monotonic):
+   * ns to poll before blocking; Infinity = never block.
    */
-  startWait(inFlight: number): number;
+  startWait(inFlight: number, nowNs: number): number;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt. */
   miss(spunNs: number): void;
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
+  /** The next wait is the first after nothing was in flight for `idleNs` (optional). */
+  resumed?(idleNs: number): void;
+  /**
+   * Over the latest waits, the process was preempted `perWait` times per wait (optional;
+   * reported every PREEMPTION_SAMPLE waits).
+   */
+  preempted?(perWait: number): void;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
   blockedWoke?(found: number, inFlight: number): void;
   /**
@@ -46,6 +53,8 @@ export interface PollLoopOptions {
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
 
 const msToNs = 1e6;
+/** Waits per reading of the process's involuntary context switches. */
+const PREEMPTION_SAMPLE = 256;
 
 /** True if any queue has used elements not yet drained. */
 export function anyUsed(queues: readonly DeviceQueue[]): boolean {
@@ -115,6 +124,11 @@ export class PollingCompletion implements CompletionStrategy {
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
+  /** Waits since the preemption count was last read, and that count. */
+  #waitsSampled = 0;
+  #preemptions = -1;
+  /** performance.now() when nothing was left in flight (-1: something is). */
+  #idleSince = -1;
 
   constructor(name: string, host: CompletionHost, policy: SpinPolicy, options: PollLoopOptions) {
     this.name = name;
@@ -137,7 +151,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'stopped') return;
     this.#busy = busy;
     if (busy) {
-      if (this.#state === 'idle' || this.#state === 'parked') this.#startWait(performance.now());
+      if (this.#state === 'idle' || this.#state === 'parked') this.#resume(performance.now());
     } else if (this.#state === 'spinning' || this.#state === 'parked') {
       this.#toIdle();
     }
@@ -173,12 +187,23 @@ export class PollingCompletion implements CompletionStrategy {
     for (const poll of this.#polls) native.pollStop(poll);
   }
 
+  #resume(now: number): void {
+    if (this.#idleSince >= 0 && anyInFlight(this.#queues)) {
+      this.#policy.resumed?.((now - this.#idleSince) * msToNs);
+      this.#idleSince = -1;
+    }
+    this.#startWait(now);
+  }
+
   #startWait(now: number): void {
     if (!anyInFlight(this.#queues)) {
       this.#park();
       return;
     }
-    const budgetNs = this.#policy.startWait(inFlightCount(this.#queues));
+    if (this.#policy.preempted !== undefined && ++this.#waitsSampled >= PREEMPTION_SAMPLE) {
+      this.#samplePreemptions();
+    }
+    const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
     this.#state = 'spinning';
     this.#waitStart = now;
     this.#budgetMs = budgetNs / msToNs;
@@ -233,6 +258,16 @@ export class PollingCompletion implements CompletionStrategy {
     if (now - this.#waitStart >= this.#budgetMs) this.#arm(now);
     else this.#schedule();
   };
+
+  /** getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. */
+  #samplePreemptions(): void {
+    const count = process.resourceUsage().involuntaryContextSwitches;
+    if (this.#preemptions >= 0) {
+      this.#policy.preempted?.((count - this.#preemptions) / this.#waitsSampled);
+    }
+    this.#preemptions = count;
+    this.#waitsSampled = 0;
+  }
 
   #drainAll(): void {
     const queues = this.#queues;
@@ -345,6 +380,7 @@ export class PollingCompletion implements CompletionStrategy {
   #park(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
+    if (this.#idleSince < 0) this.#idleSince = performance.now();
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
@@ -359,6 +395,7 @@ export class PollingCompletion implements CompletionStrategy {
   #toIdle(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
+    if (this.#idleSince < 0 && !anyInFlight(this.#queues)) this.#idleSince = performance.now();
     if (this.#state === 'spinning') {
       for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
     }
