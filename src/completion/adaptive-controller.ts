@@ -34,9 +34,18 @@
  * frontend spins. A lone probe from a blocked state therefore only ever sees the slow, cold
  * device, and blocking confirms itself. So, given a clock (`startWait`'s `nowNs`), the controller
  * runs *trials* at shallow depth: every wait is spun in full for `trialNs` (the first one starts
- * with the first wait), and the decision at the end of a trial is taken on its last, warm waits.
- * A trial that ends blocked is tried again later, backing off from `trialEveryNs` to
- * `trialEveryMaxNs` so that a load spinning cannot help (a paced one) pays little for them.
+ * as soon as the loop is seen to be closed), and the decision at the end of a trial is taken on
+ * its last, warm waits. A trial that ends blocked is tried again later, backing off from
+ * `trialEveryNs` to `trialEveryMaxNs`. Trials need a closed loop (requests back to back, which is
+ * what keeps a backend busy): a load the application paces never has one.
+ *
+ * At depth 1 the controller also tells a closed loop from a paced load (`resumed`: how long the
+ * frontend sat idle before the wait), and charges a wake-up's latency by `closedLoopWeight` in a
+ * closed loop, where it is lost throughput, by `latencyWeight` otherwise. The window (32 waits) is
+ * too short to see a tail of rare long waits, so the budget reaches the longest recent wait (hits,
+ * and misses less a wake-up) where spinning for it is cheaper than blocking. None of this applies
+ * while the process keeps being preempted (`preempted`): then the backend (or something else)
+ * needs this CPU, and a spin takes its time from it.
  *
  * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
  * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
@@ -127,7 +136,7 @@ const STARVE_HOLDOFF_MAX = 4096;
 /** A trial takes at least this many waits, and ends early when more than half of them miss. */
 const TRIAL_MIN_WAITS = 16;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
-const TAIL_MEMORY = 512;
+const TAIL_MEMORY = 4096;
 /** Preemptions per spun wait above which the CPU counts as shared with the backend. */
 const SHARED_PREEMPTIONS = 0.25;
 /** No trial is running. */
@@ -435,10 +444,11 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * The wait outlasted a spin of `spunNs` (> 0) and ended by an interrupt. A wait with a zero
-   * budget teaches nothing and is not reported.
+   * The wait outlasted a spin of `spunNs` (> 0) and ended by an interrupt, `waitedNs` after it
+   * started (the wake-up included; optional). A wait with a zero budget teaches nothing and is
+   * not reported.
    */
-  miss(spunNs: number): void {
+  miss(spunNs: number, waitedNs?: number): void {
     if (this.#starveSpin) {
       // Spinning the longest spin did not catch the device either: whatever the wake-ups cost
       // it, spinning does not save that here.
@@ -449,6 +459,12 @@ export class AdaptiveController implements SpinPolicy {
     }
     if (spunNs <= 0) return;
     if (this.#trialEndNs >= 0) this.#trialMisses++;
+    if (waitedNs !== undefined) {
+      // The tail learns from the waits it missed, too (less a wake-up: a rough length), as far
+      // as a longer spin could have caught them.
+      const wait = waitedNs - this.options.wakeCostNs;
+      if (wait > this.#tailNs && wait <= this.maxSpinNs) this.#tailNs = wait;
+    }
     if (this.#budget > 0) {
       // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace,
       // and make the next wait a probe. A miss only says the wait was longer than the budget; a

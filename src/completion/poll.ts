@@ -13,8 +13,8 @@ export interface SpinPolicy {
   startWait(inFlight: number, nowNs: number): number;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
-  /** The wait outlasted `spunNs` of polling and ended by an interrupt. */
-  miss(spunNs: number): void;
+  /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */
+  miss(spunNs: number, waitedNs: number): void;
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
   /** The next wait is the first after nothing was in flight for `idleNs` (optional). */
@@ -366,7 +366,7 @@ export class PollingCompletion implements CompletionStrategy {
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
-      this.#policy.miss(this.#budgetMs * msToNs);
+      this.#policy.miss(this.#budgetMs * msToNs, (performance.now() - this.#waitStart) * msToNs);
     }
     // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may
     // start, or it would be armed for a batch against a ring this drain has not emptied yet.

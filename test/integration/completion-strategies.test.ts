@@ -7,6 +7,7 @@ import {
   type CompletionMode,
   type CompletionOptions,
 } from '../../src/completion/index.js';
+import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
@@ -139,3 +140,47 @@ for (const mode of ['poll', 'sleep-poll', 'adaptive'] as const) {
     }
   });
 }
+
+test('adaptive is told how long the device sat idle before each wait, and how often the process is preempted', async () => {
+  // Spy on what the polling engine reports to the controller (the controller's own reactions
+  // are unit-tested on synthetic traces).
+  const proto = AdaptiveController.prototype;
+  const { resumed, preempted } = proto;
+  const idles: number[] = [];
+  const preemptions: number[] = [];
+  proto.resumed = function (this: AdaptiveController, idleNs: number) {
+    idles.push(idleNs);
+    resumed.call(this, idleNs);
+  };
+  proto.preempted = function (this: AdaptiveController, perWait: number) {
+    preemptions.push(perWait);
+    preempted.call(this, perWait);
+  };
+  const dev = await openBlockDevice(nullQsd.socketPath, { completion: 'adaptive' });
+  try {
+    const buf = dev.allocBuffer(4096);
+    // A closed loop: each read is submitted as soon as the last one completed.
+    for (let i = 0; i < 1500; i++) await dev.readInto(buf, (i % 1000) * 4096);
+    const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
+    assert.ok(idles.length >= 1400, `${idles.length} resumes for 1500 reads`);
+    const closedIdle = median(idles);
+    assert.ok(closedIdle < 30_000, `back-to-back reads: median idle ${closedIdle} ns`);
+    assert.ok(preemptions.length >= 4, `${preemptions.length} preemption reports`);
+    assert.ok(preemptions.every((p) => Number.isFinite(p) && p >= 0));
+    // Paced: 2 ms between reads.
+    idles.length = 0;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 2));
+      await dev.readInto(buf, i * 4096);
+    }
+    assert.equal(idles.length, 20);
+    assert.ok(
+      idles.every((ns) => ns >= 1_900_000),
+      `paced reads: idle ${idles.map((n) => Math.round(n / 1000)).join(', ')} µs`,
+    );
+  } finally {
+    proto.resumed = resumed;
+    proto.preempted = preempted;
+    await dev.close();
+  }
+});

@@ -450,3 +450,193 @@ test('a change of load forgets what blocking did to the device', () => {
   for (let i = 0; i < 64; i++) c.miss(c.startWait(1));
   assert.equal(c.starvesDevice, false);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Trials, the closed-loop weight, the tail and a shared CPU (driven with a clock).
+
+/**
+ * A backend that is slow while it keeps halting between requests and fast once a frontend has
+ * kept it busy for `warmNs` with no blocked wait (as qemu-storage-daemon is on these vCPUs).
+ * Drives a closed loop at depth 1 (2 µs turnaround) on a simulated clock; returns the waits
+ * spun and blocked and the clock.
+ */
+function warmingLoop(
+  c: AdaptiveController,
+  durationNs: number,
+  { cold = 60 * US, warm = 12 * US, warmNs = 200 * MS, wake = 30 * US, idleNs = 2 * US } = {},
+  clock = { now: 0, lastBlock: 0 },
+): { spinWaits: number; blockedWaits: number; spunNs: number; clock: typeof clock } {
+  let spinWaits = 0;
+  let blockedWaits = 0;
+  let spunNs = 0;
+  const end = clock.now + durationNs;
+  while (clock.now < end) {
+    clock.now += idleNs;
+    c.resumed(idleNs);
+    const wait = clock.now - clock.lastBlock >= warmNs ? warm : cold;
+    const budget = c.startWait(1, clock.now);
+    if (wait <= budget) {
+      c.hit(wait);
+      spinWaits++;
+      spunNs += wait;
+      clock.now += wait;
+    } else {
+      c.miss(budget);
+      blockedWaits++;
+      spunNs += budget;
+      clock.now += wait + wake;
+      clock.lastBlock = clock.now;
+    }
+  }
+  return { spinWaits, blockedWaits, spunNs, clock };
+}
+
+// The closed-loop weight alone would also escape at these waits: keep it at the paced weight
+// so that only the trials are tested.
+const PACED_WEIGHTS = { closedLoopWeight: DEFAULT_ADAPTIVE_OPTIONS.latencyWeight };
+
+test('trials: a backend that is fast only when kept busy ends up spun for (without a clock it is blocked for)', () => {
+  // No clock, no trials: the first waits are cold, blocking looks cheaper, and blocking keeps
+  // the backend cold; probes see only the cold backend.
+  const noClock = new AdaptiveController(PACED_WEIGHTS);
+  let lastBlock = 0;
+  let now = 0;
+  let blocked = 0;
+  for (let i = 0; i < 20_000; i++) {
+    now += 2 * US;
+    const wait = now - lastBlock >= 200 * MS ? 12 * US : 60 * US;
+    const budget = noClock.startWait(1);
+    if (wait <= budget) {
+      noClock.hit(wait);
+      now += wait;
+    } else {
+      noClock.miss(budget);
+      now += wait + 30 * US;
+      lastBlock = now;
+      if (i >= 10_000) blocked++;
+    }
+  }
+  assert.ok(blocked > 9000, `without trials ${blocked} of the last 10000 waits blocked`);
+
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  const first = warmingLoop(c, 1000 * MS);
+  assert.equal(c.trials, 1, 'the first wait starts a trial');
+  assert.ok(c.spinning, 'spinning after the trial');
+  const later = warmingLoop(c, 1000 * MS, {}, first.clock);
+  assert.equal(later.blockedWaits, 0, 'no wait blocked once warm');
+  assert.ok(c.budgetNs >= 12 * US && c.budgetNs < 60 * US, `budget ${c.budgetNs}`);
+});
+
+test('trials: where spinning does not help, they back off and cost little', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // Never warms: every wait is 60 µs, longer than blocking is worth at the paced weight.
+  const r = warmingLoop(c, 130_000 * MS, { warmNs: Infinity });
+  assert.equal(c.budgetNs, 0);
+  // At 0, then 2, 4, 8, 16, 32, 64 s gaps (plus the trials' own 0.3 s): 7 in 130 s.
+  assert.ok(c.trials >= 5 && c.trials <= 8, `${c.trials} trials`);
+  const spunShare = r.spinWaits / (r.spinWaits + r.blockedWaits);
+  assert.ok(spunShare < 0.05, `${(spunShare * 100).toFixed(1)}% of the waits were spun`);
+});
+
+test('trials: only for back-to-back requests; a paced load never has one', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  warmingLoop(c, 2000 * MS, { idleNs: 500 * US });
+  assert.equal(c.trials, 0);
+  assert.ok(c.closedLoop < 0.1, `closedLoop ${c.closedLoop}`);
+});
+
+test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced load by latencyWeight', () => {
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  const c = new AdaptiveController();
+  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  assert.ok(c.closedLoop > 0.99);
+  assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.closedLoopWeight * o.wakeCostNs)) < 1);
+  for (let i = 0; i < 200; i++) c.resumed(500 * US);
+  assert.ok(c.closedLoop < 0.01);
+  assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
+
+  // 70 µs waits: blocked for when paced, spun for in a closed loop.
+  const paced = new AdaptiveController();
+  const closed = new AdaptiveController();
+  for (let i = 0; i < 2000; i++) {
+    for (const [ctl, idle] of [
+      [paced, 500 * US],
+      [closed, 1 * US],
+    ] as const) {
+      ctl.resumed(idle);
+      const b = ctl.startWait(1);
+      if (70 * US <= b) ctl.hit(70 * US);
+      else ctl.miss(b);
+    }
+  }
+  assert.equal(paced.budgetNs, 0);
+  assert.ok(closed.budgetNs >= 70 * US, `closed-loop budget ${closed.budgetNs}`);
+});
+
+test('a step up of the waits past a tight budget is followed, not blocked for (a miss makes the next wait a probe)', () => {
+  const c = new AdaptiveController();
+  run(c, constant(2000, 14 * US));
+  assert.ok(c.budgetNs < 30 * US, `budget ${c.budgetNs} fitted to 14 µs waits`);
+  // Now every wait misses that budget; 36 µs is still far cheaper to spin for than a wake-up.
+  const { budgets } = run(c, constant(2000, 36 * US));
+  assert.ok(
+    budgets.every((b) => b > 0),
+    'it must never settle on blocking',
+  );
+  assert.ok(c.budgetNs >= 36 * US, `budget ${c.budgetNs}`);
+});
+
+test('the tail: a wait one time in a hundred, long but cheaper to spin for than to block, is kept within the budget', () => {
+  const c = new AdaptiveController();
+  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  const waits = (n: number, seed: number): Generator<number> =>
+    noisy(n, 14 * US, 0.1, 0.01, 70 * US, seed);
+  for (const wait of waits(5000, 7)) {
+    const b = c.startWait(1);
+    if (wait <= b) c.hit(wait);
+    else c.miss(b, wait + 30 * US);
+  }
+  let misses = 0;
+  for (const wait of waits(5000, 8)) {
+    const b = c.startWait(1);
+    if (wait <= b) c.hit(wait);
+    else {
+      // What the strategy reports: the spin, and how long the whole wait took (wake-up included).
+      c.miss(b, wait + 30 * US);
+      misses++;
+    }
+  }
+  assert.ok(misses <= 5, `${misses} of 5000 waits missed (about 50 are 70 µs long)`);
+});
+
+test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, no reach for the tail', () => {
+  const c = new AdaptiveController();
+  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  const closedCost = c.blockCostNs;
+  for (let i = 0; i < 8; i++) c.preempted(1);
+  assert.ok(c.cpuShared);
+  assert.ok(c.blockCostNs < closedCost, 'the closed-loop weight is dropped');
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
+  warmingLoop(c, 500 * MS);
+  assert.equal(c.trials, 0, 'no trial while the CPU is shared');
+  for (let i = 0; i < 16; i++) c.preempted(0.01);
+  assert.ok(!c.cpuShared, 'a vCPU of its own again');
+
+  // A trial under way stops when preemption shows up.
+  const t = new AdaptiveController(PACED_WEIGHTS);
+  const { clock } = warmingLoop(t, 50 * MS);
+  assert.ok(t.inTrial);
+  for (let i = 0; i < 8; i++) t.preempted(1);
+  warmingLoop(t, 5 * MS, {}, clock);
+  assert.ok(!t.inTrial);
+});
+
+test('trial options are checked', () => {
+  assert.throws(() => adaptiveOptions({ trialNs: -1 }), RangeError);
+  assert.throws(() => adaptiveOptions({ trialEveryNs: 2e9, trialEveryMaxNs: 1e9 }), RangeError);
+  assert.throws(() => adaptiveOptions({ closedLoopWeight: Number.NaN }), RangeError);
+  const off = new AdaptiveController({ trialNs: 0 });
+  warmingLoop(off, 100 * MS);
+  assert.equal(off.trials, 0);
+});
