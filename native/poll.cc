@@ -2,6 +2,7 @@
 // event loop, a blocking poll(2) for the synchronous API, a nanosecond
 // sleep and the monotonic clock.
 #include <poll.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -291,6 +292,17 @@ napi_value SleepNs(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+// The JS thread's own count (RUSAGE_THREAD): process.resourceUsage() sums every thread, the
+// libuv pool's and V8's helpers included, and cannot tell who was preempted.
+napi_value ThreadInvoluntarySwitches(napi_env env, napi_callback_info /*info*/) {
+  struct rusage usage;
+  if (getrusage(RUSAGE_THREAD, &usage) != 0) {
+    ThrowErrno(env, "getrusage", errno);
+    return nullptr;
+  }
+  return MakeNumber(env, static_cast<double>(usage.ru_nivcsw));
+}
+
 napi_value NowNsJs(napi_env env, napi_callback_info /*info*/) {
   return MakeNumber(env, static_cast<double>(NowNs()));
 }
@@ -303,7 +315,9 @@ bool RegisterPoll(napi_env env, napi_value exports) {
          ExportFunction(env, exports, "pollRef", PollRef) &&
          ExportFunction(env, exports, "waitReadable", WaitReadable) &&
          ExportFunction(env, exports, "sleepNs", SleepNs) &&
-         ExportFunction(env, exports, "nowNs", NowNsJs);
+         ExportFunction(env, exports, "nowNs", NowNsJs) &&
+         ExportFunction(env, exports, "threadInvoluntarySwitches",
+                        ThreadInvoluntarySwitches);
 }
 
 }  // namespace vhost_user

@@ -112,6 +112,8 @@ export interface NativeBinding {
   sleepNs(ns: number): void;
   /** Monotonic clock in nanoseconds as a number (CLOCK_MONOTONIC). Exact while below 2^53 ns (about 104 days of uptime). */
   nowNs(): number;
+  /** How many times the calling (JS) thread was preempted: getrusage(RUSAGE_THREAD).ru_nivcsw. */
+  threadInvoluntarySwitches(): number;
 }
 
 const ADDON_FILE = 'vhost_user_native.node';

@@ -17,8 +17,11 @@ export interface SpinPolicy {
   miss(spunNs: number, waitedNs: number): void;
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
-  /** The next wait is the first after nothing was in flight for `idleNs` (optional). */
-  resumed?(idleNs: number): void;
+  /**
+   * The next wait is the first after nothing was in flight for `idleNs`, which followed
+   * `busyNs` with requests in flight (optional).
+   */
+  resumed?(idleNs: number, busyNs: number): void;
   /**
    * Over the latest waits, the process was preempted `perWait` times per wait (optional;
    * reported every PREEMPTION_SAMPLE waits).
@@ -53,8 +56,9 @@ export interface PollLoopOptions {
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
 
 const msToNs = 1e6;
-/** Waits per reading of the process's involuntary context switches. */
+/** Waits per reading of the JS thread's involuntary context switches, and the longest sample. */
 const PREEMPTION_SAMPLE = 256;
+const PREEMPTION_SAMPLE_MAX_MS = 1000;
 
 /** True if any queue has used elements not yet drained. */
 export function anyUsed(queues: readonly DeviceQueue[]): boolean {
@@ -124,11 +128,15 @@ export class PollingCompletion implements CompletionStrategy {
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
-  /** Waits since the preemption count was last read, and that count. */
+  /** Waits since the preemption count was last read, that count, and when (performance.now()). */
   #waitsSampled = 0;
   #preemptions = -1;
+  #preemptionsAt = 0;
   /** performance.now() when nothing was left in flight (-1: something is). */
   #idleSince = -1;
+  /** performance.now() when requests were in flight again after idle, and how long that lasted. */
+  #busySince = -1;
+  #busyMs = 0;
 
   constructor(name: string, host: CompletionHost, policy: SpinPolicy, options: PollLoopOptions) {
     this.name = name;
@@ -188,11 +196,23 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   #resume(now: number): void {
-    if (this.#idleSince >= 0 && anyInFlight(this.#queues)) {
-      this.#policy.resumed?.((now - this.#idleSince) * msToNs);
-      this.#idleSince = -1;
+    if (anyInFlight(this.#queues)) {
+      if (this.#idleSince >= 0) {
+        this.#policy.resumed?.((now - this.#idleSince) * msToNs, this.#busyMs * msToNs);
+        this.#idleSince = -1;
+        this.#busySince = now;
+      } else if (this.#busySince < 0) {
+        this.#busySince = now;
+      }
     }
     this.#startWait(now);
+  }
+
+  /** Nothing is in flight any more, from `now`. */
+  #wentIdle(now: number): void {
+    if (this.#idleSince >= 0) return;
+    this.#idleSince = now;
+    this.#busyMs = this.#busySince >= 0 ? now - this.#busySince : 0;
   }
 
   #startWait(now: number): void {
@@ -201,7 +221,7 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     if (this.#policy.preempted !== undefined && ++this.#waitsSampled >= PREEMPTION_SAMPLE) {
-      this.#samplePreemptions();
+      this.#samplePreemptions(now);
     }
     const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
     this.#state = 'spinning';
@@ -259,13 +279,17 @@ export class PollingCompletion implements CompletionStrategy {
     else this.#schedule();
   };
 
-  /** getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. */
-  #samplePreemptions(): void {
-    const count = process.resourceUsage().involuntaryContextSwitches;
-    if (this.#preemptions >= 0) {
+  /**
+   * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
+   * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
+   */
+  #samplePreemptions(now: number): void {
+    const count = native.threadInvoluntarySwitches();
+    if (this.#preemptions >= 0 && now - this.#preemptionsAt <= PREEMPTION_SAMPLE_MAX_MS) {
       this.#policy.preempted?.((count - this.#preemptions) / this.#waitsSampled);
     }
     this.#preemptions = count;
+    this.#preemptionsAt = now;
     this.#waitsSampled = 0;
   }
 
@@ -380,7 +404,7 @@ export class PollingCompletion implements CompletionStrategy {
   #park(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
-    if (this.#idleSince < 0) this.#idleSince = performance.now();
+    this.#wentIdle(performance.now());
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
@@ -395,7 +419,7 @@ export class PollingCompletion implements CompletionStrategy {
   #toIdle(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
-    if (this.#idleSince < 0 && !anyInFlight(this.#queues)) this.#idleSince = performance.now();
+    if (!anyInFlight(this.#queues)) this.#wentIdle(performance.now());
     if (this.#state === 'spinning') {
       for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
     }

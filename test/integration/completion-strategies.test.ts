@@ -148,9 +148,11 @@ test('adaptive is told how long the device sat idle before each wait, and how of
   const { resumed, preempted } = proto;
   const idles: number[] = [];
   const preemptions: number[] = [];
-  proto.resumed = function (this: AdaptiveController, idleNs: number) {
+  const busies: number[] = [];
+  proto.resumed = function (this: AdaptiveController, idleNs: number, busyNs: number) {
     idles.push(idleNs);
-    resumed.call(this, idleNs);
+    busies.push(busyNs);
+    resumed.call(this, idleNs, busyNs);
   };
   proto.preempted = function (this: AdaptiveController, perWait: number) {
     preemptions.push(perWait);
@@ -165,6 +167,9 @@ test('adaptive is told how long the device sat idle before each wait, and how of
     assert.ok(idles.length >= 1400, `${idles.length} resumes for 1500 reads`);
     const closedIdle = median(idles);
     assert.ok(closedIdle < 30_000, `back-to-back reads: median idle ${closedIdle} ns`);
+    // Busy: from a resume to going idle again, one read's wait and drain.
+    assert.ok(median(busies) > 0, `median busy ${median(busies)} ns`);
+    // One report per 256 waits after the first reading: 1500 reads give at least 4.
     assert.ok(preemptions.length >= 4, `${preemptions.length} preemption reports`);
     assert.ok(preemptions.every((p) => Number.isFinite(p) && p >= 0));
     // Paced: 2 ms between reads.
@@ -174,8 +179,10 @@ test('adaptive is told how long the device sat idle before each wait, and how of
       await dev.readInto(buf, i * 4096);
     }
     assert.equal(idles.length, 20);
+    // Timers may fire early by up to a millisecond against performance.now(); still far above
+    // a closed loop's few microseconds.
     assert.ok(
-      idles.every((ns) => ns >= 1_900_000),
+      idles.every((ns) => ns >= 500_000),
       `paced reads: idle ${idles.map((n) => Math.round(n / 1000)).join(', ')} µs`,
     );
   } finally {

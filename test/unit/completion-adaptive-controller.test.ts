@@ -463,30 +463,40 @@ test('a change of load forgets what blocking did to the device', () => {
 function warmingLoop(
   c: AdaptiveController,
   durationNs: number,
-  { cold = 60 * US, warm = 12 * US, warmNs = 200 * MS, wake = 30 * US, idleNs = 2 * US } = {},
+  {
+    cold = 60 * US,
+    warm = 12 * US,
+    warmNs = 200 * MS,
+    wake = 30 * US,
+    idles = [2 * US],
+    inFlight = 1,
+  } = {},
   clock = { now: 0, lastBlock: 0 },
 ): { spinWaits: number; blockedWaits: number; spunNs: number; clock: typeof clock } {
   let spinWaits = 0;
   let blockedWaits = 0;
   let spunNs = 0;
+  let busy = 0;
   const end = clock.now + durationNs;
-  while (clock.now < end) {
-    clock.now += idleNs;
-    c.resumed(idleNs);
+  for (let i = 0; clock.now < end; i++) {
+    const idle = idles[i % idles.length]!;
+    clock.now += idle;
+    c.resumed(idle, busy);
     const wait = clock.now - clock.lastBlock >= warmNs ? warm : cold;
-    const budget = c.startWait(1, clock.now);
+    const budget = c.startWait(inFlight, clock.now);
     if (wait <= budget) {
       c.hit(wait);
       spinWaits++;
       spunNs += wait;
-      clock.now += wait;
+      busy = wait;
     } else {
-      c.miss(budget);
+      c.miss(budget, wait + wake);
       blockedWaits++;
       spunNs += budget;
-      clock.now += wait + wake;
-      clock.lastBlock = clock.now;
+      busy = wait + wake;
+      clock.lastBlock = clock.now + busy;
     }
+    clock.now += busy;
   }
   return { spinWaits, blockedWaits, spunNs, clock };
 }
@@ -498,6 +508,8 @@ const PACED_WEIGHTS = { closedLoopWeight: DEFAULT_ADAPTIVE_OPTIONS.latencyWeight
 test('trials: a backend that is fast only when kept busy ends up spun for (without a clock it is blocked for)', () => {
   // No clock, no trials: the first waits are cold, blocking looks cheaper, and blocking keeps
   // the backend cold; probes see only the cold backend.
+  // The simulated backend reproduces the trap (a check of the simulation, so that the rest of
+  // the test means something).
   const noClock = new AdaptiveController(PACED_WEIGHTS);
   let lastBlock = 0;
   let now = 0;
@@ -540,18 +552,26 @@ test('trials: where spinning does not help, they back off and cost little', () =
 
 test('trials: only for back-to-back requests; a paced load never has one', () => {
   const c = new AdaptiveController(PACED_WEIGHTS);
-  warmingLoop(c, 2000 * MS, { idleNs: 500 * US });
+  warmingLoop(c, 2000 * MS, { idles: [500 * US] });
   assert.equal(c.trials, 0);
   assert.ok(c.closedLoop < 0.1, `closedLoop ${c.closedLoop}`);
+  // fio-style pacing at 2,000 IOPS with 1 ms sleeps: a sleep overshoots, so every other
+  // request is already due when the last one completes. Still paced; at depth 2 too.
+  for (const inFlight of [1, 2]) {
+    const d = new AdaptiveController(PACED_WEIGHTS);
+    warmingLoop(d, 2000 * MS, { idles: [5 * US, 950 * US], inFlight, warmNs: Infinity });
+    assert.equal(d.trials, 0, `trials at depth ${inFlight}`);
+    assert.ok(d.closedLoop < 0.1, `closedLoop ${d.closedLoop}`);
+  }
 });
 
 test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced load by latencyWeight', () => {
   const o = DEFAULT_ADAPTIVE_OPTIONS;
   const c = new AdaptiveController();
-  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 50 * US);
   assert.ok(c.closedLoop > 0.99);
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.closedLoopWeight * o.wakeCostNs)) < 1);
-  for (let i = 0; i < 200; i++) c.resumed(500 * US);
+  for (let i = 0; i < 200; i++) c.resumed(500 * US, 50 * US);
   assert.ok(c.closedLoop < 0.01);
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
 
@@ -561,9 +581,9 @@ test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced
   for (let i = 0; i < 2000; i++) {
     for (const [ctl, idle] of [
       [paced, 500 * US],
-      [closed, 1 * US],
+      [closed, 2 * US],
     ] as const) {
-      ctl.resumed(idle);
+      ctl.resumed(idle, 70 * US);
       const b = ctl.startWait(1);
       if (70 * US <= b) ctl.hit(70 * US);
       else ctl.miss(b);
@@ -574,7 +594,8 @@ test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced
 });
 
 test('a step up of the waits past a tight budget is followed, not blocked for (a miss makes the next wait a probe)', () => {
-  const c = new AdaptiveController();
+  // 36 µs waits are cheaper to spin for than a wake-up weighted 1.5.
+  const c = new AdaptiveController({ latencyWeight: 1.5 });
   run(c, constant(2000, 14 * US));
   assert.ok(c.budgetNs < 30 * US, `budget ${c.budgetNs} fitted to 14 µs waits`);
   // Now every wait misses that budget; 36 µs is still far cheaper to spin for than a wake-up.
@@ -588,7 +609,7 @@ test('a step up of the waits past a tight budget is followed, not blocked for (a
 
 test('the tail: a wait one time in a hundred, long but cheaper to spin for than to block, is kept within the budget', () => {
   const c = new AdaptiveController();
-  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 14 * US);
   const waits = (n: number, seed: number): Generator<number> =>
     noisy(n, 14 * US, 0.1, 0.01, 70 * US, seed);
   for (const wait of waits(5000, 7)) {
@@ -611,7 +632,7 @@ test('the tail: a wait one time in a hundred, long but cheaper to spin for than 
 
 test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, no reach for the tail', () => {
   const c = new AdaptiveController();
-  for (let i = 0; i < 200; i++) c.resumed(1 * US);
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 14 * US);
   const closedCost = c.blockCostNs;
   for (let i = 0; i < 8; i++) c.preempted(1);
   assert.ok(c.cpuShared);
@@ -620,6 +641,16 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
   warmingLoop(c, 500 * MS);
   assert.equal(c.trials, 0, 'no trial while the CPU is shared');
+  // No reach for the tail: 14 µs waits with a 70 µs one now and then keep a 14 µs budget.
+  const shared = new AdaptiveController();
+  for (let i = 0; i < 8; i++) shared.preempted(1);
+  for (const wait of noisy(3000, 14 * US, 0.1, 0.01, 70 * US, 9)) {
+    shared.resumed(2 * US, wait);
+    const b = shared.startWait(1);
+    if (wait <= b) shared.hit(wait);
+    else shared.miss(b, wait + 30 * US);
+  }
+  assert.ok(shared.budgetNs < 40 * US, `budget ${shared.budgetNs} under a shared CPU`);
   for (let i = 0; i < 16; i++) c.preempted(0.01);
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
 

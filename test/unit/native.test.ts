@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -540,6 +540,35 @@ describe('clock', () => {
     const afterNs = process.hrtime.bigint();
     assert.ok(Number.isInteger(now));
     assert.ok(now >= Number(before) - 1e6 && now <= Number(afterNs) + 1e6);
+  });
+});
+
+describe('preemptions', () => {
+  it("counts the JS thread's involuntary context switches when another process needs its CPU", () => {
+    const mask = /affinity mask:\s*([0-9a-f]+)/.exec(
+      execFileSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' }),
+    )![1]!;
+    // Share CPU 0 with a busy process for a while; the scheduler must preempt one of us.
+    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+    const busy = spawn('taskset', [
+      '-c',
+      '0',
+      process.execPath,
+      '-e',
+      'const e = Date.now() + 1500; while (Date.now() < e);',
+    ]);
+    try {
+      const before = native.threadInvoluntarySwitches();
+      assert.ok(Number.isInteger(before) && before >= 0);
+      const end = performance.now() + 600;
+      while (performance.now() < end);
+      const after = native.threadInvoluntarySwitches();
+      assert.ok(after > before, `preempted ${after - before} times while sharing a CPU`);
+      assert.ok(after <= process.resourceUsage().involuntaryContextSwitches, 'one thread of many');
+    } finally {
+      busy.kill();
+      execFileSync('taskset', ['-a', '-p', mask, String(process.pid)], { stdio: 'ignore' });
+    }
   });
 });
 
