@@ -15,17 +15,8 @@
 //   --qsd-cpu N / --fe-cpu N   placement (default 0 / 1)
 //   --quick           1 round of 1 s runs, 2 s steps (a smoke test of the script)
 // Child modes (used by the script itself): --child stepping|breakdown SOCKET MODE ...
-import { Buffer } from 'node:buffer';
 import { execFileSync, spawn } from 'node:child_process';
-import {
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  truncateSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -33,6 +24,7 @@ import process from 'node:process';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { QSD, startQsd } from './lib/qsd.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist', 'src');
@@ -40,10 +32,8 @@ const MAIN = join(DIST, 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
 const REFBENCH_SRC =
   process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
-const QSD = process.env.QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
 const REFS = ['ref-poll', 'ref-event'];
-const GiB = 1024 ** 3;
 
 const log = (msg) => process.stderr.write(`bench-report: ${msg}\n`);
 
@@ -369,52 +359,6 @@ function procCpuNs(pid) {
     return NaN;
   }
   return total;
-}
-
-async function startQsd(kind, dir, cpu) {
-  const sock = join(dir, `${kind}.sock`);
-  let blockdev;
-  let image;
-  if (kind === 'null') {
-    blockdev = `driver=null-co,node-name=n,size=${GiB}`;
-  } else {
-    image = join('/dev/shm', `vhost-user-bench-${process.pid}.img`);
-    writeFileSync(image, Buffer.alloc(0));
-    truncateSync(image, GiB);
-    blockdev = `driver=file,node-name=n,filename=${image},cache.direct=off`;
-  }
-  const exp = `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},writable=on`;
-  const child = spawn(
-    'taskset',
-    ['-c', String(cpu), QSD, '--blockdev', blockdev, '--export', exp],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr += d));
-  const deadline = Date.now() + 10_000;
-  while (!existsSync(sock)) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`qemu-storage-daemon did not start: ${stderr}`);
-    }
-    await sleep(20);
-  }
-  await sleep(100);
-  return {
-    kind,
-    sock,
-    pid: child.pid,
-    cmd: `taskset -c ${cpu} ${QSD} --blockdev ${blockdev} --export ${exp}`,
-    stop: async () => {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      if (image) rmSync(image, { force: true });
-    },
-  };
 }
 
 function runChild(cmd, args, timeoutMs) {

@@ -74,11 +74,7 @@ export interface AdaptiveOptions {
   wakeCostNs: number;
   /** CPU a blocked wait costs (arming interrupts, epoll, eventfd read). Default 4 µs. */
   blockCpuNs: number;
-  /**
-   * How many ns of CPU one ns of added latency is worth. 1 = ski rental. Default 1: at a paced
-   * load a wake-up costs latency only (measured: a weight of 1.5 spun for 40-50 µs waits at
-   * 2,000 IOPS, 1.3x the CPU of 'event').
-   */
+  /** How many ns of CPU one ns of added latency is worth. 1 = ski rental. Default 1.5. */
   latencyWeight: number;
   /**
    * The same, where the application waits for each completion before it submits again (a
@@ -159,7 +155,7 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   maxSpinNs: 100_000,
   wakeCostNs: 30_000,
   blockCpuNs: 4_000,
-  latencyWeight: 1,
+  latencyWeight: 1.5,
   closedLoopWeight: 4,
   window: 32,
   updateEvery: 8,

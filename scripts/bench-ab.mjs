@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+// Paired A/B runs of completion configurations in one process, for questions the full report
+// (bench-report.mjs) does not ask: an adaptive knob against its default, or this build against
+// another build of the library (`@DIST`: a dist/ directory of another checkout). Configurations
+// alternate in short runs, the order rotated each round, so that the machine's drift hits them
+// alike; each round's result is divided by the same round's result of the first configuration.
+//
+//   npm run build && node scripts/bench-ab.mjs [options] NAME=MODE[@DIST][:ADAPTIVE_JSON] ...
+//   e.g. node scripts/bench-ab.mjs --backend file --iodepth 1 poll=poll adaptive=adaptive \
+//          'w15=adaptive:{"latencyWeight":1.5}'
+//
+// Options: --backend null|file (default null), --rw randread, --bs 4096, --iodepth 1,
+// --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
+// --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
+//
+//   node scripts/bench-ab.mjs --warmup [--backend file] [MODE ...]
+// measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
+// a second of idle, a closed loop of 4 KiB reads for 0.6 s per MODE (default poll, event),
+// printed as the median latency in each 25 ms of the run.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startQsd } from './lib/qsd.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SELF = fileURLToPath(import.meta.url);
+const median = (values) => {
+  const s = [...values].sort((a, b) => a - b);
+  return s[s.length >> 1];
+};
+const pct = (x) => `${(x * 100).toFixed(1)}%`;
+
+function parseArgs(argv) {
+  const o = {
+    backend: 'null',
+    rw: 'randread',
+    bs: 4096,
+    iodepth: 1,
+    rate: 0,
+    rounds: 8,
+    seconds: 0.6,
+    ramp: 0.3,
+    qsdCpu: 0,
+    feCpu: 1,
+    warmup: false,
+    configs: [],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => argv[++i];
+    if (a === '--backend') o.backend = next();
+    else if (a === '--rw') o.rw = next();
+    else if (a === '--bs') o.bs = Number(next());
+    else if (a === '--iodepth') o.iodepth = Number(next());
+    else if (a === '--rate') o.rate = Number(next());
+    else if (a === '--rounds') o.rounds = Number(next());
+    else if (a === '--seconds') o.seconds = Number(next());
+    else if (a === '--ramp') o.ramp = Number(next());
+    else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
+    else if (a === '--fe-cpu') o.feCpu = Number(next());
+    else if (a === '--warmup') o.warmup = true;
+    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
+    else o.configs.push(a);
+  }
+  return o;
+}
+
+/** NAME=MODE[@DIST][:ADAPTIVE_JSON] */
+function parseConfig(text) {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[@DIST][:JSON], got ${text}`);
+  const name = text.slice(0, eq);
+  let rest = text.slice(eq + 1);
+  let adaptive;
+  const colon = rest.indexOf(':');
+  if (colon >= 0) {
+    adaptive = JSON.parse(rest.slice(colon + 1));
+    rest = rest.slice(0, colon);
+  }
+  const at = rest.indexOf('@');
+  const dist = at >= 0 ? resolve(rest.slice(at + 1)) : join(ROOT, 'dist');
+  const mode = at >= 0 ? rest.slice(0, at) : rest;
+  return { name, mode, dist, adaptive };
+}
+
+// Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo }...] }.
+async function childAb(socket, o) {
+  const configs = o.configs.map(parseConfig);
+  const benches = new Map();
+  for (const c of configs) {
+    if (!benches.has(c.dist)) {
+      const mod = await import(pathToFileURL(join(c.dist, 'src', 'bench', 'index.js')).href);
+      benches.set(c.dist, mod.runBench);
+    }
+  }
+  const out = Object.fromEntries(configs.map((c) => [c.name, []]));
+  for (let round = 0; round < o.rounds; round++) {
+    for (let k = 0; k < configs.length; k++) {
+      const c = configs[(k + round) % configs.length];
+      const r = await benches.get(c.dist)({
+        socket,
+        rw: o.rw,
+        bs: o.bs,
+        iodepth: o.iodepth,
+        runtime: o.seconds,
+        ramp_time: o.ramp,
+        completion: c.mode,
+        randseed: round + 1,
+        ...(o.rate > 0 ? { rate_iops: o.rate } : {}),
+        ...(c.adaptive ? { open: { completionOptions: { adaptive: c.adaptive } } } : {}),
+      });
+      out[c.name].push({
+        iops: r.total.iops,
+        p50: (r.total.latency.p50 ?? NaN) / 1000,
+        cpuPerIo: r.cpu.perIo,
+        callsPerIo: r.deviceStats.calls / Math.max(1, r.deviceStats.requests),
+      });
+    }
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+// Child: warm-up traces, one line per mode.
+async function childWarmup(socket, modes) {
+  const { openBlockDevice } = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
+  );
+  const bucketMs = 25;
+  const runMs = 600;
+  for (const mode of modes) {
+    await sleep(1000);
+    const dev = await openBlockDevice(socket, { completion: mode });
+    const buf = dev.allocBuffer(4096);
+    const samples = [];
+    const t0 = performance.now();
+    for (let i = 0; performance.now() - t0 < runMs; i++) {
+      const start = performance.now();
+      await dev.readInto(buf, ((i * 7919) % 262144) * 4096);
+      samples.push([start - t0, performance.now() - start]);
+    }
+    await dev.close();
+    const cells = [];
+    for (let b = 0; b * bucketMs < runMs; b++) {
+      const lat = samples.filter(([t]) => t >= b * bucketMs && t < (b + 1) * bucketMs);
+      cells.push(lat.length ? (median(lat.map(([, l]) => l)) * 1000).toFixed(0) : '-');
+    }
+    process.stdout.write(`| ${mode} | ${samples.length} | ${cells.join(' ')} |\n`);
+  }
+}
+
+function runChild(args) {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolveRun(out) : reject(new Error(`child exited ${code}`)),
+    );
+  });
+}
+
+function table(runs, configs) {
+  const base = configs[0].name;
+  const lines = [
+    `| config | IOPS | p50 µs | CPU µs/IO | calls/IO | IOPS ÷ ${base} | p50 ÷ ${base} | CPU ÷ ${base} |`,
+    '|---|---:|---:|---:|---:|---|---|---|',
+  ];
+  for (const { name } of configs) {
+    const rs = runs[name];
+    const ratio = (key) => {
+      if (name === base) return '';
+      const q = rs.map((r, i) => r[key] / runs[base][i][key]);
+      return `${pct(median(q))} [${pct(Math.min(...q))}–${pct(Math.max(...q))}]`;
+    };
+    const m = (key, digits) => median(rs.map((r) => r[key])).toFixed(digits);
+    lines.push(
+      `| ${name} | ${m('iops', 0)} | ${m('p50', 1)} | ${m('cpuPerIo', 1)} | ${m('callsPerIo', 3)} | ${ratio('iops')} | ${ratio('p50')} | ${ratio('cpuPerIo')} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child-ab') return childAb(argv[1], parseArgs(argv.slice(2)));
+  if (argv[0] === '--child-warmup') return childWarmup(argv[1], argv.slice(2));
+  const o = parseArgs(argv);
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-ab-'));
+  const qsd = await startQsd(o.backend, dir, o.qsdCpu);
+  try {
+    const pin = ['-c', String(o.feCpu), process.execPath, SELF];
+    process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
+    process.stdout.write(`- backend: \`${qsd.cmd}\`; frontend on CPU ${o.feCpu}\n\n`);
+    if (o.warmup) {
+      const modes = o.configs.length > 0 ? o.configs : ['poll', 'event'];
+      process.stdout.write('| mode | reads | median latency (µs) in each 25 ms from the start |\n');
+      process.stdout.write('|---|---:|---|\n');
+      process.stdout.write(await runChild([...pin, '--child-warmup', qsd.sock, ...modes]));
+      return;
+    }
+    if (o.configs.length < 2) throw new Error('give at least two configurations');
+    const configs = o.configs.map(parseConfig);
+    const out = await runChild([...pin, '--child-ab', qsd.sock, ...argv]);
+    const runs = JSON.parse(out.trim().split('\n').pop());
+    process.stdout.write(
+      `${o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
+        `${o.rounds} rounds of ${o.seconds} s after ${o.ramp} s ramp; medians, and per-round ` +
+        `ratios to ${configs[0].name} (median [range]):\n\n${table(runs, configs)}\n`,
+    );
+  } finally {
+    await qsd.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
