@@ -132,6 +132,12 @@ async function runOn(
   if (verify && bs < HEADER) throw new RangeError('bench: verify needs bs >= 16');
   const written = new Set<number>();
   const writing = new Map<number, number>();
+  /**
+   * Writes started per block: a read is checked only if none started while it was in flight. A
+   * write that both starts and ends during the read leaves `writing` as it found it, but the read
+   * may return the block half old, half new (the page cache copies without a lock).
+   */
+  const writesStarted = new Map<number, number>();
   let verified = 0;
 
   const hist = [newHistogram(), newHistogram()];
@@ -222,13 +228,16 @@ async function runOn(
         const offset = o.offset + block * bs;
         issuedBytes += bs;
         let check = false;
+        let startedBefore = 0;
         if (dir === 1) {
           if (verify) {
             fillBlock(buf, offset, wrand);
             writing.set(block, (writing.get(block) ?? 0) + 1);
+            writesStarted.set(block, (writesStarted.get(block) ?? 0) + 1);
           }
         } else {
           check = verify && written.has(block) && !writing.has(block);
+          startedBefore = writesStarted.get(block) ?? 0;
         }
         const start = performance.now();
         if (dir === 0) await dev.readInto(buf, offset);
@@ -239,7 +248,7 @@ async function runOn(
           if (n === 0) writing.delete(block);
           else writing.set(block, n);
           written.add(block);
-        } else if (check && !writing.has(block)) {
+        } else if (check && (writesStarted.get(block) ?? 0) === startedBefore) {
           checkBlock(buf, offset);
           verified++;
         }
