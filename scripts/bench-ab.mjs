@@ -9,6 +9,9 @@
 //   e.g. node scripts/bench-ab.mjs --backend file --iodepth 1 poll=poll adaptive=adaptive \
 //          'w15=adaptive:{"latencyWeight":1.5}'
 //
+// Every run opens the device afresh, so an adaptive row includes its controller's start (the
+// first trial, within the ramp at the defaults), as an application's first seconds would.
+//
 // Options: --backend null|file (default null), --rw randread, --bs 4096, --iodepth 1,
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
 // --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
@@ -192,8 +195,9 @@ async function main() {
   if (argv[0] === '--child-warmup') return childWarmup(argv[1], argv.slice(2));
   const o = parseArgs(argv);
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-ab-'));
-  const qsd = await startQsd(o.backend, dir, o.qsdCpu);
+  let qsd;
   try {
+    qsd = await startQsd(o.backend, dir, o.qsdCpu);
     const pin = ['-c', String(o.feCpu), process.execPath, SELF];
     process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
     process.stdout.write(`- backend: \`${qsd.cmd}\`; frontend on CPU ${o.feCpu}\n\n`);
@@ -214,7 +218,7 @@ async function main() {
         `ratios to ${configs[0].name} (median [range]):\n\n${table(runs, configs)}\n`,
     );
   } finally {
-    await qsd.stop();
+    await qsd?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -38,6 +38,8 @@ export async function startQsd(kind, dir, cpu) {
   const deadline = Date.now() + 10_000;
   while (!existsSync(sock)) {
     if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      if (image) rmSync(image, { force: true });
       throw new Error(`qemu-storage-daemon did not start: ${stderr}`);
     }
     await sleep(20);

@@ -43,8 +43,8 @@
  * the time requests are in flight), and charges a wake-up's latency by `closedLoopWeight` in a
  * closed loop, where it is lost throughput, by `latencyWeight` otherwise. The window (32 waits) is
  * too short to see a tail of rare long waits, so the budget reaches the longest recent wait (hits,
- * and misses less a wake-up) where spinning for it is cheaper than blocking, and costs no more
- * over the window than the budget it replaces. None of this applies
+ * and misses less a wake-up) where spinning for it is cheaper than blocking, and costs at most
+ * `hysteresis` more over the window than the budget it replaces. None of this applies
  * while the process keeps being preempted (`preempted`): then the backend (or something else)
  * needs this CPU, and a spin takes its time from it.
  *
@@ -78,8 +78,9 @@ export interface AdaptiveOptions {
   latencyWeight: number;
   /**
    * The same, where the application waits for each completion before it submits again (a
-   * closed loop at depth 1: the frontend was idle for less than a wake-up before the wait):
-   * there a wake-up's latency is lost throughput as well. Default 4.
+   * closed loop: requests in flight most of the time, see `closedLoop`): there a wake-up's
+   * latency is lost throughput as well. Counted for one wake-up, not per request in flight.
+   * Default 4.
    */
   closedLoopWeight: number;
   /** Waits considered (a ring of the latest ones). Default 32. */
@@ -140,6 +141,8 @@ const TRIAL_MIN_WAITS = 16;
 const TAIL_MEMORY = 4096;
 /** Preemptions per wait above which the CPU counts as shared with the backend. */
 const SHARED_PREEMPTIONS = 0.25;
+/** Longest idle time a resume counts (a paced load at 1,000 IOPS or more stays below it). */
+const IDLE_CLAMP_NS = 1_000_000;
 /** Resumes from idle before the duty cycle is trusted. */
 const CLOSED_LOOP_MIN_RESUMES = 16;
 /** No trial is running. */
@@ -268,6 +271,7 @@ export class AdaptiveController implements SpinPolicy {
   #trialWaits = 0;
   #trialMisses = 0;
   #trialNextNs = 0;
+  #trialStartNs = -Infinity;
   #trialEveryNs: number;
   #trials = 0;
   /**
@@ -343,6 +347,7 @@ export class AdaptiveController implements SpinPolicy {
    */
   startWait(inFlight = 1, nowNs?: number): number {
     const o = this.options;
+    if (nowNs !== undefined) this.#nowNs = nowNs;
     this.#starveSpin = false;
     this.#trialSpin = false;
     this.#probing = true;
@@ -360,17 +365,18 @@ export class AdaptiveController implements SpinPolicy {
       // What blocking did to the device under the old load says nothing about the new one.
       this.#starving = 0;
       this.#tailNs = 0;
-      // Nor does a trial's: it ends without a decision, and the new load may have one at once.
+      // Nor does a trial's: a running one ends without a decision. The new load may deserve
+      // one soon, but never sooner than trialEveryNs after the last began, or a load that keeps
+      // changing depth would keep the controller in trials.
       if (this.#trialEndNs >= 0) this.#trialEndNs = TRIAL_NONE;
-      this.#trialNextNs = 0;
       this.#trialEveryNs = o.trialEveryNs;
+      this.#trialNextNs = this.#trialStartNs + o.trialEveryNs;
       if (this.#budget < this.maxSpinNs) {
         this.#waitsSinceProbe = 0;
         return this.maxSpinNs;
       }
     }
     if (nowNs !== undefined && o.trialNs > 0) {
-      this.#nowNs = nowNs;
       if (inFlight < BATCH_MIN_DEPTH && this.#inTrial(nowNs)) {
         this.#trialSpin = true;
         return this.maxSpinNs;
@@ -417,6 +423,7 @@ export class AdaptiveController implements SpinPolicy {
         return false;
       }
       this.#trialEndNs = now + o.trialNs;
+      this.#trialStartNs = now;
       this.#trialWaits = 0;
       this.#trialMisses = 0;
       this.#trials++;
@@ -445,7 +452,7 @@ export class AdaptiveController implements SpinPolicy {
     // A spin for a starving device caught its completion: the rule holds.
     if (this.#starveSpin) this.#starveHoldoffNext = STARVE_HOLDOFF_MIN;
     const budget = this.#budget;
-    // Only a probe can hit beyond the budget.
+    // Only a wait spun beyond the budget (a probe, a trial, a starving spin) can hit beyond it.
     if (waitNs > budget) {
       const o = this.options;
       if (budget > 0) {
@@ -487,20 +494,21 @@ export class AdaptiveController implements SpinPolicy {
     this.#lastHit = false;
     if (spunNs <= 0) return;
     if (this.#trialSpin) this.#trialMisses++;
-    if (waitedNs !== undefined) {
-      // The tail learns from the waits it missed, too (less a wake-up: a rough length), as far
-      // as a longer spin could have caught them.
-      const wait = waitedNs - this.options.wakeCostNs;
-      if (wait > this.#tailNs && wait <= this.maxSpinNs) this.#tailNs = wait;
-    }
+    // The missed wait's rough length (less a wake-up), when the strategy tells it.
+    const missed = waitedNs === undefined ? NaN : waitedNs - this.options.wakeCostNs;
+    // The tail learns from the waits it missed, too, as far as a longer spin could have caught
+    // them (and not one the spin already outlasted).
+    if (missed > spunNs && missed > this.#tailNs && missed <= this.maxSpinNs) this.#tailNs = missed;
     if (this.#budget > 0) {
       // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
       this.#updateInterval = this.options.updateEvery;
       // At depth 1, after a hit, make the next wait a probe. A miss only says the wait was
       // longer than the budget; a device whose waits moved up a step past it would otherwise
       // look unreachable to every budget (no hit beyond it to impute from) and be blocked for.
-      // (Not after a miss: a device with many long waits would be probed at every other wait.)
-      if (!this.#probing && lastHit && this.#decidedDepth < 2) {
+      // (Not after a miss: a device with many long waits would be probed at every other wait;
+      // nor for a wait not worth catching.)
+      const worthCatching = !(missed >= this.blockCostNs);
+      if (!this.#probing && lastHit && worthCatching && this.#decidedDepth < 1.5) {
         this.#waitsSinceProbe = this.#probeEvery;
       }
     }
@@ -531,7 +539,9 @@ export class AdaptiveController implements SpinPolicy {
    * after `busyNs` with requests in flight before that.
    */
   resumed(idleNs: number, busyNs: number): void {
-    this.#idleAvg += (Math.max(0, idleNs) - this.#idleAvg) / 16;
+    // Clamped: one long pause must not hide a loop that is closed again for many requests.
+    const idle = Math.min(Math.max(0, idleNs), IDLE_CLAMP_NS);
+    this.#idleAvg += (idle - this.#idleAvg) / 16;
     this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
   }
@@ -680,12 +690,12 @@ export class AdaptiveController implements SpinPolicy {
   /** What a blocked wait costs at the current depth: its CPU, and the latency it adds to requests. */
   get blockCostNs(): number {
     const o = this.options;
-    // A closed loop counts at depth 1 only: deeper queues already charge the wake-up per request.
-    const weight =
-      this.#decidedDepth < 2 && !this.cpuShared
-        ? o.latencyWeight + (o.closedLoopWeight - o.latencyWeight) * this.closedLoop
-        : o.latencyWeight;
-    return o.blockCpuNs + weight * o.wakeCostNs * this.#decidedDepth;
+    // A closed loop adds the throughput one wake-up costs, once: deeper queues already charge
+    // the wake-up's latency per request in flight.
+    const closed = this.cpuShared
+      ? 0
+      : Math.max(0, o.closedLoopWeight - o.latencyWeight) * this.closedLoop;
+    return o.blockCpuNs + o.wakeCostNs * (o.latencyWeight * this.#decidedDepth + closed);
   }
 
   /** The cost model (ns per wait) of budget `b` over the current window. */

@@ -23,8 +23,8 @@ export interface SpinPolicy {
    */
   resumed?(idleNs: number, busyNs: number): void;
   /**
-   * Over the latest waits, the process was preempted `perWait` times per wait (optional;
-   * reported every PREEMPTION_SAMPLE waits).
+   * Over the latest waits, the JS thread was preempted `perWait` times per wait (optional;
+   * reported about every PREEMPTION_SAMPLE waits of all devices).
    */
   preempted?(perWait: number): void;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
@@ -59,6 +59,29 @@ const msToNs = 1e6;
 /** Waits per reading of the JS thread's involuntary context switches, and the longest sample. */
 const PREEMPTION_SAMPLE = 256;
 const PREEMPTION_SAMPLE_MAX_MS = 1000;
+
+/**
+ * One count for the JS thread, whatever the number of devices on it: their waits together make
+ * the sample (each device dividing the thread's preemptions by its own waits would overstate
+ * them). `sample` numbers the readings; `perWait` is the latest.
+ */
+const preemptions = { waits: 0, count: -1, at: 0, sample: 0, perWait: 0 };
+
+/**
+ * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
+ * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
+ */
+function countWaitForPreemptions(now: number): void {
+  if (++preemptions.waits < PREEMPTION_SAMPLE) return;
+  const count = native.threadInvoluntarySwitches();
+  if (preemptions.count >= 0 && now - preemptions.at <= PREEMPTION_SAMPLE_MAX_MS) {
+    preemptions.perWait = (count - preemptions.count) / preemptions.waits;
+    preemptions.sample++;
+  }
+  preemptions.count = count;
+  preemptions.at = now;
+  preemptions.waits = 0;
+}
 
 /** True if any queue has used elements not yet drained. */
 export function anyUsed(queues: readonly DeviceQueue[]): boolean {
@@ -128,10 +151,8 @@ export class PollingCompletion implements CompletionStrategy {
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
-  /** Waits since the preemption count was last read, that count, and when (performance.now()). */
-  #waitsSampled = 0;
-  #preemptions = -1;
-  #preemptionsAt = 0;
+  /** The preemption sample this strategy last reported to its policy. */
+  #preemptionSample = 0;
   /** performance.now() when nothing was left in flight (-1: something is). */
   #idleSince = -1;
   /** performance.now() when requests were in flight again after idle, and how long that lasted. */
@@ -183,6 +204,8 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state !== 'sync') return;
     // The wait left interrupts enabled; a wait spanning it says nothing about the device.
     this.#state = 'idle';
+    // Nor does its time say anything about the application's pace: idle (if so) from now.
+    if (!anyInFlight(this.#queues)) this.#idleSince = performance.now();
     if (this.#busy && anyInFlight(this.#queues)) this.#startWait(performance.now());
     this.#updateRef();
   }
@@ -220,8 +243,12 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    if (this.#policy.preempted !== undefined && ++this.#waitsSampled >= PREEMPTION_SAMPLE) {
-      this.#samplePreemptions(now);
+    if (this.#policy.preempted !== undefined) {
+      countWaitForPreemptions(now);
+      if (preemptions.sample !== this.#preemptionSample) {
+        this.#preemptionSample = preemptions.sample;
+        this.#policy.preempted(preemptions.perWait);
+      }
     }
     const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
     this.#state = 'spinning';
@@ -278,20 +305,6 @@ export class PollingCompletion implements CompletionStrategy {
     if (now - this.#waitStart >= this.#budgetMs) this.#arm(now);
     else this.#schedule();
   };
-
-  /**
-   * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
-   * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
-   */
-  #samplePreemptions(now: number): void {
-    const count = native.threadInvoluntarySwitches();
-    if (this.#preemptions >= 0 && now - this.#preemptionsAt <= PREEMPTION_SAMPLE_MAX_MS) {
-      this.#policy.preempted?.((count - this.#preemptions) / this.#waitsSampled);
-    }
-    this.#preemptions = count;
-    this.#preemptionsAt = now;
-    this.#waitsSampled = 0;
-  }
 
   #drainAll(): void {
     const queues = this.#queues;

@@ -162,14 +162,15 @@ test('adaptive is told how long the device sat idle before each wait, and how of
   try {
     const buf = dev.allocBuffer(4096);
     // A closed loop: each read is submitted as soon as the last one completed.
-    for (let i = 0; i < 1500; i++) await dev.readInto(buf, (i % 1000) * 4096);
+    for (let i = 0; i < 3000; i++) await dev.readInto(buf, (i % 1000) * 4096);
     const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
-    assert.ok(idles.length >= 1400, `${idles.length} resumes for 1500 reads`);
+    assert.ok(idles.length >= 2800, `${idles.length} resumes for 3000 reads`);
     const closedIdle = median(idles);
     assert.ok(closedIdle < 30_000, `back-to-back reads: median idle ${closedIdle} ns`);
     // Busy: from a resume to going idle again, one read's wait and drain.
     assert.ok(median(busies) > 0, `median busy ${median(busies)} ns`);
-    // One report per 256 waits after the first reading: 1500 reads give at least 4.
+    // One reading per 256 waits (the first only starts the count): 3000 reads make 10, and a
+    // reading that spans a stall of over a second is dropped.
     assert.ok(preemptions.length >= 4, `${preemptions.length} preemption reports`);
     assert.ok(preemptions.every((p) => Number.isFinite(p) && p >= 0));
     // Paced: 2 ms between reads.

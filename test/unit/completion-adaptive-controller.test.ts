@@ -671,3 +671,44 @@ test('trial options are checked', () => {
   warmingLoop(off, 100 * MS);
   assert.equal(off.trials, 0);
 });
+
+test('trials: a load that keeps changing depth is not kept in trials (a cut trial waits its gap)', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // Never warms (60 µs waits, blocked for at depth 1); every 100 ms a burst at depth 3, whose
+  // change of depth cuts a running trial.
+  let now = 0;
+  let busy = 0;
+  while (now < 20_000 * MS) {
+    const inFlight = now % (100 * MS) < 5 * MS ? 3 : 1;
+    now += 2 * US;
+    c.resumed(2 * US, busy);
+    // Blocked for at depth 3 too: longer than the longest spin there.
+    const wait = inFlight === 3 ? 400 * US : 60 * US;
+    const budget = c.startWait(inFlight, now);
+    if (wait <= budget) {
+      c.hit(wait);
+      busy = wait;
+    } else {
+      c.miss(budget, wait + 30 * US);
+      busy = wait + 30 * US;
+    }
+    now += busy;
+  }
+  // Not one per burst (200): a cut trial waits its gap, 2 s at first, then backing off.
+  assert.ok(c.trials <= 12, `${c.trials} trials in 20 s`);
+  assert.equal(c.budgetNs, 0);
+});
+
+test('closed loop: the extra weight counts one wake-up, also at depth 2', () => {
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  const c = new AdaptiveController();
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 50 * US);
+  // Settle the decided depth at 2 (a decision takes it from the running average).
+  run(c, constant(400, 20 * US), 2);
+  const extra = (o.closedLoopWeight - o.latencyWeight) * o.wakeCostNs;
+  const expected = o.blockCpuNs + o.latencyWeight * o.wakeCostNs * 2 + extra;
+  assert.ok(
+    Math.abs(c.blockCostNs - expected) < 0.05 * expected,
+    `${c.blockCostNs} vs ${expected}`,
+  );
+});

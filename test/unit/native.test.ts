@@ -545,19 +545,22 @@ describe('clock', () => {
 
 describe('preemptions', () => {
   it("counts the JS thread's involuntary context switches when another process needs its CPU", () => {
-    const mask = /affinity mask:\s*([0-9a-f]+)/.exec(
-      execFileSync('taskset', ['-p', String(process.pid)], { encoding: 'utf8' }),
+    // The CPUs this process may use (a cpuset may leave out CPU 0): share the first with a busy
+    // process for a while; the scheduler must preempt one of us.
+    const allowed = /Cpus_allowed_list:\s*(\S+)/.exec(
+      readFileSync('/proc/self/status', 'utf8'),
     )![1]!;
-    // Share CPU 0 with a busy process for a while; the scheduler must preempt one of us.
-    execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
-    const busy = spawn('taskset', [
-      '-c',
-      '0',
-      process.execPath,
-      '-e',
-      'const e = Date.now() + 1500; while (Date.now() < e);',
-    ]);
+    const cpu = allowed.split(/[,-]/)[0]!;
+    let busy: ReturnType<typeof spawn> | undefined;
     try {
+      execFileSync('taskset', ['-a', '-p', '-c', cpu, String(process.pid)], { stdio: 'ignore' });
+      busy = spawn('taskset', [
+        '-c',
+        cpu,
+        process.execPath,
+        '-e',
+        'const e = Date.now() + 1500; while (Date.now() < e);',
+      ]);
       const before = native.threadInvoluntarySwitches();
       assert.ok(Number.isInteger(before) && before >= 0);
       const end = performance.now() + 600;
@@ -566,8 +569,10 @@ describe('preemptions', () => {
       assert.ok(after > before, `preempted ${after - before} times while sharing a CPU`);
       assert.ok(after <= process.resourceUsage().involuntaryContextSwitches, 'one thread of many');
     } finally {
-      busy.kill();
-      execFileSync('taskset', ['-a', '-p', mask, String(process.pid)], { stdio: 'ignore' });
+      busy?.kill();
+      execFileSync('taskset', ['-a', '-p', '-c', allowed, String(process.pid)], {
+        stdio: 'ignore',
+      });
     }
   });
 });
