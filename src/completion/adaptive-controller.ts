@@ -412,16 +412,16 @@ export class AdaptiveController implements SpinPolicy {
   #inTrial(now: number): boolean {
     const o = this.options;
     if (!(this.#trialEndNs >= 0)) {
+      // The first trial comes at once (the optimistic start spins anyway); later ones only to a
+      // blocked controller, when due. (Checked first: a spinning controller stops here.)
+      if (this.#trialEndNs === TRIAL_NONE && (this.#budget > 0 || now < this.#trialNextNs)) {
+        return false;
+      }
       // Only requests that follow each other back to back can keep the backend busy: a load
       // paced by the application (or one request now and then) gains nothing from a trial.
       if (this.closedLoop < 0.5) return false;
       // On a shared CPU a busy frontend does not warm the backend; it starves it.
       if (this.cpuShared) return false;
-      // The first trial comes at once (the optimistic start spins anyway); later ones only to a
-      // blocked controller, when due.
-      if (this.#trialEndNs === TRIAL_NONE && (this.#budget > 0 || now < this.#trialNextNs)) {
-        return false;
-      }
       this.#trialEndNs = now + o.trialNs;
       this.#trialStartNs = now;
       this.#trialWaits = 0;
