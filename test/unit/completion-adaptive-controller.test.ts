@@ -600,8 +600,10 @@ test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced
 });
 
 test('a step up of the waits past a tight budget is followed, not blocked for (a miss makes the next wait a probe)', () => {
-  // 36 µs waits are cheaper to spin for than a wake-up weighted 1.5.
-  const c = new AdaptiveController({ latencyWeight: 1.5 });
+  // A closed loop (the probe after a miss is one of its measures); 36 µs waits are cheaper to
+  // spin for than a wake-up even at the paced weight.
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 14 * US);
   run(c, constant(2000, 14 * US));
   assert.ok(c.budgetNs < 30 * US, `budget ${c.budgetNs} fitted to 14 µs waits`);
   // Now every wait misses that budget; 36 µs is still far cheaper to spin for than a wake-up.
@@ -645,7 +647,8 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
     return c2.budgetNs;
   };
   assert.ok(tail(shared) < 30 * US, `budget ${shared.budgetNs} under a shared CPU`);
-  const own = new AdaptiveController({ closedLoopWeight: DEFAULT_ADAPTIVE_OPTIONS.latencyWeight });
+  const own = new AdaptiveController(PACED_WEIGHTS);
+  for (let i = 0; i < 200; i++) own.resumed(2 * US, 14 * US);
   assert.ok(tail(own) >= 30 * US, `budget ${own.budgetNs} on a CPU of its own`);
   for (let i = 0; i < 16; i++) c.preempted(0.01);
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
