@@ -15,6 +15,9 @@
 // Options: --backend null|file (default null), --rw randread, --bs 4096, --iodepth 1,
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
 // --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
+// --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
+// quarter of --seconds; --rw, --bs, --iodepth, --rate and --ramp do not apply) and adds its
+// phases to the table.
 //
 //   node scripts/bench-ab.mjs --warmup [--backend file] [MODE ...]
 // measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
@@ -29,6 +32,7 @@ import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startQsd } from './lib/qsd.mjs';
+import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -51,6 +55,7 @@ function parseArgs(argv) {
     qsdCpu: 0,
     feCpu: 1,
     warmup: false,
+    stepping: false,
     configs: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -67,6 +72,7 @@ function parseArgs(argv) {
     else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
     else if (a === '--fe-cpu') o.feCpu = Number(next());
     else if (a === '--warmup') o.warmup = true;
+    else if (a === '--stepping') o.stepping = true;
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else o.configs.push(a);
   }
@@ -105,6 +111,23 @@ async function childAb(socket, o) {
   for (let round = 0; round < o.rounds; round++) {
     for (let k = 0; k < configs.length; k++) {
       const c = configs[(k + round) % configs.length];
+      if (o.stepping) {
+        const r = await steppingRun(
+          join(c.dist, 'src'),
+          socket,
+          c.mode,
+          o.seconds / STEPPING_SCHEDULE.length,
+          c.adaptive ? { adaptive: c.adaptive } : undefined,
+        );
+        out[c.name].push({
+          iops: r.iops,
+          p50: r.p50,
+          cpuPerIo: r.cpuPerIo,
+          callsPerIo: r.callsPerIo,
+          phases: r.phases.map((p) => p.iops),
+        });
+        continue;
+      }
       const r = await benches.get(c.dist)({
         socket,
         rw: o.rw,
@@ -170,9 +193,10 @@ function runChild(args) {
 
 function table(runs, configs) {
   const base = configs[0].name;
+  const phased = runs[base][0].phases !== undefined;
   const lines = [
-    `| config | IOPS | p50 µs | CPU µs/IO | calls/IO | IOPS ÷ ${base} | p50 ÷ ${base} | CPU ÷ ${base} |`,
-    '|---|---:|---:|---:|---:|---|---|---|',
+    `| config | IOPS | p50 µs | CPU µs/IO | calls/IO | IOPS ÷ ${base} | p50 ÷ ${base} | CPU ÷ ${base} |${phased ? ` IOPS per phase (depth ${STEPPING_SCHEDULE.join(', ')}), median |` : ''}`,
+    `|---|---:|---:|---:|---:|---|---|---|${phased ? '---|' : ''}`,
   ];
   for (const { name } of configs) {
     const rs = runs[name];
@@ -182,8 +206,11 @@ function table(runs, configs) {
       return `${pct(median(q))} [${pct(Math.min(...q))}–${pct(Math.max(...q))}]`;
     };
     const m = (key, digits) => median(rs.map((r) => r[key])).toFixed(digits);
+    const phases = phased
+      ? ` ${STEPPING_SCHEDULE.map((_, i) => median(rs.map((r) => r.phases[i])).toFixed(0)).join(' / ')} |`
+      : '';
     lines.push(
-      `| ${name} | ${m('iops', 0)} | ${m('p50', 1)} | ${m('cpuPerIo', 1)} | ${m('callsPerIo', 3)} | ${ratio('iops')} | ${ratio('p50')} | ${ratio('cpuPerIo')} |`,
+      `| ${name} | ${m('iops', 0)} | ${m('p50', 1)} | ${m('cpuPerIo', 1)} | ${m('callsPerIo', 3)} | ${ratio('iops')} | ${ratio('p50')} | ${ratio('cpuPerIo')} |${phases}`,
     );
   }
   return lines.join('\n');
@@ -212,10 +239,14 @@ async function main() {
     const configs = o.configs.map(parseConfig);
     const out = await runChild([...pin, '--child-ab', qsd.sock, ...argv]);
     const runs = JSON.parse(out.trim().split('\n').pop());
+    const load = o.stepping
+      ? `stepping load (4 KiB randread, depth ${STEPPING_SCHEDULE.join(' → ')}, ` +
+        `${o.seconds / STEPPING_SCHEDULE.length} s per phase); ${o.rounds} rounds`
+      : `${o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
+        `${o.rounds} rounds of ${o.seconds} s after ${o.ramp} s ramp`;
     process.stdout.write(
-      `${o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
-        `${o.rounds} rounds of ${o.seconds} s after ${o.ramp} s ramp; medians, and per-round ` +
-        `ratios to ${configs[0].name} (median [range]):\n\n${table(runs, configs)}\n`,
+      `${load}; medians, and per-round ratios to ${configs[0].name} (median [range]):\n\n` +
+        `${table(runs, configs)}\n`,
     );
   } finally {
     await qsd?.stop();

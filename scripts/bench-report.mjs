@@ -19,12 +19,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { QSD, startQsd } from './lib/qsd.mjs';
+import { steppingRun } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist', 'src');
@@ -48,98 +49,10 @@ function median(values) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child mode 1: the stepping load (runBench has one fixed depth). 32 workers, those above the
-// current depth parked on a promise; the depth changes every phase. Prints one JSON line.
+// Child mode 1: the stepping load (lib/stepping.mjs), one run. Prints one JSON line.
 
 async function childStepping(socket, mode, phaseSeconds) {
-  process.stdout.write(`${JSON.stringify(await steppingRun(socket, mode, phaseSeconds))}\n`);
-}
-
-async function steppingRun(socket, mode, phaseSeconds) {
-  const { openBlockDevice } = await import(pathToFileURL(join(DIST, 'index.js')).href);
-  const hdr = await import('hdr-histogram-js');
-  const schedule = [1, 32, 1, 32];
-  const dev = await openBlockDevice(socket, { completion: mode });
-  dev.on('error', () => {});
-  const blocks = Math.floor(dev.size / 4096);
-  let depth = schedule[0];
-  let wake = [];
-  let stopped = false;
-  // hdr histograms (as runBench uses): recording never allocates, so no GC pauses of our own.
-  const histogram = () =>
-    hdr.build({
-      lowestDiscernibleValue: 1,
-      highestTrackableValue: 3_600_000_000,
-      numberOfSignificantValueDigits: 3,
-    });
-  const all = histogram();
-  let n = 0;
-  const perPhase = schedule.map(() => ({ ios: 0, hist: histogram() }));
-  let phase = 0;
-  let seed = 12345;
-  const rand = () => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return seed / 4294967296;
-  };
-  const worker = async (i) => {
-    const buf = dev.allocBuffer(4096);
-    try {
-      while (!stopped) {
-        if (i >= depth) {
-          await new Promise((r) => wake.push(r));
-          continue;
-        }
-        const off = Math.floor(rand() * blocks) * 4096;
-        const t0 = performance.now();
-        await dev.readInto(buf, off);
-        const ns = Math.max(1, Math.round((performance.now() - t0) * 1e6));
-        if (stopped) break;
-        n++;
-        all.recordValue(ns);
-        const p = perPhase[phase];
-        p.ios++;
-        p.hist.recordValue(ns);
-      }
-    } finally {
-      if (!dev.closed) dev.freeBuffer(buf);
-    }
-  };
-  const loop = monitorEventLoopDelay({ resolution: 1 });
-  loop.enable();
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  const workers = Array.from({ length: 32 }, (_, i) => worker(i));
-  for (phase = 0; phase < schedule.length; phase++) {
-    depth = schedule[phase];
-    const w = wake;
-    wake = [];
-    for (const r of w) r();
-    await sleep(phaseSeconds * 1000);
-  }
-  phase = schedule.length - 1;
-  stopped = true;
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  loop.disable();
-  for (const r of wake) r();
-  await Promise.all(workers);
-  const stats = dev.stats;
-  await dev.close();
-  const out = {
-    iops: n / seconds,
-    p50: all.getValueAtPercentile(50) / 1000,
-    p99: all.getValueAtPercentile(99) / 1000,
-    cpuPerIo: (cpu.user + cpu.system) / n,
-    loopMaxMs: loop.max / 1e6,
-    phases: perPhase.map((p, i) => ({
-      depth: schedule[i],
-      iops: p.ios / phaseSeconds,
-      p50: p.hist.getValueAtPercentile(50) / 1000,
-    })),
-    kicksPerIo: stats.kicks / n,
-    callsPerIo: stats.calls / n,
-  };
-  return out;
+  process.stdout.write(`${JSON.stringify(await steppingRun(DIST, socket, mode, phaseSeconds))}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +70,7 @@ async function childPaired(socket, spec, rounds, seconds) {
     const order = STRATEGIES.map((_, i) => STRATEGIES[(i + round) % STRATEGIES.length]);
     for (const mode of order) {
       if (w.stepping) {
-        const r = await steppingRun(socket, mode, seconds / 4);
+        const r = await steppingRun(DIST, socket, mode, seconds / 4);
         out[mode].push({
           iops: r.iops,
           p50: r.p50,

@@ -143,6 +143,8 @@ export class PollingCompletion implements CompletionStrategy {
   #immediate: NodeJS.Immediate | undefined;
   /** performance.now() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
+  /** The next wait is decided at the next loop turn (see #nextWait). */
+  #decidePending = false;
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
@@ -228,7 +230,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#busySince = now;
       }
     }
-    this.#startWait(now);
+    this.#nextWait();
   }
 
   /** Nothing is in flight any more, from `now`. */
@@ -239,10 +241,35 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   #startWait(now: number): void {
+    this.#decidePending = false;
     if (!anyInFlight(this.#queues)) {
       this.#park();
       return;
     }
+    if (this.#decide(now)) this.#schedule();
+  }
+
+  /**
+   * After a drain, or at the first submission after idle: the application's callbacks (promise
+   * continuations, which run after this returns) usually submit more, so the next wait is
+   * decided at the next loop turn, when the requests in flight include theirs. Decided now, a
+   * burst of completions would show the policy the dip between the drain and the resubmissions
+   * instead of the application's depth (measured with the daemon on the frontend's CPU: 1 in
+   * flight at every wait of a depth-32 load). Until then the device is not asked to interrupt.
+   */
+  #nextWait(): void {
+    if (!anyInFlight(this.#queues)) {
+      this.#startWait(performance.now());
+      return;
+    }
+    for (const queue of this.#queues) queue.vq.disableInterrupts();
+    this.#state = 'spinning';
+    this.#decidePending = true;
+    this.#schedule();
+  }
+
+  /** The policy's budget for the wait starting now; false if it blocked at once (armed). */
+  #decide(now: number): boolean {
     if (this.#policy.preempted !== undefined) {
       countWaitForPreemptions(now);
       if (preemptions.sample !== this.#preemptionSample) {
@@ -258,10 +285,10 @@ export class PollingCompletion implements CompletionStrategy {
       // Block at once: no loop turn, no suppressing interrupts only to re-arm them (a zero
       // budget is what 'adaptive' settles on when waits are longer than a wake-up).
       this.#arm(now, true);
-      return;
+      return false;
     }
     for (const queue of this.#queues) queue.vq.disableInterrupts();
-    this.#schedule();
+    return true;
   }
 
   #schedule(): void {
@@ -271,6 +298,7 @@ export class PollingCompletion implements CompletionStrategy {
   #cancelTurn(): void {
     if (this.#immediate !== undefined) clearImmediate(this.#immediate);
     this.#immediate = undefined;
+    this.#decidePending = false;
   }
 
   /** One event-loop turn of polling. */
@@ -278,6 +306,14 @@ export class PollingCompletion implements CompletionStrategy {
     this.#immediate = undefined;
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
+    if (this.#decidePending) {
+      this.#decidePending = false;
+      if (!anyInFlight(queues)) {
+        this.#park();
+        return;
+      }
+      if (!this.#decide(performance.now())) return;
+    }
     let found = anyUsed(queues);
     if (!found) {
       const left = this.#waitStart + this.#budgetMs - performance.now();
@@ -295,7 +331,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#policy.hit((now - this.#waitStart) * msToNs);
       this.#drainAll();
       if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
-      this.#startWait(now);
+      this.#nextWait();
       return;
     }
     if (!anyInFlight(queues)) {
@@ -350,7 +386,7 @@ export class PollingCompletion implements CompletionStrategy {
       }
       this.#policy.hit((now - this.#waitStart) * msToNs);
       this.#drainAll();
-      if (this.#state === 'spinning') this.#startWait(performance.now());
+      if (this.#state === 'spinning') this.#nextWait();
       return;
     }
     this.#state = 'armed';
@@ -409,7 +445,7 @@ export class PollingCompletion implements CompletionStrategy {
     // start, or it would be armed for a batch against a ring this drain has not emptied yet.
     this.#state = 'spinning';
     this.#drainAll();
-    if (this.#state === 'spinning') this.#startWait(performance.now());
+    if (this.#state === 'spinning') this.#nextWait();
     this.#updateRef();
   }
 

@@ -9,6 +9,7 @@ import {
 } from '../../src/completion/index.js';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
+import { PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
 const SIZE = 4 * 1024 * 1024;
@@ -192,3 +193,45 @@ test('adaptive is told how long the device sat idle before each wait, and how of
     await dev.close();
   }
 });
+
+for (const peer of PEERS) {
+  test(`adaptive decides each wait on the depth the application keeps, not the dip after a drain (${peer})`, async () => {
+    // 16 workers in closed loops: after each drain, the drained reads' continuations submit
+    // again. A wait decided before they run would see 16 minus the completions just drained.
+    const proto = AdaptiveController.prototype;
+    const { startWait } = proto;
+    const seen: number[] = [];
+    proto.startWait = function (this: AdaptiveController, inFlight?: number, nowNs?: number) {
+      seen.push(inFlight ?? 1);
+      return startWait.call(this, inFlight, nowNs);
+    };
+    const backend = await startPeer(peer, { driver: 'null', size: 1 << 30 });
+    const dev = await backend.open({ completion: 'adaptive' });
+    try {
+      const depth = 16;
+      let stop = false;
+      let reads = 0;
+      const worker = async (w: number): Promise<void> => {
+        const buf = dev.allocBuffer(4096);
+        for (let i = 0; !stop; i++) {
+          await dev.readInto(buf, ((w * 977 + i * 31) % 4096) * 4096);
+          if (++reads >= 20_000) stop = true;
+        }
+        dev.freeBuffer(buf);
+      };
+      await Promise.all(Array.from({ length: depth }, (_, w) => worker(w)));
+      // The waits after the workers started stopping are the only ones below the depth.
+      const full = seen.filter((n) => n === depth).length;
+      assert.ok(seen.length > 100, `${seen.length} waits`);
+      assert.ok(
+        full >= seen.length * 0.9,
+        `${full} of ${seen.length} waits saw ${depth} in flight; ` +
+          `others: ${[...new Set(seen.filter((n) => n !== depth))].sort((a, b) => a - b).join(', ')}`,
+      );
+    } finally {
+      proto.startWait = startWait;
+      await dev.close();
+      await backend.stop();
+    }
+  });
+}

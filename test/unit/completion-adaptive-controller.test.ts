@@ -662,6 +662,47 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(!t.inTrial);
 });
 
+test('a shared CPU under a deep queue: blocking is charged one wake-up, spins stay within maxSpinNs', () => {
+  // The daemon on the frontend's CPU at depth 32: a third of the waits find their completion
+  // already there (the daemon ran between the drain and the wait), the rest take 60 µs of the
+  // daemon's time, which a spin only delays.
+  const trace = function* (): Generator<number> {
+    const rand = prng(5);
+    for (let i = 0; i < 4000; i++) yield rand() < 0.33 ? 300 : 60 * US;
+  };
+  const worst = (c: AdaptiveController): { spun: number; longest: number } => {
+    let longest = 0;
+    let spun = 0;
+    for (const wait of trace()) {
+      const budget = c.startWait(32);
+      longest = Math.max(longest, budget);
+      if (wait <= budget) {
+        c.hit(wait);
+        spun += wait;
+      } else {
+        c.miss(budget, wait + 30 * US);
+        spun += budget;
+      }
+    }
+    return { spun: spun / 4000, longest };
+  };
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  const own = new AdaptiveController();
+  const ownRun = worst(own);
+  // On a CPU of its own, a wake-up delays every request in flight: the 60 µs waits are spun for.
+  assert.ok(own.budgetNs >= 60 * US, `budget ${own.budgetNs} on a CPU of its own`);
+  assert.ok(ownRun.longest > o.maxSpinNs, 'probes reach past maxSpinNs at depth');
+
+  const shared = new AdaptiveController();
+  for (let i = 0; i < 8; i++) shared.preempted(1);
+  const sharedRun = worst(shared);
+  assert.ok(Math.abs(shared.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
+  assert.equal(shared.maxSpinNs, o.maxSpinNs);
+  assert.ok(sharedRun.longest <= o.maxSpinNs, `longest spin ${sharedRun.longest} ns`);
+  assert.ok(shared.budgetNs < 60 * US, `budget ${shared.budgetNs} on a shared CPU`);
+  assert.ok(sharedRun.spun < 10 * US, `${sharedRun.spun} ns spun per wait on a shared CPU`);
+});
+
 test('trial options are checked', () => {
   assert.throws(() => adaptiveOptions({ trialNs: -1 }), RangeError);
   assert.throws(() => adaptiveOptions({ trialEveryNs: 2e9, trialEveryMaxNs: 1e9 }), RangeError);
