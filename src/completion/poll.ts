@@ -145,6 +145,8 @@ export class PollingCompletion implements CompletionStrategy {
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
   #decidePending = false;
+  /** Completions the latest drain of all queues found. */
+  #lastDrained = 0;
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
@@ -230,7 +232,10 @@ export class PollingCompletion implements CompletionStrategy {
         this.#busySince = now;
       }
     }
-    this.#nextWait();
+    // After a burst, the rest of it is being submitted too (see #nextWait); after a single
+    // completion (depth 1) the wait starts now, before the kick.
+    if (this.#lastDrained > 1) this.#nextWait();
+    else this.#startWait(now);
   }
 
   /** Nothing is in flight any more, from `now`. */
@@ -250,12 +255,14 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * After a drain, or at the first submission after idle: the application's callbacks (promise
-   * continuations, which run after this returns) usually submit more, so the next wait is
-   * decided at the next loop turn, when the requests in flight include theirs. Decided now, a
-   * burst of completions would show the policy the dip between the drain and the resubmissions
-   * instead of the application's depth (measured with the daemon on the frontend's CPU: 1 in
-   * flight at every wait of a depth-32 load). Until then the device is not asked to interrupt.
+   * After a drain that left requests in flight, or the first submission after a drain of
+   * several: the drained requests' callbacks (promise continuations, which run after this
+   * returns) usually submit again, so the next wait is decided at the next loop turn, when the
+   * requests in flight include theirs. Decided now, it would see the dip between the drain and
+   * the resubmissions instead of the application's depth (measured at depth 16: not one wait in
+   * 2,000 saw 16). Until then the device is not asked to interrupt. (After a single completion
+   * the next wait is decided at once: at depth 1 a wait blocked before the kick lets a backend
+   * on this CPU run sooner; measured, p50 28.5 against 36.8 µs.)
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
@@ -308,6 +315,14 @@ export class PollingCompletion implements CompletionStrategy {
     const queues = this.#queues;
     if (this.#decidePending) {
       this.#decidePending = false;
+      if (anyUsed(queues)) {
+        // Completions came before the wait began (the device ran meanwhile, as a daemon on this
+        // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
+        // them at once.
+        this.#drainAll();
+        if (this.#state === 'spinning') this.#nextWait();
+        return;
+      }
       if (!anyInFlight(queues)) {
         this.#park();
         return;
@@ -344,10 +359,15 @@ export class PollingCompletion implements CompletionStrategy {
 
   #drainAll(): void {
     const queues = this.#queues;
+    let drained = 0;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
-      if (queue.vq.hasUsed()) this.#host.drain(queue);
+      if (queue.vq.hasUsed()) {
+        drained += queue.vq.usedPending();
+        this.#host.drain(queue);
+      }
     }
+    this.#lastDrained = drained;
   }
 
   /**
