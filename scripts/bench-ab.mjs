@@ -16,8 +16,8 @@
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
 // --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
-// quarter of --seconds; --rw, --bs, --iodepth, --rate and --ramp do not apply) and adds its
-// phases to the table.
+// quarter of --seconds, default 6 with --stepping; --rw, --bs, --iodepth, --rate and --ramp do
+// not apply) and adds its phases to the table.
 //
 //   node scripts/bench-ab.mjs --warmup [--backend file] [MODE ...]
 // measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
@@ -76,6 +76,8 @@ function parseArgs(argv) {
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else o.configs.push(a);
   }
+  // Phases shorter than a trial (300 ms) would measure the controller's start only.
+  if (o.stepping && !argv.includes('--seconds')) o.seconds = 6;
   return o;
 }
 
@@ -97,7 +99,7 @@ function parseConfig(text) {
   return { name, mode, dist, adaptive };
 }
 
-// Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo }...] }.
+// Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
 async function childAb(socket, o) {
   const configs = o.configs.map(parseConfig);
   const benches = new Map();

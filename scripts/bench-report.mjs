@@ -29,7 +29,7 @@ import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { QSD, startQsd } from './lib/qsd.mjs';
-import { steppingRun } from './lib/stepping.mjs';
+import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist', 'src');
@@ -38,6 +38,7 @@ const SELF = fileURLToPath(import.meta.url);
 const REFBENCH_SRC =
   process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
+const PHASES = STEPPING_SCHEDULE.length;
 const REFS = ['ref-poll', 'ref-event'];
 
 const log = (msg) => process.stderr.write(`bench-report: ${msg}\n`);
@@ -74,7 +75,7 @@ async function childPaired(socket, spec, rounds, seconds) {
     const order = STRATEGIES.map((_, i) => STRATEGIES[(i + round) % STRATEGIES.length]);
     for (const mode of order) {
       if (w.stepping) {
-        const r = await steppingRun(DIST, socket, mode, seconds / 4);
+        const r = await steppingRun(DIST, socket, mode, seconds / PHASES);
         out[mode].push({
           iops: r.iops,
           p50: r.p50,
@@ -204,6 +205,22 @@ function parseArgs(argv) {
     qsdCpu: 0,
     feCpu: 1,
   };
+  // --quick sets the defaults; options given with it still apply, wherever they stand.
+  if (argv.includes('--quick'))
+    Object.assign(o, {
+      rounds: 1,
+      seconds: 1,
+      ramp: 0.2,
+      stepSeconds: 2,
+      pairRounds: 2,
+      pairSeconds: 0.3,
+      pairQd1Rounds: 2,
+      pairQd1Seconds: 0.3,
+      pairPacedRounds: 1,
+      pairPacedSeconds: 0.5,
+      pairStepRounds: 1,
+      pairStepSeconds: 2,
+    });
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => Number(argv[++i]);
@@ -222,22 +239,7 @@ function parseArgs(argv) {
     else if (a === '--pair-step-seconds') o.pairStepSeconds = next();
     else if (a === '--qsd-cpu') o.qsdCpu = next();
     else if (a === '--fe-cpu') o.feCpu = next();
-    else if (a === '--quick')
-      Object.assign(o, {
-        rounds: 1,
-        seconds: 1,
-        ramp: 0.2,
-        stepSeconds: 2,
-        pairRounds: 2,
-        pairSeconds: 0.3,
-        pairQd1Rounds: 2,
-        pairQd1Seconds: 0.3,
-        pairPacedRounds: 1,
-        pairPacedSeconds: 0.5,
-        pairStepRounds: 1,
-        pairStepSeconds: 2,
-      });
-    else throw new Error(`unknown option ${a}`);
+    else if (a !== '--quick') throw new Error(`unknown option ${a}`);
   }
   return o;
 }
@@ -462,10 +464,11 @@ async function stepping(ctx, backend, cpu) {
         cpu,
         'stepping',
         [backend.sock, mode, String(ctx.o.stepSeconds)],
-        (ctx.o.stepSeconds * 4 + 30) * 1000,
+        (ctx.o.stepSeconds * PHASES + 30) * 1000,
       );
       const r = JSON.parse(out);
-      r.backendCpuPerIo = (procCpuNs(backend.pid) - be0) / 1000 / (r.iops * ctx.o.stepSeconds * 4);
+      r.backendCpuPerIo =
+        (procCpuNs(backend.pid) - be0) / 1000 / (r.iops * ctx.o.stepSeconds * PHASES);
       if (!res.has(mode)) res.set(mode, []);
       res.get(mode).push(r);
     }
@@ -495,8 +498,8 @@ async function stepping(ctx, backend, cpu) {
 async function paired(ctx, backend, workloads, cpu, withStepping) {
   const o = ctx.o;
   const res = new Map();
-  // Depth 1 and the paced load get more and longer rounds: the daemon's depth-1 latency moves
-  // between two levels from one short run to the next.
+  // Depth 1 gets more and longer rounds, the paced load longer ones: the daemon's depth-1
+  // latency moves between two levels from one short run to the next.
   const jobs = workloads.map((w) => [
     w.id,
     { rw: w.rw, bs: w.bs, qd: w.qd, rate: w.rate },
@@ -736,7 +739,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / 4} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios`,
     );
     out(
       `- backends: ${qsdCmds.map((c) => `\`${c.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img')}\``).join('; ')}`,

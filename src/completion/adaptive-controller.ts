@@ -25,7 +25,8 @@
  * before the frontend is running again, and the device's interrupts cost the device CPU too: the
  * latency term is counted once per request in flight, up to `depthCap`, and so is the longest
  * spin. Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs one
- * wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once.
+ * wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once. (Not
+ * on a CPU shared with the backend, below: there blocking is what lets the requests progress.)
  *
  * The waits themselves depend on the decision. A backend woken for every request (its vCPU
  * halting between them) serves each one slower than a backend kept busy by a frontend that turns
@@ -46,7 +47,8 @@
  * and misses less a wake-up) where spinning for it is cheaper than blocking, and costs at most
  * `hysteresis` more over the window than the budget it replaces. None of this applies
  * while the process keeps being preempted (`preempted`): then the backend (or something else)
- * needs this CPU, and a spin takes its time from it.
+ * needs this CPU, and a spin takes its time from it; for the same reason a blocked wait is then
+ * charged for one request in flight at any depth.
  *
  * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
  * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
@@ -67,7 +69,7 @@ export interface AdaptiveOptions {
   /**
    * Never spin longer than this per wait at depth 1 (and never block the event loop for it: it
    * is spread over loop turns); with more requests in flight the limit grows with the blocking
-   * cost, up to `depthCap` times this. Default 100 µs.
+   * cost, up to `depthCap` times this (not on a CPU shared with the backend). Default 100 µs.
    */
   maxSpinNs: number;
   /** Latency a blocked wait adds: waking an idle vCPU and the event loop. Default 30 µs (measured: 25-30 µs per wake here). */
@@ -109,7 +111,7 @@ export interface AdaptiveOptions {
   trialEveryNs: number;
   /** ... doubling after each trial that ends blocked, up to this. Default 64 s. */
   trialEveryMaxNs: number;
-  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most (1..64). Default 8. */
+  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most (1..64; 1 on a shared CPU). Default 8. */
   depthCap: number;
   /**
    * Batched blocking (interrupt moderation) under a deep queue: 'auto' tries it and keeps it while
@@ -552,12 +554,16 @@ export class AdaptiveController implements SpinPolicy {
    * Over recent waits, the frontend was preempted `perWait` times per wait (involuntary context
    * switches): something else needs this CPU, most likely the backend (woken by our kick, it
    * preempts us), and every spin takes its time from it. Then spinning is charged as plain CPU
-   * again: no closed-loop weight, no trials, no reach for the tail. Measured with
-   * qemu-storage-daemon at depth 1: on the frontend's vCPU 0.4 (blocking) to 1.0 (spinning)
-   * preemptions per wait, on a vCPU of its own 0.007-0.017.
+   * again: no closed-loop weight, no trials, no reach for the tail, and a blocked wait is
+   * charged for one request in flight whatever the depth (so is the longest spin). Measured
+   * with qemu-storage-daemon at depth 1: on the frontend's vCPU 0.4 (blocking) to 1.0
+   * (spinning) preemptions per wait, on a vCPU of its own 0.007-0.017.
    */
   preempted(perWait: number): void {
+    const wasShared = this.cpuShared;
     this.#shared += (perWait - this.#shared) / 4;
+    // The cost model changed: decide again at the next sample.
+    if (this.cpuShared !== wasShared) this.#sinceUpdate = this.#updateInterval;
     // A trial would only take the CPU from the backend.
     if (this.cpuShared && this.#trialEndNs >= 0) this.#trialEndNs = this.#nowNs;
   }

@@ -145,7 +145,7 @@ export class PollingCompletion implements CompletionStrategy {
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
   #decidePending = false;
-  /** Completions the latest drain of all queues found. */
+  /** Completions the latest drain of all queues by this engine found (not the sync wait's). */
   #lastDrained = 0;
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
@@ -210,7 +210,8 @@ export class PollingCompletion implements CompletionStrategy {
     this.#state = 'idle';
     // Nor does its time say anything about the application's pace: idle (if so) from now.
     if (!anyInFlight(this.#queues)) this.#idleSince = performance.now();
-    if (this.#busy && anyInFlight(this.#queues)) this.#startWait(performance.now());
+    // Its drains settled requests whose callbacks have yet to run: decide after them.
+    if (this.#busy && anyInFlight(this.#queues)) this.#nextWait();
     this.#updateRef();
   }
 
@@ -232,8 +233,8 @@ export class PollingCompletion implements CompletionStrategy {
         this.#busySince = now;
       }
     }
-    // After a burst, the rest of it is being submitted too (see #nextWait); after a single
-    // completion (depth 1) the wait starts now, before the kick.
+    // After a drain of several completions the rest of their resubmissions are coming too (see
+    // #nextWait); after one (depth 1) the wait is decided now, before the kick.
     if (this.#lastDrained > 1) this.#nextWait();
     else this.#startWait(now);
   }
@@ -255,14 +256,16 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * After a drain that left requests in flight, or the first submission after a drain of
-   * several: the drained requests' callbacks (promise continuations, which run after this
-   * returns) usually submit again, so the next wait is decided at the next loop turn, when the
-   * requests in flight include theirs. Decided now, it would see the dip between the drain and
-   * the resubmissions instead of the application's depth (measured at depth 16: not one wait in
-   * 2,000 saw 16). Until then the device is not asked to interrupt. (After a single completion
-   * the next wait is decided at once: at depth 1 a wait blocked before the kick lets a backend
-   * on this CPU run sooner; measured, p50 28.5 against 36.8 µs.)
+   * After a drain that left requests in flight, after a blocking wait, or at the first
+   * submission after a drain of several completions that emptied the device: the drained
+   * requests' callbacks (promise continuations, which run after this returns) usually submit
+   * again, so the next wait is decided at the next loop turn, when the requests in flight
+   * include theirs. Decided now, it would see the dip between the drain and the resubmissions
+   * instead of the application's depth (measured at depth 16: not one wait in 2,000 saw 16).
+   * Until then the device is not asked to interrupt. A wait at depth 1 (the drain emptied the
+   * device of its only request) is decided at the next submission, before its kick: blocked at
+   * once there, it lets a backend on this CPU run sooner (measured, p50 28.5 against 36.8 µs).
+   * The cost: a blocked wait after a drain is armed one loop turn later.
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
@@ -275,22 +278,30 @@ export class PollingCompletion implements CompletionStrategy {
     this.#schedule();
   }
 
+  /**
+   * Counts one wait (or one drain that needed none) towards the thread's preemption sample, and
+   * passes a new reading to the policy. Drains without a wait count too, as every drain did
+   * before waits were deferred: the 0.25 per wait threshold was measured that way.
+   */
+  #samplePreemptions(now: number): void {
+    if (this.#policy.preempted === undefined) return;
+    countWaitForPreemptions(now);
+    if (preemptions.sample !== this.#preemptionSample) {
+      this.#preemptionSample = preemptions.sample;
+      this.#policy.preempted(preemptions.perWait);
+    }
+  }
+
   /** The policy's budget for the wait starting now; false if it blocked at once (armed). */
   #decide(now: number): boolean {
-    if (this.#policy.preempted !== undefined) {
-      countWaitForPreemptions(now);
-      if (preemptions.sample !== this.#preemptionSample) {
-        this.#preemptionSample = preemptions.sample;
-        this.#policy.preempted(preemptions.perWait);
-      }
-    }
+    this.#samplePreemptions(now);
     const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
     this.#state = 'spinning';
     this.#waitStart = now;
     this.#budgetMs = budgetNs / msToNs;
     if (budgetNs <= 0) {
-      // Block at once: no loop turn, no suppressing interrupts only to re-arm them (a zero
-      // budget is what 'adaptive' settles on when waits are longer than a wake-up).
+      // Block at once: no spinning turn (a zero budget is what 'adaptive' settles on when waits
+      // are longer than a wake-up).
       this.#arm(now, true);
       return false;
     }
@@ -319,6 +330,7 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
+        this.#samplePreemptions(performance.now());
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
         return;

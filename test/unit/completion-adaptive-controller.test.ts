@@ -663,9 +663,9 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
 });
 
 test('a shared CPU under a deep queue: blocking is charged one wake-up, spins stay within maxSpinNs', () => {
-  // The daemon on the frontend's CPU at depth 32: a third of the waits find their completion
-  // already there (the daemon ran between the drain and the wait), the rest take 60 µs of the
-  // daemon's time, which a spin only delays.
+  // The daemon on the frontend's CPU at depth 32: a third of the waits end at once (the daemon
+  // ran just before the wait began), the rest take 60 µs of the daemon's time, which a spin
+  // only delays.
   const trace = function* (): Generator<number> {
     const rand = prng(5);
     for (let i = 0; i < 4000; i++) yield rand() < 0.33 ? 300 : 60 * US;

@@ -1,0 +1,212 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
+import type { CompletionHost } from '../../src/completion/strategy.js';
+import type { DeviceQueue } from '../../src/devices/device.js';
+import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
+import { native } from '../../src/native.js';
+
+/**
+ * The polling engine on a fake queue: a device that completes what the test says, and an
+ * application whose promise continuations resubmit what completed (as `await dev.readInto()`
+ * in a loop does). The policy records what the engine tells it.
+ */
+class FakeQueue {
+  inFlight = 0;
+  used = 0;
+  interrupts = true;
+  readonly callFd = native.eventfd();
+  readonly kickFd = -1;
+  /** Completions drained, and resubmissions the "application" makes for each (0 = none). */
+  drained = 0;
+  resubmit = true;
+  strategy: PollingCompletion | undefined;
+
+  readonly vq = {
+    broken: false,
+    canBatchInterrupts: false,
+    publishedInFlight: Infinity,
+    hasUsed: (): boolean => this.used > 0,
+    usedPending: (): number => this.used,
+    enableInterrupts: (): boolean => {
+      this.interrupts = true;
+      return this.used > 0;
+    },
+    enableInterruptsAfter: (): boolean => {
+      this.interrupts = true;
+      return this.used > 0;
+    },
+    disableInterrupts: (): void => {
+      this.interrupts = false;
+    },
+  };
+
+  /** True while a submission runs (so the policy can tell a wait decided inside setBusy). */
+  submitting = false;
+
+  submit(n: number): void {
+    this.inFlight += n;
+    this.submitting = true;
+    this.strategy!.setBusy(true);
+    this.submitting = false;
+  }
+
+  complete(n: number): void {
+    this.used += n;
+  }
+
+  drain(): number {
+    const n = this.used;
+    this.used = 0;
+    this.inFlight -= n;
+    this.drained += n;
+    if (this.resubmit) {
+      // Each completion resolves a promise; its continuation submits the next request.
+      for (let i = 0; i < n; i++) void Promise.resolve().then(() => this.submit(1));
+    }
+    if (this.inFlight === 0) this.strategy!.setBusy(this.used > 0);
+    return n;
+  }
+}
+
+interface Recorded {
+  /** Requests in flight at each wait decided. */
+  waits: number[];
+  /** Whether each was decided inside a submission (synchronously) or at a loop turn. */
+  inSubmit: boolean[];
+  hits: number;
+}
+
+function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
+  const q = new FakeQueue();
+  const rec: Recorded = { waits: [], inSubmit: [], hits: 0 };
+  const policy: SpinPolicy = {
+    startWait: (inFlight) => {
+      rec.waits.push(inFlight);
+      rec.inSubmit.push(q.submitting);
+      return budgetNs;
+    },
+    hit: () => {
+      rec.hits++;
+    },
+    miss: () => {},
+    blockingSpinNs: () => 0,
+  };
+  const host: CompletionHost = {
+    queues: [
+      {
+        vq: q.vq as unknown as SplitVirtqueue,
+        kickFd: q.kickFd,
+        callFd: q.callFd,
+        get inFlight() {
+          return q.inFlight;
+        },
+        drain: () => q.drain(),
+        kick: () => {},
+        abandonAll: () => {},
+        usesMemory: () => false,
+      } satisfies DeviceQueue,
+    ],
+    drain: (queue) => void queue.drain(),
+    countCall: () => {},
+  };
+  const strategy = new PollingCompletion('test', host, policy, { sliceNs: 20_000, sleepNs: 0 });
+  q.strategy = strategy;
+  return { q, strategy, rec };
+}
+
+test('engine: the wait after a drain is decided once the drained requests are resubmitted', async () => {
+  const { q, strategy, rec } = engine(Infinity);
+  try {
+    q.submit(8);
+    await nextTurn();
+    assert.deepEqual(rec.waits, [8], 'the first wait saw all 8 submitted');
+    // Three complete while the engine spins; their continuations resubmit three.
+    q.complete(3);
+    await nextTurn();
+    assert.equal(q.drained, 3);
+    await nextTurn();
+    assert.equal(rec.waits.at(-1), 8, `waits decided on ${rec.waits.join(', ')} in flight`);
+    assert.equal(q.interrupts, false, 'spinning: no interrupts asked for');
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
+});
+
+test('engine: completions found before a deferred wait begins are drained without a wait', async () => {
+  const { q, strategy, rec } = engine(Infinity);
+  try {
+    q.submit(4);
+    await nextTurn();
+    const decided = rec.waits.length;
+    const hits = rec.hits;
+    q.complete(2);
+    await nextTurn(); // the spin finds 2 and drains them; the next wait is deferred
+    assert.equal(rec.hits, hits + 1);
+    q.complete(1); // ... and the device completes one more before it is decided
+    await nextTurn();
+    assert.equal(q.drained, 3, 'drained at the deferred turn');
+    assert.equal(rec.hits, hits + 1, 'no hit reported for a wait that never began');
+    await nextTurn();
+    assert.equal(rec.waits.length, decided + 1, 'one wait decided, after both drains');
+    assert.equal(rec.waits.at(-1), 4);
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
+});
+
+test('engine: at depth 1 the wait is decided at the submission (before the kick), not a turn later', async () => {
+  const { q, strategy, rec } = engine(Infinity);
+  try {
+    q.submit(1);
+    assert.deepEqual(rec.inSubmit, [true]);
+    q.complete(1);
+    await nextTurn(); // found and drained (one completion); its continuation submits again
+    assert.equal(q.drained, 1);
+    assert.deepEqual(rec.waits, [1, 1]);
+    assert.deepEqual(rec.inSubmit, [true, true], 'decided inside setBusy again');
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
+});
+
+test('engine: after a burst that emptied the queue, the wait waits for the whole burst to resubmit', async () => {
+  const { q, strategy, rec } = engine(Infinity);
+  try {
+    q.submit(8);
+    await nextTurn();
+    q.complete(8); // all at once, as a daemon on the frontend's CPU completes them
+    await nextTurn();
+    assert.equal(q.drained, 8);
+    await nextTurn();
+    assert.deepEqual(rec.waits, [8, 8], 'the wait after the burst saw all 8 again, not 1');
+    assert.deepEqual(rec.inSubmit, [true, false], 'the second decided at a loop turn');
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
+});
+
+test('engine: going idle during a deferred decision leaves interrupts on and decides nothing', async () => {
+  const { q, strategy, rec } = engine(Infinity);
+  try {
+    q.resubmit = false;
+    q.submit(4);
+    await nextTurn();
+    q.complete(2);
+    await nextTurn(); // drained 2; the next wait is deferred
+    const decided = rec.waits.length;
+    strategy.setBusy(false);
+    assert.equal(q.interrupts, true);
+    await nextTurn();
+    await nextTurn();
+    assert.equal(rec.waits.length, decided, 'no wait decided after going idle');
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
+});
