@@ -24,9 +24,9 @@
  * With several requests in flight a wake-up delays not one completion but every one that lands
  * before the frontend is running again, and the device's interrupts cost the device CPU too: the
  * latency term is counted once per request in flight, up to `depthCap`, and so is the longest
- * spin. Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs one
- * wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once. (Not
- * on a CPU shared with the backend, below: there blocking is what lets the requests progress.)
+ * spin (not on a CPU shared with the backend, below: there blocking is what lets the requests
+ * progress). Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs
+ * one wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once.
  *
  * The waits themselves depend on the decision. A backend woken for every request (its vCPU
  * halting between them) serves each one slower than a backend kept busy by a frontend that turns
@@ -77,9 +77,10 @@ export interface AdaptiveOptions {
   /** CPU a blocked wait costs (arming interrupts, epoll, eventfd read). Default 4 µs. */
   blockCpuNs: number;
   /**
-   * How many ns of CPU one ns of added latency is worth, outside a closed loop. 1 = ski rental.
-   * Default 1 (measured, a paced 2,000 IOPS on the file backend: 1.5 spun for its 35-40 µs
-   * waits at 1.23x event's CPU per I/O, 1 blocked for most of them at 1.02x).
+   * How many ns of CPU one ns of added latency is worth, per request in flight (a closed loop
+   * adds `closedLoopWeight` for one wake-up on top). 1 = ski rental. Default 1 (measured, a
+   * paced 2,000 IOPS on the file backend: 1.5 spun for its 35-40 µs waits at 1.23x event's CPU
+   * per I/O, 1 blocked for most of them at 1.02x).
    */
   latencyWeight: number;
   /**
@@ -708,8 +709,8 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * Requests in flight whose wait a blocked wait lengthens. On a shared CPU, none but the one
    * the wake-up itself delays: there blocking is what lets the backend run, and a spin is what
-   * delays the requests in flight (measured, daemon on the frontend's CPU at depth 32: probes
-   * of 8 x maxSpinNs cost 9% of event's IOPS).
+   * delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
+   * probes and budgets, three waits in four missed; BENCHMARKS.md, 2026-12-05).
    */
   get #chargedDepth(): number {
     return this.cpuShared ? 1 : this.#decidedDepth;

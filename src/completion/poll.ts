@@ -24,7 +24,8 @@ export interface SpinPolicy {
   resumed?(idleNs: number, busyNs: number): void;
   /**
    * Over the latest waits, the JS thread was preempted `perWait` times per wait (optional;
-   * reported about every PREEMPTION_SAMPLE waits of all devices).
+   * reported about every PREEMPTION_SAMPLE waits of all devices; a drain that needed no wait
+   * counts as one, as every drain did before waits were deferred).
    */
   preempted?(perWait: number): void;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */

@@ -600,9 +600,10 @@ test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced
 });
 
 test('a step up of the waits past a tight budget is followed, not blocked for (a miss makes the next wait a probe)', () => {
-  // A closed loop (the probe after a miss is one of its measures); 36 µs waits are cheaper to
-  // spin for than a wake-up even at the paced weight.
-  const c = new AdaptiveController(PACED_WEIGHTS);
+  // A closed loop (the probe after a miss is one of its measures), with both weights at 1.5 so
+  // that the closed-loop weight is not what makes 36 µs waits cheaper to spin for than a
+  // wake-up (49 µs at these weights).
+  const c = new AdaptiveController({ latencyWeight: 1.5, closedLoopWeight: 1.5 });
   for (let i = 0; i < 200; i++) c.resumed(2 * US, 14 * US);
   run(c, constant(2000, 14 * US));
   assert.ok(c.budgetNs < 30 * US, `budget ${c.budgetNs} fitted to 14 µs waits`);
