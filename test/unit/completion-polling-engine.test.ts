@@ -116,9 +116,22 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
   return { q, strategy, rec };
 }
 
-test('engine: the wait after a drain is decided once the drained requests are resubmitted', async () => {
-  const { q, strategy, rec } = engine(Infinity);
+/** Runs `body` on a fresh engine, then stops it and closes its eventfd. */
+async function withEngine(
+  budgetNs: number,
+  body: (e: ReturnType<typeof engine>) => Promise<void>,
+): Promise<void> {
+  const e = engine(budgetNs);
   try {
+    await body(e);
+  } finally {
+    e.strategy.stop();
+    native.close(e.q.callFd);
+  }
+}
+
+test('engine: the wait after a drain is decided once the drained requests are resubmitted', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
     q.submit(8);
     await nextTurn();
     assert.deepEqual(rec.waits, [8], 'the first wait saw all 8 submitted');
@@ -129,15 +142,10 @@ test('engine: the wait after a drain is decided once the drained requests are re
     await nextTurn();
     assert.equal(rec.waits.at(-1), 8, `waits decided on ${rec.waits.join(', ')} in flight`);
     assert.equal(q.interrupts, false, 'spinning: no interrupts asked for');
-  } finally {
-    strategy.stop();
-    native.close(q.callFd);
-  }
-});
+  }));
 
-test('engine: completions found before a deferred wait begins are drained without a wait', async () => {
-  const { q, strategy, rec } = engine(Infinity);
-  try {
+test('engine: completions found before a deferred wait begins are drained without a wait', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
     q.submit(4);
     await nextTurn();
     const decided = rec.waits.length;
@@ -152,15 +160,10 @@ test('engine: completions found before a deferred wait begins are drained withou
     await nextTurn();
     assert.equal(rec.waits.length, decided + 1, 'one wait decided, after both drains');
     assert.equal(rec.waits.at(-1), 4);
-  } finally {
-    strategy.stop();
-    native.close(q.callFd);
-  }
-});
+  }));
 
-test('engine: at depth 1 the wait is decided at the submission (before the kick), not a turn later', async () => {
-  const { q, strategy, rec } = engine(Infinity);
-  try {
+test('engine: at depth 1 the wait is decided at the submission (before the kick), not a turn later', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
     q.submit(1);
     assert.deepEqual(rec.inSubmit, [true]);
     q.complete(1);
@@ -168,15 +171,10 @@ test('engine: at depth 1 the wait is decided at the submission (before the kick)
     assert.equal(q.drained, 1);
     assert.deepEqual(rec.waits, [1, 1]);
     assert.deepEqual(rec.inSubmit, [true, true], 'decided inside setBusy again');
-  } finally {
-    strategy.stop();
-    native.close(q.callFd);
-  }
-});
+  }));
 
-test('engine: after a burst that emptied the queue, the wait waits for the whole burst to resubmit', async () => {
-  const { q, strategy, rec } = engine(Infinity);
-  try {
+test('engine: after a burst that emptied the queue, the wait waits for the whole burst to resubmit', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
     q.submit(8);
     await nextTurn();
     q.complete(8); // all at once, as a daemon on the frontend's CPU completes them
@@ -185,15 +183,10 @@ test('engine: after a burst that emptied the queue, the wait waits for the whole
     await nextTurn();
     assert.deepEqual(rec.waits, [8, 8], 'the wait after the burst saw all 8 again, not 1');
     assert.deepEqual(rec.inSubmit, [true, false], 'the second decided at a loop turn');
-  } finally {
-    strategy.stop();
-    native.close(q.callFd);
-  }
-});
+  }));
 
-test('engine: going idle during a deferred decision leaves interrupts on and decides nothing', async () => {
-  const { q, strategy, rec } = engine(Infinity);
-  try {
+test('engine: going idle during a deferred decision leaves interrupts on and decides nothing', () =>
+  withEngine(Infinity, async ({ q, strategy, rec }) => {
     q.resubmit = false;
     q.submit(4);
     await nextTurn();
@@ -205,8 +198,4 @@ test('engine: going idle during a deferred decision leaves interrupts on and dec
     await nextTurn();
     await nextTurn();
     assert.equal(rec.waits.length, decided, 'no wait decided after going idle');
-  } finally {
-    strategy.stop();
-    native.close(q.callFd);
-  }
-});
+  }));
