@@ -293,8 +293,12 @@ export class PollingCompletion implements CompletionStrategy {
     }
   }
 
-  /** The policy's budget for the wait starting now; false if it blocked at once (armed). */
-  #decide(now: number): boolean {
+  /**
+   * The policy's budget for the wait starting now; false if it blocked at once (armed).
+   * `suppressed`: interrupts are already off (a deferred decision), so a spin need not say so
+   * again.
+   */
+  #decide(now: number, suppressed = false): boolean {
     this.#samplePreemptions(now);
     const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
     this.#state = 'spinning';
@@ -306,7 +310,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#arm(now, true);
       return false;
     }
-    for (const queue of this.#queues) queue.vq.disableInterrupts();
+    if (!suppressed) for (const queue of this.#queues) queue.vq.disableInterrupts();
     return true;
   }
 
@@ -340,7 +344,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#park();
         return;
       }
-      if (!this.#decide(performance.now())) return;
+      if (!this.#decide(performance.now(), true)) return;
     }
     let found = anyUsed(queues);
     if (!found) {
