@@ -236,7 +236,9 @@ export class PollingCompletion implements CompletionStrategy {
     }
     // After a drain of several completions the rest of their resubmissions are coming too (see
     // #nextWait); after one (depth 1) the wait is decided now, before the kick.
-    if (this.#lastDrained > 1) this.#nextWait();
+    const afterBurst = this.#lastDrained > 1;
+    this.#lastDrained = 0;
+    if (afterBurst) this.#nextWait();
     else this.#startWait(now);
   }
 
@@ -506,10 +508,15 @@ export class PollingCompletion implements CompletionStrategy {
     this.#cancelTurn();
     this.#batchAsked = 0;
     if (!anyInFlight(this.#queues)) this.#wentIdle(performance.now());
-    if (this.#state === 'spinning') {
-      for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.enableInterrupts();
-    }
+    const wasSpinning = this.#state === 'spinning';
     this.#state = 'idle';
+    if (!wasSpinning) return;
+    // Completions that came while interrupts were off raise none: take them now (the re-check).
+    for (const queue of this.#queues) {
+      while (!queue.vq.broken && this.#state === 'idle' && queue.vq.enableInterrupts()) {
+        this.#host.drain(queue);
+      }
+    }
   }
 
   #onCall(queue: DeviceQueue): void {

@@ -185,7 +185,7 @@ test('engine: after a burst that emptied the queue, the wait waits for the whole
     assert.deepEqual(rec.inSubmit, [true, false], 'the second decided at a loop turn');
   }));
 
-test('engine: going idle during a deferred decision leaves interrupts on and decides nothing', () =>
+test('engine: going idle during a deferred decision drains what came, leaves interrupts on and decides nothing', () =>
   withEngine(Infinity, async ({ q, strategy, rec }) => {
     q.resubmit = false;
     q.submit(4);
@@ -193,8 +193,10 @@ test('engine: going idle during a deferred decision leaves interrupts on and dec
     q.complete(2);
     await nextTurn(); // drained 2; the next wait is deferred
     const decided = rec.waits.length;
+    q.complete(1); // ... while interrupts are off: it raises none
     strategy.setBusy(false);
     assert.equal(q.interrupts, true);
+    assert.equal(q.drained, 3, 'the completion that came meanwhile is taken at once');
     await nextTurn();
     await nextTurn();
     assert.equal(rec.waits.length, decided, 'no wait decided after going idle');
