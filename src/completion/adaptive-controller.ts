@@ -372,12 +372,14 @@ export class AdaptiveController implements SpinPolicy {
       // What blocking did to the device under the old load says nothing about the new one.
       this.#starving = 0;
       this.#tailNs = 0;
-      // Nor does a trial's: a running one ends without a decision. The new load may deserve
-      // one soon, but never sooner than trialEveryNs after the last began, or a load that keeps
-      // changing depth would keep the controller in trials.
-      if (this.#trialEndNs >= 0) this.#trialEndNs = TRIAL_NONE;
-      this.#trialEveryNs = o.trialEveryNs;
-      this.#trialNextNs = this.#trialStartNs + o.trialEveryNs;
+      // Nor does a trial's: a running one ends without a decision, and counts as one that
+      // ended blocked (the next comes after the current gap, which doubles). Resetting the gap
+      // here would give a load that keeps changing depth a trial every trialEveryNs.
+      if (this.#trialEndNs >= 0) {
+        this.#trialEndNs = TRIAL_NONE;
+        this.#trialNextNs = this.#trialStartNs + this.#trialEveryNs;
+        this.#trialEveryNs = Math.min(o.trialEveryMaxNs, this.#trialEveryNs * 2);
+      }
       if (this.#budget < this.maxSpinNs) {
         this.#waitsSinceProbe = 0;
         return this.maxSpinNs;
@@ -876,8 +878,12 @@ function costAt(samples: Float64Array, b: number, blockCost: number): number {
   return samples.length === 0 ? 0 : total / samples.length;
 }
 
+/** The steps 2^(k/4) for k in 0..127 (1 ns to 3.6 s), rounded: quantise runs per hit per decision. */
+const QUANTA = Float64Array.from({ length: 128 }, (_, k) => Math.round(2 ** (k / 4)));
+
 /** Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them. */
 function quantise(ns: number): number {
   if (ns <= 0) return 0;
-  return Math.round(2 ** (Math.ceil(4 * Math.log2(ns)) / 4));
+  const k = Math.ceil(4 * Math.log2(ns));
+  return k >= 0 && k < QUANTA.length ? QUANTA[k]! : Math.round(2 ** (k / 4));
 }

@@ -209,8 +209,12 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state !== 'sync') return;
     // The wait left interrupts enabled; a wait spanning it says nothing about the device.
     this.#state = 'idle';
-    // Nor does its time say anything about the application's pace: idle (if so) from now.
-    if (!anyInFlight(this.#queues)) this.#idleSince = performance.now();
+    // Nor does its time say anything about the application's pace: the busy period it ended
+    // (or the idle one it interrupted) is not reported; the next one starts afresh.
+    if (!anyInFlight(this.#queues)) {
+      this.#idleSince = -1;
+      this.#busySince = -1;
+    }
     // Its drains settled requests whose callbacks have yet to run: decide after them.
     if (this.#busy && anyInFlight(this.#queues)) this.#nextWait();
     this.#updateRef();

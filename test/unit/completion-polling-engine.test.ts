@@ -76,11 +76,13 @@ interface Recorded {
   /** Whether each was decided inside a submission (synchronously) or at a loop turn. */
   inSubmit: boolean[];
   hits: number;
+  /** Each resume after idle, as [idle, busy before it] in ns. */
+  resumes: [number, number][];
 }
 
 function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
-  const rec: Recorded = { waits: [], inSubmit: [], hits: 0 };
+  const rec: Recorded = { waits: [], inSubmit: [], hits: 0, resumes: [] };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
       rec.waits.push(inFlight);
@@ -92,6 +94,9 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     },
     miss: () => {},
     blockingSpinNs: () => 0,
+    resumed: (idleNs, busyNs) => {
+      rec.resumes.push([idleNs, busyNs]);
+    },
   };
   const host: CompletionHost = {
     queues: [
@@ -200,4 +205,36 @@ test('engine: going idle during a deferred decision drains what came, leaves int
     await nextTurn();
     await nextTurn();
     assert.equal(rec.waits.length, decided, 'no wait decided after going idle');
+  }));
+
+/** Blocks the thread for `ms` (the engine reads performance.now()). */
+function busyFor(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end);
+}
+
+test('engine: a blocking wait ends the busy and idle accounting; the next period is measured afresh', () =>
+  withEngine(Infinity, async ({ q, strategy, rec }) => {
+    q.resubmit = false;
+    q.submit(1);
+    busyFor(20); // a long busy period before the blocking wait
+    q.complete(1);
+    await nextTurn();
+    assert.equal(q.inFlight, 0);
+    strategy.beforeBlockingWait();
+    busyFor(5);
+    strategy.afterBlockingWait();
+    // The first submission after it: the idle and busy times around the wait say nothing.
+    q.submit(1);
+    assert.equal(rec.resumes.length, 0, 'no resume reported across the blocking wait');
+    busyFor(2);
+    q.complete(1);
+    await nextTurn();
+    q.submit(1);
+    assert.equal(rec.resumes.length, 1);
+    const [, busyNs] = rec.resumes[0]!;
+    // This period's busy time (2 ms and a turn), not the 20 ms before the blocking wait.
+    assert.ok(busyNs >= 2e6 && busyNs < 15e6, `busy ${busyNs} ns`);
+    q.complete(1);
+    await nextTurn();
   }));
