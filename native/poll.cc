@@ -3,6 +3,7 @@
 // sleep and the monotonic clock.
 #include <poll.h>
 #include <sys/resource.h>
+#include <sched.h>
 #include <time.h>
 #include <uv.h>
 
@@ -303,6 +304,12 @@ napi_value ThreadInvoluntarySwitches(napi_env env, napi_callback_info /*info*/) 
   return MakeNumber(env, static_cast<double>(usage.ru_nivcsw));
 }
 
+// Gives the CPU to another runnable thread (a backend sharing this CPU) without sleeping.
+napi_value YieldThread(napi_env env, napi_callback_info /*info*/) {
+  sched_yield();
+  return Undefined(env);
+}
+
 napi_value NowNsJs(napi_env env, napi_callback_info /*info*/) {
   return MakeNumber(env, static_cast<double>(NowNs()));
 }
@@ -316,6 +323,7 @@ bool RegisterPoll(napi_env env, napi_value exports) {
          ExportFunction(env, exports, "waitReadable", WaitReadable) &&
          ExportFunction(env, exports, "sleepNs", SleepNs) &&
          ExportFunction(env, exports, "nowNs", NowNsJs) &&
+         ExportFunction(env, exports, "yieldThread", YieldThread) &&
          ExportFunction(env, exports, "threadInvoluntarySwitches",
                         ThreadInvoluntarySwitches);
 }

@@ -112,6 +112,8 @@ export interface NativeBinding {
   sleepNs(ns: number): void;
   /** Monotonic clock in nanoseconds as a number (CLOCK_MONOTONIC). Exact while below 2^53 ns (about 104 days of uptime). */
   nowNs(): number;
+  /** sched_yield(2): lets another runnable thread on this CPU run first. */
+  yieldThread(): void;
   /** How many times the calling (JS) thread was preempted: getrusage(RUSAGE_THREAD).ru_nivcsw. */
   threadInvoluntarySwitches(): number;
 }

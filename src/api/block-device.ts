@@ -686,7 +686,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         const spinNs = this.#completion.blockingSpinNs?.() ?? 0;
         if (
           spinNs > 0 &&
-          spinForUsed(driver.queues, sleepMs < 0 ? spinNs : Math.min(spinNs, sleepMs * 1e6))
+          spinForUsed(
+            driver.queues,
+            sleepMs < 0 ? spinNs : Math.min(spinNs, sleepMs * 1e6),
+            this.#completion.spinYieldsCpu?.() ?? false,
+          )
         ) {
           continue;
         }

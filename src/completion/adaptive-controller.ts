@@ -592,6 +592,15 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
+   * Spins yield the CPU while it is shared: the backend then runs as soon as it can, and the
+   * spin checks the rings each time it gets the CPU back. (A yield that switches counts as an
+   * involuntary switch, so the sign of sharing persists while yielding.)
+   */
+  yieldsCpu(): boolean {
+    return this.cpuShared;
+  }
+
+  /**
    * How closed the loop is, from the share of the time requests are in flight (the duty
    * cycle): 0 at 40% or less (the application paces its requests, or does much else between
    * them), 1 at 80% or more (each request follows the last completion at once).

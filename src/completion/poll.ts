@@ -28,6 +28,11 @@ export interface SpinPolicy {
    * counts as one, as every drain did before waits were deferred).
    */
   preempted?(perWait: number): void;
+  /**
+   * Whether a spin should give the CPU to other runnable threads between checks of the rings
+   * (sched_yield): true where the backend shares this CPU (optional; default false).
+   */
+  yieldsCpu?(): boolean;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
   blockedWoke?(found: number, inFlight: number): void;
   /**
@@ -91,11 +96,21 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
 }
 
 /**
- * Spins (blocking the thread) until a used ring has elements or `ns` passed. For the blocking
- * *Sync wait, between its drain and its poll(2).
+ * Spins (blocking the thread) until a used ring has elements or `ns` passed. `yieldCpu`: between
+ * checks, let any other runnable thread on this CPU (a backend sharing it) run first; a spin
+ * that does not would hold the CPU the completion needs until the scheduler preempts it.
+ * Measured with qemu-storage-daemon (file backend) on the frontend's vCPU at depth 1: 1.46x the
+ * IOPS of 'event' at poll's p50, where a plain spin gets 0.92x.
  */
-export function spinForUsed(queues: readonly DeviceQueue[], ns: number): boolean {
+export function spinForUsed(queues: readonly DeviceQueue[], ns: number, yieldCpu = false): boolean {
   const end = performance.now() + ns / msToNs;
+  if (yieldCpu) {
+    for (;;) {
+      if (anyUsed(queues)) return true;
+      native.yieldThread();
+      if (performance.now() >= end) return anyUsed(queues);
+    }
+  }
   for (;;) {
     // A clock read costs ~50 ns, a ring check a few: check the rings more often than the clock.
     for (let i = 0; i < 16; i++) if (anyUsed(queues)) return true;
@@ -203,6 +218,10 @@ export class PollingCompletion implements CompletionStrategy {
 
   blockingSpinNs(): number {
     return this.#policy.blockingSpinNs();
+  }
+
+  spinYieldsCpu(): boolean {
+    return this.#policy.yieldsCpu?.() ?? false;
   }
 
   afterBlockingWait(): void {
@@ -360,7 +379,8 @@ export class PollingCompletion implements CompletionStrategy {
           native.sleepNs(this.#sleepNs);
           found = anyUsed(queues);
         } else {
-          found = spinForUsed(queues, Math.min(left, this.#sliceMs) * msToNs);
+          const ns = Math.min(left, this.#sliceMs) * msToNs;
+          found = spinForUsed(queues, ns, this.spinYieldsCpu());
         }
       }
     }

@@ -30,6 +30,8 @@ export interface CompletionStrategy {
    * sleeps in poll(2); 0 = sleep at once. Asked before each sleep.
    */
   blockingSpinNs?(): number;
+  /** Whether that spin should yield the CPU between checks (the backend shares this CPU). */
+  spinYieldsCpu?(): boolean;
   /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */
   afterBlockingWait?(): void;
   stop(): void;

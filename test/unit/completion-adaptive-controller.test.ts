@@ -633,6 +633,7 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   const closedCost = c.blockCostNs;
   for (let i = 0; i < 8; i++) c.preempted(1);
   assert.ok(c.cpuShared);
+  assert.ok(c.yieldsCpu(), 'spins yield the CPU to the backend');
   assert.ok(c.blockCostNs < closedCost, 'the closed-loop weight is dropped');
   const o = DEFAULT_ADAPTIVE_OPTIONS;
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
@@ -655,6 +656,7 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(tail(own) >= 30 * US, `budget ${own.budgetNs} on a CPU of its own`);
   for (let i = 0; i < 16; i++) c.preempted(0.01);
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
+  assert.ok(!c.yieldsCpu(), 'spins keep the CPU (a yield costs a syscall per check)');
 
   // A trial under way stops when preemption shows up.
   const t = new AdaptiveController(PACED_WEIGHTS);

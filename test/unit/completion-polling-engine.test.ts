@@ -78,11 +78,13 @@ interface Recorded {
   hits: number;
   /** Each resume after idle, as [idle, busy before it] in ns. */
   resumes: [number, number][];
+  /** What the policy answers to yieldsCpu (the test sets it). */
+  shared: boolean;
 }
 
 function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
-  const rec: Recorded = { waits: [], inSubmit: [], hits: 0, resumes: [] };
+  const rec: Recorded = { waits: [], inSubmit: [], hits: 0, resumes: [], shared: false };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
       rec.waits.push(inFlight);
@@ -97,6 +99,7 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     resumed: (idleNs, busyNs) => {
       rec.resumes.push([idleNs, busyNs]);
     },
+    yieldsCpu: () => rec.shared,
   };
   const host: CompletionHost = {
     queues: [
@@ -237,4 +240,28 @@ test('engine: a blocking wait ends the busy and idle accounting; the next period
     assert.ok(busyNs >= 2e6 && busyNs < 15e6, `busy ${busyNs} ns`);
     q.complete(1);
     await nextTurn();
+  }));
+
+test('engine: a spin yields the CPU between checks of the rings only while the policy says it is shared', () =>
+  withEngine(Infinity, async ({ q, strategy, rec }) => {
+    q.resubmit = false;
+    const realYield = native.yieldThread;
+    let yields = 0;
+    try {
+      native.yieldThread = () => {
+        // The backend sharing the CPU runs in the yield, and completes the request.
+        if (++yields === 1) q.complete(1);
+      };
+      q.submit(1);
+      await nextTurn(); // a spin of one slice, on its own CPU: no yield
+      assert.equal(yields, 0);
+      assert.equal(q.drained, 0);
+      rec.shared = true;
+      await nextTurn();
+      assert.equal(yields, 1, 'the spin yielded');
+      assert.equal(q.drained, 1, 'and found what the backend completed meanwhile');
+      assert.equal(strategy.spinYieldsCpu(), true, 'so does the blocking wait');
+    } finally {
+      native.yieldThread = realYield;
+    }
   }));
