@@ -1,9 +1,10 @@
 // Readiness of fds: libuv uv_poll_t watchers that call back into JS on the
 // event loop, a blocking poll(2) for the synchronous API, a nanosecond
-// sleep and the monotonic clock.
+// sleep, the monotonic clock, and what a spin on a shared CPU needs: the
+// thread's involuntary context switches and sched_yield(2).
 #include <poll.h>
-#include <sys/resource.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <uv.h>
 
@@ -306,7 +307,10 @@ napi_value ThreadInvoluntarySwitches(napi_env env, napi_callback_info /*info*/) 
 
 // Gives the CPU to another runnable thread (a backend sharing this CPU) without sleeping.
 napi_value YieldThread(napi_env env, napi_callback_info /*info*/) {
-  sched_yield();
+  if (sched_yield() != 0) {
+    ThrowErrno(env, "sched_yield", errno);
+    return nullptr;
+  }
   return Undefined(env);
 }
 

@@ -12,7 +12,8 @@
 // Every run opens the device afresh, so an adaptive row includes its controller's start (the
 // first trial, within the ramp at the defaults), as an application's first seconds would.
 //
-// Options: --backend null|file (default null), --rw randread, --bs 4096, --iodepth 1,
+// Options: --backend null|file|throttle (default null; throttle: the file behind a throttle
+// group of --throttle-iops, default 4000), --rw randread, --bs 4096, --iodepth 1,
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
 // --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
@@ -45,6 +46,7 @@ const pct = (x) => `${(x * 100).toFixed(1)}%`;
 function parseArgs(argv) {
   const o = {
     backend: 'null',
+    throttleIops: 4000,
     rw: 'randread',
     bs: 4096,
     iodepth: 1,
@@ -62,6 +64,7 @@ function parseArgs(argv) {
     const a = argv[i];
     const next = () => argv[++i];
     if (a === '--backend') o.backend = next();
+    else if (a === '--throttle-iops') o.throttleIops = Number(next());
     else if (a === '--rw') o.rw = next();
     else if (a === '--bs') o.bs = Number(next());
     else if (a === '--iodepth') o.iodepth = Number(next());
@@ -75,6 +78,9 @@ function parseArgs(argv) {
     else if (a === '--stepping') o.stepping = true;
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else o.configs.push(a);
+  }
+  if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
+    throw new Error(`--throttle-iops must be a positive integer, got ${o.throttleIops}`);
   }
   // Phases shorter than a trial (300 ms) would measure the controller's start only.
   if (o.stepping && !argv.includes('--seconds')) o.seconds = 6;
@@ -226,7 +232,7 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-ab-'));
   let qsd;
   try {
-    qsd = await startQsd(o.backend, dir, o.qsdCpu);
+    qsd = await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops });
     const pin = ['-c', String(o.feCpu), process.execPath, SELF];
     process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
     process.stdout.write(`- backend: \`${qsd.cmd}\`; frontend on CPU ${o.feCpu}\n\n`);

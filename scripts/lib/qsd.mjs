@@ -1,5 +1,6 @@
-// qemu-storage-daemon for the benchmark scripts: a null-co or a sparse raw file in /dev/shm,
-// exported as vhost-user-blk on a socket in `dir`, pinned to `cpu` with taskset.
+// qemu-storage-daemon for the benchmark scripts: a null-co, a sparse raw file in /dev/shm, or
+// that file behind a throttle group (a slow device: `throttleIops` I/Os per second), exported as
+// vhost-user-blk on a socket in `dir`, pinned to `cpu` with taskset.
 import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -11,28 +12,37 @@ export const QSD = process.env.QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
 const GiB = 1024 ** 3;
 
 /** Starts the daemon; resolves { kind, sock, pid, cmd, stop } once its socket exists. */
-export async function startQsd(kind, dir, cpu) {
+export async function startQsd(kind, dir, cpu, { throttleIops = 4000 } = {}) {
   const sock = join(dir, `${kind}.sock`);
-  let blockdev;
+  const args = [];
   let image;
-  if (kind === 'null') {
-    blockdev = `driver=null-co,node-name=n,size=${GiB}`;
-  } else if (kind === 'file') {
+  const newImage = () => {
     image = join('/dev/shm', `vhost-user-bench-${process.pid}.img`);
     writeFileSync(image, Buffer.alloc(0));
     truncateSync(image, GiB);
-    blockdev = `driver=file,node-name=n,filename=${image},cache.direct=off`;
+    return image;
+  };
+  if (kind === 'null') {
+    args.push('--blockdev', `driver=null-co,node-name=n,size=${GiB}`);
+  } else if (kind === 'file') {
+    args.push('--blockdev', `driver=file,node-name=n,filename=${newImage()},cache.direct=off`);
+  } else if (kind === 'throttle') {
+    args.push(
+      '--object',
+      `throttle-group,id=tg,x-iops-total=${throttleIops}`,
+      '--blockdev',
+      `driver=file,node-name=f,filename=${newImage()},cache.direct=off`,
+      '--blockdev',
+      'driver=throttle,node-name=n,throttle-group=tg,file=f',
+    );
   } else {
-    throw new Error(`unknown backend ${kind} (null or file)`);
+    throw new Error(`unknown backend ${kind} (null, file or throttle)`);
   }
   const exp = `type=vhost-user-blk,id=e,node-name=n,addr.type=unix,addr.path=${sock},writable=on`;
-  const child = spawn(
-    'taskset',
-    ['-c', String(cpu), QSD, '--blockdev', blockdev, '--export', exp],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
+  args.push('--export', exp);
+  const child = spawn('taskset', ['-c', String(cpu), QSD, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const deadline = Date.now() + 10_000;
@@ -49,7 +59,7 @@ export async function startQsd(kind, dir, cpu) {
     kind,
     sock,
     pid: child.pid,
-    cmd: `taskset -c ${cpu} ${QSD} --blockdev ${blockdev} --export ${exp}`,
+    cmd: `taskset -c ${cpu} ${QSD} ${args.join(' ')}`,
     stop: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

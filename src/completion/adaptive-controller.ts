@@ -48,7 +48,8 @@
  * `hysteresis` more over the window than the budget it replaces. None of this applies
  * while the process keeps being preempted (`preempted`): then the backend (or something else)
  * needs this CPU, and a spin takes its time from it; for the same reason a blocked wait is then
- * charged for one request in flight at any depth.
+ * charged for one request in flight at any depth, and spins yield the CPU between checks
+ * (`spinYieldsCpu`), which lets the backend run at once instead of at the next preemption.
  *
  * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
  * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
@@ -281,6 +282,8 @@ export class AdaptiveController implements SpinPolicy {
   #trialStartNs = -Infinity;
   #trialEveryNs: number;
   #trials = 0;
+  /** The clock at the latest change of depth (the current load's start). */
+  #loadSinceNs = 0;
   /**
    * Moving averages, over the times the frontend went idle (nothing in flight) and resumed, of
    * how long it stayed idle and how long it had been busy before: their ratio tells a closed
@@ -372,10 +375,18 @@ export class AdaptiveController implements SpinPolicy {
       // What blocking did to the device under the old load says nothing about the new one.
       this.#starving = 0;
       this.#tailNs = 0;
-      // Nor does a trial's: a running one ends without a decision, and counts as one that
-      // ended blocked (the next comes after the current gap, which doubles). Resetting the gap
-      // here would give a load that keeps changing depth a trial every trialEveryNs.
-      if (this.#trialEndNs >= 0) {
+      // Nor does a trial's: a running one ends without a decision.
+      const lasted = this.#nowNs - this.#loadSinceNs;
+      this.#loadSinceNs = this.#nowNs;
+      if (lasted >= o.trialEveryNs) {
+        // The old load held for a while: the new one may deserve a trial soon (the back-off
+        // was earned by the old one), though never sooner than trialEveryNs after the last.
+        if (this.#trialEndNs >= 0) this.#trialEndNs = TRIAL_NONE;
+        this.#trialEveryNs = o.trialEveryNs;
+        this.#trialNextNs = this.#trialStartNs + o.trialEveryNs;
+      } else if (this.#trialEndNs >= 0) {
+        // A load that keeps changing depth: a trial it cuts counts as one that ended blocked
+        // (the gap doubles), or it would have a trial every trialEveryNs.
         this.#trialEndNs = TRIAL_NONE;
         this.#trialNextNs = this.#trialStartNs + this.#trialEveryNs;
         this.#trialEveryNs = Math.min(o.trialEveryMaxNs, this.#trialEveryNs * 2);
@@ -594,9 +605,10 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * Spins yield the CPU while it is shared: the backend then runs as soon as it can, and the
    * spin checks the rings each time it gets the CPU back. (A yield that switches counts as an
-   * involuntary switch, so the sign of sharing persists while yielding.)
+   * involuntary switch, so the sign of sharing persists while yielding. A neighbour that is not
+   * the backend and runs whole slices is caught by the engine: see spinForUsed.)
    */
-  yieldsCpu(): boolean {
+  spinYieldsCpu(): boolean {
     return this.cpuShared;
   }
 

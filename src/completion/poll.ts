@@ -32,7 +32,7 @@ export interface SpinPolicy {
    * Whether a spin should give the CPU to other runnable threads between checks of the rings
    * (sched_yield): true where the backend shares this CPU (optional; default false).
    */
-  yieldsCpu?(): boolean;
+  spinYieldsCpu?(): boolean;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
   blockedWoke?(found: number, inFlight: number): void;
   /**
@@ -96,19 +96,36 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
 }
 
 /**
+ * A yield that kept the thread off the CPU this long (ms) went to a thread that runs whole
+ * scheduler slices (a CPU-bound neighbour: 0.75 ms and up), not to a backend that completes the
+ * requests it has and sleeps (tens of µs per request): yielding again would hand it another
+ * slice per spin. Then spins on this thread keep the CPU for YIELD_HOLD_MS.
+ */
+const YIELD_LATE_MS = 0.5;
+const YIELD_HOLD_MS = 100;
+/** performance.now() until which spins on this thread do not yield (one for all devices). */
+let yieldsHeldUntil = 0;
+
+/**
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. `yieldCpu`: between
  * checks, let any other runnable thread on this CPU (a backend sharing it) run first; a spin
- * that does not would hold the CPU the completion needs until the scheduler preempts it.
- * Measured with qemu-storage-daemon (file backend) on the frontend's vCPU at depth 1: 1.46x the
- * IOPS of 'event' at poll's p50, where a plain spin gets 0.92x.
+ * that does not holds the CPU the completion needs until the scheduler preempts it (one vCPU,
+ * file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without; BENCHMARKS.md).
  */
 export function spinForUsed(queues: readonly DeviceQueue[], ns: number, yieldCpu = false): boolean {
-  const end = performance.now() + ns / msToNs;
-  if (yieldCpu) {
+  let now = performance.now();
+  const end = now + ns / msToNs;
+  if (yieldCpu && now >= yieldsHeldUntil) {
     for (;;) {
       if (anyUsed(queues)) return true;
       native.yieldThread();
-      if (performance.now() >= end) return anyUsed(queues);
+      const back = performance.now();
+      if (back - now > YIELD_LATE_MS) {
+        yieldsHeldUntil = back + YIELD_HOLD_MS;
+        break;
+      }
+      if (back >= end) return anyUsed(queues);
+      now = back;
     }
   }
   for (;;) {
@@ -221,7 +238,7 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   spinYieldsCpu(): boolean {
-    return this.#policy.yieldsCpu?.() ?? false;
+    return this.#policy.spinYieldsCpu?.() ?? false;
   }
 
   afterBlockingWait(): void {
@@ -229,11 +246,10 @@ export class PollingCompletion implements CompletionStrategy {
     // The wait left interrupts enabled; a wait spanning it says nothing about the device.
     this.#state = 'idle';
     // Nor does its time say anything about the application's pace: the busy period it ended
-    // (or the idle one it interrupted) is not reported; the next one starts afresh.
-    if (!anyInFlight(this.#queues)) {
-      this.#idleSince = -1;
-      this.#busySince = -1;
-    }
+    // (or the idle one it interrupted) is not reported; the next one starts afresh, now if its
+    // drains submitted async requests that are still in flight.
+    this.#idleSince = -1;
+    this.#busySince = anyInFlight(this.#queues) ? performance.now() : -1;
     // Its drains settled requests whose callbacks have yet to run: decide after them.
     if (this.#busy && anyInFlight(this.#queues)) this.#nextWait();
     this.#updateRef();

@@ -633,7 +633,7 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   const closedCost = c.blockCostNs;
   for (let i = 0; i < 8; i++) c.preempted(1);
   assert.ok(c.cpuShared);
-  assert.ok(c.yieldsCpu(), 'spins yield the CPU to the backend');
+  assert.ok(c.spinYieldsCpu(), 'spins yield the CPU to the backend');
   assert.ok(c.blockCostNs < closedCost, 'the closed-loop weight is dropped');
   const o = DEFAULT_ADAPTIVE_OPTIONS;
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
@@ -656,7 +656,7 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(tail(own) >= 30 * US, `budget ${own.budgetNs} on a CPU of its own`);
   for (let i = 0; i < 16; i++) c.preempted(0.01);
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
-  assert.ok(!c.yieldsCpu(), 'spins keep the CPU (a yield costs a syscall per check)');
+  assert.ok(!c.spinYieldsCpu(), 'spins keep the CPU (a yield costs a syscall per check)');
 
   // A trial under way stops when preemption shows up.
   const t = new AdaptiveController(PACED_WEIGHTS);
@@ -741,8 +741,21 @@ test('trials: a load that keeps changing depth is not kept in trials (a cut tria
   }
   // Not one per burst (200), nor one every 2 s (10): a cut trial waits its gap, which doubles
   // as for a trial that ended blocked: at 0, 2, 6 and 14 s.
-  assert.ok(c.trials <= 5, `${c.trials} trials in 20 s`);
+  assert.ok(c.trials >= 2 && c.trials <= 5, `${c.trials} trials in 20 s`);
   assert.equal(c.budgetNs, 0);
+});
+
+test('trials: a lasting new load gets a trial soon, whatever the back-off the old one earned', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // A load at depth 1 that never warms: its trials back off to a 64 s gap.
+  const old = warmingLoop(c, 130_000 * MS, { warmNs: Infinity });
+  assert.equal(c.budgetNs, 0);
+  const before = c.trials;
+  // Then a lasting load at depth 3 on a backend that warms when kept busy: a trial within
+  // about trialEveryNs (2 s), which finds that spinning pays.
+  warmingLoop(c, 3000 * MS, { inFlight: 3 }, { now: old.clock.now, lastBlock: old.clock.now });
+  assert.ok(c.trials > before, `no trial in the 3 s after the change (${c.trials})`);
+  assert.ok(c.spinning, 'spinning after it');
 });
 
 test('closed loop: the extra weight counts one wake-up, also at depth 2', () => {

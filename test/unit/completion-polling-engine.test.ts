@@ -78,7 +78,7 @@ interface Recorded {
   hits: number;
   /** Each resume after idle, as [idle, busy before it] in ns. */
   resumes: [number, number][];
-  /** What the policy answers to yieldsCpu (the test sets it). */
+  /** What the policy answers to spinYieldsCpu (the test sets it). */
   shared: boolean;
 }
 
@@ -99,7 +99,7 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     resumed: (idleNs, busyNs) => {
       rec.resumes.push([idleNs, busyNs]);
     },
-    yieldsCpu: () => rec.shared,
+    spinYieldsCpu: () => rec.shared,
   };
   const host: CompletionHost = {
     queues: [
@@ -242,6 +242,32 @@ test('engine: a blocking wait ends the busy and idle accounting; the next period
     await nextTurn();
   }));
 
+test('engine: requests a blocking wait left in flight start a busy period of their own', () =>
+  withEngine(Infinity, async ({ q, strategy, rec }) => {
+    q.resubmit = false;
+    q.submit(1);
+    q.complete(1);
+    await nextTurn(); // idle from here
+    strategy.beforeBlockingWait();
+    busyFor(20);
+    // The wait's drains let queued async requests go (setBusy is not acted on inside it).
+    q.submit(2);
+    strategy.afterBlockingWait();
+    busyFor(2);
+    q.complete(2);
+    await nextTurn();
+    assert.equal(q.inFlight, 0);
+    q.submit(1);
+    // (The first submission of all reports nothing: there was no idle time before it.)
+    assert.equal(rec.resumes.length, 1, 'one resume: after the busy period the wait began');
+    const [idleNs, busyNs] = rec.resumes[0]!;
+    // Idle: a turn or so, not the 20 ms of the blocking wait; busy: from the wait's end.
+    assert.ok(idleNs < 10e6, `idle ${idleNs} ns`);
+    assert.ok(busyNs >= 2e6 && busyNs < 15e6, `busy ${busyNs} ns`);
+    q.complete(1);
+    await nextTurn();
+  }));
+
 test('engine: a spin yields the CPU between checks of the rings only while the policy says it is shared', () =>
   withEngine(Infinity, async ({ q, strategy, rec }) => {
     q.resubmit = false;
@@ -260,7 +286,29 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
       await nextTurn();
       assert.equal(yields, 1, 'the spin yielded');
       assert.equal(q.drained, 1, 'and found what the backend completed meanwhile');
-      assert.equal(strategy.spinYieldsCpu(), true, 'so does the blocking wait');
+      assert.equal(strategy.spinYieldsCpu(), true, 'and tells the blocking wait the same');
+    } finally {
+      native.yieldThread = realYield;
+    }
+  }));
+
+test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
+    q.resubmit = false;
+    rec.shared = true;
+    const realYield = native.yieldThread;
+    let yields = 0;
+    try {
+      native.yieldThread = () => {
+        yields++;
+        busyFor(1); // off the CPU for a millisecond
+      };
+      q.submit(1);
+      for (let i = 0; i < 5; i++) await nextTurn();
+      assert.equal(yields, 1, 'one late yield, then spins without');
+      q.complete(1);
+      await nextTurn();
+      assert.equal(q.drained, 1, 'the spin still finds the completion');
     } finally {
       native.yieldThread = realYield;
     }
