@@ -268,16 +268,26 @@ test('engine: requests a blocking wait left in flight start a busy period of the
     await nextTurn();
   }));
 
+/** Runs `body` with native.yieldThread replaced by `fake`, restored after. */
+async function withFakeYield(fake: () => void, body: () => Promise<void>): Promise<void> {
+  const realYield = native.yieldThread;
+  native.yieldThread = fake;
+  try {
+    await body();
+  } finally {
+    native.yieldThread = realYield;
+  }
+}
+
 test('engine: a spin yields the CPU between checks of the rings only while the policy says it is shared', () =>
   withEngine(Infinity, async ({ q, strategy, rec }) => {
     q.resubmit = false;
-    const realYield = native.yieldThread;
     let yields = 0;
-    try {
-      native.yieldThread = () => {
-        // The backend sharing the CPU runs in the yield, and completes the request.
-        if (++yields === 1) q.complete(1);
-      };
+    // The backend sharing the CPU runs in the yield, and completes the request.
+    const fake = (): void => {
+      if (++yields === 1) q.complete(1);
+    };
+    await withFakeYield(fake, async () => {
       q.submit(1);
       await nextTurn(); // a spin of one slice, on its own CPU: no yield
       assert.equal(yields, 0);
@@ -287,29 +297,24 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
       assert.equal(yields, 1, 'the spin yielded');
       assert.equal(q.drained, 1, 'and found what the backend completed meanwhile');
       assert.equal(strategy.spinYieldsCpu(), true, 'and tells the blocking wait the same');
-    } finally {
-      native.yieldThread = realYield;
-    }
+    });
   }));
 
 test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.resubmit = false;
     rec.shared = true;
-    const realYield = native.yieldThread;
     let yields = 0;
-    try {
-      native.yieldThread = () => {
-        yields++;
-        busyFor(1); // off the CPU for a millisecond
-      };
+    const fake = (): void => {
+      yields++;
+      busyFor(1); // off the CPU for a millisecond
+    };
+    await withFakeYield(fake, async () => {
       q.submit(1);
       for (let i = 0; i < 5; i++) await nextTurn();
       assert.equal(yields, 1, 'one late yield, then spins without');
       q.complete(1);
       await nextTurn();
       assert.equal(q.drained, 1, 'the spin still finds the completion');
-    } finally {
-      native.yieldThread = realYield;
-    }
+    });
   }));
