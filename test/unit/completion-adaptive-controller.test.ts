@@ -627,7 +627,7 @@ test('the tail: a wait one time in a hundred, long but cheaper to spin for than 
   assert.ok(misses <= 5, `${misses} of 5000 waits missed (about 50 are 70 µs long)`);
 });
 
-test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, no reach for the tail', () => {
+test('a shared CPU (preempted on most waits): no closed-loop weight, no reach for the tail; trials of yielding spins', () => {
   const c = new AdaptiveController();
   for (let i = 0; i < 200; i++) c.resumed(2 * US, 14 * US);
   const closedCost = c.blockCostNs;
@@ -637,8 +637,10 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(c.blockCostNs < closedCost, 'the closed-loop weight is dropped');
   const o = DEFAULT_ADAPTIVE_OPTIONS;
   assert.ok(Math.abs(c.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
+  // The spins yield there, so a closed loop still gets its trial, and it finds the warm backend.
   warmingLoop(c, 500 * MS);
-  assert.equal(c.trials, 0, 'no trial while the CPU is shared');
+  assert.equal(c.trials, 1, 'a trial while the CPU is shared');
+  assert.ok(c.spinning, 'spinning after it');
   // No reach for the tail: 14 µs waits with a 30 µs one now and then keep a tight budget.
   // Weights at which a 30 µs outlier is within reach of a tail budget (~39 µs, cheaper than a
   // blocked wait's 49 µs), on both controllers: only the shared CPU differs.
@@ -658,13 +660,27 @@ test('a shared CPU (preempted on most waits): no closed-loop weight, no trials, 
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
   assert.ok(!c.spinYieldsCpu(), 'spins keep the CPU (a yield costs a syscall per check)');
 
-  // A trial under way stops when preemption shows up.
+  // A trial under way starts over when preemption shows up: its spins so far held the CPU.
   const t = new AdaptiveController(PACED_WEIGHTS);
-  const { clock } = warmingLoop(t, 50 * MS);
+  const { clock } = warmingLoop(t, 250 * MS);
   assert.ok(t.inTrial);
   for (let i = 0; i < 8; i++) t.preempted(1);
-  warmingLoop(t, 5 * MS, {}, clock);
-  assert.ok(!t.inTrial);
+  warmingLoop(t, 250 * MS, {}, clock);
+  assert.ok(t.inTrial, 'still in the trial 500 ms after it began: it started over');
+  assert.equal(t.trials, 1);
+});
+
+test('a shared CPU that shows up after blocking was decided: a trial at once, not after the back-off', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // A backend that never warms: the first trial ends blocked, the next is 2 s away.
+  const { clock } = warmingLoop(c, 500 * MS, { warmNs: Infinity });
+  assert.equal(c.budgetNs, 0);
+  assert.equal(c.trials, 1);
+  // Now the CPU turns out to be shared: spins yield, and the backend warms under them.
+  for (let i = 0; i < 8; i++) c.preempted(1);
+  warmingLoop(c, 600 * MS, {}, clock);
+  assert.equal(c.trials, 2, 'a second trial within 600 ms, not after 2 s');
+  assert.ok(c.spinning);
 });
 
 test('a shared CPU under a deep queue: blocking is charged one wake-up, spins stay within maxSpinNs', () => {
@@ -751,11 +767,29 @@ test('trials: a lasting new load gets a trial soon, whatever the back-off the ol
   const old = warmingLoop(c, 130_000 * MS, { warmNs: Infinity });
   assert.equal(c.budgetNs, 0);
   const before = c.trials;
-  // Then a lasting load at depth 3 on a backend that warms when kept busy: a trial within
-  // about trialEveryNs (2 s), which finds that spinning pays.
-  warmingLoop(c, 3000 * MS, { inFlight: 3 }, { now: old.clock.now, lastBlock: old.clock.now });
-  assert.ok(c.trials > before, `no trial in the 3 s after the change (${c.trials})`);
+  // Then a lasting load at depth 3 on a backend that warms when kept busy: a trial once it has
+  // lasted trialEveryNs (2 s), which finds that spinning pays.
+  // (Cold waits of 120 µs: at depth 3 blocking is charged 94 µs, so 60 µs would be spun for.)
+  const clock = { now: old.clock.now, lastBlock: old.clock.now };
+  warmingLoop(c, 3000 * MS, { inFlight: 3, cold: 120 * US }, clock);
+  assert.equal(c.trials, before + 1, 'one trial in the 3 s after the change');
   assert.ok(c.spinning, 'spinning after it');
+});
+
+test('trials: a load that settles after flapping gets its trial once it has lasted', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // 20 s of a load flapping between depth 1 and 3 every 100 ms on a backend that never warms
+  // (its cut trials back off), then depth 3 for good on a backend that warms.
+  const clock = { now: 0, lastBlock: 0 };
+  while (clock.now < 20_000 * MS) {
+    warmingLoop(c, 5 * MS, { inFlight: 3, cold: 120 * US, warmNs: Infinity }, clock);
+    warmingLoop(c, 95 * MS, { warmNs: Infinity }, clock);
+  }
+  const before = c.trials;
+  clock.lastBlock = clock.now;
+  warmingLoop(c, 3000 * MS, { inFlight: 3, cold: 120 * US }, clock);
+  assert.equal(c.trials, before + 1, 'a trial once the settled load lasted 2 s');
+  assert.ok(c.spinning);
 });
 
 test('closed loop: the extra weight counts one wake-up, also at depth 2', () => {

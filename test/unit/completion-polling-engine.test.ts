@@ -300,6 +300,7 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
     });
   }));
 
+// Last in this file: a late yield holds the yields of the whole thread for 100 ms.
 test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.resubmit = false;
