@@ -50,7 +50,8 @@
  * needs this CPU, and a spin takes its time from it; for the same reason a blocked wait is then
  * charged for one request in flight at any depth, and spins yield the CPU between checks
  * (`spinYieldsCpu`), which lets the backend run at once instead of at the next preemption.
- * Trials still run there (their spins yield too), starting afresh when the CPU turns shared.
+ * Trials and the closed-loop weight still apply there at depth 1 (spins yield), and a trial
+ * starts afresh when the CPU turns shared.
  *
  * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
  * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
@@ -283,6 +284,9 @@ export class AdaptiveController implements SpinPolicy {
   #trialStartNs = -Infinity;
   #trialEveryNs: number;
   #trials = 0;
+  /** The CPU turned shared since the last wait; the running or last trial began shared. */
+  #retrialPending = false;
+  #trialShared = false;
   /** The clock at the latest change of depth: the current load's start. */
   #loadSinceNs = 0;
   /**
@@ -359,6 +363,10 @@ export class AdaptiveController implements SpinPolicy {
   startWait(inFlight = 1, nowNs?: number): number {
     const o = this.options;
     if (nowNs !== undefined) this.#nowNs = nowNs;
+    if (this.#retrialPending) {
+      this.#retrialPending = false;
+      if (nowNs !== undefined) this.#retrialShared(nowNs);
+    }
     this.#starveSpin = false;
     this.#trialSpin = false;
     this.#probing = true;
@@ -434,11 +442,14 @@ export class AdaptiveController implements SpinPolicy {
         // trial whatever the back-off, which earlier loads earned.
         const lastingNewLoad =
           this.#loadSinceNs > this.#trialStartNs && now - this.#loadSinceNs >= o.trialEveryNs;
+        if (!lastingNewLoad && now < this.#trialNextNs) return false;
+        if (this.closedLoop < 0.5) return false;
         if (lastingNewLoad) this.#trialEveryNs = o.trialEveryNs;
-        else if (now < this.#trialNextNs) return false;
       }
-      // (On a shared CPU too: there the trial's spins yield to the backend.)
-      if (this.closedLoop < 0.5) return false;
+      // On a shared CPU too, where the trial's spins yield to the backend; but only at depth 1,
+      // the one depth whose blocking is charged the closed-loop weight there (blockCostNs).
+      if (this.closedLoop < 0.5 || (this.cpuShared && this.#decidedDepth >= 1.5)) return false;
+      this.#trialShared = this.cpuShared;
       this.#trialEndNs = now + o.trialNs;
       this.#trialStartNs = now;
       this.#trialWaits = 0;
@@ -572,9 +583,9 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * Over recent waits, the frontend was preempted `perWait` times per wait (involuntary context
    * switches): something else needs this CPU, most likely the backend (woken by our kick, it
-   * preempts us). Then spins yield the CPU (spinYieldsCpu), and spinning is charged as plain CPU
-   * again: no closed-loop weight, no reach for the tail, and a blocked wait is charged for one
-   * request in flight whatever the depth (so is the longest spin). Measured with
+   * preempts us). Then spins yield the CPU (spinYieldsCpu); there is no reach for the tail, no
+   * probe after a miss, a blocked wait is charged for one request in flight whatever the depth
+   * (so is the longest spin), and the closed-loop weight and the trials apply at depth 1 only. Measured with
    * qemu-storage-daemon at depth 1: on the frontend's vCPU 0.4 (blocking) to 1.0 (spinning)
    * preemptions per wait, on a vCPU of its own 0.007-0.017.
    */
@@ -584,28 +595,37 @@ export class AdaptiveController implements SpinPolicy {
     if (this.cpuShared === wasShared) return;
     // The cost model changed: decide again at the next sample.
     this.#sinceUpdate = this.#updateInterval;
-    if (!this.cpuShared) return;
-    // Spins yield from now on: the waits spun so far (which held the CPU the backend needed)
-    // say nothing of what a yielding spin gets. A running trial starts over; otherwise a closed
-    // loop gets a trial at once. (Measured, file backend on the frontend's vCPU after a
-    // 'sleep-poll' run had left the daemon cold: without it, blocking confirmed itself for the
-    // 2 s until the next trial, 28.5k IOPS against 40k.)
-    const o = this.options;
+    // Spins yield from now on: a trial whose spins did not yield is done again (at the next
+    // wait, which brings the clock).
+    if (this.cpuShared) this.#retrialPending = true;
+  }
+
+  /**
+   * The CPU turned shared at `now`: a running trial that began with spins that did not yield
+   * (they held the CPU the backend needed, so its waits say nothing of a yielding spin) starts
+   * over; a closed loop whose last trial was such gets one at once. Once per trial, so a flag
+   * that flaps cannot keep a trial running. (Measured, file backend on the frontend's vCPU
+   * after a 'sleep-poll' run had left the daemon cold: without this, blocking confirmed itself
+   * until the next trial, 2 s later; with it and the closed-loop weight at depth 1, 36.7-40.1k
+   * IOPS in fresh processes against 26.7-35.1k.)
+   */
+  #retrialShared(now: number): void {
+    if (this.#trialShared) return;
     if (this.#trialEndNs >= 0) {
-      this.#trialEndNs = this.#nowNs + o.trialNs;
-      this.#trialStartNs = this.#nowNs;
+      this.#trialEndNs = now + this.options.trialNs;
+      this.#trialStartNs = now;
       this.#trialWaits = 0;
       this.#trialMisses = 0;
-    } else {
-      this.#trialEveryNs = o.trialEveryNs;
-      this.#trialNextNs = this.#nowNs;
+      this.#trialShared = true;
+    } else if (this.#trialEndNs === TRIAL_NONE) {
+      this.#trialNextNs = now;
     }
   }
 
   /**
-   * Whether the closed-loop measures apply (the probe after a miss, the reach for the tail; and
-   * the trials, which also run on a shared CPU): requests follow each other back to back, so the
-   * backend can be kept busy, and the CPU is not shared with it. A paced load keeps the plain cost model: there they would only spin
+   * Whether the probe after a miss and the reach for the tail apply: requests follow each other
+   * back to back, so the backend can be kept busy, and the CPU is not shared with it. (Trials
+   * and the closed-loop weight apply on a shared CPU too, at depth 1.) A paced load keeps the plain cost model: there they would only spin
    * more (measured: a paced 2,000 IOPS costs about as much CPU spinning as blocking, and the
    * target is event's CPU).
    */

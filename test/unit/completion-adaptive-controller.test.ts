@@ -717,12 +717,28 @@ test('a shared CPU under a deep queue: blocking is charged one wake-up, spins st
 
   const shared = new AdaptiveController();
   for (let i = 0; i < 8; i++) shared.preempted(1);
+  // A closed loop, which at depth 1 would keep its weight on a shared CPU, does not here.
+  for (let i = 0; i < 200; i++) shared.resumed(2 * US, 14 * US);
   const sharedRun = worst(shared);
   assert.ok(Math.abs(shared.blockCostNs - (o.blockCpuNs + o.latencyWeight * o.wakeCostNs)) < 1);
   assert.equal(shared.maxSpinNs, o.maxSpinNs);
   assert.ok(sharedRun.longest <= o.maxSpinNs, `longest spin ${sharedRun.longest} ns`);
   assert.ok(shared.budgetNs < 60 * US, `budget ${shared.budgetNs} on a shared CPU`);
   assert.ok(sharedRun.spun < 10 * US, `${sharedRun.spun} ns spun per wait on a shared CPU`);
+});
+
+test('a shared-CPU flag that flaps restarts a trial once, not for ever', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  const clock = { now: 0, lastBlock: 0 };
+  warmingLoop(c, 100 * MS, {}, clock);
+  assert.ok(c.inTrial);
+  // The flag flips every 50 ms for 2 s (a reading on either side of the threshold).
+  for (let k = 0; k < 40; k++) {
+    for (let i = 0; i < 8; i++) c.preempted(k % 2 === 0 ? 1 : 0);
+    warmingLoop(c, 50 * MS, {}, clock);
+  }
+  assert.ok(!c.inTrial, 'the trial ended');
+  assert.ok(c.trials <= 2, `${c.trials} trials`);
 });
 
 test('trial options are checked', () => {
