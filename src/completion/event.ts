@@ -46,9 +46,19 @@ export class EventCompletion implements CompletionStrategy {
   }
 }
 
+/**
+ * Drains `queue`; false if used entries were pending and the drain took none of them (a device
+ * that failed keeps its used entries and drains nothing), so a re-check loop must stop.
+ */
+export function drainTook(host: CompletionHost, queue: DeviceQueue): boolean {
+  const pending = queue.vq.usedPending();
+  host.drain(queue);
+  return pending === 0 || queue.vq.usedPending() < pending;
+}
+
 /** Drain until the ring is empty with interrupts enabled (the re-check closes the race). */
 export function drainWithInterrupts(host: CompletionHost, queue: DeviceQueue): void {
   do {
-    host.drain(queue);
+    if (!drainTook(host, queue)) return;
   } while (!queue.vq.broken && queue.vq.enableInterrupts());
 }

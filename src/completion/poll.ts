@@ -1,5 +1,6 @@
 import { native, type PollHandle } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
+import { drainTook } from './event.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
 const UV_READABLE = 1;
@@ -551,10 +552,12 @@ export class PollingCompletion implements CompletionStrategy {
     const wasSpinning = this.#state === 'spinning';
     this.#state = 'idle';
     if (!wasSpinning) return;
-    // Completions that came while interrupts were off raise none: take them now (the re-check).
+    // Completions that came while interrupts were off raise none: take them now (the re-check;
+    // it stops if a drain takes nothing, as for a device that failed with completions pending,
+    // whose last settled request is what brought us here).
     for (const queue of this.#queues) {
       while (!queue.vq.broken && this.#state === 'idle' && queue.vq.enableInterrupts()) {
-        this.#host.drain(queue);
+        if (!drainTook(this.#host, queue)) break;
       }
     }
   }
@@ -572,7 +575,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
       do {
-        this.#host.drain(queue);
+        if (!drainTook(this.#host, queue)) break;
       } while (
         !queue.vq.broken &&
         (this.#state === 'idle' || this.#state === 'parked') &&

@@ -21,6 +21,8 @@ class FakeQueue {
   /** Completions drained, and resubmissions the "application" makes for each (0 = none). */
   drained = 0;
   resubmit = true;
+  /** A failed device: its host drains nothing, and used entries stay. */
+  failed = false;
   strategy: PollingCompletion | undefined;
 
   readonly vq = {
@@ -57,6 +59,7 @@ class FakeQueue {
   }
 
   drain(): number {
+    if (this.failed) return 0;
     const n = this.used;
     this.used = 0;
     this.inFlight -= n;
@@ -208,6 +211,20 @@ test('engine: going idle during a deferred decision drains what came, leaves int
     await nextTurn();
     await nextTurn();
     assert.equal(rec.waits.length, decided, 'no wait decided after going idle');
+  }));
+
+test('engine: going idle on a failed device with completions pending returns (its drains take nothing)', () =>
+  withEngine(Infinity, async ({ q, strategy }) => {
+    q.resubmit = false;
+    q.submit(2);
+    await nextTurn(); // spinning
+    q.complete(1); // completed just before the backend died; never drained
+    q.failed = true;
+    // The device failed its requests: the last one settled makes it idle. The re-check must
+    // not loop on the entry no drain will take (before, this never returned).
+    strategy.setBusy(false);
+    assert.equal(q.used, 1);
+    assert.equal(q.interrupts, true);
   }));
 
 /** Blocks the thread for `ms` (the engine reads performance.now()). */
