@@ -51,9 +51,11 @@ export class EventCompletion implements CompletionStrategy {
  * that failed keeps its used entries and drains nothing), so a re-check loop must stop.
  */
 export function drainTook(host: CompletionHost, queue: DeviceQueue): boolean {
+  // Progress is what the drain consumed, not what is left: the device may add entries meanwhile.
+  const before = queue.vq.lastUsedIdx;
   const pending = queue.vq.usedPending();
   host.drain(queue);
-  return pending === 0 || queue.vq.usedPending() < pending;
+  return pending === 0 || queue.vq.lastUsedIdx !== before;
 }
 
 /** Drain until the ring is empty with interrupts enabled (the re-check closes the race). */

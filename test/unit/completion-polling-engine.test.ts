@@ -27,6 +27,7 @@ class FakeQueue {
 
   readonly vq = {
     broken: false,
+    lastUsedIdx: 0,
     canBatchInterrupts: false,
     publishedInFlight: Infinity,
     hasUsed: (): boolean => this.used > 0,
@@ -62,6 +63,7 @@ class FakeQueue {
     if (this.failed) return 0;
     const n = this.used;
     this.used = 0;
+    this.vq.lastUsedIdx = (this.vq.lastUsedIdx + n) & 0xffff;
     this.inFlight -= n;
     this.drained += n;
     if (this.resubmit) {
