@@ -249,10 +249,11 @@ export class PollingCompletion implements CompletionStrategy {
     // Nor does its time say anything about the application's pace: the busy period it ended
     // (or the idle one it interrupted) is not reported; the next one starts afresh, now if its
     // drains submitted async requests that are still in flight.
+    const inFlight = anyInFlight(this.#queues);
     this.#idleSince = -1;
-    this.#busySince = anyInFlight(this.#queues) ? performance.now() : -1;
+    this.#busySince = inFlight ? performance.now() : -1;
     // Its drains settled requests whose callbacks have yet to run: decide after them.
-    if (this.#busy && anyInFlight(this.#queues)) this.#nextWait();
+    if (this.#busy && inFlight) this.#nextWait();
     this.#updateRef();
   }
 
@@ -552,13 +553,22 @@ export class PollingCompletion implements CompletionStrategy {
     const wasSpinning = this.#state === 'spinning';
     this.#state = 'idle';
     if (!wasSpinning) return;
-    // Completions that came while interrupts were off raise none: take them now (the re-check;
-    // it stops if a drain takes nothing, as for a device that failed with completions pending,
-    // whose last settled request is what brought us here).
-    for (const queue of this.#queues) {
-      while (!queue.vq.broken && this.#state === 'idle' && queue.vq.enableInterrupts()) {
-        if (!drainTook(this.#host, queue)) break;
-      }
+    // Completions that came while interrupts were off raise none: take them now.
+    for (const queue of this.#queues) this.#rearm(queue);
+  }
+
+  /**
+   * Idle or parked: re-enables `queue`'s interrupts, draining what slipped in before, until none
+   * did (the re-check). Stops if a drain takes nothing, as for a device that failed with
+   * completions pending (its last settled request may be what made us idle).
+   */
+  #rearm(queue: DeviceQueue): void {
+    while (
+      !queue.vq.broken &&
+      (this.#state === 'idle' || this.#state === 'parked') &&
+      queue.vq.enableInterrupts()
+    ) {
+      if (!drainTook(this.#host, queue)) return;
     }
   }
 
@@ -574,13 +584,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'spinning') {
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
-      do {
-        if (!drainTook(this.#host, queue)) break;
-      } while (
-        !queue.vq.broken &&
-        (this.#state === 'idle' || this.#state === 'parked') &&
-        queue.vq.enableInterrupts()
-      );
+      if (drainTook(this.#host, queue)) this.#rearm(queue);
     }
   }
 
