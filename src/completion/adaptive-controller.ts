@@ -390,8 +390,7 @@ export class AdaptiveController implements SpinPolicy {
       this.#loadSinceNs = this.#nowNs;
       if (this.#trialEndNs >= 0) {
         this.#trialEndNs = TRIAL_NONE;
-        this.#trialNextNs = this.#trialStartNs + this.#trialEveryNs;
-        this.#trialEveryNs = Math.min(o.trialEveryMaxNs, this.#trialEveryNs * 2);
+        this.#backOffTrials(this.#trialStartNs);
       }
       if (this.#budget < this.maxSpinNs) {
         this.#waitsSinceProbe = 0;
@@ -448,12 +447,9 @@ export class AdaptiveController implements SpinPolicy {
       }
       // On a shared CPU too, where the trial's spins yield to the backend; but only at depth 1,
       // the one depth whose blocking is charged the closed-loop weight there (blockCostNs).
-      if (this.closedLoop < 0.5 || (this.cpuShared && this.#decidedDepth >= 1.5)) return false;
+      if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) return false;
       this.#trialShared = this.cpuShared;
-      this.#trialEndNs = now + o.trialNs;
-      this.#trialStartNs = now;
-      this.#trialWaits = 0;
-      this.#trialMisses = 0;
+      this.#beginTrial(now);
       this.#trials++;
     }
     const hopeless =
@@ -469,8 +465,7 @@ export class AdaptiveController implements SpinPolicy {
     if (this.#budget > 0) {
       this.#trialEveryNs = o.trialEveryNs;
     } else {
-      this.#trialNextNs = now + this.#trialEveryNs;
-      this.#trialEveryNs = Math.min(o.trialEveryMaxNs, this.#trialEveryNs * 2);
+      this.#backOffTrials(now);
     }
     return false;
   }
@@ -600,6 +595,29 @@ export class AdaptiveController implements SpinPolicy {
     if (this.cpuShared) this.#retrialPending = true;
   }
 
+  /** A trial (new, or started over) runs from `now` for trialNs. */
+  #beginTrial(now: number): void {
+    this.#trialEndNs = now + this.options.trialNs;
+    this.#trialStartNs = now;
+    this.#trialWaits = 0;
+    this.#trialMisses = 0;
+  }
+
+  /** A trial ended blocked or was cut: the next comes a gap after `from`, and the gap doubles. */
+  #backOffTrials(from: number): void {
+    this.#trialNextNs = from + this.#trialEveryNs;
+    this.#trialEveryNs = Math.min(this.options.trialEveryMaxNs, this.#trialEveryNs * 2);
+  }
+
+  /**
+   * Whether a closed loop's wake-up is charged as lost throughput (and trials run): always on a
+   * CPU of its own; on a shared one at depth 1 only, where spins yield (under a deep queue there
+   * blocking lets the backend complete whole batches).
+   */
+  get #closedLoopWeighed(): boolean {
+    return !this.cpuShared || this.#decidedDepth < 1.5;
+  }
+
   /**
    * The CPU turned shared at `now`: a running trial that began with spins that did not yield
    * (they held the CPU the backend needed, so its waits say nothing of a yielding spin) starts
@@ -612,10 +630,7 @@ export class AdaptiveController implements SpinPolicy {
   #retrialShared(now: number): void {
     if (this.#trialShared) return;
     if (this.#trialEndNs >= 0) {
-      this.#trialEndNs = now + this.options.trialNs;
-      this.#trialStartNs = now;
-      this.#trialWaits = 0;
-      this.#trialMisses = 0;
+      this.#beginTrial(now);
       this.#trialShared = true;
     } else if (this.#trialEndNs === TRIAL_NONE) {
       this.#trialNextNs = now;
@@ -788,8 +803,7 @@ export class AdaptiveController implements SpinPolicy {
     // yield (measured, file backend on one vCPU: blocking 29k IOPS, yielding spins 40k); under
     // a deep queue there the backend completes whole batches while we block, which spins with
     // yields break up (depth 32: 94% of event's IOPS spinning, event best).
-    const weighed = !this.cpuShared || this.#decidedDepth < 1.5;
-    const closed = weighed
+    const closed = this.#closedLoopWeighed
       ? Math.max(0, o.closedLoopWeight - o.latencyWeight) * this.closedLoop
       : 0;
     return o.blockCpuNs + o.wakeCostNs * (o.latencyWeight * this.#chargedDepth + closed);
