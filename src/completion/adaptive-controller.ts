@@ -442,12 +442,13 @@ export class AdaptiveController implements SpinPolicy {
         const lastingNewLoad =
           this.#loadSinceNs > this.#trialStartNs && now - this.#loadSinceNs >= o.trialEveryNs;
         if (!lastingNewLoad && now < this.#trialNextNs) return false;
-        if (this.closedLoop < 0.5) return false;
+        // On a shared CPU too, where the trial's spins yield to the backend; but only at depth
+        // 1, the one depth whose blocking is charged the closed-loop weight there.
+        if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) return false;
         if (lastingNewLoad) this.#trialEveryNs = o.trialEveryNs;
+      } else if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) {
+        return false;
       }
-      // On a shared CPU too, where the trial's spins yield to the backend; but only at depth 1,
-      // the one depth whose blocking is charged the closed-loop weight there (blockCostNs).
-      if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) return false;
       this.#trialShared = this.cpuShared;
       this.#beginTrial(now);
       this.#trials++;

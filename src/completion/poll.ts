@@ -559,7 +559,8 @@ export class PollingCompletion implements CompletionStrategy {
 
   /**
    * Idle or parked: re-enables `queue`'s interrupts, draining what slipped in before, until none
-   * did (the re-check). Stops if a drain takes nothing, as for a device that failed with
+   * did (the re-check). (Going idle, a drain may park the engine: parked, interrupts must be on
+   * just the same, so the loop goes on.) Stops if a drain takes nothing, as for a device that failed with
    * completions pending (its last settled request may be what made us idle).
    */
   #rearm(queue: DeviceQueue): void {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
 import type { CompletionHost } from '../../src/completion/strategy.js';
+import { drainTook } from '../../src/completion/event.js';
 import type { DeviceQueue } from '../../src/devices/device.js';
 import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
 import { native } from '../../src/native.js';
@@ -228,6 +229,28 @@ test('engine: going idle on a failed device with completions pending returns (it
     assert.equal(q.used, 1);
     assert.equal(q.interrupts, true);
   }));
+
+test('drainTook: progress is what the drain consumed, even when the device adds entries meanwhile', () => {
+  const q = new FakeQueue();
+  const host = { drain: () => void q.drain() } as unknown as CompletionHost;
+  const queue = { vq: q.vq } as unknown as DeviceQueue;
+  q.resubmit = false;
+  q.inFlight = 4;
+  q.complete(2);
+  const realDrain = q.drain.bind(q);
+  q.drain = () => {
+    const n = realDrain();
+    q.complete(2); // the device completes as many while we drain
+    return n;
+  };
+  assert.equal(drainTook(host, queue), true, 'two consumed, though two are pending again');
+  q.failed = true;
+  assert.equal(drainTook(host, queue), false, 'a failed device consumes nothing');
+  q.used = 0;
+  q.failed = false;
+  q.drain = realDrain;
+  assert.equal(drainTook(host, queue), true, 'nothing pending is not a stall');
+});
 
 /** Blocks the thread for `ms` (the engine reads performance.now()). */
 function busyFor(ms: number): void {
