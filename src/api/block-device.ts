@@ -689,7 +689,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
           spinForUsed(
             driver.queues,
             sleepMs < 0 ? spinNs : Math.min(spinNs, sleepMs * 1e6),
-            this.#completion.spinYieldsCpu?.() ?? false,
+            this.#completion.spinYield?.(),
           )
         ) {
           continue;

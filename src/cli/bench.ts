@@ -12,7 +12,12 @@ import {
   type BenchRw,
   type DirectionResult,
 } from '../bench/index.js';
-import { COMPLETION_MODES, type CompletionMode } from '../completion/index.js';
+import {
+  checkCompletionOptions,
+  COMPLETION_MODES,
+  type CompletionMode,
+  type CompletionOptions,
+} from '../completion/index.js';
 import {
   expectPositionals,
   flag,
@@ -86,6 +91,11 @@ examples:
       arg: 'MODE',
       help: `${COMPLETION_MODES.join('|')} (default: the library's, adaptive)`,
     },
+    'completion-options': {
+      type: 'string',
+      arg: 'JSON',
+      help: 'the strategies\' knobs (CompletionOptions), e.g. \'{"adaptive":{"yieldOnSharedCpu":false}}\'',
+    },
     'direct-buffers': {
       type: 'boolean',
       help: 'I/O buffers from allocBuffer, zero copy (the default)',
@@ -147,6 +157,18 @@ function oneOf<T extends string>(allowed: readonly T[]): (text: string) => T {
     }
     return text as T;
   };
+}
+
+/** --completion-options: JSON, checked as openBlockDevice would check it. */
+function completionOptions(text: string): CompletionOptions {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`not JSON: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  checkCompletionOptions('adaptive', value as CompletionOptions);
+  return value as CompletionOptions;
 }
 
 function rateIops(text: string): number | readonly [number, number] {
@@ -267,13 +289,16 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         `${job.warnings.length === 1 ? '' : 's'} not implemented: ${job.warnings.join('; ')}\n`,
     );
   }
+  const open = deviceArgs(values, job?.options.open);
+  const knobs = parsed(values, ['completion-options'], completionOptions);
+  if (knobs !== undefined) open.completionOptions = knobs;
   const json = flag(values, 'json');
   const progress = new ProgressLine();
   const options: BenchOptions = {
     ...job?.options,
     ...fromArgs,
     socket,
-    open: deviceArgs(values, job?.options.open),
+    open,
     progress: (p) =>
       progress.update(
         () =>

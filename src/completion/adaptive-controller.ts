@@ -49,7 +49,7 @@
  * while the process keeps being preempted (`preempted`): then the backend (or something else)
  * needs this CPU, and a spin takes its time from it; for the same reason a blocked wait is then
  * charged for one request in flight at any depth, and spins yield the CPU between checks
- * (`spinYieldsCpu`), which lets the backend run at once instead of at the next preemption.
+ * (`spinYield`), which lets the backend run at once instead of at the next preemption.
  * Trials and the closed-loop weight still apply there at depth 1 (spins yield), and a trial
  * starts afresh when the CPU turns shared.
  *
@@ -65,7 +65,8 @@
  * batched wake-ups cost 10% of the throughput that spinning keeps.
  */
 
-import type { SpinPolicy } from './poll.js';
+import { DEFAULT_SPIN_YIELD, type SpinPolicy } from './poll.js';
+import type { SpinYield } from './strategy.js';
 
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
 export interface AdaptiveOptions {
@@ -128,6 +129,26 @@ export interface AdaptiveOptions {
    * waits block for one completion). Default 'auto'.
    */
   batching: BatchingMode;
+  /**
+   * Preemptions of the JS thread per wait above which the CPU counts as shared with the backend
+   * (see `preempted`). Default 0.25 (measured at depth 1: 0.4-1.0 on the backend's vCPU,
+   * 0.007-0.017 on one of its own).
+   */
+  sharedCpuPreemptions: number;
+  /**
+   * On a CPU shared with the backend, spins yield it between checks of the rings (and trials and
+   * the closed-loop weight apply at depth 1); false: spins keep it until preempted, and a shared
+   * CPU has no trials. Default true (one vCPU, file backend, depth 1: 1.44x event's IOPS, 0.97x
+   * without).
+   */
+  yieldOnSharedCpu: boolean;
+  /**
+   * A yield that kept the thread off the CPU longer than this went to a CPU-bound neighbour, not
+   * to the backend: spins on the thread then stop yielding for `yieldHoldNs`. Defaults 0.5 ms
+   * (a neighbour's slice is 0.75 ms and up; the backend answers in tens of µs) and 100 ms.
+   */
+  yieldLateNs: number;
+  yieldHoldNs: number;
 }
 
 export type BatchingMode = 'auto' | 'off' | 'always';
@@ -149,8 +170,6 @@ const STARVE_HOLDOFF_MAX = 4096;
 const TRIAL_MIN_WAITS = 16;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
 const TAIL_MEMORY = 4096;
-/** Preemptions per wait above which the CPU counts as shared with the backend. */
-const SHARED_PREEMPTIONS = 0.25;
 /** Longest idle time a resume counts (a paced load at 1,000 IOPS or more stays below it). */
 const IDLE_CLAMP_NS = 1_000_000;
 /** Resumes from idle before the duty cycle is trusted. */
@@ -181,10 +200,22 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   trialEveryMaxNs: 64_000_000_000,
   depthCap: 8,
   batching: 'auto',
+  sharedCpuPreemptions: 0.25,
+  yieldOnSharedCpu: true,
+  yieldLateNs: DEFAULT_SPIN_YIELD.lateNs,
+  yieldHoldNs: DEFAULT_SPIN_YIELD.holdNs,
 });
 
 /** Validates and fills in options (throws RangeError on nonsense). */
 export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): AdaptiveOptions {
+  if (typeof partial !== 'object' || partial === null) {
+    throw new RangeError('adaptive must be an object');
+  }
+  // A misspelt knob would otherwise leave its default in place without a word.
+  for (const key of Object.keys(partial)) {
+    if (!(key in DEFAULT_ADAPTIVE_OPTIONS))
+      throw new RangeError(`adaptive.${key} is not an option`);
+  }
   const o: AdaptiveOptions = { ...DEFAULT_ADAPTIVE_OPTIONS, ...partial };
   const nonNegative: (keyof AdaptiveOptions)[] = [
     'maxSpinNs',
@@ -197,6 +228,9 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
     'trialNs',
     'trialEveryNs',
     'trialEveryMaxNs',
+    'sharedCpuPreemptions',
+    'yieldLateNs',
+    'yieldHoldNs',
   ];
   for (const key of nonNegative) {
     const v = o[key];
@@ -225,6 +259,11 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
       `adaptive.batching must be 'auto', 'off' or 'always', got ${String(o.batching)}`,
     );
   }
+  if (typeof o.yieldOnSharedCpu !== 'boolean') {
+    throw new RangeError(
+      `adaptive.yieldOnSharedCpu must be a boolean, got ${String(o.yieldOnSharedCpu)}`,
+    );
+  }
   if (o.probeEveryMax < o.probeEvery) {
     throw new RangeError('adaptive.probeEveryMax must be >= adaptive.probeEvery');
   }
@@ -240,6 +279,7 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
 
 export class AdaptiveController implements SpinPolicy {
   readonly options: AdaptiveOptions;
+  readonly #yieldRule: Readonly<SpinYield>;
   /** Sample values: a hit's wait (>= 0), or a miss as -(budget + 1) (censored). */
   readonly #samples: Float64Array;
   #count = 0;
@@ -311,6 +351,8 @@ export class AdaptiveController implements SpinPolicy {
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
+    const { yieldLateNs: lateNs, yieldHoldNs: holdNs } = this.options;
+    this.#yieldRule = Object.freeze({ lateNs, holdNs });
     this.#samples = new Float64Array(this.options.window);
     this.#sorted = new Float64Array(this.options.window);
     // Optimistic start: the first waits are spun in full, so they are uncensored samples.
@@ -449,7 +491,7 @@ export class AdaptiveController implements SpinPolicy {
       } else if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) {
         return false;
       }
-      this.#trialShared = this.cpuShared;
+      this.#trialShared = this.#spinsYield;
       this.#beginTrial(now);
       this.#trials++;
     }
@@ -579,7 +621,7 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * Over recent waits, the frontend was preempted `perWait` times per wait (involuntary context
    * switches): something else needs this CPU, most likely the backend (woken by our kick, it
-   * preempts us). Then spins yield the CPU (spinYieldsCpu); there is no reach for the tail, no
+   * preempts us). Then spins yield the CPU (spinYield); there is no reach for the tail, no
    * probe after a miss, a blocked wait is charged for one request in flight whatever the depth
    * (so is the longest spin), and the closed-loop weight and the trials apply at depth 1 only. Measured with
    * qemu-storage-daemon at depth 1: on the frontend's vCPU 0.4 (blocking) to 1.0 (spinning)
@@ -593,7 +635,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#sinceUpdate = this.#updateInterval;
     // Spins yield from now on: a trial whose spins did not yield is done again (at the next
     // wait, which brings the clock).
-    if (this.cpuShared) this.#retrialPending = true;
+    if (this.#spinsYield) this.#retrialPending = true;
   }
 
   /** A trial (new, or started over) runs from `now` for trialNs. */
@@ -616,7 +658,7 @@ export class AdaptiveController implements SpinPolicy {
    * blocking lets the backend complete whole batches).
    */
   get #closedLoopWeighed(): boolean {
-    return !this.cpuShared || this.#decidedDepth < 1.5;
+    return !this.cpuShared || (this.options.yieldOnSharedCpu && this.#decidedDepth < 1.5);
   }
 
   /**
@@ -651,7 +693,7 @@ export class AdaptiveController implements SpinPolicy {
 
   /** True while spinning keeps being preempted (the CPU is shared with the backend). */
   get cpuShared(): boolean {
-    return this.#shared > SHARED_PREEMPTIONS;
+    return this.#shared > this.options.sharedCpuPreemptions;
   }
 
   /**
@@ -660,8 +702,12 @@ export class AdaptiveController implements SpinPolicy {
    * involuntary switch, so the sign of sharing persists while yielding. A neighbour that is not
    * the backend and runs whole slices is caught by the engine: see spinForUsed.)
    */
-  spinYieldsCpu(): boolean {
-    return this.cpuShared;
+  spinYield(): Readonly<SpinYield> | undefined {
+    return this.#spinsYield ? this.#yieldRule : undefined;
+  }
+
+  get #spinsYield(): boolean {
+    return this.cpuShared && this.options.yieldOnSharedCpu;
   }
 
   /**

@@ -38,6 +38,12 @@ export interface CompletionOptions {
   adaptive?: Partial<AdaptiveOptions>;
 }
 
+const COMPLETION_OPTION_KEYS: readonly (keyof CompletionOptions)[] = [
+  'spinSliceNs',
+  'sleepIntervalNs',
+  'adaptive',
+];
+
 /**
  * Checks a mode and its options without creating anything, so open can reject them before it
  * connects. @throws InvalidArgumentError
@@ -50,6 +56,13 @@ export function checkCompletionOptions(mode: unknown, options: CompletionOptions
   }
   if (typeof options !== 'object' || options === null) {
     throw new InvalidArgumentError('completionOptions must be an object');
+  }
+  for (const key of Object.keys(options)) {
+    if (!COMPLETION_OPTION_KEYS.includes(key as keyof CompletionOptions)) {
+      throw new InvalidArgumentError(
+        `completionOptions.${key} is not an option (${COMPLETION_OPTION_KEYS.join(', ')})`,
+      );
+    }
   }
   const slice = options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS;
   // The event loop must never be held for more than 1 ms at a time.

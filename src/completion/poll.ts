@@ -1,7 +1,7 @@
 import { native, type PollHandle } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
-import type { CompletionHost, CompletionStrategy } from './strategy.js';
+import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
 const UV_READABLE = 1;
 
@@ -30,10 +30,10 @@ export interface SpinPolicy {
    */
   preempted?(perWait: number): void;
   /**
-   * Whether a spin should give the CPU to other runnable threads between checks of the rings
-   * (sched_yield): true where the backend shares this CPU (optional; default false).
+   * How a spin should give the CPU to other runnable threads between checks of the rings
+   * (sched_yield), where the backend shares this CPU; undefined: it keeps the CPU (optional).
    */
-  spinYieldsCpu?(): boolean;
+  spinYield?(): Readonly<SpinYield> | undefined;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
   blockedWoke?(found: number, inFlight: number): void;
   /**
@@ -96,33 +96,36 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
   return false;
 }
 
-/**
- * A yield that kept the thread off the CPU this long (ms) went to a thread that runs whole
- * scheduler slices (a CPU-bound neighbour: 0.75 ms and up), not to a backend that completes the
- * requests it has and sleeps (tens of µs per request): yielding again would hand it another
- * slice per spin. Then spins on this thread keep the CPU for YIELD_HOLD_MS.
- */
-const YIELD_LATE_MS = 0.5;
-const YIELD_HOLD_MS = 100;
+/** Measured defaults: see SpinYield. */
+export const DEFAULT_SPIN_YIELD: Readonly<SpinYield> = Object.freeze({
+  lateNs: 500_000,
+  holdNs: 100_000_000,
+});
+
 /** performance.now() until which spins on this thread do not yield (one for all devices). */
 let yieldsHeldUntil = 0;
 
 /**
- * Spins (blocking the thread) until a used ring has elements or `ns` passed. `yieldCpu`: between
- * checks, let any other runnable thread on this CPU (a backend sharing it) run first; a spin
- * that does not holds the CPU the completion needs until the scheduler preempts it (one vCPU,
- * file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without; BENCHMARKS.md).
+ * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
+ * between checks, let any other runnable thread on this CPU (a backend sharing it) run first; a
+ * spin that does not holds the CPU the completion needs until the scheduler preempts it (one
+ * vCPU, file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without;
+ * BENCHMARKS.md).
  */
-export function spinForUsed(queues: readonly DeviceQueue[], ns: number, yieldCpu = false): boolean {
+export function spinForUsed(
+  queues: readonly DeviceQueue[],
+  ns: number,
+  yieldRule?: Readonly<SpinYield>,
+): boolean {
   let now = performance.now();
   const end = now + ns / msToNs;
-  if (yieldCpu && now >= yieldsHeldUntil) {
+  if (yieldRule !== undefined && now >= yieldsHeldUntil) {
     for (;;) {
       if (anyUsed(queues)) return true;
       native.yieldThread();
       const back = performance.now();
-      if (back - now > YIELD_LATE_MS) {
-        yieldsHeldUntil = back + YIELD_HOLD_MS;
+      if (back - now > yieldRule.lateNs / msToNs) {
+        yieldsHeldUntil = back + yieldRule.holdNs / msToNs;
         break;
       }
       if (back >= end) return anyUsed(queues);
@@ -238,8 +241,8 @@ export class PollingCompletion implements CompletionStrategy {
     return this.#policy.blockingSpinNs();
   }
 
-  spinYieldsCpu(): boolean {
-    return this.#policy.spinYieldsCpu?.() ?? false;
+  spinYield(): Readonly<SpinYield> | undefined {
+    return this.#policy.spinYield?.();
   }
 
   afterBlockingWait(): void {
@@ -398,7 +401,7 @@ export class PollingCompletion implements CompletionStrategy {
           found = anyUsed(queues);
         } else {
           const ns = Math.min(left, this.#sliceMs) * msToNs;
-          found = spinForUsed(queues, ns, this.spinYieldsCpu());
+          found = spinForUsed(queues, ns, this.spinYield());
         }
       }
     }

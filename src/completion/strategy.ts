@@ -30,9 +30,21 @@ export interface CompletionStrategy {
    * sleeps in poll(2); 0 = sleep at once. Asked before each sleep.
    */
   blockingSpinNs?(): number;
-  /** Whether that spin should yield the CPU between checks (the backend shares this CPU). */
-  spinYieldsCpu?(): boolean;
+  /** How that spin should yield the CPU between checks (the backend shares this CPU), if at all. */
+  spinYield?(): Readonly<SpinYield> | undefined;
   /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */
   afterBlockingWait?(): void;
   stop(): void;
+}
+
+/**
+ * How a spin gives the CPU to other runnable threads (see spinForUsed). A yield that kept the
+ * thread off the CPU longer than `lateNs` went to a thread that runs whole scheduler slices (a
+ * CPU-bound neighbour: 0.75 ms and up), not to a backend that completes the requests it has and
+ * sleeps (tens of µs per request): yielding again would hand it another slice per spin. Then
+ * spins on this thread keep the CPU for `holdNs`.
+ */
+export interface SpinYield {
+  lateNs: number;
+  holdNs: number;
 }

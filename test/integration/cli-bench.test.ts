@@ -92,6 +92,24 @@ test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
   assert.ok(job['vhost-user'].device_stats.bytesBounced! > 0);
 });
 
+test('bench --completion-options reaches the device: adaptive with no spin blocks on every wait', async () => {
+  const run = await cli(
+    nullQsd.socketPath,
+    '--completion-options',
+    '{"adaptive":{"maxSpinNs":0}}',
+    '--runtime',
+    '0.5',
+    '--json',
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const job = (JSON.parse(run.stdout) as FioJson).jobs[0]!;
+  const stats = job['vhost-user'].device_stats;
+  const ios = job.read.total_ios;
+  assert.ok(ios > 100, `${ios} I/Os`);
+  // Depth 1: each wait ends with the device's interrupt (a spin would catch most of them).
+  assert.ok(stats.calls! >= ios * 0.9, `${stats.calls} calls for ${ios} I/Os`);
+});
+
 test('bench --job: unimplemented fio keys warn once, the command line overrides the file', async () => {
   const path = join(dir, 'job.fio');
   writeFileSync(
@@ -138,6 +156,9 @@ test('bench: bad options exit 2 with one line', async () => {
     ['--bs', '1000'],
     ['--bs', 'big'],
     ['--completion', 'spin'],
+    ['--completion-options', 'spin'],
+    ['--completion-options', '{"adaptive":{"maxSpin":0}}'],
+    ['--completion-options', '{"adaptive":{"yieldLateNs":-1}}'],
     ['--rw', 'trim'],
     ['--size', '1g'], // past the end of the 64 MiB device
   ]) {

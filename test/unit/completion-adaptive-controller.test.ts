@@ -158,6 +158,13 @@ test('options are checked', () => {
   assert.throws(() => adaptiveOptions({ probeEvery: 64, probeEveryMax: 32 }), RangeError);
   assert.throws(() => adaptiveOptions({ latencyWeight: NaN }), RangeError);
   assert.equal(adaptiveOptions({ maxSpinNs: 50 * US }).maxSpinNs, 50 * US);
+  assert.throws(() => adaptiveOptions({ sharedCpuPreemptions: -0.5 }), RangeError);
+  assert.throws(() => adaptiveOptions({ yieldLateNs: Infinity }), RangeError);
+  assert.throws(() => adaptiveOptions({ yieldHoldNs: NaN }), RangeError);
+  assert.throws(
+    () => adaptiveOptions({ yieldOnSharedCpu: 'no' as unknown as boolean }),
+    /yieldOnSharedCpu must be a boolean/,
+  );
 });
 
 test('continuous completions: steady spinning, decisions thin out instead of growing per wait', () => {
@@ -635,7 +642,11 @@ test('a shared CPU (preempted on most waits): spins yield, a closed loop keeps i
   assert.ok(Math.abs(closedCost - (o.blockCpuNs + o.closedLoopWeight * o.wakeCostNs)) < 1);
   for (let i = 0; i < 8; i++) c.preempted(1);
   assert.ok(c.cpuShared);
-  assert.ok(c.spinYieldsCpu(), 'spins yield the CPU to the backend');
+  assert.deepEqual(
+    c.spinYield(),
+    { lateNs: o.yieldLateNs, holdNs: o.yieldHoldNs },
+    'spins yield the CPU to the backend',
+  );
   // A yielding spin leaves the CPU to the backend, so a wake-up is lost throughput there too.
   assert.equal(c.blockCostNs, closedCost, 'the closed-loop weight stays');
   // The spins yield there, so a closed loop still gets its trial, and it finds the warm backend.
@@ -659,7 +670,7 @@ test('a shared CPU (preempted on most waits): spins yield, a closed loop keeps i
   assert.ok(tail(own) >= 30 * US, `budget ${own.budgetNs} on a CPU of its own`);
   for (let i = 0; i < 16; i++) c.preempted(0.01);
   assert.ok(!c.cpuShared, 'a vCPU of its own again');
-  assert.ok(!c.spinYieldsCpu(), 'spins keep the CPU (a yield costs a syscall per check)');
+  assert.equal(c.spinYield(), undefined, 'spins keep the CPU (a yield costs a syscall per check)');
 
   // A trial under way starts over when preemption shows up: its spins so far held the CPU.
   const t = new AdaptiveController(PACED_WEIGHTS);
@@ -669,6 +680,33 @@ test('a shared CPU (preempted on most waits): spins yield, a closed loop keeps i
   warmingLoop(t, 250 * MS, {}, clock);
   assert.ok(t.inTrial, 'still in the trial 500 ms after it began: it started over');
   assert.equal(t.trials, 1);
+});
+
+test('shared-CPU knobs: the preemption threshold is an option; without yields a shared CPU keeps its spins, no trial, no closed-loop weight', () => {
+  const o = DEFAULT_ADAPTIVE_OPTIONS;
+  // A threshold above the preemptions seen: the CPU does not count as shared.
+  const tolerant = new AdaptiveController({ sharedCpuPreemptions: 2 });
+  for (let i = 0; i < 8; i++) tolerant.preempted(1);
+  assert.ok(!tolerant.cpuShared);
+  assert.equal(tolerant.spinYield(), undefined);
+
+  const rule = { yieldLateNs: 200 * US, yieldHoldNs: 20 * MS };
+  const yielding = new AdaptiveController(rule);
+  for (let i = 0; i < 8; i++) yielding.preempted(1);
+  assert.deepEqual(yielding.spinYield(), { lateNs: 200 * US, holdNs: 20 * MS });
+
+  const keep = new AdaptiveController({ yieldOnSharedCpu: false });
+  for (let i = 0; i < 200; i++) keep.resumed(2 * US, 14 * US);
+  for (let i = 0; i < 8; i++) keep.preempted(1);
+  assert.ok(keep.cpuShared);
+  assert.equal(keep.spinYield(), undefined, 'spins keep the CPU');
+  assert.equal(
+    keep.blockCostNs,
+    o.blockCpuNs + o.latencyWeight * o.wakeCostNs,
+    'no closed-loop weight',
+  );
+  warmingLoop(keep, 500 * MS);
+  assert.equal(keep.trials, 0, 'no trial on a shared CPU without yields');
 });
 
 test('a shared CPU that shows up after blocking was decided: a trial at once, not after the back-off', () => {

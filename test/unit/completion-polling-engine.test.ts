@@ -1,8 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
-import type { CompletionHost } from '../../src/completion/strategy.js';
+import {
+  DEFAULT_SPIN_YIELD,
+  PollingCompletion,
+  type SpinPolicy,
+} from '../../src/completion/poll.js';
+import type { CompletionHost, SpinYield } from '../../src/completion/strategy.js';
 import { drainTook } from '../../src/completion/event.js';
 import type { DeviceQueue } from '../../src/devices/device.js';
 import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
@@ -84,13 +88,21 @@ interface Recorded {
   hits: number;
   /** Each resume after idle, as [idle, busy before it] in ns. */
   resumes: [number, number][];
-  /** What the policy answers to spinYieldsCpu (the test sets it). */
+  /** Whether the policy has spins yield (the test sets it), and how. */
   shared: boolean;
+  yieldRule: SpinYield;
 }
 
 function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
-  const rec: Recorded = { waits: [], inSubmit: [], hits: 0, resumes: [], shared: false };
+  const rec: Recorded = {
+    waits: [],
+    inSubmit: [],
+    hits: 0,
+    resumes: [],
+    shared: false,
+    yieldRule: DEFAULT_SPIN_YIELD,
+  };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
       rec.waits.push(inFlight);
@@ -105,7 +117,7 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     resumed: (idleNs, busyNs) => {
       rec.resumes.push([idleNs, busyNs]);
     },
-    spinYieldsCpu: () => rec.shared,
+    spinYield: () => (rec.shared ? rec.yieldRule : undefined),
   };
   const host: CompletionHost = {
     queues: [
@@ -338,15 +350,16 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
       await nextTurn();
       assert.equal(yields, 1, 'the spin yielded');
       assert.equal(q.drained, 1, 'and found what the backend completed meanwhile');
-      assert.equal(strategy.spinYieldsCpu(), true, 'and tells the blocking wait the same');
+      assert.equal(strategy.spinYield(), rec.yieldRule, 'and tells the blocking wait the same');
     });
   }));
 
-// Last in this file: a late yield holds the yields of the whole thread for 100 ms.
-test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU', () =>
+// Last in this file: a late yield holds the yields of the whole thread.
+test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU for the hold', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.resubmit = false;
     rec.shared = true;
+    rec.yieldRule = { lateNs: 500_000, holdNs: 30_000_000 };
     let yields = 0;
     const fake = (): void => {
       yields++;
@@ -356,6 +369,11 @@ test('engine: after a yield that came back late (a CPU-bound neighbour took a sl
       q.submit(1);
       for (let i = 0; i < 5; i++) await nextTurn();
       assert.equal(yields, 1, 'one late yield, then spins without');
+      const heldAt = performance.now();
+      while (performance.now() - heldAt < 20) await nextTurn();
+      assert.equal(yields, 1, 'still held 20 ms later');
+      while (performance.now() - heldAt < 35) await nextTurn();
+      assert.ok(yields >= 2, 'yields again once the 30 ms hold is over');
       q.complete(1);
       await nextTurn();
       assert.equal(q.drained, 1, 'the spin still finds the completion');
