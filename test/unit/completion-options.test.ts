@@ -24,6 +24,19 @@ test('bad modes and options are InvalidArgumentErrors naming the option', () => 
     ...BAD,
     message: /adaptive\.maxSpinNs/,
   });
+  // A misspelt knob would otherwise keep its default without a word.
+  assert.throws(() => checkCompletionOptions('poll', { spinSlice: 5 } as object), {
+    ...BAD,
+    message: /completionOptions\.spinSlice is not an option/,
+  });
+  assert.throws(
+    () => checkCompletionOptions('adaptive', { adaptive: { yieldHold: 5 } } as object),
+    {
+      ...BAD,
+      message: /completionOptions\.adaptive\.yieldHold is not an option/,
+    },
+  );
+  assert.throws(() => checkCompletionOptions('adaptive', { adaptive: 'fast' } as object), BAD);
 });
 
 test('the native sleep floor is measurable (and well above 1 µs on a VM)', () => {
