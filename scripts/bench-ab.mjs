@@ -153,6 +153,7 @@ async function childAb(socket, o) {
         p50: (r.total.latency.p50 ?? NaN) / 1000,
         cpuPerIo: r.cpu.perIo,
         callsPerIo: r.deviceStats.calls / Math.max(1, r.deviceStats.requests),
+        loopMs: r.maxEventLoopDelay / 1e6,
       });
     }
   }
@@ -202,9 +203,10 @@ function runChild(args) {
 function table(runs, configs) {
   const base = configs[0].name;
   const phased = runs[base][0].phases !== undefined;
+  const looped = runs[base][0].loopMs !== undefined;
   const lines = [
-    `| config | IOPS | p50 µs | CPU µs/IO | calls/IO | IOPS ÷ ${base} | p50 ÷ ${base} | CPU ÷ ${base} |${phased ? ` IOPS per phase (depth ${STEPPING_SCHEDULE.join(', ')}), median |` : ''}`,
-    `|---|---:|---:|---:|---:|---|---|---|${phased ? '---|' : ''}`,
+    `| config | IOPS | p50 µs | CPU µs/IO | calls/IO | IOPS ÷ ${base} | p50 ÷ ${base} | CPU ÷ ${base} |${phased ? ` IOPS per phase (depth ${STEPPING_SCHEDULE.join(', ')}), median |` : ''}${looped ? ' worst loop delay ms, median round [worst] |' : ''}`,
+    `|---|---:|---:|---:|---:|---|---|---|${phased ? '---|' : ''}${looped ? '---|' : ''}`,
   ];
   for (const { name } of configs) {
     const rs = runs[name];
@@ -217,8 +219,11 @@ function table(runs, configs) {
     const phases = phased
       ? ` ${STEPPING_SCHEDULE.map((_, i) => median(rs.map((r) => r.phases[i])).toFixed(0)).join(' / ')} |`
       : '';
+    const loop = looped
+      ? ` ${m('loopMs', 2)} [${Math.max(...rs.map((r) => r.loopMs)).toFixed(2)}] |`
+      : '';
     lines.push(
-      `| ${name} | ${m('iops', 0)} | ${m('p50', 1)} | ${m('cpuPerIo', 1)} | ${m('callsPerIo', 3)} | ${ratio('iops')} | ${ratio('p50')} | ${ratio('cpuPerIo')} |${phases}`,
+      `| ${name} | ${m('iops', 0)} | ${m('p50', 1)} | ${m('cpuPerIo', 1)} | ${m('callsPerIo', 3)} | ${ratio('iops')} | ${ratio('p50')} | ${ratio('cpuPerIo')} |${phases}${loop}`,
     );
   }
   return lines.join('\n');

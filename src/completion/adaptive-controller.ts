@@ -143,11 +143,14 @@ export interface AdaptiveOptions {
    */
   yieldOnSharedCpu: boolean;
   /**
-   * A yield that kept the thread off the CPU longer than this went to a CPU-bound neighbour, not
-   * to the backend: spins on the thread then stop yielding for `yieldHoldNs`. Defaults 0.5 ms
-   * (a neighbour's slice is 0.75 ms and up; the backend answers in tens of µs) and 100 ms.
+   * A yield that kept the thread off the CPU longer than this is late (see SpinYield); after
+   * `yieldLateInARow` late ones with none in time between them (a CPU-bound neighbour, not the
+   * backend nor a host stall), spins on the thread stop yielding for `yieldHoldNs`. Defaults
+   * 0.5 ms (a neighbour's slice is 0.75 ms and up; the backend answers in tens of µs), 2, and
+   * 100 ms.
    */
   yieldLateNs: number;
+  yieldLateInARow: number;
   yieldHoldNs: number;
 }
 
@@ -203,6 +206,7 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   sharedCpuPreemptions: 0.25,
   yieldOnSharedCpu: true,
   yieldLateNs: DEFAULT_SPIN_YIELD.lateNs,
+  yieldLateInARow: DEFAULT_SPIN_YIELD.lateInARow,
   yieldHoldNs: DEFAULT_SPIN_YIELD.holdNs,
 });
 
@@ -242,7 +246,14 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
   if (o.maxSpinNs > 10_000_000) {
     throw new RangeError(`adaptive.maxSpinNs must be at most 10 ms, got ${o.maxSpinNs}`);
   }
-  for (const key of ['window', 'updateEvery', 'probeEvery', 'probeEveryMax', 'depthCap'] as const) {
+  for (const key of [
+    'window',
+    'updateEvery',
+    'probeEvery',
+    'probeEveryMax',
+    'depthCap',
+    'yieldLateInARow',
+  ] as const) {
     const v = o[key];
     if (!Number.isInteger(v) || v < 1 || v > 1 << 16) {
       throw new RangeError(`adaptive.${key} must be an integer in 1..65536, got ${String(v)}`);
@@ -351,8 +362,12 @@ export class AdaptiveController implements SpinPolicy {
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
     this.options = adaptiveOptions(options);
-    const { yieldLateNs: lateNs, yieldHoldNs: holdNs } = this.options;
-    this.#yieldRule = Object.freeze({ lateNs, holdNs });
+    const o = this.options;
+    this.#yieldRule = Object.freeze({
+      lateNs: o.yieldLateNs,
+      lateInARow: o.yieldLateInARow,
+      holdNs: o.yieldHoldNs,
+    });
     this.#samples = new Float64Array(this.options.window);
     this.#sorted = new Float64Array(this.options.window);
     // Optimistic start: the first waits are spun in full, so they are uncensored samples.

@@ -99,11 +99,17 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
 /** Measured defaults: see SpinYield. */
 export const DEFAULT_SPIN_YIELD: Readonly<SpinYield> = Object.freeze({
   lateNs: 500_000,
+  lateInARow: 2,
   holdNs: 100_000_000,
 });
 
-/** performance.now() until which spins on this thread do not yield (one for all devices). */
+/**
+ * performance.now() until which spins on this thread do not yield; the late yields in a row, and
+ * when the last came back (one for all devices: they share the thread and its CPU).
+ */
 let yieldsHeldUntil = 0;
+let lateYields = 0;
+let lastLateBack = -Infinity;
 
 /**
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
@@ -124,9 +130,18 @@ export function spinForUsed(
       if (anyUsed(queues)) return true;
       native.yieldThread();
       const back = performance.now();
-      if (back - now > yieldRule.lateNs / msToNs) {
-        yieldsHeldUntil = back + yieldRule.holdNs / msToNs;
-        break;
+      const lateMs = yieldRule.lateNs / msToNs;
+      if (back - now <= lateMs) {
+        lateYields = 0;
+      } else {
+        // In a row: this yield began soon after the last late one came back, none between.
+        lateYields = now - lastLateBack <= lateMs ? lateYields + 1 : 1;
+        lastLateBack = back;
+        if (lateYields >= yieldRule.lateInARow) {
+          lateYields = 0;
+          yieldsHeldUntil = back + yieldRule.holdNs / msToNs;
+          break;
+        }
       }
       if (back >= end) return anyUsed(queues);
       now = back;

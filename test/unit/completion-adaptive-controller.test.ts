@@ -161,6 +161,7 @@ test('options are checked', () => {
   assert.throws(() => adaptiveOptions({ sharedCpuPreemptions: -0.5 }), RangeError);
   assert.throws(() => adaptiveOptions({ yieldLateNs: Infinity }), RangeError);
   assert.throws(() => adaptiveOptions({ yieldHoldNs: NaN }), RangeError);
+  assert.throws(() => adaptiveOptions({ yieldLateInARow: 0 }), RangeError);
   assert.throws(
     () => adaptiveOptions({ yieldOnSharedCpu: 'no' as unknown as boolean }),
     /yieldOnSharedCpu must be a boolean/,
@@ -644,7 +645,7 @@ test('a shared CPU (preempted on most waits): spins yield, a closed loop keeps i
   assert.ok(c.cpuShared);
   assert.deepEqual(
     c.spinYield(),
-    { lateNs: o.yieldLateNs, holdNs: o.yieldHoldNs },
+    { lateNs: o.yieldLateNs, lateInARow: o.yieldLateInARow, holdNs: o.yieldHoldNs },
     'spins yield the CPU to the backend',
   );
   // A yielding spin leaves the CPU to the backend, so a wake-up is lost throughput there too.
@@ -690,10 +691,10 @@ test('shared-CPU knobs: the preemption threshold is an option; without yields a 
   assert.ok(!tolerant.cpuShared);
   assert.equal(tolerant.spinYield(), undefined);
 
-  const rule = { yieldLateNs: 200 * US, yieldHoldNs: 20 * MS };
+  const rule = { yieldLateNs: 200 * US, yieldLateInARow: 3, yieldHoldNs: 20 * MS };
   const yielding = new AdaptiveController(rule);
   for (let i = 0; i < 8; i++) yielding.preempted(1);
-  assert.deepEqual(yielding.spinYield(), { lateNs: 200 * US, holdNs: 20 * MS });
+  assert.deepEqual(yielding.spinYield(), { lateNs: 200 * US, lateInARow: 3, holdNs: 20 * MS });
 
   const keep = new AdaptiveController({ yieldOnSharedCpu: false });
   for (let i = 0; i < 200; i++) keep.resumed(2 * US, 14 * US);

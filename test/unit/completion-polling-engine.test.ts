@@ -333,6 +333,24 @@ async function withFakeYield(fake: () => void, body: () => Promise<void>): Promi
   }
 }
 
+test('engine: a late yield between yields in time (the host took the vCPU once) does not stop the yields', () =>
+  withEngine(Infinity, async ({ q, rec }) => {
+    q.resubmit = false;
+    rec.shared = true;
+    let yields = 0;
+    const fake = (): void => {
+      if (++yields % 2 === 1) busyFor(1); // every other yield is late
+    };
+    await withFakeYield(fake, async () => {
+      q.submit(1);
+      for (let i = 0; i < 10; i++) await nextTurn();
+      assert.ok(yields >= 10, `${yields} yields in 10 turns`);
+      q.complete(1);
+      await nextTurn();
+      assert.equal(q.drained, 1);
+    });
+  }));
+
 test('engine: a spin yields the CPU between checks of the rings only while the policy says it is shared', () =>
   withEngine(Infinity, async ({ q, strategy, rec }) => {
     q.resubmit = false;
@@ -354,12 +372,12 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
     });
   }));
 
-// Last in this file: a late yield holds the yields of the whole thread.
-test('engine: after a yield that came back late (a CPU-bound neighbour took a slice), spins keep the CPU for the hold', () =>
+// Last in this file: late yields hold the yields of the whole thread.
+test('engine: after yields that came back late in a row (a CPU-bound neighbour takes slices), spins keep the CPU for the hold', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.resubmit = false;
     rec.shared = true;
-    rec.yieldRule = { lateNs: 500_000, holdNs: 30_000_000 };
+    rec.yieldRule = { lateNs: 500_000, lateInARow: 2, holdNs: 30_000_000 };
     let yields = 0;
     const fake = (): void => {
       yields++;
@@ -368,12 +386,12 @@ test('engine: after a yield that came back late (a CPU-bound neighbour took a sl
     await withFakeYield(fake, async () => {
       q.submit(1);
       for (let i = 0; i < 5; i++) await nextTurn();
-      assert.equal(yields, 1, 'one late yield, then spins without');
+      assert.equal(yields, 2, 'two late yields, then spins without');
       const heldAt = performance.now();
       while (performance.now() - heldAt < 20) await nextTurn();
-      assert.equal(yields, 1, 'still held 20 ms later');
+      assert.equal(yields, 2, 'still held 20 ms later');
       while (performance.now() - heldAt < 35) await nextTurn();
-      assert.ok(yields >= 2, 'yields again once the 30 ms hold is over');
+      assert.ok(yields >= 3, 'yields again once the 30 ms hold is over');
       q.complete(1);
       await nextTurn();
       assert.equal(q.drained, 1, 'the spin still finds the completion');
