@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { native } from '../../src/native.js';
+import { allowedCpus, firstAllowedCpu, setAffinity } from '../helpers/cpu.js';
 
 const MiB = 1024 * 1024;
 const UV_READABLE = 1;
@@ -549,13 +550,11 @@ describe('preemptions', () => {
    * with a busy process for 1.5 s; restores the affinity after.
    */
   function whileSharingCpu(body: () => void): void {
-    const allowed = /Cpus_allowed_list:\s*(\S+)/.exec(
-      readFileSync('/proc/self/status', 'utf8'),
-    )![1]!;
-    const cpu = allowed.split(/[,-]/)[0]!;
+    const allowed = allowedCpus();
+    const cpu = firstAllowedCpu();
     let busy: ReturnType<typeof spawn> | undefined;
     try {
-      execFileSync('taskset', ['-a', '-p', '-c', cpu, String(process.pid)], { stdio: 'ignore' });
+      setAffinity(cpu);
       busy = spawn('taskset', [
         '-c',
         cpu,
@@ -566,9 +565,7 @@ describe('preemptions', () => {
       body();
     } finally {
       busy?.kill();
-      execFileSync('taskset', ['-a', '-p', '-c', allowed, String(process.pid)], {
-        stdio: 'ignore',
-      });
+      setAffinity(allowed);
     }
   }
 
