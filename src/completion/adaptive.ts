@@ -20,6 +20,7 @@ export class AdaptiveCompletion extends PollingCompletion {
     sliceNs: number = DEFAULT_SPIN_SLICE_NS,
   ) {
     const controller = new AdaptiveController(options);
+    controller.deferDecisions();
     super('adaptive', host, controller, { sliceNs, sleepNs: 0 });
     this.controller = controller;
   }

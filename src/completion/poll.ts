@@ -34,6 +34,13 @@ export interface SpinPolicy {
    * (sched_yield), where the backend shares this CPU; undefined: it keeps the CPU (optional).
    */
   spinYield?(): Readonly<SpinYield> | undefined;
+  /**
+   * The device has the requests in flight and this wait is decided: time off the path from a
+   * completion to the next kick, for deferred bookkeeping (optional). Called once per loop turn
+   * of a wait that did not end at once, and after arming a blocked wait (inside the submission
+   * at depth 1, where the wake-up to come costs far more).
+   */
+  spare?(): void;
   /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
   blockedWoke?(found: number, inFlight: number): void;
   /**
@@ -409,6 +416,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     let found = anyUsed(queues);
     if (!found) {
+      this.#policy.spare?.();
       const left = this.#waitStart + this.#budgetMs - performance.now();
       if (left > 0) {
         if (this.#sleepNs > 0) {
@@ -492,6 +500,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#batchAsked = batch > 1 ? batch : 0;
     if (this.#batchAsked > 0) this.#startDeadline(this.#policy.batchDeadlineNs?.(batch) ?? 1e6);
     this.#updateRef();
+    this.#policy.spare?.();
   }
 
   #startDeadline(ns: number): void {

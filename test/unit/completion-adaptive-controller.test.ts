@@ -861,3 +861,38 @@ test('closed loop: the extra weight counts one wake-up, also at depth 2', () => 
     `${c.blockCostNs} vs ${expected}`,
   );
 });
+
+test('deferred decisions: a decision due in a miss waits for spare(), or for a few more waits', () => {
+  const longWaits = (c: AdaptiveController, n: number): void => {
+    for (let i = 0; i < n; i++) {
+      c.startWait(1);
+      c.miss(c.maxSpinNs, 300 * US);
+    }
+  };
+  // Inline (the default): eight waits far longer than the longest spin decide to block.
+  const inline = new AdaptiveController();
+  longWaits(inline, 8);
+  assert.equal(inline.budgetNs, 0);
+
+  const deferred = new AdaptiveController();
+  deferred.deferDecisions();
+  longWaits(deferred, 8);
+  assert.equal(deferred.budgetNs, DEFAULT_ADAPTIVE_OPTIONS.maxSpinNs, 'not decided in miss()');
+  deferred.spare();
+  assert.equal(deferred.budgetNs, 0, 'decided in spare()');
+  deferred.spare();
+  assert.equal(deferred.budgetNs, 0, 'and spare() with nothing due changes nothing');
+
+  // A caller that never has spare time: the decision runs at a wait's start, a few waits late.
+  const busy = new AdaptiveController();
+  busy.deferDecisions();
+  longWaits(busy, 8);
+  let waits = 0;
+  while (busy.budgetNs !== 0 && waits < 20) {
+    busy.startWait(1);
+    busy.miss(busy.maxSpinNs, 300 * US);
+    waits++;
+  }
+  assert.equal(busy.budgetNs, 0);
+  assert.ok(waits <= 5, `decided ${waits} waits late`);
+});

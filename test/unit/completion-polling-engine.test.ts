@@ -91,6 +91,8 @@ interface Recorded {
   /** Whether the policy has spins yield (the test sets it), and how. */
   shared: boolean;
   yieldRule: SpinYield;
+  /** Each spare() call: whether it came inside a submission, and whether completions waited. */
+  spares: { inSubmit: boolean; used: boolean }[];
 }
 
 function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
@@ -102,6 +104,7 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     resumes: [],
     shared: false,
     yieldRule: DEFAULT_SPIN_YIELD,
+    spares: [],
   };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
@@ -118,6 +121,9 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
       rec.resumes.push([idleNs, busyNs]);
     },
     spinYield: () => (rec.shared ? rec.yieldRule : undefined),
+    spare: () => {
+      rec.spares.push({ inSubmit: q.submitting, used: q.used > 0 });
+    },
   };
   const host: CompletionHost = {
     queues: [
@@ -169,6 +175,27 @@ test('engine: the wait after a drain is decided once the drained requests are re
     assert.equal(rec.waits.at(-1), 8, `waits decided on ${rec.waits.join(', ')} in flight`);
     assert.equal(q.interrupts, false, 'spinning: no interrupts asked for');
   }));
+
+test("engine: the policy's spare time is while the device works, not between a completion and the next submission", async () => {
+  await withEngine(Infinity, async ({ q, rec }) => {
+    q.submit(1); // depth 1: the wait is decided in the submission
+    await nextTurn();
+    assert.equal(rec.spares.length, 1, 'a spinning turn with the request in flight');
+    q.complete(1); // drained next turn; the continuation resubmits
+    await nextTurn();
+    await nextTurn();
+    assert.ok(rec.spares.length >= 2);
+    assert.ok(
+      rec.spares.every((s) => !s.inSubmit && !s.used),
+      'never inside a submission, never with completions waiting to be drained',
+    );
+  });
+  await withEngine(0, async ({ q, rec }) => {
+    q.submit(1);
+    assert.equal(rec.spares.length, 1, 'a wait blocked at once: after arming');
+    assert.equal(q.interrupts, true);
+  });
+});
 
 test('engine: completions found before a deferred wait begins are drained without a wait', () =>
   withEngine(Infinity, async ({ q, rec }) => {
