@@ -19,6 +19,9 @@
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
 // quarter of --seconds, default 6 with --stepping; --rw, --bs, --iodepth, --rate and --ramp do
 // not apply) and adds its phases to the table.
+// --plain measures a bare closed loop instead of `runBench` (`--iodepth` loops of
+// `readInto`, random 4 KiB-aligned offsets, no histogram, no pacing): IOPS, CPU and calls per
+// I/O only. At depth 1 it shows the frontend's own turnaround with the least code around it.
 //
 //   node scripts/bench-ab.mjs --warmup [--backend file] [MODE ...]
 // measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
@@ -76,6 +79,7 @@ function parseArgs(argv) {
     else if (a === '--fe-cpu') o.feCpu = Number(next());
     else if (a === '--warmup') o.warmup = true;
     else if (a === '--stepping') o.stepping = true;
+    else if (a === '--plain') o.plain = true;
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else o.configs.push(a);
   }
@@ -106,6 +110,49 @@ function parseConfig(text) {
 }
 
 // Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
+/** --plain: `iodepth` closed loops of reads on a fresh device for `seconds` after `ramp`. */
+async function plainRun(dist, socket, mode, o, adaptive, seed) {
+  const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
+  const dev = await openBlockDevice(socket, {
+    completion: mode,
+    ...(adaptive ? { completionOptions: { adaptive } } : {}),
+  });
+  try {
+    const blocks = Math.floor(Math.min(dev.size, 1 << 30) / o.bs);
+    let measuring = false;
+    let ios = 0;
+    const loop = async (i, end) => {
+      const buf = dev.allocBuffer(o.bs);
+      let block = (seed * 7919 + i * 104729) % blocks;
+      while (performance.now() < end) {
+        block = (block + 7919) % blocks;
+        await dev.readInto(buf, block * o.bs);
+        if (measuring) ios++;
+      }
+    };
+    const run = (ms) => {
+      const end = performance.now() + ms;
+      return Promise.all(Array.from({ length: o.iodepth }, (_, i) => loop(i, end)));
+    };
+    await run(o.ramp * 1000);
+    const calls0 = dev.stats.calls;
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    measuring = true;
+    await run(o.seconds * 1000);
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      iops: ios / elapsed,
+      p50: NaN,
+      cpuPerIo: (cpu.user + cpu.system) / Math.max(1, ios),
+      callsPerIo: (dev.stats.calls - calls0) / Math.max(1, ios),
+    };
+  } finally {
+    await dev.close();
+  }
+}
+
 async function childAb(socket, o) {
   const configs = o.configs.map(parseConfig);
   const benches = new Map();
@@ -134,6 +181,10 @@ async function childAb(socket, o) {
           callsPerIo: r.callsPerIo,
           phases: r.phases.map((p) => p.iops),
         });
+        continue;
+      }
+      if (o.plain) {
+        out[c.name].push(await plainRun(c.dist, socket, c.mode, o, c.adaptive, round + 1));
         continue;
       }
       const r = await benches.get(c.dist)({
@@ -213,9 +264,13 @@ function table(runs, configs) {
     const ratio = (key) => {
       if (name === base) return '';
       const q = rs.map((r, i) => r[key] / runs[base][i][key]);
+      if (!q.every(Number.isFinite)) return '–';
       return `${pct(median(q))} [${pct(Math.min(...q))}–${pct(Math.max(...q))}]`;
     };
-    const m = (key, digits) => median(rs.map((r) => r[key])).toFixed(digits);
+    const m = (key, digits) => {
+      const v = median(rs.map((r) => r[key]));
+      return Number.isFinite(v) ? v.toFixed(digits) : '–';
+    };
     const phases = phased
       ? ` ${STEPPING_SCHEDULE.map((_, i) => median(rs.map((r) => r.phases[i])).toFixed(0)).join(' / ')} |`
       : '';
@@ -255,7 +310,7 @@ async function main() {
     const load = o.stepping
       ? `stepping load (4 KiB randread, depth ${STEPPING_SCHEDULE.join(' → ')}, ` +
         `${o.seconds / STEPPING_SCHEDULE.length} s per phase); ${o.rounds} rounds`
-      : `${o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
+      : `${o.plain ? 'plain closed loop of reads' : o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
         `${o.rounds} rounds of ${o.seconds} s after ${o.ramp} s ramp`;
     process.stdout.write(
       `${load}; medians, and per-round ratios to ${configs[0].name} (median [range]):\n\n` +
