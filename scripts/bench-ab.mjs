@@ -86,6 +86,9 @@ function parseArgs(argv) {
   if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
     throw new Error(`--throttle-iops must be a positive integer, got ${o.throttleIops}`);
   }
+  if (o.plain && (o.rate > 0 || o.rw !== 'randread')) {
+    throw new Error('--plain reads as fast as it goes: --rate and --rw do not apply');
+  }
   // Phases shorter than a trial (300 ms) would measure the controller's start only.
   if (o.stepping && !argv.includes('--seconds')) o.seconds = 6;
   return o;
@@ -109,7 +112,6 @@ function parseConfig(text) {
   return { name, mode, dist, adaptive };
 }
 
-// Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
 /** --plain: `iodepth` closed loops of reads on a fresh device for `seconds` after `ramp`. */
 async function plainRun(dist, socket, mode, o, adaptive, seed) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
@@ -153,6 +155,7 @@ async function plainRun(dist, socket, mode, o, adaptive, seed) {
   }
 }
 
+// Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
 async function childAb(socket, o) {
   const configs = o.configs.map(parseConfig);
   const benches = new Map();

@@ -65,8 +65,8 @@
  * batched wake-ups cost 10% of the throughput that spinning keeps.
  */
 
-import { DEFAULT_SPIN_YIELD, type SpinPolicy } from './poll.js';
-import type { SpinYield } from './strategy.js';
+import type { SpinPolicy } from './poll.js';
+import { DEFAULT_SPIN_YIELD, type SpinYield } from './strategy.js';
 
 /** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
 export interface AdaptiveOptions {
@@ -143,11 +143,9 @@ export interface AdaptiveOptions {
    */
   yieldOnSharedCpu: boolean;
   /**
-   * A yield that kept the thread off the CPU longer than this is late (see SpinYield); after
-   * `yieldLateInARow` late ones with none in time between them (a CPU-bound neighbour, not the
-   * backend nor a host stall), spins on the thread stop yielding for `yieldHoldNs`. Defaults
-   * 0.5 ms (a neighbour's slice is 0.75 ms and up; the backend answers in tens of µs), 2, and
-   * 100 ms.
+   * When spins stop yielding (see SpinYield, whose explanation and defaults these are): a yield
+   * back after more than `yieldLateNs` is late (0.5 ms); after `yieldLateInARow` late ones with
+   * none in time between (2), spins on the thread keep the CPU for `yieldHoldNs` (100 ms).
    */
   yieldLateNs: number;
   yieldLateInARow: number;
@@ -214,13 +212,14 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
 
 /** Validates and fills in options (throws RangeError on nonsense). */
 export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): AdaptiveOptions {
-  if (typeof partial !== 'object' || partial === null) {
+  if (typeof partial !== 'object' || partial === null || Array.isArray(partial)) {
     throw new RangeError('adaptive must be an object');
   }
   // A misspelt knob would otherwise leave its default in place without a word.
   for (const key of Object.keys(partial)) {
-    if (!(key in DEFAULT_ADAPTIVE_OPTIONS))
+    if (!Object.hasOwn(DEFAULT_ADAPTIVE_OPTIONS, key)) {
       throw new RangeError(`adaptive.${key} is not an option`);
+    }
   }
   const o: AdaptiveOptions = { ...DEFAULT_ADAPTIVE_OPTIONS, ...partial };
   const nonNegative: (keyof AdaptiveOptions)[] = [
@@ -291,7 +290,7 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
 }
 
 export class AdaptiveController implements SpinPolicy {
-  readonly options: AdaptiveOptions;
+  readonly options: Readonly<AdaptiveOptions>;
   readonly #yieldRule: Readonly<SpinYield>;
   /** Sample values: a hit's wait (>= 0), or a miss as -(budget + 1) (censored). */
   readonly #samples: Float64Array;
@@ -361,13 +360,15 @@ export class AdaptiveController implements SpinPolicy {
   #tailNs = 0;
   /** The clock at the latest wait (ns; 0 without a clock). */
   #nowNs = 0;
+  /** The budget when the current wait began: its hit or miss is judged against it. */
+  #waitBudget = 0;
   /** Decisions wait for spare() (deferDecisions); one is due, since this many waits. */
   #deferDecisions = false;
   #decisionDue = false;
   #dueWaits = 0;
 
   constructor(options: Partial<AdaptiveOptions> = {}) {
-    this.options = adaptiveOptions(options);
+    this.options = Object.freeze(adaptiveOptions(options));
     const o = this.options;
     this.#yieldRule = Object.freeze({
       lateNs: o.yieldLateNs,
@@ -425,8 +426,9 @@ export class AdaptiveController implements SpinPolicy {
    */
   startWait(inFlight = 1, nowNs?: number): number {
     const o = this.options;
-    if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
     if (nowNs !== undefined) this.#nowNs = nowNs;
+    if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
+    this.#waitBudget = this.#budget;
     if (this.#retrialPending) {
       this.#retrialPending = false;
       if (nowNs !== undefined) this.#retrialShared(nowNs);
@@ -539,7 +541,8 @@ export class AdaptiveController implements SpinPolicy {
   hit(waitNs: number): void {
     // A spin for a starving device caught its completion: the rule holds.
     if (this.#starveSpin) this.#starveHoldoffNext = STARVE_HOLDOFF_MIN;
-    const budget = this.#budget;
+    // (Judged against the budget the wait began with: a deferred decision may run during it.)
+    const budget = this.#waitBudget;
     // Only a wait spun beyond the budget (a probe, a trial, a starving spin) can hit beyond it.
     if (waitNs > budget) {
       const o = this.options;
@@ -587,7 +590,7 @@ export class AdaptiveController implements SpinPolicy {
     // The tail learns from the waits it missed, too, as far as a longer spin could have caught
     // them (and not one the spin already outlasted).
     if (missed > spunNs && missed > this.#tailNs && missed <= this.maxSpinNs) this.#tailNs = missed;
-    if (this.#budget > 0) {
+    if (this.#waitBudget > 0) {
       // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
       this.#updateInterval = this.options.updateEvery;
       // At depth 1, after a hit, make the next wait a probe. A miss only says the wait was
@@ -937,11 +940,13 @@ export class AdaptiveController implements SpinPolicy {
 
   /**
    * From now on a decision that falls due in hit() or miss() waits for spare() (or for
-   * DECISION_DUE_WAITS more waits). For the polling engine, which calls spare() once the device
-   * has the next request: a decision (a sort and a scan of the window, 1.5-3 µs here) then no
-   * longer delays the kick that follows a completion. Measured at depth 1 on split CPUs, file
-   * backend: decisions inline cost 5-10% of the IOPS (the daemon answers a late kick more
-   * slowly; BENCHMARKS.md).
+   * DECISION_DUE_WAITS more waits). For the polling engine, which calls spare() while a wait
+   * finds the device still working (after the kick), or once a blocked wait is armed: a
+   * decision (a sort and a scan of the window, 1.5-3 µs here) then no longer sits between a
+   * completion and the next kick, except where a wait blocks at once at depth 1 (armed inside
+   * the submission), where the wake-up costs far more. Measured at depth 1 on split CPUs, file
+   * backend: decisions inline in hit() cost up to 10% of the IOPS (BENCHMARKS.md, "Decisions off
+   * the path from a completion to the next kick").
    */
   deferDecisions(): void {
     this.#deferDecisions = true;

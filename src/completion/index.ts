@@ -54,7 +54,7 @@ export function checkCompletionOptions(mode: unknown, options: CompletionOptions
       `completion must be one of ${COMPLETION_MODES.join(', ')}, got ${String(mode)}`,
     );
   }
-  if (typeof options !== 'object' || options === null) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new InvalidArgumentError('completionOptions must be an object');
   }
   for (const key of Object.keys(options)) {

@@ -3,6 +3,8 @@ import type { DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
+export { DEFAULT_SPIN_YIELD } from './strategy.js';
+
 const UV_READABLE = 1;
 
 /** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
@@ -103,16 +105,11 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
   return false;
 }
 
-/** Measured defaults: see SpinYield. */
-export const DEFAULT_SPIN_YIELD: Readonly<SpinYield> = Object.freeze({
-  lateNs: 500_000,
-  lateInARow: 2,
-  holdNs: 100_000_000,
-});
-
 /**
  * performance.now() until which spins on this thread do not yield; the late yields in a row, and
- * when the last came back (one for all devices: they share the thread and its CPU).
+ * when the last came back (one for all devices: they share the thread and its CPU). Counted in
+ * yields, not time: JS between two spins does not break a row. A count older than two holds is
+ * stale (whatever came between, it was not a neighbour taking every slice).
  */
 let yieldsHeldUntil = 0;
 let lateYields = 0;
@@ -133,20 +130,21 @@ export function spinForUsed(
   let now = performance.now();
   const end = now + ns / msToNs;
   if (yieldRule !== undefined && now >= yieldsHeldUntil) {
+    const lateMs = yieldRule.lateNs / msToNs;
+    const holdMs = yieldRule.holdNs / msToNs;
     for (;;) {
       if (anyUsed(queues)) return true;
       native.yieldThread();
       const back = performance.now();
-      const lateMs = yieldRule.lateNs / msToNs;
       if (back - now <= lateMs) {
         lateYields = 0;
       } else {
-        // In a row: this yield began soon after the last late one came back, none between.
-        lateYields = now - lastLateBack <= lateMs ? lateYields + 1 : 1;
+        lateYields = now - lastLateBack <= 2 * holdMs ? lateYields + 1 : 1;
         lastLateBack = back;
         if (lateYields >= yieldRule.lateInARow) {
-          lateYields = 0;
-          yieldsHeldUntil = back + yieldRule.holdNs / msToNs;
+          // A neighbour still there when the hold ends is held for again at its first late yield.
+          lateYields = yieldRule.lateInARow - 1;
+          yieldsHeldUntil = back + holdMs;
           break;
         }
       }

@@ -39,15 +39,22 @@ export interface CompletionStrategy {
 
 /**
  * How a spin gives the CPU to other runnable threads (see spinForUsed). A yield that kept the
- * thread off the CPU longer than `lateNs` went to a thread that runs whole scheduler slices (a
- * CPU-bound neighbour: 0.75 ms and up), not to a backend that completes the requests it has and
- * sleeps (tens of µs per request), or the host took the vCPU meanwhile (a few times a second
- * here, 0.5-5 ms, whatever runs). A neighbour makes every yield late, a host stall one: after
- * `lateInARow` late yields with none in time between them, spins on this thread keep the CPU
- * for `holdNs` (yielding again would hand the neighbour another slice per spin).
+ * thread off the CPU longer than `lateNs` is late: it went to a thread that runs whole
+ * scheduler slices (a CPU-bound neighbour: 0.75 ms and up) rather than to a backend that
+ * completes the requests it has and sleeps (tens of µs), or the host took the vCPU meanwhile
+ * (here about once a second, 0.5-5 ms, whatever runs). A neighbour makes every yield late, a
+ * host stall one: after `lateInARow` late yields with none in time between them, spins on this
+ * thread keep the CPU for `holdNs` (yielding again would hand the neighbour a slice per spin).
  */
 export interface SpinYield {
   lateNs: number;
   lateInARow: number;
   holdNs: number;
 }
+
+/** Defaults of SpinYield, from the lengths measured above. */
+export const DEFAULT_SPIN_YIELD: Readonly<SpinYield> = Object.freeze({
+  lateNs: 500_000,
+  lateInARow: 2,
+  holdNs: 100_000_000,
+});

@@ -176,7 +176,7 @@ test('engine: the wait after a drain is decided once the drained requests are re
     assert.equal(q.interrupts, false, 'spinning: no interrupts asked for');
   }));
 
-test("engine: the policy's spare time is while the device works, not between a completion and the next submission", async () => {
+test("engine: the policy's spare time: a spinning wait's turns (not between a completion and the next submission), and after arming a blocked wait", async () => {
   await withEngine(Infinity, async ({ q, rec }) => {
     q.submit(1); // depth 1: the wait is decided in the submission
     await nextTurn();
@@ -192,7 +192,8 @@ test("engine: the policy's spare time is while the device works, not between a c
   });
   await withEngine(0, async ({ q, rec }) => {
     q.submit(1);
-    assert.equal(rec.spares.length, 1, 'a wait blocked at once: after arming');
+    // At depth 1 that is inside the submission, before its kick: a wake-up is to come anyway.
+    assert.deepEqual(rec.spares, [{ inSubmit: true, used: false }], 'after arming, once');
     assert.equal(q.interrupts, true);
   });
 });
@@ -406,19 +407,23 @@ test('engine: after yields that came back late in a row (a CPU-bound neighbour t
     rec.shared = true;
     rec.yieldRule = { lateNs: 500_000, lateInARow: 2, holdNs: 30_000_000 };
     let yields = 0;
+    let heldAt = NaN;
     const fake = (): void => {
       yields++;
       busyFor(1); // off the CPU for a millisecond
+      if (yields === 2) heldAt = performance.now();
     };
     await withFakeYield(fake, async () => {
       q.submit(1);
-      for (let i = 0; i < 5; i++) await nextTurn();
-      assert.equal(yields, 2, 'two late yields, then spins without');
-      const heldAt = performance.now();
+      await nextTurn();
+      assert.equal(yields, 1, 'one late yield ends the turn (it outlasts the slice)');
+      busyFor(1); // JS between two spins does not break the row
+      for (let i = 0; i < 4; i++) await nextTurn();
+      assert.equal(yields, 2, 'two late yields in a row, then spins without');
       while (performance.now() - heldAt < 20) await nextTurn();
       assert.equal(yields, 2, 'still held 20 ms later');
       while (performance.now() - heldAt < 35) await nextTurn();
-      assert.ok(yields >= 3, 'yields again once the 30 ms hold is over');
+      assert.equal(yields, 3, 'one yield once the 30 ms hold is over: late, so held again at once');
       q.complete(1);
       await nextTurn();
       assert.equal(q.drained, 1, 'the spin still finds the completion');
