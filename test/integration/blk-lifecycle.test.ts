@@ -170,8 +170,12 @@ for (const kind of ALL_PEERS) {
         assert.ok(existsSync(dir), `this kernel has no ${hugepages} pages (${dir} is missing)`);
         const previous = readFileSync(`${dir}/nr_hugepages`, 'utf8').trim();
         const freePages = (): number => Number(readFileSync(`${dir}/free_hugepages`, 'utf8'));
-        // A 1 GiB page needs 1 GiB of contiguous memory: compact first.
-        if (hugepages === '1G') writeFileSync('/proc/sys/vm/compact_memory', '1');
+        // A 1 GiB page needs 1 GiB of contiguous memory: drop clean caches and compact first
+        // (after a long benchmark the page cache had left only one of two, with 23 GB free).
+        if (hugepages === '1G') {
+          writeFileSync('/proc/sys/vm/drop_caches', '3');
+          writeFileSync('/proc/sys/vm/compact_memory', '1');
+        }
         writeFileSync(`${dir}/nr_hugepages`, String(Number(previous) + reserve));
         let qsd: Awaited<ReturnType<typeof startPeer>> | undefined;
         try {
