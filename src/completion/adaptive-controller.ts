@@ -142,13 +142,11 @@ export interface AdaptiveOptions {
    * without).
    */
   yieldOnSharedCpu: boolean;
-  /**
-   * When spins stop yielding (see SpinYield, whose explanation and defaults these are): a yield
-   * back after more than `yieldLateNs` is late (0.5 ms); after `yieldLateInARow` late ones with
-   * none in time between (2), spins on the thread keep the CPU for `yieldHoldNs` (100 ms).
-   */
+  /** A yield back after more than this is late (SpinYield.lateNs). Default 0.5 ms. */
   yieldLateNs: number;
+  /** Late yields in a row after which spins stop yielding (SpinYield.lateInARow). Default 2. */
   yieldLateInARow: number;
+  /** How long spins then keep the CPU (SpinYield.holdNs). Default 100 ms. */
   yieldHoldNs: number;
 }
 
@@ -425,10 +423,16 @@ export class AdaptiveController implements SpinPolicy {
    * one there are no trials): how long to spin before blocking. Sometimes a probe (maxSpinNs).
    */
   startWait(inFlight = 1, nowNs?: number): number {
+    const spin = this.#spinFor(inFlight, nowNs);
+    // The budget this wait's hit or miss is judged by (a decision may run before it ends).
+    this.#waitBudget = this.#budget;
+    return spin;
+  }
+
+  #spinFor(inFlight: number, nowNs: number | undefined): number {
     const o = this.options;
     if (nowNs !== undefined) this.#nowNs = nowNs;
     if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
-    this.#waitBudget = this.#budget;
     if (this.#retrialPending) {
       this.#retrialPending = false;
       if (nowNs !== undefined) this.#retrialShared(nowNs);

@@ -11,6 +11,15 @@ function cli(...args: string[]): Promise<CliRun> {
   return runCli('bench', ...args);
 }
 
+type FioJob = FioJson['jobs'][number];
+
+/** Runs bench with `--json` appended, checks it succeeded, and returns its one job. */
+async function benchJob(...args: string[]): Promise<FioJob> {
+  const run = await cli(...args, '--json');
+  assert.equal(run.code, 0, run.stderr);
+  return (JSON.parse(run.stdout) as FioJson).jobs[0]!;
+}
+
 let nullQsd: Qsd;
 let fileQsd: Qsd;
 let dir: string;
@@ -54,7 +63,7 @@ test('bench: human summary with latency percentiles, CPU per I/O, loop delay, ki
 });
 
 test('bench --rw randrw --verify crc32c against a file-backed qsd', async () => {
-  const run = await cli(
+  const job = await benchJob(
     fileQsd.socketPath,
     '--rw',
     'randrw',
@@ -64,16 +73,13 @@ test('bench --rw randrw --verify crc32c against a file-backed qsd', async () => 
     '8',
     '--runtime',
     '1',
-    '--json',
   );
-  assert.equal(run.code, 0, run.stderr);
-  const job = (JSON.parse(run.stdout) as FioJson).jobs[0]!;
   assert.ok(job.read.total_ios > 0 && job.write.total_ios > 0);
   assert.ok(job['vhost-user'].verified_blocks > 0, 'nothing verified');
 });
 
 test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
-  const run = await cli(
+  const job = await benchJob(
     nullQsd.socketPath,
     '--completion',
     'poll',
@@ -82,10 +88,7 @@ test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
     '500',
     '--runtime',
     '1',
-    '--json',
   );
-  assert.equal(run.code, 0, run.stderr);
-  const job = (JSON.parse(run.stdout) as FioJson).jobs[0]!;
   assert.equal(job['vhost-user'].completion, 'poll');
   assert.equal(job['job options'].direct, '0');
   assert.ok(job.read.iops > 300 && job.read.iops < 650, `paced at ${job.read.iops}`);
@@ -93,16 +96,13 @@ test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
 });
 
 test('bench --completion-options reaches the device: adaptive with no spin blocks on every wait', async () => {
-  const run = await cli(
+  const job = await benchJob(
     nullQsd.socketPath,
     '--completion-options',
     '{"adaptive":{"maxSpinNs":0}}',
     '--runtime',
     '0.5',
-    '--json',
   );
-  assert.equal(run.code, 0, run.stderr);
-  const job = (JSON.parse(run.stdout) as FioJson).jobs[0]!;
   const stats = job['vhost-user'].device_stats;
   const ios = job.read.total_ios;
   assert.ok(ios > 100, `${ios} I/Os`);

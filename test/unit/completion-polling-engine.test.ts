@@ -400,7 +400,8 @@ test('engine: a spin yields the CPU between checks of the rings only while the p
     });
   }));
 
-// Last in this file: late yields hold the yields of the whole thread.
+// Last in this file: late yields hold the yields of the whole thread. (Its first yield is in
+// time, which clears any late count an earlier test left in the thread-wide state.)
 test('engine: after yields that came back late in a row (a CPU-bound neighbour takes slices), spins keep the CPU for the hold', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.resubmit = false;
@@ -409,21 +410,22 @@ test('engine: after yields that came back late in a row (a CPU-bound neighbour t
     let yields = 0;
     let heldAt = NaN;
     const fake = (): void => {
-      yields++;
+      if (++yields === 1) return; // in time
       busyFor(1); // off the CPU for a millisecond
-      if (yields === 2) heldAt = performance.now();
+      if (yields === 3) heldAt = performance.now();
     };
     await withFakeYield(fake, async () => {
       q.submit(1);
-      await nextTurn();
-      assert.equal(yields, 1, 'one late yield ends the turn (it outlasts the slice)');
+      // (A late yield outlasts the 20 µs slice, so it ends its turn.)
+      for (let i = 0; i < 10 && yields < 2; i++) await nextTurn();
+      assert.equal(yields, 2, 'a yield in time, then a late one');
       busyFor(1); // JS between two spins does not break the row
       for (let i = 0; i < 4; i++) await nextTurn();
-      assert.equal(yields, 2, 'two late yields in a row, then spins without');
+      assert.equal(yields, 3, 'two late yields in a row, then spins without');
       while (performance.now() - heldAt < 20) await nextTurn();
-      assert.equal(yields, 2, 'still held 20 ms later');
+      assert.equal(yields, 3, 'still held 20 ms later');
       while (performance.now() - heldAt < 35) await nextTurn();
-      assert.equal(yields, 3, 'one yield once the 30 ms hold is over: late, so held again at once');
+      assert.equal(yields, 4, 'one yield once the 30 ms hold is over: late, so held again at once');
       q.complete(1);
       await nextTurn();
       assert.equal(q.drained, 1, 'the spin still finds the completion');
