@@ -13,7 +13,7 @@ import {
   type DirectionResult,
 } from '../bench/index.js';
 import {
-  checkCompletionOptions,
+  checkCompletionKnobs,
   COMPLETION_MODES,
   type CompletionMode,
   type CompletionOptions,
@@ -167,7 +167,7 @@ function completionOptions(text: string): CompletionOptions {
   } catch (err) {
     throw new Error(`not JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
-  checkCompletionOptions('adaptive', value as CompletionOptions);
+  checkCompletionKnobs(value as CompletionOptions);
   return value as CompletionOptions;
 }
 

@@ -687,7 +687,7 @@ export class AdaptiveController implements SpinPolicy {
    * blocking lets the backend complete whole batches).
    */
   get #closedLoopWeighed(): boolean {
-    return !this.cpuShared || (this.options.yieldOnSharedCpu && this.#decidedDepth < 1.5);
+    return !this.cpuShared || (this.#spinsYield && this.#decidedDepth < 1.5);
   }
 
   /**
@@ -712,9 +712,9 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * Whether the probe after a miss and the reach for the tail apply: requests follow each other
    * back to back, so the backend can be kept busy, and the CPU is not shared with it. (Trials
-   * and the closed-loop weight apply on a shared CPU too, at depth 1.) A paced load keeps the plain cost model: there they would only spin
-   * more (measured: a paced 2,000 IOPS costs about as much CPU spinning as blocking, and the
-   * target is event's CPU).
+   * and the closed-loop weight apply on a shared CPU too, at depth 1.) A paced load keeps the
+   * plain cost model: there they would only spin more (measured: a paced 2,000 IOPS costs about
+   * as much CPU spinning as blocking, and the target is event's CPU).
    */
   get #spinsForClosedLoop(): boolean {
     return this.closedLoop >= 0.5 && !this.cpuShared;

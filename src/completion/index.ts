@@ -54,6 +54,11 @@ export function checkCompletionOptions(mode: unknown, options: CompletionOptions
       `completion must be one of ${COMPLETION_MODES.join(', ')}, got ${String(mode)}`,
     );
   }
+  checkCompletionKnobs(options);
+}
+
+/** Checks completion options alone (they apply whatever the mode). @throws InvalidArgumentError */
+export function checkCompletionKnobs(options: CompletionOptions = {}): void {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new InvalidArgumentError('completionOptions must be an object');
   }

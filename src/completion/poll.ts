@@ -3,8 +3,6 @@ import type { DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
-export { DEFAULT_SPIN_YIELD } from './strategy.js';
-
 const UV_READABLE = 1;
 
 /** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
 import {
   DEFAULT_SPIN_YIELD,
-  PollingCompletion,
-  type SpinPolicy,
-} from '../../src/completion/poll.js';
-import type { CompletionHost, SpinYield } from '../../src/completion/strategy.js';
+  type CompletionHost,
+  type SpinYield,
+} from '../../src/completion/strategy.js';
 import { drainTook } from '../../src/completion/event.js';
 import type { DeviceQueue } from '../../src/devices/device.js';
 import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
