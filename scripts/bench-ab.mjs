@@ -86,8 +86,8 @@ function parseArgs(argv) {
   if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
     throw new Error(`--throttle-iops must be a positive integer, got ${o.throttleIops}`);
   }
-  if (o.plain && (o.rate > 0 || o.rw !== 'randread')) {
-    throw new Error('--plain reads as fast as it goes: --rate and --rw do not apply');
+  if (o.plain && (o.rate > 0 || o.rw !== 'randread' || o.stepping)) {
+    throw new Error('--plain reads as fast as it goes: --rate, --rw and --stepping do not apply');
   }
   // Phases shorter than a trial (300 ms) would measure the controller's start only.
   if (o.stepping && !argv.includes('--seconds')) o.seconds = 6;

@@ -95,19 +95,26 @@ test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
   assert.ok(job['vhost-user'].device_stats.bytesBounced! > 0);
 });
 
-test('bench --completion-options reaches the device: adaptive with no spin blocks on every wait', async () => {
-  const job = await benchJob(
-    nullQsd.socketPath,
-    '--completion-options',
-    '{"adaptive":{"maxSpinNs":0}}',
-    '--runtime',
-    '0.5',
-  );
-  const stats = job['vhost-user'].device_stats;
-  const ios = job.read.total_ios;
-  assert.ok(ios > 100, `${ios} I/Os`);
-  // Depth 1: each wait ends with the device's interrupt (a spin would catch most of them).
-  assert.ok(stats.calls! >= ios * 0.9, `${stats.calls} calls for ${ios} I/Os`);
+test('bench --completion-options reaches the device: knobs that force blocking and spinning give opposite results', async () => {
+  /** Interrupts per I/O at depth 1 with these adaptive knobs. */
+  const callsPerIo = async (adaptive: object): Promise<number> => {
+    const job = await benchJob(
+      nullQsd.socketPath,
+      '--completion-options',
+      JSON.stringify({ adaptive }),
+      '--runtime',
+      '0.5',
+    );
+    const ios = job.read.total_ios;
+    assert.ok(ios > 100, `${ios} I/Os`);
+    return job['vhost-user'].device_stats.calls! / ios;
+  };
+  // No spin at all: every wait ends with the device's interrupt.
+  const blocking = await callsPerIo({ maxSpinNs: 0 });
+  assert.ok(blocking >= 0.9, `${blocking.toFixed(3)} calls per I/O without spinning`);
+  // Blocking priced out: spins catch nearly every completion.
+  const spinning = await callsPerIo({ blockCpuNs: 1_000_000, batching: 'off' });
+  assert.ok(spinning < 0.1, `${spinning.toFixed(3)} calls per I/O when blocking costs 1 ms`);
 });
 
 test('bench --job: unimplemented fio keys warn once, the command line overrides the file', async () => {

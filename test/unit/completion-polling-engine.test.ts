@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
+import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
 import {
   DEFAULT_SPIN_YIELD,
   type CompletionHost,
@@ -95,6 +96,28 @@ interface Recorded {
   spares: { inSubmit: boolean; used: boolean }[];
 }
 
+/** A host whose one queue is `q`. */
+function fakeHost(q: FakeQueue): CompletionHost {
+  return {
+    queues: [
+      {
+        vq: q.vq as unknown as SplitVirtqueue,
+        kickFd: q.kickFd,
+        callFd: q.callFd,
+        get inFlight() {
+          return q.inFlight;
+        },
+        drain: () => q.drain(),
+        kick: () => {},
+        abandonAll: () => {},
+        usesMemory: () => false,
+      } satisfies DeviceQueue,
+    ],
+    drain: (queue) => void queue.drain(),
+    countCall: () => {},
+  };
+}
+
 function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
   const rec: Recorded = {
@@ -125,24 +148,7 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
       rec.spares.push({ inSubmit: q.submitting, used: q.used > 0 });
     },
   };
-  const host: CompletionHost = {
-    queues: [
-      {
-        vq: q.vq as unknown as SplitVirtqueue,
-        kickFd: q.kickFd,
-        callFd: q.callFd,
-        get inFlight() {
-          return q.inFlight;
-        },
-        drain: () => q.drain(),
-        kick: () => {},
-        abandonAll: () => {},
-        usesMemory: () => false,
-      } satisfies DeviceQueue,
-    ],
-    drain: (queue) => void queue.drain(),
-    countCall: () => {},
-  };
+  const host = fakeHost(q);
   const strategy = new PollingCompletion('test', host, policy, { sliceNs: 20_000, sleepNs: 0 });
   q.strategy = strategy;
   return { q, strategy, rec };
@@ -196,6 +202,25 @@ test("engine: the policy's spare time: a spinning wait's turns (not between a co
     assert.deepEqual(rec.spares, [{ inSubmit: true, used: false }], 'after arming, once');
     assert.equal(q.interrupts, true);
   });
+});
+
+test("adaptive: the engine's controller decides in spare time, not inside a hit or miss", () => {
+  const q = new FakeQueue();
+  const strategy = new AdaptiveCompletion(fakeHost(q));
+  q.strategy = strategy;
+  try {
+    const c = strategy.controller;
+    for (let i = 0; i < 8; i++) {
+      c.startWait(1);
+      c.miss(c.maxSpinNs, 300_000);
+    }
+    assert.equal(c.decisions, 0, 'a decision fell due, and waits');
+    c.spare();
+    assert.equal(c.decisions, 1);
+  } finally {
+    strategy.stop();
+    native.close(q.callFd);
+  }
 });
 
 test('engine: completions found before a deferred wait begins are drained without a wait', () =>
