@@ -94,7 +94,10 @@ function parseArgs(argv) {
   return o;
 }
 
-/** NAME=MODE[@DIST][:ADAPTIVE_JSON] */
+/**
+ * NAME=MODE[@DIST][:JSON]: JSON is completionOptions.adaptive, except that its keys
+ * spinSliceNs and sleepIntervalNs are completionOptions' own.
+ */
 function parseConfig(text) {
   const eq = text.indexOf('=');
   if (eq <= 0) throw new Error(`a configuration is NAME=MODE[@DIST][:JSON], got ${text}`);
@@ -112,12 +115,27 @@ function parseConfig(text) {
   return { name, mode, dist, adaptive };
 }
 
+const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs'];
+
+/** completionOptions for a configuration's JSON (undefined without one). */
+function completionOptionsOf(json) {
+  if (json === undefined) return undefined;
+  const options = {};
+  const adaptive = {};
+  for (const [key, value] of Object.entries(json)) {
+    if (TOP_LEVEL_KEYS.includes(key)) options[key] = value;
+    else adaptive[key] = value;
+  }
+  if (Object.keys(adaptive).length > 0) options.adaptive = adaptive;
+  return options;
+}
+
 /** --plain: `iodepth` closed loops of reads on a fresh device for `seconds` after `ramp`. */
 async function plainRun(dist, socket, mode, o, adaptive, seed) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
   const dev = await openBlockDevice(socket, {
     completion: mode,
-    ...(adaptive ? { completionOptions: { adaptive } } : {}),
+    ...(adaptive ? { completionOptions: completionOptionsOf(adaptive) } : {}),
   });
   try {
     const blocks = Math.floor(Math.min(dev.size, 1 << 30) / o.bs);
@@ -200,7 +218,7 @@ async function childAb(socket, o) {
         completion: c.mode,
         randseed: round + 1,
         ...(o.rate > 0 ? { rate_iops: o.rate } : {}),
-        ...(c.adaptive ? { open: { completionOptions: { adaptive: c.adaptive } } } : {}),
+        ...(c.adaptive ? { open: { completionOptions: completionOptionsOf(c.adaptive) } } : {}),
       });
       out[c.name].push({
         iops: r.total.iops,

@@ -18,7 +18,8 @@
 //   --pair-step-rounds N / --pair-step-seconds S  ... stepping load (default 5 x 6 s)
 //   --qsd-cpu N / --fe-cpu N   placement (default 0 / 1)
 //   --quick           1 round of 1 s runs, 2 s steps (a smoke test of the script)
-// Child modes (used by the script itself): --child stepping|breakdown SOCKET MODE ...
+// Child modes (used by the script itself): --child stepping|breakdown SOCKET MODE ..., --child
+// paired SOCKET SPEC ROUNDS SECONDS, --child sleep-floor
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -63,6 +64,24 @@ function median(values) {
 
 async function childStepping(socket, mode, phaseSeconds) {
   process.stdout.write(`${JSON.stringify(await steppingRun(DIST, socket, mode, phaseSeconds))}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child mode 4: the native sleep floor behind 'sleep-poll', and the CPU time one sleep costs
+// this process. Prints one JSON line: [{ requestNs, p50, p99, cpuNs }, ...].
+
+async function childSleepFloor() {
+  const completion = join(DIST, 'completion', 'index.js');
+  const { measureSleepFloor } = await import(pathToFileURL(completion).href);
+  const rows = [];
+  for (const requestNs of [1000, 50_000]) {
+    const samples = 1000;
+    const cpu0 = process.cpuUsage();
+    const floor = measureSleepFloor(requestNs, samples);
+    const cpu = process.cpuUsage(cpu0);
+    rows.push({ ...floor, cpuNs: ((cpu.user + cpu.system) * 1000) / samples });
+  }
+  process.stdout.write(`${JSON.stringify(rows)}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -657,6 +676,7 @@ async function main() {
   if (argv[0] === '--child') {
     if (argv[1] === 'stepping') return childStepping(argv[2], argv[3], Number(argv[4]));
     if (argv[1] === 'breakdown') return childBreakdown(argv[2], argv[3], Number(argv[4]));
+    if (argv[1] === 'sleep-floor') return childSleepFloor();
     if (argv[1] === 'paired') {
       return childPaired(argv[2], argv[3], Number(argv[4]), Number(argv[5]));
     }
@@ -682,6 +702,7 @@ async function main() {
     const quiet = await waitForQuiet();
     const started = new Date();
     const mach = machine();
+    const sleepFloor = JSON.parse(await runSelfChild(o.feCpu, 'sleep-floor', [], 60_000));
     const ctx = { o, refbench };
     const all = [];
     const breakdowns = [];
@@ -753,6 +774,9 @@ async function main() {
     );
     out(
       `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; at depth 1 a second poll arm (the control: poll ÷ poll per round) shows the method's own spread`,
+    );
+    out(
+      `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,
     );
     out(
       `- backends: ${qsdCmds.map((c) => `\`${c.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img')}\``).join('; ')}`,

@@ -897,3 +897,22 @@ test('deferred decisions: a decision due in a miss waits for spare(), or for a f
   assert.equal(busy.budgetNs, 0);
   assert.ok(waits <= 5, `decided ${waits} waits late`);
 });
+
+test('deferred decisions: a wait is judged against the budget it began with', () => {
+  const c = new AdaptiveController();
+  c.deferDecisions();
+  for (let i = 0; i < 8; i++) {
+    c.startWait(1);
+    c.miss(c.maxSpinNs, 300 * US);
+  }
+  // This wait begins spinning up to the longest spin; the decision to block runs during it.
+  assert.equal(c.startWait(1), c.maxSpinNs);
+  c.spare();
+  assert.equal(c.budgetNs, 0);
+  const probeEvery = c.probeInterval;
+  // It ends within its own budget. Judged against the new one (block at once), it would be a
+  // wait that spinning could not have paid for, and would make probes rarer.
+  assert.ok(0.9 * c.blockCostNs < c.maxSpinNs, 'the wait ends within the budget it began with');
+  c.hit(0.9 * c.blockCostNs);
+  assert.equal(c.probeInterval, probeEvery);
+});

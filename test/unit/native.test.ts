@@ -535,6 +535,12 @@ describe('clock', () => {
     assert.ok(native.nowNs() >= t0);
   });
 
+  it('sleeps without the default 50 µs timer slack (the thread that sleeps asks for 1 ns)', () => {
+    // /proc/self is the main thread, which runs this test.
+    native.sleepNs(1000);
+    assert.equal(readFileSync('/proc/self/timerslack_ns', 'utf8').trim(), '1');
+  });
+
   it('matches process.hrtime', () => {
     const before = process.hrtime.bigint();
     const now = native.nowNs();
