@@ -15,7 +15,7 @@
 //   --pair-rounds N / --pair-seconds S            paired verdict runs (default 8 x 0.6 s)
 //   --pair-qd1-rounds N / --pair-qd1-seconds S    ... at depth 1 (default 24 x 1 s)
 //   --pair-paced-rounds N / --pair-paced-seconds S ... paced at 2,000 IOPS (default 5 x 2 s)
-//   --pair-step-rounds N / --pair-step-seconds S  ... stepping load (default 5 x 6 s)
+//   --pair-step-rounds N / --pair-step-seconds S  ... stepping load (default 7 x 6 s)
 //   --qsd-cpu N / --fe-cpu N   placement (default 0 / 1)
 //   --quick           1 round of 1 s runs, 2 s steps (a smoke test of the script)
 // Child modes (used by the script itself): --child stepping|breakdown SOCKET MODE ..., --child
@@ -40,8 +40,9 @@ const REFBENCH_SRC =
   process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
 /**
- * At depth 1 the paired runs add a second 'poll' arm: poll ÷ poll per round shows what the
- * method resolves there, where the daemon's speed moves between two levels from run to run.
+ * At depth 1 and on the stepping load the paired runs add a second 'poll' arm: poll ÷ poll per
+ * round shows what the method resolves there, where the daemon's speed moves between two levels
+ * from run to run (and, stepping, where adaptive can at best tie poll on split CPUs).
  */
 const CONTROL = 'poll-control';
 const PHASES = STEPPING_SCHEDULE.length;
@@ -94,7 +95,7 @@ async function childSleepFloor() {
 async function childPaired(socket, spec, rounds, seconds) {
   const w = JSON.parse(spec);
   const { runBench } = await import(pathToFileURL(join(DIST, 'bench', 'index.js')).href);
-  const arms = w.qd === 1 && !w.rate ? [...STRATEGIES, CONTROL] : STRATEGIES;
+  const arms = (w.qd === 1 && !w.rate) || w.stepping ? [...STRATEGIES, CONTROL] : STRATEGIES;
   const out = Object.fromEntries(arms.map((m) => [m, []]));
   for (let round = 0; round < rounds; round++) {
     const order = arms.map((_, i) => arms[(i + round) % arms.length]);
@@ -226,7 +227,7 @@ function parseArgs(argv) {
     pairQd1Seconds: 1,
     pairPacedRounds: 5,
     pairPacedSeconds: 2,
-    pairStepRounds: 5,
+    pairStepRounds: 7,
     pairStepSeconds: 6,
     qsdCpu: 0,
     feCpu: 1,
@@ -663,8 +664,12 @@ function targets(all) {
       const qs = FIXED.map((m) => [m, pairedRatio(stepRuns, 'adaptive', m, 'iops')]);
       const below = qs.filter(([, q]) => !(q.median > 1)).map(([m]) => m);
       const medIops = (m) => median(stepRuns[m].map((x) => x.iops));
+      const c = stepRuns[CONTROL] ? pairedRatio(stepRuns, CONTROL, 'poll', 'iops') : undefined;
+      const control = c
+        ? `; control, poll ÷ poll ${pct(c.median)} [${pct(c.min)}–${pct(c.max)}]`
+        : '';
       rows.push(
-        `| stepping: adaptive IOPS above each fixed | ${backend} ${placement} | 1/32/1/32 | adaptive ${f(medIops('adaptive'))}; ${qs.map(([m, q]) => `÷ ${m} (${f(medIops(m))}) ${pct(q.median)} [${pct(q.min)}–${pct(q.max)}]`).join(', ')}; ${qs[0][1].n} rounds${step ? `; separate runs: ${FIXED.map((m) => `${m} ${f(step.get(m).iops)}`).join(', ')}, adaptive ${f(step.get('adaptive').iops)}` : ''} | ${below.length === 0 ? 'met' : `**missed**: not above ${below.join(', ')}`} |`,
+        `| stepping: adaptive IOPS above each fixed | ${backend} ${placement} | 1/32/1/32 | adaptive ${f(medIops('adaptive'))}; ${qs.map(([m, q]) => `÷ ${m} (${f(medIops(m))}) ${pct(q.median)} [${pct(q.min)}–${pct(q.max)}]`).join(', ')}; ${qs[0][1].n} rounds${control}${step ? `; separate runs: ${FIXED.map((m) => `${m} ${f(step.get(m).iops)}`).join(', ')}, adaptive ${f(step.get('adaptive').iops)}` : ''} | ${below.length === 0 ? 'met' : `**missed**: not above ${below.join(', ')}`} |`,
       );
     }
   }
@@ -773,7 +778,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; at depth 1 a second poll arm (the control: poll ÷ poll per round) shows the method's own spread`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; at depth 1 and on the stepping load a second poll arm (the control: poll ÷ poll per round) shows the method's own spread`,
     );
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,
