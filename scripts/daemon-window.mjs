@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// How the daemon's depth-1 service time depends on the frontend's turnaround (the time from
+// seeing a completion to putting the next request on the ring). refbench (a tight C frontend,
+// ../shared/tools/refbench.c or $REFBENCH_SRC) is compiled with a busy delay of DELAY_NS
+// (environment) inserted before each resubmission, and run at depth 1 in poll mode against
+// qemu-storage-daemon for a series of delays. Its latency is measured from the submission, so
+// the delay itself is not in it: what moves is the daemon's answer. Prints a Markdown table.
+//
+//   node scripts/daemon-window.mjs [--backend null|file] [--seconds 2] [--qsd-cpu 0] [--fe-cpu 1]
+//     [--delays 0,500,1000,1500,2000,4000,8000]
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startQsd } from './lib/qsd.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const REFBENCH_SRC =
+  process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
+/** refbench's resubmission in its measuring loop; the delay goes right before it. */
+const ANCHOR = '        submit(done, n, t, 1);\n    }';
+const DELAYED = `        {
+            static long long delay = -1;
+            if (delay < 0) delay = getenv("DELAY_NS") ? atoll(getenv("DELAY_NS")) : 0;
+            if (delay > 0) {
+                uint64_t until = now_ns() + (uint64_t)delay;
+                while (now_ns() < until) cpu_relax();
+            }
+        }
+        submit(done, n, now_ns(), 1);
+    }`;
+
+const print = (line = '') => process.stdout.write(`${line}\n`);
+
+const { values: o } = parseArgs({
+  options: {
+    backend: { type: 'string', default: 'null' },
+    seconds: { type: 'string', default: '2' },
+    'qsd-cpu': { type: 'string', default: '0' },
+    'fe-cpu': { type: 'string', default: '1' },
+    delays: { type: 'string', default: '0,500,1000,1500,2000,4000,8000' },
+  },
+});
+const delays = o.delays.split(',').map(Number);
+if (delays.some((d) => !Number.isInteger(d) || d < 0)) throw new Error('--delays: integers >= 0');
+
+const dir = mkdtempSync(join(tmpdir(), 'vhost-user-daemon-window-'));
+const source = readFileSync(REFBENCH_SRC, 'utf8');
+if (source.split(ANCHOR).length !== 2) {
+  throw new Error(`${REFBENCH_SRC}: the resubmission this script delays was not found once`);
+}
+writeFileSync(join(dir, 'refbench.c'), source.replace(ANCHOR, DELAYED));
+const bin = join(dir, 'refbench');
+execFileSync('gcc', ['-O2', '-o', bin, join(dir, 'refbench.c')], { stdio: 'inherit' });
+const qsd = await startQsd(o.backend, dir, Number(o['qsd-cpu']));
+try {
+  const rows = [];
+  // Each delay twice, the second pass in reverse, so drift shows as a difference between them.
+  for (const delay of [...delays, ...[...delays].reverse()]) {
+    const out = execFileSync(
+      'taskset',
+      [
+        '-c',
+        o['fe-cpu'],
+        bin,
+        qsd.sock,
+        '--qd',
+        '1',
+        '--seconds',
+        o.seconds,
+        '--mode',
+        'poll',
+        '--no-verify',
+      ],
+      {
+        env: { ...process.env, DELAY_NS: String(delay) },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
+    const r = JSON.parse(out.trim().split('\n').pop());
+    rows.push({ delay, iops: r.iops, p50: r.lat_us.p50, p99: r.lat_us.p99 });
+  }
+  print(`- backend: \`${qsd.cmd.replace(dir, '$TMP')}\`; refbench on CPU ${o['fe-cpu']}`);
+  print(`- command: \`node scripts/daemon-window.mjs ${process.argv.slice(2).join(' ')}\``);
+  print();
+  print('| delay before resubmitting, ns | IOPS | p50 µs | p99 µs | p50 µs, second pass |');
+  print('|---:|---:|---:|---:|---:|');
+  for (let i = 0; i < delays.length; i++) {
+    const a = rows[i];
+    const b = rows[rows.length - 1 - i];
+    print(`| ${a.delay} | ${Math.round(a.iops)} | ${a.p50} | ${a.p99} | ${b.p50} |`);
+  }
+} finally {
+  await qsd.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
