@@ -276,12 +276,11 @@ napi_value SleepNs(napi_env env, napi_callback_info info) {
                                  std::to_string(ns));
     return nullptr;
   }
-  // The default 50 us timer slack would dwarf short sleeps; set once for the calling thread.
-  static thread_local bool precise = false;
-  if (!precise) {
-    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
-    precise = true;
-  }
+  // The thread's timer slack (50 us by default) would stretch every short sleep. It is set to
+  // 1 ns for this sleep only: the setting would otherwise stay with the thread (Node's main
+  // thread: every timer of the application) and pass to the threads and processes it starts.
+  int slack = prctl(PR_GET_TIMERSLACK, 0UL, 0UL, 0UL, 0UL);
+  bool precise = slack > 1 && prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL) == 0;
   // An absolute deadline makes EINTR retries exact.
   struct timespec deadline;
   clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -294,6 +293,7 @@ napi_value SleepNs(napi_env env, napi_callback_info info) {
   do {
     r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr);
   } while (r == EINTR);
+  if (precise) prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(slack), 0UL, 0UL, 0UL);
   if (r != 0) {
     ThrowErrno(env, "clock_nanosleep", r);
     return nullptr;

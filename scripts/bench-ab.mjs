@@ -5,7 +5,7 @@
 // alternate in short runs, the order rotated each round, so that the machine's drift hits them
 // alike; each round's result is divided by the same round's result of the first configuration.
 //
-//   npm run build && node scripts/bench-ab.mjs [options] NAME=MODE[@DIST][:ADAPTIVE_JSON] ...
+//   npm run build && node scripts/bench-ab.mjs [options] NAME=MODE[@DIST][:JSON] ...
 //   e.g. node scripts/bench-ab.mjs --backend file --iodepth 1 poll=poll adaptive=adaptive \
 //          'w15=adaptive:{"latencyWeight":1.5}'
 //
@@ -95,31 +95,33 @@ function parseArgs(argv) {
 }
 
 /**
- * NAME=MODE[@DIST][:JSON]: JSON is completionOptions.adaptive, except that its keys
- * spinSliceNs and sleepIntervalNs are completionOptions' own.
+ * NAME=MODE[@DIST][:JSON]. JSON is an object of completionOptions.adaptive's keys, plus
+ * completionOptions' own spinSliceNs and sleepIntervalNs (e.g. sleep-poll:{"sleepIntervalNs":1000}).
  */
 function parseConfig(text) {
   const eq = text.indexOf('=');
   if (eq <= 0) throw new Error(`a configuration is NAME=MODE[@DIST][:JSON], got ${text}`);
   const name = text.slice(0, eq);
   let rest = text.slice(eq + 1);
-  let adaptive;
+  let options;
   const colon = rest.indexOf(':');
   if (colon >= 0) {
-    adaptive = JSON.parse(rest.slice(colon + 1));
+    options = completionOptionsOf(JSON.parse(rest.slice(colon + 1)), text);
     rest = rest.slice(0, colon);
   }
   const at = rest.indexOf('@');
   const dist = at >= 0 ? resolve(rest.slice(at + 1)) : join(ROOT, 'dist');
   const mode = at >= 0 ? rest.slice(0, at) : rest;
-  return { name, mode, dist, adaptive };
+  return { name, mode, dist, options };
 }
 
 const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs'];
 
-/** completionOptions for a configuration's JSON (undefined without one). */
-function completionOptionsOf(json) {
-  if (json === undefined) return undefined;
+/** completionOptions for a configuration's JSON. */
+function completionOptionsOf(json, text) {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new Error(`the JSON of a configuration is an object, got ${text}`);
+  }
   const options = {};
   const adaptive = {};
   for (const [key, value] of Object.entries(json)) {
@@ -130,12 +132,11 @@ function completionOptionsOf(json) {
   return options;
 }
 
-/** --plain: `iodepth` closed loops of reads on a fresh device for `seconds` after `ramp`. */
-async function plainRun(dist, socket, mode, o, adaptive, seed) {
+async function plainRun(dist, socket, mode, o, options, seed) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
   const dev = await openBlockDevice(socket, {
     completion: mode,
-    ...(adaptive ? { completionOptions: completionOptionsOf(adaptive) } : {}),
+    ...(options ? { completionOptions: options } : {}),
   });
   try {
     const blocks = Math.floor(Math.min(dev.size, 1 << 30) / o.bs);
@@ -193,7 +194,7 @@ async function childAb(socket, o) {
           socket,
           c.mode,
           o.seconds / STEPPING_SCHEDULE.length,
-          c.adaptive ? { adaptive: c.adaptive } : undefined,
+          c.options,
         );
         out[c.name].push({
           iops: r.iops,
@@ -205,7 +206,7 @@ async function childAb(socket, o) {
         continue;
       }
       if (o.plain) {
-        out[c.name].push(await plainRun(c.dist, socket, c.mode, o, c.adaptive, round + 1));
+        out[c.name].push(await plainRun(c.dist, socket, c.mode, o, c.options, round + 1));
         continue;
       }
       const r = await benches.get(c.dist)({
@@ -218,7 +219,7 @@ async function childAb(socket, o) {
         completion: c.mode,
         randseed: round + 1,
         ...(o.rate > 0 ? { rate_iops: o.rate } : {}),
-        ...(c.adaptive ? { open: { completionOptions: completionOptionsOf(c.adaptive) } } : {}),
+        ...(c.options ? { open: { completionOptions: c.options } } : {}),
       });
       out[c.name].push({
         iops: r.total.iops,

@@ -68,7 +68,7 @@ async function childStepping(socket, mode, phaseSeconds) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child mode 4: the native sleep floor behind 'sleep-poll', and the CPU time one sleep costs
+// Child mode 2: the native sleep floor behind 'sleep-poll', and the CPU time one sleep costs
 // this process. Prints one JSON line: [{ requestNs, p50, p99, cpuNs }, ...].
 
 async function childSleepFloor() {
@@ -134,7 +134,7 @@ async function childPaired(socket, spec, rounds, seconds) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child mode 2: where the time of one QD1 read goes. The script (not the library) wraps three
+// Child mode 4: where the time of one QD1 read goes. The script (not the library) wraps three
 // methods of the library's own modules: SplitVirtqueue.publish (request on the ring),
 // BlkQueue.kick (eventfd write) and BlkQueue.drain (completion noticed and popped).
 

@@ -108,7 +108,7 @@ export interface NativeBinding {
   pollRef(handle: PollHandle, ref: boolean): void;
   /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
   waitReadable(fds: readonly number[], timeoutMs: number): number;
-  /** Blocking sleep with nanosecond resolution (clock_nanosleep, CLOCK_MONOTONIC), for the sleep-poll completion strategy. 0 ≤ ns ≤ 1e9. The first call sets the calling thread's timer slack to 1 ns (PR_SET_TIMERSLACK): the default 50 µs would stretch every short sleep. */
+  /** Blocking sleep with nanosecond resolution (clock_nanosleep, CLOCK_MONOTONIC), for the sleep-poll completion strategy. 0 ≤ ns ≤ 1e9. The thread's timer slack is 1 ns during the sleep (PR_SET_TIMERSLACK, restored after): the default 50 µs would stretch every short sleep. */
   sleepNs(ns: number): void;
   /** Monotonic clock in nanoseconds as a number (CLOCK_MONOTONIC). Exact while below 2^53 ns (about 104 days of uptime). */
   nowNs(): number;

@@ -4,9 +4,9 @@ import type { CompletionHost } from './strategy.js';
 
 /**
  * Default interval of 'sleep-poll': a native sleep asked for 50 µs takes ~70 µs here, one asked
- * for 1 µs ~15 µs (the timer slack is 1 ns; each sleep costs ~15 µs of CPU in the kernel's timer
- * and wake-up path on these vCPUs, so shorter sleeps save no CPU over spinning); see
- * measureSleepFloor and the report's sleep floor line.
+ * for 1 µs ~15 µs (the sleep runs with 1 ns of timer slack). Each sleep costs this process 15-19
+ * µs of CPU here, so shorter sleeps save no CPU over spinning; see measureSleepFloor and the
+ * report's sleep floor line.
  */
 export const DEFAULT_SLEEP_POLL_NS = 50_000;
 
