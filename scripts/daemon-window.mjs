@@ -46,45 +46,43 @@ const { values: o } = parseArgs({
 });
 const delays = o.delays.split(',').map(Number);
 if (delays.some((d) => !Number.isInteger(d) || d < 0)) throw new Error('--delays: integers >= 0');
+if (!(Number(o.seconds) > 0)) throw new Error('--seconds: a number > 0');
+for (const key of ['qsd-cpu', 'fe-cpu']) {
+  if (!/^\d+$/.test(o[key])) throw new Error(`--${key}: a CPU number`);
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'vhost-user-daemon-window-'));
-const source = readFileSync(REFBENCH_SRC, 'utf8');
-if (source.split(ANCHOR).length !== 2) {
-  throw new Error(`${REFBENCH_SRC}: the resubmission this script delays was not found once`);
-}
-writeFileSync(join(dir, 'refbench.c'), source.replace(ANCHOR, DELAYED));
-const bin = join(dir, 'refbench');
-execFileSync('gcc', ['-O2', '-o', bin, join(dir, 'refbench.c')], { stdio: 'inherit' });
-const qsd = await startQsd(o.backend, dir, Number(o['qsd-cpu']));
+let qsd;
+const cleanup = async () => {
+  await qsd?.stop().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+};
+process.once('SIGINT', () => {
+  cleanup().finally(() => process.exit(130));
+});
 try {
+  const source = readFileSync(REFBENCH_SRC, 'utf8');
+  if (source.split(ANCHOR).length !== 2) {
+    throw new Error(`${REFBENCH_SRC}: the resubmission this script delays was not found once`);
+  }
+  writeFileSync(join(dir, 'refbench.c'), source.replace(ANCHOR, DELAYED));
+  const bin = join(dir, 'refbench');
+  execFileSync('gcc', ['-O2', '-o', bin, join(dir, 'refbench.c')], { stdio: 'inherit' });
+  qsd = await startQsd(o.backend, dir, Number(o['qsd-cpu']));
   const rows = [];
   // Each delay twice, the second pass in reverse, so drift shows as a difference between them.
   for (const delay of [...delays, ...[...delays].reverse()]) {
-    const out = execFileSync(
-      'taskset',
-      [
-        '-c',
-        o['fe-cpu'],
-        bin,
-        qsd.sock,
-        '--qd',
-        '1',
-        '--seconds',
-        o.seconds,
-        '--mode',
-        'poll',
-        '--no-verify',
-      ],
-      {
-        env: { ...process.env, DELAY_NS: String(delay) },
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'ignore'],
-      },
-    );
+    const args = [bin, qsd.sock, '--qd', '1', '--seconds', o.seconds, '--mode', 'poll'];
+    const out = execFileSync('taskset', ['-c', o['fe-cpu'], ...args, '--no-verify', '--quiet'], {
+      env: { ...process.env, DELAY_NS: String(delay) },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const r = JSON.parse(out.trim().split('\n').pop());
     rows.push({ delay, iops: r.iops, p50: r.lat_us.p50, p99: r.lat_us.p99 });
   }
-  print(`- backend: \`${qsd.cmd.replace(dir, '$TMP')}\`; refbench on CPU ${o['fe-cpu']}`);
+  const cmd = qsd.cmd.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img');
+  print(`- backend: \`${cmd}\`; refbench on CPU ${o['fe-cpu']}`);
   print(`- command: \`node scripts/daemon-window.mjs ${process.argv.slice(2).join(' ')}\``);
   print();
   print('| delay before resubmitting, ns | IOPS | p50 µs | p99 µs | p50 µs, second pass |');
@@ -95,6 +93,5 @@ try {
     print(`| ${a.delay} | ${Math.round(a.iops)} | ${a.p50} | ${a.p99} | ${b.p50} |`);
   }
 } finally {
-  await qsd.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await cleanup();
 }

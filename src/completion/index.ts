@@ -2,7 +2,7 @@ import { InvalidArgumentError } from '../errors.js';
 import { EventCompletion } from './event.js';
 import { AdaptiveCompletion } from './adaptive.js';
 import { adaptiveOptions, type AdaptiveOptions } from './adaptive-controller.js';
-import { createPollCompletion, DEFAULT_SPIN_SLICE_NS } from './poll.js';
+import { createPollCompletion, DEFAULT_SPIN_SLICE_NS, MAX_TURN_NS } from './poll.js';
 import { createSleepPollCompletion, DEFAULT_SLEEP_POLL_NS } from './sleep-poll.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
@@ -30,9 +30,9 @@ export const COMPLETION_MODES: readonly CompletionMode[] = [
 
 /** Tuning of the strategies; every field has a measured default. */
 export interface CompletionOptions {
-  /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 1 ms). */
+  /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 0.9 ms). */
   spinSliceNs?: number;
-  /** 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is ~15 µs). */
+  /** 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is ~15 µs; at most 0.9 ms). */
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */
   adaptive?: Partial<AdaptiveOptions>;
@@ -70,16 +70,15 @@ export function checkCompletionKnobs(options: CompletionOptions = {}): void {
     }
   }
   const slice = options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS;
-  // The event loop must never be held for more than 1 ms at a time.
-  if (typeof slice !== 'number' || !(slice >= 0 && slice <= 1_000_000)) {
+  if (typeof slice !== 'number' || !(slice >= 0 && slice <= MAX_TURN_NS)) {
     throw new InvalidArgumentError(
-      `completionOptions.spinSliceNs must be a number in 0..1000000, got ${String(slice)}`,
+      `completionOptions.spinSliceNs must be a number in 0..${MAX_TURN_NS}, got ${String(slice)}`,
     );
   }
   const interval = options.sleepIntervalNs ?? DEFAULT_SLEEP_POLL_NS;
-  if (!Number.isInteger(interval) || interval < 1 || interval > 1_000_000) {
+  if (!Number.isInteger(interval) || interval < 1 || interval > MAX_TURN_NS) {
     throw new InvalidArgumentError(
-      `completionOptions.sleepIntervalNs must be an integer in 1..1000000, got ${String(interval)}`,
+      `completionOptions.sleepIntervalNs must be an integer in 1..${MAX_TURN_NS}, got ${String(interval)}`,
     );
   }
   try {

@@ -632,6 +632,12 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
 
+/**
+ * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take: the loop is held
+ * for at most 1 ms at a time, and the same turn also drains, and a sleep overshoots by ~20 µs.
+ */
+export const MAX_TURN_NS = 900_000;
+
 export function createPollCompletion(
   host: CompletionHost,
   sliceNs: number = DEFAULT_SPIN_SLICE_NS,

@@ -1,5 +1,5 @@
 import { native } from '../native.js';
-import { PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
+import { MAX_TURN_NS, PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
 import type { CompletionHost } from './strategy.js';
 
 /**
@@ -26,8 +26,8 @@ export function createSleepPollCompletion(
   host: CompletionHost,
   intervalNs: number = DEFAULT_SLEEP_POLL_NS,
 ): PollingCompletion {
-  if (!Number.isInteger(intervalNs) || intervalNs < 1 || intervalNs > 1_000_000) {
-    throw new RangeError(`sleep-poll interval must be 1..1000000 ns, got ${intervalNs}`);
+  if (!Number.isInteger(intervalNs) || intervalNs < 1 || intervalNs > MAX_TURN_NS) {
+    throw new RangeError(`sleep-poll interval must be 1..${MAX_TURN_NS} ns, got ${intervalNs}`);
   }
   return new PollingCompletion('sleep-poll', host, SLEEP_POLICY, {
     sliceNs: 0,

@@ -899,7 +899,9 @@ test('deferred decisions: a decision due in a miss waits for spare(), or for a f
 });
 
 test('deferred decisions: a wait is judged against the budget it began with', () => {
-  const c = new AdaptiveController();
+  // Hysteresis 0.15: a blocked wait of 0.9 x the blocking cost is then one spinning would not
+  // have paid for, which makes probes rarer (what a wrong judgement would show).
+  const c = new AdaptiveController({ hysteresis: 0.15 });
   c.deferDecisions();
   for (let i = 0; i < 8; i++) {
     c.startWait(1);

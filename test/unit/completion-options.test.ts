@@ -10,6 +10,19 @@ test('every mode with default options is accepted', () => {
   assert.deepEqual([...COMPLETION_MODES], ['event', 'poll', 'sleep-poll', 'adaptive']);
 });
 
+test('a spin slice or a sleep leaves room in the 1 ms the event loop may be held', () => {
+  checkCompletionOptions('poll', { spinSliceNs: 900_000 });
+  checkCompletionOptions('sleep-poll', { sleepIntervalNs: 900_000 });
+  assert.throws(() => checkCompletionOptions('poll', { spinSliceNs: 1_000_000 }), {
+    ...BAD,
+    message: /spinSliceNs must be a number in 0\.\.900000/,
+  });
+  assert.throws(() => checkCompletionOptions('sleep-poll', { sleepIntervalNs: 1_000_000 }), {
+    ...BAD,
+    message: /sleepIntervalNs must be an integer in 1\.\.900000/,
+  });
+});
+
 test('bad modes and options are InvalidArgumentErrors naming the option', () => {
   assert.throws(() => checkCompletionOptions('busy'), BAD);
   assert.throws(() => checkCompletionOptions('poll', { spinSliceNs: 2_000_000 }), {
