@@ -276,6 +276,7 @@ napi_value SleepNs(napi_env env, napi_callback_info info) {
                                  std::to_string(ns));
     return nullptr;
   }
+  if (ns == 0) return Undefined(env);
   // The thread's timer slack (50 us by default) would stretch every short sleep. It is set to
   // 1 ns for this sleep only: the setting would otherwise stay with the thread (Node's main
   // thread: every timer of the application) and pass to the threads and processes it starts.

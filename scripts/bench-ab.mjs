@@ -124,6 +124,9 @@ function completionOptionsOf(json, text) {
   }
   const options = {};
   const adaptive = {};
+  if ('adaptive' in json) {
+    throw new Error(`give adaptive's keys directly, not under "adaptive": ${text}`);
+  }
   for (const [key, value] of Object.entries(json)) {
     if (TOP_LEVEL_KEYS.includes(key)) options[key] = value;
     else adaptive[key] = value;

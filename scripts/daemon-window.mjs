@@ -44,7 +44,7 @@ const { values: o } = parseArgs({
     delays: { type: 'string', default: '0,500,1000,1500,2000,4000,8000' },
   },
 });
-const delays = o.delays.split(',').map(Number);
+const delays = o.delays.split(',').map((d) => (d.trim() === '' ? NaN : Number(d)));
 if (delays.some((d) => !Number.isInteger(d) || d < 0)) throw new Error('--delays: integers >= 0');
 if (!(Number(o.seconds) > 0)) throw new Error('--seconds: a number > 0');
 for (const key of ['qsd-cpu', 'fe-cpu']) {
@@ -53,13 +53,22 @@ for (const key of ['qsd-cpu', 'fe-cpu']) {
 
 const dir = mkdtempSync(join(tmpdir(), 'vhost-user-daemon-window-'));
 let qsd;
-const cleanup = async () => {
-  await qsd?.stop().catch(() => {});
-  rmSync(dir, { recursive: true, force: true });
+let cleaned;
+const cleanup = () => {
+  cleaned ??= (async () => {
+    await qsd?.stop().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  })();
+  return cleaned;
 };
-process.once('SIGINT', () => {
-  cleanup().finally(() => process.exit(130));
-});
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
+  process.once(signal, () => {
+    cleanup().finally(() => process.exit(code));
+  });
+}
 try {
   const source = readFileSync(REFBENCH_SRC, 'utf8');
   if (source.split(ANCHOR).length !== 2) {
