@@ -1,5 +1,5 @@
 import { native } from '../native.js';
-import { MAX_TURN_NS, PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
+import { PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
 import type { CompletionHost } from './strategy.js';
 
 /**
@@ -20,15 +20,13 @@ const SLEEP_POLICY: SpinPolicy = Object.freeze({
  * 'sleep-poll' (the seed's method, kept for comparison): while requests are in flight, check the
  * used rings, sleep a fixed interval in native code (Node's timers do not go below 1 ms), check
  * again, and yield to the event loop. One sleep per loop turn, so the loop is blocked for one
- * interval at most.
+ * interval at most. The interval is checked with the other options (checkCompletionKnobs, which
+ * createCompletion runs first), as poll's slice is.
  */
 export function createSleepPollCompletion(
   host: CompletionHost,
   intervalNs: number = DEFAULT_SLEEP_POLL_NS,
 ): PollingCompletion {
-  if (!Number.isInteger(intervalNs) || intervalNs < 1 || intervalNs > MAX_TURN_NS) {
-    throw new RangeError(`sleep-poll interval must be 1..${MAX_TURN_NS} ns, got ${intervalNs}`);
-  }
   return new PollingCompletion('sleep-poll', host, SLEEP_POLICY, {
     sliceNs: 0,
     sleepNs: intervalNs,
