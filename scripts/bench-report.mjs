@@ -30,14 +30,13 @@ import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { QSD, startQsd } from './lib/qsd.mjs';
+import { REFBENCH_SRC } from './lib/refbench.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist', 'src');
 const MAIN = join(DIST, 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
-const REFBENCH_SRC =
-  process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
 /**
  * At depth 1 and on the stepping load the paired runs add a second 'poll' arm: poll ÷ poll per

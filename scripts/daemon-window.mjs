@@ -11,15 +11,12 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import process from 'node:process';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startQsd } from './lib/qsd.mjs';
+import { REFBENCH_SRC } from './lib/refbench.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const REFBENCH_SRC =
-  process.env.REFBENCH_SRC ?? resolve(ROOT, '..', 'shared', 'tools', 'refbench.c');
 /** refbench's resubmission in its measuring loop; the delay goes right before it. */
 const ANCHOR = '        submit(done, n, t, 1);\n    }';
 const DELAYED = `        {
