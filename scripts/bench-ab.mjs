@@ -320,7 +320,7 @@ async function main() {
     qsd = await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops });
     const pin = ['-c', String(o.feCpu), process.execPath, SELF];
     process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
-    process.stdout.write(`- backend: \`${qsd.cmd}\`; frontend on CPU ${o.feCpu}\n\n`);
+    process.stdout.write(`- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}\n\n`);
     if (o.warmup) {
       const modes = o.configs.length > 0 ? o.configs : ['poll', 'event'];
       process.stdout.write('| mode | reads | median latency (µs) in each 25 ms from the start |\n');

@@ -714,7 +714,7 @@ async function main() {
     for (const kind of ['null', 'file']) {
       const backend = await startQsd(kind, dir, o.qsdCpu);
       backends.push(backend);
-      qsdCmds.push(backend.cmd);
+      qsdCmds.push(backend.shownCmd);
       const split = await interleaved(
         ctx,
         backend,
@@ -782,9 +782,7 @@ async function main() {
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,
     );
-    out(
-      `- backends: ${qsdCmds.map((c) => `\`${c.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img')}\``).join('; ')}`,
-    );
+    out(`- backends: ${qsdCmds.map((c) => `\`${c}\``).join('; ')}`);
     out(
       "- columns: CPU µs/IO is the frontend process (user+sys) over the measured time; qsd CPU µs/IO is the daemon's thread run time over the whole child (ramp included, so an upper bound); ratios ÷ ref are against refbench poll (for `event`: refbench event / refbench poll)",
     );

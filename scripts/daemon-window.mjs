@@ -87,8 +87,7 @@ try {
     const r = JSON.parse(out.trim().split('\n').pop());
     rows.push({ delay, iops: r.iops, p50: r.lat_us.p50, p99: r.lat_us.p99 });
   }
-  const cmd = qsd.cmd.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img');
-  print(`- backend: \`${cmd}\`; refbench on CPU ${o['fe-cpu']}`);
+  print(`- backend: \`${qsd.shownCmd}\`; refbench on CPU ${o['fe-cpu']}`);
   print(`- command: \`node scripts/daemon-window.mjs ${process.argv.slice(2).join(' ')}\``);
   print();
   print('| delay before resubmitting, ns | IOPS | p50 µs | p99 µs | p50 µs, second pass |');

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const QSD = process.env.QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
 const GiB = 1024 ** 3;
 
-/** Starts the daemon; resolves { kind, sock, pid, cmd, stop } once its socket exists. */
+/** Starts the daemon; resolves { kind, sock, pid, cmd, shownCmd, stop } once its socket exists. */
 export async function startQsd(kind, dir, cpu, { throttleIops = 4000 } = {}) {
   const sock = join(dir, `${kind}.sock`);
   const args = [];
@@ -55,11 +55,14 @@ export async function startQsd(kind, dir, cpu, { throttleIops = 4000 } = {}) {
     await sleep(20);
   }
   await sleep(100);
+  const cmd = `taskset -c ${cpu} ${QSD} ${args.join(' ')}`;
   return {
     kind,
     sock,
     pid: child.pid,
-    cmd: `taskset -c ${cpu} ${QSD} ${args.join(' ')}`,
+    cmd,
+    /** The command as a report shows it: no temporary paths. */
+    shownCmd: cmd.replace(dir, '$TMP').replace(/\/dev\/shm\/[^,]*/, '/dev/shm/<tmp>.img'),
     stop: async () => {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
