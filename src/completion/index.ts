@@ -28,7 +28,7 @@ export const COMPLETION_MODES: readonly CompletionMode[] = [
   'adaptive',
 ];
 
-/** Tuning of the strategies; every field has a measured default. */
+/** Tuning of the strategies (defaults: README, "Completion strategies"; BENCHMARKS.md says which were measured). */
 export interface CompletionOptions {
   /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 0.9 ms). */
   spinSliceNs?: number;
