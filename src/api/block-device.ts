@@ -109,6 +109,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #completion: CompletionStrategy;
   readonly #stats: DeviceStats;
   readonly #requestTimeoutMs: number;
+  readonly #timeoutTicks: number;
   readonly #userBuffers = new Set<number>();
   readonly #waitFds: number[];
   readonly #callFdCount: number;
@@ -118,7 +119,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   #failure: Error | undefined;
   #closePromise: Promise<void> | undefined;
-  readonly #deadlines = new Map<Operation, number>();
+  /**
+   * Wall-clock time in watchdog intervals, advanced by the watchdog (and when it starts), so that
+   * a call's deadline costs no clock read and no map entry on the hot path.
+   */
+  #watchdogTick = 0;
 
   /** @internal Use openBlockDevice(). */
   constructor(driver: DeviceDriver & { info: DeviceInfo }, settings: BlockDeviceSettings) {
@@ -127,6 +132,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#stats = driver.stats;
     this.info = driver.info;
     this.#requestTimeoutMs = settings.requestTimeoutMs;
+    this.#timeoutTicks = Math.ceil(settings.requestTimeoutMs / WATCHDOG_INTERVAL_MS);
     this.#engine = new BlockEngine(
       driver,
       driver.memory,
@@ -602,7 +608,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const caller = op.caller;
     if (caller.timer !== undefined) clearTimeout(caller.timer);
     if (caller.onAbort !== undefined) caller.signal?.removeEventListener('abort', caller.onAbort);
-    if (this.#deadlines.size > 0) this.#deadlines.delete(op);
     this.#afterSettle();
     if (error !== null) caller.reject!(error);
     else caller.resolve!(op.result());
@@ -635,8 +640,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       const ms = timeout;
       caller.timer = setTimeout(() => this.#abandon(op, new TimeoutError(op.name, ms)), ms);
     } else if (this.#requestTimeoutMs > 0) {
-      this.#deadlines.set(op, Date.now() + this.#requestTimeoutMs);
       this.#startWatchdog();
+      // The tick may be up to one interval old, so one more makes the deadline never early.
+      caller.deadlineTick = this.#watchdogTick + this.#timeoutTicks + 1;
     }
     this.#engine.start(op);
     this.#completion.setBusy(true);
@@ -742,15 +748,20 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   #startWatchdog(): void {
     if (this.#watchdog !== undefined) return;
+    this.#watchdogTick = currentTick();
     this.#watchdog = setInterval(() => {
-      const now = Date.now();
-      for (const [op, deadline] of this.#deadlines) {
-        if (deadline <= now) {
-          this.#deadlines.delete(op);
+      this.#watchdogTick = currentTick();
+      let waiting = 0;
+      for (const op of this.#engine.active) {
+        const deadline = op.caller.deadlineTick;
+        if (deadline === 0) continue;
+        if (deadline <= this.#watchdogTick) {
           this.#abandon(op, new TimeoutError(op.name, this.#requestTimeoutMs));
+        } else {
+          waiting++;
         }
       }
-      if (this.#deadlines.size === 0) {
+      if (waiting === 0) {
         clearInterval(this.#watchdog);
         this.#watchdog = undefined;
       }
@@ -824,6 +835,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
  */
 let capturedResolve: ((value: unknown) => void) | undefined;
 let capturedReject: ((error: Error) => void) | undefined;
+function currentTick(): number {
+  return Math.floor(performance.now() / WATCHDOG_INTERVAL_MS);
+}
+
 function captureResolvers(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
   capturedResolve = resolve;
   capturedReject = reject;

@@ -38,12 +38,17 @@ const prng = mulberry32;
 
 type Histogram = ReturnType<typeof hdr.build>;
 
+/**
+ * 3 significant digits from 1 ns up to 1 hour. The WebAssembly build records a value in about a
+ * fifth of the JavaScript build's time (~20 against ~120 ns here), which is CPU per I/O the
+ * report charges to us; its memory lives outside the JS heap until destroy().
+ */
 function newHistogram(): Histogram {
-  // 3 significant digits from 1 ns up to 1 hour.
   return hdr.build({
     lowestDiscernibleValue: 1,
     highestTrackableValue: 3_600_000_000_000,
     numberOfSignificantValueDigits: 3,
+    useWebAssembly: true,
   });
 }
 
@@ -124,6 +129,21 @@ async function runOn(
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
 ): Promise<BenchResult> {
+  await hdr.initWebAssembly();
+  const hist = [newHistogram(), newHistogram()];
+  try {
+    return await measure(dev, o, progress, hist);
+  } finally {
+    for (const h of hist) h.destroy();
+  }
+}
+
+async function measure(
+  dev: BlockDevice,
+  o: ResolvedBenchOptions,
+  progress: ((p: BenchProgress) => void) | undefined,
+  hist: Histogram[],
+): Promise<BenchResult> {
   const { bs, iodepth } = o;
   const blocks = o.size / bs;
   const rand = prng(o.randseed);
@@ -140,7 +160,6 @@ async function runOn(
   const writesStarted = new Map<number, number>();
   let verified = 0;
 
-  const hist = [newHistogram(), newHistogram()];
   const counters: Counters = { ios: [0, 0], bytes: [0, 0] };
   let seqCursor = 0;
   let issuedBytes = 0;
@@ -206,9 +225,10 @@ async function runOn(
   const worker = async (index: number): Promise<void> => {
     const buf = o.direct ? dev.allocBuffer(bs) : Buffer.alloc(bs);
     const wrand = prng(o.randseed + 7919 * (index + 1));
+    // The clock is read twice per I/O: the completion time serves as the next iteration's now.
+    let now = performance.now();
     try {
       for (;;) {
-        let now = performance.now();
         if (stopped || now >= end) return;
         if (!o.time_based && issuedBytes >= o.size) return;
         const dir = nextDirection();
@@ -243,6 +263,7 @@ async function runOn(
         if (dir === 0) await dev.readInto(buf, offset);
         else await dev.write(buf, offset);
         const done = performance.now();
+        now = done;
         if (dir === 1 && verify) {
           const n = writing.get(block)! - 1;
           if (n === 0) writing.delete(block);
@@ -305,8 +326,14 @@ async function runOn(
     latency: latencyStats(hist[d]!),
   });
   const both = newHistogram();
-  both.add(hist[0]!);
-  both.add(hist[1]!);
+  let totalLatency: LatencyStats;
+  try {
+    both.add(hist[0]!);
+    both.add(hist[1]!);
+    totalLatency = latencyStats(both);
+  } finally {
+    both.destroy();
+  }
   const ios = counters.ios[0] + counters.ios[1];
   const bytes = counters.bytes[0] + counters.bytes[1];
   const stats = dev.stats as unknown as Record<string, number>;
@@ -322,7 +349,7 @@ async function runOn(
       bytes,
       iops: ios / seconds,
       bandwidth: bytes / seconds,
-      latency: latencyStats(both),
+      latency: totalLatency,
     },
     cpu: { user: cpu.user, system: cpu.system, perIo: ios > 0 ? (cpu.user + cpu.system) / ios : 0 },
     maxEventLoopDelay: Number.isFinite(maxDelay) ? maxDelay : 0,

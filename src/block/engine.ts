@@ -24,6 +24,8 @@ export interface CallerSlot {
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** The API layer's watchdog tick at which the call times out; 0: no deadline. */
+  deadlineTick: number;
   /** For blocking calls: the outcome, read after the wait. */
   error: Error | null;
 }
@@ -62,6 +64,7 @@ export abstract class Operation {
     timer: undefined,
     signal: undefined,
     onAbort: undefined,
+    deadlineTick: 0,
     error: null,
   };
   #callback: OperationCallback;
@@ -89,6 +92,7 @@ export abstract class Operation {
     caller.timer = undefined;
     caller.signal = undefined;
     caller.onAbort = undefined;
+    caller.deadlineTick = 0;
     caller.error = null;
   }
 

@@ -137,6 +137,37 @@ test('delayCompletionsMs: completions are held, then arrive; a short timeout fir
   });
 });
 
+test('requestTimeout: the device-wide deadline fires, neither early nor long after', async () => {
+  await withFault({ delayCompletionsMs: 1500 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath, { requestTimeout: 300 });
+    try {
+      const started = performance.now();
+      await assert.rejects(dev.read(0, 4096), { code: 'VHOST_USER_ERR_TIMEOUT' });
+      const elapsed = performance.now() - started;
+      assert.ok(elapsed >= 300, `timed out after ${elapsed.toFixed(0)} ms, before 300`);
+      assert.ok(elapsed < 1200, `timed out after ${elapsed.toFixed(0)} ms`);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('requestTimeout: a call after an idle spell gets its whole timeout', async () => {
+  // The watchdog stops while nothing waits; its clock must be current when a call arms it again.
+  await withFault({ delayCompletionsMs: 400 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath, { requestTimeout: 700 });
+    try {
+      await dev.read(0, 4096);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const started = performance.now();
+      await dev.read(0, 4096);
+      assert.ok(performance.now() - started >= 390, 'completion was not delayed');
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
 for (const fault of ['badUsedIdAfter', 'badUsedLenAfter', 'duplicateUsedAfter'] as const) {
   test(`${fault}: QueueBrokenError, and every pending request settles within 1 s`, async () => {
     await withFault({ [fault]: 3 }, async (backend) => {
