@@ -120,8 +120,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #failure: Error | undefined;
   #closePromise: Promise<void> | undefined;
   /**
-   * Wall-clock time in watchdog intervals, advanced by the watchdog (and when it starts), so that
-   * a call's deadline costs no clock read and no map entry on the hot path.
+   * Watchdog runs so far: a call's deadline is a count of them, which costs the hot path no
+   * clock read and no map entry. Runs are at least an interval apart, so a deadline never comes
+   * early; it comes up to an interval late, later still if the event loop was blocked.
    */
   #watchdogTick = 0;
 
@@ -641,7 +642,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       caller.timer = setTimeout(() => this.#abandon(op, new TimeoutError(op.name, ms)), ms);
     } else if (this.#requestTimeoutMs > 0) {
       this.#startWatchdog();
-      // The tick may be up to one interval old, so one more makes the deadline never early.
+      // The next run may come at once: count from the one after it.
       caller.deadlineTick = this.#watchdogTick + this.#timeoutTicks + 1;
     }
     this.#engine.start(op);
@@ -748,9 +749,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   #startWatchdog(): void {
     if (this.#watchdog !== undefined) return;
-    this.#watchdogTick = currentTick();
     this.#watchdog = setInterval(() => {
-      this.#watchdogTick = currentTick();
+      this.#watchdogTick++;
       let waiting = 0;
       for (const op of this.#engine.active) {
         const deadline = op.caller.deadlineTick;
@@ -835,10 +835,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
  */
 let capturedResolve: ((value: unknown) => void) | undefined;
 let capturedReject: ((error: Error) => void) | undefined;
-function currentTick(): number {
-  return Math.floor(performance.now() / WATCHDOG_INTERVAL_MS);
-}
-
 function captureResolvers(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
   capturedResolve = resolve;
   capturedReject = reject;

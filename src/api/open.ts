@@ -28,7 +28,10 @@ export interface OpenOptions {
   hugetlbfsPath?: string;
   /** Milliseconds to wait for each handshake reply. Default 5000. */
   timeout?: number;
-  /** Milliseconds before an I/O call fails with TimeoutError. Default 30000; 0 disables. */
+  /**
+   * Milliseconds before an I/O call fails with TimeoutError. Default 30000; 0 disables. Checked
+   * every 250 ms, so a call fails up to that much later (more if the event loop was blocked).
+   */
   requestTimeout?: number;
   /** Largest bounce buffer per request, in bytes; longer copies are split and pipelined. Default 1 MiB. */
   bounceChunkSize?: number;

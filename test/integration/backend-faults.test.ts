@@ -168,6 +168,22 @@ test('requestTimeout: a call after an idle spell gets its whole timeout', async 
   });
 });
 
+test('requestTimeout: a call made right after the event loop was blocked gets its whole timeout', async () => {
+  await withFault({ delayCompletionsMs: 400 }, async (backend) => {
+    const dev = await openBlockDevice(backend.socketPath, { requestTimeout: 700 });
+    try {
+      const first = dev.read(0, 4096); // the watchdog runs from here
+      const until = performance.now() + 1500;
+      while (performance.now() < until); // no watchdog run can happen meanwhile
+      const started = performance.now();
+      await Promise.all([first, dev.read(4096, 4096)]);
+      assert.ok(performance.now() - started >= 390, 'completion was not delayed');
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
 for (const fault of ['badUsedIdAfter', 'badUsedLenAfter', 'duplicateUsedAfter'] as const) {
   test(`${fault}: QueueBrokenError, and every pending request settles within 1 s`, async () => {
     await withFault({ [fault]: 3 }, async (backend) => {
