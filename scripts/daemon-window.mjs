@@ -5,9 +5,11 @@
 // (environment) inserted before each resubmission, and run at depth 1 in poll mode against
 // qemu-storage-daemon for a series of delays. Its latency is measured from the submission, so
 // the delay itself is not in it: what moves is the daemon's answer. Prints a Markdown table.
+// With --kick-only the request goes on the ring at once and only its kick (the eventfd write)
+// waits DELAY_NS, which tells the two apart; the wait is then inside the measured latency.
 //
 //   node scripts/daemon-window.mjs [--backend null|file] [--seconds 2] [--qsd-cpu 0] [--fe-cpu 1]
-//     [--delays 0,500,1000,1500,2000,4000,8000]
+//     [--delays 0,500,1000,1500,2000,4000,8000] [--kick-only]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +21,7 @@ import { REFBENCH_SRC } from './lib/refbench.mjs';
 
 /** refbench's resubmission in its measuring loop; the delay goes right before it. */
 const ANCHOR = '        submit(done, n, t, 1);\n    }';
-const DELAYED = `        {
+const BUSY_DELAY = `        {
             static long long delay = -1;
             if (delay < 0) delay = getenv("DELAY_NS") ? atoll(getenv("DELAY_NS")) : 0;
             if (delay > 0) {
@@ -27,8 +29,12 @@ const DELAYED = `        {
                 while (now_ns() < until) cpu_relax();
             }
         }
-        submit(done, n, now_ns(), 1);
+`;
+const DELAYED = `${BUSY_DELAY}        submit(done, n, now_ns(), 1);
     }`;
+/** refbench's kick, after its check of VRING_USED_F_NO_NOTIFY (--kick-only delays it). */
+const KICK_ANCHOR = '    uint64_t one = 1;\n    if (write(kick_fd,';
+const KICK_DELAYED = `${BUSY_DELAY}    uint64_t one = 1;\n    if (write(kick_fd,`;
 
 const print = (line = '') => process.stdout.write(`${line}\n`);
 
@@ -39,6 +45,7 @@ const { values: o } = parseArgs({
     'qsd-cpu': { type: 'string', default: '0' },
     'fe-cpu': { type: 'string', default: '1' },
     delays: { type: 'string', default: '0,500,1000,1500,2000,4000,8000' },
+    'kick-only': { type: 'boolean', default: false },
   },
 });
 const delays = o.delays.split(',').map((d) => (d.trim() === '' ? NaN : Number(d)));
@@ -68,10 +75,13 @@ for (const [signal, code] of [
 }
 try {
   const source = readFileSync(REFBENCH_SRC, 'utf8');
-  if (source.split(ANCHOR).length !== 2) {
-    throw new Error(`${REFBENCH_SRC}: the resubmission this script delays was not found once`);
+  const [anchor, delayed, what] = o['kick-only']
+    ? [KICK_ANCHOR, KICK_DELAYED, 'kick']
+    : [ANCHOR, DELAYED, 'resubmission'];
+  if (source.split(anchor).length !== 2) {
+    throw new Error(`${REFBENCH_SRC}: the ${what} this script delays was not found once`);
   }
-  writeFileSync(join(dir, 'refbench.c'), source.replace(ANCHOR, DELAYED));
+  writeFileSync(join(dir, 'refbench.c'), source.replace(anchor, delayed));
   const bin = join(dir, 'refbench');
   execFileSync('gcc', ['-O2', '-o', bin, join(dir, 'refbench.c')], { stdio: 'inherit' });
   qsd = await startQsd(o.backend, dir, Number(o['qsd-cpu']));
@@ -90,7 +100,10 @@ try {
   print(`- backend: \`${qsd.shownCmd}\`; refbench on CPU ${o['fe-cpu']}`);
   print(`- command: \`node scripts/daemon-window.mjs ${process.argv.slice(2).join(' ')}\``);
   print();
-  print('| delay before resubmitting, ns | IOPS | p50 µs | p99 µs | p50 µs, second pass |');
+  const column = o['kick-only']
+    ? 'delay before the kick (request already on the ring)'
+    : 'delay before resubmitting';
+  print(`| ${column}, ns | IOPS | p50 µs | p99 µs | p50 µs, second pass |`);
   print('|---:|---:|---:|---:|---:|');
   for (let i = 0; i < delays.length; i++) {
     const a = rows[i];
