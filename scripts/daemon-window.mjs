@@ -32,7 +32,10 @@ const BUSY_DELAY = `        {
 `;
 const DELAYED = `${BUSY_DELAY}        submit(done, n, now_ns(), 1);
     }`;
-/** refbench's kick, after its check of VRING_USED_F_NO_NOTIFY (--kick-only delays it). */
+/**
+ * refbench's kick (--kick-only delays it), after its check of VRING_USED_F_NO_NOTIFY, which is
+ * then as old as the delay (qemu-storage-daemon never sets the flag).
+ */
 const KICK_ANCHOR = '    uint64_t one = 1;\n    if (write(kick_fd,';
 const KICK_DELAYED = `${BUSY_DELAY}    uint64_t one = 1;\n    if (write(kick_fd,`;
 

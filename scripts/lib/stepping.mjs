@@ -26,12 +26,15 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
   let depth = schedule[0];
   let wake = [];
   let stopped = false;
-  // hdr histograms (as runBench uses): recording never allocates, so no GC pauses of our own.
+  // hdr histograms, WebAssembly build as runBench uses (recording never allocates, and costs
+  // what it costs in the bench tables); freed at the end.
+  await hdr.initWebAssembly();
   const histogram = () =>
     hdr.build({
       lowestDiscernibleValue: 1,
       highestTrackableValue: 3_600_000_000,
       numberOfSignificantValueDigits: 3,
+      useWebAssembly: true,
     });
   const all = histogram();
   let n = 0;
@@ -100,5 +103,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
     kicksPerIo: stats.kicks / n,
     callsPerIo: stats.calls / n,
   };
+  all.destroy();
+  for (const p of perPhase) p.hist.destroy();
   return out;
 }

@@ -12,7 +12,12 @@ import {
   QueueBrokenError,
   UnsupportedError,
 } from '../errors.js';
-import { BlockEngine, type Operation, type OperationCallback } from '../block/engine.js';
+import {
+  BlockEngine,
+  DEADLINE_UNSTAMPED,
+  type Operation,
+  type OperationCallback,
+} from '../block/engine.js';
 import { ReadOp } from '../block/read-op.js';
 import { WriteOp } from '../block/write-op.js';
 import { CommandOp, GetIdOp } from '../block/command-ops.js';
@@ -94,6 +99,8 @@ export interface BlockDeviceSettings {
 }
 
 const WATCHDOG_INTERVAL_MS = 250;
+/** close()'s wait for in-flight I/O when calls have no timeout (requestTimeout 0). */
+const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
 /** Finished operations kept for reuse; more than the deepest queue anyone runs. */
 const MAX_POOLED_OPERATIONS = 1024;
 
@@ -109,7 +116,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #completion: CompletionStrategy;
   readonly #stats: DeviceStats;
   readonly #requestTimeoutMs: number;
-  readonly #timeoutTicks: number;
   readonly #userBuffers = new Set<number>();
   readonly #waitFds: number[];
   readonly #callFdCount: number;
@@ -119,12 +125,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   #failure: Error | undefined;
   #closePromise: Promise<void> | undefined;
-  /**
-   * Watchdog runs so far: a call's deadline is a count of them, which costs the hot path no
-   * clock read and no map entry. Runs are at least an interval apart, so a deadline never comes
-   * early; it comes up to an interval late, later still if the event loop was blocked.
-   */
-  #watchdogTick = 0;
 
   /** @internal Use openBlockDevice(). */
   constructor(driver: DeviceDriver & { info: DeviceInfo }, settings: BlockDeviceSettings) {
@@ -133,7 +133,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#stats = driver.stats;
     this.info = driver.info;
     this.#requestTimeoutMs = settings.requestTimeoutMs;
-    this.#timeoutTicks = Math.ceil(settings.requestTimeoutMs / WATCHDOG_INTERVAL_MS);
     this.#engine = new BlockEngine(
       driver,
       driver.memory,
@@ -510,13 +509,16 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   // ---- lifecycle ----
 
   /**
-   * Lets in-flight I/O finish (up to `timeout` ms, default the request timeout; then it is
-   * failed with DeviceClosedError), stops the rings, and releases every fd and mapping.
+   * Lets in-flight I/O finish (up to `timeout` ms, default the request timeout, or 30 s if that
+   * is 0; then it is failed with DeviceClosedError), stops the rings, and releases every fd and
+   * mapping.
    * Buffers from allocBuffer become empty. Idempotent.
    */
   close(options: { timeout?: number } = {}): Promise<void> {
     if (this.#closePromise) return this.#closePromise;
-    const timeout = checkTimeout('close: timeout', options.timeout) ?? this.#requestTimeoutMs;
+    const timeout =
+      checkTimeout('close: timeout', options.timeout) ??
+      (this.#requestTimeoutMs > 0 ? this.#requestTimeoutMs : DEFAULT_CLOSE_TIMEOUT_MS);
     if (this.#state === 'failed' || this.#state === 'closed') {
       this.#closePromise = Promise.resolve();
       return this.#closePromise;
@@ -641,9 +643,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       const ms = timeout;
       caller.timer = setTimeout(() => this.#abandon(op, new TimeoutError(op.name, ms)), ms);
     } else if (this.#requestTimeoutMs > 0) {
+      // No clock read and no map entry per call: the watchdog's next run stamps the deadline.
+      caller.deadline = DEADLINE_UNSTAMPED;
       this.#startWatchdog();
-      // The next run may come at once: count from the one after it.
-      caller.deadlineTick = this.#watchdogTick + this.#timeoutTicks + 1;
     }
     this.#engine.start(op);
     this.#completion.setBusy(true);
@@ -747,15 +749,23 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     });
   }
 
+  /**
+   * Every interval: stamps the deadline of calls made since the last run (now + the request
+   * timeout, so never early) and fails those whose deadline has passed. A call thus fails up to
+   * two intervals after its timeout, later only if the event loop was blocked right after it.
+   */
   #startWatchdog(): void {
     if (this.#watchdog !== undefined) return;
     this.#watchdog = setInterval(() => {
-      this.#watchdogTick++;
+      const now = performance.now();
       let waiting = 0;
       for (const op of this.#engine.active) {
-        const deadline = op.caller.deadlineTick;
-        if (deadline === 0) continue;
-        if (deadline <= this.#watchdogTick) {
+        const caller = op.caller;
+        if (caller.deadline === 0) continue;
+        if (caller.deadline === DEADLINE_UNSTAMPED) {
+          caller.deadline = now + this.#requestTimeoutMs;
+          waiting++;
+        } else if (caller.deadline <= now) {
           this.#abandon(op, new TimeoutError(op.name, this.#requestTimeoutMs));
         } else {
           waiting++;

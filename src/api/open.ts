@@ -30,7 +30,7 @@ export interface OpenOptions {
   timeout?: number;
   /**
    * Milliseconds before an I/O call fails with TimeoutError. Default 30000; 0 disables. Checked
-   * every 250 ms, so a call fails up to that much later (more if the event loop was blocked).
+   * every 250 ms: a call fails up to 500 ms after it (more if the event loop was blocked).
    */
   requestTimeout?: number;
   /** Largest bounce buffer per request, in bytes; longer copies are split and pipelined. Default 1 MiB. */

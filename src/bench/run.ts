@@ -48,8 +48,19 @@ function newHistogram(): Histogram {
     lowestDiscernibleValue: 1,
     highestTrackableValue: 3_600_000_000_000,
     numberOfSignificantValueDigits: 3,
-    useWebAssembly: true,
+    useWebAssembly: wasmHistograms,
   });
+}
+
+/** False where WebAssembly cannot run (node --jitless): the JavaScript build then. */
+let wasmHistograms = true;
+
+async function initHistograms(): Promise<void> {
+  try {
+    await hdr.initWebAssembly();
+  } catch {
+    wasmHistograms = false;
+  }
 }
 
 function latencyStats(h: Histogram): LatencyStats {
@@ -129,7 +140,7 @@ async function runOn(
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
 ): Promise<BenchResult> {
-  await hdr.initWebAssembly();
+  await initHistograms();
   const hist = [newHistogram(), newHistogram()];
   try {
     return await measure(dev, o, progress, hist);

@@ -17,6 +17,9 @@ export interface IoMemory {
 /** Answers the caller; one function per device, shared by all its operations (no closure per call). */
 export type OperationCallback = (op: Operation, error: Error | null) => void;
 
+/** CallerSlot.deadline of a call that has one the watchdog has not stamped yet. */
+export const DEADLINE_UNSTAMPED = -1;
+
 /** Where the API layer keeps what it needs to answer one caller (set on the operation itself). */
 export interface CallerSlot {
   resolve: ((value: unknown) => void) | undefined;
@@ -24,8 +27,11 @@ export interface CallerSlot {
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-  /** The API layer's watchdog tick at which the call times out; 0: no deadline. */
-  deadlineTick: number;
+  /**
+   * When the call times out (performance.now() ms), set by the API layer's watchdog on its first
+   * run after the call; 0: no deadline; DEADLINE_UNSTAMPED: one, not yet stamped.
+   */
+  deadline: number;
   /** For blocking calls: the outcome, read after the wait. */
   error: Error | null;
 }
@@ -64,7 +70,7 @@ export abstract class Operation {
     timer: undefined,
     signal: undefined,
     onAbort: undefined,
-    deadlineTick: 0,
+    deadline: 0,
     error: null,
   };
   #callback: OperationCallback;
@@ -92,7 +98,7 @@ export abstract class Operation {
     caller.timer = undefined;
     caller.signal = undefined;
     caller.onAbort = undefined;
-    caller.deadlineTick = 0;
+    caller.deadline = 0;
     caller.error = null;
   }
 
