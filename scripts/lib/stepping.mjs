@@ -39,71 +39,74 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
   const all = histogram();
   let n = 0;
   const perPhase = schedule.map(() => ({ ios: 0, hist: histogram() }));
-  let phase = 0;
-  let seed = 12345;
-  const rand = () => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return seed / 4294967296;
-  };
-  const worker = async (i) => {
-    const buf = dev.allocBuffer(4096);
-    try {
-      while (!stopped) {
-        if (i >= depth) {
-          await new Promise((r) => wake.push(r));
-          continue;
+  try {
+    let phase = 0;
+    let seed = 12345;
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 4294967296;
+    };
+    const worker = async (i) => {
+      const buf = dev.allocBuffer(4096);
+      try {
+        while (!stopped) {
+          if (i >= depth) {
+            await new Promise((r) => wake.push(r));
+            continue;
+          }
+          const off = Math.floor(rand() * blocks) * 4096;
+          const t0 = performance.now();
+          await dev.readInto(buf, off);
+          const ns = Math.max(1, Math.round((performance.now() - t0) * 1e6));
+          if (stopped) break;
+          n++;
+          all.recordValue(ns);
+          const p = perPhase[phase];
+          p.ios++;
+          p.hist.recordValue(ns);
         }
-        const off = Math.floor(rand() * blocks) * 4096;
-        const t0 = performance.now();
-        await dev.readInto(buf, off);
-        const ns = Math.max(1, Math.round((performance.now() - t0) * 1e6));
-        if (stopped) break;
-        n++;
-        all.recordValue(ns);
-        const p = perPhase[phase];
-        p.ios++;
-        p.hist.recordValue(ns);
+      } finally {
+        if (!dev.closed) dev.freeBuffer(buf);
       }
-    } finally {
-      if (!dev.closed) dev.freeBuffer(buf);
+    };
+    const loop = monitorEventLoopDelay({ resolution: 1 });
+    loop.enable();
+    const cpu0 = process.cpuUsage();
+    const t0 = performance.now();
+    const workers = Array.from({ length: 32 }, (_, i) => worker(i));
+    for (phase = 0; phase < schedule.length; phase++) {
+      depth = schedule[phase];
+      const w = wake;
+      wake = [];
+      for (const r of w) r();
+      await sleep(phaseSeconds * 1000);
     }
-  };
-  const loop = monitorEventLoopDelay({ resolution: 1 });
-  loop.enable();
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  const workers = Array.from({ length: 32 }, (_, i) => worker(i));
-  for (phase = 0; phase < schedule.length; phase++) {
-    depth = schedule[phase];
-    const w = wake;
-    wake = [];
-    for (const r of w) r();
-    await sleep(phaseSeconds * 1000);
+    phase = schedule.length - 1;
+    stopped = true;
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    loop.disable();
+    for (const r of wake) r();
+    await Promise.all(workers);
+    const stats = dev.stats;
+    await dev.close();
+    const out = {
+      iops: n / seconds,
+      p50: all.getValueAtPercentile(50) / 1000,
+      p99: all.getValueAtPercentile(99) / 1000,
+      cpuPerIo: (cpu.user + cpu.system) / n,
+      loopMaxMs: loop.max / 1e6,
+      phases: perPhase.map((p, i) => ({
+        depth: schedule[i],
+        iops: p.ios / phaseSeconds,
+        p50: p.hist.getValueAtPercentile(50) / 1000,
+      })),
+      kicksPerIo: stats.kicks / n,
+      callsPerIo: stats.calls / n,
+    };
+    return out;
+  } finally {
+    all.destroy();
+    for (const p of perPhase) p.hist.destroy();
   }
-  phase = schedule.length - 1;
-  stopped = true;
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
-  loop.disable();
-  for (const r of wake) r();
-  await Promise.all(workers);
-  const stats = dev.stats;
-  await dev.close();
-  const out = {
-    iops: n / seconds,
-    p50: all.getValueAtPercentile(50) / 1000,
-    p99: all.getValueAtPercentile(99) / 1000,
-    cpuPerIo: (cpu.user + cpu.system) / n,
-    loopMaxMs: loop.max / 1e6,
-    phases: perPhase.map((p, i) => ({
-      depth: schedule[i],
-      iops: p.ios / phaseSeconds,
-      p50: p.hist.getValueAtPercentile(50) / 1000,
-    })),
-    kicksPerIo: stats.kicks / n,
-    callsPerIo: stats.calls / n,
-  };
-  all.destroy();
-  for (const p of perPhase) p.hist.destroy();
-  return out;
 }

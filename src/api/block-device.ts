@@ -99,8 +99,8 @@ export interface BlockDeviceSettings {
 }
 
 const WATCHDOG_INTERVAL_MS = 250;
-/** close()'s wait for in-flight I/O when calls have no timeout (requestTimeout 0). */
-const DEFAULT_CLOSE_TIMEOUT_MS = 30_000;
+/** requestTimeout's default, and close()'s wait for in-flight I/O when requestTimeout is 0. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** Finished operations kept for reuse; more than the deepest queue anyone runs. */
 const MAX_POOLED_OPERATIONS = 1024;
 
@@ -518,7 +518,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     if (this.#closePromise) return this.#closePromise;
     const timeout =
       checkTimeout('close: timeout', options.timeout) ??
-      (this.#requestTimeoutMs > 0 ? this.#requestTimeoutMs : DEFAULT_CLOSE_TIMEOUT_MS);
+      (this.#requestTimeoutMs || DEFAULT_REQUEST_TIMEOUT_MS);
     if (this.#state === 'failed' || this.#state === 'closed') {
       this.#closePromise = Promise.resolve();
       return this.#closePromise;

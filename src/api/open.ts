@@ -7,7 +7,11 @@ import type { VhostSetupOptions } from '../devices/vhost-setup.js';
 import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
 import type { HugePages } from '../memory/region.js';
 import { describeTrace, traceFromEnv } from './trace.js';
-import { BlockDevice, type BlockDeviceSettings } from './block-device.js';
+import {
+  BlockDevice,
+  DEFAULT_REQUEST_TIMEOUT_MS,
+  type BlockDeviceSettings,
+} from './block-device.js';
 import {
   checkCompletionOptions,
   type CompletionMode,
@@ -30,7 +34,8 @@ export interface OpenOptions {
   timeout?: number;
   /**
    * Milliseconds before an I/O call fails with TimeoutError. Default 30000; 0 disables. Checked
-   * every 250 ms: a call fails up to 500 ms after it (more if the event loop was blocked).
+   * every 250 ms: a call fails up to 500 ms after its timeout (later if timers run late). With 0,
+   * close() waits up to 30 s for calls in flight before it fails them.
    */
   requestTimeout?: number;
   /** Largest bounce buffer per request, in bytes; longer copies are split and pipelined. Default 1 MiB. */
@@ -90,7 +95,7 @@ function checkCommonOptions(socketPath: string, options: OpenOptions): CommonSet
       `hugepages must be false, '2M' or '1G', got ${String(hugepages)}`,
     );
   }
-  const requestTimeout = options.requestTimeout ?? 30_000;
+  const requestTimeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS;
   if (requestTimeout !== 0) checkTimeout('requestTimeout', requestTimeout);
   const completion = options.completion ?? 'adaptive';
   checkCompletionOptions(completion, options.completionOptions);

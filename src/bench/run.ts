@@ -43,24 +43,13 @@ type Histogram = ReturnType<typeof hdr.build>;
  * fifth of the JavaScript build's time (~20 against ~120 ns here), which is CPU per I/O the
  * report charges to us; its memory lives outside the JS heap until destroy().
  */
-function newHistogram(): Histogram {
+function newHistogram(wasm: boolean): Histogram {
   return hdr.build({
     lowestDiscernibleValue: 1,
     highestTrackableValue: 3_600_000_000_000,
     numberOfSignificantValueDigits: 3,
-    useWebAssembly: wasmHistograms,
+    useWebAssembly: wasm,
   });
-}
-
-/** False where WebAssembly cannot run (node --jitless): the JavaScript build then. */
-let wasmHistograms = true;
-
-async function initHistograms(): Promise<void> {
-  try {
-    await hdr.initWebAssembly();
-  } catch {
-    wasmHistograms = false;
-  }
 }
 
 function latencyStats(h: Histogram): LatencyStats {
@@ -140,10 +129,14 @@ async function runOn(
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
 ): Promise<BenchResult> {
-  await initHistograms();
-  const hist = [newHistogram(), newHistogram()];
+  // Where the WebAssembly module cannot be instantiated, the JavaScript build (destroy() is a no-op).
+  const wasm = await hdr.initWebAssembly().then(
+    () => true,
+    () => false,
+  );
+  const hist = [newHistogram(wasm), newHistogram(wasm)];
   try {
-    return await measure(dev, o, progress, hist);
+    return await measure(dev, o, progress, hist, wasm);
   } finally {
     for (const h of hist) h.destroy();
   }
@@ -154,6 +147,7 @@ async function measure(
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
   hist: Histogram[],
+  wasm: boolean,
 ): Promise<BenchResult> {
   const { bs, iodepth } = o;
   const blocks = o.size / bs;
@@ -336,7 +330,7 @@ async function measure(
     bandwidth: counters.bytes[d]! / seconds,
     latency: latencyStats(hist[d]!),
   });
-  const both = newHistogram();
+  const both = newHistogram(wasm);
   let totalLatency: LatencyStats;
   try {
     both.add(hist[0]!);
