@@ -30,9 +30,9 @@ export const COMPLETION_MODES: readonly CompletionMode[] = [
 
 /** Tuning of the strategies (defaults: README, "Completion strategies"; BENCHMARKS.md says which were measured). */
 export interface CompletionOptions {
-  /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 0.9 ms). */
+  /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 0.7 ms). */
   spinSliceNs?: number;
-  /** 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is ~15 µs; at most 0.9 ms). */
+  /** 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is ~15 µs; at most 0.7 ms). */
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */
   adaptive?: Partial<AdaptiveOptions>;

@@ -633,10 +633,14 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
 
 /**
- * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take: the loop is held
- * for at most 1 ms at a time, and the same turn also drains, and a sleep overshoots by ~20 µs.
+ * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take. The loop may be
+ * held for at most 1 ms at a time, and the turn also drains, and its clock can be stalled by the
+ * host. Measured here (a device 2 ms between completions, so every turn spins or sleeps in full):
+ * at 0.9 ms, sleeps overshot to 0.94-0.97 ms at the median, 17% of turns took 1 ms or more and
+ * spins got 1.4% such turns; at 0.7 ms the 99th percentile is 0.85 ms (sleep) and 0.95 ms (spin),
+ * and turns of 1 ms or more are the host's stalls, as many as with the defaults (BENCHMARKS.md).
  */
-export const MAX_TURN_NS = 900_000;
+export const MAX_TURN_NS = 700_000;
 
 export function createPollCompletion(
   host: CompletionHost,

@@ -11,15 +11,16 @@ test('every mode with default options is accepted', () => {
 });
 
 test('a spin slice or a sleep leaves room in the 1 ms the event loop may be held', () => {
-  checkCompletionOptions('poll', { spinSliceNs: 900_000 });
-  checkCompletionOptions('sleep-poll', { sleepIntervalNs: 900_000 });
-  assert.throws(() => checkCompletionOptions('poll', { spinSliceNs: 1_000_000 }), {
+  checkCompletionOptions('poll', { spinSliceNs: 700_000 });
+  checkCompletionOptions('sleep-poll', { sleepIntervalNs: 700_000 });
+  // 0.9 ms sleeps overshot 1 ms in 17% of turns (BENCHMARKS.md).
+  assert.throws(() => checkCompletionOptions('poll', { spinSliceNs: 900_000 }), {
     ...BAD,
-    message: /spinSliceNs must be a number in 0\.\.900000/,
+    message: /spinSliceNs must be a number in 0\.\.700000/,
   });
-  assert.throws(() => checkCompletionOptions('sleep-poll', { sleepIntervalNs: 1_000_000 }), {
+  assert.throws(() => checkCompletionOptions('sleep-poll', { sleepIntervalNs: 900_000 }), {
     ...BAD,
-    message: /sleepIntervalNs must be an integer in 1\.\.900000/,
+    message: /sleepIntervalNs must be an integer in 1\.\.700000/,
   });
 });
 
