@@ -647,7 +647,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       caller.deadline = DEADLINE_UNSTAMPED;
       this.#startWatchdog();
     }
+    // A lone request (the first since the device went idle) is kicked now, not with the batch.
+    const kickNow = this.#completion.quietKick?.() === true;
     this.#engine.start(op);
+    if (kickNow && this.#kickScheduled) this.#kickNow();
     this.#completion.setBusy(true);
     return promise;
   }
@@ -744,9 +747,13 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#kickScheduled = true;
     // One kick per batch: everything submitted in this tick (and its microtasks) shares it.
     process.nextTick(() => {
-      this.#kickScheduled = false;
-      if (this.#state === 'open' || this.#state === 'closing') this.#driver.kick();
+      if (this.#kickScheduled) this.#kickNow();
     });
+  }
+
+  #kickNow(): void {
+    this.#kickScheduled = false;
+    if (this.#state === 'open' || this.#state === 'closing') this.#driver.kick();
   }
 
   /**

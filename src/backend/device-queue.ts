@@ -239,7 +239,12 @@ export class DeviceQueue {
     }
   }
 
-  /** For fault injection: an id that is neither in flight here nor waiting in the avail ring. */
+  /**
+   * For fault injection: an id that is neither in flight here nor waiting in the avail ring, the
+   * highest such: a driver may publish more requests before it reads the used element (one
+   * kicked alone is served before the rest are on the ring), and free lists hand out low ids
+   * first, so a low one could be a request in flight by then, which no driver can tell apart.
+   */
   idNotInFlight(): number {
     const busy = Uint8Array.from(this.#inFlight);
     const availIdx = Atomics.load(this.#avail16, 1);
@@ -248,7 +253,7 @@ export class DeviceQueue {
       if (head < this.size) busy[head] = 1;
       if (((availIdx - i) & 0xffff) > this.size) break;
     }
-    const free = busy.indexOf(0);
+    const free = busy.lastIndexOf(0);
     return free === -1 ? this.size : free;
   }
 

@@ -640,8 +640,12 @@ export class AdaptiveController implements SpinPolicy {
    * after `busyNs` with requests in flight before that.
    */
   resumed(idleNs: number, busyNs: number): void {
-    // Clamped: one long pause must not hide a loop that is closed again for many requests.
-    const idle = Math.min(Math.max(0, idleNs), IDLE_CLAMP_NS);
+    // An application back within a wake-up's time was waiting on us, whatever the ratio: with
+    // null-co's 3 µs waits at depth 1, a closed loop's own 2 µs between a completion and the
+    // next request read as a duty cycle of 60%, half paced, and the budget lost its reach for
+    // the daemon's slower waits (1-2% of waits blocked). Clamped: one long pause must not hide
+    // a loop that is closed again for many requests.
+    const idle = idleNs < this.options.wakeCostNs ? 0 : Math.min(idleNs, IDLE_CLAMP_NS);
     this.#idleAvg += (idle - this.#idleAvg) / 16;
     this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
@@ -741,8 +745,9 @@ export class AdaptiveController implements SpinPolicy {
 
   /**
    * How closed the loop is, from the share of the time requests are in flight (the duty
-   * cycle): 0 at 40% or less (the application paces its requests, or does much else between
-   * them), 1 at 80% or more (each request follows the last completion at once).
+   * cycle; idle spells shorter than a wake-up count as none): 0 at 40% or less (the
+   * application paces its requests, or does much else between them), 1 at 80% or more (each
+   * request follows the last completion at once).
    */
   get closedLoop(): number {
     const total = this.#busyAvg + this.#idleAvg;

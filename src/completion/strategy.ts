@@ -32,6 +32,13 @@ export interface CompletionStrategy {
   blockingSpinNs?(): number;
   /** How that spin should yield the CPU between checks (the backend shares this CPU), if at all. */
   spinYield?(): Readonly<SpinYield> | undefined;
+  /**
+   * A request is about to go on a ring: if nothing is in flight, a strategy that will poll for
+   * it turns interrupts off now and returns true, and the caller kicks as soon as the request is
+   * on the ring. Optional (false: kick with the batch, at process.nextTick). setBusy(true)
+   * follows at once and decides the wait.
+   */
+  quietKick?(): boolean;
   /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */
   afterBlockingWait?(): void;
   stop(): void;

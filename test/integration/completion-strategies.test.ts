@@ -142,6 +142,28 @@ for (const mode of ['poll', 'sleep-poll', 'adaptive'] as const) {
   });
 }
 
+for (const mode of COMPLETION_MODES) {
+  const polls = mode !== 'event';
+  test(`${mode}: a request made while the device is idle is kicked ${polls ? 'in the call' : 'with its batch'}, a burst once more`, async () => {
+    const dev = await openBlockDevice(nullQsd.socketPath, { completion: mode });
+    try {
+      for (let round = 0; round < 20; round++) {
+        const kicks = dev.stats.kicks;
+        const lone = dev.read(0, 4096);
+        // Polling strategies turn interrupts off and kick at once (the backend answers a kick
+        // that follows its last completion sooner); 'event' kicks at process.nextTick.
+        assert.equal(dev.stats.kicks - kicks, polls ? 1 : 0, 'kicks inside the first call');
+        const burst = Array.from({ length: 7 }, (_, i) => dev.read((i + 1) * 4096, 4096));
+        assert.equal(dev.stats.kicks - kicks, polls ? 1 : 0, 'the rest wait for the batch');
+        await Promise.all([lone, ...burst]);
+        assert.ok(dev.stats.kicks - kicks <= 2, `${dev.stats.kicks - kicks} kicks for 8 reads`);
+      }
+    } finally {
+      await dev.close();
+    }
+  });
+}
+
 test('adaptive is told how long the device sat idle before each wait, and how often the process is preempted', async () => {
   // Spy on what the polling engine reports to the controller (the controller's own reactions
   // are unit-tested on synthetic traces).

@@ -607,6 +607,16 @@ test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced
   assert.ok(closed.budgetNs >= 70 * US, `closed-loop budget ${closed.budgetNs}`);
 });
 
+test('a closed loop whose waits are as short as its own turnaround is still closed', () => {
+  // null-co at depth 1: 3 µs waits, 2 µs from a completion to the next request (duty 60%).
+  const c = new AdaptiveController();
+  for (let i = 0; i < 200; i++) c.resumed(2 * US, 3 * US);
+  assert.ok(c.closedLoop > 0.99, `closedLoop ${c.closedLoop}`);
+  // Pauses longer than a wake-up still tell a paced load.
+  for (let i = 0; i < 200; i++) c.resumed(40 * US, 3 * US);
+  assert.ok(c.closedLoop < 0.01, `closedLoop ${c.closedLoop}`);
+});
+
 test('a step up of the waits past a tight budget is followed, not blocked for (a miss makes the next wait a probe)', () => {
   // A closed loop (the probe after a miss is one of its measures), with both weights at 1.5 so
   // that the closed-loop weight is not what makes 36 µs waits cheaper to spin for than a

@@ -231,14 +231,15 @@ test('engine: completions found before a deferred wait begins are drained withou
     const hits = rec.hits;
     q.complete(2);
     await nextTurn(); // the spin finds 2 and drains them; the next wait is deferred
-    assert.equal(rec.hits, hits + 1);
+    // The hit is reported when the next wait is decided, after the resubmissions' kick.
+    assert.equal(rec.hits, hits);
     q.complete(1); // ... and the device completes one more before it is decided
     await nextTurn();
     assert.equal(q.drained, 3, 'drained at the deferred turn');
-    assert.equal(rec.hits, hits + 1, 'no hit reported for a wait that never began');
     await nextTurn();
     assert.equal(rec.waits.length, decided + 1, 'one wait decided, after both drains');
     assert.equal(rec.waits.at(-1), 4);
+    assert.equal(rec.hits, hits + 1, 'one hit: none for a wait that never began');
   }));
 
 test('engine: at depth 1 the wait is decided at the submission (before the kick), not a turn later', () =>
@@ -456,3 +457,31 @@ test('engine: after yields that came back late in a row (a CPU-bound neighbour t
       assert.equal(q.drained, 1, 'the spin still finds the completion');
     });
   }));
+
+test('engine: a lone request is kicked with interrupts already off (quietKick), only from idle', () =>
+  withEngine(Infinity, async ({ q }) => {
+    assert.equal(q.interrupts, true, 'idle: interrupts on');
+    assert.equal(q.strategy!.quietKick(), true);
+    assert.equal(q.interrupts, false, 'off before the request goes on the ring');
+    q.submit(1);
+    assert.equal(q.interrupts, false, 'spinning for it');
+    // With a request in flight the kick goes with the batch.
+    assert.equal(q.strategy!.quietKick(), false);
+    q.complete(1);
+    q.resubmit = false;
+    await nextTurn();
+    assert.equal(q.interrupts, true, 'idle again: interrupts back on');
+  }));
+
+test('engine: after quietKick, a wait decided to block re-arms, and a request that never went out parks', async () => {
+  await withEngine(0, async ({ q }) => {
+    assert.equal(q.strategy!.quietKick(), true);
+    q.submit(1); // budget 0: armed at once
+    assert.equal(q.interrupts, true, 'armed: interrupts on again');
+  });
+  await withEngine(Infinity, async ({ q }) => {
+    assert.equal(q.strategy!.quietKick(), true);
+    q.submit(0); // nothing went on the ring (it waits for memory or a lock)
+    assert.equal(q.interrupts, true, 'parked with interrupts on');
+  });
+});
