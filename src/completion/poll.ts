@@ -249,8 +249,9 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * Idle (nothing in flight): interrupts go off before the request goes on the ring, not at the
-   * wait's decision (setBusy), so the kick can go at once. A backend answers a kick that comes
+   * Idle (nothing in flight, and the last drain took one completion: depth 1): interrupts go off
+   * before the request goes on the ring, not at the wait's decision (setBusy), so the kick can go
+   * at once. A backend answers a kick that comes
    * right after its last completion much sooner (null-co, depth 1: 2.4 µs within 0.75 µs, 6-26
    * µs later; BENCHMARKS.md), and one still running from that completion, or woken by the kick on
    * this CPU, then completes the request without signalling it. A wait then decided to block
@@ -258,6 +259,8 @@ export class PollingCompletion implements CompletionStrategy {
    * re-enables them too.
    */
   quietKick(): boolean {
+    // After a drain of several completions their resubmissions are coming too: one kick for all.
+    if (this.#lastDrained > 1) return false;
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
     for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
     return true;
@@ -315,7 +318,7 @@ export class PollingCompletion implements CompletionStrategy {
       }
     }
     // After a drain of several completions the rest of their resubmissions are coming too (see
-    // #nextWait); after one (depth 1) the wait is decided now, before the kick.
+    // #nextWait); after one (depth 1) the wait is decided now, right after the kick (quietKick).
     const afterBurst = this.#lastDrained > 1;
     this.#lastDrained = 0;
     if (afterBurst) this.#nextWait();
@@ -346,9 +349,11 @@ export class PollingCompletion implements CompletionStrategy {
    * include theirs. Decided now, it would see the dip between the drain and the resubmissions
    * instead of the application's depth (measured at depth 16: not one wait in 2,000 saw 16).
    * Until then the device is not asked to interrupt. A wait at depth 1 (the drain emptied the
-   * device of its only request) is decided at the next submission, before its kick: blocked at
-   * once there, it lets a backend on this CPU run sooner (measured, p50 28.5 against 36.8 µs).
-   * The cost: a blocked wait after a drain is armed one loop turn later.
+   * device of its only request) is decided in the next submission, right after its kick (made
+   * there with interrupts off, see quietKick): not a loop turn later, since blocked at once it
+   * lets a backend on this CPU run sooner (measured, p50 28.5 against 36.8 µs, when the kick
+   * still came after the decision). The cost: a blocked wait after a drain is armed one loop
+   * turn later.
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
@@ -397,7 +402,7 @@ export class PollingCompletion implements CompletionStrategy {
     return true;
   }
 
-  /** A wait's hit noted by a polling turn goes to the policy before anything else it hears. */
+  /** A wait's hit noted by a polling turn goes to the policy before the next wait's news. */
   #reportPendingHit(): void {
     if (this.#pendingHitNs < 0) return;
     const ns = this.#pendingHitNs;
@@ -422,6 +427,7 @@ export class PollingCompletion implements CompletionStrategy {
     const queues = this.#queues;
     if (this.#decidePending) {
       this.#decidePending = false;
+      this.#reportPendingHit();
       if (anyUsed(queues)) {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes

@@ -33,10 +33,11 @@ export interface CompletionStrategy {
   /** How that spin should yield the CPU between checks (the backend shares this CPU), if at all. */
   spinYield?(): Readonly<SpinYield> | undefined;
   /**
-   * A request is about to go on a ring: if nothing is in flight, a strategy that will poll for
-   * it turns interrupts off now and returns true, and the caller kicks as soon as the request is
-   * on the ring. Optional (false: kick with the batch, at process.nextTick). setBusy(true)
-   * follows at once and decides the wait.
+   * A request is about to go on a ring: if nothing is in flight (and it is not the first of a
+   * burst of resubmissions), a polling strategy turns interrupts off now and returns true, and
+   * the caller kicks as soon as the request is on the ring. setBusy(true) follows at once and
+   * decides the wait (a wait decided to block turns them on again, with the re-check).
+   * Optional (false: kick with the batch, at process.nextTick).
    */
   quietKick?(): boolean;
   /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */

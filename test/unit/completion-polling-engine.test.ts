@@ -198,7 +198,7 @@ test("engine: the policy's spare time: a spinning wait's turns (not between a co
   });
   await withEngine(0, async ({ q, rec }) => {
     q.submit(1);
-    // At depth 1 that is inside the submission, before its kick: a wake-up is to come anyway.
+    // At depth 1 that is inside the submission (after its kick): a wake-up is to come anyway.
     assert.deepEqual(rec.spares, [{ inSubmit: true, used: false }], 'after arming, once');
     assert.equal(q.interrupts, true);
   });
@@ -242,7 +242,7 @@ test('engine: completions found before a deferred wait begins are drained withou
     assert.equal(rec.hits, hits + 1, 'one hit: none for a wait that never began');
   }));
 
-test('engine: at depth 1 the wait is decided at the submission (before the kick), not a turn later', () =>
+test('engine: at depth 1 the wait is decided in the submission, not a turn later', () =>
   withEngine(Infinity, async ({ q, rec }) => {
     q.submit(1);
     assert.deepEqual(rec.inSubmit, [true]);
@@ -485,3 +485,19 @@ test('engine: after quietKick, a wait decided to block re-arms, and a request th
     assert.equal(q.interrupts, true, 'parked with interrupts on');
   });
 });
+
+test('engine: after a drain of several completions, the first resubmission is not kicked alone', () =>
+  withEngine(Infinity, async ({ q }) => {
+    q.resubmit = false;
+    q.submit(4);
+    await nextTurn();
+    q.complete(4);
+    await nextTurn(); // one drain takes all four and empties the device
+    assert.equal(q.drained, 4);
+    assert.equal(q.strategy!.quietKick(), false, 'the rest of the burst shares its kick');
+    assert.equal(q.interrupts, true);
+    q.submit(1);
+    q.complete(1);
+    await nextTurn(); // a drain of one: depth 1
+    assert.equal(q.strategy!.quietKick(), true);
+  }));

@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+// How long the event loop's turns take while a completion strategy polls: a probe runs once per
+// loop iteration (setImmediate, the phase the polling turns run in) and records the time between
+// its runs, while closed loops of 4 KiB reads keep requests in flight. A slow device (a throttle
+// group, 2 ms between completions at the default 500 IOPS) makes every polling turn spin or
+// sleep in full, which is where an option's cap shows. Prints one line per configuration.
+//
+//   npm run build && node scripts/loop-turns.mjs [--backend throttle|null|file]
+//     [--throttle-iops 500] [--depth 1] [--seconds 1.5] [--qsd-cpu 0] [--fe-cpu 1]
+//     [NAME=MODE[:JSON] ...]     JSON: completionOptions, e.g. 'slice=poll:{"spinSliceNs":700000}'
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { setImmediate } from 'node:timers';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startQsd } from './lib/qsd.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SELF = fileURLToPath(import.meta.url);
+
+function parseArgs(argv) {
+  const o = {
+    backend: 'throttle',
+    throttleIops: 500,
+    depth: 1,
+    seconds: 1.5,
+    qsdCpu: 0,
+    feCpu: 1,
+    configs: [],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => argv[++i];
+    if (a === '--backend') o.backend = next();
+    else if (a === '--throttle-iops') o.throttleIops = Number(next());
+    else if (a === '--depth') o.depth = Number(next());
+    else if (a === '--seconds') o.seconds = Number(next());
+    else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
+    else if (a === '--fe-cpu') o.feCpu = Number(next());
+    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
+    else o.configs.push(a);
+  }
+  if (o.configs.length === 0) {
+    o.configs = [
+      'poll=poll',
+      'sleep-poll=sleep-poll',
+      'adaptive=adaptive',
+      'poll-cap=poll:{"spinSliceNs":700000}',
+      'sleep-poll-cap=sleep-poll:{"sleepIntervalNs":700000}',
+    ];
+  }
+  return o;
+}
+
+/** NAME=MODE[:JSON] */
+function parseConfig(text) {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[:JSON], got ${text}`);
+  const rest = text.slice(eq + 1);
+  const colon = rest.indexOf(':');
+  return {
+    name: text.slice(0, eq),
+    mode: colon >= 0 ? rest.slice(0, colon) : rest,
+    options: colon >= 0 ? JSON.parse(rest.slice(colon + 1)) : undefined,
+  };
+}
+
+async function child(socket, o) {
+  const { openBlockDevice } = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
+  );
+  for (const { name, mode, options } of o.configs.map(parseConfig)) {
+    const dev = await openBlockDevice(socket, {
+      completion: mode,
+      ...(options ? { completionOptions: options } : {}),
+    });
+    try {
+      const end = performance.now() + o.seconds * 1000;
+      let ios = 0;
+      let done = false;
+      const work = Promise.all(
+        Array.from({ length: o.depth }, async (_, i) => {
+          const buf = dev.allocBuffer(4096);
+          let block = i;
+          while (performance.now() < end) {
+            block = (block + 7919) % 65536;
+            await dev.readInto(buf, block * 4096);
+            ios++;
+          }
+        }),
+      ).then(() => {
+        done = true;
+      });
+      const gaps = [];
+      let last = performance.now();
+      await new Promise((resolveProbe) => {
+        const probe = () => {
+          const now = performance.now();
+          gaps.push(now - last);
+          last = now;
+          if (done) resolveProbe();
+          else setImmediate(probe);
+        };
+        setImmediate(probe);
+      });
+      await work;
+      gaps.sort((a, b) => a - b);
+      const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);
+      const over = gaps.filter((g) => g >= 1).length;
+      process.stdout.write(
+        `| ${name} | ${ios} | ${gaps.length} | ${q(0.5)} | ${q(0.9)} | ${q(0.99)} | ${q(0.999)} | ` +
+          `${gaps.at(-1).toFixed(2)} | ${over} (${((over / gaps.length) * 100).toFixed(2)}%) |\n`,
+      );
+    } finally {
+      await dev.close();
+    }
+  }
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
+  const o = parseArgs(argv);
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-loop-turns-'));
+  let qsd;
+  try {
+    qsd = await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops });
+    process.stdout.write(
+      `- command: \`node scripts/loop-turns.mjs ${argv.join(' ')}\`\n` +
+        `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
+        `${o.seconds} s per configuration\n\n` +
+        '| config | I/Os | loop turns | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | turns ≥ 1 ms |\n' +
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n',
+    );
+    const r = spawnSync(
+      'taskset',
+      ['-c', String(o.feCpu), process.execPath, SELF, '--child', qsd.sock, ...argv],
+      { stdio: ['ignore', 'inherit', 'inherit'] },
+    );
+    if (r.status !== 0) throw new Error(`child exited ${r.status}`);
+  } finally {
+    await qsd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
