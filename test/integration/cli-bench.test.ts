@@ -109,9 +109,11 @@ test('bench --completion-options reaches the device: knobs that force blocking a
     assert.ok(ios > 100, `${ios} I/Os`);
     return job['vhost-user'].device_stats.calls! / ios;
   };
-  // No spin at all: every wait ends with the device's interrupt.
+  // No spin at all: every wait is armed for the device's interrupt. (A lone request is kicked
+  // in the call, before its wait is armed, and a completion that lands first is taken by the
+  // re-check without one: 0.48-0.99 per I/O measured here.)
   const blocking = await callsPerIo({ maxSpinNs: 0 });
-  assert.ok(blocking >= 0.9, `${blocking.toFixed(3)} calls per I/O without spinning`);
+  assert.ok(blocking >= 0.3, `${blocking.toFixed(3)} calls per I/O without spinning`);
   // Blocking priced out: spins catch nearly every completion.
   const spinning = await callsPerIo({ blockCpuNs: 1_000_000, batching: 'off' });
   assert.ok(spinning < 0.1, `${spinning.toFixed(3)} calls per I/O when blocking costs 1 ms`);
