@@ -27,7 +27,6 @@
 // measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
 // a second of idle, a closed loop of 4 KiB reads for 0.6 s per MODE (default poll, event),
 // printed as the median latency in each 25 ms of the run.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -35,6 +34,7 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { startQsd } from './lib/qsd.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
 
@@ -262,18 +262,6 @@ async function childWarmup(socket, modes) {
     }
     process.stdout.write(`| ${mode} | ${samples.length} | ${cells.join(' ')} |\n`);
   }
-}
-
-function runChild(args) {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolveRun(out) : reject(new Error(`child exited ${code}`)),
-    );
-  });
 }
 
 function table(runs, configs) {

@@ -16,7 +16,6 @@
 //   npm run build && node scripts/reaction.mjs [--backend null|file] [--rounds 5]
 //     [--qsd-cpu 0] [--fe-cpu 1] [--scale 1] [MODE ...]     (default: adaptive poll event)
 //   --scale multiplies every phase's length; --trace prints one round's bins per mode.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -25,6 +24,7 @@ import process from 'node:process';
 import { clearInterval, setInterval } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { startQsd } from './lib/qsd.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -242,18 +242,6 @@ async function child(socket, o) {
     }
   }
   process.stdout.write(`${JSON.stringify(runs)}\n`);
-}
-
-function runChild(args) {
-  return new Promise((resolveRun, reject) => {
-    const c = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.on('error', reject);
-    c.on('close', (code) =>
-      code === 0 ? resolveRun(out) : reject(new Error(`child exited ${code}`)),
-    );
-  });
 }
 
 const fmtMs = (xs) => {
