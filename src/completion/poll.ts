@@ -204,6 +204,8 @@ export class PollingCompletion implements CompletionStrategy {
   #decidePending = false;
   /** Completions the latest drain of all queues by this engine found (not the sync wait's). */
   #lastDrained = 0;
+  /** performance.now() at that drain, when it found several (see #afterBurst). */
+  #lastDrainedAt = 0;
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
@@ -249,19 +251,19 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * Idle (nothing in flight, and the last drain took one completion: depth 1): interrupts go off
-   * before the request goes on the ring, not at the wait's decision (setBusy), so the kick can go
-   * at once. A backend answers a kick that comes
-   * right after its last completion much sooner (null-co, depth 1: 2.4 µs within 0.75 µs, 6-26
-   * µs later; BENCHMARKS.md), and one still running from that completion, or woken by the kick on
-   * this CPU, then completes the request without signalling it. A wait then decided to block
-   * re-enables them with the usual re-check; a request that did not go on the ring parks, which
-   * re-enables them too.
+   * Idle (nothing in flight, and not right after a drain of several completions): interrupts go
+   * off before the request goes on the ring, not at the wait's decision (setBusy), so the kick
+   * can go at once. A backend answers a kick that comes right after its last completion much
+   * sooner (null-co, depth 1: 2.4 µs within 0.75 µs, 6-26 µs later; BENCHMARKS.md), and one
+   * still running from that completion, or woken by the kick on this CPU, then completes the
+   * request without signalling it. A wait then decided to block re-enables them with the usual
+   * re-check; a request that did not go on the ring parks, which re-enables them too.
    */
   quietKick(): boolean {
-    // After a drain of several completions their resubmissions are coming too: one kick for all.
-    if (this.#lastDrained > 1) return false;
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
+    // A burst's resubmissions are coming too: one kick for all of them. (Checked second: the
+    // clock is read only for a submission that finds nothing in flight.)
+    if (this.#lastDrained > 1 && this.#afterBurst(performance.now())) return false;
     for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
     return true;
   }
@@ -319,7 +321,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     // After a drain of several completions the rest of their resubmissions are coming too (see
     // #nextWait); after one (depth 1) the wait is decided now, right after the kick (quietKick).
-    const afterBurst = this.#lastDrained > 1;
+    const afterBurst = this.#afterBurst(now);
     this.#lastDrained = 0;
     if (afterBurst) this.#nextWait();
     else this.#startWait(now);
@@ -486,6 +488,15 @@ export class PollingCompletion implements CompletionStrategy {
       }
     }
     this.#lastDrained = drained;
+    if (drained > 1) this.#lastDrainedAt = performance.now();
+  }
+
+  /**
+   * The latest drain took several completions and their resubmissions may still be coming: they
+   * run in the continuations right after it (microseconds); a request made later is a new one.
+   */
+  #afterBurst(now: number): boolean {
+    return this.#lastDrained > 1 && now - this.#lastDrainedAt < BURST_RESUBMIT_MS;
   }
 
   /**
@@ -666,6 +677,9 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 });
 
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
+
+/** How long after a drain of several completions a submission counts as one of their resubmissions. */
+const BURST_RESUBMIT_MS = 1;
 
 /**
  * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take. The loop may be

@@ -501,3 +501,16 @@ test('engine: after a drain of several completions, the first resubmission is no
     await nextTurn(); // a drain of one: depth 1
     assert.equal(q.strategy!.quietKick(), true);
   }));
+
+test('engine: a request made well after a burst was drained is kicked alone again', () =>
+  withEngine(Infinity, async ({ q }) => {
+    q.resubmit = false;
+    q.submit(4);
+    await nextTurn();
+    q.complete(4);
+    await nextTurn(); // one drain takes all four; nobody resubmits
+    assert.equal(q.drained, 4);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal(q.strategy!.quietKick(), true, 'the burst is over: a lone request');
+    assert.equal(q.interrupts, false);
+  }));
