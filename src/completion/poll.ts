@@ -319,8 +319,9 @@ export class PollingCompletion implements CompletionStrategy {
         this.#busySince = now;
       }
     }
-    // After a drain of several completions the rest of their resubmissions are coming too (see
-    // #nextWait); after one (depth 1) the wait is decided now, right after the kick (quietKick).
+    // Within 1 ms of a drain of several completions the rest of their resubmissions are coming
+    // too (see #nextWait); otherwise (depth 1, or a new request) the wait is decided now, right
+    // after the kick (quietKick).
     const afterBurst = this.#afterBurst(now);
     this.#lastDrained = 0;
     if (afterBurst) this.#nextWait();
@@ -345,7 +346,7 @@ export class PollingCompletion implements CompletionStrategy {
 
   /**
    * After a drain that left requests in flight, after a blocking wait, or at the first
-   * submission after a drain of several completions that emptied the device: the drained
+   * submission within 1 ms of a drain of several completions that emptied the device: the drained
    * requests' callbacks (promise continuations, which run after this returns) usually submit
    * again, so the next wait is decided at the next loop turn, when the requests in flight
    * include theirs. Decided now, it would see the dip between the drain and the resubmissions
