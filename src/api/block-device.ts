@@ -652,6 +652,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#engine.start(op);
     if (kickNow && this.#kickScheduled) this.#kickNow();
     this.#completion.setBusy(true);
+    // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
+    // keep the process alive for.
+    if (!this.#engine.busy) this.#completion.setBusy(false);
     return promise;
   }
 

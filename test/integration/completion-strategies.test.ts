@@ -1,5 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { openBlockDevice } from '../../src/index.js';
 import {
@@ -164,6 +165,38 @@ for (const mode of COMPLETION_MODES) {
     } finally {
       await dev.close();
     }
+  });
+}
+
+/** A child that reads through `mode`, then falls off its end without closing the device. */
+function readsThenExits(
+  socketPath: string,
+  mode: CompletionMode,
+  lengths: number[],
+): Promise<number | null> {
+  const entry = new URL('../../src/index.js', import.meta.url).href;
+  const script = [
+    `const { openBlockDevice } = await import(${JSON.stringify(entry)});`,
+    `const dev = await openBlockDevice(${JSON.stringify(socketPath)}, { completion: '${mode}' });`,
+    `for (const length of ${JSON.stringify(lengths)}) await dev.read(0, length);`,
+  ].join('\n');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    stdio: 'inherit',
+  });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+for (const mode of COMPLETION_MODES) {
+  test(`${mode}: a zero-length read does not keep an idle device's process alive`, async () => {
+    // Settled inside the call, it once left the call eventfds watched as if a request were in
+    // flight: the process never exited.
+    assert.equal(await readsThenExits(nullQsd.socketPath, mode, [4096, 4096, 0]), 0);
   });
 }
 
