@@ -12,7 +12,7 @@
 //   --seconds S       measured seconds per run (default 2), after --ramp S (default 0.5)
 //   --step-seconds S  length of each phase of the stepping load (default 5)
 //   --step-rounds N   rounds of the stepping load (default 1)
-//   --pair-rounds N / --pair-seconds S            paired verdict runs (default 8 x 0.6 s)
+//   --pair-rounds N / --pair-seconds S            paired verdict runs (default 16 x 0.6 s)
 //   --pair-qd1-rounds N / --pair-qd1-seconds S    ... at depth 1 (default 24 x 1 s)
 //   --pair-paced-rounds N / --pair-paced-seconds S ... paced at 2,000 IOPS (default 16 x 2 s)
 //   --pair-step-rounds N / --pair-step-seconds S  ... stepping load (default 7 x 6 s)
@@ -39,9 +39,10 @@ const MAIN = join(DIST, 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
 /**
- * At depth 1 and on the stepping load the paired runs add a second 'poll' arm: poll ÷ poll per
- * round shows what the method resolves there, where the daemon's speed moves between two levels
- * from run to run (and, stepping, where adaptive can at best tie poll on split CPUs).
+ * Every paired run but the paced one adds a second 'poll' arm: poll ÷ poll per round shows what
+ * the method resolves there (at depth 1 the daemon's speed moves between two levels from run to
+ * run; at depth 32 on null-co single rounds range over ±25%; stepping, adaptive can at best tie
+ * poll on split CPUs).
  */
 const CONTROL = 'poll-control';
 /**
@@ -100,11 +101,7 @@ async function childSleepFloor() {
 async function childPaired(socket, spec, rounds, seconds) {
   const w = JSON.parse(spec);
   const { runBench } = await import(pathToFileURL(join(DIST, 'bench', 'index.js')).href);
-  const arms = w.rate
-    ? PACED_ARMS
-    : w.qd === 1 || w.stepping
-      ? [...STRATEGIES, CONTROL]
-      : STRATEGIES;
+  const arms = w.rate ? PACED_ARMS : [...STRATEGIES, CONTROL];
   const out = Object.fromEntries(arms.map((m) => [m, []]));
   for (let round = 0; round < rounds; round++) {
     const order = arms.map((_, i) => arms[(i + round) % arms.length]);
@@ -243,7 +240,7 @@ function parseArgs(argv) {
     ramp: 0.5,
     stepSeconds: 5,
     stepRounds: 1,
-    pairRounds: 8,
+    pairRounds: 16,
     pairSeconds: 0.6,
     pairQd1Rounds: 24,
     pairQd1Seconds: 1,
@@ -643,7 +640,7 @@ function targets(all) {
       const med = (m, k) => median(runs[m].map((x) => x[k]));
       const best = FIXED.reduce((x, y) => (med(y, 'iops') > med(x, 'iops') ? y : x));
       const q = pairedRatio(runs, 'adaptive', best, 'iops');
-      // The control: the same strategy twice in each round (depth 1 only).
+      // The control: the same strategy twice in each round.
       const control = (key) => {
         if (!runs[CONTROL]) return '';
         const c = pairedRatio(runs, CONTROL, 'poll', key);
@@ -806,7 +803,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; at depth 1 and on the stepping load a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
     );
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,
