@@ -2,7 +2,7 @@
 // Paired A/B runs of completion configurations in one process, for questions the full report
 // (bench-report.mjs) does not ask: an adaptive knob against its default, or this build against
 // another build of the library (`@DIST`: a dist/ directory of another checkout). Configurations
-// alternate in short runs, the order rotated each round, so that the machine's drift hits them
+// alternate in short runs, in a balanced order (armOrder), so that the machine's drift hits them
 // alike; each round's result is divided by the same round's result of the first configuration.
 //
 //   npm run build && node scripts/bench-ab.mjs [options] NAME=MODE[@DIST][:JSON] ...
@@ -34,6 +34,7 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { armOrder } from './lib/arm-order.mjs';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { startQsd } from './lib/qsd.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
@@ -189,8 +190,8 @@ async function childAb(socket, o) {
   }
   const out = Object.fromEntries(configs.map((c) => [c.name, []]));
   for (let round = 0; round < o.rounds; round++) {
-    for (let k = 0; k < configs.length; k++) {
-      const c = configs[(k + round) % configs.length];
+    for (const k of armOrder(configs.length, round)) {
+      const c = configs[k];
       if (o.stepping) {
         const r = await steppingRun(
           join(c.dist, 'src'),

@@ -29,6 +29,7 @@ import process from 'node:process';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { armOrder } from './lib/arm-order.mjs';
 import { QSD, startQsd } from './lib/qsd.mjs';
 import { REFBENCH_SRC } from './lib/refbench.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
@@ -94,7 +95,7 @@ async function childSleepFloor() {
 // ---------------------------------------------------------------------------------------------
 // Child mode 3: paired runs for the verdicts. On this shared machine the speed of a whole run
 // drifts by tens of percent within minutes, more than the differences the targets ask about, so
-// the strategies are compared in one process, alternating short runs (order rotated per round),
+// the strategies are compared in one process, alternating short runs (in a balanced order, armOrder),
 // and each round's adaptive result is divided by the same round's fixed results. Prints one
 // JSON line: { mode: [{ iops, p50, cpuPerIo, callsPerIo }, ... one per round] }.
 
@@ -104,7 +105,7 @@ async function childPaired(socket, spec, rounds, seconds) {
   const arms = w.rate ? PACED_ARMS : [...STRATEGIES, CONTROL];
   const out = Object.fromEntries(arms.map((m) => [m, []]));
   for (let round = 0; round < rounds; round++) {
-    const order = arms.map((_, i) => arms[(i + round) % arms.length]);
+    const order = armOrder(arms.length, round).map((i) => arms[i]);
     for (const arm of order) {
       const mode = arm === CONTROL ? 'poll' : arm === 'event-control' ? 'event' : arm;
       if (w.stepping) {
@@ -140,9 +141,10 @@ async function childPaired(socket, spec, rounds, seconds) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child mode 4: where the time of one QD1 read goes. The script (not the library) wraps three
+// Child mode 4: where the time of one QD1 read goes. The script (not the library) wraps four
 // methods of the library's own modules: SplitVirtqueue.publish (request on the ring),
-// BlkQueue.kick (eventfd write) and BlkQueue.drain (completion noticed and popped).
+// BlkQueue.kick and SplitVirtqueue.kickNeeded (the eventfd write, if the device wants one) and
+// BlkQueue.drain (completion noticed and popped).
 
 async function childBreakdown(socket, mode, seconds) {
   const { openBlockDevice } = await import(pathToFileURL(join(DIST, 'index.js')).href);
@@ -158,11 +160,24 @@ async function childBreakdown(socket, mode, seconds) {
     mark.pub = now();
     return r;
   };
+  // A kick decision writes the eventfd only if the device asked for it (kickNeeded): only those
+  // are timed as kicks.
+  let written = false;
+  const kickNeeded = SplitVirtqueue.prototype.kickNeeded;
+  SplitVirtqueue.prototype.kickNeeded = function (...a) {
+    const r = kickNeeded.apply(this, a);
+    if (r) written = true;
+    return r;
+  };
   const kick = BlkQueue.prototype.kick;
   BlkQueue.prototype.kick = function (...a) {
-    mark.kickStart = now();
+    const start = now();
+    written = false;
     const r = kick.apply(this, a);
-    mark.kickEnd = now();
+    if (written) {
+      mark.kickStart = start;
+      mark.kickEnd = now();
+    }
     return r;
   };
   const drain = BlkQueue.prototype.drain;
@@ -180,9 +195,11 @@ async function childBreakdown(socket, mode, seconds) {
   const buf = dev.allocBuffer(4096);
   const blocks = Math.floor(dev.size / 4096);
   // The columns follow one request's timeline: call → on ring → kick → kick written → drain
-  // starts → drain ends → await resumes, so they add up to the total whether the kick comes
-  // inside the call (polling strategies, from idle) or after it returns (process.nextTick). The
-  // call's own length and where its kick went are columns beside them.
+  // starts → drain ends → await resumes, so per request they add up to the total whether the
+  // kick comes inside the call (polling strategies, from idle) or after it returns
+  // (process.nextTick); the table shows their medians. After a kick inside the call, "kick →
+  // completion noticed" holds the rest of the call too (the wait's decision): our CPU time, which
+  // overlaps the device's. The call's own length and where its kick went are columns beside them.
   const rows = {
     submit: [],
     toKick: [],
@@ -803,7 +820,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating (${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating in a balanced order (each runs right after every other equally often; ${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each round's adaptive result divided by the same round's fixed result, the median of those ratios; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
     );
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,

@@ -654,7 +654,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#completion.setBusy(true);
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
     // keep the process alive for.
-    if (!this.#engine.busy) this.#completion.setBusy(false);
+    if (op.settled && !this.#engine.busy) this.#completion.setBusy(false);
     return promise;
   }
 
