@@ -36,6 +36,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { armOrder } from './lib/arm-order.mjs';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
+import { parseScriptOptions } from './lib/script-options.mjs';
 import { startQsd } from './lib/qsd.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
 
@@ -48,7 +49,7 @@ const median = (values) => {
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
 
 function parseArgs(argv) {
-  const o = {
+  const { options, positionals, given } = parseScriptOptions(argv, {
     backend: 'null',
     throttleIops: 4000,
     rw: 'randread',
@@ -62,28 +63,9 @@ function parseArgs(argv) {
     feCpu: 1,
     warmup: false,
     stepping: false,
-    configs: [],
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => argv[++i];
-    if (a === '--backend') o.backend = next();
-    else if (a === '--throttle-iops') o.throttleIops = Number(next());
-    else if (a === '--rw') o.rw = next();
-    else if (a === '--bs') o.bs = Number(next());
-    else if (a === '--iodepth') o.iodepth = Number(next());
-    else if (a === '--rate') o.rate = Number(next());
-    else if (a === '--rounds') o.rounds = Number(next());
-    else if (a === '--seconds') o.seconds = Number(next());
-    else if (a === '--ramp') o.ramp = Number(next());
-    else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
-    else if (a === '--fe-cpu') o.feCpu = Number(next());
-    else if (a === '--warmup') o.warmup = true;
-    else if (a === '--stepping') o.stepping = true;
-    else if (a === '--plain') o.plain = true;
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else o.configs.push(a);
-  }
+    plain: false,
+  });
+  const o = { ...options, configs: positionals };
   if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
     throw new Error(`--throttle-iops must be a positive integer, got ${o.throttleIops}`);
   }
@@ -91,7 +73,7 @@ function parseArgs(argv) {
     throw new Error('--plain reads as fast as it goes: --rate, --rw and --stepping do not apply');
   }
   // Phases shorter than a trial (300 ms) would measure the controller's start only.
-  if (o.stepping && !argv.includes('--seconds')) o.seconds = 6;
+  if (o.stepping && !given('seconds')) o.seconds = 6;
   return o;
 }
 

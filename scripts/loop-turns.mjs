@@ -17,32 +17,21 @@ import process from 'node:process';
 import { setImmediate } from 'node:timers';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startQsd } from './lib/qsd.mjs';
+import { parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 
 function parseArgs(argv) {
-  const o = {
+  const { options, positionals } = parseScriptOptions(argv, {
     backend: 'throttle',
     throttleIops: 500,
     depth: 1,
     seconds: 1.5,
     qsdCpu: 0,
     feCpu: 1,
-    configs: [],
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => argv[++i];
-    if (a === '--backend') o.backend = next();
-    else if (a === '--throttle-iops') o.throttleIops = Number(next());
-    else if (a === '--depth') o.depth = Number(next());
-    else if (a === '--seconds') o.seconds = Number(next());
-    else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
-    else if (a === '--fe-cpu') o.feCpu = Number(next());
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else o.configs.push(a);
-  }
+  });
+  const o = { ...options, configs: positionals };
   if (o.configs.length === 0) {
     o.configs = [
       'poll=poll',

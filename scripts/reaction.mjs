@@ -26,6 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { startQsd } from './lib/qsd.mjs';
+import { parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -49,19 +50,15 @@ const median = (values) => {
 };
 
 function parseArgs(argv) {
-  const o = { backend: 'null', rounds: 5, qsdCpu: 0, feCpu: 1, scale: 1, trace: false, modes: [] };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => argv[++i];
-    if (a === '--backend') o.backend = next();
-    else if (a === '--rounds') o.rounds = Number(next());
-    else if (a === '--qsd-cpu') o.qsdCpu = Number(next());
-    else if (a === '--fe-cpu') o.feCpu = Number(next());
-    else if (a === '--scale') o.scale = Number(next());
-    else if (a === '--trace') o.trace = true;
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else o.modes.push(a);
-  }
+  const { options, positionals } = parseScriptOptions(argv, {
+    backend: 'null',
+    rounds: 5,
+    qsdCpu: 0,
+    feCpu: 1,
+    scale: 1,
+    trace: false,
+  });
+  const o = { ...options, modes: positionals };
   if (o.modes.length === 0) o.modes = ['adaptive', 'poll', 'event'];
   if (!(Number.isInteger(o.rounds) && o.rounds > 0))
     throw new Error('--rounds: a positive integer');

@@ -486,14 +486,19 @@ test('engine: after quietKick, a wait decided to block re-arms, and a request th
   });
 });
 
+/** Four requests completed together and taken by one drain, which empties the device. */
+async function drainBurstOfFour(q: FakeQueue): Promise<void> {
+  q.resubmit = false;
+  q.submit(4);
+  await nextTurn();
+  q.complete(4);
+  await nextTurn();
+  assert.equal(q.drained, 4);
+}
+
 test('engine: after a drain of several completions, the first resubmission is not kicked alone', () =>
   withEngine(Infinity, async ({ q }) => {
-    q.resubmit = false;
-    q.submit(4);
-    await nextTurn();
-    q.complete(4);
-    await nextTurn(); // one drain takes all four and empties the device
-    assert.equal(q.drained, 4);
+    await drainBurstOfFour(q);
     assert.equal(q.strategy!.quietKick(), false, 'the rest of the burst shares its kick');
     assert.equal(q.interrupts, true);
     q.submit(1);
@@ -504,12 +509,7 @@ test('engine: after a drain of several completions, the first resubmission is no
 
 test('engine: a request made well after a burst was drained is kicked alone again', () =>
   withEngine(Infinity, async ({ q }) => {
-    q.resubmit = false;
-    q.submit(4);
-    await nextTurn();
-    q.complete(4);
-    await nextTurn(); // one drain takes all four; nobody resubmits
-    assert.equal(q.drained, 4);
+    await drainBurstOfFour(q); // nobody resubmits
     await new Promise((resolve) => setTimeout(resolve, 5));
     assert.equal(q.strategy!.quietKick(), true, 'the burst is over: a lone request');
     assert.equal(q.interrupts, false);
