@@ -121,6 +121,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #callFdCount: number;
   readonly #errFdCount: number;
   #kickScheduled = false;
+  /** A submission that kicks in the call itself (quietKick) is running: no batch kick for it. */
+  #kickingInCall = false;
   #watchdog: NodeJS.Timeout | undefined;
   #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   #failure: Error | undefined;
@@ -649,7 +651,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     }
     // A lone request (the first since the device went idle) is kicked now, not with the batch.
     const kickNow = this.#completion.quietKick?.() === true;
-    this.#engine.start(op);
+    this.#kickingInCall = kickNow;
+    try {
+      this.#engine.start(op);
+    } finally {
+      this.#kickingInCall = false;
+    }
     if (kickNow && this.#kickScheduled) this.#kickNow();
     this.#completion.setBusy(true);
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
@@ -748,6 +755,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #scheduleKick(): void {
     if (this.#kickScheduled) return;
     this.#kickScheduled = true;
+    // The submission kicks right after (#start): a nextTick would be work and garbage for nothing.
+    if (this.#kickingInCall) return;
     // One kick per batch: everything submitted in this tick (and its microtasks) shares it.
     process.nextTick(() => {
       if (this.#kickScheduled) this.#kickNow();
