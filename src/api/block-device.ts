@@ -655,10 +655,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       this.#engine.start(op);
     } finally {
+      // Even if start threw: what went on the ring is kicked and waited for.
       this.#kickingInCall = false;
+      if (kickNow && this.#kickScheduled) this.#kickNow();
+      this.#completion.setBusy(true);
     }
-    if (kickNow && this.#kickScheduled) this.#kickNow();
-    this.#completion.setBusy(true);
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
     // keep the process alive for.
     if (op.settled && !this.#engine.busy) this.#completion.setBusy(false);
@@ -758,10 +759,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     // The submission kicks right after (#start): a nextTick would be work and garbage for nothing.
     if (this.#kickingInCall) return;
     // One kick per batch: everything submitted in this tick (and its microtasks) shares it.
-    process.nextTick(() => {
-      if (this.#kickScheduled) this.#kickNow();
-    });
+    process.nextTick(this.#batchKick);
   }
+
+  readonly #batchKick = (): void => {
+    if (this.#kickScheduled) this.#kickNow();
+  };
 
   #kickNow(): void {
     this.#kickScheduled = false;
