@@ -15,6 +15,7 @@ export const STEPPING_SCHEDULE = [1, 32, 1, 32];
  */
 export async function steppingRun(dist, socket, mode, phaseSeconds, completionOptions) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
+  const { watchGcPauses } = await import(pathToFileURL(join(dist, 'bench', 'index.js')).href);
   const hdr = await import('hdr-histogram-js');
   const schedule = STEPPING_SCHEDULE;
   const dev = await openBlockDevice(socket, {
@@ -71,6 +72,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
     };
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
+    const gc = watchGcPauses();
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const workers = Array.from({ length: 32 }, (_, i) => worker(i));
@@ -86,16 +88,21 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     loop.disable();
+    gc.end();
     for (const r of wake) r();
     await Promise.all(workers);
     const stats = dev.stats;
     await dev.close();
+    gc.stop();
     const out = {
       iops: n / seconds,
       p50: all.getValueAtPercentile(50) / 1000,
       p99: all.getValueAtPercentile(99) / 1000,
       cpuPerIo: (cpu.user + cpu.system) / n,
       loopMaxMs: loop.max / 1e6,
+      gcMaxMs: gc.pauses.longestNs / 1e6,
+      holdMaxMs: stats.pollingTurns > 0 ? stats.longestPollingHoldNs / 1e6 : NaN,
+      holdsOver1ms: stats.pollingHoldsOver1ms,
       phases: perPhase.map((p, i) => ({
         depth: schedule[i],
         iops: p.ios / phaseSeconds,

@@ -26,7 +26,7 @@ import type { BlkDeviceInfo } from '../devices/blk/driver.js';
 import type { ScsiDeviceInfo, ScsiEvent } from '../devices/scsi/driver.js';
 import type { DeviceDriver, DeviceQueue } from '../devices/device.js';
 import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
-import type { DeviceStats } from '../devices/stats.js';
+import { countPollingTurn, type DeviceStats } from '../devices/stats.js';
 import {
   createCompletion,
   spinForUsed,
@@ -150,6 +150,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       countCall: () => {
         this.#stats.calls++;
       },
+      countPollingTurn: (ms, othersMs) => countPollingTurn(this.#stats, ms, othersMs),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();

@@ -47,6 +47,9 @@ export interface FioJob {
     completion: string;
     cpu_per_io_us: number;
     max_event_loop_delay_ns: number;
+    gc_pauses: number;
+    longest_gc_pause_ns: number;
+    total_gc_pause_ns: number;
     verified_blocks: number;
     device_stats: Record<string, number>;
   };
@@ -153,6 +156,9 @@ export function toFioJson(
           completion: r.completion,
           cpu_per_io_us: r.cpu.perIo,
           max_event_loop_delay_ns: r.maxEventLoopDelay,
+          gc_pauses: r.gc.count,
+          longest_gc_pause_ns: r.gc.longestNs,
+          total_gc_pause_ns: r.gc.totalNs,
           verified_blocks: r.verified,
           device_stats: r.deviceStats,
         },

@@ -26,7 +26,9 @@ export {
   type BenchResult,
   type BenchRw,
   type DirectionResult,
+  type GcPauses,
   type LatencyStats,
   type ResolvedBenchOptions,
 } from './options.js';
 export { crc32c } from './crc32c.js';
+export { watchGcPauses, type GcPauseWatch } from './gc-pauses.js';

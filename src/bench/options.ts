@@ -104,10 +104,18 @@ export interface BenchResult {
   cpu: { user: number; system: number; perIo: number };
   /** Worst event-loop delay seen over the measured time, ns. */
   maxEventLoopDelay: number;
+  /** Garbage-collection pauses over the measured time (one cause of loop delays). */
+  gc: GcPauses;
   /** Blocks checked by verify (0 without verify). */
   verified: number;
   /** Device counters at the end. */
   deviceStats: Record<string, number>;
+}
+
+export interface GcPauses {
+  count: number;
+  longestNs: number;
+  totalNs: number;
 }
 
 export type ResolvedBenchOptions = Required<

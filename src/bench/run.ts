@@ -4,6 +4,7 @@ import * as hdr from 'hdr-histogram-js';
 import { openDevice } from '../api/open.js';
 import type { BlockDevice } from '../api/block-device.js';
 import { crc32c } from './crc32c.js';
+import { watchGcPauses } from './gc-pauses.js';
 import {
   resolveBenchOptions,
   type BenchOptions,
@@ -176,6 +177,7 @@ async function measure(
   let cpuStart = process.cpuUsage();
   const loopDelay = monitorEventLoopDelay({ resolution: 1 });
   loopDelay.enable();
+  const gc = watchGcPauses();
   const startMeasuring = (now: number) => {
     measuring = true;
     measureStart = now;
@@ -185,6 +187,7 @@ async function measure(
     counters.bytes = [0, 0];
     cpuStart = process.cpuUsage();
     loopDelay.reset();
+    gc.reset();
   };
   const rate = o.rate_iops;
   const issued: [number, number] = [0, 0];
@@ -306,6 +309,7 @@ async function measure(
     measureEnd = performance.now();
     cpu = process.cpuUsage(cpuStart);
     maxDelay = loopDelay.max;
+    gc.end();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
     if (!measuring) startMeasuring(measureEnd); // ramp outlasted the run: nothing measured
@@ -320,6 +324,7 @@ async function measure(
   } finally {
     clearInterval(timer);
     loopDelay.disable();
+    gc.stop();
   }
 
   const seconds = Math.max(1e-9, (measureEnd - measureStart) / 1000);
@@ -358,6 +363,7 @@ async function measure(
     },
     cpu: { user: cpu.user, system: cpu.system, perIo: ios > 0 ? (cpu.user + cpu.system) / ios : 0 },
     maxEventLoopDelay: Number.isFinite(maxDelay) ? maxDelay : 0,
+    gc: gc.pauses,
     verified,
     deviceStats: { ...stats },
   };

@@ -248,6 +248,22 @@ function directionLines(label: string, d: DirectionResult, seconds: number): str
   ];
 }
 
+const ms = (ns: number): string => (ns / 1e6).toFixed(2);
+
+/**
+ * How long the polling turns held the event loop (over the whole run, ramp included): as the loop
+ * saw them, and on their own, without the time others had the CPU meanwhile.
+ */
+function pollingLine(s: Record<string, number>): string[] {
+  const turns = s.pollingTurns ?? 0;
+  if (turns === 0) return [];
+  return [
+    `  polling turns: ${turns}, longest ${ms(s.longestPollingTurnNs ?? 0)} ms ` +
+      `(${ms(s.longestPollingHoldNs ?? 0)} ms of its own), ${s.pollingTurnsOver1ms ?? 0} of 1 ms ` +
+      `or more (${s.pollingHoldsOver1ms ?? 0} of their own)`,
+  ];
+}
+
 function summary(r: BenchResult): string {
   const o = r.options;
   const s = r.deviceStats;
@@ -267,7 +283,9 @@ function summary(r: BenchResult): string {
   lines.push(
     `  cpu: ${r.cpu.perIo.toFixed(2)} us per I/O (usr ${pct(r.cpu.user)}%, sys ${pct(r.cpu.system)}% ` +
       `of one CPU)`,
-    `  event loop: worst delay ${(r.maxEventLoopDelay / 1e6).toFixed(2)} ms`,
+    `  event loop: worst delay ${ms(r.maxEventLoopDelay)} ms; GC pauses ${r.gc.count}, ` +
+      `longest ${ms(r.gc.longestNs)} ms`,
+    ...pollingLine(s),
     `  device: kicks ${s.kicks ?? 0} (${per(s.kicks)} per I/O), calls ${s.calls ?? 0} ` +
       `(${per(s.calls)} per I/O), requests ${s.requests ?? 0}` +
       `${s.bytesBounced ? `, ${formatSize(s.bytesBounced)} bounced` : ''}`,

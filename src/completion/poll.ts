@@ -114,49 +114,80 @@ let lateYields = 0;
 let lastLateBack = -Infinity;
 
 /**
+ * Two clock reads of a spin this far apart (64 ring checks take about a microsecond) mean the
+ * thread was off the CPU between them: preempted by another thread, or its vCPU stalled.
+ */
+const OFF_CPU_GAP_MS = 0.1;
+/**
+ * The part of the latest spinForUsed during which others (threads, the host) had the CPU: gaps
+ * between its clock reads longer than OFF_CPU_GAP_MS, and yields that came back late (ms). The
+ * rest is what the spin itself held the thread for.
+ */
+let lastSpinOffCpuMs = 0;
+/**
+ * The latest spin's last clock read: a polling turn's own time ends there, before the clock read
+ * that follows, which may run a garbage collection (it allocates).
+ */
+let lastSpinEndMs = 0;
+
+/**
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
  * between checks, let any other runnable thread on this CPU (a backend sharing it) run first; a
  * spin that does not holds the CPU the completion needs until the scheduler preempts it (one
  * vCPU, file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without;
- * BENCHMARKS.md).
+ * BENCHMARKS.md). `startMs`: the caller's latest performance.now(), which saves a clock read
+ * and counts what came since (a garbage collection, a preemption) into lastSpinOffCpuMs.
  */
 export function spinForUsed(
   queues: readonly DeviceQueue[],
   ns: number,
   yieldRule?: Readonly<SpinYield>,
+  startMs: number = performance.now(),
 ): boolean {
-  let now = performance.now();
+  let now = startMs;
   const end = now + ns / msToNs;
+  lastSpinOffCpuMs = 0;
   if (yieldRule !== undefined && now >= yieldsHeldUntil) {
     const lateMs = yieldRule.lateNs / msToNs;
     const holdMs = yieldRule.holdNs / msToNs;
     for (;;) {
-      if (anyUsed(queues)) return true;
+      if (anyUsed(queues)) return spinEnded(now, true);
       native.yieldThread();
       const back = performance.now();
       if (back - now <= lateMs) {
         lateYields = 0;
       } else {
+        lastSpinOffCpuMs += back - now;
         lateYields = now - lastLateBack <= 2 * holdMs ? lateYields + 1 : 1;
         lastLateBack = back;
         if (lateYields >= yieldRule.lateInARow) {
           // A neighbour still there when the hold ends is held for again at its first late yield.
           lateYields = yieldRule.lateInARow - 1;
           yieldsHeldUntil = back + holdMs;
+          now = back;
           break;
         }
       }
-      if (back >= end) return anyUsed(queues);
       now = back;
+      if (now >= end) return spinEnded(now, anyUsed(queues));
     }
   }
   for (;;) {
     // A clock read costs ~50 ns and allocates a heap number, a ring check a few ns and nothing:
     // check the rings far more often than the clock (64 checks: ~0.3 µs past the end at most;
     // 16 made the spins a fifth of all the garbage of a depth-1 read loop).
-    for (let i = 0; i < 64; i++) if (anyUsed(queues)) return true;
-    if (performance.now() >= end) return anyUsed(queues);
+    for (let i = 0; i < 64; i++) if (anyUsed(queues)) return spinEnded(now, true);
+    const then = now;
+    now = performance.now();
+    if (now - then > OFF_CPU_GAP_MS) lastSpinOffCpuMs += now - then;
+    if (now >= end) return spinEnded(now, anyUsed(queues));
   }
+}
+
+/** Notes the latest clock read of a spin (see lastSpinEndMs), and returns `found`. */
+function spinEnded(now: number, found: boolean): boolean {
+  lastSpinEndMs = now;
+  return found;
 }
 
 function anyInFlight(queues: readonly DeviceQueue[]): boolean {
@@ -449,20 +480,32 @@ export class PollingCompletion implements CompletionStrategy {
       if (!this.#decide(performance.now(), true)) return;
     }
     let found = anyUsed(queues);
+    let polledFrom = -1;
+    /** What the turn's spin or sleep held the thread for itself (see countPollingTurn). */
+    let ownMs = 0;
     if (!found) {
       this.#policy.spare?.();
-      const left = this.#waitStart + this.#budgetMs - performance.now();
+      const before = performance.now();
+      const left = this.#waitStart + this.#budgetMs - before;
       if (left > 0) {
+        polledFrom = before;
         if (this.#sleepNs > 0) {
           native.sleepNs(this.#sleepNs);
           found = anyUsed(queues);
+          // What a sleep overshoots by is the scheduler's (waking a halted vCPU), not ours.
+          ownMs = this.#sleepNs / msToNs;
         } else {
           const ns = Math.min(left, this.#sliceMs) * msToNs;
-          found = spinForUsed(queues, ns, this.spinYield());
+          found = spinForUsed(queues, ns, this.spinYield(), before);
+          ownMs = lastSpinEndMs - before - lastSpinOffCpuMs;
         }
       }
     }
     const now = performance.now();
+    if (polledFrom >= 0) {
+      const ms = now - polledFrom;
+      this.#host.countPollingTurn?.(ms, ms - Math.min(ownMs, ms));
+    }
     if (found) {
       // Reported when the next wait is decided: after the drained requests' callbacks, so after
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.

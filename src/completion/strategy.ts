@@ -9,8 +9,13 @@ export interface CompletionHost {
   readonly queues: readonly DeviceQueue[];
   /** Drains one queue's used ring and lets waiting work submit. */
   drain(queue: DeviceQueue): void;
-  /** The device's call eventfd fired `count` times. */
+  /** The device's call eventfd fired. */
   countCall(): void;
+  /**
+   * A polling turn spun or slept for `ms`, of which others (preempting threads, the host, a
+   * sleep's late wake-up) had the CPU for `othersMs` (optional; for DeviceStats).
+   */
+  countPollingTurn?(ms: number, othersMs: number): void;
 }
 
 export interface CompletionStrategy {

@@ -22,6 +22,18 @@ export interface DeviceStats {
   lunResets: number;
   /** virtio-scsi: deferred errors the target reported (an acknowledged command failed later). */
   deferredErrors: number;
+  /** Event-loop turns in which a polling strategy spun or slept waiting for completions. */
+  pollingTurns: number;
+  /** Of those, turns that kept the loop waiting 1 ms or more, as the loop saw them. */
+  pollingTurnsOver1ms: number;
+  /**
+   * Of those, turns that held the thread 1 ms or more themselves: not counting the time others had
+   * the CPU meanwhile (preempting threads, the host's stalls, a sleep's late wake-up).
+   */
+  pollingHoldsOver1ms: number;
+  /** The longest polling turn, and the longest hold (as above), over the device's life (ns). */
+  longestPollingTurnNs: number;
+  longestPollingHoldNs: number;
 }
 
 export function newDeviceStats(): DeviceStats {
@@ -38,5 +50,21 @@ export function newDeviceStats(): DeviceStats {
     taskAborts: 0,
     lunResets: 0,
     deferredErrors: 0,
+    pollingTurns: 0,
+    pollingTurnsOver1ms: 0,
+    pollingHoldsOver1ms: 0,
+    longestPollingTurnNs: 0,
+    longestPollingHoldNs: 0,
   };
+}
+
+/** Adds one polling turn of `ms`, of which others had the CPU for `othersMs`, to `stats`. */
+export function countPollingTurn(stats: DeviceStats, ms: number, othersMs: number): void {
+  stats.pollingTurns++;
+  const turnNs = ms * 1e6;
+  const holdNs = (ms - othersMs) * 1e6;
+  if (turnNs >= 1e6) stats.pollingTurnsOver1ms++;
+  if (holdNs >= 1e6) stats.pollingHoldsOver1ms++;
+  if (turnNs > stats.longestPollingTurnNs) stats.longestPollingTurnNs = Math.round(turnNs);
+  if (holdNs > stats.longestPollingHoldNs) stats.longestPollingHoldNs = Math.round(holdNs);
 }

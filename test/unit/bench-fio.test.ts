@@ -55,6 +55,7 @@ function result(): BenchResult {
     total: direction(40_000, 2, 4096),
     cpu: { user: 1_500_000, system: 500_000, perIo: 50 },
     maxEventLoopDelay: 1_200_000,
+    gc: { count: 12, longestNs: 450_000, totalNs: 2_000_000 },
     verified: 0,
     deviceStats: { requests: 40_000, completions: 40_000 },
   };
@@ -96,6 +97,8 @@ test('toFioJson has fio’s job fields, units and percentile keys', () => {
   assert.equal(job.trim.total_ios, 0);
   assert.equal(job['vhost-user'].completion, 'poll');
   assert.equal(job['vhost-user'].max_event_loop_delay_ns, 1_200_000);
+  assert.equal(job['vhost-user'].gc_pauses, 12);
+  assert.equal(job['vhost-user'].longest_gc_pause_ns, 450_000);
   // It survives a JSON round trip (what fio tooling reads).
   assert.deepEqual(JSON.parse(JSON.stringify(json)), json);
 });
