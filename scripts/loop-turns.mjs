@@ -3,11 +3,14 @@
 // loop iteration (setImmediate, the phase the polling turns run in) and records the time between
 // its runs, while closed loops of 4 KiB reads keep requests in flight. A slow device (a throttle
 // group, 2 ms between completions at the default 500 IOPS) makes every polling turn spin or
-// sleep in full, which is where an option's cap shows. Prints one line per configuration.
+// sleep in full, which is where an option's cap shows. Beside the gaps: the longest GC pause,
+// and the polling turns of 1 ms or more as the loop saw them and as they held it themselves
+// (the device's stats). Prints one line per configuration and round (the order rotates).
 //
 //   npm run build && node scripts/loop-turns.mjs [--backend throttle|null|file]
-//     [--throttle-iops 500] [--depth 1] [--seconds 1.5] [--qsd-cpu 0] [--fe-cpu 1]
+//     [--throttle-iops 500] [--depth 1] [--seconds 1.5] [--rounds 1] [--qsd-cpu 0] [--fe-cpu 1]
 //     [NAME=MODE[:JSON] ...]     JSON: completionOptions, e.g. 'slice=poll:{"spinSliceNs":700000}'
+//   --fe-cpu takes a taskset list too (0,1: the frontend may use both CPUs).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,8 +31,9 @@ function parseArgs(argv) {
     throttleIops: 500,
     depth: 1,
     seconds: 1.5,
+    rounds: 1,
     qsdCpu: 0,
-    feCpu: 1,
+    feCpu: '1',
   });
   const o = { ...options, configs: positionals };
   if (o.configs.length === 0) {
@@ -61,51 +65,69 @@ async function child(socket, o) {
   const { openBlockDevice } = await import(
     pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
   );
-  for (const { name, mode, options } of o.configs.map(parseConfig)) {
-    const dev = await openBlockDevice(socket, {
-      completion: mode,
-      ...(options ? { completionOptions: options } : {}),
-    });
-    try {
-      const end = performance.now() + o.seconds * 1000;
-      let ios = 0;
-      let done = false;
-      const work = Promise.all(
-        Array.from({ length: o.depth }, async (_, i) => {
-          const buf = dev.allocBuffer(4096);
-          let block = i;
-          while (performance.now() < end) {
-            block = (block + 7919) % 65536;
-            await dev.readInto(buf, block * 4096);
-            ios++;
-          }
-        }),
-      ).then(() => {
-        done = true;
-      });
-      const gaps = [];
-      let last = performance.now();
-      await new Promise((resolveProbe) => {
-        const probe = () => {
-          const now = performance.now();
-          gaps.push(now - last);
-          last = now;
-          if (done) resolveProbe();
-          else setImmediate(probe);
-        };
-        setImmediate(probe);
-      });
-      await work;
-      gaps.sort((a, b) => a - b);
-      const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);
-      const over = gaps.filter((g) => g >= 1).length;
-      process.stdout.write(
-        `| ${name} | ${ios} | ${gaps.length} | ${q(0.5)} | ${q(0.9)} | ${q(0.99)} | ${q(0.999)} | ` +
-          `${gaps.at(-1).toFixed(2)} | ${over} (${((over / gaps.length) * 100).toFixed(2)}%) |\n`,
-      );
-    } finally {
-      await dev.close();
+  const { watchGcPauses } = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'bench', 'index.js')).href
+  );
+  const configs = o.configs.map(parseConfig);
+  for (let round = 0; round < o.rounds; round++) {
+    const shift = round % configs.length;
+    for (const config of [...configs.slice(shift), ...configs.slice(0, shift)]) {
+      await measure(socket, o, config, openBlockDevice, watchGcPauses);
     }
+  }
+}
+
+async function measure(socket, o, { name, mode, options }, openBlockDevice, watchGcPauses) {
+  const dev = await openBlockDevice(socket, {
+    completion: mode,
+    ...(options ? { completionOptions: options } : {}),
+  });
+  try {
+    const end = performance.now() + o.seconds * 1000;
+    let ios = 0;
+    let done = false;
+    const work = Promise.all(
+      Array.from({ length: o.depth }, async (_, i) => {
+        const buf = dev.allocBuffer(4096);
+        let block = i;
+        while (performance.now() < end) {
+          block = (block + 7919) % 65536;
+          await dev.readInto(buf, block * 4096);
+          ios++;
+        }
+      }),
+    ).then(() => {
+      done = true;
+    });
+    const gc = watchGcPauses();
+    const gaps = [];
+    let last = performance.now();
+    await new Promise((resolveProbe) => {
+      const probe = () => {
+        const now = performance.now();
+        gaps.push(now - last);
+        last = now;
+        if (done) resolveProbe();
+        else setImmediate(probe);
+      };
+      setImmediate(probe);
+    });
+    gc.end();
+    await work;
+    gc.stop();
+    const st = dev.stats;
+    gaps.sort((a, b) => a - b);
+    const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);
+    const over = gaps.filter((g) => g >= 1).length;
+    process.stdout.write(
+      `| ${name} | ${ios} | ${gaps.length} | ${q(0.5)} | ${q(0.9)} | ${q(0.99)} | ${q(0.999)} | ` +
+        `${gaps.at(-1).toFixed(2)} | ${over} (${((over / gaps.length) * 100).toFixed(2)}%) | ` +
+        `${(gc.pauses.longestNs / 1e6).toFixed(2)} | ${st.pollingTurns} | ` +
+        `${st.pollingTurnsOver1ms} / ${st.pollingHoldsOver1ms} | ` +
+        `${(st.longestPollingHoldNs / 1e6).toFixed(3)} |\n`,
+    );
+  } finally {
+    await dev.close();
   }
 }
 
@@ -121,8 +143,8 @@ async function main() {
       `- command: \`node scripts/loop-turns.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
         `${o.seconds} s per configuration\n\n` +
-        '| config | I/Os | loop turns | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | turns ≥ 1 ms |\n' +
-        '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n',
+        '| config | I/Os | loop turns | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | turns ≥ 1 ms | longest GC pause ms | polling turns | of them ≥ 1 ms: seen / held | longest hold ms |\n' +
+        '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n',
     );
     const r = spawnSync(
       'taskset',

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
+import { POLL_POLICY, PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
 import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
 import {
   DEFAULT_SPIN_YIELD,
@@ -12,6 +12,7 @@ import { drainTook } from '../../src/completion/event.js';
 import type { DeviceQueue } from '../../src/devices/device.js';
 import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
 import { native } from '../../src/native.js';
+import { countPollingTurn, newDeviceStats } from '../../src/devices/stats.js';
 
 /**
  * The polling engine on a fake queue: a device that completes what the test says, and an
@@ -514,3 +515,58 @@ test('engine: a request made well after a burst was drained is kicked alone agai
     assert.equal(q.strategy!.quietKick(), true, 'the burst is over: a lone request');
     assert.equal(q.interrupts, false);
   }));
+
+/**
+ * One request that never completes, polled in turns of `sliceNs` with the device's stats
+ * counting them; `stall(ms)` makes the clock jump inside the next spin (a preemption, a host
+ * stall). Runs `turns` loop turns.
+ */
+async function pollTurns(
+  sliceNs: number,
+  turns: number,
+  stallMs: number,
+): Promise<ReturnType<typeof newDeviceStats>> {
+  const q = new FakeQueue();
+  const stats = newDeviceStats();
+  const host: CompletionHost = {
+    ...fakeHost(q),
+    countPollingTurn: (ms, othersMs) => countPollingTurn(stats, ms, othersMs),
+  };
+  const strategy = new PollingCompletion('test', host, POLL_POLICY, { sliceNs, sleepNs: 0 });
+  q.strategy = strategy;
+  const realNow = performance.now.bind(performance);
+  let extraMs = 0;
+  let checks = 0;
+  const hasUsed = q.vq.hasUsed;
+  // The 1000th ring check of the run jumps the clock, as if the thread had been off the CPU.
+  q.vq.hasUsed = () => {
+    if (++checks === 1000) extraMs += stallMs;
+    return hasUsed();
+  };
+  performance.now = () => realNow() + extraMs;
+  try {
+    q.submit(1);
+    for (let i = 0; i < turns; i++) await nextTurn();
+  } finally {
+    performance.now = realNow;
+    strategy.stop();
+    native.close(q.callFd);
+  }
+  return stats;
+}
+
+test('engine: a polling turn counts what it held the thread for, not the time others had the CPU', async () => {
+  const stretched = await pollTurns(200_000, 6, 5);
+  assert.ok(stretched.pollingTurns >= 5, `${stretched.pollingTurns} turns`);
+  assert.equal(stretched.pollingTurnsOver1ms, 1, 'the loop waited 5 ms for one turn');
+  assert.equal(stretched.pollingHoldsOver1ms, 0, 'but the turn held it for 0.2 ms');
+  assert.ok(stretched.longestPollingTurnNs >= 5e6, `${stretched.longestPollingTurnNs} ns`);
+  assert.ok(
+    stretched.longestPollingHoldNs >= 0.2e6 && stretched.longestPollingHoldNs < 0.5e6,
+    `${stretched.longestPollingHoldNs} ns held`,
+  );
+  // A turn that does spin for 3 ms (beyond the options' cap) is counted as held.
+  const long = await pollTurns(3_000_000, 3, 0);
+  assert.ok(long.pollingHoldsOver1ms >= 2, `${long.pollingHoldsOver1ms} of ${long.pollingTurns}`);
+  assert.ok(long.longestPollingHoldNs >= 3e6);
+});
