@@ -114,7 +114,7 @@ async function measure(socket, o, { name, mode, options }, openBlockDevice, watc
     });
     gc.end();
     await work;
-    gc.stop();
+    await gc.stop();
     const st = dev.stats;
     gaps.sort((a, b) => a - b);
     const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);

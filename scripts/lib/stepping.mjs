@@ -93,7 +93,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
     await Promise.all(workers);
     const stats = dev.stats;
     await dev.close();
-    gc.stop();
+    await gc.stop();
     const out = {
       iops: n / seconds,
       p50: all.getValueAtPercentile(50) / 1000,
@@ -103,6 +103,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
       gcMaxMs: gc.pauses.longestNs / 1e6,
       holdMaxMs: stats.pollingTurns > 0 ? stats.longestPollingHoldNs / 1e6 : NaN,
       holdsOver1ms: stats.pollingHoldsOver1ms,
+      stretchedOver1ms: stats.pollingTurnsOver1ms,
       phases: perPhase.map((p, i) => ({
         depth: schedule[i],
         iops: p.ios / phaseSeconds,

@@ -150,7 +150,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       countCall: () => {
         this.#stats.calls++;
       },
-      countPollingTurn: (ms, othersMs) => countPollingTurn(this.#stats, ms, othersMs),
+      countPollingTurn: (ms, heldMs) => countPollingTurn(this.#stats, ms, heldMs),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();

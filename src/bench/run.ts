@@ -324,7 +324,7 @@ async function measure(
   } finally {
     clearInterval(timer);
     loopDelay.disable();
-    gc.stop();
+    await gc.stop();
   }
 
   const seconds = Math.max(1e-9, (measureEnd - measureStart) / 1000);

@@ -251,14 +251,14 @@ function directionLines(label: string, d: DirectionResult, seconds: number): str
 const ms = (ns: number): string => (ns / 1e6).toFixed(2);
 
 /**
- * How long the polling turns held the event loop (over the whole run, ramp included): as the loop
- * saw them, and on their own, without the time others had the CPU meanwhile.
+ * How long the polling turns' spins and sleeps lasted (over the whole run, ramp included, unlike
+ * the lines above): on the clock, and what they held the thread for themselves.
  */
 function pollingLine(s: Record<string, number>): string[] {
   const turns = s.pollingTurns ?? 0;
   if (turns === 0) return [];
   return [
-    `  polling turns: ${turns}, longest ${ms(s.longestPollingTurnNs ?? 0)} ms ` +
+    `  polling turns (whole run): ${turns}, longest ${ms(s.longestPollingTurnNs ?? 0)} ms ` +
       `(${ms(s.longestPollingHoldNs ?? 0)} ms of its own), ${s.pollingTurnsOver1ms ?? 0} of 1 ms ` +
       `or more (${s.pollingHoldsOver1ms ?? 0} of their own)`,
   ];

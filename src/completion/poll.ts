@@ -114,21 +114,20 @@ let lateYields = 0;
 let lastLateBack = -Infinity;
 
 /**
- * Two clock reads of a spin this far apart (64 ring checks take about a microsecond) mean the
- * thread was off the CPU between them: preempted by another thread, or its vCPU stalled.
+ * Two clock reads of a spin this far apart (64 ring checks take well under a microsecond) mean
+ * something else ran on the thread's time between them: another thread or the host had the CPU,
+ * or V8 ran a garbage collection or a compilation on this thread.
  */
 const OFF_CPU_GAP_MS = 0.1;
+
 /**
- * The part of the latest spinForUsed during which others (threads, the host) had the CPU: gaps
- * between its clock reads longer than OFF_CPU_GAP_MS, and yields that came back late (ms). The
- * rest is what the spin itself held the thread for.
+ * The latest spinForUsed's last clock read (`endMs`), and how much of it went to others
+ * (`othersMs`): gaps between its clock reads longer than OFF_CPU_GAP_MS, and yields that came
+ * back late. Told by timing alone, not checked. The rest is what the spin itself held the thread
+ * for. (Fields, not module variables: a double stored in a field is updated in place, one in a
+ * module variable allocates.)
  */
-let lastSpinOffCpuMs = 0;
-/**
- * The latest spin's last clock read: a polling turn's own time ends there, before the clock read
- * that follows, which may run a garbage collection (it allocates).
- */
-let lastSpinEndMs = 0;
+const lastSpin = { endMs: 0.5, othersMs: 0.5 };
 
 /**
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
@@ -136,7 +135,7 @@ let lastSpinEndMs = 0;
  * spin that does not holds the CPU the completion needs until the scheduler preempts it (one
  * vCPU, file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without;
  * BENCHMARKS.md). `startMs`: the caller's latest performance.now(), which saves a clock read
- * and counts what came since (a garbage collection, a preemption) into lastSpinOffCpuMs.
+ * and counts a long gap since then (a garbage collection, a preemption) as others' (lastSpin).
  */
 export function spinForUsed(
   queues: readonly DeviceQueue[],
@@ -146,7 +145,7 @@ export function spinForUsed(
 ): boolean {
   let now = startMs;
   const end = now + ns / msToNs;
-  lastSpinOffCpuMs = 0;
+  lastSpin.othersMs = 0;
   if (yieldRule !== undefined && now >= yieldsHeldUntil) {
     const lateMs = yieldRule.lateNs / msToNs;
     const holdMs = yieldRule.holdNs / msToNs;
@@ -157,7 +156,7 @@ export function spinForUsed(
       if (back - now <= lateMs) {
         lateYields = 0;
       } else {
-        lastSpinOffCpuMs += back - now;
+        lastSpin.othersMs += back - now;
         lateYields = now - lastLateBack <= 2 * holdMs ? lateYields + 1 : 1;
         lastLateBack = back;
         if (lateYields >= yieldRule.lateInARow) {
@@ -179,14 +178,17 @@ export function spinForUsed(
     for (let i = 0; i < 64; i++) if (anyUsed(queues)) return spinEnded(now, true);
     const then = now;
     now = performance.now();
-    if (now - then > OFF_CPU_GAP_MS) lastSpinOffCpuMs += now - then;
+    if (now - then > OFF_CPU_GAP_MS) lastSpin.othersMs += now - then;
     if (now >= end) return spinEnded(now, anyUsed(queues));
   }
 }
 
-/** Notes the latest clock read of a spin (see lastSpinEndMs), and returns `found`. */
+/**
+ * Notes the spin's last clock read, and returns `found`. A polling turn's own time ends there,
+ * not at the clock read after it, which allocates and so may run a garbage collection.
+ */
 function spinEnded(now: number, found: boolean): boolean {
-  lastSpinEndMs = now;
+  lastSpin.endMs = now;
   return found;
 }
 
@@ -482,7 +484,7 @@ export class PollingCompletion implements CompletionStrategy {
     let found = anyUsed(queues);
     let polledFrom = -1;
     /** What the turn's spin or sleep held the thread for itself (see countPollingTurn). */
-    let ownMs = 0;
+    let heldMs = 0;
     if (!found) {
       this.#policy.spare?.();
       const before = performance.now();
@@ -493,18 +495,18 @@ export class PollingCompletion implements CompletionStrategy {
           native.sleepNs(this.#sleepNs);
           found = anyUsed(queues);
           // What a sleep overshoots by is the scheduler's (waking a halted vCPU), not ours.
-          ownMs = this.#sleepNs / msToNs;
+          heldMs = this.#sleepNs / msToNs;
         } else {
           const ns = Math.min(left, this.#sliceMs) * msToNs;
           found = spinForUsed(queues, ns, this.spinYield(), before);
-          ownMs = lastSpinEndMs - before - lastSpinOffCpuMs;
+          heldMs = lastSpin.endMs - before - lastSpin.othersMs;
         }
       }
     }
     const now = performance.now();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
-      this.#host.countPollingTurn?.(ms, ms - Math.min(ownMs, ms));
+      this.#host.countPollingTurn?.(ms, Math.min(heldMs, ms));
     }
     if (found) {
       // Reported when the next wait is decided: after the drained requests' callbacks, so after

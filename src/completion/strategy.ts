@@ -12,10 +12,12 @@ export interface CompletionHost {
   /** The device's call eventfd fired. */
   countCall(): void;
   /**
-   * A polling turn spun or slept for `ms`, of which others (preempting threads, the host, a
-   * sleep's late wake-up) had the CPU for `othersMs` (optional; for DeviceStats).
+   * A polling turn spun or slept for `ms` as the clock saw it, of which it held the thread itself
+   * for `heldMs`: the rest went to others, as told by timing alone (a preempting thread, the
+   * host, a garbage collection or compilation on this thread, a late yield, a sleep's late
+   * wake-up). Optional; for DeviceStats.
    */
-  countPollingTurn?(ms: number, othersMs: number): void;
+  countPollingTurn?(ms: number, heldMs: number): void;
 }
 
 export interface CompletionStrategy {

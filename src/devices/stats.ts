@@ -24,11 +24,12 @@ export interface DeviceStats {
   deferredErrors: number;
   /** Event-loop turns in which a polling strategy spun or slept waiting for completions. */
   pollingTurns: number;
-  /** Of those, turns that kept the loop waiting 1 ms or more, as the loop saw them. */
+  /** Of those, turns whose spin or sleep lasted 1 ms or more on the clock. */
   pollingTurnsOver1ms: number;
   /**
-   * Of those, turns that held the thread 1 ms or more themselves: not counting the time others had
-   * the CPU meanwhile (preempting threads, the host's stalls, a sleep's late wake-up).
+   * Of those, turns whose spin or sleep held the thread 1 ms or more itself: not counting what
+   * others did meanwhile, told by timing alone (a preempting thread, the host's stalls, a
+   * garbage collection or compilation on this thread, a late yield, a sleep's late wake-up).
    */
   pollingHoldsOver1ms: number;
   /** The longest polling turn, and the longest hold (as above), over the device's life (ns). */
@@ -58,13 +59,13 @@ export function newDeviceStats(): DeviceStats {
   };
 }
 
-/** Adds one polling turn of `ms`, of which others had the CPU for `othersMs`, to `stats`. */
-export function countPollingTurn(stats: DeviceStats, ms: number, othersMs: number): void {
+/** Adds to `stats` one polling turn of `ms`, of which it held the thread itself for `heldMs`. */
+export function countPollingTurn(stats: DeviceStats, ms: number, heldMs: number): void {
   stats.pollingTurns++;
   const turnNs = ms * 1e6;
-  const holdNs = (ms - othersMs) * 1e6;
+  const heldNs = heldMs * 1e6;
   if (turnNs >= 1e6) stats.pollingTurnsOver1ms++;
-  if (holdNs >= 1e6) stats.pollingHoldsOver1ms++;
+  if (heldNs >= 1e6) stats.pollingHoldsOver1ms++;
   if (turnNs > stats.longestPollingTurnNs) stats.longestPollingTurnNs = Math.round(turnNs);
-  if (holdNs > stats.longestPollingHoldNs) stats.longestPollingHoldNs = Math.round(holdNs);
+  if (heldNs > stats.longestPollingHoldNs) stats.longestPollingHoldNs = Math.round(heldNs);
 }

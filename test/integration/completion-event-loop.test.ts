@@ -103,12 +103,12 @@ async function checkLoopTurns(
       q < 1,
       `${quantile * 100}% of loop turns within ${q.toFixed(3)} ms (max ${gaps.at(-1)!.toFixed(1)} ms)`,
     );
-    // Every turn, not a percentile, once the time others had the CPU is taken out (the device
-    // counts it; a turn the host or another thread stretched is still counted as it was).
+    // Every turn, not a percentile, for what its spin or sleep held the thread itself (the
+    // device counts it; what others did meanwhile, told by timing, is left out). The spins and
+    // sleeps are bounded by their slice, so this fails on a turn that overruns it.
     const s = dev.stats;
     // (adaptive blocks on this slow device: its turns are few)
     if (completion !== 'adaptive') assert.ok(s.pollingTurns > 100, `${s.pollingTurns} turns`);
-    assert.ok(s.longestPollingHoldNs <= s.longestPollingTurnNs);
     assert.equal(
       s.pollingHoldsOver1ms,
       0,
@@ -130,8 +130,10 @@ for (const [label, completion, completionOptions, quantile] of CONFIGS) {
         depth,
         quantile,
       );
-      // At a cap every wait is polled in full turns: the measure sees them (not a constant 0).
-      if (label.includes('cap')) assert.ok(longestHoldNs > 0.5e6, `${longestHoldNs} ns`);
+      // Spinning at the cap, every wait is polled in full turns: the measure sees them.
+      if (completionOptions?.spinSliceNs !== undefined) {
+        assert.ok(longestHoldNs > 0.5e6, `${longestHoldNs} ns`);
+      }
     });
   }
 }
