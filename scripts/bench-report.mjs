@@ -679,8 +679,9 @@ const range = (q) => `median of ${q.n} rounds; range ${pct(q.min)}–${pct(q.max
 
 /**
  * The event-loop target over every separate run of a backend and placement (the stepping load's
- * too): polling turns that held the loop 1 ms or more themselves, beside the worst delays the loop
- * saw (event's too: what it sees without polling) and the longest GC pause.
+ * too): polling turns that held the loop 1 ms or more themselves, and those that lasted that long
+ * on the clock, beside the worst delays the loop saw (event's too: what it sees without polling)
+ * and the longest GC pause.
  */
 function loopTarget(backend, placement, summary, step) {
   const cells = [...summary.entries()]
@@ -692,7 +693,7 @@ function loopTarget(backend, placement, summary, step) {
   const event = cells.filter((c) => c.who === 'event');
   const total = (k) => polling.reduce((n, c) => n + (Number.isFinite(c.s[k]) ? c.s[k] : 0), 0);
   const held = total('holdsOver1ms');
-  return `| polling never holds the event loop ≥ 1 ms | ${backend} ${placement} | every separate run${step ? ', stepping included' : ''} | polling turns whose own spin or sleep held it ≥ 1 ms: ${held} (longest hold ${f(max(polling, 'holdWorstMs'), 2)} ms); turns of ≥ 1 ms on the clock, stretched by others (told by timing): ${total('stretchedOver1ms')}. The loop's worst delay: ${f(max(polling, 'loopWorstMs'), 1)} ms with polling, ${f(max(event, 'loopWorstMs'), 1)} ms with event; longest GC pause ${f(max(cells, 'gcWorstMs'), 1)} ms | ${held === 0 ? 'met by the turns' : '**missed**'} |`;
+  return `| polling never holds the event loop ≥ 1 ms | ${backend} ${placement} | every separate run${step ? ', stepping included' : ''} | polling turns whose own spin or sleep held it ≥ 1 ms: ${held} (longest hold ${f(max(polling, 'holdWorstMs'), 2)} ms); turns of ≥ 1 ms on the clock (held, or stretched by others as told by timing): ${total('stretchedOver1ms')}. The loop's worst delay: ${f(max(polling, 'loopWorstMs'), 1)} ms with polling, ${f(max(event, 'loopWorstMs'), 1)} ms with event; longest GC pause ${f(max(cells, 'gcWorstMs'), 1)} ms | ${held === 0 ? 'met by the turns' : '**missed**'} |`;
 }
 
 function targets(all) {

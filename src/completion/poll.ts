@@ -118,11 +118,11 @@ let lastLateBack = -Infinity;
  * something else ran on the thread's time between them: another thread or the host had the CPU,
  * or V8 ran a garbage collection or a compilation on this thread.
  */
-const OFF_CPU_GAP_MS = 0.1;
+const OTHERS_GAP_MS = 0.1;
 
 /**
  * The latest spinForUsed's last clock read (`endMs`), and how much of it went to others
- * (`othersMs`): gaps between its clock reads longer than OFF_CPU_GAP_MS, and yields that came
+ * (`othersMs`): gaps between its clock reads longer than OTHERS_GAP_MS, and yields that came
  * back late. Told by timing alone, not checked. The rest is what the spin itself held the thread
  * for. (Fields, not module variables: a double stored in a field is updated in place, one in a
  * module variable allocates.)
@@ -178,7 +178,7 @@ export function spinForUsed(
     for (let i = 0; i < 64; i++) if (anyUsed(queues)) return spinEnded(now, true);
     const then = now;
     now = performance.now();
-    if (now - then > OFF_CPU_GAP_MS) lastSpin.othersMs += now - then;
+    if (now - then > OTHERS_GAP_MS) lastSpin.othersMs += now - then;
     if (now >= end) return spinEnded(now, anyUsed(queues));
   }
 }
