@@ -30,6 +30,7 @@ import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { armOrder } from './lib/arm-order.mjs';
+import { pollingTurnStats } from './lib/polling-stats.mjs';
 import { QSD, startQsd } from './lib/qsd.mjs';
 import { REFBENCH_SRC } from './lib/refbench.mjs';
 import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
@@ -463,10 +464,7 @@ async function runCell(ctx, backend, w, who, cpu) {
       cpuPerIo: vu.cpu_per_io_us,
       loopMaxMs: vu.max_event_loop_delay_ns / 1e6,
       gcMaxMs: vu.longest_gc_pause_ns / 1e6,
-      holdMaxMs:
-        vu.device_stats.pollingTurns > 0 ? vu.device_stats.longestPollingHoldNs / 1e6 : NaN,
-      holdsOver1ms: vu.device_stats.pollingHoldsOver1ms,
-      stretchedOver1ms: vu.device_stats.pollingTurnsOver1ms,
+      ...pollingTurnStats(vu.device_stats),
       kicksPerIo: vu.device_stats.kicks / Math.max(1, vu.device_stats.requests),
       callsPerIo: vu.device_stats.calls / Math.max(1, vu.device_stats.requests),
       ios,

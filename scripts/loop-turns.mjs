@@ -17,7 +17,6 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { setImmediate } from 'node:timers';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startQsd } from './lib/qsd.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
@@ -62,22 +61,23 @@ function parseConfig(text) {
 }
 
 async function child(socket, o) {
-  const { openBlockDevice } = await import(
-    pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
-  );
-  const { watchGcPauses } = await import(
-    pathToFileURL(join(ROOT, 'dist', 'src', 'bench', 'index.js')).href
-  );
+  const load = (path) => import(pathToFileURL(join(ROOT, 'dist', ...path)).href);
+  const lib = {
+    ...(await load(['src', 'index.js'])),
+    ...(await load(['src', 'bench', 'index.js'])),
+    ...(await load(['test', 'helpers', 'loop-gaps.js'])),
+  };
   const configs = o.configs.map(parseConfig);
   for (let round = 0; round < o.rounds; round++) {
     const shift = round % configs.length;
     for (const config of [...configs.slice(shift), ...configs.slice(0, shift)]) {
-      await measure(socket, o, config, openBlockDevice, watchGcPauses);
+      await measure(socket, o, config, lib);
     }
   }
 }
 
-async function measure(socket, o, { name, mode, options }, openBlockDevice, watchGcPauses) {
+async function measure(socket, o, { name, mode, options }, lib) {
+  const { openBlockDevice, watchGcPauses, loopGaps } = lib;
   const dev = await openBlockDevice(socket, {
     completion: mode,
     ...(options ? { completionOptions: options } : {}),
@@ -85,7 +85,6 @@ async function measure(socket, o, { name, mode, options }, openBlockDevice, watc
   try {
     const end = performance.now() + o.seconds * 1000;
     let ios = 0;
-    let done = false;
     const work = Promise.all(
       Array.from({ length: o.depth }, async (_, i) => {
         const buf = dev.allocBuffer(4096);
@@ -96,27 +95,12 @@ async function measure(socket, o, { name, mode, options }, openBlockDevice, watc
           ios++;
         }
       }),
-    ).then(() => {
-      done = true;
-    });
+    );
     const gc = watchGcPauses();
-    const gaps = [];
-    let last = performance.now();
-    await new Promise((resolveProbe) => {
-      const probe = () => {
-        const now = performance.now();
-        gaps.push(now - last);
-        last = now;
-        if (done) resolveProbe();
-        else setImmediate(probe);
-      };
-      setImmediate(probe);
-    });
+    const gaps = await loopGaps(work);
     gc.end();
-    await work;
     await gc.stop();
     const st = dev.stats;
-    gaps.sort((a, b) => a - b);
     const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);
     const over = gaps.filter((g) => g >= 1).length;
     process.stdout.write(

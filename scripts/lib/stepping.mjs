@@ -6,6 +6,7 @@ import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
+import { pollingTurnStats } from './polling-stats.mjs';
 
 export const STEPPING_SCHEDULE = [1, 32, 1, 32];
 
@@ -101,9 +102,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
       cpuPerIo: (cpu.user + cpu.system) / n,
       loopMaxMs: loop.max / 1e6,
       gcMaxMs: gc.pauses.longestNs / 1e6,
-      holdMaxMs: stats.pollingTurns > 0 ? stats.longestPollingHoldNs / 1e6 : NaN,
-      holdsOver1ms: stats.pollingHoldsOver1ms,
-      stretchedOver1ms: stats.pollingTurnsOver1ms,
+      ...pollingTurnStats(stats),
       phases: perPhase.map((p, i) => ({
         depth: schedule[i],
         iops: p.ios / phaseSeconds,

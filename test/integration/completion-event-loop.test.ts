@@ -14,6 +14,7 @@ import { native } from '../../src/native.js';
 import { MAX_TURN_NS } from '../../src/completion/poll.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { allowedCpus, firstAllowedCpu, setAffinity } from '../helpers/cpu.js';
+import { loopGaps } from '../helpers/loop-gaps.js';
 
 let qsd: Qsd;
 
@@ -26,28 +27,6 @@ before(async () => {
 after(async () => {
   await qsd?.stop();
 });
-
-/** Gaps (ms) between consecutive loop iterations while `work` runs. */
-async function loopGaps(work: Promise<void>): Promise<Float64Array> {
-  let done = false;
-  void work.finally(() => {
-    done = true;
-  });
-  const gaps: number[] = [];
-  let last = performance.now();
-  await new Promise<void>((resolve) => {
-    const probe = (): void => {
-      const now = performance.now();
-      gaps.push(now - last);
-      last = now;
-      if (done) resolve();
-      else setImmediate(probe);
-    };
-    setImmediate(probe);
-  });
-  await work;
-  return Float64Array.from(gaps).sort();
-}
 
 /**
  * [label, mode, options, quantile of the gaps that must stay under 1 ms]. One turn in a thousand
