@@ -691,7 +691,7 @@ function loopTarget(backend, placement, summary, step) {
   const event = cells.filter((c) => c.who === 'event');
   const total = (k) => polling.reduce((n, c) => n + (Number.isFinite(c.s[k]) ? c.s[k] : 0), 0);
   const held = total('holdsOver1ms');
-  return `| polling never holds the event loop ≥ 1 ms | ${backend} ${placement} | every separate run${step ? ', stepping included' : ''} | polling turns whose own spin or sleep held it ≥ 1 ms: ${held} (longest hold ${f(max(polling, 'holdWorstMs'), 2)} ms); turns of ≥ 1 ms on the clock (held, or stretched by others as told by timing): ${total('stretchedOver1ms')}. The loop's worst delay: ${f(max(polling, 'loopWorstMs'), 1)} ms with polling, ${f(max(event, 'loopWorstMs'), 1)} ms with event; longest GC pause ${f(max(cells, 'gcWorstMs'), 1)} ms | ${held === 0 ? 'met by the turns' : '**missed**'} |`;
+  return `| polling never holds the event loop ≥ 1 ms | ${backend} ${placement} | every separate run${step ? ', stepping included' : ''} | polling turns whose own spin or sleep held it ≥ 1 ms: ${held} (longest hold ${f(max(polling, 'holdWorstMs'), 2)} ms); turns of ≥ 1 ms on the clock (held, or stretched by others as told by timing): ${total('stretchedOver1ms')}. The loop's worst delay: ${f(max(polling, 'loopWorstMs'), 1)} ms with polling, ${f(max(event, 'loopWorstMs'), 1)} ms with event; longest GC pause ${f(max(cells, 'gcWorstMs'), 1)} ms | ${held === 0 ? 'turns within their bounds; the loop as a whole not shown' : '**missed**'} |`;
 }
 
 function targets(all) {

@@ -18,6 +18,7 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pollingTurnStats } from './lib/polling-stats.mjs';
 import { startQsd } from './lib/qsd.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
@@ -101,14 +102,15 @@ async function measure(socket, o, { name, mode, options }, lib) {
     gc.end();
     await gc.stop();
     const st = dev.stats;
+    const turns = pollingTurnStats(st);
     const q = (p) => gaps[Math.min(gaps.length - 1, Math.floor(gaps.length * p))].toFixed(3);
     const over = gaps.filter((g) => g >= 1).length;
     process.stdout.write(
       `| ${name} | ${ios} | ${gaps.length} | ${q(0.5)} | ${q(0.9)} | ${q(0.99)} | ${q(0.999)} | ` +
         `${gaps.at(-1).toFixed(2)} | ${over} (${((over / gaps.length) * 100).toFixed(2)}%) | ` +
         `${(gc.pauses.longestNs / 1e6).toFixed(2)} | ${st.pollingTurns} | ` +
-        `${st.pollingTurnsOver1ms} / ${st.pollingHoldsOver1ms} | ` +
-        `${(st.longestPollingHoldNs / 1e6).toFixed(3)} |\n`,
+        `${turns.stretchedOver1ms} / ${turns.holdsOver1ms} | ` +
+        `${Number.isFinite(turns.holdMaxMs) ? turns.holdMaxMs.toFixed(3) : '–'} |\n`,
     );
   } finally {
     await dev.close();

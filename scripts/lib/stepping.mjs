@@ -4,11 +4,13 @@
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pathToFileURL } from 'node:url';
-import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
 import { pollingTurnStats } from './polling-stats.mjs';
 
 export const STEPPING_SCHEDULE = [1, 32, 1, 32];
+
+const OWN_DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'src');
 
 /**
  * `dist`: the dist/src directory of the build to load; `completionOptions`: passed to
@@ -16,7 +18,9 @@ export const STEPPING_SCHEDULE = [1, 32, 1, 32];
  */
 export async function steppingRun(dist, socket, mode, phaseSeconds, completionOptions) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
-  const { watchGcPauses } = await import(pathToFileURL(join(dist, 'bench', 'index.js')).href);
+  // The measuring tool comes from this tree's build, whatever build is measured (`dist` may be
+  // an older one, without it).
+  const { watchGcPauses } = await import(pathToFileURL(join(OWN_DIST, 'bench', 'index.js')).href);
   const hdr = await import('hdr-histogram-js');
   const schedule = STEPPING_SCHEDULE;
   const dev = await openBlockDevice(socket, {

@@ -125,7 +125,7 @@ const OTHERS_GAP_MS = 0.1;
  * (`othersMs`): gaps between its clock reads longer than OTHERS_GAP_MS, and yields that came
  * back late. Told by timing alone, not checked. The rest is what the spin itself held the thread
  * for. (Fields, not module variables: a double stored in a field is updated in place, one in a
- * module variable allocates.)
+ * module variable allocates; the 0.5s make them double fields from the start.)
  */
 const lastSpin = { endMs: 0.5, othersMs: 0.5 };
 
@@ -226,6 +226,7 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #policy: SpinPolicy;
   readonly #sliceMs: number;
   readonly #sleepNs: number;
+  readonly #sleepMs: number;
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
   #busy = false;
@@ -264,6 +265,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#policy = policy;
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleepNs = options.sleepNs;
+    this.#sleepMs = options.sleepNs / msToNs;
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
@@ -494,8 +496,9 @@ export class PollingCompletion implements CompletionStrategy {
         if (this.#sleepNs > 0) {
           native.sleepNs(this.#sleepNs);
           found = anyUsed(queues);
-          // What a sleep overshoots by is the scheduler's (waking a halted vCPU), not ours.
-          heldMs = this.#sleepNs / msToNs;
+          // Not measured: a sleep counts as holding the thread for what it asked. What it
+          // overshoots by is the scheduler's (waking a halted vCPU).
+          heldMs = this.#sleepMs;
         } else {
           const ns = Math.min(left, this.#sliceMs) * msToNs;
           found = spinForUsed(queues, ns, this.spinYield(), before);

@@ -5,9 +5,11 @@
  */
 export async function loopGaps(work: Promise<unknown>): Promise<Float64Array> {
   let done = false;
-  void work.finally(() => {
+  const finish = (): void => {
     done = true;
-  });
+  };
+  // Handled here either way; `await work` below rethrows a failure.
+  work.then(finish, finish);
   const gaps: number[] = [];
   let last = performance.now();
   await new Promise<void>((resolve) => {
