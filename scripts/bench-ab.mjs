@@ -79,7 +79,7 @@ function parseArgs(argv) {
 
 /**
  * NAME=MODE[@DIST][:JSON]. JSON is an object of completionOptions.adaptive's keys, plus
- * completionOptions' own spinSliceNs and sleepIntervalNs (e.g. sleep-poll:{"sleepIntervalNs":1000}).
+ * completionOptions' own spinSliceNs, sleepIntervalNs and kickAhead (e.g. poll:{"kickAhead":false}).
  */
 function parseConfig(text) {
   const eq = text.indexOf('=');
@@ -98,7 +98,7 @@ function parseConfig(text) {
   return { name, mode, dist, options };
 }
 
-const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs'];
+const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs', 'kickAhead'];
 
 /** completionOptions for a configuration's JSON. */
 function completionOptionsOf(json, text) {

@@ -113,6 +113,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
         p50: p.hist.getValueAtPercentile(50) / 1000,
       })),
       kicksPerIo: stats.kicks / n,
+      aheadPerIo: (stats.kicksAhead ?? 0) / n,
       callsPerIo: stats.calls / n,
     };
     return out;

@@ -150,6 +150,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       countCall: () => {
         this.#stats.calls++;
       },
+      countKickAhead: () => {
+        this.#stats.kicksAhead++;
+      },
       countPollingTurn: (ms, heldMs) => countPollingTurn(this.#stats, ms, heldMs),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);

@@ -18,10 +18,11 @@ export class AdaptiveCompletion extends PollingCompletion {
     host: CompletionHost,
     options: Partial<AdaptiveOptions> = {},
     sliceNs: number = DEFAULT_SPIN_SLICE_NS,
+    kickAhead = true,
   ) {
     const controller = new AdaptiveController(options);
     controller.deferDecisions();
-    super('adaptive', host, controller, { sliceNs, sleepNs: 0 });
+    super('adaptive', host, controller, { sliceNs, sleepNs: 0, kickAhead });
     this.controller = controller;
   }
 }

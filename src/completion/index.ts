@@ -36,12 +36,19 @@ export interface CompletionOptions {
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */
   adaptive?: Partial<AdaptiveOptions>;
+  /**
+   * 'poll' / 'adaptive': when a spin finds a queue's last awaited completion, kick the device
+   * ahead of the next request, so that a backend which sleeps between kicks is still awake for
+   * it (default true; see README, "Kicking ahead").
+   */
+  kickAhead?: boolean;
 }
 
 const COMPLETION_OPTION_KEYS: readonly (keyof CompletionOptions)[] = [
   'spinSliceNs',
   'sleepIntervalNs',
   'adaptive',
+  'kickAhead',
 ];
 
 /**
@@ -81,6 +88,11 @@ export function checkCompletionKnobs(options: CompletionOptions = {}): void {
       `completionOptions.sleepIntervalNs must be an integer in 1..${MAX_TURN_NS}, got ${String(interval)}`,
     );
   }
+  if (options.kickAhead !== undefined && typeof options.kickAhead !== 'boolean') {
+    throw new InvalidArgumentError(
+      `completionOptions.kickAhead must be a boolean, got ${String(options.kickAhead)}`,
+    );
+  }
   try {
     adaptiveOptions(options.adaptive);
   } catch (err) {
@@ -101,7 +113,11 @@ export function createCompletion(
     case 'event':
       return new EventCompletion(host);
     case 'poll':
-      return createPollCompletion(host, options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS);
+      return createPollCompletion(
+        host,
+        options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS,
+        options.kickAhead ?? true,
+      );
     case 'sleep-poll':
       return createSleepPollCompletion(host, options.sleepIntervalNs ?? DEFAULT_SLEEP_POLL_NS);
     case 'adaptive':
@@ -109,6 +125,7 @@ export function createCompletion(
         host,
         options.adaptive,
         options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS,
+        options.kickAhead ?? true,
       );
   }
 }

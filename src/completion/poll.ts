@@ -1,5 +1,5 @@
 import { native, type PollHandle } from '../native.js';
-import type { DeviceQueue } from '../devices/device.js';
+import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
@@ -65,6 +65,11 @@ export interface PollLoopOptions {
   sliceNs: number;
   /** If > 0: instead of spinning, sleep this long in native code once per turn (sleep-poll). */
   sleepNs: number;
+  /**
+   * Kick a queue ahead of its next request when a spin finds it done (default true; sleeps never
+   * do: they find completions long after the device went to sleep).
+   */
+  kickAhead?: boolean;
 }
 
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
@@ -73,6 +78,12 @@ const msToNs = 1e6;
 /** Waits per reading of the JS thread's involuntary context switches, and the longest sample. */
 const PREEMPTION_SAMPLE = 256;
 const PREEMPTION_SAMPLE_MAX_MS = 1000;
+/**
+ * Involuntary switches per wait from which the backend is taken to share this thread's CPU, for
+ * kicking ahead (as the adaptive controller's sharedCpuPreemptions: about one per wait there,
+ * next to none on a CPU of its own).
+ */
+const KICK_AHEAD_MAX_PREEMPTIONS = 0.25;
 
 /**
  * One count for the JS thread, whatever the number of devices on it: their waits together make
@@ -227,6 +238,7 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #sliceMs: number;
   readonly #sleepNs: number;
   readonly #sleepMs: number;
+  readonly #kickAhead: boolean;
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
   #busy = false;
@@ -266,6 +278,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleepNs = options.sleepNs;
     this.#sleepMs = options.sleepNs / msToNs;
+    this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
@@ -412,8 +425,9 @@ export class PollingCompletion implements CompletionStrategy {
    * before waits were deferred: the 0.25 per wait threshold was measured that way.
    */
   #samplePreemptions(now: number): void {
-    if (this.#policy.preempted === undefined) return;
+    // Counted whatever the policy: kicking ahead depends on it too (#kickAheadOfIdle).
     countWaitForPreemptions(now);
+    if (this.#policy.preempted === undefined) return;
     if (preemptions.sample !== this.#preemptionSample) {
       this.#preemptionSample = preemptions.sample;
       this.#policy.preempted(preemptions.perWait);
@@ -472,6 +486,7 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
+        this.#kickAheadOfIdle();
         this.#samplePreemptions(performance.now());
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
@@ -512,6 +527,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#host.countPollingTurn?.(ms, Math.min(heldMs, ms));
     }
     if (found) {
+      this.#kickAheadOfIdle();
       // Reported when the next wait is decided: after the drained requests' callbacks, so after
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
       this.#pendingHitNs = (now - this.#waitStart) * msToNs;
@@ -527,6 +543,32 @@ export class PollingCompletion implements CompletionStrategy {
     if (now - this.#waitStart >= this.#budgetMs) this.#arm(now);
     else this.#schedule();
   };
+
+  /**
+   * Before draining: kicks ahead every queue whose completions pending are all it awaits, so
+   * that the device, idle from now until the application's next request, is still awake for it
+   * (see kickAhead). Not where the backend shares this CPU (the thread is preempted at
+   * KICK_AHEAD_MAX_PREEMPTIONS per wait or more, or the spins yield to it): there the kick wakes
+   * a backend that takes the CPU to find nothing (one vCPU, depth 1: poll lost 44% of its IOPS
+   * on null-co, 26% on the file backend; BENCHMARKS.md, "Kicking ahead").
+   */
+  #kickAheadOfIdle(): void {
+    if (
+      !this.#kickAhead ||
+      preemptions.perWait >= KICK_AHEAD_MAX_PREEMPTIONS ||
+      this.spinYield() !== undefined
+    ) {
+      return;
+    }
+    const queues = this.#queues;
+    for (let i = 0; i < queues.length; i++) {
+      const queue = queues[i]!;
+      const awaited = awaitedFromDevice(queue);
+      if (awaited > 0 && queue.vq.usedPending() >= awaited && kickAhead(queue)) {
+        this.#host.countKickAhead?.();
+      }
+    }
+  }
 
   #drainAll(): void {
     const queues = this.#queues;
@@ -745,6 +787,7 @@ export const MAX_TURN_NS = 700_000;
 export function createPollCompletion(
   host: CompletionHost,
   sliceNs: number = DEFAULT_SPIN_SLICE_NS,
+  kickAhead = true,
 ): PollingCompletion {
-  return new PollingCompletion('poll', host, POLL_POLICY, { sliceNs, sleepNs: 0 });
+  return new PollingCompletion('poll', host, POLL_POLICY, { sliceNs, sleepNs: 0, kickAhead });
 }

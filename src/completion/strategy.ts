@@ -11,6 +11,8 @@ export interface CompletionHost {
   drain(queue: DeviceQueue): void;
   /** The device's call eventfd fired. */
   countCall(): void;
+  /** A polling strategy kicked a queue ahead of its next request (see kickAhead). Optional. */
+  countKickAhead?(): void;
   /**
    * A polling turn spun or slept for `ms` as the clock saw it, of which it held the thread itself
    * for `heldMs`: the rest went to others, as told by timing alone (a preempting thread, the

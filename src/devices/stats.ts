@@ -5,6 +5,11 @@ export interface DeviceStats {
   completions: number;
   /** Times we notified the device through a kick eventfd. */
   kicks: number;
+  /**
+   * Kicks ahead of a request not yet made (not in `kicks`): polling, as a drain is about to leave
+   * the device idle.
+   */
+  kicksAhead: number;
   /** Times the device's call eventfd woke us. */
   calls: number;
   /** Bytes copied through bounce buffers (0 when all I/O uses allocBuffer memory). */
@@ -42,6 +47,7 @@ export function newDeviceStats(): DeviceStats {
     requests: 0,
     completions: 0,
     kicks: 0,
+    kicksAhead: 0,
     calls: 0,
     bytesBounced: 0,
     readModifyWrites: 0,

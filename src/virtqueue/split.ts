@@ -404,6 +404,23 @@ export class SplitVirtqueue {
   }
 
   /**
+   * Would the device want a kick for the next chain published (EVENT_IDX: its avail_event is the
+   * index we last published; otherwise VRING_USED_F_NO_NOTIFY is clear)? A device that polls its
+   * rings says no, and is never kicked ahead (kickAhead).
+   */
+  wantsNextKick(): boolean {
+    const idx = this.publishedIdx;
+    if (this.eventIdx) {
+      return vringNeedEvent(
+        Atomics.load(this.used16, this.availEventIndex),
+        (idx + 1) & 0xffff,
+        idx,
+      );
+    }
+    return (Atomics.load(this.used16, 0) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+  }
+
+  /**
    * Pops used elements (all that are ready, or at most `max`), frees their chains and calls
    * onUsed(token, len) for each. The queue's state is updated before each callback, so the
    * callback may add new chains. With EVENT_IDX this does not touch used_event.

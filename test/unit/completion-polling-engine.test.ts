@@ -24,7 +24,11 @@ class FakeQueue {
   used = 0;
   interrupts = true;
   readonly callFd = native.eventfd();
-  readonly kickFd = -1;
+  /** Counts the kicks ahead (the engine writes it; nothing else kicks in these tests). */
+  readonly kickFd = native.eventfd();
+  /** What the device says of the next chain (SplitVirtqueue.wantsNextKick). */
+  wantsKick = true;
+  kicksAhead = 0;
   /** Completions drained, and resubmissions the "application" makes for each (0 = none). */
   drained = 0;
   resubmit = true;
@@ -50,7 +54,13 @@ class FakeQueue {
     disableInterrupts: (): void => {
       this.interrupts = false;
     },
+    wantsNextKick: (): boolean => this.wantsKick,
   };
+
+  close(): void {
+    native.close(this.callFd);
+    native.close(this.kickFd);
+  }
 
   /** True while a submission runs (so the policy can tell a wait decided inside setBusy). */
   submitting = false;
@@ -116,10 +126,16 @@ function fakeHost(q: FakeQueue): CompletionHost {
     ],
     drain: (queue) => void queue.drain(),
     countCall: () => {},
+    countKickAhead: () => {
+      q.kicksAhead++;
+    },
   };
 }
 
-function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
+function engine(
+  budgetNs: number,
+  loop: { kickAhead?: boolean; sleepNs?: number } = {},
+): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
   const rec: Recorded = {
     waits: [],
@@ -150,7 +166,11 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
     },
   };
   const host = fakeHost(q);
-  const strategy = new PollingCompletion('test', host, policy, { sliceNs: 20_000, sleepNs: 0 });
+  const strategy = new PollingCompletion('test', host, policy, {
+    sliceNs: 20_000,
+    sleepNs: loop.sleepNs ?? 0,
+    ...(loop.kickAhead !== undefined ? { kickAhead: loop.kickAhead } : {}),
+  });
   q.strategy = strategy;
   return { q, strategy, rec };
 }
@@ -159,13 +179,14 @@ function engine(budgetNs: number): { q: FakeQueue; strategy: PollingCompletion; 
 async function withEngine(
   budgetNs: number,
   body: (e: ReturnType<typeof engine>) => Promise<void>,
+  loop: Parameters<typeof engine>[1] = {},
 ): Promise<void> {
-  const e = engine(budgetNs);
+  const e = engine(budgetNs, loop);
   try {
     await body(e);
   } finally {
     e.strategy.stop();
-    native.close(e.q.callFd);
+    e.q.close();
   }
 }
 
@@ -220,7 +241,7 @@ test("adaptive: the engine's controller decides in spare time, not inside a hit 
     assert.equal(c.decisions, 1);
   } finally {
     strategy.stop();
-    native.close(q.callFd);
+    q.close();
   }
 });
 
@@ -550,7 +571,7 @@ async function pollTurns(
   } finally {
     performance.now = realNow;
     strategy.stop();
-    native.close(q.callFd);
+    q.close();
   }
   return stats;
 }
@@ -570,4 +591,79 @@ test('engine: a polling turn counts what it held the thread for, not the time ot
   const long = await pollTurns(3_000_000, 3, 0);
   assert.ok(long.pollingHoldsOver1ms >= 1, `${long.pollingHoldsOver1ms} of ${long.pollingTurns}`);
   assert.ok(long.longestPollingHoldNs >= 1e6, `${long.longestPollingHoldNs} ns`);
+});
+
+/** Kicks ahead seen on the queue's kick eventfd since the last call (engine and counter agree). */
+function kicksAhead(q: FakeQueue): number {
+  const n = native.eventfdRead(q.kickFd);
+  assert.equal(n, q.kicksAhead, 'every kick ahead is counted once');
+  q.kicksAhead = 0;
+  return n;
+}
+
+test('engine: a spin that finds the last awaited completion kicks the device ahead of the next request', () =>
+  withEngine(Infinity, async ({ q }) => {
+    q.submit(1);
+    await nextTurn();
+    q.complete(1);
+    await nextTurn();
+    assert.equal(q.drained, 1);
+    assert.equal(kicksAhead(q), 1, 'the device went idle: kicked ahead once');
+    // Depth 2, one completes: the device still has work, so no kick ahead.
+    q.resubmit = false;
+    await nextTurn();
+    q.submit(1);
+    q.complete(1);
+    await nextTurn();
+    assert.equal(q.drained, 2);
+    assert.equal(q.inFlight, 1);
+    assert.equal(kicksAhead(q), 0, 'a request still in flight: no kick ahead');
+    q.complete(1);
+    await nextTurn();
+    assert.equal(kicksAhead(q), 1);
+    // A device that asks for no kicks (it polls) gets none ahead either.
+    q.wantsKick = false;
+    q.submit(1);
+    await nextTurn();
+    q.complete(1);
+    await nextTurn();
+    assert.equal(q.drained, 4);
+    assert.equal(kicksAhead(q), 0, 'the device did not want the next kick');
+  }));
+
+test('engine: no kick ahead when turned off, when the spin yields to a backend on this CPU, or from sleeps', async () => {
+  const oneRequest = async (q: FakeQueue): Promise<void> => {
+    q.resubmit = false;
+    q.submit(1);
+    await nextTurn();
+    q.complete(1);
+    for (let i = 0; i < 3 && q.drained === 0; i++) await nextTurn();
+    assert.equal(q.drained, 1, 'the completion was drained');
+  };
+  await withEngine(
+    Infinity,
+    async ({ q }) => {
+      await oneRequest(q);
+      assert.equal(kicksAhead(q), 0, 'kickAhead: false');
+    },
+    { kickAhead: false },
+  );
+  await withEngine(Infinity, async ({ q, rec }) => {
+    rec.shared = true;
+    await oneRequest(q);
+    assert.equal(kicksAhead(q), 0, 'a yielding spin');
+  });
+  await withEngine(
+    Infinity,
+    async ({ q }) => {
+      await oneRequest(q);
+      assert.equal(kicksAhead(q), 0, 'a sleeping poll');
+    },
+    { sleepNs: 1000 },
+  );
+  // The control: the same at the defaults kicks ahead.
+  await withEngine(Infinity, async ({ q }) => {
+    await oneRequest(q);
+    assert.equal(kicksAhead(q), 1);
+  });
 });

@@ -423,6 +423,47 @@ describe('SplitVirtqueue', () => {
     assert.equal(r.vq.kickNeeded(), true, 'avail_event is ignored without EVENT_IDX');
   });
 
+  it('wants the next kick unless the device sets NO_NOTIFY (no EVENT_IDX)', () => {
+    const r = rig();
+    assert.equal(r.vq.wantsNextKick(), true);
+    r.dev.setNoNotify(true);
+    assert.equal(r.vq.wantsNextKick(), false, 'a device that polls');
+    r.dev.setAvailEvent(100);
+    r.dev.setNoNotify(false);
+    assert.equal(r.vq.wantsNextKick(), true, 'avail_event is ignored without EVENT_IDX');
+  });
+
+  it('wants the next kick when avail_event is the published index (EVENT_IDX), across the wrap', () => {
+    const r = rig({ size: 8, eventIdx: true });
+    const one = [seg(r.gpa(r.dataOff), 1, false)];
+    const publishOne = (): void => {
+      assert.equal(r.vq.add(one, 0), true);
+      r.vq.publish();
+      r.vq.kickNeeded();
+      r.dev.process(() => 0);
+      r.vq.drain(() => {});
+    };
+    r.dev.setAvailEvent(0);
+    assert.equal(r.vq.wantsNextKick(), true, 'the next chain (index 0 -> 1) passes 0');
+    publishOne();
+    r.dev.setAvailEvent(0);
+    assert.equal(r.vq.wantsNextKick(), false, 'avail_event behind: the device asked for none');
+    r.dev.setAvailEvent(5);
+    assert.equal(r.vq.wantsNextKick(), false, 'avail_event ahead: not the next chain');
+    r.dev.setAvailEvent(1);
+    r.dev.setNoNotify(true);
+    assert.equal(r.vq.wantsNextKick(), true, 'NO_NOTIFY is ignored with EVENT_IDX');
+    while (r.vq.availIdx !== 65535) publishOne();
+    r.dev.setAvailEvent(65535);
+    assert.equal(r.vq.wantsNextKick(), true, '65535 -> 0 passes 65535');
+    publishOne();
+    assert.equal(r.vq.availIdx, 0);
+    r.dev.setAvailEvent(0);
+    assert.equal(r.vq.wantsNextKick(), true);
+    r.dev.setAvailEvent(65535);
+    assert.equal(r.vq.wantsNextKick(), false);
+  });
+
   it('kicks when avail.idx passes avail_event (EVENT_IDX), across 65535 -> 0', () => {
     const r = rig({ size: 8, eventIdx: true });
     const one = [seg(r.gpa(r.dataOff), 1, false)];
