@@ -661,9 +661,9 @@ const fk = (v) =>
 const ratio = (a, b) =>
   Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
 
-/** Kicks per I/O, with the kicks ahead (not among them) where there were any. */
+/** Kicks per I/O, and how many of them were kicks ahead, where there were any. */
 const kicksCell = (s) =>
-  `${f(s.kicksPerIo, 2)}${s.aheadPerIo > 0.005 ? ` (+${f(s.aheadPerIo, 2)} ahead)` : ''}`;
+  `${f(s.kicksPerIo, 2)}${s.aheadPerIo > 0.005 ? ` (${f(s.aheadPerIo, 2)} ahead)` : ''}`;
 
 /** The loop's worst over the runs: delay, GC pause, and what one polling turn held itself. */
 const loopCell = (s) => `${f(s.loopWorstMs, 1)} / ${f(s.gcWorstMs, 1)} / ${f(s.holdWorstMs, 2)}`;

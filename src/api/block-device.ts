@@ -151,6 +151,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#stats.calls++;
       },
       countKickAhead: () => {
+        this.#stats.kicks++;
         this.#stats.kicksAhead++;
       },
       countPollingTurn: (ms, heldMs) => countPollingTurn(this.#stats, ms, heldMs),

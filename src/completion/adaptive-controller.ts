@@ -729,6 +729,11 @@ export class AdaptiveController implements SpinPolicy {
     return this.#shared > this.options.sharedCpuPreemptions;
   }
 
+  /** SpinPolicy: the engine asks before kicking ahead. */
+  backendSharesCpu(): boolean {
+    return this.cpuShared;
+  }
+
   /**
    * Spins yield the CPU while it is shared: the backend then runs as soon as it can, and the
    * spin checks the rings each time it gets the CPU back. (A yield that switches counts as an

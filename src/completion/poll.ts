@@ -35,6 +35,11 @@ export interface SpinPolicy {
    */
   spinYield?(): Readonly<SpinYield> | undefined;
   /**
+   * Whether the policy takes the backend to share this thread's CPU (optional; without it the
+   * engine judges from the preemption samples itself, as SHARED_CPU_PREEMPTIONS says).
+   */
+  backendSharesCpu?(): boolean;
+  /**
    * The device has the requests in flight and this wait is decided: time off the path from a
    * completion to the next kick, for deferred bookkeeping (optional). Called once per loop turn
    * of a wait that did not end at once, and after arming a blocked wait (inside the submission
@@ -79,11 +84,21 @@ const msToNs = 1e6;
 const PREEMPTION_SAMPLE = 256;
 const PREEMPTION_SAMPLE_MAX_MS = 1000;
 /**
- * Involuntary switches per wait from which the backend is taken to share this thread's CPU, for
- * kicking ahead (as the adaptive controller's sharedCpuPreemptions: about one per wait there,
- * next to none on a CPU of its own).
+ * Involuntary switches per wait, smoothed over the samples, above which a policy that does not
+ * judge for itself (backendSharesCpu) is taken to share its CPU with the backend: the adaptive
+ * controller's sharedCpuPreemptions default (about one per wait there, next to none on a CPU of
+ * its own).
  */
-const KICK_AHEAD_MAX_PREEMPTIONS = 0.25;
+const SHARED_CPU_PREEMPTIONS = 0.25;
+/**
+ * A kick ahead pays only if the next request follows at once: it keeps qemu-storage-daemon awake
+ * for a request that comes 1-2 µs after it went idle (a closed loop's resubmission: 1.7-1.9 µs at
+ * the median here, from the drain to the next submission), not for one that comes later (a busy
+ * wait of 2-5 µs before each resubmission made the p50 13-15% worse with kicks ahead). Requests
+ * that come this long or longer after the device went idle (a paced load, JIT-cold code, an
+ * application that works between requests) count against kicking ahead.
+ */
+const KICK_AHEAD_GAP_MS = 0.003;
 
 /**
  * One count for the JS thread, whatever the number of devices on it: their waits together make
@@ -262,8 +277,15 @@ export class PollingCompletion implements CompletionStrategy {
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
-  /** The preemption sample this strategy last reported to its policy. */
-  #preemptionSample = 0;
+  /** The preemption sample this strategy last took in (older ones are not its own). */
+  #preemptionSample = preemptions.sample;
+  /** Involuntary switches per wait, smoothed over the samples this strategy took in. */
+  #preemptedPerWait = 0;
+  /**
+   * How often a request came soon after the device went idle (under KICK_AHEAD_GAP_MS),
+   * smoothed; kicks ahead are made while it is at least a half. Starts at 1: a closed loop.
+   */
+  #resubmitsAtOnce = 1;
   /** performance.now() when nothing was left in flight (-1: something is). */
   #idleSince = -1;
   /** performance.now() when requests were in flight again after idle, and how long that lasted. */
@@ -362,6 +384,8 @@ export class PollingCompletion implements CompletionStrategy {
     this.#reportPendingHit();
     if (anyInFlight(this.#queues)) {
       if (this.#idleSince >= 0) {
+        const atOnce = now - this.#idleSince < KICK_AHEAD_GAP_MS ? 1 : 0;
+        this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         this.#policy.resumed?.((now - this.#idleSince) * msToNs, this.#busyMs * msToNs);
         this.#idleSince = -1;
         this.#busySince = now;
@@ -425,13 +449,17 @@ export class PollingCompletion implements CompletionStrategy {
    * before waits were deferred: the 0.25 per wait threshold was measured that way.
    */
   #samplePreemptions(now: number): void {
-    // Counted whatever the policy: kicking ahead depends on it too (#kickAheadOfIdle).
+    // Counted whatever the policy: kicking ahead depends on it too (#backendSharesCpu).
     countWaitForPreemptions(now);
-    if (this.#policy.preempted === undefined) return;
-    if (preemptions.sample !== this.#preemptionSample) {
-      this.#preemptionSample = preemptions.sample;
-      this.#policy.preempted(preemptions.perWait);
-    }
+    if (preemptions.sample === this.#preemptionSample) return;
+    this.#preemptionSample = preemptions.sample;
+    this.#preemptedPerWait += (preemptions.perWait - this.#preemptedPerWait) / 4;
+    this.#policy.preempted?.(preemptions.perWait);
+  }
+
+  /** The backend is taken to share this thread's CPU (the policy's view, else the samples'). */
+  #backendSharesCpu(): boolean {
+    return this.#policy.backendSharesCpu?.() ?? this.#preemptedPerWait > SHARED_CPU_PREEMPTIONS;
   }
 
   /**
@@ -486,7 +514,6 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
-        this.#kickAheadOfIdle();
         this.#samplePreemptions(performance.now());
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
@@ -545,28 +572,40 @@ export class PollingCompletion implements CompletionStrategy {
   };
 
   /**
-   * Before draining: kicks ahead every queue whose completions pending are all it awaits, so
-   * that the device, idle from now until the application's next request, is still awake for it
-   * (see kickAhead). Not where the backend shares this CPU (the thread is preempted at
-   * KICK_AHEAD_MAX_PREEMPTIONS per wait or more, or the spins yield to it): there the kick wakes
-   * a backend that takes the CPU to find nothing (one vCPU, depth 1: poll lost 44% of its IOPS
-   * on null-co, 26% on the file backend; BENCHMARKS.md, "Kicking ahead").
+   * A polling turn found completions, before they are drained: if they are all the device owes
+   * on every queue (it is about to be idle), kicks ahead the queues they came on, so that the
+   * device is still awake for the application's next request (see kickAhead). Found by the
+   * turn's first look rather than its spin they may be a few microseconds old, past the daemon's
+   * window; the kick ahead then starts its wake-up a little before the request's own kick, for
+   * the same eventfd write (kicking ahead only what a spin saw come gave the file backend's
+   * depth-1 reads a quarter of the kicks ahead or fewer). Not while
+   * requests mostly come long after the device went idle (a paced load: the backend is asleep
+   * again by then), nor where the backend shares this CPU (the spins yield to it, or it is
+   * taken to share it, see #backendSharesCpu): there the kick wakes a backend that takes our CPU
+   * to find nothing (one vCPU, depth 1: poll lost 44% of its IOPS on null-co, 26% on the file
+   * backend; BENCHMARKS.md, "Kicking ahead"). Until the first preemption sample (512 waits) a
+   * shared CPU is not known.
    */
   #kickAheadOfIdle(): void {
     if (
       !this.#kickAhead ||
-      preemptions.perWait >= KICK_AHEAD_MAX_PREEMPTIONS ||
-      this.spinYield() !== undefined
+      this.#resubmitsAtOnce < 0.5 ||
+      this.spinYield() !== undefined ||
+      this.#backendSharesCpu()
     ) {
       return;
     }
     const queues = this.#queues;
+    let awaited = 0;
+    for (let i = 0; i < queues.length; i++) {
+      const owed = awaitedFromDevice(queues[i]!);
+      if (owed > queues[i]!.vq.usedPending()) return;
+      awaited += owed;
+    }
+    if (awaited === 0) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
-      const awaited = awaitedFromDevice(queue);
-      if (awaited > 0 && queue.vq.usedPending() >= awaited && kickAhead(queue)) {
-        this.#host.countKickAhead?.();
-      }
+      if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
     }
   }
 

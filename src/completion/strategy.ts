@@ -11,7 +11,7 @@ export interface CompletionHost {
   drain(queue: DeviceQueue): void;
   /** The device's call eventfd fired. */
   countCall(): void;
-  /** A polling strategy kicked a queue ahead of its next request (see kickAhead). Optional. */
+  /** A polling strategy kicked a queue ahead of its next request (see kickAhead); a kick too. */
   countKickAhead?(): void;
   /**
    * A polling turn spun or slept for `ms` as the clock saw it, of which it held the thread itself

@@ -6,8 +6,8 @@ export interface DeviceStats {
   /** Times we notified the device through a kick eventfd. */
   kicks: number;
   /**
-   * Kicks ahead of a request not yet made (not in `kicks`): polling, as a drain is about to leave
-   * the device idle.
+   * Of those, kicks ahead of a request not yet made: polling, as a drain is about to leave the
+   * device idle (README, "Kicking ahead").
    */
   kicksAhead: number;
   /** Times the device's call eventfd woke us. */

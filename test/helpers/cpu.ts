@@ -17,3 +17,13 @@ export function setAffinity(cpus: string, pids: readonly number[] = [process.pid
     execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
   }
 }
+
+/** Two CPUs of `allowedCpus()`, or undefined if it allows only one. */
+export function twoAllowedCpus(): [string, string] | undefined {
+  const cpus: number[] = [];
+  for (const part of allowedCpus().split(',')) {
+    const [first, last] = part.split('-').map(Number) as [number, number | undefined];
+    for (let cpu = first; cpu <= (last ?? first) && cpus.length < 2; cpu++) cpus.push(cpu);
+  }
+  return cpus.length === 2 ? [String(cpus[0]), String(cpus[1])] : undefined;
+}

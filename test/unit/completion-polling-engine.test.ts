@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setImmediate as nextTurn } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { POLL_POLICY, PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
 import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
 import {
@@ -35,13 +35,34 @@ class FakeQueue {
   /** A failed device: its host drains nothing, and used entries stay. */
   failed = false;
   strategy: PollingCompletion | undefined;
+  /** Every request completes while the engine spins for it (see #arrive). */
+  autoComplete = false;
+  /** Completions to come while the engine spins (completeInSpin), and ring checks since. */
+  #inSpin = 0;
+  #checks = 0;
+
+  /**
+   * Completions made while the engine spins appear at the 50th check of the ring after they
+   * were asked for: after a turn's first look, inside its spin, as a device's would.
+   */
+  #arrive(): void {
+    if (this.#inSpin === 0 && !(this.autoComplete && this.inFlight > this.used)) return;
+    if (++this.#checks < 50) return;
+    this.#checks = 0;
+    if (this.autoComplete) this.used = this.inFlight;
+    else this.used += this.#inSpin;
+    this.#inSpin = 0;
+  }
 
   readonly vq = {
     broken: false,
     lastUsedIdx: 0,
     canBatchInterrupts: false,
     publishedInFlight: Infinity,
-    hasUsed: (): boolean => this.used > 0,
+    hasUsed: (): boolean => {
+      this.#arrive();
+      return this.used > 0;
+    },
     usedPending: (): number => this.used,
     enableInterrupts: (): boolean => {
       this.interrupts = true;
@@ -74,6 +95,12 @@ class FakeQueue {
 
   complete(n: number): void {
     this.used += n;
+  }
+
+  /** `n` complete while the engine spins at its next turn (see #arrive). */
+  completeInSpin(n: number): void {
+    this.#inSpin += n;
+    this.#checks = 0;
   }
 
   drain(): number {
@@ -601,33 +628,39 @@ function kicksAhead(q: FakeQueue): number {
   return n;
 }
 
-test('engine: a spin that finds the last awaited completion kicks the device ahead of the next request', () =>
+/** Turns until `q` has drained `count` in all (at most `limit` turns). */
+async function turnsUntilDrained(q: FakeQueue, count: number, limit = 50): Promise<void> {
+  for (let i = 0; i < limit && q.drained < count; i++) await nextTurn();
+  assert.equal(q.drained, count, 'drained');
+}
+
+test('engine: a polling turn that finds the last awaited completion kicks the device ahead of the next request', () =>
   withEngine(Infinity, async ({ q }) => {
     q.submit(1);
-    await nextTurn();
-    q.complete(1);
-    await nextTurn();
-    assert.equal(q.drained, 1);
+    q.completeInSpin(1);
+    await turnsUntilDrained(q, 1);
     assert.equal(kicksAhead(q), 1, 'the device went idle: kicked ahead once');
-    // Depth 2, one completes: the device still has work, so no kick ahead.
+    // Depth 2 (with the resubmission), one completes: the device still has work.
     q.resubmit = false;
-    await nextTurn();
     q.submit(1);
-    q.complete(1);
-    await nextTurn();
-    assert.equal(q.drained, 2);
+    q.completeInSpin(1);
+    await turnsUntilDrained(q, 2);
     assert.equal(q.inFlight, 1);
     assert.equal(kicksAhead(q), 0, 'a request still in flight: no kick ahead');
-    q.complete(1);
-    await nextTurn();
+    q.completeInSpin(1);
+    await turnsUntilDrained(q, 3);
     assert.equal(kicksAhead(q), 1);
+    // Found by a turn's first look rather than its spin: kicked ahead too.
+    q.submit(1);
+    await nextTurn();
+    q.complete(1);
+    await turnsUntilDrained(q, 4);
+    assert.equal(kicksAhead(q), 1, 'found at the first look');
     // A device that asks for no kicks (it polls) gets none ahead either.
     q.wantsKick = false;
     q.submit(1);
-    await nextTurn();
-    q.complete(1);
-    await nextTurn();
-    assert.equal(q.drained, 4);
+    q.completeInSpin(1);
+    await turnsUntilDrained(q, 5);
     assert.equal(kicksAhead(q), 0, 'the device did not want the next kick');
   }));
 
@@ -635,10 +668,8 @@ test('engine: no kick ahead when turned off, when the spin yields to a backend o
   const oneRequest = async (q: FakeQueue): Promise<void> => {
     q.resubmit = false;
     q.submit(1);
-    await nextTurn();
-    q.complete(1);
-    for (let i = 0; i < 3 && q.drained === 0; i++) await nextTurn();
-    assert.equal(q.drained, 1, 'the completion was drained');
+    q.completeInSpin(1);
+    await turnsUntilDrained(q, 1);
   };
   await withEngine(
     Infinity,
@@ -656,7 +687,11 @@ test('engine: no kick ahead when turned off, when the spin yields to a backend o
   await withEngine(
     Infinity,
     async ({ q }) => {
-      await oneRequest(q);
+      q.resubmit = false;
+      q.submit(1);
+      await nextTurn();
+      q.complete(1); // found after a sleep
+      await turnsUntilDrained(q, 1);
       assert.equal(kicksAhead(q), 0, 'a sleeping poll');
     },
     { sleepNs: 1000 },
@@ -666,4 +701,54 @@ test('engine: no kick ahead when turned off, when the spin yields to a backend o
     await oneRequest(q);
     assert.equal(kicksAhead(q), 1);
   });
+});
+
+test('engine: kicks ahead stop while requests come long after the device went idle, and resume in a closed loop', () =>
+  withEngine(Infinity, async ({ q }) => {
+    q.resubmit = false;
+    const ahead: number[] = [];
+    for (let i = 1; i <= 10; i++) {
+      q.submit(1);
+      q.completeInSpin(1);
+      await turnsUntilDrained(q, i);
+      ahead.push(kicksAhead(q));
+      await sleep(1); // a paced load: the next request comes 1 ms after the device went idle
+    }
+    assert.equal(ahead[0], 1, `kicks ahead per request: ${ahead.join(' ')}`);
+    assert.deepEqual(ahead.slice(-4), [0, 0, 0, 0], `kicks ahead per request: ${ahead.join(' ')}`);
+    // A closed loop again: each completion's continuation resubmits at once.
+    q.resubmit = true;
+    q.autoComplete = true;
+    q.submit(1);
+    await turnsUntilDrained(q, 40, 200);
+    q.resubmit = false;
+    await nextTurn();
+    assert.ok(kicksAhead(q) >= 20, 'kicks ahead again');
+  }));
+
+test('engine: no kick ahead once the preemption samples say the backend shares the CPU', async () => {
+  const realSwitches = native.threadInvoluntarySwitches;
+  let switches = 0;
+  // One involuntary switch per wait: a backend on this CPU that preempts us at every kick.
+  (native as { threadInvoluntarySwitches: () => number }).threadInvoluntarySwitches = () =>
+    (switches += 256);
+  try {
+    await withEngine(Infinity, async ({ q }) => {
+      q.autoComplete = true;
+      q.submit(1);
+      await turnsUntilDrained(q, 100, 1000);
+      assert.ok(kicksAhead(q) >= 99, 'kicks ahead before the samples come');
+      // Two samples of 256 waits (after one that sets the count) make the smoothed reading
+      // pass 0.25 per wait.
+      await turnsUntilDrained(q, 1000, 10_000);
+      kicksAhead(q);
+      await turnsUntilDrained(q, 1100, 1000);
+      q.resubmit = false;
+      await nextTurn();
+      assert.equal(kicksAhead(q), 0, 'none once the CPU is taken to be shared');
+    });
+  } finally {
+    (native as { threadInvoluntarySwitches: () => number }).threadInvoluntarySwitches =
+      realSwitches;
+  }
 });
