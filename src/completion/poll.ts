@@ -94,9 +94,10 @@ const SHARED_CPU_PREEMPTIONS = 0.25;
  * A kick ahead pays only if the next request follows at once: it keeps qemu-storage-daemon awake
  * for a request that comes 1-2 µs after it went idle (a closed loop's resubmission: 1.7-1.9 µs at
  * the median here, from the drain to the next submission), not for one that comes later (a busy
- * wait of 2-5 µs before each resubmission made the p50 13-15% worse with kicks ahead). Requests
- * that come this long or longer after the device went idle (a paced load, JIT-cold code, an
- * application that works between requests) count against kicking ahead.
+ * wait of 2-5 µs before each resubmission made the p50 about 15% worse with kicks ahead). Requests
+ * that come this long or longer after the device went idle, measured up to the end of their
+ * submission (a paced load, JIT-cold code, an application that works between requests), count
+ * against kicking ahead.
  */
 const KICK_AHEAD_GAP_MS = 0.003;
 
@@ -277,9 +278,14 @@ export class PollingCompletion implements CompletionStrategy {
   /** Fires if a batched wait takes too long (a request the device holds); refreshed, not re-made. */
   #deadline: NodeJS.Timeout | undefined;
   #deadlineMs = 0;
-  /** The preemption sample this strategy last took in (older ones are not its own). */
-  #preemptionSample = preemptions.sample;
-  /** Involuntary switches per wait, smoothed over the samples this strategy took in. */
+  /**
+   * The preemption sample this strategy last passed to its policy (from 0: the thread's latest
+   * reading goes to a new strategy's policy at its first wait), and the last it took into its
+   * own smoothed reading (only those taken since it began: older ones are other devices' waits).
+   */
+  #policySample = 0;
+  #ownSample = preemptions.sample;
+  /** Involuntary switches per wait, smoothed (1/4) over the samples this strategy took in. */
   #preemptedPerWait = 0;
   /**
    * How often a request came soon after the device went idle (under KICK_AHEAD_GAP_MS),
@@ -384,6 +390,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#reportPendingHit();
     if (anyInFlight(this.#queues)) {
       if (this.#idleSince >= 0) {
+        // `now` is after the request went on the ring and was kicked (about 1 µs of our own).
         const atOnce = now - this.#idleSince < KICK_AHEAD_GAP_MS ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         this.#policy.resumed?.((now - this.#idleSince) * msToNs, this.#busyMs * msToNs);
@@ -451,10 +458,14 @@ export class PollingCompletion implements CompletionStrategy {
   #samplePreemptions(now: number): void {
     // Counted whatever the policy: kicking ahead depends on it too (#backendSharesCpu).
     countWaitForPreemptions(now);
-    if (preemptions.sample === this.#preemptionSample) return;
-    this.#preemptionSample = preemptions.sample;
-    this.#preemptedPerWait += (preemptions.perWait - this.#preemptedPerWait) / 4;
-    this.#policy.preempted?.(preemptions.perWait);
+    if (preemptions.sample !== this.#ownSample) {
+      this.#ownSample = preemptions.sample;
+      this.#preemptedPerWait += (preemptions.perWait - this.#preemptedPerWait) / 4;
+    }
+    if (preemptions.sample !== this.#policySample) {
+      this.#policySample = preemptions.sample;
+      this.#policy.preempted?.(preemptions.perWait);
+    }
   }
 
   /** The backend is taken to share this thread's CPU (the policy's view, else the samples'). */
@@ -583,8 +594,10 @@ export class PollingCompletion implements CompletionStrategy {
    * again by then), nor where the backend shares this CPU (the spins yield to it, or it is
    * taken to share it, see #backendSharesCpu): there the kick wakes a backend that takes our CPU
    * to find nothing (one vCPU, depth 1: poll lost 44% of its IOPS on null-co, 26% on the file
-   * backend; BENCHMARKS.md, "Kicking ahead"). Until the first preemption sample (512 waits) a
-   * shared CPU is not known.
+   * backend; BENCHMARKS.md, "Kicking ahead"). A shared CPU is known from the second preemption
+   * sample since the strategy began on (the smoothed reading must pass 0.25 per wait).
+   * Relies on the device taking a kick that finds nothing new as the hint it is (vhost-user
+   * backends do: a kick is an eventfd write).
    */
   #kickAheadOfIdle(): void {
     if (

@@ -74,11 +74,12 @@ for (const mode of ['poll', 'adaptive']) {
       stats.kicks >= stats.kicksAhead && stats.kicks <= stats.requests + stats.kicksAhead,
       `${stats.kicks} kicks (${stats.kicksAhead} ahead), ${stats.requests} requests`,
     );
-    // Most drains of the bare loop leave the device idle and kick ahead (not a JIT-cold start,
-    // nor a completion that came with an interrupt). On one CPU the daemon is taken to share it
-    // from the second preemption sample on: nothing is asserted there.
+    // Drains of the bare loop leave the device idle and kick ahead while requests follow within
+    // 3 µs (here about 90% of them; a slower machine has fewer). More than the 6 a strategy makes
+    // on credit before the gap rule has seen a request come at once. On one CPU the daemon is
+    // taken to share it from the second preemption sample on: nothing is asserted there.
     if (cpus !== undefined) {
-      assert.ok(stats.kicksAhead >= reads / 4, `${stats.kicksAhead} kicks ahead of ${ios} I/Os`);
+      assert.ok(stats.kicksAhead > 6, `${stats.kicksAhead} kicks ahead of ${ios} I/Os`);
     }
   });
 }

@@ -728,7 +728,8 @@ test('engine: kicks ahead stop while requests come long after the device went id
 
 test('engine: no kick ahead once the preemption samples say the backend shares the CPU', async () => {
   const realSwitches = native.threadInvoluntarySwitches;
-  let switches = 0;
+  // From the thread's real count, which earlier tests' samples started from.
+  let switches = realSwitches();
   // One involuntary switch per wait: a backend on this CPU that preempts us at every kick.
   (native as { threadInvoluntarySwitches: () => number }).threadInvoluntarySwitches = () =>
     (switches += 256);
