@@ -71,8 +71,8 @@ export interface PollLoopOptions {
   /** If > 0: instead of spinning, sleep this long in native code once per turn (sleep-poll). */
   sleepNs: number;
   /**
-   * Kick a queue ahead of its next request when a spin finds it done (default true; sleeps never
-   * do: they find completions long after the device went to sleep).
+   * Kick the device ahead of the next request when a polling turn finds it done (default true;
+   * sleeps never do: they find completions long after the device went to sleep).
    */
   kickAhead?: boolean;
 }
