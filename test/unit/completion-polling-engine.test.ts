@@ -37,6 +37,8 @@ class FakeQueue {
   strategy: PollingCompletion | undefined;
   /** Every request completes while the engine spins for it (see #arrive). */
   autoComplete = false;
+  /** The device's other queues (a multi-queue device; see fakeHost). */
+  peers: FakeQueue[] = [];
   /** Completions to come while the engine spins (completeInSpin), and ring checks since. */
   #inSpin = 0;
   #checks = 0;
@@ -114,7 +116,10 @@ class FakeQueue {
       // Each completion resolves a promise; its continuation submits the next request.
       for (let i = 0; i < n; i++) void Promise.resolve().then(() => this.submit(1));
     }
-    if (this.inFlight === 0) this.strategy!.setBusy(this.used > 0);
+    // The device is idle when every queue of it is (`peers`: the device's other queues).
+    if (this.inFlight + this.peers.reduce((n, q) => n + q.inFlight, 0) === 0) {
+      this.strategy!.setBusy(this.used > 0);
+    }
     return n;
   }
 }
@@ -134,25 +139,29 @@ interface Recorded {
   spares: { inSubmit: boolean; used: boolean }[];
 }
 
-/** A host whose one queue is `q`. */
-function fakeHost(q: FakeQueue): CompletionHost {
+/** A host whose queues are `q` and `more` (each told of the others as its peers). */
+function fakeHost(q: FakeQueue, ...more: FakeQueue[]): CompletionHost {
+  const all = [q, ...more];
+  for (const one of all) one.peers = all.filter((other) => other !== one);
   return {
-    queues: [
-      {
-        vq: q.vq as unknown as SplitVirtqueue,
-        kickFd: q.kickFd,
-        callFd: q.callFd,
-        get inFlight() {
-          return q.inFlight;
-        },
-        drain: () => q.drain(),
-        kick: () => {},
-        abandonAll: () => {},
-        usesMemory: () => false,
-      } satisfies DeviceQueue,
-    ],
+    queues: all.map(
+      (one) =>
+        ({
+          vq: one.vq as unknown as SplitVirtqueue,
+          kickFd: one.kickFd,
+          callFd: one.callFd,
+          get inFlight() {
+            return one.inFlight;
+          },
+          drain: () => one.drain(),
+          kick: () => {},
+          abandonAll: () => {},
+          usesMemory: () => false,
+        }) satisfies DeviceQueue,
+    ),
     drain: (queue) => void queue.drain(),
     countCall: () => {},
+    // Counted on the first queue (the device's count), checked per queue on the eventfds.
     countKickAhead: () => {
       q.kicksAhead++;
     },
@@ -751,5 +760,40 @@ test('engine: no kick ahead once the preemption samples say the backend shares t
   } finally {
     (native as { threadInvoluntarySwitches: () => number }).threadInvoluntarySwitches =
       realSwitches;
+  }
+});
+
+test('engine: on a device of two queues, no kick ahead while the other queue still owes a completion; then both that had completions', async () => {
+  const a = new FakeQueue();
+  const b = new FakeQueue();
+  const strategy = new PollingCompletion('test', fakeHost(a, b), POLL_POLICY, {
+    sliceNs: 20_000,
+    sleepNs: 0,
+  });
+  a.strategy = strategy;
+  b.strategy = strategy;
+  a.resubmit = false;
+  b.resubmit = false;
+  try {
+    a.submit(1);
+    b.submit(1);
+    a.completeInSpin(1);
+    await turnsUntilDrained(a, 1);
+    assert.equal(b.inFlight, 1);
+    assert.equal(native.eventfdRead(a.kickFd), 0, 'queue b still owes one: the device is not idle');
+    assert.equal(a.kicksAhead, 0);
+    // Both owe one and both have completed when a turn looks: each is kicked ahead.
+    a.submit(1);
+    await nextTurn();
+    a.complete(1);
+    b.complete(1);
+    await turnsUntilDrained(b, 1);
+    await turnsUntilDrained(a, 2);
+    assert.equal(native.eventfdRead(a.kickFd) + native.eventfdRead(b.kickFd), 2);
+    assert.equal(a.kicksAhead, 2, 'the device counted both');
+  } finally {
+    strategy.stop();
+    a.close();
+    b.close();
   }
 });
