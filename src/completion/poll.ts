@@ -1,6 +1,7 @@
 import { native, type PollHandle } from '../native.js';
 import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
+import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-controller.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
 const UV_READABLE = 1;
@@ -86,10 +87,9 @@ const PREEMPTION_SAMPLE_MAX_MS = 1000;
 /**
  * Involuntary switches per wait, smoothed over the samples, above which a policy that does not
  * judge for itself (backendSharesCpu) is taken to share its CPU with the backend: the adaptive
- * controller's sharedCpuPreemptions default (about one per wait there, next to none on a CPU of
- * its own).
+ * controller's default (about one per wait there, next to none on a CPU of its own).
  */
-const SHARED_CPU_PREEMPTIONS = 0.25;
+const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
 /**
  * A kick ahead pays only if the next request follows at once: it keeps qemu-storage-daemon awake
  * for a request that comes 1-2 µs after it went idle (a closed loop's resubmission: 1.7-1.9 µs at
@@ -600,14 +600,8 @@ export class PollingCompletion implements CompletionStrategy {
    * backends do: a kick is an eventfd write).
    */
   #kickAheadOfIdle(): void {
-    if (
-      !this.#kickAhead ||
-      this.#resubmitsAtOnce < 0.5 ||
-      this.spinYield() !== undefined ||
-      this.#backendSharesCpu()
-    ) {
-      return;
-    }
+    if (!this.#kickAhead || this.#resubmitsAtOnce < 0.5) return;
+    // The device about to be idle first: at depth it rarely is, and this costs no policy calls.
     const queues = this.#queues;
     let awaited = 0;
     for (let i = 0; i < queues.length; i++) {
@@ -615,7 +609,7 @@ export class PollingCompletion implements CompletionStrategy {
       if (owed > queues[i]!.vq.usedPending()) return;
       awaited += owed;
     }
-    if (awaited === 0) return;
+    if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
