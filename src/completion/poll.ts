@@ -76,6 +76,8 @@ export interface PollLoopOptions {
    * sleeps never do: they find completions long after the device went to sleep).
    */
   kickAhead?: boolean;
+  /** A request this long after the device went idle counts against kicking ahead (ns; default KICK_AHEAD_GAP_NS). */
+  kickAheadGapNs?: number;
 }
 
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
@@ -99,7 +101,7 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
  * submission (a paced load, JIT-cold code, an application that works between requests), count
  * against kicking ahead.
  */
-const KICK_AHEAD_GAP_MS = 0.003;
+export const KICK_AHEAD_GAP_NS = 3_000;
 
 /**
  * One count for the JS thread, whatever the number of devices on it: their waits together make
@@ -255,6 +257,7 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #sleepNs: number;
   readonly #sleepMs: number;
   readonly #kickAhead: boolean;
+  readonly #kickAheadGapMs: number;
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
   #busy = false;
@@ -288,7 +291,7 @@ export class PollingCompletion implements CompletionStrategy {
   /** Involuntary switches per wait, smoothed (1/4) over the samples this strategy took in. */
   #preemptedPerWait = 0;
   /**
-   * How often a request came soon after the device went idle (under KICK_AHEAD_GAP_MS),
+   * How often a request came soon after the device went idle (under #kickAheadGapMs),
    * smoothed; kicks ahead are made while it is at least a half. Starts at 1: a closed loop.
    */
   #resubmitsAtOnce = 1;
@@ -307,6 +310,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#sleepNs = options.sleepNs;
     this.#sleepMs = options.sleepNs / msToNs;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
+    this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
@@ -391,7 +395,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (anyInFlight(this.#queues)) {
       if (this.#idleSince >= 0) {
         // `now` is after the request went on the ring and was kicked (about 1 µs of our own).
-        const atOnce = now - this.#idleSince < KICK_AHEAD_GAP_MS ? 1 : 0;
+        const atOnce = now - this.#idleSince < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         this.#policy.resumed?.((now - this.#idleSince) * msToNs, this.#busyMs * msToNs);
         this.#idleSince = -1;

@@ -171,6 +171,8 @@ function fakeHost(q: FakeQueue, ...more: FakeQueue[]): CompletionHost {
 function engine(
   budgetNs: number,
   loop: { kickAhead?: boolean; sleepNs?: number } = {},
+  // Far above the library's 3 µs: the test runner's hooks make each await cost microseconds.
+  kickAheadGapNs = 300_000,
 ): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
   const q = new FakeQueue();
   const rec: Recorded = {
@@ -205,6 +207,7 @@ function engine(
   const strategy = new PollingCompletion('test', host, policy, {
     sliceNs: 20_000,
     sleepNs: loop.sleepNs ?? 0,
+    kickAheadGapNs,
     ...(loop.kickAhead !== undefined ? { kickAhead: loop.kickAhead } : {}),
   });
   q.strategy = strategy;
@@ -721,7 +724,7 @@ test('engine: kicks ahead stop while requests come long after the device went id
       q.completeInSpin(1);
       await turnsUntilDrained(q, i);
       ahead.push(kicksAhead(q));
-      await sleep(1); // a paced load: the next request comes 1 ms after the device went idle
+      await sleep(2); // a paced load: the next request comes 2 ms after the device went idle
     }
     assert.equal(ahead[0], 1, `kicks ahead per request: ${ahead.join(' ')}`);
     assert.deepEqual(ahead.slice(-4), [0, 0, 0, 0], `kicks ahead per request: ${ahead.join(' ')}`);
@@ -748,8 +751,8 @@ test('engine: no kick ahead once the preemption samples say the backend shares t
       q.submit(1);
       await turnsUntilDrained(q, 100, 1000);
       assert.ok(kicksAhead(q) >= 99, 'kicks ahead before the samples come');
-      // Two samples of 256 waits (after one that sets the count) make the smoothed reading
-      // pass 0.25 per wait.
+      // One sample (256 waits) gives at most 0.25 smoothed, which does not pass 0.25 per wait:
+      // so the first 100 waits kick ahead whenever the last sample was taken. Two more pass it.
       await turnsUntilDrained(q, 1000, 10_000);
       kicksAhead(q);
       await turnsUntilDrained(q, 1100, 1000);
@@ -769,6 +772,7 @@ test('engine: on a device of two queues, no kick ahead while the other queue sti
   const strategy = new PollingCompletion('test', fakeHost(a, b), POLL_POLICY, {
     sliceNs: 20_000,
     sleepNs: 0,
+    kickAheadGapNs: 300_000,
   });
   a.strategy = strategy;
   b.strategy = strategy;
