@@ -2,6 +2,7 @@ import { native, type PollHandle } from '../native.js';
 import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-controller.js';
+import { KickAheadTrial } from './kick-ahead-trial.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
 const UV_READABLE = 1;
@@ -258,6 +259,8 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #sleepMs: number;
   readonly #kickAhead: boolean;
   readonly #kickAheadGapMs: number;
+  /** Whether kicking ahead pays on this device, tried now and then (see KickAheadTrial). */
+  readonly #kickAheadTrial = new KickAheadTrial();
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
   #busy = false;
@@ -529,7 +532,9 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
-        this.#samplePreemptions(performance.now());
+        const now = performance.now();
+        this.#kickAheadTrial.waitEnded(now);
+        this.#samplePreemptions(now);
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
         return;
@@ -569,10 +574,11 @@ export class PollingCompletion implements CompletionStrategy {
       this.#host.countPollingTurn?.(ms, Math.min(heldMs, ms));
     }
     if (found) {
-      this.#kickAheadOfIdle();
       // Reported when the next wait is decided: after the drained requests' callbacks, so after
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
       this.#pendingHitNs = (now - this.#waitStart) * msToNs;
+      this.#kickAheadTrial.waitEnded(now);
+      this.#kickAheadOfIdle(now);
       this.#drainAll();
       if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
       this.#nextWait();
@@ -601,9 +607,11 @@ export class PollingCompletion implements CompletionStrategy {
    * backend; BENCHMARKS.md, "Kicking ahead"). A shared CPU is known from the second preemption
    * sample since the strategy began on (the smoothed reading must pass 0.25 per wait).
    * Relies on the device taking a kick that finds nothing new as the hint it is (vhost-user
-   * backends do: a kick is an eventfd write).
+   * backends do: a kick is an eventfd write). Whether the next request is answered sooner for
+   * it is tried now and then (KickAheadTrial): a device that gains nothing gets kicks ahead in
+   * the trials only.
    */
-  #kickAheadOfIdle(): void {
+  #kickAheadOfIdle(now: number): void {
     if (!this.#kickAhead || this.#resubmitsAtOnce < 0.5) return;
     // The device about to be idle first: at depth it rarely is, and this costs no policy calls.
     const queues = this.#queues;
@@ -614,6 +622,7 @@ export class PollingCompletion implements CompletionStrategy {
       awaited += owed;
     }
     if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
+    if (!this.#kickAheadTrial.chance(now)) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
@@ -677,6 +686,7 @@ export class PollingCompletion implements CompletionStrategy {
         return;
       }
       this.#policy.hit((now - this.#waitStart) * msToNs);
+      this.#kickAheadTrial.waitEnded(now);
       this.#drainAll();
       if (this.#state === 'spinning') this.#nextWait();
       return;
@@ -726,13 +736,15 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
+    const now = performance.now();
+    const elapsedNs = (now - this.#waitStart) * msToNs;
+    this.#kickAheadTrial.waitEnded(now);
     if (asked > 0) {
       this.#batchAsked = 0;
-      const elapsedNs = (performance.now() - this.#waitStart) * msToNs;
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
-      this.#policy.miss(this.#budgetMs * msToNs, (performance.now() - this.#waitStart) * msToNs);
+      this.#policy.miss(this.#budgetMs * msToNs, elapsedNs);
     }
     // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may
     // start, or it would be armed for a batch against a ring this drain has not emptied yet.

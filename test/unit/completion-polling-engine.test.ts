@@ -9,6 +9,10 @@ import {
   type SpinYield,
 } from '../../src/completion/strategy.js';
 import { drainTook } from '../../src/completion/event.js';
+import {
+  KICK_AHEAD_FIRST_TRIAL,
+  KICK_AHEAD_TRIAL_BLOCK,
+} from '../../src/completion/kick-ahead-trial.js';
 import type { DeviceQueue } from '../../src/devices/device.js';
 import type { SplitVirtqueue } from '../../src/virtqueue/split.js';
 import { native } from '../../src/native.js';
@@ -39,18 +43,27 @@ class FakeQueue {
   autoComplete = false;
   /** The device's other queues (a multi-queue device; see fakeHost). */
   peers: FakeQueue[] = [];
+  /**
+   * Ring checks a completion takes to appear (see #arrive) when the device was kicked ahead
+   * since its last completion, and when it was not.
+   */
+  checksToComplete = { kickedAhead: 50, otherwise: 50 };
+  kickedAhead = false;
   /** Completions to come while the engine spins (completeInSpin), and ring checks since. */
   #inSpin = 0;
   #checks = 0;
 
   /**
    * Completions made while the engine spins appear at the 50th check of the ring after they
-   * were asked for: after a turn's first look, inside its spin, as a device's would.
+   * were asked for (checksToComplete): after a turn's first look, inside its spin, as a
+   * device's would.
    */
   #arrive(): void {
     if (this.#inSpin === 0 && !(this.autoComplete && this.inFlight > this.used)) return;
-    if (++this.#checks < 50) return;
+    const { kickedAhead, otherwise } = this.checksToComplete;
+    if (++this.#checks < (this.kickedAhead ? kickedAhead : otherwise)) return;
     this.#checks = 0;
+    this.kickedAhead = false;
     if (this.autoComplete) this.used = this.inFlight;
     else this.used += this.#inSpin;
     this.#inSpin = 0;
@@ -164,6 +177,7 @@ function fakeHost(q: FakeQueue, ...more: FakeQueue[]): CompletionHost {
     // Counted on the first queue (the device's count), checked per queue on the eventfds.
     countKickAhead: () => {
       q.kicksAhead++;
+      q.kickedAhead = true;
     },
   };
 }
@@ -799,5 +813,32 @@ test('engine: on a device of two queues, no kick ahead while the other queue sti
     strategy.stop();
     a.close();
     b.close();
+  }
+});
+
+test('engine: kicks ahead stop where the trials find the next completion much later for them, and go on where it comes sooner', async () => {
+  const trialEnd = KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1;
+  for (const harmed of [true, false]) {
+    await withEngine(Infinity, async ({ q }) => {
+      q.autoComplete = true;
+      // ~0.3 µs against ~100 µs of spinning (the harmed device answers a kicked-ahead one late).
+      q.checksToComplete = harmed
+        ? { kickedAhead: 20_000, otherwise: 50 }
+        : { kickedAhead: 50, otherwise: 20_000 };
+      q.submit(1);
+      await turnsUntilDrained(q, trialEnd, 40 * trialEnd);
+      const before = kicksAhead(q);
+      assert.ok(before >= KICK_AHEAD_FIRST_TRIAL, `${before} kicks ahead before the first verdict`);
+      await turnsUntilDrained(q, trialEnd + 2000, 40 * 2000);
+      q.resubmit = false;
+      await nextTurn();
+      const after = kicksAhead(q);
+      if (harmed) {
+        // Only a later trial's taken blocks (one trial per ~1,100 chances).
+        assert.ok(after <= 4 * KICK_AHEAD_TRIAL_BLOCK, `${after} kicks ahead in 2,000 requests`);
+      } else {
+        assert.ok(after >= 1900, `${after} kicks ahead in 2,000 requests`);
+      }
+    });
   }
 });

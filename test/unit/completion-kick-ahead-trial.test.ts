@@ -1,0 +1,118 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  KICK_AHEAD_FIRST_TRIAL,
+  KICK_AHEAD_TRIAL_BLOCK,
+  KICK_AHEAD_TRIAL_EVERY_MAX,
+  KICK_AHEAD_TRIAL_EVERY_MIN,
+  KickAheadTrial,
+} from '../../src/completion/kick-ahead-trial.js';
+
+/**
+ * A closed loop at depth 1 on a synthetic backend: each chance is followed by the next request's
+ * completion, `takenMs` later if the chance was taken and `skippedMs` if not (plus a jitter that
+ * repeats every 7 requests). Returns whether each chance was taken.
+ */
+function run(
+  trial: KickAheadTrial,
+  chances: number,
+  takenMs: number,
+  skippedMs: number,
+): boolean[] {
+  const taken: boolean[] = [];
+  let now = 1000;
+  for (let i = 0; i < chances; i++) {
+    const take = trial.chance(now);
+    taken.push(take);
+    now += (take ? takenMs : skippedMs) + (i % 7) * 0.0002;
+    trial.waitEnded(now);
+  }
+  return taken;
+}
+
+/** The runs of equal values, as [value, length]. */
+function runsOf(values: boolean[]): [boolean, number][] {
+  const runs: [boolean, number][] = [];
+  for (const v of values) {
+    const last = runs[runs.length - 1];
+    if (last !== undefined && last[0] === v) last[1]++;
+    else runs.push([v, 1]);
+  }
+  return runs;
+}
+
+test('kick-ahead trial: a backend that answers sooner when kicked ahead keeps its kicks ahead; the trials skip blocks and come further apart', () => {
+  const trial = new KickAheadTrial();
+  // qemu-storage-daemon on null-co: ~4 µs kicked ahead, ~12 µs not.
+  const taken = run(trial, 300_000, 0.004, 0.012);
+  assert.equal(trial.harmless, true);
+  assert.ok(trial.trials >= 5, `${trial.trials} trials`);
+  const runs = runsOf(taken);
+  // Every skipped stretch is one trial's middle two blocks.
+  const skipped = runs.filter(([take]) => !take).map(([, n]) => n);
+  assert.ok(skipped.length - trial.trials <= 1, 'a trial may still run at the end');
+  for (const n of skipped.slice(0, trial.trials)) assert.equal(n, 2 * KICK_AHEAD_TRIAL_BLOCK);
+  // The first trial after the warm-up's chances; then the stretches between trials double.
+  assert.equal(runs[0]![1], KICK_AHEAD_FIRST_TRIAL - 1 + KICK_AHEAD_TRIAL_BLOCK);
+  const between = runs
+    .slice(2, -1)
+    .filter(([take]) => take)
+    .map(([, n]) => n);
+  for (let i = 1; i < between.length; i++) {
+    const gap = between[i]! - 2 * KICK_AHEAD_TRIAL_BLOCK;
+    assert.ok(
+      gap ===
+        Math.min(2 * (between[i - 1]! - 2 * KICK_AHEAD_TRIAL_BLOCK), KICK_AHEAD_TRIAL_EVERY_MAX) ||
+        gap === KICK_AHEAD_TRIAL_EVERY_MAX,
+      `stretches between trials: ${between.join(' ')}`,
+    );
+  }
+  assert.ok(
+    between.some((n) => n > KICK_AHEAD_TRIAL_EVERY_MAX),
+    'reaches the longest interval',
+  );
+  const skippedShare = skipped.reduce((a, b) => a + b, 0) / taken.length;
+  assert.ok(skippedShare < 0.005, `${skippedShare} of the chances skipped`);
+});
+
+test('kick-ahead trial: a backend that answers later when kicked ahead gets kicks ahead in the trials only', () => {
+  const trial = new KickAheadTrial();
+  // 20% later after a kick ahead.
+  const taken = run(trial, KICK_AHEAD_FIRST_TRIAL + 20_000, 0.012, 0.01);
+  assert.equal(trial.harmless, false);
+  const after = taken.slice(KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK);
+  const kicked = after.filter(Boolean).length;
+  // A trial every MIN chances, each taking two blocks.
+  const cycle = KICK_AHEAD_TRIAL_EVERY_MIN + 4 * KICK_AHEAD_TRIAL_BLOCK;
+  const expected = (after.length / cycle) * 2 * KICK_AHEAD_TRIAL_BLOCK;
+  assert.ok(Math.abs(kicked - expected) <= 2 * KICK_AHEAD_TRIAL_BLOCK, `${kicked} vs ${expected}`);
+  for (const [take, n] of runsOf(after)) {
+    if (take) assert.ok(n <= 2 * KICK_AHEAD_TRIAL_BLOCK, `a run of ${n} kicks ahead`);
+  }
+});
+
+test('kick-ahead trial: within 10% either way kicks ahead go on; a backend that turns harmless gets them back at the next trial', () => {
+  const near = new KickAheadTrial();
+  run(near, 100_000, 0.0105, 0.01);
+  assert.equal(near.harmless, true, '5% later: kept');
+
+  const trial = new KickAheadTrial();
+  run(trial, KICK_AHEAD_FIRST_TRIAL + 100, 0.02, 0.01);
+  assert.equal(trial.harmless, false);
+  const back = run(trial, KICK_AHEAD_TRIAL_EVERY_MIN + 200, 0.004, 0.012);
+  assert.equal(trial.harmless, true);
+  assert.ok(back.slice(-100).every(Boolean), 'kicks ahead again after the trial');
+});
+
+test('kick-ahead trial: a trial whose waits never ended changes nothing', () => {
+  const trial = new KickAheadTrial();
+  let now = 0;
+  for (let i = 0; i < KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1; i++) {
+    trial.chance((now += 0.01)); // no waitEnded: every next completion came another way
+  }
+  assert.equal(trial.trials, 1);
+  assert.equal(trial.harmless, true);
+  // A wait that ends now belongs to no trial chance (outside trials nothing is pending).
+  trial.waitEnded(now + 5);
+  assert.equal(trial.chance(now + 6), true);
+});
