@@ -259,7 +259,7 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #sleepMs: number;
   readonly #kickAhead: boolean;
   readonly #kickAheadGapMs: number;
-  /** Whether kicking ahead pays on this device, tried now and then (see KickAheadTrial). */
+  /** Whether kicking ahead does this device no harm, tried now and then (see KickAheadTrial). */
   readonly #kickAheadTrial = new KickAheadTrial();
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
@@ -607,8 +607,8 @@ export class PollingCompletion implements CompletionStrategy {
    * backend; BENCHMARKS.md, "Kicking ahead"). A shared CPU is known from the second preemption
    * sample since the strategy began on (the smoothed reading must pass 0.25 per wait).
    * Relies on the device taking a kick that finds nothing new as the hint it is (vhost-user
-   * backends do: a kick is an eventfd write). Whether the next request is answered sooner for
-   * it is tried now and then (KickAheadTrial): a device that gains nothing gets kicks ahead in
+   * backends do: a kick is an eventfd write). Whether the next request is answered later for
+   * it is tried now and then (KickAheadTrial): a device that does so gets kicks ahead in
    * the trials only.
    */
   #kickAheadOfIdle(now: number): void {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { POLL_POLICY, PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
 import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
+import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import {
   DEFAULT_SPIN_YIELD,
   type CompletionHost,
@@ -840,5 +841,66 @@ test('engine: kicks ahead stop where the trials find the next completion much la
         assert.ok(after >= 1900, `${after} kicks ahead in 2,000 requests`);
       }
     });
+  }
+});
+
+/** The adaptive controller, counting the waits that ended while polling. */
+class CountingController extends AdaptiveController {
+  hits = 0;
+  override hit(waitNs: number): void {
+    this.hits++;
+    super.hit(waitNs);
+  }
+}
+
+/**
+ * Turns until `q` has drained `count` in all; a wait that blocked (interrupts on, requests not
+ * complete) is completed with its call, as a device would: the fake completes only while spun for.
+ */
+async function serveUntilDrained(q: FakeQueue, count: number, limit: number): Promise<void> {
+  for (let i = 0; i < limit && q.drained < count; i++) {
+    await nextTurn();
+    if (q.interrupts && q.inFlight > q.used) {
+      q.complete(q.inFlight - q.used);
+      native.eventfdWrite(q.callFd);
+    }
+  }
+  assert.equal(q.drained, count, 'drained');
+}
+
+test('engine: no kick ahead while the adaptive controller judges the CPU shared, though its spins do not yield', async () => {
+  for (const shared of [true, false]) {
+    const q = new FakeQueue();
+    // Spins that do not yield: only the controller's own judgement can stop the kicks ahead.
+    const controller = new CountingController({ yieldOnSharedCpu: false });
+    const strategy = new PollingCompletion('adaptive', fakeHost(q), controller, {
+      sliceNs: 20_000,
+      sleepNs: 0,
+      kickAheadGapNs: 300_000,
+    });
+    q.strategy = strategy;
+    try {
+      q.autoComplete = true;
+      q.submit(1);
+      // The first waits may outlast the budget (the runner's first turns take milliseconds).
+      await serveUntilDrained(q, 200, 10_000);
+      kicksAhead(q);
+      // Four preemptions per wait: far past sharedCpuPreemptions (0.25), smoothed by 1/4.
+      if (shared) for (let i = 0; i < 4; i++) controller.preempted(4);
+      assert.equal(controller.cpuShared, shared);
+      assert.equal(controller.spinYield(), undefined, 'spins do not yield');
+      const hitsBefore = controller.hits;
+      await serveUntilDrained(q, 300, 10_000);
+      q.resubmit = false;
+      await nextTurn();
+      const polled = controller.hits - hitsBefore;
+      assert.ok(polled >= 80, `${polled} of 100 waits ended polling`);
+      const ahead = kicksAhead(q);
+      if (shared) assert.equal(ahead, 0, 'the controller takes the CPU to be shared');
+      else assert.ok(ahead >= 0.9 * polled, `${ahead} kicks ahead in ${polled} polled waits`);
+    } finally {
+      strategy.stop();
+      q.close();
+    }
   }
 });
