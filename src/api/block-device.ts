@@ -154,6 +154,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#stats.kicks++;
         this.#stats.kicksAhead++;
       },
+      countKickAheadTrial: (harmless) => {
+        this.#stats.kickAheadTrials++;
+        if (!harmless) this.#stats.kickAheadTrialsAgainst++;
+      },
       countPollingTurn: (ms, heldMs) => countPollingTurn(this.#stats, ms, heldMs),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);

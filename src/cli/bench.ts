@@ -286,7 +286,8 @@ function summary(r: BenchResult): string {
     `  event loop: worst delay ${ms(r.maxEventLoopDelay)} ms; GC pauses ${r.gc.count}, ` +
       `longest ${ms(r.gc.longestNs)} ms`,
     ...pollingLine(s),
-    `  device: kicks ${s.kicks ?? 0} (${per(s.kicks)} per I/O; ${s.kicksAhead ?? 0} of them ahead), ` +
+    `  device: kicks ${s.kicks ?? 0} (${per(s.kicks)} per I/O; ${s.kicksAhead ?? 0} of them ahead` +
+      `${s.kickAheadTrials ? `, ${s.kickAheadTrials} trials of it, ${s.kickAheadTrialsAgainst ?? 0} against` : ''}), ` +
       `calls ${s.calls ?? 0} ` +
       `(${per(s.calls)} per I/O), requests ${s.requests ?? 0}` +
       `${s.bytesBounced ? `, ${formatSize(s.bytesBounced)} bounced` : ''}`,

@@ -356,6 +356,7 @@ export class PollingCompletion implements CompletionStrategy {
   beforeBlockingWait(): void {
     if (this.#state === 'stopped') return;
     this.#cancelTurn();
+    this.#kickAheadTrial.discard();
     // The blocking wait re-enables interrupts for every completion itself.
     this.#batchAsked = 0;
     this.#state = 'sync';
@@ -400,6 +401,7 @@ export class PollingCompletion implements CompletionStrategy {
         // `now` is after the request went on the ring and was kicked (about 1 µs of our own).
         const atOnce = now - this.#idleSince < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
+        if (atOnce === 0) this.#kickAheadTrial.discard();
         this.#policy.resumed?.((now - this.#idleSince) * msToNs, this.#busyMs * msToNs);
         this.#idleSince = -1;
         this.#busySince = now;
@@ -622,7 +624,11 @@ export class PollingCompletion implements CompletionStrategy {
       awaited += owed;
     }
     if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
-    if (!this.#kickAheadTrial.chance(now)) return;
+    const trial = this.#kickAheadTrial;
+    const trials = trial.trials;
+    const take = trial.chance(now);
+    if (trial.trials !== trials) this.#host.countKickAheadTrial?.(trial.harmless);
+    if (!take) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
@@ -807,6 +813,7 @@ export class PollingCompletion implements CompletionStrategy {
     // Spinning, parked, idle or inside a blocking wait: a hint the device sent anyway. Drain
     // with the interrupt re-check unless we are polling (the poll loop will see the rest).
     if (this.#state === 'spinning') {
+      this.#kickAheadTrial.waitEnded(performance.now());
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
       if (drainTook(this.#host, queue)) this.#rearm(queue);

@@ -13,6 +13,8 @@ export interface CompletionHost {
   countCall(): void;
   /** A polling strategy kicked a queue ahead of its next request (see kickAhead); a kick too. */
   countKickAhead?(): void;
+  /** A trial of the kick ahead concluded with a verdict: `harmless` false, kicks ahead are off. */
+  countKickAheadTrial?(harmless: boolean): void;
   /**
    * A polling turn spun or slept for `ms` as the clock saw it, of which it held the thread itself
    * for `heldMs`: the rest went to others, as told by timing alone (a preempting thread, the

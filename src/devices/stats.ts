@@ -10,6 +10,12 @@ export interface DeviceStats {
    * device idle (README, "Kicking ahead").
    */
   kicksAhead: number;
+  /**
+   * Trials of the kick ahead concluded with a verdict (KickAheadTrial), and of those, the ones
+   * after which kicks ahead were off (harm found twice in a row) until the next.
+   */
+  kickAheadTrials: number;
+  kickAheadTrialsAgainst: number;
   /** Times the device's call eventfd woke us. */
   calls: number;
   /** Bytes copied through bounce buffers (0 when all I/O uses allocBuffer memory). */
@@ -48,6 +54,8 @@ export function newDeviceStats(): DeviceStats {
     completions: 0,
     kicks: 0,
     kicksAhead: 0,
+    kickAheadTrials: 0,
+    kickAheadTrialsAgainst: 0,
     calls: 0,
     bytesBounced: 0,
     readModifyWrites: 0,

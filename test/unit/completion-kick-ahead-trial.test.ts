@@ -75,12 +75,16 @@ test('kick-ahead trial: a backend that answers sooner when kicked ahead keeps it
   assert.ok(skippedShare < 0.005, `${skippedShare} of the chances skipped`);
 });
 
-test('kick-ahead trial: a backend that answers later when kicked ahead gets kicks ahead in the trials only', () => {
+test('kick-ahead trial: a backend that answers later when kicked ahead gets kicks ahead in the trials only, once two trials agree', () => {
   const trial = new KickAheadTrial();
   // 20% later after a kick ahead.
   const taken = run(trial, KICK_AHEAD_FIRST_TRIAL + 20_000, 0.012, 0.01);
   assert.equal(trial.harmless, false);
-  const after = taken.slice(KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK);
+  // The first verdict against is confirmed by a second trial before kicks ahead stop.
+  const confirmed =
+    KICK_AHEAD_FIRST_TRIAL + KICK_AHEAD_TRIAL_EVERY_MIN + 2 * 4 * KICK_AHEAD_TRIAL_BLOCK;
+  assert.ok(taken.slice(confirmed - KICK_AHEAD_TRIAL_EVERY_MIN, confirmed - 100).every(Boolean));
+  const after = taken.slice(confirmed);
   const kicked = after.filter(Boolean).length;
   // A trial every MIN chances, each taking two blocks.
   const cycle = KICK_AHEAD_TRIAL_EVERY_MIN + 4 * KICK_AHEAD_TRIAL_BLOCK;
@@ -98,7 +102,9 @@ test('kick-ahead trial: within 10% either way kicks ahead go on; a backend that 
 
   const trial = new KickAheadTrial();
   run(trial, KICK_AHEAD_FIRST_TRIAL + 100, 0.02, 0.01);
-  assert.equal(trial.harmless, false);
+  assert.equal(trial.harmless, true, 'one trial against: not yet');
+  run(trial, KICK_AHEAD_TRIAL_EVERY_MIN + 100, 0.02, 0.01);
+  assert.equal(trial.harmless, false, 'confirmed by the next');
   const back = run(trial, KICK_AHEAD_TRIAL_EVERY_MIN + 200, 0.004, 0.012);
   assert.equal(trial.harmless, true);
   assert.ok(back.slice(-100).every(Boolean), 'kicks ahead again after the trial');
@@ -110,9 +116,27 @@ test('kick-ahead trial: a trial whose waits never ended changes nothing', () => 
   for (let i = 0; i < KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1; i++) {
     trial.chance((now += 0.01)); // no waitEnded: every next completion came another way
   }
-  assert.equal(trial.trials, 1);
+  assert.equal(trial.trials, 0, 'no verdict');
   assert.equal(trial.harmless, true);
   // A wait that ends now belongs to no trial chance (outside trials nothing is pending).
   trial.waitEnded(now + 5);
   assert.equal(trial.chance(now + 6), true);
+});
+
+test('kick-ahead trial: a discarded sample (a late request, a blocking call) does not count', () => {
+  const trial = new KickAheadTrial();
+  let now = 1000;
+  // Harmed: 20% later after a kick ahead; but every skipped chance's next request comes 1 ms
+  // late, which would make the skipped side look slow if it were a sample.
+  for (let i = 0; i < KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1; i++) {
+    const take = trial.chance(now);
+    if (!take) {
+      trial.discard();
+      now += 1;
+    }
+    now += take ? 0.012 : 0.01;
+    trial.waitEnded(now);
+  }
+  assert.equal(trial.trials, 0, 'the skipped side had no samples: no verdict');
+  assert.equal(trial.harmless, true);
 });
