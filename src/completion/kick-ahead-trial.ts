@@ -13,8 +13,8 @@
  * file backend the two sides came within a few percent of each other either way (medians of 32,
  * 11.5-20.2 µs), where paired runs of whole seconds put its gain at 5-10% of the IOPS (a state
  * that lasts longer than a trial's blocks, or the runs' noise): a rule of "no faster, no kicks"
- * lost it. Kicks ahead stop after two trials in a row find harm, and start again after one that
- * finds none.
+ * lost it. They stop after two trials in a row find harm, and start again after one that finds
+ * none.
  */
 
 /**
@@ -43,7 +43,7 @@ const TRIAL_BLOCKS_TAKEN: readonly boolean[] = [true, false, false, true];
 
 export class KickAheadTrial {
   #harmless = true;
-  /** The latest trial found harm after verdicts against none: the next trial must confirm it. */
+  /** The latest trial found harm while kicks ahead were on: on until the next confirms it. */
   #doubted = false;
   #untilTrial = KICK_AHEAD_FIRST_TRIAL;
   #interval = KICK_AHEAD_TRIAL_EVERY_MIN;
