@@ -56,6 +56,12 @@ export class KickAheadTrial {
   readonly #taken: number[] = [];
   readonly #skipped: number[] = [];
   #trials = 0;
+  readonly #onVerdict: ((harmless: boolean) => void) | undefined;
+
+  /** `onVerdict`: told after each trial that reached a verdict whether kicks ahead are on. */
+  constructor(onVerdict?: (harmless: boolean) => void) {
+    this.#onVerdict = onVerdict;
+  }
 
   /** The latest verdict: taking the chances did not make the next completion clearly later. */
   get harmless(): boolean {
@@ -128,6 +134,7 @@ export class KickAheadTrial {
         this.#harmless = harmless;
       }
       this.#trials++;
+      this.#onVerdict?.(this.#harmless);
     }
     this.#untilTrial = this.#interval;
   }

@@ -260,7 +260,7 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #kickAhead: boolean;
   readonly #kickAheadGapMs: number;
   /** Whether kicking ahead does this device no harm, tried now and then (see KickAheadTrial). */
-  readonly #kickAheadTrial = new KickAheadTrial();
+  readonly #kickAheadTrial: KickAheadTrial;
   readonly #polls: PollHandle[] = [];
   #state: State = 'idle';
   #busy = false;
@@ -314,6 +314,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#sleepMs = options.sleepNs / msToNs;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
+    this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
@@ -624,11 +625,7 @@ export class PollingCompletion implements CompletionStrategy {
       awaited += owed;
     }
     if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
-    const trial = this.#kickAheadTrial;
-    const trials = trial.trials;
-    const take = trial.chance(now);
-    if (trial.trials !== trials) this.#host.countKickAheadTrial?.(trial.harmless);
-    if (!take) return;
+    if (!this.#kickAheadTrial.chance(now)) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
