@@ -54,114 +54,16 @@
  * starts afresh when the CPU turns shared.
  *
  * Where it blocks under a deep queue (a slow device: waits longer than a wake-up is worth), it
- * blocks for batches: *interrupt moderation* with VIRTIO_RING_F_EVENT_IDX, the driver asking for
- * one interrupt after k completions. The other requests in flight keep the device busy while the
- * frontend sleeps, so the wake-ups (and the device's interrupts) fall k-fold at no cost in
- * throughput, as long as the device still has work when the frontend wakes. A wake that finds
- * every request completed (*starved*: the device sat idle for part of the wake-up) shrinks k; at
- * the last step batching stops and is tried again later, backing off. Wakes that keep finding
- * requests in flight let k grow, up to half the depth. Where the controller spins, batching is
- * not tried: measured on a page-cache file backend at depth 32, whose completions come in bursts,
+ * blocks for batches of completions (InterruptModeration). Where it spins, batching is not
+ * tried: measured on a page-cache file backend at depth 32, whose completions come in bursts,
  * batched wake-ups cost 10% of the throughput that spinning keeps.
  */
 
-import type { SpinPolicy } from './poll.js';
-import { DEFAULT_SPIN_YIELD, type SpinYield } from './strategy.js';
+import type { SpinPolicy } from './spin-policy.js';
+import { adaptiveOptions, type AdaptiveOptions } from './adaptive-options.js';
+import type { SpinYield } from './strategy.js';
+import { BATCH_MIN_DEPTH, InterruptModeration } from './interrupt-moderation.js';
 
-/** Knobs of the adaptive strategy. Defaults were measured on the 2-vCPU KVM guests this ran on. */
-export interface AdaptiveOptions {
-  /**
-   * Never spin longer than this per wait at depth 1 (and never block the event loop for it: it
-   * is spread over loop turns); with more requests in flight the limit grows with the blocking
-   * cost, up to `depthCap` times this (not on a CPU shared with the backend). Default 100 µs.
-   */
-  maxSpinNs: number;
-  /** Latency a blocked wait adds: waking an idle vCPU and the event loop. Default 30 µs (measured: 25-30 µs per wake here). */
-  wakeCostNs: number;
-  /** CPU a blocked wait costs (arming interrupts, epoll, eventfd read). Default 4 µs. */
-  blockCpuNs: number;
-  /**
-   * How many ns of CPU one ns of added latency is worth, per request in flight (a closed loop
-   * adds `closedLoopWeight` for one wake-up on top). 1 = ski rental. Default 1 (measured, a
-   * paced 2,000 IOPS on the file backend: 1.5 spun for its 35-40 µs waits at 1.23x event's CPU
-   * per I/O, 1 blocked for most of them at 1.02x).
-   */
-  latencyWeight: number;
-  /**
-   * The same, where the application waits for each completion before it submits again (a
-   * closed loop: requests in flight most of the time, see `closedLoop`): there a wake-up's
-   * latency is lost throughput as well. Counted for one wake-up, not per request in flight.
-   * Default 4.
-   */
-  closedLoopWeight: number;
-  /** Waits considered (a ring of the latest ones). Default 32. */
-  window: number;
-  /**
-   * Re-decide after this many new samples. Default 8. While decisions keep confirming the
-   * budget and waits end within it, the interval doubles up to `window` (a steady stream of
-   * completions is not re-sorted every few waits); a miss or a probe that beats the decision
-   * brings it back.
-   */
-  updateEvery: number;
-  /** A new budget must beat the current one's cost by this fraction (no flapping on noise). Default 0.15. */
-  hysteresis: number;
-  /** Probe (spin up to maxSpinNs) at least once in this many waits when the budget is below it. Default 16. */
-  probeEvery: number;
-  /** Probes back off (doubling) up to one in this many waits while the decision holds. Default 256. */
-  probeEveryMax: number;
-  /** Headroom added to a budget over the sample it was derived from (timing jitter). Default 0.25. */
-  margin: number;
-  /**
-   * How long a trial spins every wait in full before its decision (0 = no trials). Default 300 ms
-   * (measured: the backend's waits settle after ~200 ms of back-to-back requests).
-   */
-  trialNs: number;
-  /** After a trial that ended blocked, the next one comes this much later, at first. Default 2 s. */
-  trialEveryNs: number;
-  /** ... doubling after each trial that ends blocked, up to this. Default 64 s. */
-  trialEveryMaxNs: number;
-  /** Requests in flight whose wake-up latency a blocked wait is charged for, at most (1..64; 1 on a shared CPU). Default 8. */
-  depthCap: number;
-  /**
-   * Batched blocking (interrupt moderation) under a deep queue: 'auto' tries it and keeps it while
-   * the device is never found idle at a wake-up; 'always' uses it at every depth of at least
-   * BATCH_MIN_DEPTH, at the largest batch; 'off' never. Needs VIRTIO_RING_F_EVENT_IDX (without it
-   * waits block for one completion). Default 'auto'.
-   */
-  batching: BatchingMode;
-  /**
-   * Preemptions of the JS thread per wait above which the CPU counts as shared with the backend
-   * (see `preempted`). Default 0.25 (measured at depth 1: 0.4-1.0 on the backend's vCPU,
-   * 0.007-0.017 on one of its own).
-   */
-  sharedCpuPreemptions: number;
-  /**
-   * On a CPU shared with the backend, spins yield it between checks of the rings (and trials and
-   * the closed-loop weight apply at depth 1); false: spins keep it until preempted, and a shared
-   * CPU has no trials. Default true (one vCPU, file backend, depth 1: 1.44x event's IOPS, 0.97x
-   * without).
-   */
-  yieldOnSharedCpu: boolean;
-  /** A yield back after more than this is late (SpinYield.lateNs). Default 0.5 ms. */
-  yieldLateNs: number;
-  /** Late yields in a row after which spins stop yielding (SpinYield.lateInARow). Default 2. */
-  yieldLateInARow: number;
-  /** How long spins then keep the CPU (SpinYield.holdNs). Default 100 ms. */
-  yieldHoldNs: number;
-}
-
-export type BatchingMode = 'auto' | 'off' | 'always';
-
-/** Fewest requests in flight at which a wait may be batched (a batch is at least 2, at most half). */
-export const BATCH_MIN_DEPTH = 4;
-/** Batch sizes as fractions of the requests in flight, by level (0 = not batching). */
-const BATCH_FRACTIONS = [0, 1 / 8, 1 / 4, 1 / 2] as const;
-const BATCH_TOP_LEVEL = BATCH_FRACTIONS.length - 1;
-/** Wakes in a row that found the device busy before the batch grows a level. */
-const BATCH_GROW_AFTER = 16;
-/** Waits at depth before batching is tried, first and at most (after failed tries, doubling). */
-const BATCH_RETRY_MIN = 64;
-const BATCH_RETRY_MAX = 8192;
 /** Waits without the starving rule after its spin ran out, first and at most (doubling). */
 const STARVE_HOLDOFF_MIN = 16;
 const STARVE_HOLDOFF_MAX = 4096;
@@ -177,115 +79,6 @@ const CLOSED_LOOP_MIN_RESUMES = 16;
 const DECISION_DUE_WAITS = 4;
 /** No trial is running. */
 const TRIAL_NONE = -1;
-/** A try that lasted this many wakes was a success: the next one comes soon again. */
-const BATCH_LASTED = 64;
-/** How long a batched wait may take, in multiples of what k completions usually take, and bounds. */
-const BATCH_DEADLINE_FACTOR = 4;
-const BATCH_DEADLINE_MIN_NS = 1_000_000;
-const BATCH_DEADLINE_MAX_NS = 64_000_000;
-
-export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze({
-  maxSpinNs: 100_000,
-  wakeCostNs: 30_000,
-  blockCpuNs: 4_000,
-  latencyWeight: 1,
-  closedLoopWeight: 4,
-  window: 32,
-  updateEvery: 8,
-  hysteresis: 0.15,
-  probeEvery: 16,
-  probeEveryMax: 256,
-  margin: 0.25,
-  trialNs: 300_000_000,
-  trialEveryNs: 2_000_000_000,
-  trialEveryMaxNs: 64_000_000_000,
-  depthCap: 8,
-  batching: 'auto',
-  sharedCpuPreemptions: 0.25,
-  yieldOnSharedCpu: true,
-  yieldLateNs: DEFAULT_SPIN_YIELD.lateNs,
-  yieldLateInARow: DEFAULT_SPIN_YIELD.lateInARow,
-  yieldHoldNs: DEFAULT_SPIN_YIELD.holdNs,
-});
-
-/** Validates and fills in options (throws RangeError on nonsense). */
-export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): AdaptiveOptions {
-  if (typeof partial !== 'object' || partial === null || Array.isArray(partial)) {
-    throw new RangeError('adaptive must be an object');
-  }
-  // A misspelt knob would otherwise leave its default in place without a word.
-  for (const key of Object.keys(partial)) {
-    if (!Object.hasOwn(DEFAULT_ADAPTIVE_OPTIONS, key)) {
-      throw new RangeError(`adaptive.${key} is not an option`);
-    }
-  }
-  const o: AdaptiveOptions = { ...DEFAULT_ADAPTIVE_OPTIONS, ...partial };
-  const nonNegative: (keyof AdaptiveOptions)[] = [
-    'maxSpinNs',
-    'wakeCostNs',
-    'blockCpuNs',
-    'latencyWeight',
-    'closedLoopWeight',
-    'hysteresis',
-    'margin',
-    'trialNs',
-    'trialEveryNs',
-    'trialEveryMaxNs',
-    'sharedCpuPreemptions',
-    'yieldLateNs',
-    'yieldHoldNs',
-  ];
-  for (const key of nonNegative) {
-    const v = o[key];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
-      throw new RangeError(`adaptive.${key} must be a finite number >= 0, got ${String(v)}`);
-    }
-  }
-  // Spreading a spin over loop turns keeps the loop responsive, but a budget this long is a bug.
-  if (o.maxSpinNs > 10_000_000) {
-    throw new RangeError(`adaptive.maxSpinNs must be at most 10 ms, got ${o.maxSpinNs}`);
-  }
-  for (const key of [
-    'window',
-    'updateEvery',
-    'probeEvery',
-    'probeEveryMax',
-    'depthCap',
-    'yieldLateInARow',
-  ] as const) {
-    const v = o[key];
-    if (!Number.isInteger(v) || v < 1 || v > 1 << 16) {
-      throw new RangeError(`adaptive.${key} must be an integer in 1..65536, got ${String(v)}`);
-    }
-  }
-  if (o.depthCap > 64) {
-    throw new RangeError(`adaptive.depthCap must be at most 64, got ${o.depthCap}`);
-  }
-  if (o.maxSpinNs * o.depthCap > 10_000_000) {
-    throw new RangeError('adaptive.maxSpinNs * adaptive.depthCap must be at most 10 ms');
-  }
-  if (o.batching !== 'auto' && o.batching !== 'off' && o.batching !== 'always') {
-    throw new RangeError(
-      `adaptive.batching must be 'auto', 'off' or 'always', got ${String(o.batching)}`,
-    );
-  }
-  if (typeof o.yieldOnSharedCpu !== 'boolean') {
-    throw new RangeError(
-      `adaptive.yieldOnSharedCpu must be a boolean, got ${String(o.yieldOnSharedCpu)}`,
-    );
-  }
-  if (o.probeEveryMax < o.probeEvery) {
-    throw new RangeError('adaptive.probeEveryMax must be >= adaptive.probeEvery');
-  }
-  if (o.trialEveryMaxNs < o.trialEveryNs) {
-    throw new RangeError('adaptive.trialEveryMaxNs must be >= adaptive.trialEveryNs');
-  }
-  if (o.trialNs > 0 && o.trialEveryNs < o.trialNs) {
-    // Back-to-back trials would spin for good.
-    throw new RangeError('adaptive.trialEveryNs must be >= adaptive.trialNs');
-  }
-  return o;
-}
 
 export class AdaptiveController implements SpinPolicy {
   readonly options: Readonly<AdaptiveOptions>;
@@ -304,15 +97,8 @@ export class AdaptiveController implements SpinPolicy {
   /** Requests in flight at the start of recent waits (moving average), and at the last decision. */
   #depth = 1;
   #decidedDepth = 1;
-  /** Batched blocking: level (index into BATCH_FRACTIONS), wakes since it grew, and the retry clock. */
-  #batchLevel = 0;
-  #batchCleanWakes = 0;
-  #batchWakes = 0;
-  #batchRetryIn = BATCH_RETRY_MIN;
-  #batchRetryInterval = BATCH_RETRY_MIN;
-  /** Mean ns per completion seen by batched waits (0 = none yet), for their deadline. */
-  #batchNsPerCompletion = 0;
-  #batchStarved = 0;
+  /** Batched blocking under a deep queue. */
+  readonly #moderation: InterruptModeration;
   /**
    * Of recent blocked waits under a deep queue, the fraction (moving average) whose wake-up found
    * every request completed: the device sat idle waiting for the frontend.
@@ -380,7 +166,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#probeEvery = this.options.probeEvery;
     this.#updateInterval = this.options.updateEvery;
     this.#trialEveryNs = this.options.trialEveryNs;
-    if (this.options.batching === 'always') this.#batchLevel = BATCH_TOP_LEVEL;
+    this.#moderation = new InterruptModeration(this.options.batching);
   }
 
   /** Trials started so far (the first wait's included), for tests and diagnostics. */
@@ -486,7 +272,7 @@ export class AdaptiveController implements SpinPolicy {
       this.#starveHoldoff--;
     }
     // 'auto' batches the waits it blocks for anyway (budget 0).
-    this.#batchesAt(inFlight);
+    this.#moderation.consider(inFlight, this.#budget === 0);
     if (this.#budget >= max) return max;
     if (++this.#waitsSinceProbe >= this.#probeEvery) {
       this.#waitsSinceProbe = 0;
@@ -614,25 +400,6 @@ export class AdaptiveController implements SpinPolicy {
       }
     }
     this.#add(-(spunNs + 1));
-  }
-
-  /**
-   * 'auto': whether waits at this depth are batched now, and the clock of the next try.
-   * 'auto' batches only where the controller has settled on blocking: where it spins, the spin
-   * already beats a wake-up, and a batched wake-up would cost throughput (measured: -10% on a
-   * page-cache file backend at depth 32, whose completions come in bursts).
-   */
-  #batchesAt(inFlight: number): boolean {
-    if (inFlight < BATCH_MIN_DEPTH || this.options.batching !== 'auto') return false;
-    if (this.#budget > 0) return false;
-    if (this.#batchLevel > 0) return true;
-    if (--this.#batchRetryIn > 0) return false;
-    this.#batchLevel = 1;
-    // A new try times the device afresh (the first deadline uses the default).
-    this.#batchNsPerCompletion = 0;
-    this.#batchCleanWakes = 0;
-    this.#batchWakes = 0;
-    return true;
   }
 
   /**
@@ -781,77 +548,32 @@ export class AdaptiveController implements SpinPolicy {
 
   /** True while waits under a deep queue block for a batch of completions. */
   get batching(): boolean {
-    return this.#batchLevel > 0;
+    return this.#moderation.active;
   }
 
   /** Batched wakes that found every request completed (the device had run dry), so far. */
   get batchStarvations(): number {
-    return this.#batchStarved;
+    return this.#moderation.starvations;
   }
 
-  /**
-   * How many completions a blocked wait with `inFlight` requests in flight (on one queue) should
-   * ask one interrupt for: 1 when not batching.
-   */
+  /** SpinPolicy: completions to ask one interrupt for with `inFlight` in flight (1: each). */
   batchSize(inFlight: number): number {
-    if (this.#batchLevel === 0 || inFlight < BATCH_MIN_DEPTH) return 1;
-    const half = inFlight >> 1;
-    return Math.min(half, Math.max(2, Math.floor(inFlight * BATCH_FRACTIONS[this.#batchLevel]!)));
+    return this.#moderation.size(inFlight);
   }
 
-  /** The longest a batched wait for `count` completions should take before it gives up (ns). */
+  /** SpinPolicy: the longest a batched wait for `count` completions should take (ns). */
   batchDeadlineNs(count: number): number {
-    const per = this.#batchNsPerCompletion;
-    if (per === 0) return BATCH_DEADLINE_MIN_NS * 2;
-    const ns = BATCH_DEADLINE_FACTOR * count * per;
-    return Math.min(BATCH_DEADLINE_MAX_NS, Math.max(BATCH_DEADLINE_MIN_NS, ns));
+    return this.#moderation.deadlineNs(count);
   }
 
-  /**
-   * A batched wait for `asked` completions ended after `elapsedNs`, finding `found` with
-   * `inFlight` requests in flight (found included). Found === inFlight: the device ran dry while
-   * we slept.
-   */
+  /** SpinPolicy: a batched wait woke (see InterruptModeration.woke). */
   batchWoke(found: number, asked: number, inFlight: number, elapsedNs: number): void {
-    // Only a full batch times the device: one woken early (a spurious interrupt) or held back
-    // by a slow request does not.
-    if (found >= asked && elapsedNs > 0) {
-      const per = elapsedNs / found;
-      const prev = this.#batchNsPerCompletion;
-      this.#batchNsPerCompletion = prev === 0 ? per : prev + (per - prev) / 8;
-    }
-    if (this.#batchLevel === 0) return;
-    this.#batchWakes++;
-    if (found >= inFlight) {
-      this.#batchStarved++;
-      this.#batchShrink();
-    } else if (++this.#batchCleanWakes >= BATCH_GROW_AFTER && this.#batchLevel < BATCH_TOP_LEVEL) {
-      this.#batchLevel++;
-      this.#batchCleanWakes = 0;
-    }
+    this.#moderation.woke(found, asked, inFlight, elapsedNs);
   }
 
-  /**
-   * A batched wait outlasted its deadline (requests the device holds for long among fast ones,
-   * or a device that slowed down): the completions that came are drained, and the batch shrinks.
-   */
+  /** SpinPolicy: a batched wait outlasted its deadline; the batch shrinks. */
   batchLate(): void {
-    // Not a sample of the time per completion: the batch did not fill, and sampling elapsed /
-    // found would only ever raise the estimate (elapsed >= the deadline), ratcheting the deadline
-    // up to its cap. A device that slowed down for good is re-timed when batching is tried again.
-    if (this.#batchLevel > 0) this.#batchShrink();
-  }
-
-  #batchShrink(): void {
-    this.#batchCleanWakes = 0;
-    if (this.options.batching === 'always') return;
-    if (--this.#batchLevel > 0) return;
-    // Stopped: try again after a while, sooner if this try held for long.
-    this.#batchRetryInterval =
-      this.#batchWakes >= BATCH_LASTED
-        ? BATCH_RETRY_MIN
-        : Math.min(BATCH_RETRY_MAX, this.#batchRetryInterval * 2);
-    this.#batchRetryIn = this.#batchRetryInterval;
+    this.#moderation.late();
   }
 
   /**
@@ -1031,11 +753,8 @@ export class AdaptiveController implements SpinPolicy {
     if (changed && next === 0 && this.#trialEndNs === TRIAL_NONE) {
       this.#trialNextNs = this.#nowNs + this.#trialEveryNs;
     }
-    if (next > 0 && o.batching === 'auto' && this.#batchLevel > 0) {
-      // Spinning again: batching waits for the next time it settles on blocking.
-      this.#batchLevel = 0;
-      this.#batchRetryIn = BATCH_RETRY_MIN;
-    }
+    // Spinning again: batching waits for the next time it settles on blocking.
+    if (next > 0) this.#moderation.stop();
     // Probes and decisions back off while they keep confirming the decision, and come back
     // when it changes.
     if (changed) {

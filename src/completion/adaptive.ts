@@ -1,4 +1,5 @@
-import { AdaptiveController, type AdaptiveOptions } from './adaptive-controller.js';
+import { AdaptiveController } from './adaptive-controller.js';
+import type { AdaptiveOptions } from './adaptive-options.js';
 import { PollingCompletion, DEFAULT_SPIN_SLICE_NS } from './poll.js';
 import type { CompletionHost } from './strategy.js';
 

@@ -1,14 +1,14 @@
 import { InvalidArgumentError } from '../errors.js';
 import { EventCompletion } from './event.js';
 import { AdaptiveCompletion } from './adaptive.js';
-import { adaptiveOptions, type AdaptiveOptions } from './adaptive-controller.js';
+import { adaptiveOptions, type AdaptiveOptions } from './adaptive-options.js';
 import { createPollCompletion, DEFAULT_SPIN_SLICE_NS, MAX_TURN_NS } from './poll.js';
 import { createSleepPollCompletion, DEFAULT_SLEEP_POLL_NS } from './sleep-poll.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
-export type { AdaptiveOptions } from './adaptive-controller.js';
-export { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-controller.js';
-export { spinForUsed } from './poll.js';
+export type { AdaptiveOptions } from './adaptive-options.js';
+export { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
+export { spinForUsed } from './spin.js';
 export { measureSleepFloor, type SleepFloor } from './sleep-poll.js';
 
 /**

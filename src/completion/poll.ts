@@ -1,70 +1,14 @@
 import { native, type PollHandle } from '../native.js';
 import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
-import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-controller.js';
+import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
+import { countWaitForPreemptions, preemptions } from './preemptions.js';
+import { anyUsed, lastSpin, spinForUsed } from './spin.js';
+import type { SpinPolicy } from './spin-policy.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
 const UV_READABLE = 1;
-
-/** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
-export interface SpinPolicy {
-  /**
-   * A wait starts (`inFlight` requests outstanding, used rings empty) at `nowNs` (monotonic):
-   * ns to poll before blocking; Infinity = never block.
-   */
-  startWait(inFlight: number, nowNs: number): number;
-  /** The wait ended while polling, `waitNs` after it started. */
-  hit(waitNs: number): void;
-  /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */
-  miss(spunNs: number, waitedNs: number): void;
-  /** What the blocking (*Sync) wait should spin before poll(2). */
-  blockingSpinNs(): number;
-  /**
-   * The next wait is the first after nothing was in flight for `idleNs`, which followed
-   * `busyNs` with requests in flight (optional).
-   */
-  resumed?(idleNs: number, busyNs: number): void;
-  /**
-   * Over the latest waits, the JS thread was preempted `perWait` times per wait (optional;
-   * reported about every PREEMPTION_SAMPLE waits of all devices; a drain that needed no wait
-   * counts as one, as every drain did before waits were deferred).
-   */
-  preempted?(perWait: number): void;
-  /**
-   * How a spin should give the CPU to other runnable threads between checks of the rings
-   * (sched_yield), where the backend shares this CPU; undefined: it keeps the CPU (optional).
-   */
-  spinYield?(): Readonly<SpinYield> | undefined;
-  /**
-   * Whether the policy takes the backend to share this thread's CPU (optional; without it the
-   * engine judges from the preemption samples itself, as SHARED_CPU_PREEMPTIONS says).
-   */
-  backendSharesCpu?(): boolean;
-  /**
-   * The device has the requests in flight and this wait is decided: time off the path from a
-   * completion to the next kick, for deferred bookkeeping (optional). Called once per loop turn
-   * of a wait that did not end at once, and after arming a blocked wait (inside the submission
-   * at depth 1, where the wake-up to come costs far more).
-   */
-  spare?(): void;
-  /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
-  blockedWoke?(found: number, inFlight: number): void;
-  /**
-   * Interrupt moderation (optional): when a wait blocks at once (a zero budget), how many
-   * completions to ask one interrupt for on a queue with `inFlight` requests in flight; 1 = each.
-   */
-  batchSize?(inFlight: number): number;
-  /** How long a batched wait for `count` completions may last before it drains what came (ns). */
-  batchDeadlineNs?(count: number): number;
-  /**
-   * A batched wait for `asked` completions (on the queue that asked most) woke after
-   * `elapsedNs`, with `found` completions pending of `inFlight` requests.
-   */
-  batchWoke?(found: number, asked: number, inFlight: number, elapsedNs: number): void;
-  /** A batched wait reached its deadline before its batch filled. */
-  batchLate?(): void;
-}
 
 /** How a loop turn waits when the rings are empty. */
 export interface PollLoopOptions {
@@ -84,9 +28,6 @@ export interface PollLoopOptions {
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
 
 const msToNs = 1e6;
-/** Waits per reading of the JS thread's involuntary context switches, and the longest sample. */
-const PREEMPTION_SAMPLE = 256;
-const PREEMPTION_SAMPLE_MAX_MS = 1000;
 /**
  * Involuntary switches per wait, smoothed over the samples, above which a policy that does not
  * judge for itself (backendSharesCpu) is taken to share its CPU with the backend: the adaptive
@@ -103,124 +44,6 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
  * against kicking ahead.
  */
 export const KICK_AHEAD_GAP_NS = 3_000;
-
-/**
- * One count for the JS thread, whatever the number of devices on it: their waits together make
- * the sample (each device dividing the thread's preemptions by its own waits would overstate
- * them). `sample` numbers the readings; `perWait` is the latest.
- */
-const preemptions = { waits: 0, count: -1, at: 0, sample: 0, perWait: 0 };
-
-/**
- * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
- * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
- */
-function countWaitForPreemptions(now: number): void {
-  if (++preemptions.waits < PREEMPTION_SAMPLE) return;
-  const count = native.threadInvoluntarySwitches();
-  if (preemptions.count >= 0 && now - preemptions.at <= PREEMPTION_SAMPLE_MAX_MS) {
-    preemptions.perWait = (count - preemptions.count) / preemptions.waits;
-    preemptions.sample++;
-  }
-  preemptions.count = count;
-  preemptions.at = now;
-  preemptions.waits = 0;
-}
-
-/** True if any queue has used elements not yet drained. */
-export function anyUsed(queues: readonly DeviceQueue[]): boolean {
-  for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.hasUsed()) return true;
-  return false;
-}
-
-/**
- * performance.now() until which spins on this thread do not yield; the late yields in a row, and
- * when the last came back (one for all devices: they share the thread and its CPU). Counted in
- * yields, not time: JS between two spins does not break a row. A count older than two holds is
- * stale (whatever came between, it was not a neighbour taking every slice).
- */
-let yieldsHeldUntil = 0;
-let lateYields = 0;
-let lastLateBack = -Infinity;
-
-/**
- * Two clock reads of a spin this far apart (64 ring checks take well under a microsecond) mean
- * something else ran on the thread's time between them: another thread or the host had the CPU,
- * or V8 ran a garbage collection or a compilation on this thread.
- */
-const OTHERS_GAP_MS = 0.1;
-
-/**
- * The latest spinForUsed's last clock read (`endMs`), and how much of it went to others
- * (`othersMs`): gaps between its clock reads longer than OTHERS_GAP_MS, and yields that came
- * back late. Told by timing alone, not checked. The rest is what the spin itself held the thread
- * for. (Fields, not module variables: a double stored in a field is updated in place, one in a
- * module variable allocates; the 0.5s make them double fields from the start.)
- */
-const lastSpin = { endMs: 0.5, othersMs: 0.5 };
-
-/**
- * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
- * between checks, let any other runnable thread on this CPU (a backend sharing it) run first; a
- * spin that does not holds the CPU the completion needs until the scheduler preempts it (one
- * vCPU, file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without;
- * BENCHMARKS.md). `startMs`: the caller's latest performance.now(), which saves a clock read
- * and counts a long gap since then (a garbage collection, a preemption) as others' (lastSpin).
- */
-export function spinForUsed(
-  queues: readonly DeviceQueue[],
-  ns: number,
-  yieldRule?: Readonly<SpinYield>,
-  startMs: number = performance.now(),
-): boolean {
-  let now = startMs;
-  const end = now + ns / msToNs;
-  lastSpin.othersMs = 0;
-  if (yieldRule !== undefined && now >= yieldsHeldUntil) {
-    const lateMs = yieldRule.lateNs / msToNs;
-    const holdMs = yieldRule.holdNs / msToNs;
-    for (;;) {
-      if (anyUsed(queues)) return spinEnded(now, true);
-      native.yieldThread();
-      const back = performance.now();
-      if (back - now <= lateMs) {
-        lateYields = 0;
-      } else {
-        lastSpin.othersMs += back - now;
-        lateYields = now - lastLateBack <= 2 * holdMs ? lateYields + 1 : 1;
-        lastLateBack = back;
-        if (lateYields >= yieldRule.lateInARow) {
-          // A neighbour still there when the hold ends is held for again at its first late yield.
-          lateYields = yieldRule.lateInARow - 1;
-          yieldsHeldUntil = back + holdMs;
-          now = back;
-          break;
-        }
-      }
-      now = back;
-      if (now >= end) return spinEnded(now, anyUsed(queues));
-    }
-  }
-  for (;;) {
-    // A clock read costs ~50 ns and allocates a heap number, a ring check a few ns and nothing:
-    // check the rings far more often than the clock (64 checks: ~0.3 µs past the end at most;
-    // 16 made the spins a fifth of all the garbage of a depth-1 read loop).
-    for (let i = 0; i < 64; i++) if (anyUsed(queues)) return spinEnded(now, true);
-    const then = now;
-    now = performance.now();
-    if (now - then > OTHERS_GAP_MS) lastSpin.othersMs += now - then;
-    if (now >= end) return spinEnded(now, anyUsed(queues));
-  }
-}
-
-/**
- * Notes the spin's last clock read, and returns `found`. A polling turn's own time ends there,
- * not at the clock read after it, which allocates and so may run a garbage collection.
- */
-function spinEnded(now: number, found: boolean): boolean {
-  lastSpin.endMs = now;
-  return found;
-}
 
 function anyInFlight(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.inFlight > 0) return true;

@@ -1,5 +1,6 @@
 import { native } from '../native.js';
-import { PollingCompletion, POLL_POLICY, type SpinPolicy } from './poll.js';
+import { PollingCompletion, POLL_POLICY } from './poll.js';
+import type { SpinPolicy } from './spin-policy.js';
 import type { CompletionHost } from './strategy.js';
 
 /**

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import {
-  AdaptiveController,
   adaptiveOptions,
   DEFAULT_ADAPTIVE_OPTIONS,
-} from '../../src/completion/adaptive-controller.js';
+} from '../../src/completion/adaptive-options.js';
 import { prng } from '../helpers/random.js';
 
 const US = 1000;

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { POLL_POLICY, PollingCompletion, type SpinPolicy } from '../../src/completion/poll.js';
+import { POLL_POLICY, PollingCompletion } from '../../src/completion/poll.js';
+import type { SpinPolicy } from '../../src/completion/spin-policy.js';
 import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import {

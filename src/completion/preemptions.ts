@@ -1,0 +1,34 @@
+import { native } from '../native.js';
+
+// The JS thread's involuntary context switches per wait: how polling strategies tell a backend
+// that shares this CPU (it preempts us) from one on a CPU of its own.
+
+/** Waits per reading of the JS thread's involuntary context switches, and the longest sample. */
+const PREEMPTION_SAMPLE = 256;
+const PREEMPTION_SAMPLE_MAX_MS = 1000;
+
+/**
+ * One count for the JS thread, whatever the number of devices on it: their waits together make
+ * the sample (each device dividing the thread's preemptions by its own waits would overstate
+ * them). `sample` numbers the readings; `perWait` is the latest.
+ */
+const counter = { waits: 0, count: -1, at: 0, sample: 0, perWait: 0 };
+
+/** The latest reading: `sample` numbers them, `perWait` is the latest (written here only). */
+export const preemptions: Readonly<typeof counter> = counter;
+
+/**
+ * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
+ * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
+ */
+export function countWaitForPreemptions(now: number): void {
+  if (++counter.waits < PREEMPTION_SAMPLE) return;
+  const count = native.threadInvoluntarySwitches();
+  if (counter.count >= 0 && now - counter.at <= PREEMPTION_SAMPLE_MAX_MS) {
+    counter.perWait = (count - counter.count) / counter.waits;
+    counter.sample++;
+  }
+  counter.count = count;
+  counter.at = now;
+  counter.waits = 0;
+}

@@ -1,0 +1,60 @@
+import type { SpinYield } from './strategy.js';
+
+/** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
+export interface SpinPolicy {
+  /**
+   * A wait starts (`inFlight` requests outstanding, used rings empty) at `nowNs` (monotonic):
+   * ns to poll before blocking; Infinity = never block.
+   */
+  startWait(inFlight: number, nowNs: number): number;
+  /** The wait ended while polling, `waitNs` after it started. */
+  hit(waitNs: number): void;
+  /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */
+  miss(spunNs: number, waitedNs: number): void;
+  /** What the blocking (*Sync) wait should spin before poll(2). */
+  blockingSpinNs(): number;
+  /**
+   * The next wait is the first after nothing was in flight for `idleNs`, which followed
+   * `busyNs` with requests in flight (optional).
+   */
+  resumed?(idleNs: number, busyNs: number): void;
+  /**
+   * Over the latest waits, the JS thread was preempted `perWait` times per wait (optional;
+   * reported about every PREEMPTION_SAMPLE waits of all devices; a drain that needed no wait
+   * counts as one, as every drain did before waits were deferred).
+   */
+  preempted?(perWait: number): void;
+  /**
+   * How a spin should give the CPU to other runnable threads between checks of the rings
+   * (sched_yield), where the backend shares this CPU; undefined: it keeps the CPU (optional).
+   */
+  spinYield?(): Readonly<SpinYield> | undefined;
+  /**
+   * Whether the policy takes the backend to share this thread's CPU (optional; without it the
+   * engine judges from the preemption samples itself, as SHARED_CPU_PREEMPTIONS says).
+   */
+  backendSharesCpu?(): boolean;
+  /**
+   * The device has the requests in flight and this wait is decided: time off the path from a
+   * completion to the next kick, for deferred bookkeeping (optional). Called once per loop turn
+   * of a wait that did not end at once, and after arming a blocked wait (inside the submission
+   * at depth 1, where the wake-up to come costs far more).
+   */
+  spare?(): void;
+  /** A blocked wait woke with `found` completions pending of `inFlight` requests (optional). */
+  blockedWoke?(found: number, inFlight: number): void;
+  /**
+   * Interrupt moderation (optional): when a wait blocks at once (a zero budget), how many
+   * completions to ask one interrupt for on a queue with `inFlight` requests in flight; 1 = each.
+   */
+  batchSize?(inFlight: number): number;
+  /** How long a batched wait for `count` completions may last before it drains what came (ns). */
+  batchDeadlineNs?(count: number): number;
+  /**
+   * A batched wait for `asked` completions (on the queue that asked most) woke after
+   * `elapsedNs`, with `found` completions pending of `inFlight` requests.
+   */
+  batchWoke?(found: number, asked: number, inFlight: number, elapsedNs: number): void;
+  /** A batched wait reached its deadline before its batch filled. */
+  batchLate?(): void;
+}
