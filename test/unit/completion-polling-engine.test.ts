@@ -105,8 +105,19 @@ class FakeQueue {
 
   /** True while a submission runs (so the policy can tell a wait decided inside setBusy). */
   submitting = false;
+  /**
+   * With either set, a submission is made as the device makes it: the application works for
+   * `thinkMs`, asks quietKick, and a kick made in the call takes `kickMs` (one that must wake
+   * the device) before the request counts as in flight.
+   */
+  thinkMs = 0;
+  kickMs = 0;
 
   submit(n: number): void {
+    if (this.thinkMs > 0 || this.kickMs > 0) {
+      busyFor(this.thinkMs);
+      if (this.strategy!.quietKick()) busyFor(this.kickMs);
+    }
     this.inFlight += n;
     this.submitting = true;
     this.strategy!.setBusy(true);
@@ -762,6 +773,38 @@ test('engine: kicks ahead stop while requests come long after the device went id
     await nextTurn();
     assert.ok(kicksAhead(q) >= 20, 'kicks ahead again');
   }));
+
+test("engine: a request's own kick is not the application's pace: kicks ahead go on however long the kick takes", async () => {
+  const closedLoop = async (q: FakeQueue): Promise<number> => {
+    q.autoComplete = true;
+    q.submit(1);
+    await turnsUntilDrained(q, 40, 400);
+    q.resubmit = false;
+    await nextTurn();
+    return kicksAhead(q);
+  };
+  // Each kick takes 2 ms, far over the gap (300 µs in these tests): counted to the kick's end,
+  // every request came late and kicks ahead stopped after the first few (6 of 40).
+  await withEngine(
+    Infinity,
+    async ({ q }) => {
+      q.kickMs = 2;
+      const ahead = await closedLoop(q);
+      assert.ok(ahead >= 38, `kicks ahead: ${ahead} of 40`);
+    },
+    { ownCpu: true },
+  );
+  // The control: the application itself works 2 ms before each request.
+  await withEngine(
+    Infinity,
+    async ({ q }) => {
+      q.thinkMs = 2;
+      const ahead = await closedLoop(q);
+      assert.ok(ahead <= 10, `kicks ahead: ${ahead} of 40`);
+    },
+    { ownCpu: true },
+  );
+});
 
 test('engine: no kick ahead once the preemption samples say the backend shares the CPU', async () => {
   const realSwitches = native.threadInvoluntarySwitches;
