@@ -126,7 +126,7 @@ export class PollingCompletion implements CompletionStrategy {
   #idleSince = -1;
   /**
    * performance.now() when the latest request that found this engine idle arrived (quietKick),
-   * before it went on the ring and was kicked (-1: none since the last resume).
+   * before it went on the ring and before any kick (-1: none since the last resume).
    */
   #arrivedAt = -1;
   /** performance.now() when requests were in flight again after idle, and how long that lasted. */
@@ -235,8 +235,9 @@ export class PollingCompletion implements CompletionStrategy {
         // The application's pace: from the drain to the request's arrival, not to the end of its
         // kick, which takes 5-6 µs where the device must be woken (null-co, depth 1) and 0.5 µs
         // where it is awake. Counted to the kick's end, the requests after a kick that had to
-        // wake the device came "late" (> 3 µs), kicks ahead stopped, every kick then had to wake
-        // it, and kicks ahead stayed off for streaks: 28% of the requests (BENCHMARKS.md).
+        // wake the device came "late", kicks ahead stopped, every kick then had to wake it, and
+        // kicks ahead stayed off for streaks: 28% of the chances to kick ahead were refused in a
+        // closed loop (BENCHMARKS.md). The busy period starts there too: the kick is busy time.
         const arrived = arrivedAt >= this.#idleSince ? arrivedAt : now;
         const idleMs = arrived - this.#idleSince;
         const atOnce = idleMs < this.#kickAheadGapMs ? 1 : 0;
@@ -244,7 +245,7 @@ export class PollingCompletion implements CompletionStrategy {
         if (atOnce === 0) this.#kickAheadTrial.discard();
         this.#policy.resumed?.(idleMs * msToNs, this.#busyMs * msToNs);
         this.#idleSince = -1;
-        this.#busySince = now;
+        this.#busySince = arrived;
       } else if (this.#busySince < 0) {
         this.#busySince = now;
       }

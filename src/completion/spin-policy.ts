@@ -14,8 +14,9 @@ export interface SpinPolicy {
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
   /**
-   * The next wait is the first after nothing was in flight for `idleNs`, which followed
-   * `busyNs` with requests in flight (optional).
+   * The next wait is the first after nothing was in flight for `idleNs` (up to the next
+   * request's arrival, before its kick), which followed `busyNs` with requests in flight
+   * (optional).
    */
   resumed?(idleNs: number, busyNs: number): void;
   /**

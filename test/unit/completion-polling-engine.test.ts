@@ -785,22 +785,30 @@ test("engine: a request's own kick is not the application's pace: kicks ahead go
   };
   // Each kick takes 2 ms, far over the gap (300 µs in these tests): counted to the kick's end,
   // every request came late and kicks ahead stopped after the first few (6 of 40).
+  const ms = (ns: number): string => (ns / 1e6).toFixed(2);
   await withEngine(
     Infinity,
-    async ({ q }) => {
+    async ({ q, rec }) => {
       q.kickMs = 2;
       const ahead = await closedLoop(q);
       assert.ok(ahead >= 38, `kicks ahead: ${ahead} of 40`);
+      // The policy is told the same: idle up to the arrival, the kick busy time.
+      assert.ok(rec.resumes.length >= 30, `resumes: ${rec.resumes.length}`);
+      for (const [idleNs, busyNs] of rec.resumes.slice(1)) {
+        assert.ok(idleNs < 1e6, `idle ${ms(idleNs)} ms: the kick is not idle time`);
+        assert.ok(busyNs >= 2e6, `busy ${ms(busyNs)} ms: the kick is busy time`);
+      }
     },
     { ownCpu: true },
   );
   // The control: the application itself works 2 ms before each request.
   await withEngine(
     Infinity,
-    async ({ q }) => {
+    async ({ q, rec }) => {
       q.thinkMs = 2;
       const ahead = await closedLoop(q);
       assert.ok(ahead <= 10, `kicks ahead: ${ahead} of 40`);
+      for (const [idleNs] of rec.resumes) assert.ok(idleNs >= 2e6, `idle ${ms(idleNs)} ms`);
     },
     { ownCpu: true },
   );
