@@ -37,12 +37,13 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
 /**
  * A kick ahead pays only if the next request follows at once: it keeps qemu-storage-daemon awake
  * for a request that comes 1-2 µs after it went idle (a closed loop's resubmission), not for one
- * that comes later (a busy wait of 2-5 µs before each resubmission made the p50 about 15% worse
- * with kicks ahead). Requests that arrive this long or longer after the device went idle (a
- * paced load, JIT-cold code, an application that works between requests) count against kicking
- * ahead. Measured from the drain to the request's arrival (quietKick), before it goes on the ring
- * and is kicked: 1.0 µs at the median in a closed loop here, 2.3-2.7 µs at the 90th percentile
- * (null-co, depth 1).
+ * that comes later. Requests that arrive this long or longer after the device went idle (a paced
+ * load, JIT-cold code, an application that works between requests) count against kicking ahead.
+ * Timed from the drain to the request's arrival (quietKick), before it goes on the ring and is
+ * kicked: 1.0-1.5 µs at the median in a closed loop here, 2.3-2.7 µs at the 90th percentile.
+ * Measured with a busy wait of D µs before each resubmission (null-co, depth 1, poll): a kick
+ * ahead forced on gave 45-60% of the p50 without one for D up to 2 µs, 106-109% from 2.5 µs on;
+ * this gap kicks ahead up to D = 2 µs (often) and not from 2.5 µs (BENCHMARKS.md).
  */
 export const KICK_AHEAD_GAP_NS = 3_000;
 
