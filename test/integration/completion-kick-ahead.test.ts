@@ -82,11 +82,16 @@ for (const mode of ['poll', 'adaptive']) {
     if (cpus !== undefined) {
       assert.ok(stats.kicksAhead > 6, `${stats.kicksAhead} kicks ahead of ${ios} I/Os`);
     }
-    // Past the first trial, which skips 32 chances: it ran, and did not find the kick ahead
-    // harmful twice in a row (the daemon answers 2-5 times sooner for it).
+    // Past the first trial, which skips 32 chances: the trials ran, not all found against the
+    // kick ahead, and kicks ahead went on for most of the run. On this backend the
+    // two sides of a trial differ by a few percent either way, so a verdict against comes now
+    // and then (2 of 6 trials in one of six runs here); two in a row stop kicks ahead until the
+    // next trial, 1,024 chances later. (Kicked ahead in those runs: 81-97% of the reads.)
     if (cpus !== undefined && stats.kicksAhead >= KICK_AHEAD_FIRST_TRIAL + 100) {
-      assert.ok(stats.kickAheadTrials >= 1, `${stats.kickAheadTrials} trials`);
-      assert.equal(stats.kickAheadTrialsAgainst, 0);
+      const trials = `${stats.kickAheadTrials} trials, ${stats.kickAheadTrialsAgainst} against`;
+      assert.ok(stats.kickAheadTrials >= 1, trials);
+      assert.ok(stats.kickAheadTrialsAgainst < stats.kickAheadTrials, trials);
+      assert.ok(stats.kicksAhead >= 0.7 * reads, `${stats.kicksAhead} kicks ahead; ${trials}`);
     }
   });
 }
