@@ -43,7 +43,8 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
  * kicked: 1.0-1.5 µs at the median in a closed loop here, 2.3-2.7 µs at the 90th percentile.
  * Measured with a busy wait of D µs before each resubmission (null-co, depth 1, poll): a kick
  * ahead forced on gave 45-60% of the p50 without one for D up to 2 µs, 106-109% from 2.5 µs on;
- * this gap kicks ahead up to D = 2 µs (often) and not from 2.5 µs (BENCHMARKS.md).
+ * this gap kicks ahead at D = 0-1 µs, part of the time at 1.5-2 µs (at 1.5 µs without the gain
+ * in that sweep), and not from 2.5 µs (BENCHMARKS.md).
  */
 export const KICK_AHEAD_GAP_NS = 3_000;
 

@@ -98,8 +98,10 @@ test('bench --completion poll, --no-direct-buffers, --rate_iops', async () => {
 test('bench --completion-options reaches the device: knobs that force blocking and spinning give opposite results', async () => {
   /** Interrupts per I/O at depth 1 with these adaptive knobs. */
   const callsPerIo = async (adaptive: object): Promise<number> => {
+    // The file backend: its 12-15 µs answers outlast the re-check after arming a wait (null-co's
+    // answer to a kick in the call often beat it: 0.28-0.99 calls per I/O measured there).
     const job = await benchJob(
-      nullQsd.socketPath,
+      fileQsd.socketPath,
       '--completion-options',
       JSON.stringify({ adaptive }),
       '--runtime',
@@ -111,9 +113,9 @@ test('bench --completion-options reaches the device: knobs that force blocking a
   };
   // No spin at all: every wait is armed for the device's interrupt. (A lone request is kicked
   // in the call, before its wait is armed, and a completion that lands first is taken by the
-  // re-check without one: 0.48-0.99 per I/O measured here.)
+  // re-check without one.)
   const blocking = await callsPerIo({ maxSpinNs: 0 });
-  assert.ok(blocking >= 0.3, `${blocking.toFixed(3)} calls per I/O without spinning`);
+  assert.ok(blocking >= 0.5, `${blocking.toFixed(3)} calls per I/O without spinning`);
   // Blocking priced out: spins catch nearly every completion.
   const spinning = await callsPerIo({ blockCpuNs: 1_000_000, batching: 'off' });
   assert.ok(spinning < 0.1, `${spinning.toFixed(3)} calls per I/O when blocking costs 1 ms`);

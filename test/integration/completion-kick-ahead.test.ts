@@ -7,7 +7,6 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { openBlockDevice } from '../../src/index.js';
 import type { CompletionOptions } from '../../src/completion/index.js';
-import { KICK_AHEAD_FIRST_TRIAL } from '../../src/completion/kick-ahead-trial.js';
 import type { DeviceStats } from '../../src/devices/stats.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { setAffinity, twoAllowedCpus } from '../helpers/cpu.js';
@@ -82,16 +81,17 @@ for (const mode of ['poll', 'adaptive']) {
     if (cpus !== undefined) {
       assert.ok(stats.kicksAhead > 6, `${stats.kicksAhead} kicks ahead of ${ios} I/Os`);
     }
-    // Past the first trial, which skips 32 chances: the trials ran, not all found against the
-    // kick ahead, and kicks ahead went on for most of the run. On this backend the
-    // two sides of a trial differ by a few percent either way, so a verdict against comes now
-    // and then (2 of 6 trials in one of six runs here); two in a row stop kicks ahead until the
-    // next trial, 1,024 chances later. (Kicked ahead in those runs: 81-97% of the reads.)
-    if (cpus !== undefined && stats.kicksAhead >= KICK_AHEAD_FIRST_TRIAL + 100) {
+    // Most reads are kicked ahead: a request's own kick, which may have to wake the daemon, does
+    // not count as the application's pace (timed so, expensive kicks turned kicks ahead off for
+    // streaks: as few as 54% of the requests kicked ahead in a 2 s run). The trials ran past the
+    // first (after 8,192 chances). On this backend a trial's two sides differ by a few percent
+    // either way, and a trial now and then finds harm: twice in a row (one of 6 trials, in one of
+    // six runs here) stops kicks ahead until the next trial, 1,024 chances later. Kicked ahead
+    // in those runs: 81-97% of the reads.
+    if (cpus !== undefined) {
       const trials = `${stats.kickAheadTrials} trials, ${stats.kickAheadTrialsAgainst} against`;
-      assert.ok(stats.kickAheadTrials >= 1, trials);
-      assert.ok(stats.kickAheadTrialsAgainst < stats.kickAheadTrials, trials);
       assert.ok(stats.kicksAhead >= 0.7 * reads, `${stats.kicksAhead} kicks ahead; ${trials}`);
+      assert.ok(stats.kickAheadTrials >= 1, trials);
     }
   });
 }

@@ -175,6 +175,32 @@ for (const mode of COMPLETION_MODES) {
   });
 }
 
+for (const mode of ['poll', 'adaptive'] as const) {
+  test(`${mode}, kicking ahead: a lone request is kicked in the call unless the device took it already, a burst once more`, async () => {
+    const dev = await openBlockDevice(nullQsd.socketPath, { completion: mode });
+    const requestKicks = (): number => dev.stats.kicks - dev.stats.kicksAhead;
+    try {
+      let inCall = 0;
+      for (let round = 0; round < 20; round++) {
+        await dev.read(0, 4096);
+        const kicks = requestKicks();
+        const lone = dev.read(0, 4096);
+        const kicked = requestKicks() - kicks;
+        assert.ok(kicked <= 1, `${kicked} kicks inside the first call`);
+        inCall += kicked;
+        const burst = Array.from({ length: 7 }, (_, i) => dev.read((i + 1) * 4096, 4096));
+        assert.equal(requestKicks() - kicks, kicked, 'the rest wait for the batch');
+        await Promise.all([lone, ...burst]);
+        assert.ok(requestKicks() - kicks <= 2, `${requestKicks() - kicks} kicks for 8 reads`);
+      }
+      // Not every lone request is taken off the ring before its kick is decided.
+      assert.ok(inCall > 0, 'no lone request was kicked in the call');
+    } finally {
+      await dev.close();
+    }
+  });
+}
+
 /**
  * A child that opens the device with `mode`, reads 4 KiB twice, then makes each zero-length
  * request, and falls off its end without closing the device. Resolves to how it ended.
