@@ -4,7 +4,7 @@ import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
-import { anyUsed, lastSpin, spinForUsed } from './spin.js';
+import { anyUsed, lastSpin, msToNs, spinForUsed } from './spin.js';
 import type { SpinPolicy } from './spin-policy.js';
 import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
 
@@ -27,7 +27,6 @@ export interface PollLoopOptions {
 
 type State = 'idle' | 'spinning' | 'armed' | 'parked' | 'sync' | 'stopped';
 
-const msToNs = 1e6;
 /**
  * Involuntary switches per wait, smoothed over the samples, above which a policy that does not
  * judge for itself (backendSharesCpu) is taken to share its CPU with the backend: the adaptive
@@ -230,7 +229,10 @@ export class PollingCompletion implements CompletionStrategy {
 
   #resume(now: number): void {
     this.#reportPendingHit();
-    const arrivedAt = this.#arrivedAt;
+    // The request that found the engine idle arrived before it went on the ring (quietKick); a
+    // reading older than the idle spell is not this request's.
+    const arrived =
+      this.#arrivedAt >= 0 && this.#arrivedAt >= this.#idleSince ? this.#arrivedAt : now;
     this.#arrivedAt = -1;
     if (anyInFlight(this.#queues)) {
       if (this.#idleSince >= 0) {
@@ -240,7 +242,6 @@ export class PollingCompletion implements CompletionStrategy {
         // wake the device came "late", kicks ahead stopped, every kick then had to wake it, and
         // kicks ahead stayed off for streaks: 28% of the chances to kick ahead were refused in a
         // closed loop (BENCHMARKS.md). The busy period starts there too: the kick is busy time.
-        const arrived = arrivedAt >= this.#idleSince ? arrivedAt : now;
         const idleMs = arrived - this.#idleSince;
         const atOnce = idleMs < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
@@ -249,7 +250,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#idleSince = -1;
         this.#busySince = arrived;
       } else if (this.#busySince < 0) {
-        this.#busySince = now;
+        this.#busySince = arrived;
       }
     }
     // Within 1 ms of a drain of several completions the rest of their resubmissions are coming

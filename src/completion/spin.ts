@@ -2,7 +2,8 @@ import { native } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
 import type { SpinYield } from './strategy.js';
 
-const msToNs = 1e6;
+/** performance.now() is in ms; spans handed to policies and native waits are in ns. */
+export const msToNs = 1e6;
 
 /** True if any queue has used elements not yet drained. */
 export function anyUsed(queues: readonly DeviceQueue[]): boolean {
