@@ -177,11 +177,15 @@ export class PollingCompletion implements CompletionStrategy {
    */
   quietKick(): boolean {
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
-    // (The clock is read only for a submission that finds nothing in flight.)
-    const now = performance.now();
-    this.#arrivedAt = now;
-    // A burst's resubmissions are coming too: one kick for all of them.
-    if (this.#lastDrained > 1 && this.#afterBurst(now)) return false;
+    // The arrival times the application's pace, for the kick ahead and the policy (#resume);
+    // a strategy that uses neither reads the clock only after a drain of several.
+    const timed = this.#kickAhead || this.#policy.resumed !== undefined;
+    if (timed || this.#lastDrained > 1) {
+      const now = performance.now();
+      if (timed) this.#arrivedAt = now;
+      // A burst's resubmissions are coming too: one kick for all of them.
+      if (this.#lastDrained > 1 && this.#afterBurst(now)) return false;
+    }
     for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
     return true;
   }
@@ -468,7 +472,14 @@ export class PollingCompletion implements CompletionStrategy {
       awaited += owed;
     }
     if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
-    if (!this.#kickAheadTrial.chance(now)) return;
+    // A device that wants no kick (it polls its rings) is no chance: a trial there would
+    // count samples of kicks ahead never made.
+    let wanted = false;
+    for (let i = 0; i < queues.length && !wanted; i++) {
+      const vq = queues[i]!.vq;
+      wanted = awaitedFromDevice(queues[i]!) > 0 && !vq.broken && vq.wantsNextKick();
+    }
+    if (!wanted || !this.#kickAheadTrial.chance(now)) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
@@ -653,7 +664,8 @@ export class PollingCompletion implements CompletionStrategy {
     // Spinning, parked, idle or inside a blocking wait: a hint the device sent anyway. Drain
     // with the interrupt re-check unless we are polling (the poll loop will see the rest).
     if (this.#state === 'spinning') {
-      this.#kickAheadTrial.waitEnded(performance.now());
+      // A spurious call (interrupts were being turned off) ends no wait.
+      if (queue.vq.hasUsed()) this.#kickAheadTrial.waitEnded(performance.now());
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
       if (drainTook(this.#host, queue)) this.#rearm(queue);

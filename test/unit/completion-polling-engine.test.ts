@@ -922,6 +922,23 @@ test('engine: kicks ahead stop where the trials find the next completion much la
   }
 });
 
+test('engine: a device that wants no kick gives the kick ahead no chance, and no trial runs there', () =>
+  withEngine(
+    Infinity,
+    async ({ q }) => {
+      const trialEnd = KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1;
+      q.wantsKick = false;
+      q.autoComplete = true;
+      q.submit(1);
+      await turnsUntilDrained(q, trialEnd, 200 * trialEnd);
+      q.resubmit = false;
+      await nextTurn();
+      assert.equal(kicksAhead(q), 0);
+      assert.deepEqual(q.trialVerdicts, [], 'no trial on a device that polls its rings');
+    },
+    { ownCpu: true },
+  ));
+
 test('engine: a blocking call after a chance to kick ahead gives the trial no sample', () =>
   withEngine(
     Infinity,
