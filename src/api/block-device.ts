@@ -790,7 +790,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#watchdog = setInterval(() => {
       const now = performance.now();
       let waiting = 0;
-      for (const op of this.#engine.active) {
+      for (const op of this.#engine.active.snapshot()) {
         const caller = op.caller;
         if (caller.deadline === 0) continue;
         if (caller.deadline === DEADLINE_UNSTAMPED) {

@@ -3,6 +3,8 @@ import type { RangeAllocator } from '../memory/allocator.js';
 import type { DeviceStats } from '../devices/stats.js';
 import { RangeLock, RangeLockEntry } from './range-lock.js';
 import { BlockRequest, type BlockDriver, type BlockLimits } from './request.js';
+import { RunQueue } from './run-queue.js';
+import { SlotSet, type Slotted } from './slot-set.js';
 
 /** The shared memory the block layer copies through and allocates bounce buffers from. */
 export interface IoMemory {
@@ -42,7 +44,7 @@ export interface CallerSlot {
  * continuations, so that a blocking *Sync call can drive every step of it (read-modify-write
  * included) from inside its wait loop.
  */
-export abstract class Operation {
+export abstract class Operation implements Slotted {
   readonly engine: BlockEngine;
   name: string;
   /** The caller has been answered. */
@@ -56,6 +58,8 @@ export abstract class Operation {
   lock: RangeLockEntry | undefined;
   /** In the engine's runnable list. */
   queued = false;
+  /** Where it is in the engine's active set (-1: answered, or not started). */
+  slot = -1;
   /**
    * For pooled operations: called once the operation is settled and nothing refers to it any
    * more (no request in flight, not queued, no lock), so it can be reused.
@@ -209,9 +213,9 @@ export class BlockEngine {
   /** Largest data length of one request: seg_max segments of size_max bytes, within the transfer limit. */
   maxRequestBytes = 0;
   readonly #bounceChunkOption: number;
-  #runnable: Operation[] = [];
+  readonly #runnable = new RunQueue<Operation>();
   /** Every operation not yet answered. */
-  readonly active = new Set<Operation>();
+  readonly active = new SlotSet<Operation>();
   readonly #requestPool: BlockRequest[] = [];
   readonly #onSubmitted: () => void;
   #pumping = false;
@@ -320,7 +324,7 @@ export class BlockEngine {
         if (blocked === undefined || this.driver.inFlight > 0) break;
         if (this.stats.requests !== before) continue;
         // Nothing in flight and nothing could submit: memory is held by the application.
-        this.#runnable.splice(this.#runnable.indexOf(blocked), 1);
+        this.#runnable.removeAt(this.#runnable.indexOf(blocked));
         blocked.queued = false;
         blocked.fail(
           new OutOfMemoryError(this.lastFailedBounce, this.memory.allocator.largestFree),
@@ -336,7 +340,7 @@ export class BlockEngine {
     const runnable = this.#runnable;
     let firstBlocked: Operation | undefined;
     for (let i = 0; i < runnable.length;) {
-      const op = runnable[i]!;
+      const op = runnable.at(i);
       let done = true;
       if (op.pending && op.error === null) {
         try {
@@ -346,7 +350,7 @@ export class BlockEngine {
         }
       }
       if (done) {
-        runnable.splice(i, 1);
+        runnable.removeAt(i);
         op.queued = false;
         // Settles operations with nothing to submit (zero length) or already failed.
         op.maybeFinish();
@@ -363,9 +367,8 @@ export class BlockEngine {
   /** Answers every operation not yet answered with `error` (the device is gone or closing). */
   failAll(error: Error): void {
     this.#deadError = error;
-    for (const op of this.#runnable) op.queued = false;
-    this.#runnable = [];
-    for (const op of [...this.active]) op.abort(error);
+    for (const op of this.#runnable.clear()) op.queued = false;
+    for (const op of this.active.snapshot()) op.abort(error);
   }
 
   getRequest(): BlockRequest {

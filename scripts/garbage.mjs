@@ -1,0 +1,166 @@
+#!/usr/bin/env node
+// What a 4 KiB read allocates, per I/O: V8's sampling heap profiler (through node:inspector),
+// keeping the objects that minor and major collections freed, over closed loops of
+// `await dev.readInto(buf, pos)` on a pooled shared-memory buffer. Each allocation site is put
+// in one of three groups by its stack:
+//   - promise: the Promise a call returns and its resolving functions, and what awaiting it
+//     costs (the target's "the Promise the caller asked for");
+//   - library: anything else allocated with a frame of this library on the stack;
+//   - other: Node's internals and the loop itself (no library frame on the stack).
+// Prints bytes per I/O per group, then the library's sites, largest first.
+//
+//   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
+//     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [NAME=MODE[:JSON] ...]
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve, sep } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import process from 'node:process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { startQsd } from './lib/qsd.mjs';
+import { parseScriptOptions } from './lib/script-options.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SELF = fileURLToPath(import.meta.url);
+const LIBRARY = pathToFileURL(join(ROOT, 'dist', 'src') + sep).href;
+
+function parseArgs(argv) {
+  const { options, positionals } = parseScriptOptions(argv, {
+    backend: 'null',
+    depth: 1,
+    seconds: 3,
+    interval: 256,
+    qsdCpu: 0,
+    feCpu: '1',
+    top: 12,
+  });
+  const configs = positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
+  return { ...options, configs };
+}
+
+/** NAME=MODE[:JSON] */
+function parseConfig(text) {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[:JSON], got ${text}`);
+  const rest = text.slice(eq + 1);
+  const colon = rest.indexOf(':');
+  return {
+    name: text.slice(0, eq),
+    mode: colon >= 0 ? rest.slice(0, colon) : rest,
+    options: colon >= 0 ? JSON.parse(rest.slice(colon + 1)) : undefined,
+  };
+}
+
+/** Runs the closed loops until `end` (performance.now() ms); resolves the number of I/Os. */
+async function readLoops(dev, depth, end) {
+  let ios = 0;
+  await Promise.all(
+    Array.from({ length: depth }, async (_, i) => {
+      const buf = dev.allocBuffer(4096);
+      let block = i;
+      while (performance.now() < end) {
+        block = (block + 7919) % 65536;
+        await dev.readInto(buf, block * 4096);
+        ios++;
+      }
+    }),
+  );
+  return ios;
+}
+
+const frameName = (f) =>
+  `${f.functionName || '(anonymous)'} ${f.url.startsWith(LIBRARY) ? f.url.slice(LIBRARY.length) : f.url.split('/').pop()}:${f.lineNumber + 1}`;
+
+/**
+ * Which group an allocation belongs to, from its stack (innermost frame first): the Promise a
+ * library call returns (allocated by the call itself, or by resolving it) and the await on it
+ * are the caller's; anything else under a library frame is the library's.
+ */
+function classify(stack) {
+  const libraryAt = stack.findIndex((f) => f.url.startsWith(LIBRARY));
+  if (libraryAt < 0) return { group: 'other', site: stack.slice(0, 3).map(frameName).join(' < ') };
+  const top = stack[0];
+  const site = stack.slice(0, libraryAt + 1).map(frameName).join(' < ');
+  // The Promise object and its resolving functions show up under V8's builtins or the
+  // library function that says `new Promise`; await's continuation under the caller's frame.
+  if (libraryAt === 0 && /^(Promise|)$/.test(top.functionName) && top.url === '') return { group: 'promise', site };
+  if (stack.slice(0, libraryAt).some((f) => /Promise|resolve|reject/.test(f.functionName))) {
+    return { group: 'promise', site };
+  }
+  return { group: 'library', site };
+}
+
+function walk(node, stack, out) {
+  const here = [node.callFrame, ...stack];
+  if (node.selfSize > 0) {
+    const { group, site } = classify(here);
+    out.groups[group] = (out.groups[group] ?? 0) + node.selfSize;
+    if (process.env.ALL_SITES || group === "library") out.sites.set(site, (out.sites.get(site) ?? 0) + node.selfSize);
+  }
+  for (const child of node.children) walk(child, here, out);
+}
+
+async function child(socket, o) {
+  const { openBlockDevice } = await import(pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href);
+  const session = new Session();
+  session.connect();
+  for (const { name, mode, options } of o.configs.map(parseConfig)) {
+    const dev = await openBlockDevice(socket, {
+      completion: mode,
+      ...(options ? { completionOptions: options } : {}),
+    });
+    try {
+      await readLoops(dev, o.depth, performance.now() + 1000); // warm-up: JIT and pools
+      await session.post('HeapProfiler.startSampling', {
+        samplingInterval: o.interval,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      });
+      const ios = await readLoops(dev, o.depth, performance.now() + o.seconds * 1000);
+      const { profile } = await session.post('HeapProfiler.stopSampling');
+      const out = { groups: {}, sites: new Map() };
+      walk(profile.head, [], out);
+      const per = (bytes) => ((bytes ?? 0) / ios).toFixed(1);
+      const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
+      process.stdout.write(
+        `| ${name} | ${ios} | ${per(total)} | ${per(out.groups.promise)} | ${per(out.groups.library)} | ${per(out.groups.other)} |\n`,
+      );
+      const sites = [...out.sites].sort((a, b) => b[1] - a[1]).slice(0, o.top);
+      for (const [site, bytes] of sites) process.stderr.write(`  ${name}: ${per(bytes)} B/IO  ${site}\n`);
+    } finally {
+      await dev.close();
+    }
+  }
+  session.disconnect();
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
+  const o = parseArgs(argv);
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-garbage-'));
+  let qsd;
+  try {
+    qsd = await startQsd(o.backend, dir, o.qsdCpu);
+    process.stdout.write(
+      `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
+        `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
+        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
+        '| config | I/Os | bytes per I/O | the Promise and its await | library | other |\n' +
+        '|---|---:|---:|---:|---:|---:|\n',
+    );
+    const r = spawnSync(
+      'taskset',
+      ['-c', String(o.feCpu), process.execPath, SELF, '--child', qsd.sock, ...argv],
+      { stdio: ['ignore', 'inherit', 'inherit'] },
+    );
+    if (r.status !== 0) throw new Error(`child exited ${r.status}`);
+  } finally {
+    await qsd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
