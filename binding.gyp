@@ -8,6 +8,7 @@
         "native/eventfd.cc",
         "native/socket.cc",
         "native/poll.cc",
+        "native/turn.cc",
         "native/util.cc"
       ],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],

@@ -2,8 +2,9 @@
 //
 // The addon only wraps what JavaScript cannot do itself: memfd/hugetlbfs
 // files and shared mappings (memory.cc), eventfds (eventfd.cc), Unix sockets
-// with SCM_RIGHTS (socket.cc), and fd readiness via libuv or poll(2)
-// (poll.cc). It knows nothing about vhost-user messages or virtqueues.
+// with SCM_RIGHTS (socket.cc), fd readiness via libuv or poll(2)
+// (poll.cc), and a reusable next-loop-turn callback (turn.cc). It knows
+// nothing about vhost-user messages or virtqueues.
 #include <node_api.h>
 
 #include "util.h"
@@ -13,7 +14,8 @@ namespace {
 
 napi_value Init(napi_env env, napi_value exports) {
   if (!RegisterMemory(env, exports) || !RegisterEventfd(env, exports) ||
-      !RegisterSocket(env, exports) || !RegisterPoll(env, exports)) {
+      !RegisterSocket(env, exports) || !RegisterPoll(env, exports) ||
+      !RegisterTurn(env, exports)) {
     return nullptr;
   }
   return exports;

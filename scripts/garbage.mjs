@@ -2,12 +2,13 @@
 // What a 4 KiB read allocates, per I/O: V8's sampling heap profiler (through node:inspector),
 // keeping the objects that minor and major collections freed, over closed loops of
 // `await dev.readInto(buf, pos)` on a pooled shared-memory buffer. Each allocation site is put
-// in one of three groups by its stack:
-//   - promise: the Promise a call returns and its resolving functions, and what awaiting it
-//     costs (the target's "the Promise the caller asked for");
-//   - library: anything else allocated with a frame of this library on the stack;
-//   - other: Node's internals and the loop itself (no library frame on the stack).
-// Prints bytes per I/O per group, then the library's sites, largest first.
+// in one of three groups by the innermost frame of this library on its stack:
+//   - call: `#start`, where a call makes the Promise it returns and its resolving functions
+//     (the target's "the Promise the caller asked for"). V8 puts an allocation under the
+//     outermost function of an optimized frame, so what `#start` inlines counts here too;
+//   - library: under any other frame of this library;
+//   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
+// Prints bytes per I/O per group, then the library's sites, largest first (on stderr).
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
 //     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [NAME=MODE[:JSON] ...]
@@ -36,7 +37,8 @@ function parseArgs(argv) {
     feCpu: '1',
     top: 12,
   });
-  const configs = positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
+  const configs =
+    positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
   return { ...options, configs };
 }
 
@@ -73,23 +75,17 @@ async function readLoops(dev, depth, end) {
 const frameName = (f) =>
   `${f.functionName || '(anonymous)'} ${f.url.startsWith(LIBRARY) ? f.url.slice(LIBRARY.length) : f.url.split('/').pop()}:${f.lineNumber + 1}`;
 
-/**
- * Which group an allocation belongs to, from its stack (innermost frame first): the Promise a
- * library call returns (allocated by the call itself, or by resolving it) and the await on it
- * are the caller's; anything else under a library frame is the library's.
- */
+/** Which group an allocation belongs to (see the top of this file), and where it was made. */
 function classify(stack) {
-  const libraryAt = stack.findIndex((f) => f.url.startsWith(LIBRARY));
-  if (libraryAt < 0) return { group: 'other', site: stack.slice(0, 3).map(frameName).join(' < ') };
-  const top = stack[0];
-  const site = stack.slice(0, libraryAt + 1).map(frameName).join(' < ');
-  // The Promise object and its resolving functions show up under V8's builtins or the
-  // library function that says `new Promise`; await's continuation under the caller's frame.
-  if (libraryAt === 0 && /^(Promise|)$/.test(top.functionName) && top.url === '') return { group: 'promise', site };
-  if (stack.slice(0, libraryAt).some((f) => /Promise|resolve|reject/.test(f.functionName))) {
-    return { group: 'promise', site };
-  }
-  return { group: 'library', site };
+  const at = stack.findIndex((f) => f.url.startsWith(LIBRARY));
+  if (at < 0) return { group: 'other', site: stack.slice(0, 3).map(frameName).join(' < ') };
+  const site = stack
+    .slice(0, at + 1)
+    .map(frameName)
+    .join(' < ');
+  const frame = stack[at];
+  const call = frame.functionName === '#start' && frame.url.endsWith('/api/block-device.js');
+  return { group: call ? 'call' : 'library', site };
 }
 
 function walk(node, stack, out) {
@@ -97,13 +93,15 @@ function walk(node, stack, out) {
   if (node.selfSize > 0) {
     const { group, site } = classify(here);
     out.groups[group] = (out.groups[group] ?? 0) + node.selfSize;
-    if (process.env.ALL_SITES || group === "library") out.sites.set(site, (out.sites.get(site) ?? 0) + node.selfSize);
+    if (group !== 'other') out.sites.set(site, (out.sites.get(site) ?? 0) + node.selfSize);
   }
   for (const child of node.children) walk(child, here, out);
 }
 
 async function child(socket, o) {
-  const { openBlockDevice } = await import(pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href);
+  const { openBlockDevice } = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
+  );
   const session = new Session();
   session.connect();
   for (const { name, mode, options } of o.configs.map(parseConfig)) {
@@ -125,10 +123,11 @@ async function child(socket, o) {
       const per = (bytes) => ((bytes ?? 0) / ios).toFixed(1);
       const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
       process.stdout.write(
-        `| ${name} | ${ios} | ${per(total)} | ${per(out.groups.promise)} | ${per(out.groups.library)} | ${per(out.groups.other)} |\n`,
+        `| ${name} | ${ios} | ${per(total)} | ${per(out.groups.call)} | ${per(out.groups.library)} | ${per(out.groups.other)} |\n`,
       );
       const sites = [...out.sites].sort((a, b) => b[1] - a[1]).slice(0, o.top);
-      for (const [site, bytes] of sites) process.stderr.write(`  ${name}: ${per(bytes)} B/IO  ${site}\n`);
+      for (const [site, bytes] of sites)
+        process.stderr.write(`  ${name}: ${per(bytes)} B/IO  ${site}\n`);
     } finally {
       await dev.close();
     }
@@ -148,7 +147,7 @@ async function main() {
       `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
         `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
-        '| config | I/Os | bytes per I/O | the Promise and its await | library | other |\n' +
+        '| config | I/Os | bytes per I/O | the call (its Promise) | rest of the library | other |\n' +
         '|---|---:|---:|---:|---:|---:|\n',
     );
     const r = spawnSync(

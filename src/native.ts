@@ -36,6 +36,12 @@ export interface PollHandle {
   readonly [pollBrand]: true;
 }
 
+declare const turnBrand: unique symbol;
+/** Opaque handle of a next-loop-turn callback made by {@link NativeBinding.turnCreate}. */
+export interface TurnHandle {
+  readonly [turnBrand]: true;
+}
+
 /** Result of {@link NativeBinding.recvmsg}. */
 export interface RecvResult {
   /** Bytes received: -1 if nothing was pending (EAGAIN), 0 at end of stream. */
@@ -106,6 +112,14 @@ export interface NativeBinding {
   pollStop(handle: PollHandle): void;
   /** uv_ref / uv_unref on the poll handle: an unref'ed poll does not keep the process alive. */
   pollRef(handle: PollHandle, ref: boolean): void;
+  /** A handle that runs `callback` once per turnSchedule(), in the event loop's next check phase (where setImmediate callbacks run), through napi_make_callback (process.nextTick callbacks and microtasks run after it). Unlike setImmediate it allocates nothing per turn. An exception thrown by the callback is reported as an uncaught exception. */
+  turnCreate(callback: () => void): TurnHandle;
+  /** Asks for one run of the callback in the next turn; the loop does not block while one is due, and the process stays alive. Idempotent until it runs. A closed handle throws RangeError code 'ERR_INVALID_ARG_VALUE'. */
+  turnSchedule(handle: TurnHandle): void;
+  /** Withdraws a due run, if any. Idempotent. */
+  turnCancel(handle: TurnHandle): void;
+  /** Cancels, closes the libuv handles and releases the callback. Idempotent. */
+  turnClose(handle: TurnHandle): void;
   /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
   waitReadable(fds: readonly number[], timeoutMs: number): number;
   /** Blocking sleep with nanosecond resolution (clock_nanosleep, CLOCK_MONOTONIC), for the sleep-poll completion strategy. 0 ≤ ns ≤ 1e9. The thread's timer slack is 1 ns during the sleep (PR_SET_TIMERSLACK, restored after): the default 50 µs would stretch every short sleep. */

@@ -620,7 +620,7 @@ export class AdaptiveController implements SpinPolicy {
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
     const n = this.#effectiveSamples();
-    return costAt(this.#sorted.subarray(0, n), b, this.blockCostNs);
+    return costAt(this.#sortedView(n), b, this.blockCostNs);
   }
 
   /**
@@ -632,8 +632,8 @@ export class AdaptiveController implements SpinPolicy {
    */
   #effectiveSamples(): number {
     const n = this.#count;
-    const sorted = this.#sorted.subarray(0, n);
-    sorted.set(this.#samples.subarray(0, n));
+    const sorted = this.#sortedView(n);
+    sorted.set(n === this.#samples.length ? this.#samples : this.#samples.subarray(0, n));
     sorted.sort();
     let misses = 0;
     while (misses < n && sorted[misses]! < 0) misses++;
@@ -656,6 +656,11 @@ export class AdaptiveController implements SpinPolicy {
     }
     if (imputed) sorted.sort();
     return n;
+  }
+
+  /** The first n sorted samples; no new view once the window is full. */
+  #sortedView(n: number): Float64Array {
+    return n === this.#sorted.length ? this.#sorted : this.#sorted.subarray(0, n);
   }
 
   #add(value: number): void {
@@ -701,7 +706,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#decidedDepth = this.#depth;
     // Candidates: block at once, or spin just long enough to catch each observed hit.
     this.#effectiveSamples();
-    const sorted = this.#sorted.subarray(0, n);
+    const sorted = this.#sortedView(n);
     const blockCost = this.blockCostNs;
     const maxSpin = this.maxSpinNs;
     let bestBudget = 0;

@@ -1,4 +1,4 @@
-import { native, type PollHandle } from '../native.js';
+import { native, type PollHandle, type TurnHandle } from '../native.js';
 import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
@@ -6,7 +6,12 @@ import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, spinForUsed } from './spin.js';
 import type { SpinPolicy } from './spin-policy.js';
-import type { CompletionHost, CompletionStrategy, SpinYield } from './strategy.js';
+import {
+  BURST_RESUBMIT_MS,
+  type CompletionHost,
+  type CompletionStrategy,
+  type SpinYield,
+} from './strategy.js';
 
 const UV_READABLE = 1;
 
@@ -68,8 +73,8 @@ function inFlightCount(queues: readonly DeviceQueue[]): number {
 
 /**
  * The polling engine behind 'poll', 'sleep-poll' and 'adaptive': while requests are in flight,
- * interrupts are suppressed and every event-loop turn (setImmediate, so I/O, timers and
- * microtasks all run between turns) checks the used rings, spinning synchronously for at most
+ * interrupts are suppressed and every event-loop turn (in the check phase, as setImmediate's
+ * callbacks, so I/O, timers and microtasks all run between turns) checks the used rings, spinning synchronously for at most
  * one slice. When the policy's budget for the current wait runs out, interrupts are re-armed
  * (with the usual re-check) and the libuv watchers on the call eventfds take over; after that
  * interrupt it polls again. With nothing in flight nothing runs.
@@ -90,7 +95,12 @@ export class PollingCompletion implements CompletionStrategy {
   #state: State = 'idle';
   #busy = false;
   #ref = false;
-  #immediate: NodeJS.Immediate | undefined;
+  /**
+   * Runs #turn in the event loop's next turn, where setImmediate would, without allocating an
+   * Immediate per wait (at depth 1 one per request; native/turn.cc).
+   */
+  readonly #nextTurn: TurnHandle;
+  #turnDue = false;
   /** A hit seen by a polling turn, not yet reported (ns; -1: none). */
   #pendingHitNs = -1;
   /** performance.now() at the start of the current wait, and its budget in ms. */
@@ -146,6 +156,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
+    this.#nextTurn = native.turnCreate(this.#turn);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
       queue.vq.enableInterrupts();
@@ -229,6 +240,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#state = 'stopped';
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     for (const poll of this.#polls) native.pollStop(poll);
+    native.turnClose(this.#nextTurn);
   }
 
   #resume(now: number): void {
@@ -361,18 +373,20 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   #schedule(): void {
-    if (this.#immediate === undefined) this.#immediate = setImmediate(this.#turn);
+    if (this.#turnDue) return;
+    this.#turnDue = true;
+    native.turnSchedule(this.#nextTurn);
   }
 
   #cancelTurn(): void {
-    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
-    this.#immediate = undefined;
+    if (this.#turnDue) native.turnCancel(this.#nextTurn);
+    this.#turnDue = false;
     this.#decidePending = false;
   }
 
   /** One event-loop turn of polling. */
   readonly #turn = (): void => {
-    this.#immediate = undefined;
+    this.#turnDue = false;
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
     if (this.#decidePending) {
@@ -691,9 +705,6 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 });
 
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
-
-/** How long after a drain of several completions a submission counts as one of their resubmissions. */
-const BURST_RESUBMIT_MS = 1;
 
 /**
  * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take. The loop may be

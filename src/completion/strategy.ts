@@ -24,6 +24,13 @@ export interface CompletionHost {
   countPollingTurn?(ms: number, heldMs: number): void;
 }
 
+/**
+ * How long after a drain of several completions a submission counts as one of their
+ * resubmissions (they run in the continuations right after it: microseconds); a request made
+ * later is a new one, kicked in its call (quietKick).
+ */
+export const BURST_RESUBMIT_MS = 1;
+
 export interface CompletionStrategy {
   readonly name: string;
   /**
@@ -45,10 +52,10 @@ export interface CompletionStrategy {
   spinYield?(): Readonly<SpinYield> | undefined;
   /**
    * A request is about to go on a ring: if nothing is in flight (and it is not the first of a
-   * burst of resubmissions), a polling strategy turns interrupts off now and returns true, and
-   * the caller kicks as soon as the request is on the ring. setBusy(true) follows at once and
-   * decides the wait (a wait decided to block turns them on again, with the re-check).
-   * Optional (false: kick with the batch, at process.nextTick).
+   * burst of resubmissions), the strategy returns true, and the caller kicks as soon as the
+   * request is on the ring. A polling strategy turns interrupts off first; setBusy(true) follows
+   * at once and decides the wait (a wait decided to block turns them on again, with the
+   * re-check). Optional (false: kick with the batch, at process.nextTick).
    */
   quietKick?(): boolean;
   /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */

@@ -70,7 +70,10 @@ test('SlotSet adds and deletes in any order; each member knows its slot', () => 
     assert.equal(set.size, inSet.size);
   }
   const snapshot = set.snapshot();
-  assert.deepEqual(snapshot.map((m) => m.id).sort((a, b) => a - b), [...inSet].sort((a, b) => a - b));
+  assert.deepEqual(
+    snapshot.map((m) => m.id).sort((a, b) => a - b),
+    [...inSet].sort((a, b) => a - b),
+  );
   snapshot.forEach((m, i) => assert.equal(m.slot, i));
   // Adding a member twice keeps one entry; deleting one that is not in the set changes nothing.
   const outside = members.find((m) => m.slot === -1)!;

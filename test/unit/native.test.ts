@@ -475,6 +475,86 @@ describe('pollStart', () => {
   });
 });
 
+describe('turnCreate', () => {
+  it('runs the callback once per schedule, after the I/O of its turn, with microtasks after it', async () => {
+    const order: string[] = [];
+    let wake: (() => void) | undefined;
+    const handle = native.turnCreate(() => {
+      order.push('turn');
+      void Promise.resolve().then(() => order.push('microtask'));
+      wake?.();
+    });
+    try {
+      await new Promise<void>((resolve) => setTimeout(resolve, 20));
+      assert.equal(order.length, 0, 'nothing runs unasked');
+      const ran = new Promise<void>((resolve) => (wake = resolve));
+      native.turnSchedule(handle);
+      native.turnSchedule(handle); // idempotent until it runs
+      order.push('sync');
+      await ran;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      assert.deepEqual(order, ['sync', 'turn', 'microtask']);
+      // Cancelled: it does not run.
+      native.turnSchedule(handle);
+      native.turnCancel(handle);
+      native.turnCancel(handle);
+      await new Promise<void>((resolve) => setTimeout(resolve, 20));
+      assert.equal(order.filter((o) => o === 'turn').length, 1);
+      // A callback that schedules again runs on every turn, and timers still run in between.
+      let turns = 0;
+      const again = native.turnCreate(() => {
+        if (++turns < 1000) native.turnSchedule(again);
+      });
+      native.turnSchedule(again);
+      let timerRan = false;
+      setTimeout(() => (timerRan = true), 1);
+      while (turns < 1000) await new Promise<void>((resolve) => setImmediate(resolve));
+      native.turnClose(again);
+      await new Promise<void>((resolve) => setTimeout(resolve, 5));
+      assert.equal(timerRan, true);
+    } finally {
+      native.turnClose(handle);
+      native.turnClose(handle);
+    }
+    assertRangeError(() => native.turnSchedule(handle));
+  });
+
+  it('keeps the process alive only while a turn is due', () => {
+    const native = JSON.stringify(new URL('../../src/native.js', import.meta.url).href);
+    const idle = `
+      import { native } from ${native};
+      const h = native.turnCreate(() => {});
+      native.turnSchedule(h);
+      native.turnCancel(h);
+    `;
+    // Would hang (and time out) if an idle handle kept the loop alive.
+    execFileSync(process.execPath, ['--input-type=module', '-e', idle], { timeout: 10000 });
+    const due = `
+      import { native } from ${native};
+      const h = native.turnCreate(() => process.stdout.write('ran'));
+      native.turnSchedule(h);
+    `;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', due], {
+      timeout: 10000,
+    });
+    assert.equal(out.toString(), 'ran');
+  });
+
+  it('reports an exception from the callback as uncaught', () => {
+    const script = `
+      import { native } from ${JSON.stringify(new URL('../../src/native.js', import.meta.url).href)};
+      process.on('uncaughtException', (e) => { process.stdout.write('caught ' + e.message); });
+      const h = native.turnCreate(() => { throw new Error('boom'); });
+      native.turnSchedule(h);
+      setTimeout(() => native.turnClose(h), 10);
+    `;
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      timeout: 10000,
+    });
+    assert.equal(out.toString(), 'caught boom');
+  });
+});
+
 describe('waitReadable', () => {
   it('times out with 0', () => {
     const fd = native.eventfd();
@@ -681,6 +761,11 @@ describe('argument validation', () => {
       assertTypeError(() => raw.pollStop!(fd));
       assertTypeError(() => raw.pollStop!(native.mmap(mfd, 4096, 0, 'plain').handle));
       assertTypeError(() => raw.pollRef!({}, true));
+      assertTypeError(() => raw.turnCreate!());
+      assertTypeError(() => raw.turnCreate!('cb'));
+      assertTypeError(() => raw.turnSchedule!(poll));
+      assertTypeError(() => raw.turnCancel!({}));
+      assertTypeError(() => raw.turnClose!(fd));
       assertTypeError(() => raw.waitReadable!(fd, 0));
       assertTypeError(() => raw.waitReadable!([fd]));
       assertRangeError(() => raw.waitReadable!([fd], 0.5));

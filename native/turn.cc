@@ -1,0 +1,227 @@
+// One callback in the next turn of the event loop, on request, from a handle
+// made once: what setImmediate does, without the Immediate object (and the
+// work Node does for it) that setImmediate allocates every time. A polling
+// completion strategy asks for a turn per wait, at depth 1 one per request.
+//
+// A uv_check_t runs the callback right after the loop has polled for I/O (the
+// phase setImmediate callbacks run in), and a uv_idle_t keeps that poll from
+// blocking while a turn is due. Both are started only while a turn is due, so
+// a handle keeps the process alive then, as a pending Immediate does.
+#include <uv.h>
+
+#include "util.h"
+
+namespace vhost_user {
+namespace {
+
+constexpr napi_type_tag kTurnTag = {0x7d3a9c1e54b2f860ULL,
+                                    0x19e4c6a8b05d3f72ULL};
+
+// The libuv handles, allocated apart: uv_close completes on a later loop
+// iteration, possibly after the Turn (owned by its JS object) is gone.
+struct Turn;
+struct TurnUv {
+  uv_check_t check;
+  uv_idle_t idle;
+  Turn* owner = nullptr;  // nullptr once closing
+  int open = 2;           // handles not yet closed
+};
+
+struct Turn {
+  napi_env env = nullptr;
+  TurnUv* uv = nullptr;  // nullptr once closed
+  napi_ref callback = nullptr;
+  napi_async_context async_context = nullptr;
+  bool due = false;
+};
+
+void OnUvClosed(uv_handle_t* handle) {
+  TurnUv* uv = static_cast<TurnUv*>(handle->data);
+  if (--uv->open == 0) delete uv;
+}
+
+void Cancel(Turn* t) {
+  if (!t->due || t->uv == nullptr) return;
+  t->due = false;
+  uv_check_stop(&t->uv->check);
+  uv_idle_stop(&t->uv->idle);
+}
+
+void CloseUv(Turn* t) {
+  if (t->uv == nullptr) return;
+  Cancel(t);
+  t->uv->owner = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&t->uv->check), OnUvClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&t->uv->idle), OnUvClosed);
+  t->uv = nullptr;
+}
+
+// The environment is torn down (a worker exits) with the handle still open.
+void OnEnvCleanup(void* arg) { CloseUv(static_cast<Turn*>(arg)); }
+
+// Releases everything but the Turn struct itself (JS thread).
+void Close(napi_env env, Turn* t) {
+  if (t->uv == nullptr) return;
+  CloseUv(t);
+  napi_remove_env_cleanup_hook(env, OnEnvCleanup, t);
+  if (t->callback != nullptr) napi_delete_reference(env, t->callback);
+  if (t->async_context != nullptr) napi_async_destroy(env, t->async_context);
+  t->callback = nullptr;
+  t->async_context = nullptr;
+}
+
+void FinalizeTurn(napi_env env, void* data, void* /*hint*/) {
+  Turn* t = static_cast<Turn*>(data);
+  Close(env, t);  // only does work if turnClose() was never called
+  delete t;
+}
+
+void OnIdle(uv_idle_t* /*handle*/) {}
+
+void OnCheck(uv_check_t* handle) {
+  Turn* t = static_cast<TurnUv*>(handle->data)->owner;
+  if (t == nullptr || !t->due || t->callback == nullptr) return;
+  // One turn per request: the callback asks again if it wants another.
+  Cancel(t);
+  napi_env env = t->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = nullptr, recv, result;
+  if (napi_get_reference_value(env, t->callback, &fn) == napi_ok &&
+      fn != nullptr && napi_get_global(env, &recv) == napi_ok) {
+    // Runs process.nextTick callbacks and microtasks after it, as Node does
+    // after each Immediate.
+    napi_status st =
+        napi_make_callback(env, t->async_context, recv, fn, 0, nullptr, &result);
+    if (st == napi_pending_exception) {
+      napi_value error;
+      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+        napi_fatal_exception(env, error);  // -> process 'uncaughtException'
+      }
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+bool GetTurn(napi_env env, napi_value value, Turn** out) {
+  napi_valuetype type;
+  bool tagged = false;
+  void* data = nullptr;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object ||
+      napi_check_object_type_tag(env, value, &kTurnTag, &tagged) != napi_ok ||
+      !tagged || napi_unwrap(env, value, &data) != napi_ok) {
+    ThrowArgType(env, "handle", "a TurnHandle returned by turnCreate()");
+    return false;
+  }
+  *out = static_cast<Turn*>(data);
+  return true;
+}
+
+napi_value TurnCreate(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"callback"};
+  napi_value argv[1];
+  if (!GetArgs(env, info, 1, argv, names) ||
+      !GetFunction(env, argv[0], "callback")) {
+    return nullptr;
+  }
+  uv_loop_t* loop = nullptr;
+  VU_NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
+  TurnUv* uv = new TurnUv;
+  int r = uv_check_init(loop, &uv->check);
+  if (r != 0) {
+    delete uv;
+    ThrowUvError(env, "uv_check_init", r);
+    return nullptr;
+  }
+  uv->check.data = uv;
+  r = uv_idle_init(loop, &uv->idle);
+  if (r != 0) {
+    uv->open = 1;
+    uv_close(reinterpret_cast<uv_handle_t*>(&uv->check), OnUvClosed);
+    ThrowUvError(env, "uv_idle_init", r);
+    return nullptr;
+  }
+  uv->idle.data = uv;
+  Turn* t = new Turn;
+  t->env = env;
+  t->uv = uv;
+  uv->owner = t;
+  napi_value handle, resource_name;
+  if (napi_create_object(env, &handle) != napi_ok ||
+      napi_type_tag_object(env, handle, &kTurnTag) != napi_ok ||
+      napi_wrap(env, handle, t, FinalizeTurn, nullptr, nullptr) != napi_ok) {
+    CloseUv(t);
+    delete t;
+    ThrowNapiFailure(env, "creating a turn handle");
+    return nullptr;
+  }
+  // From here on the handle object owns t; Close() cleans up failures.
+  if (napi_create_reference(env, argv[0], 1, &t->callback) != napi_ok ||
+      napi_create_string_utf8(env, "vhost-user:turn", NAPI_AUTO_LENGTH,
+                              &resource_name) != napi_ok ||
+      napi_async_init(env, handle, resource_name, &t->async_context) !=
+          napi_ok ||
+      napi_add_env_cleanup_hook(env, OnEnvCleanup, t) != napi_ok) {
+    Close(env, t);
+    ThrowNapiFailure(env, "creating a turn handle");
+    return nullptr;
+  }
+  VU_NAPI_CALL(env, napi_object_freeze(env, handle));
+  return handle;
+}
+
+napi_value TurnSchedule(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"handle"};
+  napi_value argv[1];
+  Turn* t;
+  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
+    return nullptr;
+  }
+  if (t->uv == nullptr) {
+    ThrowArgValue(env, "handle", "is closed");
+    return nullptr;
+  }
+  if (t->due) return Undefined(env);
+  int r = uv_check_start(&t->uv->check, OnCheck);
+  if (r == 0) r = uv_idle_start(&t->uv->idle, OnIdle);
+  if (r != 0) {
+    uv_check_stop(&t->uv->check);
+    ThrowUvError(env, "uv_check_start", r);
+    return nullptr;
+  }
+  t->due = true;
+  return Undefined(env);
+}
+
+napi_value TurnCancel(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"handle"};
+  napi_value argv[1];
+  Turn* t;
+  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
+    return nullptr;
+  }
+  Cancel(t);
+  return Undefined(env);
+}
+
+napi_value TurnClose(napi_env env, napi_callback_info info) {
+  static const char* const names[] = {"handle"};
+  napi_value argv[1];
+  Turn* t;
+  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
+    return nullptr;
+  }
+  Close(env, t);
+  return Undefined(env);
+}
+
+}  // namespace
+
+bool RegisterTurn(napi_env env, napi_value exports) {
+  return ExportFunction(env, exports, "turnCreate", TurnCreate) &&
+         ExportFunction(env, exports, "turnSchedule", TurnSchedule) &&
+         ExportFunction(env, exports, "turnCancel", TurnCancel) &&
+         ExportFunction(env, exports, "turnClose", TurnClose);
+}
+
+}  // namespace vhost_user
