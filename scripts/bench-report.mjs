@@ -30,6 +30,7 @@ import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { armOrder } from './lib/arm-order.mjs';
+import { garbageTable } from './lib/garbage-table.mjs';
 import { pollingTurnStats } from './lib/polling-stats.mjs';
 import { QSD, startQsd } from './lib/qsd.mjs';
 import { REFBENCH_SRC } from './lib/refbench.mjs';
@@ -652,6 +653,35 @@ async function breakdown(ctx, backend, cpu) {
   return out;
 }
 
+/** What a 4 KiB read allocates, per strategy, at depth 1 and 32 (scripts/garbage.mjs). */
+async function garbage(ctx, backend, cpu) {
+  const results = [];
+  for (const depth of [1, 32]) {
+    log(`${backend.kind} garbage (cpu ${cpu}): depth ${depth}`);
+    const out = await runChild(
+      'taskset',
+      [
+        '-c',
+        String(cpu),
+        process.execPath,
+        join(ROOT, 'scripts', 'garbage.mjs'),
+        '--child',
+        backend.sock,
+        '--depth',
+        String(depth),
+        '--seconds',
+        String(ctx.o.seconds),
+        '--top',
+        '3',
+        ...STRATEGIES.map((m) => `${m}=${m}`),
+      ],
+      (STRATEGIES.length * (ctx.o.seconds + 10) + 30) * 1000,
+    );
+    for (const line of out.trim().split('\n')) results.push(JSON.parse(line));
+  }
+  return results;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Markdown.
 
@@ -797,6 +827,18 @@ function targets(all) {
   return rows;
 }
 
+/**
+ * The hot path allocates nothing per request beyond the Promise the caller asked for: what the
+ * library allocates outside the call that makes that Promise (`#start`), per I/O. Up to 16 bytes
+ * (one boxed number) counts as nothing, for the sampling's noise.
+ */
+function garbageTarget(results) {
+  const worst = results.reduce((a, b) => (b.library > a.library ? b : a));
+  const cells = results.map((r) => `${r.name} depth ${r.depth}: ${f(r.library, 1)} B`).join(', ');
+  const over = results.filter((r) => r.library > 16);
+  return `| no per-request allocation beyond the Promise | null-co split | 4 KiB reads, depth 1 and 32 | bytes per I/O the library allocates outside the call that makes the Promise: ${cells} (the call itself, the Promise and its resolving functions: ${f(Math.min(...results.map((r) => r.call)), 0)}–${f(Math.max(...results.map((r) => r.call)), 0)} B) | ${over.length === 0 ? 'met' : `**missed** where over 16 B: ${over.map((r) => `${r.name} depth ${r.depth}`).join(', ')} (largest: ${worst.sites.find((x) => !x.site.startsWith('#start'))?.site ?? '?'})`} |`;
+}
+
 async function main() {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') {
@@ -832,6 +874,7 @@ async function main() {
     const ctx = { o, refbench };
     const all = [];
     const breakdowns = [];
+    let garbageRuns = [];
     const qsdCmds = [];
     for (const kind of ['null', 'file']) {
       const backend = await startQsd(kind, dir, o.qsdCpu);
@@ -877,6 +920,7 @@ async function main() {
           placement: `same CPU (${o.qsdCpu})`,
           rows: await breakdown(ctx, backend, o.qsdCpu),
         });
+        garbageRuns = await garbage(ctx, backend, o.feCpu);
       }
       await backend.stop();
       backends.pop();
@@ -948,9 +992,15 @@ async function main() {
       }
       out();
     }
+    out(
+      `### What a 4 KiB read allocates (null-co, frontend on CPU ${o.feCpu}; bytes per I/O, V8's sampling heap profiler, collected objects included; \`scripts/garbage.mjs\`)`,
+    );
+    out();
+    md.push(...garbageTable(garbageRuns));
+    out();
     out('### Targets');
     out();
-    md.push(...targets(all));
+    md.push(...targets(all), garbageTarget(garbageRuns));
     out();
     process.stdout.write(`${md.join('\n')}\n`);
     writeFileSync(
@@ -964,6 +1014,7 @@ async function main() {
             paired: a.paired && Object.fromEntries(a.paired),
           })),
           breakdowns: breakdowns.map((b) => ({ ...b, rows: Object.fromEntries(b.rows) })),
+          garbage: garbageRuns,
         },
         null,
         1,

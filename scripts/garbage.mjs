@@ -8,7 +8,9 @@
 //     outermost function of an optimized frame, so what `#start` inlines counts here too;
 //   - library: under any other frame of this library;
 //   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
-// Prints bytes per I/O per group, then the library's sites, largest first (on stderr).
+// Prints bytes per I/O per group, then the library's sites, largest first. (`--child SOCKET
+// [options]` measures on a running daemon and prints a JSON line per configuration, for
+// bench-report.mjs.)
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
 //     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [NAME=MODE[:JSON] ...]
@@ -20,6 +22,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { garbageTable } from './lib/garbage-table.mjs';
 import { startQsd } from './lib/qsd.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
@@ -120,14 +123,21 @@ async function child(socket, o) {
       const { profile } = await session.post('HeapProfiler.stopSampling');
       const out = { groups: {}, sites: new Map() };
       walk(profile.head, [], out);
-      const per = (bytes) => ((bytes ?? 0) / ios).toFixed(1);
+      const per = (bytes) => (bytes ?? 0) / ios;
       const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
-      process.stdout.write(
-        `| ${name} | ${ios} | ${per(total)} | ${per(out.groups.call)} | ${per(out.groups.library)} | ${per(out.groups.other)} |\n`,
-      );
       const sites = [...out.sites].sort((a, b) => b[1] - a[1]).slice(0, o.top);
-      for (const [site, bytes] of sites)
-        process.stderr.write(`  ${name}: ${per(bytes)} B/IO  ${site}\n`);
+      const result = {
+        name,
+        mode,
+        depth: o.depth,
+        ios,
+        total: per(total),
+        call: per(out.groups.call),
+        library: per(out.groups.library),
+        other: per(out.groups.other),
+        sites: sites.map(([site, bytes]) => ({ site, perIo: per(bytes) })),
+      };
+      process.stdout.write(`${JSON.stringify(result)}\n`);
     } finally {
       await dev.close();
     }
@@ -146,16 +156,19 @@ async function main() {
     process.stdout.write(
       `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
-        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
-        '| config | I/Os | bytes per I/O | the call (its Promise) | rest of the library | other |\n' +
-        '|---|---:|---:|---:|---:|---:|\n',
+        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n`,
     );
     const r = spawnSync(
       'taskset',
       ['-c', String(o.feCpu), process.execPath, SELF, '--child', qsd.sock, ...argv],
-      { stdio: ['ignore', 'inherit', 'inherit'] },
+      { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' },
     );
     if (r.status !== 0) throw new Error(`child exited ${r.status}`);
+    const results = r.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    process.stdout.write(`${garbageTable(results).join('\n')}\n`);
   } finally {
     await qsd?.stop();
     rmSync(dir, { recursive: true, force: true });
