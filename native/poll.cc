@@ -26,38 +26,54 @@ constexpr size_t kMaxWaitFds = 31;
 // State of one pollStart() watcher. It is owned by the JS handle object
 // (freed by its finalizer). While the watcher is active the handle object
 // is held by a strong reference, so it cannot be collected; pollStop()
-// drops that reference. The uv_poll_t is allocated apart and freed in
-// uv_close's callback, which may run after the watch itself is gone.
+// drops that reference.
+struct PollWatch;
+
+// The uv_poll_t, allocated apart: uv_close completes on a later loop
+// iteration, possibly after the watch itself is gone. Until it has, an async
+// cleanup hook holds up the environment's teardown (a worker that exits): the
+// addon may be unloaded right after it, and a close callback left pending
+// would then jump into unmapped code.
+struct PollUv {
+  uv_poll_t poll;
+  PollWatch* owner = nullptr;  // nullptr once closing
+  napi_async_cleanup_hook_handle teardown = nullptr;
+  bool closing = false;
+};
+
 struct PollWatch {
   napi_env env = nullptr;
-  uv_poll_t* uv = nullptr;  // nullptr once stopped
+  PollUv* uv = nullptr;  // nullptr once stopped
   napi_ref callback = nullptr;
   napi_ref self = nullptr;
   napi_async_context async_context = nullptr;
 };
 
 void OnUvClosed(uv_handle_t* handle) {
-  delete reinterpret_cast<uv_poll_t*>(handle);
+  PollUv* uv = static_cast<PollUv*>(handle->data);
+  if (uv->teardown != nullptr) napi_remove_async_cleanup_hook(uv->teardown);
+  delete uv;
 }
 
-// Stops and closes the uv handle; safe to call more than once.
-void CloseUv(PollWatch* w) {
-  if (w->uv == nullptr) return;
-  uv_poll_stop(w->uv);
-  w->uv->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(w->uv), OnUvClosed);
-  w->uv = nullptr;
+// Detaches the uv handle from its watch, stops and closes it; idempotent.
+void CloseUv(PollUv* uv) {
+  if (uv->closing) return;
+  uv->closing = true;
+  if (uv->owner != nullptr) uv->owner->uv = nullptr;
+  uv->owner = nullptr;
+  uv_poll_stop(&uv->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&uv->poll), OnUvClosed);
 }
 
-// Runs when the environment is torn down (e.g. a worker exits) with the
-// watcher still active: close the uv handle so the loop can finish.
-void OnEnvCleanup(void* arg) { CloseUv(static_cast<PollWatch*>(arg)); }
+// The environment is torn down (a worker exits) with the watcher active.
+void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
+  CloseUv(static_cast<PollUv*>(arg));
+}
 
 // Releases everything but the PollWatch struct itself (JS thread).
 void StopWatch(napi_env env, PollWatch* w) {
   if (w->uv == nullptr) return;
-  CloseUv(w);
-  napi_remove_env_cleanup_hook(env, OnEnvCleanup, w);
+  CloseUv(w->uv);
   if (w->callback != nullptr) napi_delete_reference(env, w->callback);
   if (w->self != nullptr) napi_delete_reference(env, w->self);
   if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
@@ -73,7 +89,7 @@ void FinalizeWatch(napi_env env, void* data, void* /*hint*/) {
 }
 
 void OnPoll(uv_poll_t* handle, int status, int events) {
-  PollWatch* w = static_cast<PollWatch*>(handle->data);
+  PollWatch* w = static_cast<PollUv*>(handle->data)->owner;
   if (w == nullptr || w->callback == nullptr) return;
   napi_env env = w->env;
   napi_handle_scope scope;
@@ -131,23 +147,24 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   uv_loop_t* loop = nullptr;
   VU_NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
 
-  uv_poll_t* uv = new uv_poll_t;
-  int r = uv_poll_init(loop, uv, fd);
+  PollUv* uv = new PollUv;
+  int r = uv_poll_init(loop, &uv->poll, fd);
   if (r != 0) {
     delete uv;  // uv_poll_init failed: the handle is not registered
     ThrowUvError(env, "uv_poll_init", r);
     return nullptr;
   }
+  uv->poll.data = uv;
   PollWatch* w = new PollWatch;
   w->env = env;
   w->uv = uv;
-  uv->data = w;
+  uv->owner = w;
 
   napi_value handle, resource_name;
   if (napi_create_object(env, &handle) != napi_ok ||
       napi_type_tag_object(env, handle, &kPollTag) != napi_ok ||
       napi_wrap(env, handle, w, FinalizeWatch, nullptr, nullptr) != napi_ok) {
-    CloseUv(w);
+    CloseUv(uv);
     delete w;
     ThrowNapiFailure(env, "creating a poll handle");
     return nullptr;
@@ -159,12 +176,13 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
                               &resource_name) != napi_ok ||
       napi_async_init(env, handle, resource_name, &w->async_context) !=
           napi_ok ||
-      napi_add_env_cleanup_hook(env, OnEnvCleanup, w) != napi_ok) {
+      napi_add_async_cleanup_hook(env, OnTeardown, uv, &uv->teardown) !=
+          napi_ok) {
     StopWatch(env, w);
     ThrowNapiFailure(env, "creating a poll handle");
     return nullptr;
   }
-  r = uv_poll_start(uv, events, OnPoll);
+  r = uv_poll_start(&uv->poll, events, OnPoll);
   if (r != 0) {
     StopWatch(env, w);
     ThrowUvError(env, "uv_poll_start", r);
@@ -201,9 +219,9 @@ napi_value PollRef(napi_env env, napi_callback_info info) {
   }
   if (w->uv != nullptr) {
     if (ref) {
-      uv_ref(reinterpret_cast<uv_handle_t*>(w->uv));
+      uv_ref(reinterpret_cast<uv_handle_t*>(&w->uv->poll));
     } else {
-      uv_unref(reinterpret_cast<uv_handle_t*>(w->uv));
+      uv_unref(reinterpret_cast<uv_handle_t*>(&w->uv->poll));
     }
   }
   return Undefined(env);

@@ -4,9 +4,11 @@
 // completion strategy asks for a turn per wait, at depth 1 one per request.
 //
 // A uv_check_t runs the callback right after the loop has polled for I/O (the
-// phase setImmediate callbacks run in), and a uv_idle_t keeps that poll from
-// blocking while a turn is due. Both are started only while a turn is due, so
-// a handle keeps the process alive then, as a pending Immediate does.
+// phase setImmediate callbacks run in; libuv runs the check handle started
+// last first, so before Node's immediates), and a uv_idle_t keeps that poll
+// from blocking while a turn is due. Both are started only while a turn is
+// due, so a handle keeps the process alive then, as a pending Immediate does.
+// The callback is held strongly until turnClose() (or the handle's finalizer).
 #include <uv.h>
 
 #include "util.h"
@@ -18,18 +20,23 @@ constexpr napi_type_tag kTurnTag = {0x7d3a9c1e54b2f860ULL,
                                     0x19e4c6a8b05d3f72ULL};
 
 // The libuv handles, allocated apart: uv_close completes on a later loop
-// iteration, possibly after the Turn (owned by its JS object) is gone.
+// iteration, possibly after the Turn (owned by its JS object) is gone. Until
+// it has, an async cleanup hook holds up the environment's teardown (a worker
+// that exits): the addon may be unloaded right after it, and a close callback
+// left pending would then jump into unmapped code.
 struct Turn;
 struct TurnUv {
   uv_check_t check;
   uv_idle_t idle;
   Turn* owner = nullptr;  // nullptr once closing
-  int open = 2;           // handles not yet closed
+  napi_async_cleanup_hook_handle teardown = nullptr;
+  bool closing = false;
+  int open = 2;  // handles not yet closed
 };
 
 struct Turn {
   napi_env env = nullptr;
-  TurnUv* uv = nullptr;  // nullptr once closed
+  TurnUv* uv = nullptr;  // nullptr once closing
   napi_ref callback = nullptr;
   napi_async_context async_context = nullptr;
   bool due = false;
@@ -37,7 +44,9 @@ struct Turn {
 
 void OnUvClosed(uv_handle_t* handle) {
   TurnUv* uv = static_cast<TurnUv*>(handle->data);
-  if (--uv->open == 0) delete uv;
+  if (--uv->open > 0) return;
+  if (uv->teardown != nullptr) napi_remove_async_cleanup_hook(uv->teardown);
+  delete uv;
 }
 
 void Cancel(Turn* t) {
@@ -47,23 +56,28 @@ void Cancel(Turn* t) {
   uv_idle_stop(&t->uv->idle);
 }
 
-void CloseUv(Turn* t) {
-  if (t->uv == nullptr) return;
-  Cancel(t);
-  t->uv->owner = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&t->uv->check), OnUvClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&t->uv->idle), OnUvClosed);
-  t->uv = nullptr;
+// Detaches the handles from their Turn and closes them; idempotent.
+void CloseUv(TurnUv* uv) {
+  if (uv->closing) return;
+  uv->closing = true;
+  if (uv->owner != nullptr) {
+    Cancel(uv->owner);
+    uv->owner->uv = nullptr;
+    uv->owner = nullptr;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&uv->check), OnUvClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&uv->idle), OnUvClosed);
 }
 
-// The environment is torn down (a worker exits) with the handle still open.
-void OnEnvCleanup(void* arg) { CloseUv(static_cast<Turn*>(arg)); }
+// The environment is torn down (a worker exits) with the handles open.
+void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
+  CloseUv(static_cast<TurnUv*>(arg));
+}
 
 // Releases everything but the Turn struct itself (JS thread).
 void Close(napi_env env, Turn* t) {
   if (t->uv == nullptr) return;
-  CloseUv(t);
-  napi_remove_env_cleanup_hook(env, OnEnvCleanup, t);
+  CloseUv(t->uv);
   if (t->callback != nullptr) napi_delete_reference(env, t->callback);
   if (t->async_context != nullptr) napi_async_destroy(env, t->async_context);
   t->callback = nullptr;
@@ -150,7 +164,7 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
   if (napi_create_object(env, &handle) != napi_ok ||
       napi_type_tag_object(env, handle, &kTurnTag) != napi_ok ||
       napi_wrap(env, handle, t, FinalizeTurn, nullptr, nullptr) != napi_ok) {
-    CloseUv(t);
+    CloseUv(uv);
     delete t;
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;
@@ -161,7 +175,8 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
                               &resource_name) != napi_ok ||
       napi_async_init(env, handle, resource_name, &t->async_context) !=
           napi_ok ||
-      napi_add_env_cleanup_hook(env, OnEnvCleanup, t) != napi_ok) {
+      napi_add_async_cleanup_hook(env, OnTeardown, uv, &uv->teardown) !=
+          napi_ok) {
     Close(env, t);
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;
@@ -183,10 +198,14 @@ napi_value TurnSchedule(napi_env env, napi_callback_info info) {
   }
   if (t->due) return Undefined(env);
   int r = uv_check_start(&t->uv->check, OnCheck);
-  if (r == 0) r = uv_idle_start(&t->uv->idle, OnIdle);
+  if (r != 0) {
+    ThrowUvError(env, "uv_check_start", r);
+    return nullptr;
+  }
+  r = uv_idle_start(&t->uv->idle, OnIdle);
   if (r != 0) {
     uv_check_stop(&t->uv->check);
-    ThrowUvError(env, "uv_check_start", r);
+    ThrowUvError(env, "uv_idle_start", r);
     return nullptr;
   }
   t->due = true;

@@ -791,6 +791,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       const now = performance.now();
       let waiting = 0;
       for (const op of this.#engine.active.snapshot()) {
+        // Answered earlier in this pass (a snapshot, unlike a Set, still holds it).
+        if (op.settled) continue;
         const caller = op.caller;
         if (caller.deadline === 0) continue;
         if (caller.deadline === DEADLINE_UNSTAMPED) {

@@ -321,6 +321,8 @@ export class BlockEngine {
         const before = this.stats.requests;
         const blocked = this.#pumpOnce();
         if (this.stats.requests !== before) this.#onSubmitted();
+        // Failed meanwhile (a drain found the device broken): failAll emptied the queue.
+        if (this.#deadError !== null) break;
         if (blocked === undefined || this.driver.inFlight > 0) break;
         if (this.stats.requests !== before) continue;
         // Nothing in flight and nothing could submit: memory is held by the application.
@@ -350,7 +352,10 @@ export class BlockEngine {
         }
       }
       if (done) {
-        runnable.removeAt(i);
+        // Still at i, unless something it called re-queued another in front (resume) or
+        // emptied the queue (failAll).
+        const at = i < runnable.length && runnable.at(i) === op ? i : runnable.indexOf(op);
+        if (at >= 0) runnable.removeAt(at);
         op.queued = false;
         // Settles operations with nothing to submit (zero length) or already failed.
         op.maybeFinish();

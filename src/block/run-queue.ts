@@ -33,6 +33,9 @@ export class RunQueue<T> {
 
   /** Removes the item `index` places from the front; the ones behind it move up, in order. */
   removeAt(index: number): void {
+    if (!(index >= 0 && index < this.#length)) {
+      throw new RangeError(`index ${index} is outside the queue (length ${this.#length})`);
+    }
     const items = this.#items;
     const mask = items.length - 1;
     if (index === 0) {

@@ -1,6 +1,6 @@
 import { native, type PollHandle } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
-import { BURST_RESUBMIT_MS, type CompletionHost, type CompletionStrategy } from './strategy.js';
+import { RecentDrain, type CompletionHost, type CompletionStrategy } from './strategy.js';
 
 const UV_READABLE = 1;
 
@@ -15,9 +15,7 @@ export class EventCompletion implements CompletionStrategy {
   readonly #polls: PollHandle[] = [];
   #busy = false;
   #stopped = false;
-  /** Completions the latest call's drain took, and when (performance.now()) if several. */
-  #lastDrained = 0;
-  #lastDrainedAt = 0;
+  readonly #recentDrain = new RecentDrain();
 
   constructor(host: CompletionHost) {
     this.#host = host;
@@ -34,8 +32,7 @@ export class EventCompletion implements CompletionStrategy {
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
     const before = queue.vq.lastUsedIdx;
     drainWithInterrupts(this.#host, queue);
-    this.#lastDrained = (queue.vq.lastUsedIdx - before) & 0xffff;
-    if (this.#lastDrained > 1) this.#lastDrainedAt = performance.now();
+    this.#recentDrain.drained((queue.vq.lastUsedIdx - before) & 0xffff);
   }
 
   /**
@@ -46,7 +43,7 @@ export class EventCompletion implements CompletionStrategy {
    */
   quietKick(): boolean {
     if (this.#busy || this.#stopped) return false;
-    return this.#lastDrained <= 1 || performance.now() - this.#lastDrainedAt >= BURST_RESUBMIT_MS;
+    return this.#recentDrain.count <= 1 || !this.#recentDrain.burstBefore(performance.now());
   }
 
   setBusy(busy: boolean): void {

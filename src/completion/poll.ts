@@ -7,7 +7,7 @@ import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, spinForUsed } from './spin.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
-  BURST_RESUBMIT_MS,
+  RecentDrain,
   type CompletionHost,
   type CompletionStrategy,
   type SpinYield,
@@ -107,10 +107,8 @@ export class PollingCompletion implements CompletionStrategy {
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
   #decidePending = false;
-  /** Completions the latest drain of all queues by this engine found (not the sync wait's). */
-  #lastDrained = 0;
-  /** performance.now() at that drain, when it found several (see #afterBurst). */
-  #lastDrainedAt = 0;
+  /** The latest drain of all queues by this engine (not the sync wait's). */
+  readonly #recentDrain = new RecentDrain();
   #budgetMs = 0;
   /** Completions the armed wait asked one interrupt for (EVENT_IDX); 0 when not batched. */
   #batchAsked = 0;
@@ -156,7 +154,6 @@ export class PollingCompletion implements CompletionStrategy {
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
-    this.#nextTurn = native.turnCreate(this.#turn);
     for (const queue of host.queues) {
       // Idle with interrupts on: a completion nobody polls for is still noticed.
       queue.vq.enableInterrupts();
@@ -164,6 +161,8 @@ export class PollingCompletion implements CompletionStrategy {
       native.pollRef(poll, false);
       this.#polls.push(poll);
     }
+    // Last: it holds #turn (and so this engine) strongly until stop() closes it.
+    this.#nextTurn = native.turnCreate(this.#turn);
   }
 
   setBusy(busy: boolean): void {
@@ -191,11 +190,11 @@ export class PollingCompletion implements CompletionStrategy {
     // The arrival times the application's pace, for the kick ahead and the policy (#resume);
     // a strategy that uses neither reads the clock only after a drain of several.
     const timed = this.#kickAhead || this.#policy.resumed !== undefined;
-    if (timed || this.#lastDrained > 1) {
+    if (timed || this.#recentDrain.count > 1) {
       const now = performance.now();
       if (timed) this.#arrivedAt = now;
       // A burst's resubmissions are coming too: one kick for all of them.
-      if (this.#lastDrained > 1 && this.#afterBurst(now)) return false;
+      if (this.#recentDrain.burstBefore(now)) return false;
     }
     for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
     return true;
@@ -272,8 +271,8 @@ export class PollingCompletion implements CompletionStrategy {
     // Within 1 ms of a drain of several completions the rest of their resubmissions are coming
     // too (see #nextWait); otherwise (depth 1, or a new request) the wait is decided now, right
     // after the kick (quietKick).
-    const afterBurst = this.#afterBurst(now);
-    this.#lastDrained = 0;
+    const afterBurst = this.#recentDrain.burstBefore(now);
+    this.#recentDrain.forget();
     if (afterBurst) this.#nextWait();
     else this.#startWait(now);
   }
@@ -373,7 +372,7 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   #schedule(): void {
-    if (this.#turnDue) return;
+    if (this.#turnDue || this.#state === 'stopped') return;
     this.#turnDue = true;
     native.turnSchedule(this.#nextTurn);
   }
@@ -510,16 +509,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#host.drain(queue);
       }
     }
-    this.#lastDrained = drained;
-    if (drained > 1) this.#lastDrainedAt = performance.now();
-  }
-
-  /**
-   * The latest drain took several completions and their resubmissions may still be coming: they
-   * run in the continuations right after it (microseconds); a request made later is a new one.
-   */
-  #afterBurst(now: number): boolean {
-    return this.#lastDrained > 1 && now - this.#lastDrainedAt < BURST_RESUBMIT_MS;
+    this.#recentDrain.drained(drained);
   }
 
   /**
@@ -686,7 +676,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
   }
 
-  /** Pending work keeps the process alive: immediates while polling, the watchers otherwise. */
+  /** Pending work keeps the process alive: a due turn while polling, the watchers otherwise. */
   #updateRef(): void {
     const want = this.#busy && (this.#state === 'armed' || this.#state === 'parked');
     if (want === this.#ref || this.#state === 'stopped') return;

@@ -29,7 +29,29 @@ export interface CompletionHost {
  * resubmissions (they run in the continuations right after it: microseconds); a request made
  * later is a new one, kicked in its call (quietKick).
  */
-export const BURST_RESUBMIT_MS = 1;
+const BURST_RESUBMIT_MS = 1;
+
+/** The latest drain's size and time: tells a burst's resubmissions from a new request. */
+export class RecentDrain {
+  /** Completions the latest drain took (0 once forgotten). */
+  count = 0;
+  /** performance.now() at that drain, when it took several. */
+  #at = 0;
+
+  drained(count: number): void {
+    this.count = count;
+    if (count > 1) this.#at = performance.now();
+  }
+
+  /** The latest drain took several, less than BURST_RESUBMIT_MS before `now`. */
+  burstBefore(now: number): boolean {
+    return this.count > 1 && now - this.#at < BURST_RESUBMIT_MS;
+  }
+
+  forget(): void {
+    this.count = 0;
+  }
+}
 
 export interface CompletionStrategy {
   readonly name: string;

@@ -476,7 +476,14 @@ describe('pollStart', () => {
 });
 
 describe('turnCreate', () => {
-  it('runs the callback once per schedule, after the I/O of its turn, with microtasks after it', async () => {
+  const nativeUrl = JSON.stringify(new URL('../../src/native.js', import.meta.url).href);
+  /** Runs an ES module in a fresh node; returns its stdout (throws if it fails or hangs). */
+  const runModule = (source: string, flags: string[] = []): string =>
+    execFileSync(process.execPath, [...flags, '--input-type=module', '-e', source], {
+      timeout: 10000,
+    }).toString();
+
+  it('runs the callback once per schedule, with microtasks right after it, before immediates', async () => {
     const order: string[] = [];
     let wake: (() => void) | undefined;
     const handle = native.turnCreate(() => {
@@ -490,28 +497,21 @@ describe('turnCreate', () => {
       const ran = new Promise<void>((resolve) => (wake = resolve));
       native.turnSchedule(handle);
       native.turnSchedule(handle); // idempotent until it runs
+      const immediate = new Promise<void>((resolve) =>
+        setImmediate(() => {
+          order.push('immediate');
+          resolve();
+        }),
+      );
       order.push('sync');
-      await ran;
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      assert.deepEqual(order, ['sync', 'turn', 'microtask']);
+      await Promise.all([ran, immediate]);
+      assert.deepEqual(order, ['sync', 'turn', 'microtask', 'immediate']);
       // Cancelled: it does not run.
       native.turnSchedule(handle);
       native.turnCancel(handle);
       native.turnCancel(handle);
       await new Promise<void>((resolve) => setTimeout(resolve, 20));
       assert.equal(order.filter((o) => o === 'turn').length, 1);
-      // A callback that schedules again runs on every turn, and timers still run in between.
-      let turns = 0;
-      const again = native.turnCreate(() => {
-        if (++turns < 1000) native.turnSchedule(again);
-      });
-      native.turnSchedule(again);
-      let timerRan = false;
-      setTimeout(() => (timerRan = true), 1);
-      while (turns < 1000) await new Promise<void>((resolve) => setImmediate(resolve));
-      native.turnClose(again);
-      await new Promise<void>((resolve) => setTimeout(resolve, 5));
-      assert.equal(timerRan, true);
     } finally {
       native.turnClose(handle);
       native.turnClose(handle);
@@ -519,39 +519,90 @@ describe('turnCreate', () => {
     assertRangeError(() => native.turnSchedule(handle));
   });
 
+  it('lets timers and I/O run between turns while the callback keeps asking for more', async () => {
+    let turns = 0;
+    let timerAt = -1;
+    let readableAt = -1;
+    const fd = native.eventfd();
+    const poll = native.pollStart(fd, UV_READABLE, () => {
+      native.eventfdRead(fd);
+      if (readableAt < 0) readableAt = turns;
+    });
+    const done = new Promise<void>((resolve) => {
+      const again = native.turnCreate(() => {
+        turns++;
+        if ((timerAt >= 0 && readableAt >= 0) || turns >= 1_000_000) {
+          native.turnClose(again); // from inside its own callback
+          resolve();
+        } else {
+          native.turnSchedule(again);
+        }
+      });
+      native.turnSchedule(again);
+    });
+    setTimeout(() => (timerAt = turns), 2);
+    native.eventfdWrite(fd);
+    try {
+      await done;
+    } finally {
+      native.pollStop(poll);
+      native.close(fd);
+    }
+    assert.ok(timerAt >= 0 && timerAt < 1_000_000, `the timer ran at turn ${timerAt}`);
+    assert.ok(readableAt >= 0, 'the eventfd was polled between turns');
+  });
+
   it('keeps the process alive only while a turn is due', () => {
-    const native = JSON.stringify(new URL('../../src/native.js', import.meta.url).href);
-    const idle = `
-      import { native } from ${native};
+    // Would hang (and time out) if an idle handle kept the loop alive.
+    runModule(`
+      import { native } from ${nativeUrl};
       const h = native.turnCreate(() => {});
       native.turnSchedule(h);
       native.turnCancel(h);
-    `;
-    // Would hang (and time out) if an idle handle kept the loop alive.
-    execFileSync(process.execPath, ['--input-type=module', '-e', idle], { timeout: 10000 });
+    `);
     const due = `
-      import { native } from ${native};
+      import { native } from ${nativeUrl};
       const h = native.turnCreate(() => process.stdout.write('ran'));
       native.turnSchedule(h);
     `;
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', due], {
-      timeout: 10000,
-    });
-    assert.equal(out.toString(), 'ran');
+    assert.equal(runModule(due), 'ran');
+  });
+
+  it('closes its handles when a worker exits, or the handle is collected, with a turn due', () => {
+    // Handles left open in a worker that exits: their close callbacks must run before the
+    // addon can be unloaded (a poll watcher's did not, and the process crashed).
+    const worker = `
+      import { Worker } from 'node:worker_threads';
+      const w = new Worker(\`
+        const { native } = await import(${nativeUrl});
+        const h = native.turnCreate(() => native.turnSchedule(h));
+        native.turnSchedule(h);
+        native.pollStart(native.eventfd(), 1, () => {});
+        native.pollStop(native.pollStart(native.eventfd(), 1, () => {}));
+        native.turnClose(native.turnCreate(() => {}));
+        setTimeout(() => process.exit(0), 20);
+      \`, { eval: true });
+      w.on('exit', (code) => process.stdout.write('worker exited ' + code));
+    `;
+    assert.equal(runModule(worker), 'worker exited 0');
+    const collected = `
+      import { native } from ${nativeUrl};
+      (() => native.turnSchedule(native.turnCreate(() => process.stdout.write('ran '))))();
+      globalThis.gc();
+      setTimeout(() => process.stdout.write('exited'), 10);
+    `;
+    assert.match(runModule(collected, ['--expose-gc']), /exited$/);
   });
 
   it('reports an exception from the callback as uncaught', () => {
     const script = `
-      import { native } from ${JSON.stringify(new URL('../../src/native.js', import.meta.url).href)};
+      import { native } from ${nativeUrl};
       process.on('uncaughtException', (e) => { process.stdout.write('caught ' + e.message); });
       const h = native.turnCreate(() => { throw new Error('boom'); });
       native.turnSchedule(h);
       setTimeout(() => native.turnClose(h), 10);
     `;
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-      timeout: 10000,
-    });
-    assert.equal(out.toString(), 'caught boom');
+    assert.equal(runModule(script), 'caught boom');
   });
 });
 
