@@ -13,7 +13,7 @@
 // bench-report.mjs.)
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
-//     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [NAME=MODE[:JSON] ...]
+//     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline] [NAME=MODE[:JSON] ...]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -39,6 +39,7 @@ function parseArgs(argv) {
     qsdCpu: 0,
     feCpu: '1',
     top: 12,
+    noInline: false,
   });
   const configs =
     positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
@@ -96,7 +97,11 @@ function walk(node, stack, out) {
   if (node.selfSize > 0) {
     const { group, site } = classify(here);
     out.groups[group] = (out.groups[group] ?? 0) + node.selfSize;
-    if (group !== 'other') out.sites.set(site, (out.sites.get(site) ?? 0) + node.selfSize);
+    if (group !== 'other') {
+      const entry = out.sites.get(site) ?? { group, bytes: 0 };
+      entry.bytes += node.selfSize;
+      out.sites.set(site, entry);
+    }
   }
   for (const child of node.children) walk(child, here, out);
 }
@@ -125,7 +130,7 @@ async function child(socket, o) {
       walk(profile.head, [], out);
       const per = (bytes) => (bytes ?? 0) / ios;
       const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
-      const sites = [...out.sites].sort((a, b) => b[1] - a[1]).slice(0, o.top);
+      const sites = [...out.sites].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, o.top);
       const result = {
         name,
         mode,
@@ -135,7 +140,7 @@ async function child(socket, o) {
         call: per(out.groups.call),
         library: per(out.groups.library),
         other: per(out.groups.other),
-        sites: sites.map(([site, bytes]) => ({ site, perIo: per(bytes) })),
+        sites: sites.map(([site, { group, bytes }]) => ({ site, group, perIo: per(bytes) })),
       };
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } finally {
@@ -160,7 +165,17 @@ async function main() {
     );
     const r = spawnSync(
       'taskset',
-      ['-c', String(o.feCpu), process.execPath, SELF, '--child', qsd.sock, ...argv],
+      [
+        '-c',
+        String(o.feCpu),
+        process.execPath,
+        // Each allocation then under the function that made it (slower code, the same bytes).
+        ...(o.noInline ? ['--max-inlined-bytecode-size=0'] : []),
+        SELF,
+        '--child',
+        qsd.sock,
+        ...argv,
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' },
     );
     if (r.status !== 0) throw new Error(`child exited ${r.status}`);

@@ -656,7 +656,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } else if (this.#requestTimeoutMs > 0) {
       // No clock read and no map entry per call: the watchdog's next run stamps the deadline.
       caller.deadline = DEADLINE_UNSTAMPED;
-      this.#startWatchdog();
+      if (this.#watchdog === undefined) this.#startWatchdog();
     }
     // A lone request (the first since the device went idle) is kicked now, not with the batch.
     const kickNow = this.#completion.quietKick?.() === true;
