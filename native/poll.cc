@@ -94,33 +94,18 @@ void OnPoll(uv_poll_t* handle, int status, int events) {
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn = nullptr, recv, argv[2], result;
-  napi_status st = napi_get_reference_value(env, w->callback, &fn);
-  if (st == napi_ok && fn != nullptr &&
-      napi_get_global(env, &recv) == napi_ok &&
-      napi_create_int32(env, status, &argv[0]) == napi_ok &&
+  napi_value argv[2];
+  if (napi_create_int32(env, status, &argv[0]) == napi_ok &&
       napi_create_int32(env, events, &argv[1]) == napi_ok) {
-    // napi_make_callback runs the microtask queue afterwards, like any
-    // other callback from the event loop. It needs an object as receiver.
-    st = napi_make_callback(env, w->async_context, recv, fn, 2, argv, &result);
-    if (st == napi_pending_exception) {
-      napi_value error;
-      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
-        napi_fatal_exception(env, error);  // -> process 'uncaughtException'
-      }
-    }
+    CallFromLoop(env, w->callback, w->async_context, 2, argv);
   }
   napi_close_handle_scope(env, scope);
 }
 
 bool GetWatch(napi_env env, napi_value value, PollWatch** out) {
-  napi_valuetype type;
-  bool tagged = false;
   void* data = nullptr;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object ||
-      napi_check_object_type_tag(env, value, &kPollTag, &tagged) != napi_ok ||
-      !tagged || napi_unwrap(env, value, &data) != napi_ok) {
-    ThrowArgType(env, "handle", "a PollHandle returned by pollStart()");
+  if (!GetTagged(env, value, kPollTag, "a PollHandle returned by pollStart()",
+                 &data)) {
     return false;
   }
   *out = static_cast<PollWatch*>(data);

@@ -100,31 +100,20 @@ void OnCheck(uv_check_t* handle) {
   napi_env env = t->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value fn = nullptr, recv, result;
-  if (napi_get_reference_value(env, t->callback, &fn) == napi_ok &&
-      fn != nullptr && napi_get_global(env, &recv) == napi_ok) {
-    // Runs process.nextTick callbacks and microtasks after it, as Node does
-    // after each Immediate.
-    napi_status st =
-        napi_make_callback(env, t->async_context, recv, fn, 0, nullptr, &result);
-    if (st == napi_pending_exception) {
-      napi_value error;
-      if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
-        napi_fatal_exception(env, error);  // -> process 'uncaughtException'
-      }
-    }
-  }
+  // process.nextTick callbacks and microtasks run after it, as after each
+  // Immediate.
+  CallFromLoop(env, t->callback, t->async_context, 0, nullptr);
   napi_close_handle_scope(env, scope);
 }
 
-bool GetTurn(napi_env env, napi_value value, Turn** out) {
-  napi_valuetype type;
-  bool tagged = false;
+// The one argument of turnSchedule / turnCancel / turnClose.
+bool GetTurnArg(napi_env env, napi_callback_info info, Turn** out) {
+  static const char* const names[] = {"handle"};
+  napi_value argv[1];
   void* data = nullptr;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object ||
-      napi_check_object_type_tag(env, value, &kTurnTag, &tagged) != napi_ok ||
-      !tagged || napi_unwrap(env, value, &data) != napi_ok) {
-    ThrowArgType(env, "handle", "a TurnHandle returned by turnCreate()");
+  if (!GetArgs(env, info, 1, argv, names) ||
+      !GetTagged(env, argv[0], kTurnTag,
+                 "a TurnHandle returned by turnCreate()", &data)) {
     return false;
   }
   *out = static_cast<Turn*>(data);
@@ -186,12 +175,8 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
 }
 
 napi_value TurnSchedule(napi_env env, napi_callback_info info) {
-  static const char* const names[] = {"handle"};
-  napi_value argv[1];
   Turn* t;
-  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
-    return nullptr;
-  }
+  if (!GetTurnArg(env, info, &t)) return nullptr;
   if (t->uv == nullptr) {
     ThrowArgValue(env, "handle", "is closed");
     return nullptr;
@@ -213,23 +198,15 @@ napi_value TurnSchedule(napi_env env, napi_callback_info info) {
 }
 
 napi_value TurnCancel(napi_env env, napi_callback_info info) {
-  static const char* const names[] = {"handle"};
-  napi_value argv[1];
   Turn* t;
-  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
-    return nullptr;
-  }
+  if (!GetTurnArg(env, info, &t)) return nullptr;
   Cancel(t);
   return Undefined(env);
 }
 
 napi_value TurnClose(napi_env env, napi_callback_info info) {
-  static const char* const names[] = {"handle"};
-  napi_value argv[1];
   Turn* t;
-  if (!GetArgs(env, info, 1, argv, names) || !GetTurn(env, argv[0], &t)) {
-    return nullptr;
-  }
+  if (!GetTurnArg(env, info, &t)) return nullptr;
   Close(env, t);
   return Undefined(env);
 }

@@ -319,6 +319,37 @@ bool GetFunction(napi_env env, napi_value value, const char* name) {
   return true;
 }
 
+bool GetTagged(napi_env env, napi_value value, const napi_type_tag& tag,
+               const char* expected, void** out) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_object ||
+      napi_check_object_type_tag(env, value, &tag, &tagged) != napi_ok ||
+      !tagged || napi_unwrap(env, value, out) != napi_ok) {
+    ThrowArgType(env, "handle", expected);
+    return false;
+  }
+  return true;
+}
+
+void CallFromLoop(napi_env env, napi_ref callback,
+                  napi_async_context async_context, size_t argc,
+                  const napi_value* argv) {
+  napi_value fn = nullptr, recv, result;
+  if (napi_get_reference_value(env, callback, &fn) != napi_ok ||
+      fn == nullptr || napi_get_global(env, &recv) != napi_ok) {
+    return;
+  }
+  // napi_make_callback needs an object as receiver.
+  if (napi_make_callback(env, async_context, recv, fn, argc, argv, &result) ==
+      napi_pending_exception) {
+    napi_value error;
+    if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
+      napi_fatal_exception(env, error);  // -> process 'uncaughtException'
+    }
+  }
+}
+
 napi_value MakeNumber(napi_env env, double value) {
   napi_value result;
   VU_NAPI_CALL(env, napi_create_double(env, value, &result));

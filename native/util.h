@@ -86,6 +86,18 @@ bool GetFdArray(napi_env env, napi_value value, const char* name,
                 size_t max_count, int* out, size_t* count);
 // A function.
 bool GetFunction(napi_env env, napi_value value, const char* name);
+// An object made by this addon with `tag` (napi_type_tag_object): its wrapped
+// pointer. Otherwise throws a TypeError naming `expected`.
+bool GetTagged(napi_env env, napi_value value, const napi_type_tag& tag,
+               const char* expected, void** out);
+
+// Calls the referenced function from a libuv callback through
+// napi_make_callback (process.nextTick callbacks and microtasks run after
+// it, as after any callback from the event loop); an exception it throws
+// goes to process 'uncaughtException'. Call inside a handle scope.
+void CallFromLoop(napi_env env, napi_ref callback,
+                  napi_async_context async_context, size_t argc,
+                  const napi_value* argv);
 
 // Small conveniences for building results.
 napi_value MakeNumber(napi_env env, double value);

@@ -14,17 +14,15 @@
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
 //     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline] [NAME=MODE[:JSON] ...]
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { garbageTable } from './lib/garbage-table.mjs';
-import { startQsd } from './lib/qsd.mjs';
-import { parseScriptOptions } from './lib/script-options.mjs';
+import { runPinnedChild } from './lib/pinned-child.mjs';
+import { withQsd } from './lib/qsd.mjs';
+import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -44,19 +42,6 @@ function parseArgs(argv) {
   const configs =
     positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
   return { ...options, configs };
-}
-
-/** NAME=MODE[:JSON] */
-function parseConfig(text) {
-  const eq = text.indexOf('=');
-  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[:JSON], got ${text}`);
-  const rest = text.slice(eq + 1);
-  const colon = rest.indexOf(':');
-  return {
-    name: text.slice(0, eq),
-    mode: colon >= 0 ? rest.slice(0, colon) : rest,
-    options: colon >= 0 ? JSON.parse(rest.slice(colon + 1)) : undefined,
-  };
 }
 
 /** Runs the closed loops until `end` (performance.now() ms); resolves the number of I/Os. */
@@ -154,40 +139,29 @@ async function main() {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-garbage-'));
-  let qsd;
-  try {
-    qsd = await startQsd(o.backend, dir, o.qsdCpu);
-    process.stdout.write(
-      `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
-        `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
-        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n`,
-    );
-    const r = spawnSync(
-      'taskset',
-      [
-        '-c',
-        String(o.feCpu),
-        process.execPath,
-        // Each allocation then under the function that made it (slower code, the same bytes).
-        ...(o.noInline ? ['--max-inlined-bytecode-size=0'] : []),
-        SELF,
-        '--child',
-        qsd.sock,
-        ...argv,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' },
-    );
-    if (r.status !== 0) throw new Error(`child exited ${r.status}`);
-    const results = r.stdout
+  await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
+    const out = await runPinnedChild([
+      '-c',
+      String(o.feCpu),
+      process.execPath,
+      // Each allocation then under the function that made it (slower code, the same bytes).
+      ...(o.noInline ? ['--max-inlined-bytecode-size=0'] : []),
+      SELF,
+      '--child',
+      qsd.sock,
+      ...argv,
+    ]);
+    const results = out
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line));
-    process.stdout.write(`${garbageTable(results).join('\n')}\n`);
-  } finally {
-    await qsd?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+    process.stdout.write(
+      `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
+        `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
+        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
+        `${garbageTable(results).join('\n')}\n`,
+    );
+  });
 }
 
 await main();

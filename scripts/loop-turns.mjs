@@ -12,15 +12,13 @@
 //     [NAME=MODE[:JSON] ...]     JSON: completionOptions, e.g. 'slice=poll:{"spinSliceNs":700000}'
 //   --fe-cpu takes a taskset list too (0,1: the frontend may use both CPUs).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pollingTurnStats } from './lib/polling-stats.mjs';
-import { startQsd } from './lib/qsd.mjs';
-import { parseScriptOptions } from './lib/script-options.mjs';
+import { withQsd } from './lib/qsd.mjs';
+import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -46,19 +44,6 @@ function parseArgs(argv) {
     ];
   }
   return o;
-}
-
-/** NAME=MODE[:JSON] */
-function parseConfig(text) {
-  const eq = text.indexOf('=');
-  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[:JSON], got ${text}`);
-  const rest = text.slice(eq + 1);
-  const colon = rest.indexOf(':');
-  return {
-    name: text.slice(0, eq),
-    mode: colon >= 0 ? rest.slice(0, colon) : rest,
-    options: colon >= 0 ? JSON.parse(rest.slice(colon + 1)) : undefined,
-  };
 }
 
 async function child(socket, o) {
@@ -121,10 +106,7 @@ async function main() {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-loop-turns-'));
-  let qsd;
-  try {
-    qsd = await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops });
+  await withQsd(o.backend, o.qsdCpu, { throttleIops: o.throttleIops }, async (qsd) => {
     process.stdout.write(
       `- command: \`node scripts/loop-turns.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
@@ -138,10 +120,7 @@ async function main() {
       { stdio: ['ignore', 'inherit', 'inherit'] },
     );
     if (r.status !== 0) throw new Error(`child exited ${r.status}`);
-  } finally {
-    await qsd?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 await main();

@@ -16,8 +16,6 @@
 //   npm run build && node scripts/reaction.mjs [--backend null|file] [--rounds 5]
 //     [--qsd-cpu 0] [--fe-cpu 1] [--scale 1] [MODE ...]     (default: adaptive poll event)
 //   --scale multiplies every phase's length; --trace prints one round's bins per mode.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
@@ -25,7 +23,7 @@ import { clearInterval, setInterval } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
-import { startQsd } from './lib/qsd.mjs';
+import { withQsd } from './lib/qsd.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -294,10 +292,7 @@ async function main() {
   const argv = process.argv.slice(2);
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-reaction-'));
-  let qsd;
-  try {
-    qsd = await startQsd(o.backend, dir, o.qsdCpu);
+  await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
     const out = await runChild([
       '-c',
       String(o.feCpu),
@@ -318,10 +313,7 @@ async function main() {
         `rounds (–: an idle phase has no calls per I/O):\n\n${table(runs, o)}\n` +
         (o.trace ? `${traceTable(runs, o)}\n` : ''),
     );
-  } finally {
-    await qsd?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 await main();

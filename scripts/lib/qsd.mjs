@@ -3,7 +3,8 @@
 // vhost-user-blk on a socket in `dir`, pinned to `cpu` with taskset.
 import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -72,4 +73,17 @@ export async function startQsd(kind, dir, cpu, { throttleIops = 4000 } = {}) {
       if (image) rmSync(image, { force: true });
     },
   };
+}
+
+/** Starts the daemon in a new temp dir, resolves fn(qsd), then stops it and removes the dir. */
+export async function withQsd(kind, cpu, options, fn) {
+  const dir = mkdtempSync(join(tmpdir(), `vhost-user-${kind}-`));
+  let qsd;
+  try {
+    qsd = await startQsd(kind, dir, cpu, options);
+    return await fn(qsd);
+  } finally {
+    await qsd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

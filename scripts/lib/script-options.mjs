@@ -36,3 +36,16 @@ export function parseScriptOptions(argv, defaults) {
   }
   return { options, positionals, given: (key) => values[kebab(key)] !== undefined };
 }
+
+/** A configuration argument of the form NAME=MODE[:JSON] (JSON: completionOptions). */
+export function parseConfig(text) {
+  const eq = text.indexOf('=');
+  if (eq <= 0) throw new Error(`a configuration is NAME=MODE[:JSON], got ${text}`);
+  const rest = text.slice(eq + 1);
+  const colon = rest.indexOf(':');
+  return {
+    name: text.slice(0, eq),
+    mode: colon >= 0 ? rest.slice(0, colon) : rest,
+    options: colon >= 0 ? JSON.parse(rest.slice(colon + 1)) : undefined,
+  };
+}
