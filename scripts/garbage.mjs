@@ -21,6 +21,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { garbageTable } from './lib/garbage-table.mjs';
 import { runPinnedChild } from './lib/pinned-child.mjs';
+import { readLoops } from './lib/read-loops.mjs';
 import { withQsd } from './lib/qsd.mjs';
 import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
 
@@ -42,23 +43,6 @@ function parseArgs(argv) {
   const configs =
     positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
   return { ...options, configs };
-}
-
-/** Runs the closed loops until `end` (performance.now() ms); resolves the number of I/Os. */
-async function readLoops(dev, depth, end) {
-  let ios = 0;
-  await Promise.all(
-    Array.from({ length: depth }, async (_, i) => {
-      const buf = dev.allocBuffer(4096);
-      let block = i;
-      while (performance.now() < end) {
-        block = (block + 7919) % 65536;
-        await dev.readInto(buf, block * 4096);
-        ios++;
-      }
-    }),
-  );
-  return ios;
 }
 
 const frameName = (f) =>

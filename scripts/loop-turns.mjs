@@ -18,6 +18,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pollingTurnStats } from './lib/polling-stats.mjs';
 import { withQsd } from './lib/qsd.mjs';
+import { readLoops } from './lib/read-loops.mjs';
 import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,20 +71,10 @@ async function measure(socket, o, { name, mode, options }, lib) {
   });
   try {
     const end = performance.now() + o.seconds * 1000;
-    let ios = 0;
-    const work = Promise.all(
-      Array.from({ length: o.depth }, async (_, i) => {
-        const buf = dev.allocBuffer(4096);
-        let block = i;
-        while (performance.now() < end) {
-          block = (block + 7919) % 65536;
-          await dev.readInto(buf, block * 4096);
-          ios++;
-        }
-      }),
-    );
+    const work = readLoops(dev, o.depth, end);
     const gc = watchGcPauses();
     const gaps = await loopGaps(work);
+    const ios = await work;
     gc.end();
     await gc.stop();
     const st = dev.stats;

@@ -1,0 +1,19 @@
+// Closed loops of 4 KiB reads into pooled shared-memory buffers, for the benchmark scripts.
+import { performance } from 'node:perf_hooks';
+
+/** `depth` loops of `await dev.readInto(buf, pos)` until `end` (performance.now() ms); resolves the I/O count. */
+export async function readLoops(dev, depth, end) {
+  let ios = 0;
+  await Promise.all(
+    Array.from({ length: depth }, async (_, i) => {
+      const buf = dev.allocBuffer(4096);
+      let block = i;
+      while (performance.now() < end) {
+        block = (block + 7919) % 65536;
+        await dev.readInto(buf, block * 4096);
+        ios++;
+      }
+    }),
+  );
+  return ios;
+}
