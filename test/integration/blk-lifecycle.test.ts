@@ -174,8 +174,10 @@ for (const kind of ALL_PEERS) {
         const freePages = (): number => Number(readFileSync(`${dir}/free_hugepages`, 'utf8'));
         // A 1 GiB page needs 1 GiB of contiguous memory: drop clean caches and compact first
         // (after a long benchmark the page cache had left only one of two, with 23 GB free).
-        // Compaction after hours of benchmarks may need more than one pass: try three.
-        for (let attempt = 0; attempt < 3 && freePages() < reserve; attempt++) {
+        // Compaction after hours of benchmarks may need more than one pass, and memory other
+        // tests just freed a moment to come back: try six times, a quarter second apart.
+        for (let attempt = 0; attempt < 6 && freePages() < reserve; attempt++) {
+          if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 250));
           if (hugepages === '1G') {
             writeFileSync('/proc/sys/vm/drop_caches', '3');
             writeFileSync('/proc/sys/vm/compact_memory', '1');
