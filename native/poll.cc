@@ -70,10 +70,10 @@ void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
   CloseUv(static_cast<PollUv*>(arg));
 }
 
-// Releases everything but the PollWatch struct itself (JS thread).
+// Releases everything but the PollWatch struct itself (JS thread); the
+// handles may have been closed already by the environment's teardown.
 void StopWatch(napi_env env, PollWatch* w) {
-  if (w->uv == nullptr) return;
-  CloseUv(w->uv);
+  if (w->uv != nullptr) CloseUv(w->uv);
   if (w->callback != nullptr) napi_delete_reference(env, w->callback);
   if (w->self != nullptr) napi_delete_reference(env, w->self);
   if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
@@ -173,7 +173,11 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
     ThrowUvError(env, "uv_poll_start", r);
     return nullptr;
   }
-  VU_NAPI_CALL(env, napi_object_freeze(env, handle));
+  if (napi_object_freeze(env, handle) != napi_ok) {
+    StopWatch(env, w);  // never returned: nothing could stop it later
+    ThrowNapiFailure(env, "creating a poll handle");
+    return nullptr;
+  }
   return handle;
 }
 

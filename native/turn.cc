@@ -74,10 +74,10 @@ void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
   CloseUv(static_cast<TurnUv*>(arg));
 }
 
-// Releases everything but the Turn struct itself (JS thread).
+// Releases everything but the Turn struct itself (JS thread); the handles
+// may have been closed already by the environment's teardown.
 void Close(napi_env env, Turn* t) {
-  if (t->uv == nullptr) return;
-  CloseUv(t->uv);
+  if (t->uv != nullptr) CloseUv(t->uv);
   if (t->callback != nullptr) napi_delete_reference(env, t->callback);
   if (t->async_context != nullptr) napi_async_destroy(env, t->async_context);
   t->callback = nullptr;
@@ -95,11 +95,12 @@ void OnIdle(uv_idle_t* /*handle*/) {}
 void OnCheck(uv_check_t* handle) {
   Turn* t = static_cast<TurnUv*>(handle->data)->owner;
   if (t == nullptr || !t->due || t->callback == nullptr) return;
-  // One turn per request: the callback asks again if it wants another.
-  Cancel(t);
   napi_env env = t->env;
   napi_handle_scope scope;
+  // Still due if this fails: tried again on the next turn.
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  // One turn per request: the callback asks again if it wants another.
+  Cancel(t);
   // process.nextTick callbacks and microtasks run after it, as after each
   // Immediate.
   CallFromLoop(env, t->callback, t->async_context, 0, nullptr);
@@ -170,7 +171,11 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;
   }
-  VU_NAPI_CALL(env, napi_object_freeze(env, handle));
+  if (napi_object_freeze(env, handle) != napi_ok) {
+    Close(env, t);
+    ThrowNapiFailure(env, "creating a turn handle");
+    return nullptr;
+  }
   return handle;
 }
 

@@ -112,7 +112,7 @@ export interface NativeBinding {
   pollStop(handle: PollHandle): void;
   /** uv_ref / uv_unref on the poll handle: an unref'ed poll does not keep the process alive. */
   pollRef(handle: PollHandle, ref: boolean): void;
-  /** A handle that runs `callback` once per turnSchedule(), in the event loop's next check phase (where setImmediate callbacks run, before them), through napi_make_callback (process.nextTick callbacks and microtasks run after it). Unlike setImmediate it allocates nothing per turn. The callback is held strongly until turnClose(). An exception thrown by the callback is reported as an uncaught exception. */
+  /** A handle that runs `callback` once per turnSchedule(), in the event loop's next check phase (where setImmediate callbacks run, before them), through napi_make_callback (process.nextTick callbacks and microtasks run after it). Unlike setImmediate it allocates nothing per turn. The callback is held strongly until turnClose() or until the handle is garbage-collected (its finalizer closes it; a due turn then never runs). An exception thrown by the callback is reported as an uncaught exception. */
   turnCreate(callback: () => void): TurnHandle;
   /** Asks for one run of the callback in the next turn; the loop does not block while one is due, and the process stays alive. Idempotent until it runs. A closed handle throws RangeError code 'ERR_INVALID_ARG_VALUE'. */
   turnSchedule(handle: TurnHandle): void;

@@ -373,8 +373,8 @@ export class PollingCompletion implements CompletionStrategy {
 
   #schedule(): void {
     if (this.#turnDue || this.#state === 'stopped') return;
-    this.#turnDue = true;
     native.turnSchedule(this.#nextTurn);
+    this.#turnDue = true;
   }
 
   #cancelTurn(): void {

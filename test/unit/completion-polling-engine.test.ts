@@ -794,8 +794,14 @@ test("engine: a request's own kick is not the application's pace: kicks ahead go
       assert.ok(ahead >= 38, `kicks ahead: ${ahead} of 40`);
       // The policy is told the same: idle up to the arrival, the kick busy time.
       assert.ok(rec.resumes.length >= 30, `resumes: ${rec.resumes.length}`);
-      for (const [idleNs, busyNs] of rec.resumes) {
-        assert.ok(idleNs < 1e6, `idle ${ms(idleNs)} ms: the kick is not idle time`);
+      // Counted to the kick's end every idle spell would be 2 ms or more; a stall of this
+      // machine (a few ms, now and then) may stretch one spell up to the next arrival.
+      const long = rec.resumes.filter(([idleNs]) => idleNs >= 1e6);
+      assert.ok(
+        long.length <= rec.resumes.length / 10,
+        `idle ${long.map(([idleNs]) => ms(idleNs)).join(', ')} ms: the kick is not idle time`,
+      );
+      for (const [, busyNs] of rec.resumes) {
         assert.ok(busyNs >= 2e6, `busy ${ms(busyNs)} ms: the kick is busy time`);
       }
     },
