@@ -43,7 +43,7 @@ export class EventCompletion implements CompletionStrategy {
    */
   quietKick(): boolean {
     if (this.#busy || this.#stopped) return false;
-    return this.#recentDrain.count <= 1 || !this.#recentDrain.burstBefore(performance.now());
+    return !this.#recentDrain.burstJustBefore();
   }
 
   setBusy(busy: boolean): void {

@@ -74,8 +74,8 @@ function inFlightCount(queues: readonly DeviceQueue[]): number {
 /**
  * The polling engine behind 'poll', 'sleep-poll' and 'adaptive': while requests are in flight,
  * interrupts are suppressed and every event-loop turn (in the check phase, as setImmediate's
- * callbacks, so I/O, timers and microtasks all run between turns) checks the used rings, spinning synchronously for at most
- * one slice. When the policy's budget for the current wait runs out, interrupts are re-armed
+ * callbacks, so I/O, timers and microtasks all run between turns) checks the used rings,
+ * spinning synchronously for at most one slice. When the policy's budget for the current wait runs out, interrupts are re-armed
  * (with the usual re-check) and the libuv watchers on the call eventfds take over; after that
  * interrupt it polls again. With nothing in flight nothing runs.
  */
@@ -88,6 +88,8 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #sleepNs: number;
   readonly #sleepMs: number;
   readonly #kickAhead: boolean;
+  /** Requests' arrivals are timed (quietKick): for the kick ahead's gap and the policy's resumed. */
+  readonly #timesArrivals: boolean;
   readonly #kickAheadGapMs: number;
   /** Whether kicking ahead does this device no harm, tried now and then (see KickAheadTrial). */
   readonly #kickAheadTrial: KickAheadTrial;
@@ -151,6 +153,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#sleepNs = options.sleepNs;
     this.#sleepMs = options.sleepNs / msToNs;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
+    this.#timesArrivals = this.#kickAhead || policy.resumed !== undefined;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
@@ -188,13 +191,14 @@ export class PollingCompletion implements CompletionStrategy {
   quietKick(): boolean {
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
     // The arrival times the application's pace, for the kick ahead and the policy (#resume);
-    // a strategy that uses neither reads the clock only after a drain of several.
-    const timed = this.#kickAhead || this.#policy.resumed !== undefined;
-    if (timed || this.#recentDrain.count > 1) {
+    // a strategy that uses neither reads the clock only after a drain of several. A burst's
+    // resubmissions are coming too: one kick for all of them.
+    if (this.#timesArrivals) {
       const now = performance.now();
-      if (timed) this.#arrivedAt = now;
-      // A burst's resubmissions are coming too: one kick for all of them.
+      this.#arrivedAt = now;
       if (this.#recentDrain.burstBefore(now)) return false;
+    } else if (this.#recentDrain.burstJustBefore()) {
+      return false;
     }
     for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
     return true;
@@ -478,21 +482,17 @@ export class PollingCompletion implements CompletionStrategy {
     if (!this.#kickAhead || this.#resubmitsAtOnce < 0.5) return;
     // The device about to be idle first: at depth it rarely is, and this costs no policy calls.
     const queues = this.#queues;
-    let awaited = 0;
-    for (let i = 0; i < queues.length; i++) {
-      const owed = awaitedFromDevice(queues[i]!);
-      if (owed > queues[i]!.vq.usedPending()) return;
-      awaited += owed;
-    }
-    if (awaited === 0 || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
     // A device that wants no kick (it polls its rings) is no chance: a trial there would
     // count samples of kicks ahead never made.
     let wanted = false;
-    for (let i = 0; i < queues.length && !wanted; i++) {
+    for (let i = 0; i < queues.length; i++) {
       const vq = queues[i]!.vq;
-      wanted = awaitedFromDevice(queues[i]!) > 0 && !vq.broken && vq.wantsNextKick();
+      const owed = awaitedFromDevice(queues[i]!);
+      if (owed > vq.usedPending()) return;
+      if (owed > 0 && !wanted) wanted = !vq.broken && vq.wantsNextKick();
     }
-    if (!wanted || !this.#kickAheadTrial.chance(now)) return;
+    if (!wanted || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
+    if (!this.#kickAheadTrial.chance(now)) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();

@@ -48,6 +48,11 @@ export class RecentDrain {
     return this.count > 1 && now - this.#at < BURST_RESUBMIT_MS;
   }
 
+  /** The same, now; reads the clock only after a drain of several. */
+  burstJustBefore(): boolean {
+    return this.count > 1 && this.burstBefore(performance.now());
+  }
+
   forget(): void {
     this.count = 0;
   }
