@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { garbageTable } from './lib/garbage-table.mjs';
-import { runPinnedChild } from './lib/pinned-child.mjs';
+import { runScriptChild } from './lib/pinned-child.mjs';
 import { readLoops } from './lib/read-loops.mjs';
 import { withQsd } from './lib/qsd.mjs';
 import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
@@ -124,17 +124,9 @@ async function main() {
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
   await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
-    const out = await runPinnedChild([
-      '-c',
-      String(o.feCpu),
-      process.execPath,
-      // Each allocation then under the function that made it (slower code, the same bytes).
-      ...(o.noInline ? ['--max-inlined-bytecode-size=0'] : []),
-      SELF,
-      '--child',
-      qsd.sock,
-      ...argv,
-    ]);
+    // --no-inline: each allocation under the function that made it (slower code, same bytes).
+    const flags = o.noInline ? ['--max-inlined-bytecode-size=0'] : [];
+    const out = await runScriptChild(o.feCpu, SELF, qsd.sock, argv, flags);
     const results = out
       .trim()
       .split('\n')

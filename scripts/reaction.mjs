@@ -22,7 +22,7 @@ import process from 'node:process';
 import { clearInterval, setInterval } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
+import { runScriptChild } from './lib/pinned-child.mjs';
 import { withQsd } from './lib/qsd.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
@@ -293,15 +293,7 @@ async function main() {
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
   await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
-    const out = await runChild([
-      '-c',
-      String(o.feCpu),
-      process.execPath,
-      SELF,
-      '--child',
-      qsd.sock,
-      ...argv,
-    ]);
+    const out = await runScriptChild(o.feCpu, SELF, qsd.sock, argv);
     const runs = JSON.parse(out.trim().split('\n').pop());
     const schedule = SCHEDULE.map((l) => `${l.name} ${l.seconds * o.scale} s`).join(', ');
     process.stdout.write(
