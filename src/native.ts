@@ -36,6 +36,11 @@ export interface PollHandle {
   readonly [pollBrand]: true;
 }
 
+/** Events of {@link NativeBinding.pollStart} (libuv's uv_poll_event values). */
+export const UV_READABLE = 1;
+export const UV_WRITABLE = 2;
+export const UV_DISCONNECT = 4;
+
 declare const turnBrand: unique symbol;
 /** Opaque handle of a next-loop-turn callback made by {@link NativeBinding.turnCreate}. */
 export interface TurnHandle {

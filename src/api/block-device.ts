@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { native } from '../native.js';
+import { native, UV_READABLE } from '../native.js';
 import {
   type ScsiSenseError,
   AbortError,
@@ -832,7 +832,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #errPolls: ReturnType<typeof native.pollStart>[] = [];
 
   #watchErrFd(fd: number): void {
-    const poll = native.pollStart(fd, 1, () => this.#onErrFd(fd));
+    const poll = native.pollStart(fd, UV_READABLE, () => this.#onErrFd(fd));
     native.pollRef(poll, false);
     this.#errPolls.push(poll);
   }

@@ -6,7 +6,7 @@
 
 import { EventEmitter } from 'node:events';
 import { fstatSync, lstatSync, unlinkSync } from 'node:fs';
-import { native, type PollHandle } from '../native.js';
+import { native, UV_READABLE, type PollHandle } from '../native.js';
 import { InvalidArgumentError, SystemError, type ProtocolError } from '../errors.js';
 import { VIRTIO_BLK_SECTOR_SIZE } from '../devices/blk/spec.js';
 import { configSpace, offeredFeatures, type BlkGeometry } from './blk-config.js';
@@ -21,7 +21,6 @@ import { Session } from './session.js';
 import { newServerStats, type ServerStats } from './stats.js';
 import { FileStorage, RamStorage, type Storage } from './storage.js';
 
-const UV_READABLE = 1;
 const BACKLOG = 16;
 
 export interface BlockServer extends EventEmitter {

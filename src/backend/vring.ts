@@ -5,10 +5,8 @@
  */
 
 import { existsSync, readlinkSync } from 'node:fs';
-import { native, type PollHandle } from '../native.js';
+import { native, UV_READABLE, type PollHandle } from '../native.js';
 import type { DeviceQueue, RingAddresses } from './device-queue.js';
-
-const UV_READABLE = 1;
 
 export class Vring {
   readonly index: number;

@@ -1,8 +1,6 @@
-import { native, type PollHandle } from '../native.js';
+import { native, UV_READABLE, type PollHandle } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
 import { RecentDrain, type CompletionHost, type CompletionStrategy } from './strategy.js';
-
-const UV_READABLE = 1;
 
 /**
  * 'event': sleep until the device signals a call eventfd (libuv watches it), then drain,

@@ -1,4 +1,4 @@
-import { native, type PollHandle, type TurnHandle } from '../native.js';
+import { native, UV_READABLE, type PollHandle, type TurnHandle } from '../native.js';
 import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
@@ -12,8 +12,6 @@ import {
   type CompletionStrategy,
   type SpinYield,
 } from './strategy.js';
-
-const UV_READABLE = 1;
 
 /** How a loop turn waits when the rings are empty. */
 export interface PollLoopOptions {
@@ -75,9 +73,9 @@ function inFlightCount(queues: readonly DeviceQueue[]): number {
  * The polling engine behind 'poll', 'sleep-poll' and 'adaptive': while requests are in flight,
  * interrupts are suppressed and every event-loop turn (in the check phase, as setImmediate's
  * callbacks, so I/O, timers and microtasks all run between turns) checks the used rings,
- * spinning synchronously for at most one slice. When the policy's budget for the current wait runs out, interrupts are re-armed
- * (with the usual re-check) and the libuv watchers on the call eventfds take over; after that
- * interrupt it polls again. With nothing in flight nothing runs.
+ * spinning synchronously for at most one slice. When the policy's budget for the current wait
+ * runs out, interrupts are re-armed (with the usual re-check) and the libuv watchers on the call
+ * eventfds take over; after that interrupt it polls again. With nothing in flight nothing runs.
  */
 export class PollingCompletion implements CompletionStrategy {
   readonly name: string;

@@ -34,27 +34,27 @@ const BURST_RESUBMIT_MS = 1;
 /** The latest drain's size and time: tells a burst's resubmissions from a new request. */
 export class RecentDrain {
   /** Completions the latest drain took (0 once forgotten). */
-  count = 0;
+  #count = 0;
   /** performance.now() at that drain, when it took several. */
   #at = 0;
 
   drained(count: number): void {
-    this.count = count;
+    this.#count = count;
     if (count > 1) this.#at = performance.now();
   }
 
   /** The latest drain took several, less than BURST_RESUBMIT_MS before `now`. */
   burstBefore(now: number): boolean {
-    return this.count > 1 && now - this.#at < BURST_RESUBMIT_MS;
+    return this.#count > 1 && now - this.#at < BURST_RESUBMIT_MS;
   }
 
   /** The same, now; reads the clock only after a drain of several. */
   burstJustBefore(): boolean {
-    return this.count > 1 && this.burstBefore(performance.now());
+    return this.#count > 1 && performance.now() - this.#at < BURST_RESUBMIT_MS;
   }
 
   forget(): void {
-    this.count = 0;
+    this.#count = 0;
   }
 }
 

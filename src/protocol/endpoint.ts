@@ -1,4 +1,4 @@
-import { native, type PollHandle } from '../native.js';
+import { native, UV_DISCONNECT, UV_READABLE, type PollHandle } from '../native.js';
 import { ConnectError, DisconnectedError, ProtocolError, TimeoutError } from '../errors.js';
 import {
   MessageParser,
@@ -7,9 +7,6 @@ import {
   VHOST_USER_MAX_PAYLOAD,
 } from './messages.js';
 import type { MessageTransport, VhostUserMessage } from './transport.js';
-
-const UV_READABLE = 1;
-const UV_DISCONNECT = 4;
 
 interface Waiter {
   resolve: (message: VhostUserMessage) => void;
