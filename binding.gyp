@@ -9,6 +9,7 @@
         "native/socket.cc",
         "native/poll.cc",
         "native/turn.cc",
+        "native/clock.cc",
         "native/util.cc"
       ],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],

@@ -3,8 +3,9 @@
 // The addon only wraps what JavaScript cannot do itself: memfd/hugetlbfs
 // files and shared mappings (memory.cc), eventfds (eventfd.cc), Unix sockets
 // with SCM_RIGHTS (socket.cc), fd readiness via libuv or poll(2)
-// (poll.cc), and a reusable next-loop-turn callback (turn.cc). It knows
-// nothing about vhost-user messages or virtqueues.
+// (poll.cc), a reusable next-loop-turn callback (turn.cc), and a clock that
+// JavaScript reads without allocating (clock.cc). It knows nothing about
+// vhost-user messages or virtqueues.
 #include <node_api.h>
 
 #include "util.h"
@@ -15,7 +16,7 @@ namespace {
 napi_value Init(napi_env env, napi_value exports) {
   if (!RegisterMemory(env, exports) || !RegisterEventfd(env, exports) ||
       !RegisterSocket(env, exports) || !RegisterPoll(env, exports) ||
-      !RegisterTurn(env, exports)) {
+      !RegisterTurn(env, exports) || !RegisterClock(env, exports)) {
     return nullptr;
   }
   return exports;

@@ -110,6 +110,7 @@ bool RegisterEventfd(napi_env env, napi_value exports);
 bool RegisterSocket(napi_env env, napi_value exports);
 bool RegisterPoll(napi_env env, napi_value exports);
 bool RegisterTurn(napi_env env, napi_value exports);
+bool RegisterClock(napi_env env, napi_value exports);
 
 // Adds a function property `name` to `exports`.
 bool ExportFunction(napi_env env, napi_value exports, const char* name,

@@ -126,11 +126,14 @@ async function main() {
   await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
     // --no-inline: each allocation under the function that made it (slower code, same bytes).
     const flags = o.noInline ? ['--max-inlined-bytecode-size=0'] : [];
-    const out = await runScriptChild(o.feCpu, SELF, qsd.sock, argv, flags);
-    const results = out
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line));
+    // One child per configuration, as an application runs one strategy: run in one process,
+    // the engine's calls into its policy see several kinds and V8 inlines them no longer.
+    const options = argv.filter((arg) => !o.configs.includes(arg));
+    const results = [];
+    for (const config of o.configs) {
+      const out = await runScriptChild(o.feCpu, SELF, qsd.sock, [...options, config], flags);
+      for (const line of out.trim().split('\n')) results.push(JSON.parse(line));
+    }
     process.stdout.write(
       `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +

@@ -60,6 +60,8 @@
  */
 
 import type { SpinPolicy } from './spin-policy.js';
+import { msToNs } from './spin.js';
+import { latestMs } from '../util/clock.js';
 import { adaptiveOptions, type AdaptiveOptions } from './adaptive-options.js';
 import type { SpinYield } from './strategy.js';
 import { BATCH_MIN_DEPTH, InterruptModeration } from './interrupt-moderation.js';
@@ -148,6 +150,8 @@ export class AdaptiveController implements SpinPolicy {
   #waitBudget = 0;
   /** Decisions wait for spare() (deferDecisions); one is due, since this many waits. */
   #deferDecisions = false;
+  /** Waits started without a time are at latestMs() (useThreadClock). */
+  #threadClock = false;
   #decisionDue = false;
   #dueWaits = 0;
 
@@ -217,11 +221,16 @@ export class AdaptiveController implements SpinPolicy {
 
   #spinFor(inFlight: number, nowNs: number | undefined): number {
     const o = this.options;
+    // The time goes to a field, never into a variable that may also hold `undefined`: V8 would
+    // then keep it as a heap number, a new one per wait.
+    let clocked = true;
     if (nowNs !== undefined) this.#nowNs = nowNs;
+    else if (this.#threadClock) this.#nowNs = latestMs() * msToNs;
+    else clocked = false;
     if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
     if (this.#retrialPending) {
       this.#retrialPending = false;
-      if (nowNs !== undefined) this.#retrialShared(nowNs);
+      if (clocked) this.#retrialShared();
     }
     this.#starveSpin = false;
     this.#trialSpin = false;
@@ -253,8 +262,8 @@ export class AdaptiveController implements SpinPolicy {
         return this.maxSpinNs;
       }
     }
-    if (nowNs !== undefined && o.trialNs > 0) {
-      if (inFlight < BATCH_MIN_DEPTH && this.#inTrial(nowNs)) {
+    if (clocked && o.trialNs > 0) {
+      if (inFlight < BATCH_MIN_DEPTH && this.#inTrial()) {
         this.#trialSpin = true;
         return this.maxSpinNs;
       }
@@ -283,11 +292,12 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * Whether the wait starting at `now` (shallow) belongs to a trial: starts one when due, and
-   * ends the running one with a decision on its latest waits.
+   * Whether the wait starting now (shallow) belongs to a trial: starts one when due, and ends
+   * the running one with a decision on its latest waits.
    */
-  #inTrial(now: number): boolean {
+  #inTrial(): boolean {
     const o = this.options;
+    const now = this.#nowNs;
     if (!(this.#trialEndNs >= 0)) {
       // The first trial comes at once (the optimistic start spins anyway); later ones only to a
       // blocked controller, when due. (Checked first: a spinning controller stops here.)
@@ -351,8 +361,11 @@ export class AdaptiveController implements SpinPolicy {
       }
     }
     // Only what a longer spin could catch: a turn delayed by GC must not hold the budget up.
+    // (Two stores, not one of a conditional: mixing the argument with a computed number makes
+    // V8 box the computed one.)
     const tail = this.#tailNs;
-    this.#tailNs = waitNs > tail && waitNs <= this.maxSpinNs ? waitNs : tail - tail / TAIL_MEMORY;
+    if (waitNs > tail && waitNs <= this.maxSpinNs) this.#tailNs = waitNs;
+    else this.#tailNs = tail - tail / TAIL_MEMORY;
     this.#lastHit = true;
     this.#add(waitNs > 0 ? waitNs : 0);
   }
@@ -470,8 +483,9 @@ export class AdaptiveController implements SpinPolicy {
    * until the next trial, 2 s later; with it and the closed-loop weight at depth 1, 36.7-40.1k
    * IOPS in fresh processes against 26.7-35.1k.)
    */
-  #retrialShared(now: number): void {
+  #retrialShared(): void {
     if (this.#trialShared) return;
+    const now = this.#nowNs;
     if (this.#trialEndNs >= 0) {
       this.#beginTrial(now);
       this.#trialShared = true;
@@ -693,6 +707,15 @@ export class AdaptiveController implements SpinPolicy {
     this.#deferDecisions = true;
   }
 
+  /**
+   * A wait started without a time (startWait's `nowNs`) starts at the thread's latest clock
+   * reading (latestMs), which the polling engine takes just before: a time passed to a method
+   * V8 does not inline would be a new heap number per wait.
+   */
+  useThreadClock(): void {
+    this.#threadClock = true;
+  }
+
   /** Time the caller can spend (the device is busy with the next request): decide if due. */
   spare(): void {
     if (this.#decisionDue) this.#update();
@@ -710,7 +733,9 @@ export class AdaptiveController implements SpinPolicy {
     const blockCost = this.blockCostNs;
     const maxSpin = this.maxSpinNs;
     let bestBudget = 0;
-    let bestCost = blockCost;
+    // Unary plus: the getter is not inlined, so V8 cannot tell its result is a number, and a
+    // loop variable started from it would be a new heap number at each change.
+    let bestCost = +blockCost;
     // With samples sorted, hits (>= 0) come last in ascending order; misses (< 0) first.
     let misses = 0;
     while (misses < n && sorted[misses]! < 0) misses++;

@@ -4,7 +4,8 @@ import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
-import { anyUsed, lastSpin, msToNs, spinForUsed } from './spin.js';
+import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed } from './spin.js';
+import { latestMs, nowMs } from '../util/clock.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
   RecentDrain,
@@ -103,7 +104,7 @@ export class PollingCompletion implements CompletionStrategy {
   #turnDue = false;
   /** A hit seen by a polling turn, not yet reported (ns; -1: none). */
   #pendingHitNs = -1;
-  /** performance.now() at the start of the current wait, and its budget in ms. */
+  /** nowMs() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
   #decidePending = false;
@@ -131,14 +132,14 @@ export class PollingCompletion implements CompletionStrategy {
    * smoothed; kicks ahead are made while it is at least a half. Starts at 1: a closed loop.
    */
   #resubmitsAtOnce = 1;
-  /** performance.now() when nothing was left in flight (-1: something is). */
+  /** nowMs() when nothing was left in flight (-1: something is). */
   #idleSince = -1;
   /**
-   * performance.now() when the latest request that found this engine idle arrived (quietKick),
+   * nowMs() when the latest request that found this engine idle arrived (quietKick),
    * before it went on the ring and before any kick (-1: none since the last resume).
    */
   #arrivedAt = -1;
-  /** performance.now() when requests were in flight again after idle, and how long that lasted. */
+  /** nowMs() when requests were in flight again after idle, and how long that lasted. */
   #busySince = -1;
   #busyMs = 0;
 
@@ -170,7 +171,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state === 'stopped') return;
     this.#busy = busy;
     if (busy) {
-      if (this.#state === 'idle' || this.#state === 'parked') this.#resume(performance.now());
+      if (this.#state === 'idle' || this.#state === 'parked') this.#resume();
     } else if (this.#state === 'spinning' || this.#state === 'parked') {
       this.#toIdle();
     }
@@ -192,7 +193,7 @@ export class PollingCompletion implements CompletionStrategy {
     // a strategy that uses neither reads the clock only after a drain of several. A burst's
     // resubmissions are coming too: one kick for all of them.
     if (this.#timesArrivals) {
-      const now = performance.now();
+      const now = nowMs();
       this.#arrivedAt = now;
       if (this.#recentDrain.burstBefore(now)) return false;
     } else if (this.#recentDrain.burstJustBefore()) {
@@ -229,7 +230,7 @@ export class PollingCompletion implements CompletionStrategy {
     // drains submitted async requests that are still in flight.
     const inFlight = anyInFlight(this.#queues);
     this.#idleSince = -1;
-    this.#busySince = inFlight ? performance.now() : -1;
+    this.#busySince = inFlight ? nowMs() : -1;
     // Its drains settled requests whose callbacks have yet to run: decide after them.
     if (this.#busy && inFlight) this.#nextWait();
     this.#updateRef();
@@ -244,7 +245,8 @@ export class PollingCompletion implements CompletionStrategy {
     native.turnClose(this.#nextTurn);
   }
 
-  #resume(now: number): void {
+  #resume(): void {
+    const now = nowMs();
     this.#reportPendingHit();
     // The request that found the engine idle arrived before it went on the ring (quietKick); a
     // reading older than the idle spell is not this request's.
@@ -276,23 +278,25 @@ export class PollingCompletion implements CompletionStrategy {
     const afterBurst = this.#recentDrain.burstBefore(now);
     this.#recentDrain.forget();
     if (afterBurst) this.#nextWait();
-    else this.#startWait(now);
+    else this.#startWait();
   }
 
-  /** Nothing is in flight any more, from `now`. */
-  #wentIdle(now: number): void {
+  /** Nothing is in flight any more, from now. */
+  #wentIdle(): void {
     if (this.#idleSince >= 0) return;
+    const now = nowMs();
     this.#idleSince = now;
     this.#busyMs = this.#busySince >= 0 ? now - this.#busySince : 0;
   }
 
-  #startWait(now: number): void {
+  /** Right after a clock reading (#resume's, or a turn's: see #decide). */
+  #startWait(): void {
     this.#decidePending = false;
     if (!anyInFlight(this.#queues)) {
       this.#park();
       return;
     }
-    if (this.#decide(now)) this.#schedule();
+    if (this.#decide()) this.#schedule();
   }
 
   /**
@@ -311,7 +315,7 @@ export class PollingCompletion implements CompletionStrategy {
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
-      this.#startWait(performance.now());
+      this.#park();
       return;
     }
     for (const queue of this.#queues) queue.vq.disableInterrupts();
@@ -325,9 +329,9 @@ export class PollingCompletion implements CompletionStrategy {
    * passes a new reading to the policy. Drains without a wait count too, as every drain did
    * before waits were deferred: the 0.25 per wait threshold was measured that way.
    */
-  #samplePreemptions(now: number): void {
+  #samplePreemptions(): void {
     // Counted whatever the policy: kicking ahead depends on it too (#backendSharesCpu).
-    countWaitForPreemptions(now);
+    countWaitForPreemptions();
     if (preemptions.sample !== this.#ownSample) {
       this.#ownSample = preemptions.sample;
       this.#preemptedPerWait += (preemptions.perWait - this.#preemptedPerWait) / 4;
@@ -346,19 +350,21 @@ export class PollingCompletion implements CompletionStrategy {
   /**
    * The policy's budget for the wait starting now; false if it blocked at once (armed).
    * `suppressed`: interrupts are already off (a deferred decision), so a spin need not say so
-   * again.
+   * again. The wait starts at the thread's latest clock reading, which every caller takes just
+   * before: passed as an argument, the time would be boxed wherever V8 does not inline.
    */
-  #decide(now: number, suppressed = false): boolean {
+  #decide(suppressed = false): boolean {
+    const now = latestMs();
     this.#reportPendingHit();
-    this.#samplePreemptions(now);
-    const budgetNs = this.#policy.startWait(inFlightCount(this.#queues), now * msToNs);
+    this.#samplePreemptions();
+    const budgetNs = this.#policy.startWait(inFlightCount(this.#queues));
     this.#state = 'spinning';
     this.#waitStart = now;
     this.#budgetMs = budgetNs / msToNs;
     if (budgetNs <= 0) {
       // Block at once: no spinning turn (a zero budget is what 'adaptive' settles on when waits
       // are longer than a wake-up).
-      this.#arm(now, true);
+      this.#arm(true);
       return false;
     }
     if (!suppressed) for (const queue of this.#queues) queue.vq.disableInterrupts();
@@ -397,9 +403,8 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
-        const now = performance.now();
-        this.#kickAheadTrial.waitEnded(now);
-        this.#samplePreemptions(now);
+        this.#kickAheadTrial.waitEnded(nowMs());
+        this.#samplePreemptions();
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
         return;
@@ -408,7 +413,8 @@ export class PollingCompletion implements CompletionStrategy {
         this.#park();
         return;
       }
-      if (!this.#decide(performance.now(), true)) return;
+      nowMs();
+      if (!this.#decide(true)) return;
     }
     let found = anyUsed(queues);
     let polledFrom = -1;
@@ -416,7 +422,7 @@ export class PollingCompletion implements CompletionStrategy {
     let heldMs = 0;
     if (!found) {
       this.#policy.spare?.();
-      const before = performance.now();
+      const before = nowMs();
       const left = this.#waitStart + this.#budgetMs - before;
       if (left > 0) {
         polledFrom = before;
@@ -427,13 +433,14 @@ export class PollingCompletion implements CompletionStrategy {
           // overshoots by is the scheduler's (waking a halted vCPU).
           heldMs = this.#sleepMs;
         } else {
-          const ns = Math.min(left, this.#sliceMs) * msToNs;
-          found = spinForUsed(queues, ns, this.spinYield(), before);
-          heldMs = lastSpin.endMs - before - lastSpin.othersMs;
+          // Whole ns (at most a slice, well inside int32): a small integer is passed unboxed.
+          const ns = (Math.min(left, this.#sliceMs) * msToNs) | 0;
+          found = spinForUsed(queues, ns, this.spinYield(), true);
+          heldMs = lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
         }
       }
     }
-    const now = performance.now();
+    const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
       this.#host.countPollingTurn?.(ms, Math.min(heldMs, ms));
@@ -443,7 +450,7 @@ export class PollingCompletion implements CompletionStrategy {
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
       this.#pendingHitNs = (now - this.#waitStart) * msToNs;
       this.#kickAheadTrial.waitEnded(now);
-      this.#kickAheadOfIdle(now);
+      this.#kickAheadOfIdle();
       this.#drainAll();
       if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
       this.#nextWait();
@@ -453,7 +460,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    if (now - this.#waitStart >= this.#budgetMs) this.#arm(now);
+    if (now - this.#waitStart >= this.#budgetMs) this.#arm();
     else this.#schedule();
   };
 
@@ -476,7 +483,7 @@ export class PollingCompletion implements CompletionStrategy {
    * it is tried now and then (KickAheadTrial): a device that does so gets kicks ahead in
    * the trials only.
    */
-  #kickAheadOfIdle(now: number): void {
+  #kickAheadOfIdle(): void {
     if (!this.#kickAhead || this.#resubmitsAtOnce < 0.5) return;
     // The device about to be idle first: at depth it rarely is, and this costs no policy calls.
     const queues = this.#queues;
@@ -490,7 +497,7 @@ export class PollingCompletion implements CompletionStrategy {
       if (owed > 0 && !wanted) wanted = !vq.broken && vq.wantsNextKick();
     }
     if (!wanted || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
-    if (!this.#kickAheadTrial.chance(now)) return;
+    if (!this.#kickAheadTrial.chance(latestMs())) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
@@ -512,9 +519,9 @@ export class PollingCompletion implements CompletionStrategy {
 
   /**
    * The budget ran out (or was zero, `fromStart`): ask for interrupts, re-check (the race), and
-   * let libuv wait.
+   * let libuv wait. Right after a clock reading (the turn's, or #decide's).
    */
-  #arm(now: number, fromStart = false): void {
+  #arm(fromStart = false): void {
     let raced = false;
     let batch = 0;
     const batchSize = fromStart ? this.#policy.batchSize : undefined;
@@ -544,6 +551,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#schedule();
         return;
       }
+      const now = latestMs();
       this.#policy.hit((now - this.#waitStart) * msToNs);
       this.#kickAheadTrial.waitEnded(now);
       this.#drainAll();
@@ -595,7 +603,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
-    const now = performance.now();
+    const now = nowMs();
     const elapsedNs = (now - this.#waitStart) * msToNs;
     this.#kickAheadTrial.waitEnded(now);
     if (asked > 0) {
@@ -617,7 +625,7 @@ export class PollingCompletion implements CompletionStrategy {
   #park(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
-    this.#wentIdle(performance.now());
+    this.#wentIdle();
     for (const queue of this.#queues) {
       if (!queue.vq.broken && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
@@ -632,7 +640,7 @@ export class PollingCompletion implements CompletionStrategy {
   #toIdle(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
-    if (!anyInFlight(this.#queues)) this.#wentIdle(performance.now());
+    if (!anyInFlight(this.#queues)) this.#wentIdle();
     const wasSpinning = this.#state === 'spinning';
     this.#state = 'idle';
     if (!wasSpinning) return;
@@ -667,7 +675,7 @@ export class PollingCompletion implements CompletionStrategy {
     // with the interrupt re-check unless we are polling (the poll loop will see the rest).
     if (this.#state === 'spinning') {
       // A spurious call (interrupts were being turned off) ends no wait.
-      if (queue.vq.hasUsed()) this.#kickAheadTrial.waitEnded(performance.now());
+      if (queue.vq.hasUsed()) this.#kickAheadTrial.waitEnded(nowMs());
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
       if (drainTook(this.#host, queue)) this.#rearm(queue);

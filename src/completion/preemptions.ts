@@ -1,4 +1,5 @@
 import { native } from '../native.js';
+import { latestMs } from '../util/clock.js';
 
 // The JS thread's involuntary context switches per wait: how polling strategies tell a backend
 // that shares this CPU (it preempts us) from one on a CPU of its own.
@@ -20,9 +21,11 @@ export const preemptions: Readonly<typeof counter> = counter;
 /**
  * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
  * that spans idle time (over a second) says nothing about the waits in it, and is dropped.
+ * The wait is counted at the thread's latest clock reading (the caller's, just before).
  */
-export function countWaitForPreemptions(now: number): void {
+export function countWaitForPreemptions(): void {
   if (++counter.waits < PREEMPTION_SAMPLE) return;
+  const now = latestMs();
   const count = native.threadInvoluntarySwitches();
   if (counter.count >= 0 && now - counter.at <= PREEMPTION_SAMPLE_MAX_MS) {
     counter.perWait = (count - counter.count) / counter.waits;

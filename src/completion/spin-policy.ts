@@ -3,10 +3,12 @@ import type { SpinYield } from './strategy.js';
 /** When a polling strategy gives up spinning on one wait, and what it learns from each wait. */
 export interface SpinPolicy {
   /**
-   * A wait starts (`inFlight` requests outstanding, used rings empty) at `nowNs` (monotonic):
-   * ns to poll before blocking; Infinity = never block.
+   * A wait starts (`inFlight` requests outstanding, used rings empty) at the thread's latest
+   * clock reading (latestMs(), taken by the engine just before; not passed, since a time passed
+   * to a method V8 does not inline is a new heap number per wait): ns to poll before blocking;
+   * Infinity = never block.
    */
-  startWait(inFlight: number, nowNs: number): number;
+  startWait(inFlight: number): number;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */

@@ -1,8 +1,9 @@
 import { native } from '../native.js';
+import { latestMs, nowMs } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 import type { SpinYield } from './strategy.js';
 
-/** performance.now() is in ms; spans handed to policies and native waits are in ns. */
+/** Clock readings (nowMs) are in ms; spans handed to policies and native waits are in ns. */
 export const msToNs = 1e6;
 
 /** True if any queue has used elements not yet drained. */
@@ -12,14 +13,35 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
 }
 
 /**
- * performance.now() until which spins on this thread do not yield; the late yields in a row, and
- * when the last came back (one for all devices: they share the thread and its CPU). Counted in
- * yields, not time: JS between two spins does not break a row. A count older than two holds is
- * stale (whatever came between, it was not a neighbour taking every slice).
+ * The latest spin's times, as elements of a typed array: a double there is written and read in
+ * place, where one returned by a call V8 does not inline (a getter included), carried from one
+ * loop iteration to the next, or kept in a module variable is a new heap number each time (the
+ * spins' clock readings were 60-90 B of garbage per request at depth 1).
+ *
+ * - [SPIN_END]: the spin's last clock read.
+ * - [SPIN_OTHERS]: how much of the spin went to others: gaps between its clock reads longer than
+ *   OTHERS_GAP_MS, and yields that came back late. Told by timing alone, not checked. The rest is
+ *   what the spin itself held the thread for.
  */
-let yieldsHeldUntil = 0;
+export const lastSpin = new Float64Array(2);
+export const SPIN_END = 0;
+export const SPIN_OTHERS = 1;
+
+/**
+ * [HELD_UNTIL]: the clock reading until which spins on this thread do not yield; [LAST_LATE_BACK]:
+ * when the latest late yield came back (for all devices: they share the thread and its CPU).
+ */
+const yieldTimes = new Float64Array(2);
+const HELD_UNTIL = 0;
+const LAST_LATE_BACK = 1;
+yieldTimes[LAST_LATE_BACK] = -Infinity;
+
+/**
+ * The late yields in a row. Counted in yields, not time: JS between two spins does not break a
+ * row. A count older than two holds is stale (whatever came between, it was not a neighbour
+ * taking every slice).
+ */
 let lateYields = 0;
-let lastLateBack = -Infinity;
 
 /**
  * Two clock reads of a spin this far apart (64 ring checks take well under a microsecond) mean
@@ -29,76 +51,57 @@ let lastLateBack = -Infinity;
 const OTHERS_GAP_MS = 0.1;
 
 /**
- * The latest spinForUsed's last clock read (`endMs`), and how much of it went to others
- * (`othersMs`): gaps between its clock reads longer than OTHERS_GAP_MS, and yields that came
- * back late. Told by timing alone, not checked. The rest is what the spin itself held the thread
- * for. (Fields, not module variables: a double stored in a field is updated in place, one in a
- * module variable allocates; the 0.5s make them double fields from the start.)
- */
-const spinTimes = { endMs: 0.5, othersMs: 0.5 };
-
-/** The latest spin's times (see above; written here only). */
-export const lastSpin: Readonly<typeof spinTimes> = spinTimes;
-
-/**
  * Spins (blocking the thread) until a used ring has elements or `ns` passed. With `yieldRule`,
  * between checks, let any other runnable thread on this CPU (a backend sharing it) run first; a
  * spin that does not holds the CPU the completion needs until the scheduler preempts it (one
  * vCPU, file backend, depth 1: adaptive at 1.44x event's IOPS with yields, 0.97x without;
- * BENCHMARKS.md). `startMs`: the caller's latest performance.now(), which saves a clock read
- * and counts a long gap since then (a garbage collection, a preemption) as others' (lastSpin).
+ * BENCHMARKS.md). `fromLatestReading`: start from the thread's latest nowMs() (the caller's, just
+ * before), which saves a clock read and counts a long gap since then (a garbage collection, a
+ * preemption) as others' (lastSpin); passing the time instead would box it.
  */
 export function spinForUsed(
   queues: readonly DeviceQueue[],
   ns: number,
   yieldRule?: Readonly<SpinYield>,
-  startMs: number = performance.now(),
+  fromLatestReading = false,
 ): boolean {
-  let now = startMs;
-  const end = now + ns / msToNs;
-  spinTimes.othersMs = 0;
-  if (yieldRule !== undefined && now >= yieldsHeldUntil) {
+  const startMs = fromLatestReading ? latestMs() : nowMs();
+  const end = startMs + ns / msToNs;
+  lastSpin[SPIN_END] = startMs;
+  lastSpin[SPIN_OTHERS] = 0;
+  if (yieldRule !== undefined && startMs >= yieldTimes[HELD_UNTIL]!) {
     const lateMs = yieldRule.lateNs / msToNs;
     const holdMs = yieldRule.holdNs / msToNs;
     for (;;) {
-      if (anyUsed(queues)) return spinEnded(now, true);
+      if (anyUsed(queues)) return true;
       native.yieldThread();
-      const back = performance.now();
-      if (back - now <= lateMs) {
+      const back = nowMs();
+      const took = back - lastSpin[SPIN_END]!;
+      lastSpin[SPIN_END] = back;
+      if (took <= lateMs) {
         lateYields = 0;
       } else {
-        spinTimes.othersMs += back - now;
-        lateYields = now - lastLateBack <= 2 * holdMs ? lateYields + 1 : 1;
-        lastLateBack = back;
+        lastSpin[SPIN_OTHERS] += took;
+        lateYields = back - took - yieldTimes[LAST_LATE_BACK]! <= 2 * holdMs ? lateYields + 1 : 1;
+        yieldTimes[LAST_LATE_BACK] = back;
         if (lateYields >= yieldRule.lateInARow) {
           // A neighbour still there when the hold ends is held for again at its first late yield.
           lateYields = yieldRule.lateInARow - 1;
-          yieldsHeldUntil = back + holdMs;
-          now = back;
+          yieldTimes[HELD_UNTIL] = back + holdMs;
           break;
         }
       }
-      now = back;
-      if (now >= end) return spinEnded(now, anyUsed(queues));
+      if (back >= end) return anyUsed(queues);
     }
   }
   for (;;) {
-    // A clock read costs ~50 ns and allocates a heap number, a ring check a few ns and nothing:
-    // check the rings far more often than the clock (64 checks: ~0.3 µs past the end at most;
-    // 16 made the spins a fifth of all the garbage of a depth-1 read loop).
-    for (let i = 0; i < 64; i++) if (anyUsed(queues)) return spinEnded(now, true);
-    const then = now;
-    now = performance.now();
-    if (now - then > OTHERS_GAP_MS) spinTimes.othersMs += now - then;
-    if (now >= end) return spinEnded(now, anyUsed(queues));
+    // A clock read costs ~40 ns, a ring check a few: check the rings far more often than the
+    // clock (64 checks: ~0.3 µs past the end at most).
+    for (let i = 0; i < 64; i++) if (anyUsed(queues)) return true;
+    const now = nowMs();
+    const gap = now - lastSpin[SPIN_END]!;
+    if (gap > OTHERS_GAP_MS) lastSpin[SPIN_OTHERS] += gap;
+    lastSpin[SPIN_END] = now;
+    if (now >= end) return anyUsed(queues);
   }
-}
-
-/**
- * Notes the spin's last clock read, and returns `found`. A polling turn's own time ends there,
- * not at the clock read after it, which allocates and so may run a garbage collection.
- */
-function spinEnded(now: number, found: boolean): boolean {
-  spinTimes.endMs = now;
-  return found;
 }

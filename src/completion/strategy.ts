@@ -1,3 +1,4 @@
+import { nowMs } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 
 /**
@@ -35,12 +36,12 @@ const BURST_RESUBMIT_MS = 1;
 export class RecentDrain {
   /** Completions the latest drain took (0 once forgotten). */
   #count = 0;
-  /** performance.now() at that drain, when it took several. */
+  /** nowMs() at that drain, when it took several. */
   #at = 0;
 
   drained(count: number): void {
     this.#count = count;
-    if (count > 1) this.#at = performance.now();
+    if (count > 1) this.#at = nowMs();
   }
 
   /** The latest drain took several, less than BURST_RESUBMIT_MS before `now`. */
@@ -50,7 +51,7 @@ export class RecentDrain {
 
   /** The same, now; reads the clock only after a drain of several. */
   burstJustBefore(): boolean {
-    return this.#count > 1 && performance.now() - this.#at < BURST_RESUBMIT_MS;
+    return this.#count > 1 && nowMs() - this.#at < BURST_RESUBMIT_MS;
   }
 
   forget(): void {

@@ -630,21 +630,21 @@ async function pollTurns(
   };
   const strategy = new PollingCompletion('test', host, POLL_POLICY, { sliceNs, sleepNs: 0 });
   q.strategy = strategy;
-  const realNow = performance.now.bind(performance);
-  let extraMs = 0;
   let checks = 0;
   const hasUsed = q.vq.hasUsed;
-  // The 1000th ring check of the run jumps the clock, as if the thread had been off the CPU.
+  // The 1000th ring check of the run stalls the thread between two of the spin's clock reads,
+  // as if it had been off the CPU.
   q.vq.hasUsed = () => {
-    if (++checks === 1000) extraMs += stallMs;
+    if (++checks === 1000) {
+      const until = performance.now() + stallMs;
+      while (performance.now() < until);
+    }
     return hasUsed();
   };
-  performance.now = () => realNow() + extraMs;
   try {
     q.submit(1);
     for (let i = 0; i < turns; i++) await nextTurn();
   } finally {
-    performance.now = realNow;
     strategy.stop();
     q.close();
   }

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { native } from '../../src/native.js';
+import { latestMs, nowMs } from '../../src/util/clock.js';
 import { allowedCpus, firstAllowedCpu, setAffinity } from '../helpers/cpu.js';
 
 const MiB = 1024 * 1024;
@@ -687,6 +688,44 @@ describe('clock', () => {
     assert.ok(Number.isInteger(now));
     assert.ok(now >= Number(before) - 1e6 && now <= Number(afterNs) + 1e6);
   });
+
+  it('clockCreate: a function that writes the monotonic clock in ms into its cell', () => {
+    const cell = new Float64Array(2);
+    cell[1] = 7;
+    const tick = native.clockCreate(cell);
+    const before = native.nowNs() / 1e6;
+    assert.equal(tick(), undefined);
+    const afterMs = native.nowNs() / 1e6;
+    assert.ok(cell[0]! >= before && cell[0]! <= afterMs, `${cell[0]} in [${before}, ${afterMs}]`);
+    assert.equal(cell[1], 7, 'only the first element is written');
+    const first = cell[0]!;
+    native.sleepNs(200_000);
+    tick();
+    assert.ok(cell[0]! - first >= 0.2, `${cell[0]! - first} ms after a 0.2 ms sleep`);
+  });
+
+  it('clockCreate: the function keeps its cell alive after the caller drops it', () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    assert.ok(gc, 'run with --expose-gc');
+    const tick = native.clockCreate(new Float64Array(1));
+    gc();
+    // Writing into a freed buffer would corrupt the heap; the allocations after it would show.
+    for (let i = 0; i < 1000; i++) tick();
+    const arrays = Array.from({ length: 1000 }, () => new Float64Array(16).fill(1));
+    gc();
+    assert.ok(arrays.every((a) => a.every((x) => x === 1)));
+  });
+
+  it('nowMs reads that clock on the scale of performance.now(), and latestMs repeats it', () => {
+    for (let i = 0; i < 100; i++) {
+      const before = performance.now();
+      const now = nowMs();
+      const afterMs = performance.now();
+      // Within 0.05 ms: the offset is measured once, between two reads of the same clock.
+      assert.ok(now >= before - 0.05 && now <= afterMs + 0.05, `${now} in [${before}, ${afterMs}]`);
+      assert.equal(latestMs(), now);
+    }
+  });
 });
 
 describe('preemptions', () => {
@@ -783,6 +822,10 @@ describe('argument validation', () => {
       assertRangeError(() => raw.mmap!(mfd, 4096, 100, 'plain'));
       assertRangeError(() => raw.mmap!(mfd, 4096.5, 0, 'shared'));
       assertRangeError(() => raw.mmap!(-3, 4096, 0, 'shared'));
+      assertTypeError(() => raw.clockCreate!());
+      assertTypeError(() => raw.clockCreate!(new Float32Array(1)));
+      assertTypeError(() => raw.clockCreate!([0]));
+      assertRangeError(() => raw.clockCreate!(new Float64Array(0)));
       assertTypeError(() => raw.munmap!());
       assertTypeError(() => raw.munmap!({}));
       const poll = native.pollStart(fd, 1, () => {});
