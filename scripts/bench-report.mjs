@@ -658,26 +658,29 @@ async function garbage(ctx, backend, cpu) {
   const results = [];
   for (const depth of [1, 32]) {
     log(`${backend.kind} garbage (cpu ${cpu}): depth ${depth}`);
-    const out = await runChild(
-      'taskset',
-      [
-        '-c',
-        String(cpu),
-        process.execPath,
-        join(ROOT, 'scripts', 'garbage.mjs'),
-        '--child',
-        backend.sock,
-        '--depth',
-        String(depth),
-        '--seconds',
-        String(ctx.o.seconds),
-        '--top',
-        '3',
-        ...STRATEGIES.map((m) => `${m}=${m}`),
-      ],
-      (STRATEGIES.length * (ctx.o.seconds + 10) + 30) * 1000,
-    );
-    for (const line of out.trim().split('\n')) results.push(JSON.parse(line));
+    // A child per strategy, as an application runs one (see scripts/garbage.mjs).
+    for (const mode of STRATEGIES) {
+      const out = await runChild(
+        'taskset',
+        [
+          '-c',
+          String(cpu),
+          process.execPath,
+          join(ROOT, 'scripts', 'garbage.mjs'),
+          '--child',
+          backend.sock,
+          '--depth',
+          String(depth),
+          '--seconds',
+          String(ctx.o.seconds),
+          '--top',
+          '3',
+          `${mode}=${mode}`,
+        ],
+        (ctx.o.seconds + 40) * 1000,
+      );
+      for (const line of out.trim().split('\n')) results.push(JSON.parse(line));
+    }
   }
   return results;
 }
@@ -829,15 +832,20 @@ function targets(all) {
 
 /**
  * The hot path allocates nothing per request beyond the Promise the caller asked for: what the
- * library allocates outside the call that makes that Promise (`#start`), per I/O. An allowance
- * of 16 bytes (one boxed number) counts as nothing. The call itself is not judged (what it
- * inlines shows under it); its size is printed beside the verdict.
+ * library allocates outside the call that makes that Promise (`#start`), per I/O, and what the
+ * call allocates beyond a bare Promise made the same way in the same process. An allowance of
+ * 16 bytes each (one boxed number) counts as nothing.
  */
 function garbageTarget(results) {
   const worst = results.reduce((a, b) => (b.library > a.library ? b : a));
-  const cells = results.map((r) => `${r.name} depth ${r.depth}: ${f(r.library, 1)} B`).join(', ');
-  const over = results.filter((r) => r.library > 16);
-  return `| no per-request allocation beyond the Promise | null-co split | 4 KiB reads, depth 1 and 32 | bytes per I/O the library allocates outside the call that makes the Promise: ${cells} (not counted: the call that makes the Promise, ${f(Math.min(...results.map((r) => r.call)), 0)}–${f(Math.max(...results.map((r) => r.call)), 0)} B, of which the Promise and its resolving functions are about 215 B; what else it inlines is in it too, see \`scripts/garbage.mjs --no-inline\`) | ${over.length === 0 ? 'met' : `**missed** where over 16 B: ${over.map((r) => `${r.name} depth ${r.depth}`).join(', ')} (largest: ${worst.sites.find((x) => x.group === 'library')?.site ?? '?'})`} |`;
+  const cells = results
+    .map(
+      (r) =>
+        `${r.name} depth ${r.depth}: ${f(r.library, 1)} B, the call ${f(r.call - r.promise, 1)} B`,
+    )
+    .join(', ');
+  const over = results.filter((r) => r.library > 16 || r.call - r.promise > 16);
+  return `| no per-request allocation beyond the Promise | null-co split | 4 KiB reads, depth 1 and 32 | bytes per I/O the library allocates outside the call that makes the Promise, and what the call allocates beyond a bare Promise with its resolving functions (${f(Math.min(...results.map((r) => r.promise)), 0)}–${f(Math.max(...results.map((r) => r.promise)), 0)} B here): ${cells} | ${over.length === 0 ? 'met' : `**missed** where over 16 B: ${over.map((r) => `${r.name} depth ${r.depth}`).join(', ')} (largest outside the call: ${worst.sites.find((x) => x.group === 'library')?.site ?? '?'})`} |`;
 }
 
 async function main() {

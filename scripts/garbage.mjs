@@ -8,9 +8,11 @@
 //     outermost function of an optimized frame, so what `#start` inlines counts here too;
 //   - library: under any other frame of this library;
 //   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
-// Prints bytes per I/O per group, then the library's sites, largest first. (`--child SOCKET
-// [options]` measures on a running daemon and prints a JSON line per configuration, for
-// bench-report.mjs.)
+// Prints bytes per I/O per group, then the library's sites, largest first, and beside the call
+// what a bare Promise costs here (made with its resolving functions by a shared executor, as the
+// call makes its own): the baseline the call is judged against. Each configuration runs in a
+// child process of its own, as an application runs one strategy. (`--child SOCKET [options]`
+// measures on a running daemon and prints a JSON line per configuration, for bench-report.mjs.)
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
 //     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline] [NAME=MODE[:JSON] ...]
@@ -75,12 +77,47 @@ function walk(node, stack, out) {
   for (const child of node.children) walk(child, here, out);
 }
 
+/** Bytes per bare Promise, made by a shared executor that keeps its resolving functions. */
+async function promiseBaseline(session, interval) {
+  let resolveIt;
+  const capture = (resolve) => {
+    resolveIt = resolve;
+  };
+  // Kept a while, as a caller keeps the Promise it awaits: unused, V8 may not make it at all.
+  const kept = new Array(1024).fill(null);
+  const makePromise = (i) => {
+    const promise = new Promise(capture);
+    resolveIt(i);
+    kept[i & 1023] = promise;
+  };
+  const count = 200_000;
+  for (let i = 0; i < count; i++) makePromise(i); // warm-up: JIT
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: interval,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  for (let i = 0; i < count; i++) makePromise(i);
+  const { profile } = await session.post('HeapProfiler.stopSampling');
+  let bytes = 0;
+  const walkAll = (node, under) => {
+    // makePromise, or the loop it is inlined into (V8 names the outermost function).
+    const name = node.callFrame.functionName;
+    const inside = under || name === 'makePromise' || name === 'promiseBaseline';
+    if (inside) bytes += node.selfSize;
+    for (const c of node.children) walkAll(c, inside);
+  };
+  walkAll(profile.head, false);
+  return bytes / count;
+}
+
 async function child(socket, o) {
   const { openBlockDevice } = await import(
     pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
   );
   const session = new Session();
   session.connect();
+  const promise = await promiseBaseline(session, o.interval);
   for (const { name, mode, options } of o.configs.map(parseConfig)) {
     const dev = await openBlockDevice(socket, {
       completion: mode,
@@ -107,6 +144,7 @@ async function child(socket, o) {
         ios,
         total: per(total),
         call: per(out.groups.call),
+        promise,
         library: per(out.groups.library),
         other: per(out.groups.other),
         sites: sites.map(([site, { group, bytes }]) => ({ site, group, perIo: per(bytes) })),

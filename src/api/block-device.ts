@@ -158,7 +158,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#stats.kickAheadTrials++;
         if (!harmless) this.#stats.kickAheadTrialsAgainst++;
       },
-      countPollingTurn: (ms, heldMs) => countPollingTurn(this.#stats, ms, heldMs),
+      countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();

@@ -4,7 +4,7 @@ import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
-import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed } from './spin.js';
+import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed, wholeNs } from './spin.js';
 import { latestMs, nowMs } from '../util/clock.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
@@ -265,7 +265,7 @@ export class PollingCompletion implements CompletionStrategy {
         const atOnce = idleMs < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         if (atOnce === 0) this.#kickAheadTrial.discard();
-        this.#policy.resumed?.(idleMs * msToNs, this.#busyMs * msToNs);
+        this.#policy.resumed?.(wholeNs(idleMs), wholeNs(this.#busyMs));
         this.#idleSince = -1;
         this.#busySince = arrived;
       } else if (this.#busySince < 0) {
@@ -403,7 +403,8 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
-        this.#kickAheadTrial.waitEnded(nowMs());
+        const now = nowMs();
+        if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
         this.#samplePreemptions();
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
@@ -443,13 +444,13 @@ export class PollingCompletion implements CompletionStrategy {
     const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
-      this.#host.countPollingTurn?.(ms, Math.min(heldMs, ms));
+      this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
     }
     if (found) {
       // Reported when the next wait is decided: after the drained requests' callbacks, so after
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-      this.#pendingHitNs = (now - this.#waitStart) * msToNs;
-      this.#kickAheadTrial.waitEnded(now);
+      this.#pendingHitNs = wholeNs(now - this.#waitStart);
+      if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
       this.#kickAheadOfIdle();
       this.#drainAll();
       if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
@@ -552,8 +553,8 @@ export class PollingCompletion implements CompletionStrategy {
         return;
       }
       const now = latestMs();
-      this.#policy.hit((now - this.#waitStart) * msToNs);
-      this.#kickAheadTrial.waitEnded(now);
+      this.#policy.hit(wholeNs(now - this.#waitStart));
+      if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
       this.#drainAll();
       if (this.#state === 'spinning') this.#nextWait();
       return;
@@ -604,14 +605,14 @@ export class PollingCompletion implements CompletionStrategy {
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
     const now = nowMs();
-    const elapsedNs = (now - this.#waitStart) * msToNs;
-    this.#kickAheadTrial.waitEnded(now);
+    const elapsedNs = wholeNs(now - this.#waitStart);
+    if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
     if (asked > 0) {
       this.#batchAsked = 0;
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
-      this.#policy.miss(this.#budgetMs * msToNs, elapsedNs);
+      this.#policy.miss(wholeNs(this.#budgetMs), elapsedNs);
     }
     // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may
     // start, or it would be armed for a batch against a ring this drain has not emptied yet.
@@ -675,7 +676,9 @@ export class PollingCompletion implements CompletionStrategy {
     // with the interrupt re-check unless we are polling (the poll loop will see the rest).
     if (this.#state === 'spinning') {
       // A spurious call (interrupts were being turned off) ends no wait.
-      if (queue.vq.hasUsed()) this.#kickAheadTrial.waitEnded(nowMs());
+      if (queue.vq.hasUsed() && this.#kickAheadTrial.measuring) {
+        this.#kickAheadTrial.waitEnded(nowMs());
+      }
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {
       if (drainTook(this.#host, queue)) this.#rearm(queue);

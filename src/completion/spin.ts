@@ -6,6 +6,15 @@ import type { SpinYield } from './strategy.js';
 /** Clock readings (nowMs) are in ms; spans handed to policies and native waits are in ns. */
 export const msToNs = 1e6;
 
+/**
+ * A span of `ms` in whole ns, at most 2^31 - 1 (2.1 s): a small integer, which V8 passes to a
+ * function it does not inline as is, where a fractional number would be a new heap number.
+ */
+export function wholeNs(ms: number): number {
+  return ms < WHOLE_NS_MAX_MS ? (ms * msToNs) | 0 : 2 ** 31 - 1;
+}
+const WHOLE_NS_MAX_MS = (2 ** 31 - 1) / msToNs;
+
 /** True if any queue has used elements not yet drained. */
 export function anyUsed(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.vq.hasUsed()) return true;

@@ -17,12 +17,12 @@ export interface CompletionHost {
   /** A trial of the kick ahead concluded with a verdict: `harmless` false, kicks ahead are off. */
   countKickAheadTrial?(harmless: boolean): void;
   /**
-   * A polling turn spun or slept for `ms` as the clock saw it, of which it held the thread itself
-   * for `heldMs`: the rest went to others, as told by timing alone (a preempting thread, the
-   * host, a garbage collection or compilation on this thread, a late yield, a sleep's late
-   * wake-up). Optional; for DeviceStats.
+   * A polling turn spun or slept for `turnNs` as the clock saw it, of which it held the thread
+   * itself for `heldNs`: the rest went to others, as told by timing alone (a preempting thread,
+   * the host, a garbage collection or compilation on this thread, a late yield, a sleep's late
+   * wake-up). Whole ns, at most 2^31 - 1 (see wholeNs). Optional; for DeviceStats.
    */
-  countPollingTurn?(ms: number, heldMs: number): void;
+  countPollingTurn?(turnNs: number, heldNs: number): void;
 }
 
 /**

@@ -73,11 +73,9 @@ export function newDeviceStats(): DeviceStats {
   };
 }
 
-/** Adds to `stats` one polling turn of `ms`, of which it held the thread itself for `heldMs`. */
-export function countPollingTurn(stats: DeviceStats, ms: number, heldMs: number): void {
+/** Adds to `stats` one polling turn of `turnNs`, of which it held the thread itself for `heldNs`. */
+export function countPollingTurn(stats: DeviceStats, turnNs: number, heldNs: number): void {
   stats.pollingTurns++;
-  const turnNs = ms * 1e6;
-  const heldNs = heldMs * 1e6;
   if (turnNs >= 1e6) stats.pollingTurnsOver1ms++;
   if (heldNs >= 1e6) stats.pollingHoldsOver1ms++;
   if (turnNs > stats.longestPollingTurnNs) stats.longestPollingTurnNs = Math.round(turnNs);

@@ -140,3 +140,20 @@ test('kick-ahead trial: a discarded sample (a late request, a blocking call) doe
   assert.equal(trial.trials, 0, 'the skipped side had no samples: no verdict');
   assert.equal(trial.harmless, true);
 });
+
+test('kick-ahead trial: measuring says when the next wait end is a sample, so callers can skip the call', () => {
+  const trial = new KickAheadTrial();
+  let now = 1000;
+  // Before the first trial, chances are answered without measuring.
+  for (let i = 1; i < KICK_AHEAD_FIRST_TRIAL; i++) {
+    trial.chance((now += 0.01));
+    assert.equal(trial.measuring, false, `chance ${i}`);
+  }
+  trial.chance((now += 0.01));
+  assert.equal(trial.measuring, true, "the trial's first chance");
+  trial.waitEnded((now += 0.005));
+  assert.equal(trial.measuring, false, 'its sample taken');
+  trial.chance((now += 0.01));
+  trial.discard();
+  assert.equal(trial.measuring, false, 'a discarded chance');
+});

@@ -11,6 +11,7 @@ import {
   type SpinYield,
 } from '../../src/completion/strategy.js';
 import { drainTook } from '../../src/completion/event.js';
+import { wholeNs } from '../../src/completion/spin.js';
 import {
   KICK_AHEAD_FIRST_TRIAL,
   KICK_AHEAD_TRIAL_BLOCK,
@@ -626,7 +627,7 @@ async function pollTurns(
   const stats = newDeviceStats();
   const host: CompletionHost = {
     ...fakeHost(q),
-    countPollingTurn: (ms, heldMs) => countPollingTurn(stats, ms, heldMs),
+    countPollingTurn: (turnNs, heldNs) => countPollingTurn(stats, turnNs, heldNs),
   };
   const strategy = new PollingCompletion('test', host, POLL_POLICY, { sliceNs, sleepNs: 0 });
   q.strategy = strategy;
@@ -1031,4 +1032,13 @@ test('engine: no kick ahead while the adaptive controller judges the CPU shared,
       q.close();
     }
   }
+});
+
+test('wholeNs: a span in ms as whole ns, clamped to a small integer', () => {
+  assert.equal(wholeNs(0.0042), 4200);
+  assert.equal(wholeNs(1.5), 1_500_000);
+  assert.equal(wholeNs(2000), 2_000_000_000);
+  assert.equal(wholeNs(3000), 2 ** 31 - 1, 'past 2.1 s: the largest');
+  assert.equal(wholeNs(Infinity), 2 ** 31 - 1);
+  assert.equal(wholeNs(0), 0);
 });
