@@ -694,11 +694,14 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     const driver = this.#driver;
     const fds = this.#waitFds;
     this.#completion.beforeBlockingWait?.();
+    let drained = 0;
     try {
       while (!op.settled) {
         let pending = false;
         for (const queue of driver.queues) {
+          const before = queue.vq.lastUsedIdx;
           this.#drain(queue);
+          drained += (queue.vq.lastUsedIdx - before) & 0xffff;
           if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
         }
         // Completions may have let more requests submit: kick before sleeping on them.
@@ -738,7 +741,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         if (ready & (1 << (fds.length - 1))) driver.endpoint.readAvailable();
       }
     } finally {
-      this.#completion.afterBlockingWait?.();
+      this.#completion.afterBlockingWait?.(drained);
     }
   }
 

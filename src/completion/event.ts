@@ -44,6 +44,10 @@ export class EventCompletion implements CompletionStrategy {
     return !this.#recentDrain.burstJustBefore();
   }
 
+  afterBlockingWait(drained: number): void {
+    if (!this.#stopped) this.#recentDrain.drained(drained);
+  }
+
   setBusy(busy: boolean): void {
     if (busy === this.#busy || this.#stopped) return;
     this.#busy = busy;

@@ -221,8 +221,9 @@ export class PollingCompletion implements CompletionStrategy {
     return this.#policy.spinYield?.();
   }
 
-  afterBlockingWait(): void {
+  afterBlockingWait(drained: number): void {
     if (this.#state !== 'sync') return;
+    this.#recentDrain.drained(drained);
     // The wait left interrupts enabled; a wait spanning it says nothing about the device.
     this.#state = 'idle';
     // Nor does its time say anything about the application's pace: the busy period it ended

@@ -86,8 +86,12 @@ export interface CompletionStrategy {
    * re-check). Optional (false: kick with the batch, at process.nextTick).
    */
   quietKick?(): boolean;
-  /** The blocking wait is over: restore interrupt suppression, restart polling if busy. */
-  afterBlockingWait?(): void;
+  /**
+   * The blocking wait is over: restore interrupt suppression, restart polling if busy. Its
+   * drains took `drained` completions: the callbacks of the async requests among them run next,
+   * and their resubmissions share one kick, as after a drain of the strategy's own.
+   */
+  afterBlockingWait?(drained: number): void;
   stop(): void;
 }
 

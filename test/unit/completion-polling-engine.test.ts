@@ -10,7 +10,7 @@ import {
   type CompletionHost,
   type SpinYield,
 } from '../../src/completion/strategy.js';
-import { drainTook } from '../../src/completion/event.js';
+import { drainTook, EventCompletion } from '../../src/completion/event.js';
 import { wholeNs } from '../../src/completion/spin.js';
 import {
   KICK_AHEAD_FIRST_TRIAL,
@@ -432,7 +432,7 @@ test('engine: a blocking wait ends the busy and idle accounting; the next period
     assert.equal(q.inFlight, 0);
     strategy.beforeBlockingWait();
     busyFor(5);
-    strategy.afterBlockingWait();
+    strategy.afterBlockingWait(0);
     // The first submission after it: the idle and busy times around the wait say nothing.
     q.submit(1);
     assert.equal(rec.resumes.length, 0, 'no resume reported across the blocking wait');
@@ -458,7 +458,7 @@ test('engine: requests a blocking wait left in flight start a busy period of the
     busyFor(20);
     // The wait's drains let queued async requests go (setBusy is not acted on inside it).
     q.submit(2);
-    strategy.afterBlockingWait();
+    strategy.afterBlockingWait(0);
     busyFor(2);
     q.complete(2);
     await nextTurn();
@@ -613,10 +613,36 @@ test('engine: a request made well after a burst was drained is kicked alone agai
     assert.equal(q.interrupts, false);
   }));
 
+test('engine and event: resubmissions after a blocking wait that drained several share a kick', async () => {
+  await withEngine(Infinity, async ({ strategy }) => {
+    strategy.beforeBlockingWait();
+    strategy.afterBlockingWait(3);
+    assert.equal(
+      strategy.quietKick(),
+      false,
+      'the wait drained a burst: its resubmissions share one',
+    );
+    strategy.beforeBlockingWait();
+    strategy.afterBlockingWait(1);
+    assert.equal(strategy.quietKick(), true, 'one completion: a lone request, kicked in its call');
+  });
+  const q = new FakeQueue();
+  const event = new EventCompletion(fakeHost(q));
+  try {
+    event.afterBlockingWait(3);
+    assert.equal(event.quietKick(), false);
+    event.afterBlockingWait(1);
+    assert.equal(event.quietKick(), true);
+  } finally {
+    event.stop();
+    q.close();
+  }
+});
+
 /**
  * One request that never completes, polled in turns of `sliceNs` with the device's stats
- * counting them; `stall(ms)` makes the clock jump inside the next spin (a preemption, a host
- * stall). Runs `turns` loop turns.
+ * counting them; the 1000th ring check stalls the thread for `stallMs` inside a spin (as a
+ * preemption or a host stall would). Runs `turns` loop turns.
  */
 async function pollTurns(
   sliceNs: number,
@@ -962,7 +988,7 @@ test('engine: a blocking call after a chance to kick ahead gives the trial no sa
       await turnsUntilDrained(q, KICK_AHEAD_FIRST_TRIAL, 200);
       for (let i = 1; i <= 4 * KICK_AHEAD_TRIAL_BLOCK; i++) {
         strategy.beforeBlockingWait();
-        strategy.afterBlockingWait();
+        strategy.afterBlockingWait(0);
         q.submit(1);
         await turnsUntilDrained(q, KICK_AHEAD_FIRST_TRIAL + i, 200);
       }
