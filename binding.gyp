@@ -10,6 +10,7 @@
         "native/poll.cc",
         "native/turn.cc",
         "native/clock.cc",
+        "native/uv_group.cc",
         "native/util.cc"
       ],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],

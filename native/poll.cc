@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "util.h"
+#include "uv_group.h"
 
 namespace vhost_user {
 namespace {
@@ -29,16 +30,13 @@ constexpr size_t kMaxWaitFds = 31;
 // drops that reference.
 struct PollWatch;
 
-// The uv_poll_t, allocated apart: uv_close completes on a later loop
-// iteration, possibly after the watch itself is gone. Until it has, an async
-// cleanup hook holds up the environment's teardown (a worker that exits): the
-// addon may be unloaded right after it, and a close callback left pending
-// would then jump into unmapped code.
-struct PollUv {
+// The uv_poll_t, in a group of its own (see uv_group.h).
+struct PollUv final : UvGroup {
   uv_poll_t poll;
   PollWatch* owner = nullptr;  // nullptr once closing
-  napi_async_cleanup_hook_handle teardown = nullptr;
-  bool closing = false;
+
+ private:
+  void Detach() override;
 };
 
 struct PollWatch {
@@ -49,31 +47,16 @@ struct PollWatch {
   napi_async_context async_context = nullptr;
 };
 
-void OnUvClosed(uv_handle_t* handle) {
-  PollUv* uv = static_cast<PollUv*>(handle->data);
-  if (uv->teardown != nullptr) napi_remove_async_cleanup_hook(uv->teardown);
-  delete uv;
-}
-
-// Detaches the uv handle from its watch, stops and closes it; idempotent.
-void CloseUv(PollUv* uv) {
-  if (uv->closing) return;
-  uv->closing = true;
-  if (uv->owner != nullptr) uv->owner->uv = nullptr;
-  uv->owner = nullptr;
-  uv_poll_stop(&uv->poll);
-  uv_close(reinterpret_cast<uv_handle_t*>(&uv->poll), OnUvClosed);
-}
-
-// The environment is torn down (a worker exits) with the watcher active.
-void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
-  CloseUv(static_cast<PollUv*>(arg));
+void PollUv::Detach() {
+  if (owner != nullptr) owner->uv = nullptr;
+  owner = nullptr;
+  uv_poll_stop(&poll);
 }
 
 // Releases everything but the PollWatch struct itself (JS thread); the
 // handles may have been closed already by the environment's teardown.
 void StopWatch(napi_env env, PollWatch* w) {
-  if (w->uv != nullptr) CloseUv(w->uv);
+  if (w->uv != nullptr) w->uv->Close();
   if (w->callback != nullptr) napi_delete_reference(env, w->callback);
   if (w->self != nullptr) napi_delete_reference(env, w->self);
   if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
@@ -89,7 +72,7 @@ void FinalizeWatch(napi_env env, void* data, void* /*hint*/) {
 }
 
 void OnPoll(uv_poll_t* handle, int status, int events) {
-  PollWatch* w = static_cast<PollUv*>(handle->data)->owner;
+  PollWatch* w = UvGroup::From<PollUv>(handle)->owner;
   if (w == nullptr || w->callback == nullptr) return;
   napi_env env = w->env;
   napi_handle_scope scope;
@@ -135,11 +118,11 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   PollUv* uv = new PollUv;
   int r = uv_poll_init(loop, &uv->poll, fd);
   if (r != 0) {
-    delete uv;  // uv_poll_init failed: the handle is not registered
+    uv->Close();  // uv_poll_init failed: nothing to close, the group goes
     ThrowUvError(env, "uv_poll_init", r);
     return nullptr;
   }
-  uv->poll.data = uv;
+  uv->Add(reinterpret_cast<uv_handle_t*>(&uv->poll));
   PollWatch* w = new PollWatch;
   w->env = env;
   w->uv = uv;
@@ -149,7 +132,7 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   if (napi_create_object(env, &handle) != napi_ok ||
       napi_type_tag_object(env, handle, &kPollTag) != napi_ok ||
       napi_wrap(env, handle, w, FinalizeWatch, nullptr, nullptr) != napi_ok) {
-    CloseUv(uv);
+    uv->Close();
     delete w;
     ThrowNapiFailure(env, "creating a poll handle");
     return nullptr;
@@ -161,8 +144,7 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
                               &resource_name) != napi_ok ||
       napi_async_init(env, handle, resource_name, &w->async_context) !=
           napi_ok ||
-      napi_add_async_cleanup_hook(env, OnTeardown, uv, &uv->teardown) !=
-          napi_ok) {
+      !uv->HoldTeardown(env)) {
     StopWatch(env, w);
     ThrowNapiFailure(env, "creating a poll handle");
     return nullptr;

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "util.h"
+#include "uv_group.h"
 
 namespace vhost_user {
 namespace {
@@ -19,19 +20,15 @@ namespace {
 constexpr napi_type_tag kTurnTag = {0x7d3a9c1e54b2f860ULL,
                                     0x19e4c6a8b05d3f72ULL};
 
-// The libuv handles, allocated apart: uv_close completes on a later loop
-// iteration, possibly after the Turn (owned by its JS object) is gone. Until
-// it has, an async cleanup hook holds up the environment's teardown (a worker
-// that exits): the addon may be unloaded right after it, and a close callback
-// left pending would then jump into unmapped code.
+// The libuv handles, in a group of their own (see uv_group.h).
 struct Turn;
-struct TurnUv {
+struct TurnUv final : UvGroup {
   uv_check_t check;
   uv_idle_t idle;
   Turn* owner = nullptr;  // nullptr once closing
-  napi_async_cleanup_hook_handle teardown = nullptr;
-  bool closing = false;
-  int open = 2;  // handles not yet closed
+
+ private:
+  void Detach() override;
 };
 
 struct Turn {
@@ -42,13 +39,6 @@ struct Turn {
   bool due = false;
 };
 
-void OnUvClosed(uv_handle_t* handle) {
-  TurnUv* uv = static_cast<TurnUv*>(handle->data);
-  if (--uv->open > 0) return;
-  if (uv->teardown != nullptr) napi_remove_async_cleanup_hook(uv->teardown);
-  delete uv;
-}
-
 void Cancel(Turn* t) {
   if (!t->due || t->uv == nullptr) return;
   t->due = false;
@@ -56,28 +46,17 @@ void Cancel(Turn* t) {
   uv_idle_stop(&t->uv->idle);
 }
 
-// Detaches the handles from their Turn and closes them; idempotent.
-void CloseUv(TurnUv* uv) {
-  if (uv->closing) return;
-  uv->closing = true;
-  if (uv->owner != nullptr) {
-    Cancel(uv->owner);
-    uv->owner->uv = nullptr;
-    uv->owner = nullptr;
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&uv->check), OnUvClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&uv->idle), OnUvClosed);
-}
-
-// The environment is torn down (a worker exits) with the handles open.
-void OnTeardown(napi_async_cleanup_hook_handle /*hook*/, void* arg) {
-  CloseUv(static_cast<TurnUv*>(arg));
+void TurnUv::Detach() {
+  if (owner == nullptr) return;
+  Cancel(owner);
+  owner->uv = nullptr;
+  owner = nullptr;
 }
 
 // Releases everything but the Turn struct itself (JS thread); the handles
 // may have been closed already by the environment's teardown.
 void Close(napi_env env, Turn* t) {
-  if (t->uv != nullptr) CloseUv(t->uv);
+  if (t->uv != nullptr) t->uv->Close();
   if (t->callback != nullptr) napi_delete_reference(env, t->callback);
   if (t->async_context != nullptr) napi_async_destroy(env, t->async_context);
   t->callback = nullptr;
@@ -93,7 +72,7 @@ void FinalizeTurn(napi_env env, void* data, void* /*hint*/) {
 void OnIdle(uv_idle_t* /*handle*/) {}
 
 void OnCheck(uv_check_t* handle) {
-  Turn* t = static_cast<TurnUv*>(handle->data)->owner;
+  Turn* t = UvGroup::From<TurnUv>(handle)->owner;
   if (t == nullptr || !t->due || t->callback == nullptr) return;
   napi_env env = t->env;
   napi_handle_scope scope;
@@ -131,21 +110,19 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
   uv_loop_t* loop = nullptr;
   VU_NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
   TurnUv* uv = new TurnUv;
+  const char* failed = "uv_check_init";
   int r = uv_check_init(loop, &uv->check);
+  if (r == 0) {
+    uv->Add(reinterpret_cast<uv_handle_t*>(&uv->check));
+    failed = "uv_idle_init";
+    r = uv_idle_init(loop, &uv->idle);
+  }
   if (r != 0) {
-    delete uv;
-    ThrowUvError(env, "uv_check_init", r);
+    uv->Close();  // closes the check handle if it was initialised
+    ThrowUvError(env, failed, r);
     return nullptr;
   }
-  uv->check.data = uv;
-  r = uv_idle_init(loop, &uv->idle);
-  if (r != 0) {
-    uv->open = 1;
-    uv_close(reinterpret_cast<uv_handle_t*>(&uv->check), OnUvClosed);
-    ThrowUvError(env, "uv_idle_init", r);
-    return nullptr;
-  }
-  uv->idle.data = uv;
+  uv->Add(reinterpret_cast<uv_handle_t*>(&uv->idle));
   Turn* t = new Turn;
   t->env = env;
   t->uv = uv;
@@ -154,7 +131,7 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
   if (napi_create_object(env, &handle) != napi_ok ||
       napi_type_tag_object(env, handle, &kTurnTag) != napi_ok ||
       napi_wrap(env, handle, t, FinalizeTurn, nullptr, nullptr) != napi_ok) {
-    CloseUv(uv);
+    uv->Close();
     delete t;
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;
@@ -165,8 +142,7 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
                               &resource_name) != napi_ok ||
       napi_async_init(env, handle, resource_name, &t->async_context) !=
           napi_ok ||
-      napi_add_async_cleanup_hook(env, OnTeardown, uv, &uv->teardown) !=
-          napi_ok) {
+      !uv->HoldTeardown(env)) {
     Close(env, t);
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;

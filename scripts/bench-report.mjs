@@ -837,7 +837,6 @@ function targets(all) {
  * 16 bytes each (one boxed number) counts as nothing.
  */
 function garbageTarget(results) {
-  const worst = results.reduce((a, b) => (b.library > a.library ? b : a));
   const cells = results
     .map(
       (r) =>
@@ -845,7 +844,8 @@ function garbageTarget(results) {
     )
     .join(', ');
   const over = results.filter((r) => r.library > 16 || r.call - r.promise > 16);
-  return `| no per-request allocation beyond the Promise | null-co split | 4 KiB reads, depth 1 and 32 | bytes per I/O the library allocates outside the call that makes the Promise, and what the call allocates beyond a bare Promise with its resolving functions (${f(Math.min(...results.map((r) => r.promise)), 0)}–${f(Math.max(...results.map((r) => r.promise)), 0)} B here): ${cells} | ${over.length === 0 ? 'met' : `**missed** where over 16 B: ${over.map((r) => `${r.name} depth ${r.depth}`).join(', ')} (largest outside the call: ${worst.sites.find((x) => x.group === 'library')?.site ?? '?'})`} |`;
+  const worst = over.reduce((a, b) => (b.library > a.library ? b : a), over[0]);
+  return `| no per-request allocation beyond the Promise | null-co split | 4 KiB reads, depth 1 and 32 | bytes per I/O the library allocates outside the call that makes the Promise, and what the call allocates beyond a bare Promise with its resolving functions (${f(Math.min(...results.map((r) => r.promise)), 0)}–${f(Math.max(...results.map((r) => r.promise)), 0)} B here): ${cells} | ${over.length === 0 ? 'met' : `**missed** where over 16 B: ${over.map((r) => `${r.name} depth ${r.depth}`).join(', ')} (largest outside the call: ${worst?.sites.find((x) => x.group === 'library')?.site ?? 'none in the top sites'})`} |`;
 }
 
 async function main() {

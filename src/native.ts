@@ -131,8 +131,8 @@ export interface NativeBinding {
   sleepNs(ns: number): void;
   /** Monotonic clock in nanoseconds as a number (CLOCK_MONOTONIC). Exact while below 2^53 ns (about 104 days of uptime). */
   nowNs(): number;
-  /** A function that writes CLOCK_MONOTONIC in ms into `cell[0]` and returns nothing: a clock read that allocates no heap number, unlike performance.now() and nowNs(). The function holds the array. A cell that is not a Float64Array of at least one element throws TypeError / RangeError. */
-  clockCreate(cell: Float64Array): () => void;
+  /** A clock read that allocates no heap number, unlike performance.now() and nowNs(): `tick()` writes CLOCK_MONOTONIC in ms into `cell[0]` and returns nothing. The cell's 8 bytes belong to the addon and are never freed (a view of them may be transferred and outlive everything else). */
+  clockCreate(): { readonly tick: () => void; readonly cell: Float64Array };
   /** sched_yield(2): lets another runnable thread on this CPU run first. */
   yieldThread(): void;
   /** How many times the calling (JS) thread was preempted: getrusage(RUSAGE_THREAD).ru_nivcsw. */

@@ -33,7 +33,8 @@
  * completions around at once: measured here against qemu-storage-daemon at depth 1, waits fall
  * from 40-55 µs to 11-16 µs only after ~200 ms of back-to-back requests, and stay there while the
  * frontend spins. A lone probe from a blocked state therefore only ever sees the slow, cold
- * device, and blocking confirms itself. So, given a clock (`startWait`'s `nowNs`), the controller
+ * device, and blocking confirms itself. So, given a clock (`startWait`'s `nowNs`, or the thread's
+ * own after useThreadClock, as the polling engine drives it), the controller
  * runs *trials* at shallow depth: every wait is spun in full for `trialNs` (the first one starts
  * as soon as the loop is seen to be closed), and the decision at the end of a trial is taken on
  * its last, warm waits. A trial that ends blocked is tried again later, backing off from
@@ -210,7 +211,8 @@ export class AdaptiveController implements SpinPolicy {
 
   /**
    * A wait starts with `inFlight` requests outstanding, at `nowNs` on a monotonic clock (without
-   * one there are no trials): how long to spin before blocking. Sometimes a probe (maxSpinNs).
+   * one, the thread's latest reading after useThreadClock, or else no trials): how long to spin
+   * before blocking. Sometimes a probe (maxSpinNs).
    */
   startWait(inFlight = 1, nowNs?: number): number {
     const spin = this.#spinFor(inFlight, nowNs);
@@ -475,7 +477,7 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * The CPU turned shared at `now`: a running trial that began with spins that did not yield
+   * The CPU turned shared, now (#nowNs): a running trial that began with spins that did not yield
    * (they held the CPU the backend needed, so its waits say nothing of a yielding spin) starts
    * over; a closed loop whose last trial was such gets one at once. Once per trial, so a flag
    * that flaps cannot keep a trial running. (Measured, file backend on the frontend's vCPU
@@ -710,7 +712,7 @@ export class AdaptiveController implements SpinPolicy {
   /**
    * A wait started without a time (startWait's `nowNs`) starts at the thread's latest clock
    * reading (latestMs), which the polling engine takes just before: a time passed to a method
-   * V8 does not inline would be a new heap number per wait.
+   * V8 does not inline would be a new heap number per wait. The engine calls this.
    */
   useThreadClock(): void {
     this.#threadClock = true;

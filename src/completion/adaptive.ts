@@ -23,7 +23,6 @@ export class AdaptiveCompletion extends PollingCompletion {
   ) {
     const controller = new AdaptiveController(options);
     controller.deferDecisions();
-    controller.useThreadClock();
     super('adaptive', host, controller, { sliceNs, sleepNs: 0, kickAhead });
     this.controller = controller;
   }

@@ -1,3 +1,5 @@
+import { latestMs } from '../util/clock.js';
+
 /**
  * Whether kicking ahead does harm on this backend, measured rather than assumed. On
  * qemu-storage-daemon 7.2 it makes depth 1 about twice as fast on null-co (BENCHMARKS.md,
@@ -51,16 +53,24 @@ export class KickAheadTrial {
   #index = -1;
   /** The samples of the side whose chance the next wait's end is to measure (none: undefined). */
   #pendingSide: number[] | undefined;
-  /** performance.now() at that chance. */
+  /** The clock's reading at that chance. */
   #chanceAt = 0;
+  /** Reads the clock (ms), only while a trial measures. */
+  readonly #clock: () => number;
   readonly #taken: number[] = [];
   readonly #skipped: number[] = [];
   #trials = 0;
   readonly #onVerdict: ((harmless: boolean) => void) | undefined;
 
-  /** `onVerdict`: told after each trial that reached a verdict whether kicks ahead are on. */
-  constructor(onVerdict?: (harmless: boolean) => void) {
+  /**
+   * `onVerdict`: told after each trial that reached a verdict whether kicks ahead are on.
+   * `clock`: the time in ms of a chance and of the end of the wait after it, read only during
+   * trials (the default: the thread's latest clock reading, which the engine takes just before
+   * both; a time passed on every chance would be boxed wherever V8 does not inline the call).
+   */
+  constructor(onVerdict?: (harmless: boolean) => void, clock: () => number = latestMs) {
     this.#onVerdict = onVerdict;
+    this.#clock = clock;
   }
 
   /** The latest verdict: taking the chances did not make the next completion clearly later. */
@@ -68,21 +78,13 @@ export class KickAheadTrial {
     return this.#harmless;
   }
 
-  /**
-   * The next wait's end gives a sample (waitEnded): callers skip the call otherwise, which
-   * passes a time that V8 boxes wherever it does not inline the call.
-   */
-  get measuring(): boolean {
-    return this.#pendingSide !== undefined;
-  }
-
   /** Trials concluded with a verdict so far. */
   get trials(): number {
     return this.#trials;
   }
 
-  /** A chance to kick ahead at `nowMs` (performance.now()): whether to take it. */
-  chance(nowMs: number): boolean {
+  /** A chance to kick ahead, now: whether to take it. */
+  chance(): boolean {
     if (this.#index < 0) {
       if (--this.#untilTrial > 0) return this.#harmless;
       this.#index = 0;
@@ -97,19 +99,19 @@ export class KickAheadTrial {
     this.#index++;
     const take = TRIAL_BLOCKS_TAKEN[block]!;
     this.#pendingSide = take ? this.#taken : this.#skipped;
-    this.#chanceAt = nowMs;
+    this.#chanceAt = this.#clock();
     return take;
   }
 
   /**
-   * A wait ended at `nowMs` (its completions found, or there before it began). The first after a
+   * A wait ended, now (its completions found, or there before it began). The first after a
    * trial's chance gives its sample.
    */
-  waitEnded(nowMs: number): void {
+  waitEnded(): void {
     const side = this.#pendingSide;
     if (side === undefined) return;
     this.#pendingSide = undefined;
-    side.push(nowMs - this.#chanceAt);
+    side.push(this.#clock() - this.#chanceAt);
   }
 
   /**

@@ -5,7 +5,7 @@ import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed, wholeNs } from './spin.js';
-import { latestMs, nowMs } from '../util/clock.js';
+import { latestMs, nowMs, readClock } from '../util/clock.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
   RecentDrain,
@@ -148,6 +148,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#host = host;
     this.#queues = host.queues;
     this.#policy = policy;
+    policy.useThreadClock?.();
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleepNs = options.sleepNs;
     this.#sleepMs = options.sleepNs / msToNs;
@@ -404,8 +405,8 @@ export class PollingCompletion implements CompletionStrategy {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
-        const now = nowMs();
-        if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
+        readClock(); // for the trial and the preemption sample
+        this.#kickAheadTrial.waitEnded();
         this.#samplePreemptions();
         this.#drainAll();
         if (this.#state === 'spinning') this.#nextWait();
@@ -415,7 +416,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#park();
         return;
       }
-      nowMs();
+      readClock(); // the wait starts now (#decide)
       if (!this.#decide(true)) return;
     }
     let found = anyUsed(queues);
@@ -435,8 +436,8 @@ export class PollingCompletion implements CompletionStrategy {
           // overshoots by is the scheduler's (waking a halted vCPU).
           heldMs = this.#sleepMs;
         } else {
-          // Whole ns (at most a slice, well inside int32): a small integer is passed unboxed.
-          const ns = (Math.min(left, this.#sliceMs) * msToNs) | 0;
+          // Whole ns: a small integer is passed unboxed.
+          const ns = wholeNs(Math.min(left, this.#sliceMs));
           found = spinForUsed(queues, ns, this.spinYield(), true);
           heldMs = lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
         }
@@ -451,7 +452,7 @@ export class PollingCompletion implements CompletionStrategy {
       // Reported when the next wait is decided: after the drained requests' callbacks, so after
       // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
       this.#pendingHitNs = wholeNs(now - this.#waitStart);
-      if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
+      this.#kickAheadTrial.waitEnded();
       this.#kickAheadOfIdle();
       this.#drainAll();
       if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
@@ -499,7 +500,7 @@ export class PollingCompletion implements CompletionStrategy {
       if (owed > 0 && !wanted) wanted = !vq.broken && vq.wantsNextKick();
     }
     if (!wanted || this.spinYield() !== undefined || this.#backendSharesCpu()) return;
-    if (!this.#kickAheadTrial.chance(latestMs())) return;
+    if (!this.#kickAheadTrial.chance()) return;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
       if (awaitedFromDevice(queue) > 0 && kickAhead(queue)) this.#host.countKickAhead?.();
@@ -555,7 +556,7 @@ export class PollingCompletion implements CompletionStrategy {
       }
       const now = latestMs();
       this.#policy.hit(wholeNs(now - this.#waitStart));
-      if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
+      this.#kickAheadTrial.waitEnded();
       this.#drainAll();
       if (this.#state === 'spinning') this.#nextWait();
       return;
@@ -607,7 +608,7 @@ export class PollingCompletion implements CompletionStrategy {
     const asked = this.#batchAsked;
     const now = nowMs();
     const elapsedNs = wholeNs(now - this.#waitStart);
-    if (this.#kickAheadTrial.measuring) this.#kickAheadTrial.waitEnded(now);
+    this.#kickAheadTrial.waitEnded();
     if (asked > 0) {
       this.#batchAsked = 0;
       if (late) this.#policy.batchLate?.();
@@ -677,8 +678,9 @@ export class PollingCompletion implements CompletionStrategy {
     // with the interrupt re-check unless we are polling (the poll loop will see the rest).
     if (this.#state === 'spinning') {
       // A spurious call (interrupts were being turned off) ends no wait.
-      if (queue.vq.hasUsed() && this.#kickAheadTrial.measuring) {
-        this.#kickAheadTrial.waitEnded(nowMs());
+      if (queue.vq.hasUsed()) {
+        readClock(); // for the trial
+        this.#kickAheadTrial.waitEnded();
       }
       this.#host.drain(queue);
     } else if (this.#state !== 'sync') {

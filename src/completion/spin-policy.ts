@@ -13,6 +13,11 @@ export interface SpinPolicy {
    * Infinity = never block.
    */
   startWait(inFlight: number): number;
+  /**
+   * Called once by the engine that will drive the policy: from now on a wait starts at the
+   * thread's latest clock reading (optional; for a policy that can also be driven with times).
+   */
+  useThreadClock?(): void;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */

@@ -11,7 +11,10 @@ export const msToNs = 1e6;
  * function it does not inline as is, where a fractional number would be a new heap number.
  */
 export function wholeNs(ms: number): number {
-  return ms < WHOLE_NS_MAX_MS ? (ms * msToNs) | 0 : 2 ** 31 - 1;
+  // Rounded (+0.5, then truncated by |0), so ns -> ms -> ns comes back exact. NaN and negative
+  // spans (none should come) give 0.
+  if (!(ms > 0)) return 0;
+  return ms < WHOLE_NS_MAX_MS ? (ms * msToNs + 0.5) | 0 : 2 ** 31 - 1;
 }
 const WHOLE_NS_MAX_MS = (2 ** 31 - 1) / msToNs;
 

@@ -43,7 +43,10 @@ export interface DeviceStats {
    * garbage collection or compilation on this thread, a late yield, a sleep's late wake-up).
    */
   pollingHoldsOver1ms: number;
-  /** The longest polling turn, and the longest hold (as above), over the device's life (ns). */
+  /**
+   * The longest polling turn, and the longest hold (as above), over the device's life (ns; a
+   * turn of 2.1 s or more counts as 2^31 - 1 ns).
+   */
   longestPollingTurnNs: number;
   longestPollingHoldNs: number;
 }

@@ -1,20 +1,20 @@
 import { native } from '../native.js';
 
 /**
- * performance.now() without its garbage. Node 20's performance.now() returns a new heap number
- * on every call, and the polling strategies read the clock several times per request: at depth
- * 1 those numbers were most of what the library allocated per request besides the caller's
- * Promise. This reads the same monotonic clock through a native call that writes into a typed
- * array, which optimised code reads as a plain double (and a third faster here: ~37 against
- * ~60 ns a read).
+ * performance.now() without a heap number per read. Node 20's performance.now() returns a new
+ * one on every call, and the polling strategies read the clock several times per request: at
+ * depth 1 those numbers were most of what the library allocated per request besides the
+ * caller's Promise. This reads the same monotonic clock through a native call that writes into
+ * a typed array, which optimised code reads as a plain double (and a third faster here: ~37
+ * against ~60 ns a read). The readings below are doubles too: where V8 inlines nowMs() they stay
+ * unboxed, and callers avoid passing them to calls it may not inline (see wholeNs).
  */
-const cell = new Float64Array(1);
-const tick = native.clockCreate(cell);
+const { tick, cell } = native.clockCreate();
 
 /**
  * The native clock's reading minus performance.now()'s, so readings compare with it: taken
  * between the two closest of a few pairs of performance.now() (the first call can take
- * milliseconds, which once put the scales 2.4 ms apart).
+ * milliseconds, which once put the scales 2.4 ms apart), so off by at most half that pair's gap.
  */
 const offsetMs = ((): number => {
   let closest = Infinity;
@@ -37,7 +37,15 @@ export function nowMs(): number {
   return cell[0]! - offsetMs;
 }
 
-/** The thread's latest nowMs() reading, without reading the clock again. */
+/**
+ * Reads the clock for what follows to use through latestMs() (callees that take no time
+ * argument: a time passed to a call V8 does not inline is a new heap number).
+ */
+export function readClock(): void {
+  tick();
+}
+
+/** The thread's latest reading (nowMs or readClock), without reading the clock again. */
 export function latestMs(): number {
   return cell[0]! - offsetMs;
 }

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
+import { readClock } from '../../src/util/clock.js';
 import {
   adaptiveOptions,
   DEFAULT_ADAPTIVE_OPTIONS,
@@ -927,4 +928,20 @@ test('deferred decisions: a wait is judged against the budget it began with', ()
   assert.ok(0.9 * c.blockCostNs < c.maxSpinNs, 'the wait ends within the budget it began with');
   c.hit(0.9 * c.blockCostNs);
   assert.equal(c.probeInterval, probeEvery);
+});
+
+test('adaptive controller: after useThreadClock, waits started without a time run on the thread clock (a closed loop gets its trial)', () => {
+  const drive = (threadClock: boolean): AdaptiveController => {
+    const c = new AdaptiveController();
+    if (threadClock) c.useThreadClock();
+    for (let i = 0; i < 64; i++) {
+      c.resumed(500, 5_000);
+      readClock();
+      const budget = c.startWait(1);
+      c.hit(Math.min(budget, 3_000));
+    }
+    return c;
+  };
+  assert.equal(drive(false).trials, 0, 'no time, no trials');
+  assert.ok(drive(true).trials >= 1, 'the thread clock times them');
 });

@@ -14,20 +14,29 @@ import {
  * repeats every 7 requests). Returns whether each chance was taken.
  */
 function run(
-  trial: KickAheadTrial,
+  { trial, clock }: Clocked,
   chances: number,
   takenMs: number,
   skippedMs: number,
 ): boolean[] {
   const taken: boolean[] = [];
-  let now = 1000;
   for (let i = 0; i < chances; i++) {
-    const take = trial.chance(now);
+    const take = trial.chance();
     taken.push(take);
-    now += (take ? takenMs : skippedMs) + (i % 7) * 0.0002;
-    trial.waitEnded(now);
+    clock.now += (take ? takenMs : skippedMs) + (i % 7) * 0.0002;
+    trial.waitEnded();
   }
   return taken;
+}
+
+/** A trial on a synthetic clock (ms) the test moves. */
+interface Clocked {
+  trial: KickAheadTrial;
+  clock: { now: number };
+}
+function clocked(): Clocked {
+  const clock = { now: 1000 };
+  return { trial: new KickAheadTrial(undefined, () => clock.now), clock };
 }
 
 /** The runs of equal values, as [value, length]. */
@@ -42,9 +51,10 @@ function runsOf(values: boolean[]): [boolean, number][] {
 }
 
 test('kick-ahead trial: a backend that answers sooner when kicked ahead keeps its kicks ahead; the trials skip blocks and come further apart', () => {
-  const trial = new KickAheadTrial();
+  const t = clocked();
+  const trial = t.trial;
   // qemu-storage-daemon on null-co: ~4 µs kicked ahead, ~12 µs not.
-  const taken = run(trial, 300_000, 0.004, 0.012);
+  const taken = run(t, 300_000, 0.004, 0.012);
   assert.equal(trial.harmless, true);
   assert.ok(trial.trials >= 5, `${trial.trials} trials`);
   const runs = runsOf(taken);
@@ -76,9 +86,10 @@ test('kick-ahead trial: a backend that answers sooner when kicked ahead keeps it
 });
 
 test('kick-ahead trial: a backend that answers later when kicked ahead gets kicks ahead in the trials only, once two trials agree', () => {
-  const trial = new KickAheadTrial();
+  const t = clocked();
+  const trial = t.trial;
   // 20% later after a kick ahead.
-  const taken = run(trial, KICK_AHEAD_FIRST_TRIAL + 20_000, 0.012, 0.01);
+  const taken = run(t, KICK_AHEAD_FIRST_TRIAL + 20_000, 0.012, 0.01);
   assert.equal(trial.harmless, false);
   // The first verdict against is confirmed by a second trial before kicks ahead stop.
   const confirmed =
@@ -96,64 +107,60 @@ test('kick-ahead trial: a backend that answers later when kicked ahead gets kick
 });
 
 test('kick-ahead trial: within 10% either way kicks ahead go on; a backend that turns harmless gets them back at the next trial', () => {
-  const near = new KickAheadTrial();
+  const near = clocked();
   run(near, 100_000, 0.0105, 0.01);
-  assert.equal(near.harmless, true, '5% later: kept');
+  assert.equal(near.trial.harmless, true, '5% later: kept');
 
-  const trial = new KickAheadTrial();
-  run(trial, KICK_AHEAD_FIRST_TRIAL + 100, 0.02, 0.01);
-  assert.equal(trial.harmless, true, 'one trial against: not yet');
-  run(trial, KICK_AHEAD_TRIAL_EVERY_MIN + 100, 0.02, 0.01);
-  assert.equal(trial.harmless, false, 'confirmed by the next');
-  const back = run(trial, KICK_AHEAD_TRIAL_EVERY_MIN + 200, 0.004, 0.012);
-  assert.equal(trial.harmless, true);
+  const t = clocked();
+  run(t, KICK_AHEAD_FIRST_TRIAL + 100, 0.02, 0.01);
+  assert.equal(t.trial.harmless, true, 'one trial against: not yet');
+  run(t, KICK_AHEAD_TRIAL_EVERY_MIN + 100, 0.02, 0.01);
+  assert.equal(t.trial.harmless, false, 'confirmed by the next');
+  const back = run(t, KICK_AHEAD_TRIAL_EVERY_MIN + 200, 0.004, 0.012);
+  assert.equal(t.trial.harmless, true);
   assert.ok(back.slice(-100).every(Boolean), 'kicks ahead again after the trial');
 });
 
 test('kick-ahead trial: a trial whose waits never ended changes nothing', () => {
-  const trial = new KickAheadTrial();
-  let now = 0;
+  const { trial, clock } = clocked();
   for (let i = 0; i < KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1; i++) {
-    trial.chance((now += 0.01)); // no waitEnded: every next completion came another way
+    clock.now += 0.01;
+    trial.chance(); // no waitEnded: every next completion came another way
   }
   assert.equal(trial.trials, 0, 'no verdict');
   assert.equal(trial.harmless, true);
   // A wait that ends now belongs to no trial chance (outside trials nothing is pending).
-  trial.waitEnded(now + 5);
-  assert.equal(trial.chance(now + 6), true);
+  clock.now += 5;
+  trial.waitEnded();
+  assert.equal(trial.chance(), true);
 });
 
 test('kick-ahead trial: a discarded sample (a late request, a blocking call) does not count', () => {
-  const trial = new KickAheadTrial();
-  let now = 1000;
+  const { trial, clock } = clocked();
   // Harmed: 20% later after a kick ahead; but every skipped chance's next request comes 1 ms
   // late, which would make the skipped side look slow if it were a sample.
   for (let i = 0; i < KICK_AHEAD_FIRST_TRIAL + 4 * KICK_AHEAD_TRIAL_BLOCK + 1; i++) {
-    const take = trial.chance(now);
+    const take = trial.chance();
     if (!take) {
       trial.discard();
-      now += 1;
+      clock.now += 1;
     }
-    now += take ? 0.012 : 0.01;
-    trial.waitEnded(now);
+    clock.now += take ? 0.012 : 0.01;
+    trial.waitEnded();
   }
   assert.equal(trial.trials, 0, 'the skipped side had no samples: no verdict');
   assert.equal(trial.harmless, true);
 });
 
-test('kick-ahead trial: measuring says when the next wait end is a sample, so callers can skip the call', () => {
-  const trial = new KickAheadTrial();
-  let now = 1000;
-  // Before the first trial, chances are answered without measuring.
+test('kick-ahead trial: the clock is read only during trials', () => {
+  let reads = 0;
+  const trial = new KickAheadTrial(undefined, () => ++reads);
   for (let i = 1; i < KICK_AHEAD_FIRST_TRIAL; i++) {
-    trial.chance((now += 0.01));
-    assert.equal(trial.measuring, false, `chance ${i}`);
+    trial.chance();
+    trial.waitEnded();
   }
-  trial.chance((now += 0.01));
-  assert.equal(trial.measuring, true, "the trial's first chance");
-  trial.waitEnded((now += 0.005));
-  assert.equal(trial.measuring, false, 'its sample taken');
-  trial.chance((now += 0.01));
-  trial.discard();
-  assert.equal(trial.measuring, false, 'a discarded chance');
+  assert.equal(reads, 0, 'before the first trial');
+  trial.chance();
+  trial.waitEnded();
+  assert.equal(reads, 2, "the trial's first chance and the end of the wait after it");
 });

@@ -1067,4 +1067,29 @@ test('wholeNs: a span in ms as whole ns, clamped to a small integer', () => {
   assert.equal(wholeNs(3000), 2 ** 31 - 1, 'past 2.1 s: the largest');
   assert.equal(wholeNs(Infinity), 2 ** 31 - 1);
   assert.equal(wholeNs(0), 0);
+  assert.equal(wholeNs(-3), 0, 'a negative span: 0');
+  assert.equal(wholeNs(NaN), 0);
+  assert.equal(wholeNs(4871 / 1e6), 4871, 'ns -> ms -> ns comes back exact (rounded)');
+  for (let ns = 1; ns < 100_000; ns += 7) assert.equal(wholeNs(ns / 1e6), ns);
+});
+
+test("engine: turns on its policy's thread clock (it passes startWait no time)", () => {
+  let calls = 0;
+  const policy: SpinPolicy = {
+    startWait: () => Infinity,
+    hit: () => {},
+    miss: () => {},
+    blockingSpinNs: () => 0,
+    useThreadClock: () => {
+      calls++;
+    },
+  };
+  const q = new FakeQueue();
+  const engine = new PollingCompletion('test', fakeHost(q), policy, {
+    sliceNs: 20_000,
+    sleepNs: 0,
+  });
+  engine.stop();
+  q.close();
+  assert.equal(calls, 1);
 });
