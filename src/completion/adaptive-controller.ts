@@ -61,8 +61,6 @@
  */
 
 import type { SpinPolicy } from './spin-policy.js';
-import { msToNs } from './spin.js';
-import { latestMs } from '../util/clock.js';
 import { adaptiveOptions, type AdaptiveOptions } from './adaptive-options.js';
 import type { SpinYield } from './strategy.js';
 import { BATCH_MIN_DEPTH, InterruptModeration } from './interrupt-moderation.js';
@@ -151,8 +149,8 @@ export class AdaptiveController implements SpinPolicy {
   #waitBudget = 0;
   /** Decisions wait for spare() (deferDecisions); one is due, since this many waits. */
   #deferDecisions = false;
-  /** Waits started without a time are at latestMs() (useThreadClock). */
-  #threadClock = false;
+  /** The clock (ms) of waits started without a time (useThreadClock). */
+  #threadClockMs: (() => number) | undefined;
   #decisionDue = false;
   #dueWaits = 0;
 
@@ -227,7 +225,7 @@ export class AdaptiveController implements SpinPolicy {
     // then keep it as a heap number, a new one per wait.
     let clocked = true;
     if (nowNs !== undefined) this.#nowNs = nowNs;
-    else if (this.#threadClock) this.#nowNs = latestMs() * msToNs;
+    else if (this.#threadClockMs !== undefined) this.#nowNs = this.#threadClockMs() * 1e6;
     else clocked = false;
     if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
     if (this.#retrialPending) {
@@ -710,12 +708,12 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * A wait started without a time (startWait's `nowNs`) starts at the thread's latest clock
-   * reading (latestMs), which the polling engine takes just before: a time passed to a method
-   * V8 does not inline would be a new heap number per wait. The engine calls this.
+   * A wait started without a time (startWait's `nowNs`) starts at `clockMs()`: the polling
+   * engine passes the thread's latest clock reading (latestMs), which it takes just before, since
+   * a time passed to a method V8 does not inline would be a new heap number per wait.
    */
-  useThreadClock(): void {
-    this.#threadClock = true;
+  useThreadClock(clockMs: () => number): void {
+    this.#threadClockMs = clockMs;
   }
 
   /** Time the caller can spend (the device is busy with the next request): decide if due. */

@@ -148,7 +148,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#host = host;
     this.#queues = host.queues;
     this.#policy = policy;
-    policy.useThreadClock?.();
+    policy.useThreadClock?.(latestMs);
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleepNs = options.sleepNs;
     this.#sleepMs = options.sleepNs / msToNs;

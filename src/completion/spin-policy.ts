@@ -14,10 +14,11 @@ export interface SpinPolicy {
    */
   startWait(inFlight: number): number;
   /**
-   * Called once by the engine that will drive the policy: from now on a wait starts at the
-   * thread's latest clock reading (optional; for a policy that can also be driven with times).
+   * Called once by the engine that will drive the policy: from now on a wait starts at
+   * `clockMs()`, the thread's latest clock reading (optional; for a policy that can also be
+   * driven with times).
    */
-  useThreadClock?(): void;
+  useThreadClock?(clockMs: () => number): void;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */

@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
-import { readClock } from '../../src/util/clock.js';
 import {
   adaptiveOptions,
   DEFAULT_ADAPTIVE_OPTIONS,
@@ -933,10 +932,11 @@ test('deferred decisions: a wait is judged against the budget it began with', ()
 test('adaptive controller: after useThreadClock, waits started without a time run on the thread clock (a closed loop gets its trial)', () => {
   const drive = (threadClock: boolean): AdaptiveController => {
     const c = new AdaptiveController();
-    if (threadClock) c.useThreadClock();
+    let nowMs = 1000;
+    if (threadClock) c.useThreadClock(() => nowMs);
     for (let i = 0; i < 64; i++) {
       c.resumed(500, 5_000);
-      readClock();
+      nowMs += 0.004;
       const budget = c.startWait(1);
       c.hit(Math.min(budget, 3_000));
     }

@@ -1080,8 +1080,9 @@ test("engine: turns on its policy's thread clock (it passes startWait no time)",
     hit: () => {},
     miss: () => {},
     blockingSpinNs: () => 0,
-    useThreadClock: () => {
+    useThreadClock: (clockMs) => {
       calls++;
+      assert.equal(typeof clockMs(), 'number');
     },
   };
   const q = new FakeQueue();
