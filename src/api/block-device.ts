@@ -701,7 +701,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         for (const queue of driver.queues) {
           const before = queue.vq.lastUsedIdx;
           this.#drain(queue);
-          drained += (queue.vq.lastUsedIdx - before) & 0xffff;
+          drained += queue.vq.usedSince(before);
           if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
         }
         // Completions may have let more requests submit: kick before sleeping on them.

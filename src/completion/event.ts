@@ -30,7 +30,7 @@ export class EventCompletion implements CompletionStrategy {
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
     const before = queue.vq.lastUsedIdx;
     drainWithInterrupts(this.#host, queue);
-    this.#recentDrain.drained((queue.vq.lastUsedIdx - before) & 0xffff);
+    this.#recentDrain.drained(queue.vq.usedSince(before));
   }
 
   /**

@@ -340,6 +340,8 @@ describe('SplitVirtqueue', () => {
           new DataView(r.buffer).setUint32(w.offset, token ^ 0x5a5a5a5a, true);
         return c.writableBytes;
       });
+      const mark = r.vq.lastUsedIdx;
+      const before = done;
       r.vq.drain((t, len) => {
         assert.equal(returned[t], 0, `token ${t} returned twice`);
         returned[t] = 1;
@@ -350,6 +352,8 @@ describe('SplitVirtqueue', () => {
           assert.equal(view.getUint32(base + 4 * i, true), (t ^ 0x5a5a5a5a) >>> 0);
         done++;
       });
+      // Counted across the index's wrap at 2^16 too.
+      assert.equal(r.vq.usedSince(mark), done - before);
     }
     assert.equal(
       returned.every((b) => b === 1),
