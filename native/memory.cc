@@ -369,9 +369,7 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   }
 
   napi_value handle, result;
-  if (napi_create_object(env, &handle) != napi_ok ||
-      napi_type_tag_object(env, handle, &kMappingTag) != napi_ok ||
-      napi_wrap(env, handle, m, HandleFinalize, nullptr, nullptr) != napi_ok) {
+  if (!NewTaggedObject(env, kMappingTag, m, HandleFinalize, &handle)) {
     DeleteBufferRef(env, m);
     Unref(m);
     ThrowNapiFailure(env, "creating a mapping handle");

@@ -42,9 +42,8 @@ struct PollUv final : UvGroup {
 struct PollWatch {
   napi_env env = nullptr;
   PollUv* uv = nullptr;  // nullptr once stopped
-  napi_ref callback = nullptr;
+  LoopCallback callback;
   napi_ref self = nullptr;
-  napi_async_context async_context = nullptr;
 };
 
 void PollUv::Detach() {
@@ -57,12 +56,9 @@ void PollUv::Detach() {
 // handles may have been closed already by the environment's teardown.
 void StopWatch(napi_env env, PollWatch* w) {
   if (w->uv != nullptr) w->uv->Close();
-  if (w->callback != nullptr) napi_delete_reference(env, w->callback);
+  w->callback.Release(env);
   if (w->self != nullptr) napi_delete_reference(env, w->self);
-  if (w->async_context != nullptr) napi_async_destroy(env, w->async_context);
-  w->callback = nullptr;
   w->self = nullptr;
-  w->async_context = nullptr;
 }
 
 void FinalizeWatch(napi_env env, void* data, void* /*hint*/) {
@@ -73,14 +69,14 @@ void FinalizeWatch(napi_env env, void* data, void* /*hint*/) {
 
 void OnPoll(uv_poll_t* handle, int status, int events) {
   PollWatch* w = UvGroup::From<PollUv>(handle)->owner;
-  if (w == nullptr || w->callback == nullptr) return;
+  if (w == nullptr || !w->callback.held()) return;
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value argv[2];
   if (napi_create_int32(env, status, &argv[0]) == napi_ok &&
       napi_create_int32(env, events, &argv[1]) == napi_ok) {
-    CallFromLoop(env, w->callback, w->async_context, 2, argv);
+    w->callback.Call(env, 2, argv);
   }
   napi_close_handle_scope(env, scope);
 }
@@ -128,22 +124,16 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
   w->uv = uv;
   uv->owner = w;
 
-  napi_value handle, resource_name;
-  if (napi_create_object(env, &handle) != napi_ok ||
-      napi_type_tag_object(env, handle, &kPollTag) != napi_ok ||
-      napi_wrap(env, handle, w, FinalizeWatch, nullptr, nullptr) != napi_ok) {
+  napi_value handle;
+  if (!NewTaggedObject(env, kPollTag, w, FinalizeWatch, &handle)) {
     uv->Close();
     delete w;
     ThrowNapiFailure(env, "creating a poll handle");
     return nullptr;
   }
   // From here on the handle object owns w; StopWatch() cleans up failures.
-  if (napi_create_reference(env, argv[2], 1, &w->callback) != napi_ok ||
+  if (!w->callback.Init(env, argv[2], handle, "vhost-user:poll") ||
       napi_create_reference(env, handle, 1, &w->self) != napi_ok ||
-      napi_create_string_utf8(env, "vhost-user:poll", NAPI_AUTO_LENGTH,
-                              &resource_name) != napi_ok ||
-      napi_async_init(env, handle, resource_name, &w->async_context) !=
-          napi_ok ||
       !uv->HoldTeardown(env)) {
     StopWatch(env, w);
     ThrowNapiFailure(env, "creating a poll handle");

@@ -34,8 +34,7 @@ struct TurnUv final : UvGroup {
 struct Turn {
   napi_env env = nullptr;
   TurnUv* uv = nullptr;  // nullptr once closing
-  napi_ref callback = nullptr;
-  napi_async_context async_context = nullptr;
+  LoopCallback callback;
   bool due = false;
 };
 
@@ -57,10 +56,7 @@ void TurnUv::Detach() {
 // may have been closed already by the environment's teardown.
 void Close(napi_env env, Turn* t) {
   if (t->uv != nullptr) t->uv->Close();
-  if (t->callback != nullptr) napi_delete_reference(env, t->callback);
-  if (t->async_context != nullptr) napi_async_destroy(env, t->async_context);
-  t->callback = nullptr;
-  t->async_context = nullptr;
+  t->callback.Release(env);
 }
 
 void FinalizeTurn(napi_env env, void* data, void* /*hint*/) {
@@ -73,7 +69,7 @@ void OnIdle(uv_idle_t* /*handle*/) {}
 
 void OnCheck(uv_check_t* handle) {
   Turn* t = UvGroup::From<TurnUv>(handle)->owner;
-  if (t == nullptr || !t->due || t->callback == nullptr) return;
+  if (t == nullptr || !t->due || !t->callback.held()) return;
   napi_env env = t->env;
   napi_handle_scope scope;
   // Still due if this fails: tried again on the next turn.
@@ -82,7 +78,7 @@ void OnCheck(uv_check_t* handle) {
   Cancel(t);
   // process.nextTick callbacks and microtasks run after it, as after each
   // Immediate.
-  CallFromLoop(env, t->callback, t->async_context, 0, nullptr);
+  t->callback.Call(env, 0, nullptr);
   napi_close_handle_scope(env, scope);
 }
 
@@ -127,21 +123,15 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
   t->env = env;
   t->uv = uv;
   uv->owner = t;
-  napi_value handle, resource_name;
-  if (napi_create_object(env, &handle) != napi_ok ||
-      napi_type_tag_object(env, handle, &kTurnTag) != napi_ok ||
-      napi_wrap(env, handle, t, FinalizeTurn, nullptr, nullptr) != napi_ok) {
+  napi_value handle;
+  if (!NewTaggedObject(env, kTurnTag, t, FinalizeTurn, &handle)) {
     uv->Close();
     delete t;
     ThrowNapiFailure(env, "creating a turn handle");
     return nullptr;
   }
   // From here on the handle object owns t; Close() cleans up failures.
-  if (napi_create_reference(env, argv[0], 1, &t->callback) != napi_ok ||
-      napi_create_string_utf8(env, "vhost-user:turn", NAPI_AUTO_LENGTH,
-                              &resource_name) != napi_ok ||
-      napi_async_init(env, handle, resource_name, &t->async_context) !=
-          napi_ok ||
+  if (!t->callback.Init(env, argv[0], handle, "vhost-user:turn") ||
       !uv->HoldTeardown(env)) {
     Close(env, t);
     ThrowNapiFailure(env, "creating a turn handle");

@@ -332,22 +332,46 @@ bool GetTagged(napi_env env, napi_value value, const napi_type_tag& tag,
   return true;
 }
 
-void CallFromLoop(napi_env env, napi_ref callback,
-                  napi_async_context async_context, size_t argc,
-                  const napi_value* argv) {
-  napi_value fn = nullptr, recv, result;
-  if (napi_get_reference_value(env, callback, &fn) != napi_ok ||
-      fn == nullptr || napi_get_global(env, &recv) != napi_ok) {
+bool LoopCallback::Init(napi_env env, napi_value function,
+                        napi_value resource, const char* name) {
+  napi_value resource_name;
+  return napi_create_reference(env, function, 1, &fn) == napi_ok &&
+         napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH,
+                                 &resource_name) == napi_ok &&
+         napi_async_init(env, resource, resource_name, &async_context) ==
+             napi_ok;
+}
+
+void LoopCallback::Call(napi_env env, size_t argc,
+                        const napi_value* argv) const {
+  napi_value function = nullptr, recv, result;
+  if (napi_get_reference_value(env, fn, &function) != napi_ok ||
+      function == nullptr || napi_get_global(env, &recv) != napi_ok) {
     return;
   }
   // napi_make_callback needs an object as receiver.
-  if (napi_make_callback(env, async_context, recv, fn, argc, argv, &result) ==
-      napi_pending_exception) {
+  if (napi_make_callback(env, async_context, recv, function, argc, argv,
+                         &result) == napi_pending_exception) {
     napi_value error;
     if (napi_get_and_clear_last_exception(env, &error) == napi_ok) {
       napi_fatal_exception(env, error);  // -> process 'uncaughtException'
     }
   }
+}
+
+void LoopCallback::Release(napi_env env) {
+  if (fn != nullptr) napi_delete_reference(env, fn);
+  if (async_context != nullptr) napi_async_destroy(env, async_context);
+  fn = nullptr;
+  async_context = nullptr;
+}
+
+bool NewTaggedObject(napi_env env, const napi_type_tag& tag, void* data,
+                     napi_finalize finalize, napi_value* out) {
+  // napi_wrap last: only once it succeeded does the object own `data`.
+  return napi_create_object(env, out) == napi_ok &&
+         napi_type_tag_object(env, *out, &tag) == napi_ok &&
+         napi_wrap(env, *out, data, finalize, nullptr, nullptr) == napi_ok;
 }
 
 napi_value MakeNumber(napi_env env, double value) {

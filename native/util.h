@@ -91,13 +91,31 @@ bool GetFunction(napi_env env, napi_value value, const char* name);
 bool GetTagged(napi_env env, napi_value value, const napi_type_tag& tag,
                const char* expected, void** out);
 
-// Calls the referenced function from a libuv callback through
-// napi_make_callback (process.nextTick callbacks and microtasks run after
-// it, as after any callback from the event loop); an exception it throws
-// goes to process 'uncaughtException'. Call inside a handle scope.
-void CallFromLoop(napi_env env, napi_ref callback,
-                  napi_async_context async_context, size_t argc,
-                  const napi_value* argv);
+// A JavaScript function that libuv callbacks call, with the async context
+// it runs in; the two are made and released together.
+struct LoopCallback {
+  napi_ref fn = nullptr;
+  napi_async_context async_context = nullptr;
+
+  // Holds `function` strongly, in an async context named `name` whose
+  // resource is `resource`. On failure Release() frees what was made.
+  bool Init(napi_env env, napi_value function, napi_value resource,
+            const char* name);
+  bool held() const { return fn != nullptr; }
+  // Calls the function through napi_make_callback (process.nextTick
+  // callbacks and microtasks run after it, as after any callback from the
+  // event loop); an exception it throws goes to process 'uncaughtException'.
+  // Call from a libuv callback, inside a handle scope.
+  void Call(napi_env env, size_t argc, const napi_value* argv) const;
+  // Idempotent.
+  void Release(napi_env env);
+};
+
+// A new object tagged with `tag` (see GetTagged) that owns `data`:
+// `finalize` frees it when the object is collected. On failure the caller
+// still owns `data`.
+bool NewTaggedObject(napi_env env, const napi_type_tag& tag, void* data,
+                     napi_finalize finalize, napi_value* out);
 
 // Small conveniences for building results.
 napi_value MakeNumber(napi_env env, double value);
