@@ -699,9 +699,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       while (!op.settled) {
         let pending = false;
         for (const queue of driver.queues) {
-          const before = queue.vq.lastUsedIdx;
-          this.#drain(queue);
-          drained += queue.vq.usedSince(before);
+          drained += this.#drain(queue);
           if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
         }
         // Completions may have let more requests submit: kick before sleeping on them.
@@ -746,17 +744,19 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   /** The single drain routine every completion strategy and blocking wait goes through. */
-  #drain(queue: DeviceQueue): void {
-    if (this.#state === 'failed' || this.#state === 'closed') return;
+  #drain(queue: DeviceQueue): number {
+    if (this.#state === 'failed' || this.#state === 'closed') return 0;
+    let drained: number;
     try {
-      queue.drain();
+      drained = queue.drain();
     } catch (err) {
       this.#fail(err instanceof Error ? err : new Error(String(err)));
-      return;
+      return 0;
     }
     if (this.#deferredFrees.length > 0) this.#releaseDeferredFrees();
     this.#engine.pump();
     this.#afterSettle();
+    return drained;
   }
 
   #afterSettle(): void {

@@ -225,7 +225,8 @@ export class AdaptiveController implements SpinPolicy {
     // then keep it as a heap number, a new one per wait.
     let clocked = true;
     if (nowNs !== undefined) this.#nowNs = nowNs;
-    else if (this.#threadClockMs !== undefined) this.#nowNs = this.#threadClockMs() * 1e6;
+    else if (this.#threadClockMs !== undefined)
+      this.#nowNs = this.#threadClockMs() * 1e6; // ms to ns
     else clocked = false;
     if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
     if (this.#retrialPending) {

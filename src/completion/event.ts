@@ -28,9 +28,7 @@ export class EventCompletion implements CompletionStrategy {
   #onCall(queue: DeviceQueue): void {
     if (this.#stopped) return;
     if (native.eventfdRead(queue.callFd) > 0) this.#host.countCall();
-    const before = queue.vq.lastUsedIdx;
-    drainWithInterrupts(this.#host, queue);
-    this.#recentDrain.drained(queue.vq.usedSince(before));
+    this.#recentDrain.drained(drainWithInterrupts(this.#host, queue));
   }
 
   /**
@@ -63,20 +61,32 @@ export class EventCompletion implements CompletionStrategy {
 }
 
 /**
- * Drains `queue`; false if used entries were pending and the drain took none of them (a device
- * that failed keeps its used entries and drains nothing), so a re-check loop must stop.
+ * Drains `queue`: how many used elements it consumed, or -1 if some were pending and it took
+ * none (a device that failed keeps its used entries and drains nothing), so a re-check loop must
+ * stop. Progress is what the drain consumed, not what is left: the device may add entries
+ * meanwhile.
  */
-export function drainTook(host: CompletionHost, queue: DeviceQueue): boolean {
-  // Progress is what the drain consumed, not what is left: the device may add entries meanwhile.
-  const before = queue.vq.lastUsedIdx;
+function drainCounted(host: CompletionHost, queue: DeviceQueue): number {
   const pending = queue.vq.usedPending();
-  host.drain(queue);
-  return pending === 0 || queue.vq.lastUsedIdx !== before;
+  const took = host.drain(queue);
+  return took === 0 && pending > 0 ? -1 : took;
 }
 
-/** Drain until the ring is empty with interrupts enabled (the re-check closes the race). */
-export function drainWithInterrupts(host: CompletionHost, queue: DeviceQueue): void {
+/** Drains `queue`; false if used entries were pending and the drain took none of them. */
+export function drainTook(host: CompletionHost, queue: DeviceQueue): boolean {
+  return drainCounted(host, queue) >= 0;
+}
+
+/**
+ * Drain until the ring is empty with interrupts enabled (the re-check closes the race); returns
+ * how many used elements the drains consumed.
+ */
+export function drainWithInterrupts(host: CompletionHost, queue: DeviceQueue): number {
+  let drained = 0;
   do {
-    if (!drainTook(host, queue)) return;
+    const took = drainCounted(host, queue);
+    if (took < 0) return drained;
+    drained += took;
   } while (!queue.vq.broken && queue.vq.enableInterrupts());
+  return drained;
 }

@@ -512,10 +512,7 @@ export class PollingCompletion implements CompletionStrategy {
     let drained = 0;
     for (let i = 0; i < queues.length; i++) {
       const queue = queues[i]!;
-      if (queue.vq.hasUsed()) {
-        drained += queue.vq.usedPending();
-        this.#host.drain(queue);
-      }
+      if (queue.vq.hasUsed()) drained += this.#host.drain(queue);
     }
     this.#recentDrain.drained(drained);
   }

@@ -8,8 +8,11 @@ import type { DeviceQueue } from '../devices/device.js';
  */
 export interface CompletionHost {
   readonly queues: readonly DeviceQueue[];
-  /** Drains one queue's used ring and lets waiting work submit. */
-  drain(queue: DeviceQueue): void;
+  /**
+   * Drains one queue's used ring and lets waiting work submit; returns how many used elements
+   * it consumed (0 once the device failed or closed).
+   */
+  drain(queue: DeviceQueue): number;
   /** The device's call eventfd fired. */
   countCall(): void;
   /** A polling strategy kicked a queue ahead of its next request (see kickAhead); a kick too. */

@@ -237,11 +237,6 @@ export class SplitVirtqueue {
     return this.lastUsed;
   }
 
-  /** Used elements consumed since `mark`, an earlier lastUsedIdx (the index wraps at 2^16). */
-  usedSince(mark: number): number {
-    return (this.lastUsed - mark) & 0xffff;
-  }
-
   /** Can a chain of `n` segments be added right now? False while broken. */
   canAdd(n: number): boolean {
     if (this.brokenError !== undefined || n < 1 || n > this.size) return false;

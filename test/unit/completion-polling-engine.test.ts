@@ -189,7 +189,7 @@ function fakeHost(q: FakeQueue, ...more: FakeQueue[]): CompletionHost {
           usesMemory: () => false,
         }) satisfies DeviceQueue,
     ),
-    drain: (queue) => void queue.drain(),
+    drain: (queue) => queue.drain(),
     countCall: () => {},
     // Counted on the first queue (the device's count), checked per queue on the eventfds.
     countKickAhead: () => {
@@ -396,7 +396,7 @@ test('engine: going idle on a failed device with completions pending returns (it
 
 test('drainTook: progress is what the drain consumed, even when the device adds entries meanwhile', () => {
   const q = new FakeQueue();
-  const host = { drain: () => void q.drain() } as unknown as CompletionHost;
+  const host = { drain: () => q.drain() } as unknown as CompletionHost;
   const queue = { vq: q.vq } as unknown as DeviceQueue;
   q.resubmit = false;
   q.inFlight = 4;
