@@ -385,15 +385,10 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
 napi_value Munmap(napi_env env, napi_callback_info info) {
   static const char* const names[] = {"handle"};
   napi_value argv[1];
-  if (!GetArgs(env, info, 1, argv, names)) return nullptr;
-  napi_valuetype type;
-  bool tagged = false;
   void* data = nullptr;
-  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_object ||
-      napi_check_object_type_tag(env, argv[0], &kMappingTag, &tagged) !=
-          napi_ok ||
-      !tagged || napi_unwrap(env, argv[0], &data) != napi_ok) {
-    ThrowArgType(env, "handle", "a MappingHandle returned by mmap()");
+  if (!GetArgs(env, info, 1, argv, names) ||
+      !GetTagged(env, argv[0], kMappingTag,
+                 "a MappingHandle returned by mmap()", &data)) {
     return nullptr;
   }
   Mapping* m = static_cast<Mapping*>(data);

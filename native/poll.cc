@@ -24,10 +24,6 @@ constexpr napi_type_tag kPollTag = {0x2c5e8f0b6d1a4e73ULL,
 constexpr int kAllPollEvents = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
 constexpr size_t kMaxWaitFds = 31;
 
-// State of one pollStart() watcher. It is owned by the JS handle object
-// (freed by its finalizer). While the watcher is active the handle object
-// is held by a strong reference, so it cannot be collected; pollStop()
-// drops that reference.
 struct PollWatch;
 
 // The uv_poll_t, in a group of its own (see uv_group.h).
@@ -39,6 +35,10 @@ struct PollUv final : UvGroup {
   void Detach() override;
 };
 
+// State of one pollStart() watcher. It is owned by the JS handle object
+// (freed by its finalizer). While the watcher is active the handle object
+// is held by a strong reference, so it cannot be collected; pollStop()
+// drops that reference.
 struct PollWatch {
   napi_env env = nullptr;
   PollUv* uv = nullptr;  // nullptr once stopped

@@ -97,6 +97,11 @@ struct LoopCallback {
   napi_ref fn = nullptr;
   napi_async_context async_context = nullptr;
 
+  LoopCallback() = default;
+  // One owner: a copy would release the reference twice.
+  LoopCallback(const LoopCallback&) = delete;
+  LoopCallback& operator=(const LoopCallback&) = delete;
+
   // Holds `function` strongly, in an async context named `name` whose
   // resource is `resource`. On failure Release() frees what was made.
   bool Init(napi_env env, napi_value function, napi_value resource,

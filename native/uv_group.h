@@ -26,7 +26,8 @@ class UvGroup {
   // Closes the group if the environment is torn down first.
   bool HoldTeardown(napi_env env);
   // Detaches from the owner and closes every handle; idempotent. The group
-  // frees itself once they have closed.
+  // frees itself once they have closed (at once if none was added: then
+  // there is no owner yet either).
   void Close();
 
   // The group a handle of it belongs to.
