@@ -45,6 +45,11 @@ const DEVICE: Record<string, OptionSpec> = {
     help: 'log every vhost-user message on stderr (also DEBUG=vhost-user)',
   },
   'queue-size': { type: 'string', arg: 'N', help: 'descriptors per virtqueue (default 256)' },
+  hugepages: {
+    type: 'string',
+    arg: '2M|1G',
+    help: 'share hugepage memory instead of memfd (reserved first; SPDK needs it)',
+  },
   timeout: { type: 'string', arg: 'MS', help: 'handshake step timeout in ms (default 5000)' },
   type: { type: 'string', arg: 'blk|scsi', help: 'device type behind the socket (default blk)' },
   target: { type: 'string', arg: 'N', help: 'scsi: target to open (default: first disk found)' },

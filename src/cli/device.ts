@@ -7,7 +7,8 @@ import { parseCount } from './size.js';
 export type DeviceArgs = ScsiOpenOptions & { type: 'blk' | 'scsi' };
 
 /**
- * The common device options (--type, --target, --lun, --trace, --queue-size, --timeout) over
+ * The common device options (--type, --target, --lun, --trace, --queue-size, --hugepages,
+ * --timeout) over
  * `extra`, checked.
  */
 export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): DeviceArgs {
@@ -26,6 +27,13 @@ export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): D
   if (flag(values, 'trace')) options.trace = true;
   const queueSize = stringOption(values, 'queue-size');
   if (queueSize !== undefined) options.queueSize = parseCount(queueSize, '--queue-size');
+  const hugepages = stringOption(values, 'hugepages');
+  if (hugepages !== undefined) {
+    if (hugepages !== '2M' && hugepages !== '1G') {
+      throw new UsageError(`--hugepages must be 2M or 1G, got ${hugepages}`);
+    }
+    options.hugepages = hugepages;
+  }
   const timeout = stringOption(values, 'timeout');
   if (timeout !== undefined) options.timeout = parseCount(timeout, '--timeout');
   return { ...options, type };

@@ -64,6 +64,19 @@ function awaitedFromDevice(queue: DeviceQueue): number {
   return Math.min(queue.inFlight, queue.vq.publishedInFlight);
 }
 
+/**
+ * Whether a queue needs interrupts while nothing is awaited: where the device holds chains
+ * (requests the caller stopped waiting for), or may be given some without the engine (see
+ * filledByEngineOnly). Elsewhere they stay off until a wait blocks (#arm) or a blocking call
+ * turns them on: turned on, they cost a wake-up per request with a device that signals the
+ * completions it made while they were off as soon as they are back on (SPDK's vhost target
+ * does: 0.5 calls per I/O at depth 1 with 'poll', each a wake-up of the event loop for nothing;
+ * BENCHMARKS.md).
+ */
+function wantsInterruptsIdle(queue: DeviceQueue): boolean {
+  return !queue.filledByEngineOnly || queue.vq.publishedInFlight > 0;
+}
+
 function inFlightCount(queues: readonly DeviceQueue[]): number {
   let n = 0;
   for (let i = 0; i < queues.length; i++) n += queues[i]!.inFlight;
@@ -621,13 +634,16 @@ export class PollingCompletion implements CompletionStrategy {
     this.#updateRef();
   }
 
-  /** Nothing in flight (although work may wait for memory or locks): interrupts on, no polling. */
+  /**
+   * Nothing in flight (although work may wait for memory or locks): no polling, and interrupts on
+   * where the device holds chains (see #rearm).
+   */
   #park(): void {
     this.#cancelTurn();
     this.#batchAsked = 0;
     this.#wentIdle();
     for (const queue of this.#queues) {
-      if (!queue.vq.broken && queue.vq.enableInterrupts()) {
+      if (!queue.vq.broken && wantsInterruptsIdle(queue) && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
         this.#host.drain(queue);
       }
@@ -653,8 +669,11 @@ export class PollingCompletion implements CompletionStrategy {
    * did (the re-check). (Going idle, a drain may park the engine: parked, interrupts must be on
    * just the same, so the loop goes on.) Stops if a drain takes nothing, as for a device that failed with
    * completions pending (its last settled request may be what made us idle).
+   *
+   * Not on a queue with nothing to signal (wantsInterruptsIdle).
    */
   #rearm(queue: DeviceQueue): void {
+    if (!wantsInterruptsIdle(queue)) return;
     while (
       !queue.vq.broken &&
       (this.#state === 'idle' || this.#state === 'parked') &&

@@ -20,6 +20,13 @@ export interface DeviceQueue {
    * something to say (eventq) do not count: polling for them would never stop.
    */
   readonly inFlight: number;
+  /**
+   * True where chains go on the ring only through the block engine's submissions, which the
+   * completion strategy hears of (quietKick, setBusy): holding none, such a queue has nothing to
+   * signal, and its interrupts may stay off while the device is idle. False for queues the
+   * driver fills by itself (virtio-scsi's control and event queues).
+   */
+  readonly filledByEngineOnly: boolean;
   /** Completes what the device returned; returns how many used elements were consumed. */
   drain(): number;
   /** Notifies the device of what was published since the last kick, if it wants to know. */

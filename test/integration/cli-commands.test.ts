@@ -70,6 +70,7 @@ test('bad arguments exit 2 with one line and no stack', async () => {
     ['verify', qsd.socketPath, '-i', '0', '-S', '4k'],
     ['serve', '--size', '1M'],
     ['demo', '--backend', 'spdk'],
+    ['info', qsd.socketPath, '--hugepages', '4M'],
   ];
   for (const args of cases) {
     const run = await cli(...args);
@@ -201,6 +202,47 @@ test('verify -i 200 -S 4097 --async and sync', async () => {
   const tooBig = await cli('verify', qsd.socketPath, '-i', '10', '-S', '2M');
   assert.equal(tooBig.code, 1);
   assertOneLine(tooBig, /the device has 16777216/);
+});
+
+/** The region sizes of the SET_MEM_TABLE that a --trace run sent. */
+function memTableSizes(stderr: string): number[] {
+  const line = stderr.split('\n').find((l) => l.includes('-> VHOST_USER_SET_MEM_TABLE')) ?? '';
+  return [...line.matchAll(/memorySize=0x([0-9a-f]+)/g)].map((m) => Number.parseInt(m[1]!, 16));
+}
+
+test('--hugepages 2M shares 2 MiB pages (as SPDK needs): regions of whole pages, data verifies', async () => {
+  const pages = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
+  const previous = readFileSync(pages, 'utf8').trim();
+  const huge = 2 * 1024 * 1024;
+  // The buffers (64 MiB by default) and the rings, each in whole pages.
+  writeFileSync(pages, String(Number(previous) + 40));
+  try {
+    const run = await cli(
+      'verify',
+      qsd.socketPath,
+      '-i',
+      '20',
+      '-S',
+      '70001',
+      '--hugepages',
+      '2M',
+      '--trace',
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /20 iterations OK/);
+    const sizes = memTableSizes(run.stderr);
+    assert.equal(sizes.length, 2, run.stderr);
+    for (const size of sizes) assert.equal(size % huge, 0, `a region of ${size} bytes`);
+    // Without it: memfd in 4 KiB pages, and the rings' region is not a whole 2 MiB page.
+    const plain = memTableSizes((await cli('info', qsd.socketPath, '--trace')).stderr);
+    assert.equal(plain.length, 2);
+    assert.ok(
+      plain.some((size) => size % huge !== 0),
+      `regions of ${plain.join(', ')} bytes`,
+    );
+  } finally {
+    writeFileSync(pages, previous);
+  }
 });
 
 test('cp import then export with --verify: the bytes survive both ways', async () => {

@@ -75,11 +75,16 @@ class FakeQueue {
     this.#inSpin = 0;
   }
 
+  /** DeviceQueue.filledByEngineOnly. */
+  filledByEngineOnly = true;
+  /** Chains the device holds beyond the requests in flight (abandoned ones, event buffers). */
+  heldBeyondRequests = 0;
+
   readonly vq = {
     broken: false,
     lastUsedIdx: 0,
     canBatchInterrupts: false,
-    publishedInFlight: Infinity,
+    publishedInFlight: 0,
     hasUsed: (): boolean => {
       this.#arrive();
       return this.used > 0;
@@ -98,6 +103,13 @@ class FakeQueue {
     },
     wantsNextKick: (): boolean => this.wantsKick,
   };
+
+  constructor() {
+    const vq = this.vq as { publishedInFlight: number };
+    Object.defineProperty(vq, 'publishedInFlight', {
+      get: () => this.inFlight + this.heldBeyondRequests,
+    });
+  }
 
   close(): void {
     native.close(this.callFd);
@@ -182,6 +194,9 @@ function fakeHost(q: FakeQueue, ...more: FakeQueue[]): CompletionHost {
           callFd: one.callFd,
           get inFlight() {
             return one.inFlight;
+          },
+          get filledByEngineOnly() {
+            return one.filledByEngineOnly;
           },
           drain: () => one.drain(),
           kick: () => {},
@@ -558,7 +573,7 @@ test('engine: after yields that came back late in a row (a CPU-bound neighbour t
 
 test('engine: a lone request is kicked with interrupts already off (quietKick), only from idle', () =>
   withEngine(Infinity, async ({ q }) => {
-    assert.equal(q.interrupts, true, 'idle: interrupts on');
+    assert.equal(q.interrupts, true, 'new: interrupts on');
     assert.equal(q.strategy!.quietKick(), true);
     assert.equal(q.interrupts, false, 'off before the request goes on the ring');
     q.submit(1);
@@ -568,8 +583,49 @@ test('engine: a lone request is kicked with interrupts already off (quietKick), 
     q.complete(1);
     q.resubmit = false;
     await nextTurn();
-    assert.equal(q.interrupts, true, 'idle again: interrupts back on');
+    assert.equal(q.drained, 1);
+    assert.equal(q.interrupts, false, 'idle, the device holds nothing: they stay off');
+    assert.equal(q.strategy!.quietKick(), true, 'a lone request again');
   }));
+
+test('engine: going idle, interrupts come back on only where the device holds chains or may be given some without the engine', async () => {
+  // A closed loop at depth 1: not once on between requests (a device that signals the
+  // completions it made while they were off, once they are back on, would wake us for each).
+  await withEngine(Infinity, async ({ q }) => {
+    let turnedOn = 0;
+    const enable = q.vq.enableInterrupts;
+    q.vq.enableInterrupts = () => {
+      turnedOn++;
+      return enable();
+    };
+    q.autoComplete = true;
+    q.submit(1);
+    for (let i = 0; i < 40 && q.drained < 20; i++) await nextTurn();
+    assert.ok(q.drained >= 20, `drained ${q.drained}`);
+    assert.equal(turnedOn, 0);
+  });
+  // A request the caller gave up on is still the device's: its completion must be noticed.
+  await withEngine(Infinity, async ({ q, strategy }) => {
+    q.resubmit = false;
+    q.submit(1);
+    await nextTurn();
+    q.heldBeyondRequests = 1;
+    q.inFlight = 0;
+    strategy.setBusy(false);
+    assert.equal(q.interrupts, true, 'the device holds a chain');
+  });
+  // A queue the driver fills by itself (virtio-scsi's control and event queues).
+  await withEngine(Infinity, async ({ q }) => {
+    q.filledByEngineOnly = false;
+    q.resubmit = false;
+    assert.equal(q.strategy!.quietKick(), true);
+    q.submit(1);
+    q.complete(1);
+    await nextTurn();
+    assert.equal(q.drained, 1);
+    assert.equal(q.interrupts, true);
+  });
+});
 
 test('engine: after quietKick, a wait decided to block re-arms, and a request that never went out parks', async () => {
   await withEngine(0, async ({ q }) => {
@@ -580,7 +636,13 @@ test('engine: after quietKick, a wait decided to block re-arms, and a request th
   await withEngine(Infinity, async ({ q }) => {
     assert.equal(q.strategy!.quietKick(), true);
     q.submit(0); // nothing went on the ring (it waits for memory or a lock)
-    assert.equal(q.interrupts, true, 'parked with interrupts on');
+    assert.equal(q.interrupts, false, 'parked; the device holds nothing, so they stay off');
+  });
+  await withEngine(Infinity, async ({ q }) => {
+    q.filledByEngineOnly = false;
+    assert.equal(q.strategy!.quietKick(), true);
+    q.submit(0);
+    assert.equal(q.interrupts, true, 'parked, on a queue the driver also fills: on');
   });
 });
 
@@ -598,7 +660,7 @@ test('engine: after a drain of several completions, the first resubmission is no
   withEngine(Infinity, async ({ q }) => {
     await drainBurstOfFour(q);
     assert.equal(q.strategy!.quietKick(), false, 'the rest of the burst shares its kick');
-    assert.equal(q.interrupts, true);
+    assert.equal(q.interrupts, false, 'idle, the device holds nothing: still off');
     q.submit(1);
     q.complete(1);
     await nextTurn(); // a drain of one: depth 1

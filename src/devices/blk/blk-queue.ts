@@ -46,6 +46,7 @@ export class BlkQueue implements DeviceQueue {
   readonly vq: SplitVirtqueue;
   readonly kickFd: number;
   readonly callFd: number;
+  readonly filledByEngineOnly = true;
   readonly #maxSegmentBytes: number;
   readonly #stats: DeviceStats;
   readonly #view: DataView;

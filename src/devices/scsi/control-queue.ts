@@ -36,6 +36,8 @@ export class ScsiControlQueue implements DeviceQueue {
   readonly vq: SplitVirtqueue;
   readonly kickFd: number;
   readonly callFd: number;
+  /** Its task management requests go on when callers give up, idle or not. */
+  readonly filledByEngineOnly = false;
   readonly #view: DataView;
   readonly #bytes: Uint8Array;
   readonly #areaOffset: number;

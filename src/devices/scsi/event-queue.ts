@@ -39,6 +39,8 @@ export class ScsiEventQueue implements DeviceQueue {
   readonly vq: SplitVirtqueue;
   readonly kickFd: number;
   readonly callFd: number;
+  /** Its buffers are put back as events are taken. */
+  readonly filledByEngineOnly = false;
   readonly #view: DataView;
   readonly #bytes: Uint8Array;
   readonly #areaOffset: number;

@@ -91,6 +91,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   readonly vq: SplitVirtqueue;
   readonly kickFd: number;
   readonly callFd: number;
+  readonly filledByEngineOnly = true;
   settings: ScsiQueueSettings;
   readonly #host: ScsiQueueHost;
   readonly #view: DataView;
