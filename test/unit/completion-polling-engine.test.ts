@@ -221,7 +221,9 @@ function engine(
   budgetNs: number,
   // ownCpu: the policy says the backend does not share the CPU (the engine then ignores its own
   // preemption samples, which a loaded machine could push over the threshold).
-  loop: { kickAhead?: boolean; sleepNs?: number; ownCpu?: boolean } = {},
+  // microSpinNs: 0 by default here, so that each request of a closed loop takes a loop turn and
+  // the tests can count turns (the looks in a microtask have tests of their own).
+  loop: { kickAhead?: boolean; sleepNs?: number; ownCpu?: boolean; microSpinNs?: number } = {},
   // Far above the library's 3 µs: the test runner's hooks make each await cost microseconds.
   kickAheadGapNs = 300_000,
 ): { q: FakeQueue; strategy: PollingCompletion; rec: Recorded } {
@@ -260,6 +262,7 @@ function engine(
     sliceNs: 20_000,
     sleepNs: loop.sleepNs ?? 0,
     kickAheadGapNs,
+    microSpinNs: loop.microSpinNs ?? 0,
     ...(loop.kickAhead !== undefined ? { kickAhead: loop.kickAhead } : {}),
   });
   q.strategy = strategy;
@@ -1094,6 +1097,7 @@ test('engine: no kick ahead while the adaptive controller judges the CPU shared,
       sliceNs: 20_000,
       sleepNs: 0,
       kickAheadGapNs: 300_000,
+      microSpinNs: 0, // a loop turn per request: the drained counts are exact
     });
     q.strategy = strategy;
     try {
@@ -1120,6 +1124,51 @@ test('engine: no kick ahead while the adaptive controller judges the CPU shared,
       q.close();
     }
   }
+});
+
+/** The most completions drained between two turns of the event loop, over `ms` of a closed loop. */
+async function drainsPerLoopTurn(q: FakeQueue, ms: number): Promise<number> {
+  let most = 0;
+  let last = q.drained;
+  let running = true;
+  const tick = (): void => {
+    most = Math.max(most, q.drained - last);
+    last = q.drained;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  await sleep(ms);
+  running = false;
+  await nextTurn();
+  return most;
+}
+
+test("engine: a lone request's completion is looked for in a microtask after its call, and the loop still turns every 0.2 ms", async () => {
+  const closedLoop = async (microSpinNs: number, thinkMs: number): Promise<number> => {
+    let most = 0;
+    await withEngine(
+      Infinity,
+      async ({ q }) => {
+        q.autoComplete = true;
+        q.thinkMs = thinkMs;
+        q.submit(1);
+        most = await drainsPerLoopTurn(q, 30);
+        q.resubmit = false;
+        await nextTurn();
+      },
+      { microSpinNs },
+    );
+    return most;
+  };
+  // Each request waits for a loop turn: one completion per turn.
+  const turns = await closedLoop(0, 0);
+  assert.ok(turns <= 2, `${turns} completions between two loop turns`);
+  // Looked for in a microtask: many per turn, up to the run's end (0.2 ms).
+  const micro = await closedLoop(20_000, 0);
+  assert.ok(micro >= 5, `${micro} completions between two loop turns`);
+  // An application that works 0.15 ms before each request: the run ends after two of them.
+  const busy = await closedLoop(20_000, 0.15);
+  assert.ok(busy <= 4, `${busy} completions between two loop turns`);
 });
 
 test('wholeNs: a span in ms as whole ns, clamped to a small integer', () => {
