@@ -16,6 +16,9 @@
 // group of --throttle-iops, default 4000), --rw randread, --bs 4096, --iodepth 1,
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
 // --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
+// --socket PATH measures a backend that is already running there instead (SPDK's vhost target,
+// say; --backend and --qsd-cpu do not apply), --hugepages 2M|1G opens every arm with hugepage
+// memory (SPDK needs it).
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
 // quarter of --seconds, default 6 with --stepping; --rw, --bs, --iodepth, --rate and --ramp do
 // not apply) and adds its phases to the table.
@@ -64,6 +67,8 @@ function parseArgs(argv) {
     warmup: false,
     stepping: false,
     plain: false,
+    socket: '',
+    hugepages: '',
   });
   const o = { ...options, configs: positionals };
   if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
@@ -72,6 +77,10 @@ function parseArgs(argv) {
   if (o.plain && (o.rate > 0 || o.rw !== 'randread' || o.stepping)) {
     throw new Error('--plain reads as fast as it goes: --rate, --rw and --stepping do not apply');
   }
+  if (o.hugepages !== '' && o.hugepages !== '2M' && o.hugepages !== '1G') {
+    throw new Error(`--hugepages must be 2M or 1G, got ${o.hugepages}`);
+  }
+  o.open = o.hugepages === '' ? {} : { hugepages: o.hugepages };
   // Phases shorter than a trial (300 ms) would measure the controller's start only.
   if (o.stepping && !given('seconds')) o.seconds = 6;
   return o;
@@ -121,6 +130,7 @@ function completionOptionsOf(json, text) {
 async function plainRun(dist, socket, mode, o, options, seed) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
   const dev = await openBlockDevice(socket, {
+    ...o.open,
     completion: mode,
     ...(options ? { completionOptions: options } : {}),
   });
@@ -181,6 +191,7 @@ async function childAb(socket, o) {
           c.mode,
           o.seconds / STEPPING_SCHEDULE.length,
           c.options,
+          o.open,
         );
         out[c.name].push({
           iops: r.iops,
@@ -205,7 +216,7 @@ async function childAb(socket, o) {
         completion: c.mode,
         randseed: round + 1,
         ...(o.rate > 0 ? { rate_iops: o.rate } : {}),
-        ...(c.options ? { open: { completionOptions: c.options } } : {}),
+        open: { ...o.open, ...(c.options ? { completionOptions: c.options } : {}) },
       });
       out[c.name].push({
         iops: r.total.iops,
@@ -288,7 +299,14 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-ab-'));
   let qsd;
   try {
-    qsd = await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops });
+    qsd =
+      o.socket === ''
+        ? await startQsd(o.backend, dir, o.qsdCpu, { throttleIops: o.throttleIops })
+        : {
+            sock: resolve(o.socket),
+            shownCmd: `already running at ${o.socket}`,
+            stop: async () => {},
+          };
     const pin = ['-c', String(o.feCpu), process.execPath, SELF];
     process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
     process.stdout.write(`- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}\n\n`);

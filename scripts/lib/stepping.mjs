@@ -16,7 +16,7 @@ const OWN_DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'd
  * `dist`: the dist/src directory of the build to load; `completionOptions`: passed to
  * openBlockDevice (e.g. { adaptive: {...} }), for A/B runs of the controller's knobs.
  */
-export async function steppingRun(dist, socket, mode, phaseSeconds, completionOptions) {
+export async function steppingRun(dist, socket, mode, phaseSeconds, completionOptions, open = {}) {
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
   // The measuring tool comes from this tree's build, whatever build is measured (`dist` may be
   // an older one, without it).
@@ -24,6 +24,7 @@ export async function steppingRun(dist, socket, mode, phaseSeconds, completionOp
   const hdr = await import('hdr-histogram-js');
   const schedule = STEPPING_SCHEDULE;
   const dev = await openBlockDevice(socket, {
+    ...open,
     completion: mode,
     ...(completionOptions ? { completionOptions } : {}),
   });

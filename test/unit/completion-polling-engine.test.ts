@@ -45,6 +45,8 @@ class FakeQueue {
   strategy: PollingCompletion | undefined;
   /** Every request completes while the engine spins for it (see #arrive). */
   autoComplete = false;
+  /** Every request has completed by the time its call returns (a device faster than the call). */
+  completeInCall = false;
   /** The device's other queues (a multi-queue device; see fakeHost). */
   peers: FakeQueue[] = [];
   /**
@@ -135,6 +137,7 @@ class FakeQueue {
     this.submitting = true;
     this.strategy!.setBusy(true);
     this.submitting = false;
+    if (this.completeInCall) this.used += n;
   }
 
   complete(n: number): void {
@@ -482,6 +485,8 @@ test('engine: requests a blocking wait left in flight start a busy period of the
     await nextTurn();
     assert.equal(q.inFlight, 0);
     q.submit(1);
+    // Told with the wait's decision: here (within 1 ms of a drain of two) at the next turn.
+    await nextTurn();
     // (The first submission of all reports nothing: there was no idle time before it.)
     assert.equal(rec.resumes.length, 1, 'one resume: after the busy period the wait began');
     const [idleNs, busyNs] = rec.resumes[0]!;
@@ -1169,6 +1174,23 @@ test("engine: a lone request's completion is looked for in a microtask after its
   // An application that works 0.15 ms before each request: the run ends after two of them.
   const busy = await closedLoop(20_000, 0.15);
   assert.ok(busy <= 4, `${busy} completions between two loop turns`);
+  // A device that answers before the look: taken at the look's first check, and the run still
+  // ends (before, it never did: the loop never turned again).
+  await withEngine(
+    Infinity,
+    async ({ q, rec }) => {
+      q.completeInCall = true;
+      q.submit(1);
+      const most = await drainsPerLoopTurn(q, 30);
+      q.resubmit = false;
+      await nextTurn();
+      assert.ok(most >= 5, `${most} completions between two loop turns`);
+      assert.ok(q.drained > 100, `${q.drained} drained`);
+      // Answered before its look, a request is no wait to decide: the policy is not told.
+      assert.ok(rec.waits.length < 0.2 * q.drained, `${rec.waits.length} of ${q.drained}`);
+    },
+    { microSpinNs: 20_000 },
+  );
 });
 
 test('wholeNs: a span in ms as whole ns, clamped to a small integer', () => {
