@@ -124,11 +124,18 @@ export class PollingCompletion implements CompletionStrategy {
   #microDue = false;
   readonly #microSpinNs: number;
   /**
-   * The current run of microtask looks (the loop has not turned since it began): nowMs() at its
-   * start (-1: none) and at its latest look's end.
+   * The current run of microtask looks: nowMs() at its first look (-1: none) and at its latest
+   * look's end. A run ends at a loop turn of this engine, or when a look finds it too old; one
+   * whose looks stopped because the engine went idle stays open until then (counted late, and
+   * the next lone request's look may find it too old and leave its wait to a loop turn).
    */
   #microRunStart = -1;
   #microRunEnd = 0;
+  /**
+   * What the run's length is judged from (MICRO_RUN_MS): its first look, or the start of the
+   * loop turn it followed, whose spin held the loop too.
+   */
+  #microRunFrom = -1;
   /** What the run's spins held the thread for themselves (see countPollingTurn). */
   #microRunHeld = 0;
   /** A hit seen by a polling turn, not yet reported (ns; -1: none). */
@@ -193,7 +200,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
-      // Idle with interrupts on: a completion nobody polls for is still noticed.
+      // New, with interrupts on (going idle later, only where wantsInterruptsIdle says).
       queue.vq.enableInterrupts();
       const poll = native.pollStart(queue.callFd, UV_READABLE, () => this.#onCall(queue));
       native.pollRef(poll, false);
@@ -221,7 +228,8 @@ export class PollingCompletion implements CompletionStrategy {
    * sooner (null-co, depth 1: 2.4 µs within 0.75 µs, 6-26 µs later; BENCHMARKS.md), and one
    * still running from that completion, or woken by the kick on this CPU, then completes the
    * request without signalling it. A wait then decided to block re-enables them with the usual
-   * re-check; a request that did not go on the ring parks, which re-enables them too.
+   * re-check; a request that did not go on the ring parks (with them on where wanted, see
+   * wantsInterruptsIdle).
    */
   quietKick(): boolean {
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
@@ -375,7 +383,9 @@ export class PollingCompletion implements CompletionStrategy {
       this.#microRunStart = before;
       this.#microRunEnd = before;
       this.#microRunHeld = 0;
-    } else if (before - this.#microRunStart > MICRO_RUN_MS) {
+      if (this.#microRunFrom < 0) this.#microRunFrom = before;
+    }
+    if (before - this.#microRunFrom > MICRO_RUN_MS) {
       // The run is over: the loop turns, and that turn decides and takes the wait.
       if (this.#lookDecides) this.#decidePending = true;
       this.#lookDecides = false;
@@ -385,28 +395,33 @@ export class PollingCompletion implements CompletionStrategy {
     }
     if (this.#lookDecides) {
       this.#lookDecides = false;
-      // First a short spin, within the last wait's budget, before any bookkeeping.
-      const quickNs = wholeNs(Math.min(this.#budgetMs, QUICK_LOOK_MS));
+      // First a short spin, whatever the policy would decide, before any bookkeeping.
       let answered = anyUsed(this.#queues);
-      if (!answered && quickNs > 0) {
-        answered = spinForUsed(this.#queues, quickNs, undefined, true);
+      this.#microRunEnd = before;
+      if (!answered) {
+        answered = spinForUsed(this.#queues, QUICK_LOOK_NS, undefined, true);
         this.#microRunHeld += lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
         this.#microRunEnd = lastSpin[SPIN_END]!;
       }
       if (answered) {
         // Answered that soon: no wait to decide or to learn from, as at a turn whose deferred
-        // decision finds completions; the policy hears of the waits that take longer. So a
-        // device this fast costs 'adaptive' no more than 'poll' (the policy's bookkeeping
-        // between the kick and the look cost it 9-13% of poll's depth-1 IOPS against
-        // qemu-storage-daemon).
+        // decision finds completions. The policy hears of the waits that take longer (and of
+        // every resume from idle), and this spin catches the short ones whatever it decides
+        // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
+        // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
+        // against qemu-storage-daemon), and a blocking policy does not block for them.
         this.#kickAheadTrial.waitEnded();
         this.#kickAheadOfIdle();
         this.#samplePreemptions();
         this.#drainAll();
+        // The application's pace still counts (the resume from idle), after the drain.
+        this.#reportPending();
         if (this.#state === 'spinning') this.#nextWait();
         return;
       }
-      if (!this.#decide(true, true)) return; // blocked at once (armed)
+      // Interrupts are off after quietKick; not if the request came within a burst's window
+      // that closed before #resume looked (then the decision turns them off).
+      if (!this.#decide(false, true)) return; // blocked at once (armed)
     }
     const ns = wholeNs(
       Math.min(this.#waitStart + this.#budgetMs - latestMs(), this.#microSpinNs / msToNs),
@@ -417,10 +432,11 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#policy.spare?.();
+    const spinFrom = nowMs();
     const found = spinForUsed(this.#queues, ns, undefined, true);
     const now = nowMs();
     this.#microRunEnd = now;
-    this.#microRunHeld += lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
+    this.#microRunHeld += lastSpin[SPIN_END]! - spinFrom - lastSpin[SPIN_OTHERS]!;
     if (found) {
       this.#found(now);
       return;
@@ -435,6 +451,7 @@ export class PollingCompletion implements CompletionStrategy {
    * included), held for what its spins held the thread for, as a loop turn's spin is.
    */
   #endMicroRun(): void {
+    this.#microRunFrom = -1;
     if (this.#microRunStart < 0) return;
     const ms = this.#microRunEnd - this.#microRunStart;
     this.#microRunStart = -1;
@@ -449,11 +466,11 @@ export class PollingCompletion implements CompletionStrategy {
    * include theirs. Decided now, it would see the dip between the drain and the resubmissions
    * instead of the application's depth (measured at depth 16: not one wait in 2,000 saw 16).
    * Until then the device is not asked to interrupt. A wait at depth 1 (the drain emptied the
-   * device of its only request) is decided in the next submission, right after its kick (made
-   * there with interrupts off, see quietKick): not a loop turn later, since blocked at once it
-   * lets a backend on this CPU run sooner (measured, p50 28.5 against 36.8 µs, when the kick
-   * still came after the decision). The cost: a blocked wait after a drain is armed one loop
-   * turn later.
+   * device of its only request) starts in the next submission, right after its kick (made
+   * there with interrupts off, see quietKick): decided there where the spins yield to a backend
+   * on this CPU (blocked at once it lets that backend run sooner: measured, p50 28.5 against
+   * 36.8 µs, when the kick still came after the decision), else in its look (#microTurn), not a
+   * loop turn later. The cost: a blocked wait after a drain is armed one loop turn later.
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
@@ -549,6 +566,9 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #turn = (): void => {
     this.#turnDue = false;
     this.#endMicroRun();
+    // A run of looks that follows this turn (its drain's callbacks make lone requests) is
+    // judged from here: the turn's spin held the loop too.
+    this.#microRunFrom = latestMs();
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
     if (this.#decidePending) {
@@ -811,7 +831,7 @@ export class PollingCompletion implements CompletionStrategy {
 
   /**
    * Idle or parked: re-enables `queue`'s interrupts, draining what slipped in before, until none
-   * did (the re-check). (Going idle, a drain may park the engine: parked, interrupts must be on
+   * did (the re-check). (Going idle, a drain may park the engine: parked, they are wanted on
    * just the same, so the loop goes on.) Stops if a drain takes nothing, as for a device that failed with
    * completions pending (its last settled request may be what made us idle).
    *
@@ -876,9 +896,14 @@ export const MICRO_SPIN_NS = 20_000;
  * told of the wait: qemu-storage-daemon on null-co answers most depth-1 requests sooner, and the
  * policy then learns from the waits that take longer.
  */
-const QUICK_LOOK_MS = 0.002;
-/** Longest run of microtask looks (and the callbacks between them) before a loop turn. */
-const MICRO_RUN_MS = 0.2;
+const QUICK_LOOK_NS = 2_000;
+/**
+ * Longest run of microtask looks (and the callbacks between them), with the loop turn it
+ * followed, before the loop turns again. Per device: with N devices at depth 1, the loop may
+ * go N times this long (and their turns' spins) without turning. At 3 µs a request, 16 of them
+ * share a loop turn's ~1.5 µs.
+ */
+const MICRO_RUN_MS = 0.05;
 
 /**
  * Longest spin (spinSliceNs) or sleep (sleepIntervalNs) one loop turn may take. The loop may be

@@ -22,9 +22,11 @@ export interface DeviceQueue {
   readonly inFlight: number;
   /**
    * True where chains go on the ring only through the block engine's submissions, which the
-   * completion strategy hears of (quietKick, setBusy): holding none, such a queue has nothing to
-   * signal, and its interrupts may stay off while the device is idle. False for queues the
-   * driver fills by itself (virtio-scsi's control and event queues).
+   * completion strategy hears of (quietKick, setBusy), or while the engine is busy anyway (a
+   * retry after backoff, whose request keeps its slot and counts in `inFlight`; a blocking
+   * call, which turns interrupts on itself): holding none, such a queue has nothing to signal,
+   * and its interrupts may stay off while the device is idle. False for queues the driver fills
+   * by itself (virtio-scsi's control and event queues).
    */
   readonly filledByEngineOnly: boolean;
   /** Completes what the device returned; returns how many used elements were consumed. */
