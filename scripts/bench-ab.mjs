@@ -107,7 +107,7 @@ function parseConfig(text) {
   return { name, mode, dist, options };
 }
 
-const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs', 'kickAhead'];
+const TOP_LEVEL_KEYS = ['spinSliceNs', 'sleepIntervalNs', 'kickAhead', 'microLookNs'];
 
 /** completionOptions for a configuration's JSON. */
 function completionOptionsOf(json, text) {

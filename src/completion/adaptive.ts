@@ -20,10 +20,11 @@ export class AdaptiveCompletion extends PollingCompletion {
     options: Partial<AdaptiveOptions> = {},
     sliceNs: number = DEFAULT_SPIN_SLICE_NS,
     kickAhead = true,
+    microSpinNs = 0,
   ) {
     const controller = new AdaptiveController(options);
     controller.deferDecisions();
-    super('adaptive', host, controller, { sliceNs, sleepNs: 0, kickAhead });
+    super('adaptive', host, controller, { sliceNs, sleepNs: 0, kickAhead, microSpinNs });
     this.controller = controller;
   }
 }

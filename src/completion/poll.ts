@@ -29,7 +29,8 @@ export interface PollLoopOptions {
   kickAheadGapNs?: number;
   /**
    * Look for a lone request's completion in a microtask right after the call that made it, for
-   * up to this long (ns), before leaving it to the next loop turn (default MICRO_SPIN_NS; 0: never).
+   * up to this long (ns), before leaving it to the next loop turn (default 0: never; see
+   * CompletionOptions.microLookNs).
    */
   microSpinNs?: number;
 }
@@ -196,7 +197,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
     this.#timesArrivals = this.#kickAhead || policy.resumed !== undefined;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
-    this.#microSpinNs = options.sleepNs === 0 ? (options.microSpinNs ?? MICRO_SPIN_NS) : 0;
+    this.#microSpinNs = options.sleepNs === 0 ? (options.microSpinNs ?? 0) : 0;
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
@@ -889,8 +890,6 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
 
-/** How long a look in a microtask spins for a lone request's completion (#microTurn). */
-export const MICRO_SPIN_NS = 20_000;
 /**
  * A lone request's look spins this long (within the last wait's budget) before the policy is
  * told of the wait: qemu-storage-daemon on null-co answers most depth-1 requests sooner, and the
@@ -919,6 +918,12 @@ export function createPollCompletion(
   host: CompletionHost,
   sliceNs: number = DEFAULT_SPIN_SLICE_NS,
   kickAhead = true,
+  microSpinNs = 0,
 ): PollingCompletion {
-  return new PollingCompletion('poll', host, POLL_POLICY, { sliceNs, sleepNs: 0, kickAhead });
+  return new PollingCompletion('poll', host, POLL_POLICY, {
+    sliceNs,
+    sleepNs: 0,
+    kickAhead,
+    microSpinNs,
+  });
 }

@@ -34,7 +34,10 @@ interface Config {
   completionOptions?: CompletionOptions;
 }
 
-/** Every strategy, and adaptive with every wait under depth batched (interrupt moderation). */
+/**
+ * Every strategy, adaptive with every wait under depth batched (interrupt moderation), and the
+ * polling ones with lone requests looked for in a microtask.
+ */
 const CONFIGS: readonly Config[] = [
   ...COMPLETION_MODES.map((mode) => ({ label: mode, completion: mode })),
   {
@@ -42,6 +45,11 @@ const CONFIGS: readonly Config[] = [
     completion: 'adaptive',
     completionOptions: { adaptive: { batching: 'always' } },
   },
+  ...(['poll', 'adaptive'] as const).map((mode) => ({
+    label: `${mode}, microLookNs 20000`,
+    completion: mode,
+    completionOptions: { microLookNs: 20_000 },
+  })),
 ];
 
 for (const [index, { label: mode, ...config }] of CONFIGS.entries()) {

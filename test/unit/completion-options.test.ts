@@ -51,6 +51,13 @@ test('bad modes and options are InvalidArgumentErrors naming the option', () => 
     },
   );
   assert.throws(() => checkCompletionOptions('adaptive', { adaptive: 'fast' } as object), BAD);
+  for (const microLookNs of [-1, 1.5, 2_000_000]) {
+    assert.throws(() => checkCompletionOptions('poll', { microLookNs }), {
+      ...BAD,
+      message: /microLookNs/,
+    });
+  }
+  checkCompletionOptions('adaptive', { microLookNs: 20_000 });
 });
 
 test('the native sleep floor is measurable (and well above 1 µs on a VM)', () => {
