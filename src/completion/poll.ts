@@ -566,10 +566,13 @@ export class PollingCompletion implements CompletionStrategy {
   /** One event-loop turn of polling. */
   readonly #turn = (): void => {
     this.#turnDue = false;
-    this.#endMicroRun();
-    // A run of looks that follows this turn (its drain's callbacks make lone requests) is
-    // judged from here: the turn's spin held the loop too.
-    this.#microRunFrom = latestMs();
+    if (this.#microSpinNs > 0) {
+      this.#endMicroRun();
+      // A run of looks that follows this turn (its drain's callbacks make lone requests) is
+      // judged from here: the turn's spin held the loop too. (Only with looks: a time stored
+      // here is a new heap number per turn.)
+      this.#microRunFrom = latestMs();
+    }
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
     if (this.#decidePending) {
