@@ -411,13 +411,7 @@ export class PollingCompletion implements CompletionStrategy {
         // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
         // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
         // against qemu-storage-daemon), and a blocking policy does not block for them.
-        this.#kickAheadTrial.waitEnded();
-        this.#kickAheadOfIdle();
-        this.#samplePreemptions();
-        this.#drainAll();
-        // The application's pace still counts (the resume from idle), after the drain.
-        this.#reportPending();
-        if (this.#state === 'spinning') this.#nextWait();
+        this.#takeUnwaited(true);
         return;
       }
       // Interrupts are off after quietKick; not if the request came within a burst's window
@@ -566,13 +560,7 @@ export class PollingCompletion implements CompletionStrategy {
   /** One event-loop turn of polling. */
   readonly #turn = (): void => {
     this.#turnDue = false;
-    if (this.#microSpinNs > 0) {
-      this.#endMicroRun();
-      // A run of looks that follows this turn (its drain's callbacks make lone requests) is
-      // judged from here: the turn's spin held the loop too. (Only with looks: a time stored
-      // here is a new heap number per turn.)
-      this.#microRunFrom = latestMs();
-    }
+    if (this.#microSpinNs > 0) this.#turnStartsRun();
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
     if (this.#decidePending) {
@@ -583,10 +571,7 @@ export class PollingCompletion implements CompletionStrategy {
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
         // them at once.
         readClock(); // for the trial and the preemption sample
-        this.#kickAheadTrial.waitEnded();
-        this.#samplePreemptions();
-        this.#drainAll();
-        if (this.#state === 'spinning') this.#nextWait();
+        this.#takeUnwaited(false);
         return;
       }
       if (!anyInFlight(queues)) {
@@ -616,6 +601,8 @@ export class PollingCompletion implements CompletionStrategy {
           // Whole ns: a small integer is passed unboxed.
           const ns = wholeNs(Math.min(left, this.#sliceMs));
           found = spinForUsed(queues, ns, this.spinYield(), true);
+          // Written out, not a helper: a time passed to or returned from a call V8 does not
+          // inline is a new heap number (a helper here cost 16 B per depth-1 read).
           heldMs = lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
         }
       }
@@ -636,6 +623,31 @@ export class PollingCompletion implements CompletionStrategy {
     if (now - this.#waitStart >= this.#budgetMs) this.#arm();
     else this.#schedule();
   };
+
+  /**
+   * Drains completions that came before a wait began (no wait to decide or to learn from), right
+   * after a clock reading. `kickAhead`: a lone request's look found them, so the device may be
+   * about to idle (a turn's deferred decision finds a burst's). The policy still hears of the
+   * application's pace (a pending resume from idle), after the drain.
+   */
+  #takeUnwaited(kickAhead: boolean): void {
+    this.#kickAheadTrial.waitEnded();
+    if (kickAhead) this.#kickAheadOfIdle();
+    this.#samplePreemptions();
+    this.#drainAll();
+    this.#reportPending();
+    if (this.#state === 'spinning') this.#nextWait();
+  }
+
+  /**
+   * A loop turn ends the run of looks, if any, and a run that follows it (its drain's callbacks
+   * make lone requests) is judged from here: the turn's spin held the loop too. Out of #turn,
+   * and only with looks: a time stored there is a new heap number per turn.
+   */
+  #turnStartsRun(): void {
+    this.#endMicroRun();
+    this.#microRunFrom = latestMs();
+  }
 
   /** A wait found completions at `now` (a turn's or a microtask's look): take them. */
   #found(now: number): void {
