@@ -88,7 +88,8 @@ function parseArgs(argv) {
 
 /**
  * NAME=MODE[@DIST][:JSON]. JSON is an object of completionOptions.adaptive's keys, plus
- * completionOptions' own spinSliceNs, sleepIntervalNs and kickAhead (e.g. poll:{"kickAhead":false}).
+ * completionOptions' own spinSliceNs, sleepIntervalNs, kickAhead and microLookNs (e.g.
+ * poll:{"kickAhead":false}).
  */
 function parseConfig(text) {
   const eq = text.indexOf('=');

@@ -134,10 +134,22 @@ for (const [index, { label: mode, ...config }] of CONFIGS.entries()) {
   });
 }
 
-for (const mode of ['poll', 'sleep-poll', 'adaptive'] as const) {
-  test(`${mode}: an idle device spins nothing`, async () => {
+for (const [label, completionOptions] of [
+  ['poll', {}],
+  ['sleep-poll', {}],
+  ['adaptive', {}],
+  ['poll', { microLookNs: 20_000 }],
+  ['adaptive', { microLookNs: 20_000 }],
+] as const) {
+  const mode = label;
+  const name = 'microLookNs' in completionOptions ? `${mode}, microLookNs 20000` : mode;
+  test(`${name}: an idle device spins nothing`, async () => {
     // A backend serves one frontend at a time, so one device per test.
-    const dev = await openBlockDevice(nullQsd.socketPath, { queueSize: 8, completion: mode });
+    const dev = await openBlockDevice(nullQsd.socketPath, {
+      queueSize: 8,
+      completion: mode,
+      completionOptions,
+    });
     try {
       await Promise.all(Array.from({ length: 16 }, (_, i) => dev.read(i * 4096, 4096)));
       const cpu = process.cpuUsage();
