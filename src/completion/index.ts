@@ -32,7 +32,11 @@ export const COMPLETION_MODES: readonly CompletionMode[] = [
 export interface CompletionOptions {
   /** 'poll' / 'adaptive': longest synchronous spin per event-loop turn, ns (default 20 µs, at most 0.7 ms). */
   spinSliceNs?: number;
-  /** 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is ~15 µs; at most 0.7 ms). */
+  /**
+   * 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is
+   * ~15 µs; at most 0.7 ms). Shortened while the host wakes the thread late, so that a sleep as it
+   * really lasts stays within 0.7 ms (SleepInterval).
+   */
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */
   adaptive?: Partial<AdaptiveOptions>;

@@ -6,6 +6,7 @@ import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed, wholeNs } from './spin.js';
 import { latestMs, nowMs, readClock } from '../util/clock.js';
+import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
   RecentDrain,
@@ -103,8 +104,8 @@ export class PollingCompletion implements CompletionStrategy {
   readonly #queues: readonly DeviceQueue[];
   readonly #policy: SpinPolicy;
   readonly #sliceMs: number;
-  readonly #sleepNs: number;
-  readonly #sleepMs: number;
+  /** sleep-poll's sleep (undefined: this engine spins). */
+  readonly #sleep: SleepInterval | undefined;
   readonly #kickAhead: boolean;
   /** Requests' arrivals are timed (quietKick): for the kick ahead's gap and the policy's resumed. */
   readonly #timesArrivals: boolean;
@@ -192,8 +193,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#policy = policy;
     policy.useThreadClock?.(latestMs);
     this.#sliceMs = options.sliceNs / msToNs;
-    this.#sleepNs = options.sleepNs;
-    this.#sleepMs = options.sleepNs / msToNs;
+    this.#sleep = options.sleepNs > 0 ? new SleepInterval(options.sleepNs, MAX_TURN_NS) : undefined;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
     this.#timesArrivals = this.#kickAhead || policy.resumed !== undefined;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
@@ -585,18 +585,22 @@ export class PollingCompletion implements CompletionStrategy {
     let polledFrom = -1;
     /** What the turn's spin or sleep held the thread for itself (see countPollingTurn). */
     let heldMs = 0;
+    /** The sleep this turn asked for (ns; 0: it spun or did neither). */
+    let sleptNs = 0;
     if (!found) {
       this.#policy.spare?.();
       const before = nowMs();
       const left = this.#waitStart + this.#budgetMs - before;
       if (left > 0) {
         polledFrom = before;
-        if (this.#sleepNs > 0) {
-          native.sleepNs(this.#sleepNs);
+        if (this.#sleep !== undefined) {
+          sleptNs = this.#sleep.ns;
+          native.sleepNs(sleptNs);
           found = anyUsed(queues);
           // Not measured: a sleep counts as holding the thread for what it asked. What it
-          // overshoots by is the scheduler's (waking a halted vCPU).
-          heldMs = this.#sleepMs;
+          // overshoots by is the scheduler's (waking a halted vCPU); the next sleep is
+          // shortened for it (SleepInterval).
+          heldMs = sleptNs / msToNs;
         } else {
           // Whole ns: a small integer is passed unboxed.
           const ns = wholeNs(Math.min(left, this.#sliceMs));
@@ -610,6 +614,7 @@ export class PollingCompletion implements CompletionStrategy {
     const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
+      if (sleptNs > 0) this.#sleep!.took(sleptNs, wholeNs(ms));
       this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
     }
     if (found) {
