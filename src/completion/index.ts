@@ -34,8 +34,8 @@ export interface CompletionOptions {
   spinSliceNs?: number;
   /**
    * 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is
-   * ~15 µs; at most 0.7 ms). Shortened while the host wakes the thread late, so that a sleep as it
-   * really lasts stays within 0.7 ms (SleepInterval).
+   * ~15 µs; at most 0.7 ms). Shortened while sleeps end late, so that a sleep as it really lasts
+   * stays within 0.7 ms as far as the host allows (SleepInterval).
    */
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */

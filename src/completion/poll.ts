@@ -593,13 +593,14 @@ export class PollingCompletion implements CompletionStrategy {
       const left = this.#waitStart + this.#budgetMs - before;
       if (left > 0) {
         polledFrom = before;
-        if (this.#sleep !== undefined) {
-          sleptNs = this.#sleep.ns;
+        const sleep = this.#sleep;
+        if (sleep !== undefined) {
+          sleptNs = sleep.ns;
           native.sleepNs(sleptNs);
           found = anyUsed(queues);
           // Not measured: a sleep counts as holding the thread for what it asked. What it
-          // overshoots by is the scheduler's (waking a halted vCPU); the next sleep is
-          // shortened for it (SleepInterval).
+          // overshoots by is others' (the host waking a halted vCPU, whatever ran meanwhile);
+          // the next sleeps are shortened for it (SleepInterval).
           heldMs = sleptNs / msToNs;
         } else {
           // Whole ns: a small integer is passed unboxed.
@@ -614,7 +615,7 @@ export class PollingCompletion implements CompletionStrategy {
     const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
-      if (sleptNs > 0) this.#sleep!.took(sleptNs, wholeNs(ms));
+      if (sleptNs > 0) this.#sleep?.took(sleptNs, wholeNs(ms));
       this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
     }
     if (found) {

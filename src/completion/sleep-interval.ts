@@ -11,24 +11,44 @@ const OVERSHOOT_KEPT = 0.95;
 const MIN_SLEEP_NS = 1_000;
 
 /**
- * The sleep 'sleep-poll' asks for in a loop turn: the configured interval, shortened while the
- * host takes long to wake the thread from it, so that the sleep as it really lasts stays within
- * `turnNs` (the loop's budget for one turn). A sleep's overshoot is the host's, not the length
- * asked for: waking a halted vCPU took 0.1-0.2 ms here and up to ~0.5 ms on CI machines, which
- * at an interval of 0.7 ms held most loop turns for over 1 ms. The estimate is a decaying high
- * water mark of the overshoots seen, capped at the turn's budget (a host stall of several ms
- * says nothing about the next wake-up beyond "slow").
+ * What a new estimate starts from (ms): a first sleep at the 0.7 ms cap asks 0.4 ms, so a host
+ * ~0.5 ms late (seen on CI machines) does not make the first turns 1.2 ms long; a host that
+ * wakes on time gets the interval back within ~30 sleeps.
+ */
+const FIRST_OVERSHOOT_MS = 0.3;
+
+/**
+ * How late this host wakes a sleeping thread (ms), shared by every engine of the process: it is
+ * the host's, not a device's, and a new engine (another device, a change of strategy) starts
+ * from what the others learned. A typed array's element, written in place (a module variable
+ * holding a double would be a new heap number per write).
+ */
+const hostOvershoot = new Float64Array([FIRST_OVERSHOOT_MS]);
+
+/**
+ * The sleep 'sleep-poll' asks for in a loop turn: the configured interval, shortened while
+ * sleeps end late, so that a sleep as it really lasts stays within `turnNs` (the loop's budget
+ * for one turn) as far as the host allows. Lateness is mostly the host's (waking a halted vCPU:
+ * 0.1-0.2 ms here, ~0.5 ms on CI machines, where an interval of 0.7 ms held most loop turns for
+ * over 1 ms), plus whatever ran on the CPU meanwhile (a backend sharing it, a host stall). The
+ * estimate is a decaying high-water mark of the overshoots seen, capped at the turn's budget: a
+ * stall of several ms says nothing about the next wake-up beyond "slow". A host later than the
+ * budget gets the shortest sleeps, and turns as long as its lateness.
  */
 export class SleepInterval {
   readonly #configuredNs: number;
+  readonly #minNs: number;
   readonly #turnMs: number;
-  #overshootMs = 0;
+  readonly #overshoot: Float64Array;
   #ns: number;
 
-  constructor(configuredNs: number, turnNs: number) {
+  /** `overshoot`: where the estimate lives (ms, element 0); by default the process's. */
+  constructor(configuredNs: number, turnNs: number, overshoot: Float64Array = hostOvershoot) {
     this.#configuredNs = configuredNs;
+    this.#minNs = Math.min(MIN_SLEEP_NS, configuredNs);
     this.#turnMs = turnNs / msToNs;
-    this.#ns = configuredNs;
+    this.#overshoot = overshoot;
+    this.#ns = this.#fit();
   }
 
   /** What to ask the next sleep for (whole ns). */
@@ -38,18 +58,22 @@ export class SleepInterval {
 
   /** The largest recent overshoot, smoothed as above (ms). */
   get overshootMs(): number {
-    return this.#overshootMs;
+    return this.#overshoot[0]!;
   }
 
   /**
    * A sleep asked for `askedNs` took `tookNs` (from before the call to after it; whole ns, which
-   * V8 passes unboxed).
+   * V8 passes unboxed). A sleep that took less than asked (clock granularity) counts as on time.
    */
   took(askedNs: number, tookNs: number): void {
     const over = Math.min(Math.max((tookNs - askedNs) / msToNs, 0), this.#turnMs);
-    const kept = this.#overshootMs * OVERSHOOT_KEPT;
-    this.#overshootMs = over > kept ? over : kept;
-    const roomNs = wholeNs(this.#turnMs - this.#overshootMs);
-    this.#ns = Math.max(MIN_SLEEP_NS, Math.min(this.#configuredNs, roomNs));
+    const kept = this.#overshoot[0]! * OVERSHOOT_KEPT;
+    this.#overshoot[0] = over > kept ? over : kept;
+    this.#ns = this.#fit();
+  }
+
+  #fit(): number {
+    const roomNs = wholeNs(this.#turnMs - this.#overshoot[0]!);
+    return Math.max(this.#minNs, Math.min(this.#configuredNs, roomNs));
   }
 }
