@@ -433,7 +433,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#microRunEnd = now;
     this.#microRunHeld += lastSpin[SPIN_END]! - spinFrom - lastSpin[SPIN_OTHERS]!;
     if (found) {
-      this.#found(now);
+      this.#found(wholeNs(now - this.#waitStart));
       return;
     }
     this.#endMicroRun();
@@ -619,7 +619,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
     }
     if (found) {
-      this.#found(now);
+      this.#found(wholeNs(now - this.#waitStart));
       return;
     }
     if (!anyInFlight(queues)) {
@@ -655,13 +655,17 @@ export class PollingCompletion implements CompletionStrategy {
     this.#microRunFrom = latestMs();
   }
 
-  /** A wait found completions at `now` (a turn's or a microtask's look): take them. */
-  #found(now: number): void {
+  /**
+   * A wait found completions `waitedNs` after it began (a turn's or a microtask's look): take
+   * them. Whole ns, not the clock reading: a time passed to a call V8 does not inline is a new
+   * heap number, and whether it inlines this one varies from run to run.
+   */
+  #found(waitedNs: number): void {
     this.#kickAheadTrial.waitEnded();
     this.#kickAheadOfIdle();
     // Reported when the next wait is decided: after the drained requests' callbacks, so after
     // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-    this.#pendingHitNs = wholeNs(now - this.#waitStart);
+    this.#pendingHitNs = waitedNs;
     this.#drainAll();
     if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
     this.#nextWait();
