@@ -238,9 +238,8 @@ export class PollingCompletion implements CompletionStrategy {
     // a strategy that uses neither reads the clock only after a drain of several. A burst's
     // resubmissions are coming too: one kick for all of them.
     if (this.#timesArrivals) {
-      const now = nowMs();
-      this.#arrivedAt = now;
-      if (this.#recentDrain.burstBefore(now)) return false;
+      this.#arrivedAt = nowMs();
+      if (this.#recentDrain.burstBeforeLatest()) return false;
     } else if (this.#recentDrain.burstJustBefore()) {
       return false;
     }
@@ -293,6 +292,10 @@ export class PollingCompletion implements CompletionStrategy {
 
   #resume(): void {
     const now = nowMs();
+    // Within 1 ms of a drain of several completions the rest of their resubmissions are coming
+    // too (see #nextWait); otherwise (depth 1, or a new request) the wait is decided now, right
+    // after the kick (quietKick). Asked at once, while `now` is the latest reading.
+    const afterBurst = this.#recentDrain.burstBeforeLatest();
     // The request that found the engine idle arrived before it went on the ring (quietKick); a
     // reading older than the idle spell is not this request's.
     const arrived =
@@ -319,10 +322,6 @@ export class PollingCompletion implements CompletionStrategy {
         this.#busySince = arrived;
       }
     }
-    // Within 1 ms of a drain of several completions the rest of their resubmissions are coming
-    // too (see #nextWait); otherwise (depth 1, or a new request) the wait is decided now, right
-    // after the kick (quietKick).
-    const afterBurst = this.#recentDrain.burstBefore(now);
     this.#recentDrain.forget();
     if (afterBurst) this.#nextWait();
     else this.#startWait();

@@ -1,4 +1,4 @@
-import { nowMs } from '../util/clock.js';
+import { latestMs, nowMs } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 
 /**
@@ -47,9 +47,12 @@ export class RecentDrain {
     if (count > 1) this.#at = nowMs();
   }
 
-  /** The latest drain took several, less than BURST_RESUBMIT_MS before `now`. */
-  burstBefore(now: number): boolean {
-    return this.#count > 1 && now - this.#at < BURST_RESUBMIT_MS;
+  /**
+   * The latest drain took several, less than BURST_RESUBMIT_MS before the thread's latest clock
+   * reading (latestMs: a time passed to a call V8 does not inline is a new heap number).
+   */
+  burstBeforeLatest(): boolean {
+    return this.#count > 1 && latestMs() - this.#at < BURST_RESUBMIT_MS;
   }
 
   /** The same, now; reads the clock only after a drain of several. */
