@@ -15,7 +15,7 @@ export { measureSleepFloor, type SleepFloor } from './sleep-poll.js';
  * How completions are noticed:
  * - 'event': sleep on the call eventfds (fewest CPU cycles, a vCPU wake-up per wait);
  * - 'poll': poll the used rings on every event-loop turn while requests are in flight;
- * - 'sleep-poll': poll, sleep a fixed interval in native code, poll again (for comparison);
+ * - 'sleep-poll': poll, sleep an interval in native code (shortened only on a host that wakes the thread very late), poll again (for comparison);
  * - 'adaptive': poll for a self-tuned time per wait, then sleep on the eventfds.
  * None of them spends CPU while no request is in flight.
  */
@@ -34,8 +34,8 @@ export interface CompletionOptions {
   spinSliceNs?: number;
   /**
    * 'sleep-poll': the sleep between checks, ns (default 50 µs, ~70 µs in fact here; the floor is
-   * ~15 µs; at most 0.7 ms). Shortened while sleeps end late, so that a sleep as it really lasts
-   * stays within 0.7 ms as far as the host allows (SleepInterval).
+   * ~15 µs; at most 0.7 ms). Shortened where a sleep as it really lasts would pass 0.7 ms (at
+   * the default: sleeps over 0.65 ms late), as far as the host allows (SleepInterval).
    */
   sleepIntervalNs?: number;
   /** 'adaptive': controller knobs. */

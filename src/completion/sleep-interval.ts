@@ -18,10 +18,12 @@ const MIN_SLEEP_NS = 1_000;
 const FIRST_OVERSHOOT_MS = 0.3;
 
 /**
- * How late this host wakes a sleeping thread (ms), shared by every engine of the process: it is
- * the host's, not a device's, and a new engine (another device, a change of strategy) starts
- * from what the others learned. A typed array's element, written in place (a module variable
- * holding a double would be a new heap number per write).
+ * How late this host wakes a sleeping thread (ms), shared by every engine of this thread (a
+ * worker thread has its own): it is the host's, not a device's, and a new engine (another
+ * device, a change of strategy) starts from what the others learned. Every engine's sleeps
+ * feed it, so with N devices sleeping it decays N times as fast in wall-clock time. A typed
+ * array's element, written in place (a module variable holding a double would be a new heap
+ * number per write).
  */
 const hostOvershoot = new Float64Array([FIRST_OVERSHOOT_MS]);
 

@@ -49,7 +49,8 @@ export class RecentDrain {
 
   /**
    * The latest drain took several, less than BURST_RESUBMIT_MS before the thread's latest clock
-   * reading (latestMs: a time passed to a call V8 does not inline is a new heap number).
+   * reading: call it right after nowMs() (latestMs; a time passed to a call V8 does not inline
+   * would be a new heap number).
    */
   burstBeforeLatest(): boolean {
     return this.#count > 1 && latestMs() - this.#at < BURST_RESUBMIT_MS;

@@ -60,9 +60,10 @@ test('on a slow device at depth 32, batched waits take one interrupt per batch (
     // 'event' takes an interrupt for every burst the throttle releases (~0.35 per I/O here);
     // batches of 4..16 completions per interrupt take a fraction of that (~0.09 measured).
     assert.ok(perIo.always! < perIo.event! * 0.5, `calls per I/O: ${text}`);
-    // The default blocks here too (it does not spin the throttle's gaps away), and takes no
-    // more interrupts than 'event' (how much fewer depends on how often batching is on; where
-    // it seldom is, the two differ by the runs' noise, which 10% allows for).
+    // The default blocks here too (it does not spin the throttle's gaps away), and takes about
+    // as many interrupts as 'event' or fewer (how much fewer depends on how often batching is
+    // on; where it seldom is, the two differ by the runs' noise, which 10% allows for). That
+    // batching works at all is the 'always' check above.
     assert.ok(perIo.auto! > perIo.event! * 0.05, `calls per I/O: ${text}`);
     assert.ok(perIo.auto! <= perIo.event! * 1.1, `calls per I/O: ${text}`);
   } finally {
