@@ -13,7 +13,7 @@ const MIN_SLEEP_NS = 1_000;
 /**
  * What a new estimate starts from (ms): a first sleep at the 0.7 ms cap asks 0.4 ms, so a host
  * ~0.5 ms late (seen on CI machines) does not make the first turns 1.2 ms long; a host that
- * wakes on time gets the interval back within ~30 sleeps.
+ * wakes on time gets the interval back within ~50 sleeps.
  */
 const FIRST_OVERSHOOT_MS = 0.3;
 
