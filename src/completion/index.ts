@@ -15,7 +15,8 @@ export { measureSleepFloor, type SleepFloor } from './sleep-poll.js';
  * How completions are noticed:
  * - 'event': sleep on the call eventfds (fewest CPU cycles, a vCPU wake-up per wait);
  * - 'poll': poll the used rings on every event-loop turn while requests are in flight;
- * - 'sleep-poll': poll, sleep an interval in native code (shortened where a sleep as it really lasts would pass 0.7 ms), poll again (for comparison);
+ * - 'sleep-poll': poll, sleep an interval in native code (shortened where a sleep as it really
+ *   lasts would pass 0.7 ms), poll again (for comparison);
  * - 'adaptive': poll for a self-tuned time per wait, then sleep on the eventfds.
  * None of them spends CPU while no request is in flight.
  */

@@ -4,7 +4,7 @@ import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
-import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_OTHERS, spinForUsed, wholeNs } from './spin.js';
+import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_HELD, spinForUsed, wholeNs } from './spin.js';
 import { latestMs, nowMs, readClock } from '../util/clock.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
@@ -400,7 +400,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#microRunEnd = before;
       if (!answered) {
         answered = spinForUsed(this.#queues, QUICK_LOOK_NS, undefined, true);
-        this.#microRunHeld += lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
+        this.#microRunHeld += lastSpin[SPIN_HELD]!;
         this.#microRunEnd = lastSpin[SPIN_END]!;
       }
       if (answered) {
@@ -426,11 +426,11 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#policy.spare?.();
-    const spinFrom = nowMs();
+    readClock(); // the spin starts now
     const found = spinForUsed(this.#queues, ns, undefined, true);
     const now = nowMs();
     this.#microRunEnd = now;
-    this.#microRunHeld += lastSpin[SPIN_END]! - spinFrom - lastSpin[SPIN_OTHERS]!;
+    this.#microRunHeld += lastSpin[SPIN_HELD]!;
     if (found) {
       this.#found(wholeNs(now - this.#waitStart));
       return;
@@ -605,9 +605,9 @@ export class PollingCompletion implements CompletionStrategy {
           // Whole ns: a small integer is passed unboxed.
           const ns = wholeNs(Math.min(left, this.#sliceMs));
           found = spinForUsed(queues, ns, this.spinYield(), true);
-          // Written out, not a helper: a time passed to or returned from a call V8 does not
-          // inline is a new heap number (a helper here cost 16 B per depth-1 read).
-          heldMs = lastSpin[SPIN_END]! - before - lastSpin[SPIN_OTHERS]!;
+          // From the typed array, not a helper's return value: a time returned from a call V8
+          // does not inline is a new heap number (a helper here cost 16 B per depth-1 read).
+          heldMs = lastSpin[SPIN_HELD]!;
         }
       }
     }

@@ -30,14 +30,17 @@ export function anyUsed(queues: readonly DeviceQueue[]): boolean {
  * loop iteration to the next, or kept in a module variable is a new heap number each time (the
  * spins' clock readings were 60-90 B of garbage per request at depth 1).
  *
+ * - [SPIN_START]: the clock reading the spin started from.
  * - [SPIN_END]: the spin's last clock read.
  * - [SPIN_OTHERS]: how much of the spin went to others: gaps between its clock reads longer than
- *   OTHERS_GAP_MS, and yields that came back late. Told by timing alone, not checked. The rest is
- *   what the spin itself held the thread for.
+ *   OTHERS_GAP_MS, and yields that came back late. Told by timing alone, not checked.
+ * - [SPIN_HELD]: the rest, what the spin itself held the thread for (END - START - OTHERS).
  */
-export const lastSpin = new Float64Array(2);
+export const lastSpin = new Float64Array(4);
 export const SPIN_END = 0;
 export const SPIN_OTHERS = 1;
+export const SPIN_HELD = 2;
+const SPIN_START = 3;
 
 /**
  * [HELD_UNTIL]: the clock reading until which spins on this thread do not yield; [LAST_LATE_BACK]:
@@ -77,8 +80,21 @@ export function spinForUsed(
   yieldRule?: Readonly<SpinYield>,
   fromLatestReading = false,
 ): boolean {
+  const found = spinUntilUsed(queues, ns, yieldRule, fromLatestReading);
+  lastSpin[SPIN_HELD] = lastSpin[SPIN_END]! - lastSpin[SPIN_START]! - lastSpin[SPIN_OTHERS]!;
+  return found;
+}
+
+/** spinForUsed's spin, which may return from several places: lastSpin but SPIN_HELD. */
+function spinUntilUsed(
+  queues: readonly DeviceQueue[],
+  ns: number,
+  yieldRule: Readonly<SpinYield> | undefined,
+  fromLatestReading: boolean,
+): boolean {
   const startMs = fromLatestReading ? latestMs() : nowMs();
   const end = startMs + ns / msToNs;
+  lastSpin[SPIN_START] = startMs;
   lastSpin[SPIN_END] = startMs;
   lastSpin[SPIN_OTHERS] = 0;
   if (yieldRule !== undefined && startMs >= yieldTimes[HELD_UNTIL]!) {
