@@ -145,8 +145,6 @@ export class PollingCompletion implements CompletionStrategy {
   /** A resume from idle not yet reported to the policy: idle and busy ns (-1: none). */
   #pendingIdleNs = -1;
   #pendingBusyNs = 0;
-  /** The wait that started in the call is decided in its look (#microTurn), not in the call. */
-  #lookDecides = false;
   /** nowMs() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
@@ -352,7 +350,7 @@ export class PollingCompletion implements CompletionStrategy {
       // IOPS against qemu-storage-daemon, which often answers within 0.5 µs).
       this.#waitStart = latestMs();
       this.#state = 'spinning';
-      this.#lookDecides = true;
+      // The wait is decided in its look, not here.
       this.#microDue = true;
       queueMicrotask(this.#microTurn);
       return;
@@ -374,8 +372,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state !== 'spinning') return;
     if (this.#turnDue || this.#decidePending) {
       // A loop turn is due anyway: it decides the wait.
-      if (this.#lookDecides) this.#decidePending = true;
-      this.#lookDecides = false;
+      this.#nextWait();
       return;
     }
     const before = nowMs();
@@ -385,44 +382,42 @@ export class PollingCompletion implements CompletionStrategy {
       this.#microRunHeld = 0;
       if (this.#microRunFrom < 0) this.#microRunFrom = before;
     }
-    if (before - this.#microRunFrom > MICRO_RUN_MS) {
+    const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - before;
+    if (runLeftMs <= 0) {
       // The run is over: the loop turns, and that turn decides and takes the wait.
-      if (this.#lookDecides) this.#decidePending = true;
-      this.#lookDecides = false;
       this.#endMicroRun();
-      this.#schedule();
+      this.#nextWait();
       return;
     }
-    if (this.#lookDecides) {
-      this.#lookDecides = false;
-      // First a short spin, whatever the policy would decide, before any bookkeeping.
-      let answered = anyUsed(this.#queues);
-      this.#microRunEnd = before;
-      if (!answered) {
-        answered = spinForUsed(this.#queues, QUICK_LOOK_NS, undefined, true);
-        this.#microRunHeld += lastSpin[SPIN_HELD]!;
-        this.#microRunEnd = lastSpin[SPIN_END]!;
-      }
-      if (answered) {
-        // Answered that soon: no wait to decide or to learn from, as at a turn whose deferred
-        // decision finds completions. The policy hears of the waits that take longer (and of
-        // every resume from idle), and this spin catches the short ones whatever it decides
-        // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
-        // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
-        // against qemu-storage-daemon), and a blocking policy does not block for them.
-        this.#takeUnwaited(true);
-        return;
-      }
-      // Interrupts are off after quietKick; not if the request came within a burst's window
-      // that closed before #resume looked (then the decision turns them off).
-      if (!this.#decide(false, true)) return; // blocked at once (armed)
+    // First a short spin, whatever the policy would decide, before any bookkeeping.
+    let answered = anyUsed(this.#queues);
+    this.#microRunEnd = before;
+    if (!answered) {
+      answered = spinForUsed(this.#queues, QUICK_LOOK_NS, undefined, true);
+      this.#microRunHeld += lastSpin[SPIN_HELD]!;
+      this.#microRunEnd = lastSpin[SPIN_END]!;
     }
-    const ns = wholeNs(
-      Math.min(this.#waitStart + this.#budgetMs - latestMs(), this.#microSpinNs / msToNs),
-    );
+    if (answered) {
+      // Answered that soon: no wait to decide or to learn from, as at a turn whose deferred
+      // decision finds completions. The policy hears of the waits that take longer (and of
+      // every resume from idle), and this spin catches the short ones whatever it decides
+      // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
+      // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
+      // against qemu-storage-daemon), and a blocking policy does not block for them.
+      this.#takeUnwaited(true);
+      return;
+    }
+    // Interrupts are off after quietKick; not if the request came within a burst's window
+    // that closed before #resume looked (then the decision turns them off).
+    if (!this.#decide(false, true)) return; // blocked at once (armed)
+    // Within the wait's budget, the option, and what is left of the run (so that the run, its
+    // last look's spin included, holds the loop for MICRO_RUN_MS at most, plus the quick look).
+    const budgetLeftMs = this.#waitStart + this.#budgetMs - latestMs();
+    const ns = wholeNs(Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs));
     if (ns === 0) {
       this.#endMicroRun();
-      this.#schedule();
+      if (budgetLeftMs <= 0) this.#arm();
+      else this.#schedule();
       return;
     }
     this.#policy.spare?.();
@@ -552,7 +547,6 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#turnDue) native.turnCancel(this.#nextTurn);
     this.#turnDue = false;
     this.#microDue = false;
-    this.#lookDecides = false;
     this.#decidePending = false;
   }
 
@@ -915,7 +909,7 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
 
 /**
- * A lone request's look spins this long (within the last wait's budget) before the policy is
+ * A lone request's look spins this long (whatever the last wait's budget) before the policy is
  * told of the wait: qemu-storage-daemon on null-co answers most depth-1 requests sooner, and the
  * policy then learns from the waits that take longer.
  */

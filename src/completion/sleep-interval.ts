@@ -42,7 +42,6 @@ export class SleepInterval {
   readonly #minNs: number;
   readonly #turnMs: number;
   readonly #overshoot: Float64Array;
-  #ns: number;
 
   /** `overshoot`: where the estimate lives (ms, element 0); by default the process's. */
   constructor(configuredNs: number, turnNs: number, overshoot: Float64Array = hostOvershoot) {
@@ -50,12 +49,15 @@ export class SleepInterval {
     this.#minNs = Math.min(MIN_SLEEP_NS, configuredNs);
     this.#turnMs = turnNs / msToNs;
     this.#overshoot = overshoot;
-    this.#ns = this.#fit();
   }
 
-  /** What to ask the next sleep for (whole ns). */
+  /**
+   * What to ask the next sleep for (whole ns), from the estimate as it is now: another engine of
+   * this thread may have raised it since this one's last sleep.
+   */
   get ns(): number {
-    return this.#ns;
+    const roomNs = wholeNs(this.#turnMs - this.#overshoot[0]!);
+    return Math.max(this.#minNs, Math.min(this.#configuredNs, roomNs));
   }
 
   /** The largest recent overshoot, smoothed as above (ms). */
@@ -71,11 +73,5 @@ export class SleepInterval {
     const over = Math.min(Math.max((tookNs - askedNs) / msToNs, 0), this.#turnMs);
     const kept = this.#overshoot[0]! * OVERSHOOT_KEPT;
     this.#overshoot[0] = over > kept ? over : kept;
-    this.#ns = this.#fit();
-  }
-
-  #fit(): number {
-    const roomNs = wholeNs(this.#turnMs - this.#overshoot[0]!);
-    return Math.max(this.#minNs, Math.min(this.#configuredNs, roomNs));
   }
 }

@@ -1,4 +1,4 @@
-import { latestMs, nowMs } from '../util/clock.js';
+import { latestMs, nowMs, readClock } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 
 /**
@@ -58,7 +58,9 @@ export class RecentDrain {
 
   /** The same, now; reads the clock only after a drain of several. */
   burstJustBefore(): boolean {
-    return this.#count > 1 && nowMs() - this.#at < BURST_RESUBMIT_MS;
+    if (this.#count <= 1) return false;
+    readClock();
+    return this.burstBeforeLatest();
   }
 
   forget(): void {
