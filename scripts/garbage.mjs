@@ -53,7 +53,12 @@ const frameName = (f) =>
 /** Which group an allocation belongs to (see the top of this file), and where it was made. */
 function classify(stack) {
   const at = stack.findIndex((f) => f.url.startsWith(LIBRARY));
-  if (at < 0) return { group: 'other', site: stack.slice(0, 3).map(frameName).join(' < ') };
+  // Code of the application's own (its read loop's continuations, which a polling engine's
+  // turn runs with native.runMicrotasks) is not the library's, even when called from it.
+  const appAt = stack.findIndex((f) => f.url !== '' && !f.url.startsWith('node:'));
+  if (at < 0 || appAt < at) {
+    return { group: 'other', site: stack.slice(0, 3).map(frameName).join(' < ') };
+  }
   const site = stack
     .slice(0, at + 1)
     .map(frameName)

@@ -29,8 +29,8 @@ export interface PollLoopOptions {
   /** A request this long after the device went idle counts against kicking ahead (ns; default KICK_AHEAD_GAP_NS). */
   kickAheadGapNs?: number;
   /**
-   * Look for a lone request's completion in a microtask right after the call that made it, for
-   * up to this long (ns), before leaving it to the next loop turn (default 0: never; see
+   * Look for a lone request's completion right after the callbacks that made it, for up to this
+   * long (ns), before leaving it to the next loop turn (0: never; see
    * CompletionOptions.microLookNs).
    */
   microSpinNs?: number;
@@ -122,11 +122,13 @@ export class PollingCompletion implements CompletionStrategy {
    */
   readonly #nextTurn: TurnHandle;
   #turnDue = false;
-  /** A look in a microtask (#microTurn) is queued; cleared to make a queued one stale. */
+  /** A look (#look) for a lone request's completion is due. */
   #microDue = false;
+  /** #runLooks is running microtasks: a lone request made there is looked for on its return. */
+  #inLooks = false;
   readonly #microSpinNs: number;
   /**
-   * The current run of microtask looks: nowMs() at its first look (-1: none) and at its latest
+   * The current run of looks: nowMs() at its first look (-1: none) and at its latest
    * look's end. A run ends at a loop turn of this engine, or when a look finds it too old; one
    * whose looks stopped because the engine went idle stays open until then (counted late, and
    * the next lone request's look may find it too old and leave its wait to a loop turn).
@@ -335,7 +337,8 @@ export class PollingCompletion implements CompletionStrategy {
 
   /**
    * Right after a clock reading (#resume's: a lone request, kicked in its call). The first look
-   * for its completion is a microtask (#microTurn), not a loop turn.
+   * for its completion (#look) comes right after the callbacks that made it when those ran in
+   * this engine's turn (a closed loop's continuation), else at the next loop turn.
    */
   #startWait(): void {
     this.#decidePending = false;
@@ -344,38 +347,57 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    if (this.#microSpinNs > 0 && !this.#microDue && this.spinYield() === undefined) {
+    if (this.#microSpinNs > 0 && this.spinYield() === undefined) {
       // Decided in the look, after its first check of the rings: between the kick and that check
       // every 0.1 µs counts (measured: 0.15 µs of work there cost adaptive 10% of its depth-1
       // IOPS against qemu-storage-daemon, which often answers within 0.5 µs).
       this.#waitStart = latestMs();
       this.#state = 'spinning';
-      // The wait is decided in its look, not here.
       this.#microDue = true;
-      queueMicrotask(this.#microTurn);
+      // Made by the continuation of a request this engine settled (#runLooks): looked for
+      // as soon as it returns. Otherwise at the next loop turn, first thing.
+      if (!this.#inLooks) this.#schedule();
       return;
     }
     if (this.#decide()) this.#schedule();
   }
 
   /**
-   * A look for a lone request's completion right after the call that made it (after the
-   * caller's own microtasks): a short spin, and on a hit the drain, whose settled promise's
-   * continuation may make the next request and look again, all without a loop turn between
-   * (a loop turn costs ~1.5 µs of a depth-1 round trip here). A run of such looks is counted as
-   * one polling turn (#endMicroRun) and ends at MICRO_RUN_MS, so the loop still turns at least
-   * that often. A miss leaves the wait to loop turns.
+   * After a turn, or a look, that settled what was in flight: runs the settled promises'
+   * continuations (native.runMicrotasks) and looks for the completion of the lone request they
+   * made, if any, right away; on a hit its drain settles it, and so on. No loop turn between
+   * (a loop turn costs ~1.5 µs of a depth-1 round trip here) and nothing allocated (a look
+   * queued with queueMicrotask cost ~150 B). The run of looks is counted as one polling turn
+   * (#endMicroRun) and ends at MICRO_RUN_MS, so the loop still turns at least that often; a
+   * miss leaves the wait to loop turns. process.nextTick callbacks queued by the continuations
+   * wait for the run's end (the end of the loop turn's callback), as they waited for a run of
+   * looks in microtasks.
    */
-  readonly #microTurn = (): void => {
-    if (!this.#microDue) return;
-    this.#microDue = false;
-    if (this.#state !== 'spinning') return;
-    if (this.#turnDue || this.#decidePending) {
-      // A loop turn is due anyway: it decides the wait.
-      this.#nextWait();
-      return;
+  #runLooks(): void {
+    if (this.#inLooks || anyInFlight(this.#queues)) return;
+    this.#inLooks = true;
+    try {
+      for (;;) {
+        native.runMicrotasks();
+        if (!this.#microDue) break;
+        this.#microDue = false;
+        if (this.#state !== 'spinning' || !this.#look()) break;
+      }
+    } finally {
+      this.#inLooks = false;
     }
-    const before = nowMs();
+  }
+
+  /**
+   * A look for a lone request's completion right after the callbacks that made it: a short
+   * spin, then one as long as the policy allows (within microLookNs and the run). Returns
+   * whether it settled completions (their continuations may make the next lone request).
+   */
+  #look(): boolean {
+    // Read through the cell: nowMs() is not always inlined into this much code, and a time it
+    // returns uninlined is a new heap number (5.6 B a request, measured).
+    readClock();
+    const before = latestMs();
     if (this.#microRunStart < 0) {
       this.#microRunStart = before;
       this.#microRunEnd = before;
@@ -387,7 +409,7 @@ export class PollingCompletion implements CompletionStrategy {
       // The run is over: the loop turns, and that turn decides and takes the wait.
       this.#endMicroRun();
       this.#nextWait();
-      return;
+      return false;
     }
     // First a short spin, whatever the policy would decide, before any bookkeeping.
     let answered = anyUsed(this.#queues);
@@ -405,37 +427,48 @@ export class PollingCompletion implements CompletionStrategy {
       // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
       // against qemu-storage-daemon), and a blocking policy does not block for them.
       this.#takeUnwaited(true);
-      return;
+      return true;
     }
     // Interrupts are off after quietKick; not if the request came within a burst's window
     // that closed before #resume looked (then the decision turns them off).
-    if (!this.#decide(false, true)) return; // blocked at once (armed)
-    // Within the wait's budget, the option, and what is left of the run (so that the run, its
-    // last look's spin included, holds the loop for MICRO_RUN_MS at most, plus the quick look).
-    const budgetLeftMs = this.#waitStart + this.#budgetMs - latestMs();
-    const ns = wholeNs(Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs));
+    if (!this.#decide(false, true)) return false; // blocked at once (armed)
+    const ns = this.#lookSpinNs();
     if (ns === 0) {
       this.#endMicroRun();
-      if (budgetLeftMs <= 0) this.#arm();
+      if (this.#waitStart + this.#budgetMs <= latestMs()) this.#arm();
       else this.#schedule();
-      return;
+      return false;
     }
     this.#policy.spare?.();
     readClock(); // the spin starts now
     const found = spinForUsed(this.#queues, ns, undefined, true);
-    const now = nowMs();
-    this.#microRunEnd = now;
+    readClock();
+    this.#microRunEnd = latestMs();
     this.#microRunHeld += lastSpin[SPIN_HELD]!;
     if (found) {
-      this.#found(wholeNs(now - this.#waitStart));
-      return;
+      this.#found();
+      return true;
     }
     this.#endMicroRun();
     this.#schedule();
-  };
+    return false;
+  }
 
   /**
-   * The loop turns (or is about to): a run of microtask looks, if any, counts as one polling
+   * A look's spin, from the thread's latest reading: within the wait's budget, the option, and
+   * what is left of the run (so that the run, its last look's spin included, holds the loop for
+   * MICRO_RUN_MS at most, plus the quick look). No time argument: in #look's code V8 may not
+   * inline a call, and a time passed to one is a new heap number.
+   */
+  #lookSpinNs(): number {
+    const now = latestMs();
+    const budgetLeftMs = this.#waitStart + this.#budgetMs - now;
+    const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - now;
+    return wholeNs(Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs));
+  }
+
+  /**
+   * The loop turns (or is about to): a run of looks, if any, counts as one polling
    * turn: on the clock from its first look to the end of its last (the callbacks between them
    * included), held for what its spins held the thread for, as a loop turn's spin is.
    */
@@ -458,7 +491,7 @@ export class PollingCompletion implements CompletionStrategy {
    * device of its only request) starts in the next submission, right after its kick (made
    * there with interrupts off, see quietKick): decided there where the spins yield to a backend
    * on this CPU (blocked at once it lets that backend run sooner: measured, p50 28.5 against
-   * 36.8 µs, when the kick still came after the decision), else in its look (#microTurn), not a
+   * 36.8 µs, when the kick still came after the decision), else in its look (#look), not a
    * loop turn later. The cost: a blocked wait after a drain is armed one loop turn later.
    */
   #nextWait(): void {
@@ -550,10 +583,26 @@ export class PollingCompletion implements CompletionStrategy {
     this.#decidePending = false;
   }
 
-  /** One event-loop turn of polling. */
+  /** One event-loop turn: polling, and with looks (microLookNs) the run of looks after it. */
   readonly #turn = (): void => {
     this.#turnDue = false;
-    if (this.#microSpinNs > 0) this.#turnStartsRun();
+    if (this.#microSpinNs === 0) {
+      this.#pollTurn();
+      return;
+    }
+    this.#turnStartsRun();
+    if (this.#microDue) {
+      // A lone request made outside a run of looks: its look first.
+      this.#microDue = false;
+      if (this.#state !== 'spinning' || !this.#look()) return;
+    } else {
+      this.#pollTurn();
+    }
+    this.#runLooks();
+  };
+
+  /** A turn's check of the rings: a spin (or a sleep) within the wait's budget, then the drain. */
+  #pollTurn(): void {
     if (this.#state !== 'spinning') return;
     const queues = this.#queues;
     if (this.#decidePending) {
@@ -612,7 +661,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
     }
     if (found) {
-      this.#found(wholeNs(now - this.#waitStart));
+      this.#found();
       return;
     }
     if (!anyInFlight(queues)) {
@@ -621,7 +670,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     if (now - this.#waitStart >= this.#budgetMs) this.#arm();
     else this.#schedule();
-  };
+  }
 
   /**
    * Drains completions that came before a wait began (no wait to decide or to learn from), right
@@ -649,16 +698,16 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * A wait found completions `waitedNs` after it began (a turn's or a microtask's look): take
-   * them. Whole ns, not the clock reading: a time passed to a call V8 does not inline is a new
-   * heap number, and whether it inlines this one varies from run to run.
+   * A wait found completions (a turn or a look), at the thread's latest clock reading: take
+   * them. No time argument: a time passed to a call V8 does not inline is a new heap number,
+   * and whether it inlines this one varies from run to run.
    */
-  #found(waitedNs: number): void {
-    this.#kickAheadTrial.waitEnded();
-    this.#kickAheadOfIdle();
+  #found(): void {
     // Reported when the next wait is decided: after the drained requests' callbacks, so after
     // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-    this.#pendingHitNs = waitedNs;
+    this.#pendingHitNs = wholeNs(latestMs() - this.#waitStart);
+    this.#kickAheadTrial.waitEnded();
+    this.#kickAheadOfIdle();
     this.#drainAll();
     if (this.#state !== 'spinning') return; // the device failed, or the sync API took over
     this.#nextWait();
@@ -915,8 +964,8 @@ export const DEFAULT_SPIN_SLICE_NS = 20_000;
  */
 const QUICK_LOOK_NS = 2_000;
 /**
- * Longest run of microtask looks (and the callbacks between them), with the loop turn it
- * followed, before the loop turns again. Per device: with N devices at depth 1, the loop may
+ * Longest run of looks (and the callbacks between them), with the loop turn it followed, before
+ * the loop turns again (native/turn.cc also stops a run after 4096 looks). Per device: with N devices at depth 1, the loop may
  * go N times this long (and their turns' spins) without turning. At 3 µs a request, 16 of them
  * share a loop turn's ~1.5 µs.
  */

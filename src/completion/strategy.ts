@@ -91,7 +91,7 @@ export interface CompletionStrategy {
    * A request is about to go on a ring: if nothing is in flight (and it is not the first of a
    * burst of resubmissions), the strategy returns true, and the caller kicks as soon as the
    * request is on the ring. A polling strategy turns interrupts off first; setBusy(true) follows
-   * at once and starts the wait, decided there or in a microtask right after the call (a wait
+   * at once and starts the wait, decided there or in a look right after the callbacks (a wait
    * decided to block turns them on again, with the re-check). Optional (false: kick with the
    * batch, at process.nextTick).
    */
