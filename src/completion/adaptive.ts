@@ -1,6 +1,6 @@
 import { AdaptiveController } from './adaptive-controller.js';
 import type { AdaptiveOptions } from './adaptive-options.js';
-import { PollingCompletion, DEFAULT_SPIN_SLICE_NS } from './poll.js';
+import { PollingCompletion, DEFAULT_MICRO_LOOK_NS, DEFAULT_SPIN_SLICE_NS } from './poll.js';
 import type { CompletionHost } from './strategy.js';
 
 /**
@@ -20,7 +20,7 @@ export class AdaptiveCompletion extends PollingCompletion {
     options: Partial<AdaptiveOptions> = {},
     sliceNs: number = DEFAULT_SPIN_SLICE_NS,
     kickAhead = true,
-    microSpinNs = 0,
+    microSpinNs = DEFAULT_MICRO_LOOK_NS,
   ) {
     const controller = new AdaptiveController(options);
     controller.deferDecisions();

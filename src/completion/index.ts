@@ -2,7 +2,12 @@ import { InvalidArgumentError } from '../errors.js';
 import { EventCompletion } from './event.js';
 import { AdaptiveCompletion } from './adaptive.js';
 import { adaptiveOptions, type AdaptiveOptions } from './adaptive-options.js';
-import { createPollCompletion, DEFAULT_SPIN_SLICE_NS, MAX_TURN_NS } from './poll.js';
+import {
+  createPollCompletion,
+  DEFAULT_MICRO_LOOK_NS,
+  DEFAULT_SPIN_SLICE_NS,
+  MAX_TURN_NS,
+} from './poll.js';
 import { createSleepPollCompletion, DEFAULT_SLEEP_POLL_NS } from './sleep-poll.js';
 import type { CompletionHost, CompletionStrategy } from './strategy.js';
 
@@ -48,11 +53,11 @@ export interface CompletionOptions {
    */
   kickAhead?: boolean;
   /**
-   * 'poll' / 'adaptive': look for a lone request's completion (depth 1, kicked in its call) in a
-   * microtask right after the call, spinning up to this many ns, instead of at the next loop
-   * turn (default 0: off; 20000 is what BENCHMARKS.md measured, at most 0.7 ms). Faster at
-   * depth 1 against a fast device, but each look costs Node's queueMicrotask wrapper (~150 B a
-   * request), which the library otherwise does not allocate.
+   * 'poll' / 'adaptive': a lone request (depth 1, kicked in its call) made by the continuation
+   * of a request a polling turn settled is looked for right away, in that same turn (which runs
+   * the pending process.nextTick callbacks and microtasks itself), spinning up to this many ns,
+   * instead of at the next loop turn; one made elsewhere is looked for first thing at the next
+   * loop turn. Default 20000 (BENCHMARKS.md), at most 0.7 ms; 0 turns the looks off.
    */
   microLookNs?: number;
 }
@@ -102,7 +107,7 @@ export function checkCompletionKnobs(options: CompletionOptions = {}): void {
       `completionOptions.sleepIntervalNs must be an integer in 1..${MAX_TURN_NS}, got ${String(interval)}`,
     );
   }
-  const micro = options.microLookNs ?? 0;
+  const micro = options.microLookNs ?? DEFAULT_MICRO_LOOK_NS;
   if (!Number.isInteger(micro) || micro < 0 || micro > MAX_TURN_NS) {
     throw new InvalidArgumentError(
       `completionOptions.microLookNs must be an integer in 0..${MAX_TURN_NS}, got ${String(micro)}`,
@@ -137,7 +142,7 @@ export function createCompletion(
         host,
         options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS,
         options.kickAhead ?? true,
-        options.microLookNs ?? 0,
+        options.microLookNs ?? DEFAULT_MICRO_LOOK_NS,
       );
     case 'sleep-poll':
       return createSleepPollCompletion(host, options.sleepIntervalNs ?? DEFAULT_SLEEP_POLL_NS);
@@ -147,7 +152,7 @@ export function createCompletion(
         options.adaptive,
         options.spinSliceNs ?? DEFAULT_SPIN_SLICE_NS,
         options.kickAhead ?? true,
-        options.microLookNs ?? 0,
+        options.microLookNs ?? DEFAULT_MICRO_LOOK_NS,
       );
   }
 }

@@ -6,6 +6,7 @@ import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_HELD, spinForUsed, wholeNs } from './spin.js';
 import { latestMs, nowMs, readClock } from '../util/clock.js';
+import { runPendingCallbacks } from '../util/run-callbacks.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
@@ -363,22 +364,23 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * After a turn, or a look, that settled what was in flight: runs the settled promises'
-   * continuations (native.runMicrotasks) and looks for the completion of the lone request they
-   * made, if any, right away; on a hit its drain settles it, and so on. No loop turn between
-   * (a loop turn costs ~1.5 µs of a depth-1 round trip here) and nothing allocated (a look
-   * queued with queueMicrotask cost ~150 B). The run of looks is counted as one polling turn
-   * (#endMicroRun) and ends at MICRO_RUN_MS, so the loop still turns at least that often; a
-   * miss leaves the wait to loop turns. process.nextTick callbacks queued by the continuations
-   * wait for the run's end (the end of the loop turn's callback), as they waited for a run of
-   * looks in microtasks.
+   * After a turn, or a look, that settled what was in flight: runs the callbacks Node would run
+   * when this one returns (runPendingCallbacks: process.nextTick callbacks, then the settled
+   * promises' continuations) and looks for the completion of the lone request they made, if
+   * any, right away; on a hit its drain settles it, and so on. No loop turn between (a loop
+   * turn costs ~1.5 µs of a depth-1 round trip here) and nothing allocated (a look queued with
+   * queueMicrotask cost ~150 B, and running the turn's callback again from native code ~0.5 µs
+   * a look, which cost a third of the IOPS against qemu-storage-daemon). The run of looks is
+   * counted as one polling turn (#endMicroRun) and ends at MICRO_RUN_MS, so the loop still
+   * turns at least that often; a miss leaves the wait to loop turns.
    */
   #runLooks(): void {
-    if (this.#inLooks || anyInFlight(this.#queues)) return;
+    const runCallbacks = runPendingCallbacks;
+    if (runCallbacks === undefined || this.#inLooks || anyInFlight(this.#queues)) return;
     this.#inLooks = true;
     try {
       for (;;) {
-        native.runMicrotasks();
+        runCallbacks();
         if (!this.#microDue) break;
         this.#microDue = false;
         if (this.#state !== 'spinning' || !this.#look()) break;
@@ -958,6 +960,12 @@ export const POLL_POLICY: SpinPolicy = Object.freeze({
 export const DEFAULT_SPIN_SLICE_NS = 20_000;
 
 /**
+ * How long a look for a lone request's completion may spin (microLookNs): a wait the policy
+ * allows that long is taken in the look, a longer one goes on at loop turns.
+ */
+export const DEFAULT_MICRO_LOOK_NS = 20_000;
+
+/**
  * A lone request's look spins this long (whatever the last wait's budget) before the policy is
  * told of the wait: qemu-storage-daemon on null-co answers most depth-1 requests sooner, and the
  * policy then learns from the waits that take longer.
@@ -985,7 +993,7 @@ export function createPollCompletion(
   host: CompletionHost,
   sliceNs: number = DEFAULT_SPIN_SLICE_NS,
   kickAhead = true,
-  microSpinNs = 0,
+  microSpinNs = DEFAULT_MICRO_LOOK_NS,
 ): PollingCompletion {
   return new PollingCompletion('poll', host, POLL_POLICY, {
     sliceNs,

@@ -1148,7 +1148,7 @@ async function drainsPerLoopTurn(q: FakeQueue, ms: number): Promise<number> {
   return most;
 }
 
-test("engine: a lone request's completion is looked for in a microtask after its call, and the loop still turns every 50 µs", async () => {
+test("engine: a lone request's completion is looked for in the turn that settled the one before, and the loop still turns every 50 µs", async () => {
   const closedLoop = async (microSpinNs: number, thinkMs: number): Promise<number> => {
     let most = 0;
     await withEngine(
@@ -1227,4 +1227,57 @@ test("engine: turns on its policy's thread clock (it passes startWait no time)",
   engine.stop();
   q.close();
   assert.equal(calls, 1);
+});
+
+test("engine: a run of looks runs the continuations' process.nextTick callbacks, in Node's order, before the next look", async () => {
+  /** A closed loop whose continuations each queue a tick and a microtask before the next request. */
+  const closedLoop = async (
+    microSpinNs: number,
+  ): Promise<{ order: string[]; lateTicks: number; most: number; drained: number }> => {
+    const order: string[] = [];
+    let lateTicks = 0;
+    let most = 0;
+    let drained = 0;
+    await withEngine(
+      Infinity,
+      async ({ q }) => {
+        q.autoComplete = true;
+        q.resubmit = false;
+        let left = 300;
+        let ticksBehind = 0;
+        const submitNext = (): void => {
+          if (left-- <= 0) return;
+          ticksBehind++;
+          process.nextTick(() => {
+            ticksBehind--;
+            order.push('tick');
+          });
+          void Promise.resolve().then(() => order.push('microtask'));
+          q.submit(1);
+        };
+        const drain = q.drain.bind(q);
+        q.drain = (): number => {
+          // Every tick queued so far ran before this drain settles the next request.
+          if (ticksBehind > 0) lateTicks++;
+          const n = drain();
+          for (let i = 0; i < n; i++) void Promise.resolve().then(submitNext);
+          return n;
+        };
+        submitNext();
+        most = await drainsPerLoopTurn(q, 30);
+        await nextTurn();
+        drained = q.drained;
+      },
+      { microSpinNs },
+    );
+    return { order, lateTicks, most, drained };
+  };
+  const looks = await closedLoop(20_000);
+  const turns = await closedLoop(0);
+  assert.ok(looks.drained >= 100, `${looks.drained} drained`);
+  assert.ok(looks.most >= 5, `looks ran: ${looks.most} completions between two loop turns`);
+  assert.equal(looks.lateTicks, 0, "a continuation's tick ran after the next drain");
+  assert.equal(turns.lateTicks, 0);
+  // The same order as when each completion waits for a loop turn.
+  assert.deepEqual(looks.order.slice(0, 8), turns.order.slice(0, 8));
 });
