@@ -9,7 +9,17 @@
 // from blocking while a turn is due. Both are started only while a turn is
 // due, so a handle keeps the process alive then, as a pending Immediate does.
 // The callback is held strongly until turnClose() (or the handle's finalizer).
+//
+// runMicrotasks() runs the microtask queue from inside such a callback: a
+// polling engine whose drain settled a lone request lets the promise's
+// continuation make the next request there, and looks for its completion
+// right after, without a loop turn between (~1.5 us of a depth-1 round trip
+// here) and without allocating (queueMicrotask costs ~150 B a look; running
+// the callback again from here, through napi_make_callback, costs ~0.5 us a
+// look, which qemu-storage-daemon's timing turns into a third of the IOPS).
+// N-API has no such call: this is V8's, built against the running Node.
 #include <uv.h>
+#include <v8.h>
 
 #include "util.h"
 #include "uv_group.h"
@@ -182,13 +192,21 @@ napi_value TurnClose(napi_env env, napi_callback_info info) {
   return Undefined(env);
 }
 
+napi_value RunMicrotasks(napi_env env, napi_callback_info /*info*/) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  if (isolate == nullptr) return nullptr;
+  v8::MicrotasksScope::PerformCheckpoint(isolate);
+  return Undefined(env);
+}
+
 }  // namespace
 
 bool RegisterTurn(napi_env env, napi_value exports) {
   return ExportFunction(env, exports, "turnCreate", TurnCreate) &&
          ExportFunction(env, exports, "turnSchedule", TurnSchedule) &&
          ExportFunction(env, exports, "turnCancel", TurnCancel) &&
-         ExportFunction(env, exports, "turnClose", TurnClose);
+         ExportFunction(env, exports, "turnClose", TurnClose) &&
+         ExportFunction(env, exports, "runMicrotasks", RunMicrotasks);
 }
 
 }  // namespace vhost_user

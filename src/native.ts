@@ -125,6 +125,8 @@ export interface NativeBinding {
   turnCancel(handle: TurnHandle): void;
   /** Cancels, closes the libuv handles and releases the callback. Idempotent. */
   turnClose(handle: TurnHandle): void;
+  /** Runs the microtask queue now (V8's checkpoint; a no-op inside a microtask), from inside a turn's callback: the continuations of the promises it settled run before it returns. process.nextTick callbacks still run when the callback returns. */
+  runMicrotasks(): void;
   runMicrotasks(): void;
   /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
   waitReadable(fds: readonly number[], timeoutMs: number): number;

@@ -55,7 +55,8 @@ export interface CompletionOptions {
   /**
    * 'poll' / 'adaptive': a lone request (depth 1, kicked in its call) made by the continuation
    * of a request a polling turn settled is looked for right away, in that same turn (which runs
-   * the pending process.nextTick callbacks and microtasks itself), spinning up to this many ns,
+   * the pending microtasks itself; process.nextTick callbacks wait for the turn's end), spinning
+   * up to this many ns,
    * instead of at the next loop turn; one made elsewhere is looked for first thing at the next
    * loop turn. Default 20000 (BENCHMARKS.md), at most 0.7 ms; 0 turns the looks off.
    */

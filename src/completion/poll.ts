@@ -6,7 +6,6 @@ import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
 import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_HELD, spinForUsed, wholeNs } from './spin.js';
 import { latestMs, nowMs, readClock } from '../util/clock.js';
-import { runPendingCallbacks } from '../util/run-callbacks.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
@@ -98,6 +97,8 @@ function inFlightCount(queues: readonly DeviceQueue[]): number {
  * spinning synchronously for at most one slice. When the policy's budget for the current wait
  * runs out, interrupts are re-armed (with the usual re-check) and the libuv watchers on the call
  * eventfds take over; after that interrupt it polls again. With nothing in flight nothing runs.
+ * A lone request made by the continuation of one a turn settled is looked for in that turn
+ * (#runLooks), not a loop turn later.
  */
 export class PollingCompletion implements CompletionStrategy {
   readonly name: string;
@@ -125,7 +126,7 @@ export class PollingCompletion implements CompletionStrategy {
   #turnDue = false;
   /** A look (#look) for a lone request's completion is due. */
   #microDue = false;
-  /** #runLooks is running microtasks: a lone request made there is looked for on its return. */
+  /** #runLooks is running microtasks: a lone request made there is looked for on their return. */
   #inLooks = false;
   readonly #microSpinNs: number;
   /**
@@ -364,29 +365,34 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * After a turn, or a look, that settled what was in flight: runs the callbacks Node would run
-   * when this one returns (runPendingCallbacks: process.nextTick callbacks, then the settled
-   * promises' continuations) and looks for the completion of the lone request they made, if
-   * any, right away; on a hit its drain settles it, and so on. No loop turn between (a loop
-   * turn costs ~1.5 µs of a depth-1 round trip here) and nothing allocated (a look queued with
-   * queueMicrotask cost ~150 B, and running the turn's callback again from native code ~0.5 µs
-   * a look, which cost a third of the IOPS against qemu-storage-daemon). The run of looks is
-   * counted as one polling turn (#endMicroRun) and ends at MICRO_RUN_MS, so the loop still
-   * turns at least that often; a miss leaves the wait to loop turns.
+   * After a turn, or a look, that settled what was in flight: runs the microtasks queued so far
+   * (the settled promises' continuations; native.runMicrotasks) and looks for the completion
+   * of the lone request they made, if any, right away; on a hit its drain settles it, and so
+   * on. No loop turn between (a loop turn costs ~1.5 µs of a depth-1 round trip here) and
+   * nothing allocated (a look queued with queueMicrotask cost ~150 B; running the turn again
+   * from native code ~0.5 µs a look, a third of the IOPS against qemu-storage-daemon). The run
+   * of looks is counted as one polling turn (#endMicroRun) and ends at MICRO_RUN_MS, so the
+   * loop still turns at least that often; a miss leaves the wait to loop turns.
+   * process.nextTick callbacks the continuations queue run when the turn returns, as Node runs
+   * them after any callback: within the run, later continuations may run before them (Node's
+   * own routine for both, process._tickCallback, leaves its async-context stack corrupt, and
+   * the process aborted, when a tick threw in a run).
    */
   #runLooks(): void {
-    const runCallbacks = runPendingCallbacks;
-    if (runCallbacks === undefined || this.#inLooks || anyInFlight(this.#queues)) return;
+    if (this.#inLooks || anyInFlight(this.#queues)) return;
     this.#inLooks = true;
     try {
       for (;;) {
-        runCallbacks();
+        native.runMicrotasks();
         if (!this.#microDue) break;
         this.#microDue = false;
         if (this.#state !== 'spinning' || !this.#look()) break;
       }
     } finally {
       this.#inLooks = false;
+      // Should the checkpoint throw, the lone request made in it is looked for at the next
+      // loop turn.
+      if (this.#microDue) this.#schedule();
     }
   }
 
@@ -973,8 +979,8 @@ export const DEFAULT_MICRO_LOOK_NS = 20_000;
 const QUICK_LOOK_NS = 2_000;
 /**
  * Longest run of looks (and the callbacks between them), with the loop turn it followed, before
- * the loop turns again (native/turn.cc also stops a run after 4096 looks). Per device: with N devices at depth 1, the loop may
- * go N times this long (and their turns' spins) without turning. At 3 µs a request, 16 of them
+ * the loop turns again. Per device: with N devices at depth 1, the loop may go N times this long
+ * (and their turns' spins) without turning. At 3 µs a request, 16 of them
  * share a loop turn's ~1.5 µs.
  */
 const MICRO_RUN_MS = 0.05;

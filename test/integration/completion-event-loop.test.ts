@@ -46,6 +46,8 @@ const CONFIGS: [string, CompletionMode, CompletionOptions | undefined, number][]
   ["adaptive, batching 'always'", 'adaptive', { adaptive: { batching: 'always' } }, 0.99],
   ['poll, spin slice at its cap', 'poll', { spinSliceNs: MAX_TURN_NS }, 0.9],
   ['sleep-poll, sleep at its cap', 'sleep-poll', { sleepIntervalNs: MAX_TURN_NS }, 0.9],
+  // A look's spin stops at its run's end (50 µs after the loop turn it followed).
+  ['poll, looks at their cap', 'poll', { microLookNs: MAX_TURN_NS }, 0.99],
 ];
 
 /**

@@ -36,7 +36,7 @@ interface Config {
 
 /**
  * Every strategy, adaptive with every wait under depth batched (interrupt moderation), and the
- * polling ones with lone requests looked for in a microtask.
+ * polling ones with their looks for lone requests off.
  */
 const CONFIGS: readonly Config[] = [
   ...COMPLETION_MODES.map((mode) => ({ label: mode, completion: mode })),
@@ -260,6 +260,50 @@ for (const mode of COMPLETION_MODES) {
       code: 0,
       signal: null,
     });
+  });
+}
+
+/**
+ * A closed loop of reads in a child process whose continuations now and then queue a
+ * process.nextTick callback that throws (caught by an 'uncaughtException' listener). Resolves
+ * to what it printed: reads done and exceptions seen.
+ */
+function throwingTicks(socketPath: string, mode: CompletionMode): Promise<string> {
+  const entry = new URL('../../src/index.js', import.meta.url).href;
+  const script = [
+    `const { openBlockDevice } = await import(${JSON.stringify(entry)});`,
+    "let thrown = 0; process.on('uncaughtException', () => thrown++);",
+    `const dev = await openBlockDevice(${JSON.stringify(socketPath)}, { completion: '${mode}' });`,
+    'const buf = dev.allocBuffer(4096);',
+    'let reads = 0;',
+    'for (let i = 0; i < 3000; i++) {',
+    '  await dev.readInto(buf, (i % 64) * 4096);',
+    '  reads++;',
+    "  if (i % 100 === 0) process.nextTick(() => { throw new Error('tick'); });",
+    '}',
+    'await dev.close();',
+    'process.stdout.write(`${reads} ${thrown}`);',
+  ].join('\n');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve(`${out} (exit ${String(code ?? signal)})`);
+    });
+  });
+}
+
+for (const mode of ['poll', 'adaptive'] as const) {
+  test(`${mode}: a continuation's tick that throws does not strand the next request`, async () => {
+    // The run of looks runs the continuations' ticks itself: one that throws leaves it, and
+    // the lone request made before was once left without a turn to look for it (a hang).
+    assert.equal(await throwingTicks(nullQsd.socketPath, mode), '3000 30 (exit 0)');
   });
 }
 
