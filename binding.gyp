@@ -14,7 +14,7 @@
         "native/util.cc"
       ],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],
-      "cflags_cc": ["-Wall", "-Wextra", "-O2", "-std=c++17", "-fstack-protector-strong"],
+      "cflags_cc": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong"],
       "defines": ["NAPI_VERSION=8"]
     }
   ]

@@ -10,14 +10,18 @@
 // due, so a handle keeps the process alive then, as a pending Immediate does.
 // The callback is held strongly until turnClose() (or the handle's finalizer).
 //
-// runMicrotasks() runs the microtask queue from inside such a callback: a
-// polling engine whose drain settled a lone request lets the promise's
-// continuation make the next request there, and looks for its completion
-// right after, without a loop turn between (~1.5 us of a depth-1 round trip
-// here) and without allocating (queueMicrotask costs ~150 B a look; running
-// the callback again from here, through napi_make_callback, costs ~0.5 us a
+// runMicrotasks() runs the microtask queue from inside such a callback (in its
+// async context): a polling engine whose drain settled a lone request lets the
+// promise's continuation make the next request there, and looks for its
+// completion right after, without a loop turn between (~1.5 us of a depth-1
+// round trip here) and without allocating (queueMicrotask costs ~150 B a look;
+// running the callback again from here, through napi_make_callback, ~0.5 us a
 // look, which qemu-storage-daemon's timing turns into a third of the IOPS).
-// N-API has no such call: this is V8's, built against the running Node.
+// N-API has no such call: this is V8's, built against the running Node (so the
+// addon is no longer ABI-stable across Node versions, nor loadable by runtimes
+// that offer N-API without V8). Node's own process._tickCallback, which also
+// runs ticks, aborted the process here when a tick threw (its async-context
+// stack left corrupt for this callback's scope).
 #include <uv.h>
 #include <v8.h>
 
@@ -87,7 +91,7 @@ void OnCheck(uv_check_t* handle) {
   // One turn per request: the callback asks again if it wants another.
   Cancel(t);
   // process.nextTick callbacks and microtasks run after it, as after each
-  // Immediate.
+  // Immediate (microtasks also inside it, where it calls runMicrotasks()).
   t->callback.Call(env, 0, nullptr);
   napi_close_handle_scope(env, scope);
 }
@@ -141,7 +145,12 @@ napi_value TurnCreate(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   // From here on the handle object owns t; Close() cleans up failures.
-  if (!t->callback.Init(env, argv[0], handle, "vhost-user:turn") ||
+  // The callback's async resource is an object of its own, not the frozen
+  // handle: the application's continuations may run inside the callback
+  // (runMicrotasks), and AsyncLocalStorage stores into the current resource.
+  napi_value resource;
+  if (napi_create_object(env, &resource) != napi_ok ||
+      !t->callback.Init(env, argv[0], resource, "vhost-user:turn") ||
       !uv->HoldTeardown(env)) {
     Close(env, t);
     ThrowNapiFailure(env, "creating a turn handle");
@@ -195,7 +204,10 @@ napi_value TurnClose(napi_env env, napi_callback_info info) {
 napi_value RunMicrotasks(napi_env env, napi_callback_info /*info*/) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   if (isolate == nullptr) return nullptr;
-  v8::MicrotasksScope::PerformCheckpoint(isolate);
+  // The current context's queue, as Node's own runMicrotasks() runs (a
+  // context may have a queue of its own). A no-op inside a microtask.
+  v8::MicrotaskQueue* queue = isolate->GetCurrentContext()->GetMicrotaskQueue();
+  if (queue != nullptr) queue->PerformCheckpoint(isolate);
   return Undefined(env);
 }
 

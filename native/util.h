@@ -109,7 +109,8 @@ struct LoopCallback {
   bool held() const { return fn != nullptr; }
   // Calls the function through napi_make_callback (process.nextTick
   // callbacks and microtasks run after it, as after any callback from the
-  // event loop); an exception it throws goes to process 'uncaughtException'.
+  // event loop, and microtasks inside it if it calls runMicrotasks()); an
+  // exception it throws goes to process 'uncaughtException'.
   // Call from a libuv callback, inside a handle scope.
   void Call(napi_env env, size_t argc, const napi_value* argv) const;
   // Idempotent.

@@ -117,7 +117,7 @@ export interface NativeBinding {
   pollStop(handle: PollHandle): void;
   /** uv_ref / uv_unref on the poll handle: an unref'ed poll does not keep the process alive. */
   pollRef(handle: PollHandle, ref: boolean): void;
-  /** A handle that runs `callback` once per turnSchedule(), in the event loop's next check phase (where setImmediate callbacks run, before them), through napi_make_callback (process.nextTick callbacks and microtasks run after it). Unlike setImmediate it allocates nothing per turn. The callback is held strongly until turnClose() or until the handle is garbage-collected (its finalizer closes it; a due turn then never runs). An exception thrown by the callback is reported as an uncaught exception. */
+  /** A handle that runs `callback` once per turnSchedule(), in the event loop's next check phase (where setImmediate callbacks run, before them), through napi_make_callback (process.nextTick callbacks and microtasks run after it; microtasks also inside it where it calls runMicrotasks(), in its async context). Unlike setImmediate it allocates nothing per turn. The callback is held strongly until turnClose() or until the handle is garbage-collected (its finalizer closes it; a due turn then never runs). An exception thrown by the callback is reported as an uncaught exception. */
   turnCreate(callback: () => void): TurnHandle;
   /** Asks for one run of the callback in the next turn; the loop does not block while one is due, and the process stays alive. Idempotent until it runs. A closed handle throws RangeError code 'ERR_INVALID_ARG_VALUE'. */
   turnSchedule(handle: TurnHandle): void;
@@ -126,7 +126,6 @@ export interface NativeBinding {
   /** Cancels, closes the libuv handles and releases the callback. Idempotent. */
   turnClose(handle: TurnHandle): void;
   /** Runs the microtask queue now (V8's checkpoint; a no-op inside a microtask), from inside a turn's callback: the continuations of the promises it settled run before it returns. process.nextTick callbacks still run when the callback returns. */
-  runMicrotasks(): void;
   runMicrotasks(): void;
   /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
   waitReadable(fds: readonly number[], timeoutMs: number): number;

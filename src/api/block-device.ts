@@ -159,6 +159,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         if (!harmless) this.#stats.kickAheadTrialsAgainst++;
       },
       countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
+      kickPending: () => this.#batchKick(),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();

@@ -129,6 +129,8 @@ export class PollingCompletion implements CompletionStrategy {
   /** #runLooks is running microtasks: a lone request made there is looked for on their return. */
   #inLooks = false;
   readonly #microSpinNs: number;
+  /** The look's first spin, before the policy decides: QUICK_LOOK_NS, or microSpinNs if less. */
+  readonly #quickLookNs: number;
   /**
    * The current run of looks: nowMs() at its first look (-1: none) and at its latest
    * look's end. A run ends at a loop turn of this engine, or when a look finds it too old; one
@@ -200,6 +202,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#timesArrivals = this.#kickAhead || policy.resumed !== undefined;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#microSpinNs = options.sleepNs === 0 ? (options.microSpinNs ?? 0) : 0;
+    this.#quickLookNs = Math.min(QUICK_LOOK_NS, this.#microSpinNs);
     this.#kickAheadTrial = new KickAheadTrial((harmless) => host.countKickAheadTrial?.(harmless));
     this.#askedPerQueue = new Uint16Array(host.queues.length);
     for (const queue of host.queues) {
@@ -384,6 +387,9 @@ export class PollingCompletion implements CompletionStrategy {
     try {
       for (;;) {
         native.runMicrotasks();
+        // A burst the continuations made is kicked now, not at the turn's end (process.nextTick):
+        // its first request, kicked in its call, is looked for next.
+        this.#host.kickPending?.();
         if (!this.#microDue) break;
         this.#microDue = false;
         if (this.#state !== 'spinning' || !this.#look()) break;
@@ -423,7 +429,7 @@ export class PollingCompletion implements CompletionStrategy {
     let answered = anyUsed(this.#queues);
     this.#microRunEnd = before;
     if (!answered) {
-      answered = spinForUsed(this.#queues, QUICK_LOOK_NS, undefined, true);
+      answered = spinForUsed(this.#queues, this.#quickLookNs, undefined, true);
       this.#microRunHeld += lastSpin[SPIN_HELD]!;
       this.#microRunEnd = lastSpin[SPIN_END]!;
     }
@@ -599,11 +605,13 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#turnStartsRun();
-    if (this.#microDue) {
+    if (this.#microDue && !this.#decidePending) {
       // A lone request made outside a run of looks: its look first.
       this.#microDue = false;
       if (this.#state !== 'spinning' || !this.#look()) return;
     } else {
+      // (A deferred decision due as well decides the wait, once.)
+      this.#microDue = false;
       this.#pollTurn();
     }
     this.#runLooks();
@@ -702,6 +710,8 @@ export class PollingCompletion implements CompletionStrategy {
    */
   #turnStartsRun(): void {
     this.#endMicroRun();
+    // Read now: the thread's latest reading may be from before the loop's other callbacks.
+    readClock();
     this.#microRunFrom = latestMs();
   }
 

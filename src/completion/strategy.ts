@@ -26,6 +26,11 @@ export interface CompletionHost {
    * wake-up). Whole ns, at most 2^31 - 1 (see wholeNs). Optional; for DeviceStats.
    */
   countPollingTurn?(turnNs: number, heldNs: number): void;
+  /**
+   * Kicks now what waits for the batch's kick at process.nextTick: a polling turn that runs the
+   * continuations of what it settled (a run of looks) returns only at the run's end. Optional.
+   */
+  kickPending?(): void;
 }
 
 /**

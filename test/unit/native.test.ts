@@ -595,6 +595,61 @@ describe('turnCreate', () => {
     assert.match(runModule(collected, ['--expose-gc']), /exited$/);
   });
 
+  it('runMicrotasks runs the queued microtasks inside the callback, and nothing inside a microtask', async () => {
+    const order: string[] = [];
+    let wake: (() => void) | undefined;
+    const handle = native.turnCreate(() => {
+      void Promise.resolve().then(() => {
+        order.push('microtask');
+        // Inside a microtask: a no-op, the next one runs after this one, as ever.
+        void Promise.resolve().then(() => order.push('nested'));
+        native.runMicrotasks();
+        order.push('after nested call');
+      });
+      native.runMicrotasks();
+      order.push('callback returns');
+      wake?.();
+    });
+    try {
+      const ran = new Promise<void>((resolve) => (wake = resolve));
+      native.turnSchedule(handle);
+      await ran;
+      assert.deepEqual(order, ['microtask', 'after nested call', 'nested', 'callback returns']);
+    } finally {
+      native.turnClose(handle);
+    }
+    // AsyncLocalStorage stores into the current resource: the turn's is not the frozen handle.
+    const script = `
+      import { native } from ${nativeUrl};
+      import { AsyncLocalStorage } from 'node:async_hooks';
+      const als = new AsyncLocalStorage();
+      const h = native.turnCreate(() => {
+        void Promise.resolve().then(() => als.run(7, () => process.stdout.write('store ' + als.getStore())));
+        native.runMicrotasks();
+        native.turnClose(h);
+      });
+      native.turnSchedule(h);
+    `;
+    assert.equal(runModule(script), 'store 7');
+    // In a worker too (its own isolate and queue).
+    const worker = `
+      import { Worker } from 'node:worker_threads';
+      const w = new Worker(\`
+        const { native } = await import(${nativeUrl});
+        const order = [];
+        const h = native.turnCreate(() => {
+          void Promise.resolve().then(() => order.push('microtask'));
+          native.runMicrotasks();
+          order.push('returns');
+          native.turnClose(h);
+          process.stdout.write(order.join(' '));
+        });
+        native.turnSchedule(h);
+      \`, { eval: true });
+    `;
+    assert.equal(runModule(worker), 'microtask returns');
+  });
+
   it('reports an exception from the callback as uncaught', () => {
     const script = `
       import { native } from ${nativeUrl};
