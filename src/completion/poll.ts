@@ -343,7 +343,7 @@ export class PollingCompletion implements CompletionStrategy {
   /**
    * Right after a clock reading (#resume's: a lone request, kicked in its call). The first look
    * for its completion (#look) comes right after the callbacks that made it when those ran in
-   * this engine's turn (a closed loop's continuation), else at the next loop turn.
+   * this engine's turn (a closed loop's continuation); elsewhere the wait is decided here.
    */
   #startWait(): void {
     this.#decidePending = false;
@@ -352,7 +352,10 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    if (this.#microSpinNs > 0) {
+    // Only a request made by the continuations a turn runs (#runLooks) gets a look: one made
+    // elsewhere (a timer's, a paced load's) comes long after the device went idle, and a look
+    // at the next loop turn cost 'adaptive' ~5% more CPU per request than deciding here.
+    if (this.#microSpinNs > 0 && this.#inLooks) {
       // Decided in the look, after its first check of the rings: between the kick and that check
       // every 0.1 µs counts (measured: 0.15 µs of work there cost adaptive 10% of its depth-1
       // IOPS against qemu-storage-daemon, which often answers within 0.5 µs). Where the backend
@@ -361,10 +364,8 @@ export class PollingCompletion implements CompletionStrategy {
       // deciding in the call, at the p50 of 'poll', 9.2 against 10.6 µs; BENCHMARKS.md).
       this.#waitStart = latestMs();
       this.#state = 'spinning';
+      // Looked for as soon as the continuations return.
       this.#microDue = true;
-      // Made by the continuation of a request this engine settled (#runLooks): looked for
-      // as soon as it returns. Otherwise at the next loop turn, first thing.
-      if (!this.#inLooks) this.#schedule();
       return;
     }
     if (this.#decide()) this.#schedule();
@@ -608,7 +609,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#turnStartsRun();
     if (this.#microDue && !this.#decidePending) {
-      // A lone request made outside a run of looks: its look first.
+      // A look left over by a run whose callbacks threw (#runLooks): it comes first.
       this.#microDue = false;
       if (this.#state !== 'spinning' || !this.#look()) return;
     } else {
