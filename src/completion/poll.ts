@@ -124,7 +124,7 @@ export class PollingCompletion implements CompletionStrategy {
    */
   readonly #nextTurn: TurnHandle;
   #turnDue = false;
-  /** A look (#look) for a lone request's completion is due. */
+  /** A look (#look) for a lone request's completion is due (set only inside #runLooks). */
   #microDue = false;
   /** #runLooks is running microtasks: a lone request made there is looked for on their return. */
   #inLooks = false;
@@ -132,16 +132,15 @@ export class PollingCompletion implements CompletionStrategy {
   /** The look's first spin, before the policy decides: QUICK_LOOK_NS, or microSpinNs if less. */
   readonly #quickLookNs: number;
   /**
-   * The current run of looks: nowMs() at its first look (-1: none) and at its latest
-   * look's end. A run ends at a loop turn of this engine, or when a look finds it too old; one
-   * whose looks stopped because the engine went idle stays open until then (counted late, and
-   * the next lone request's look may find it too old and leave its wait to a loop turn).
+   * The current run of looks: nowMs() at its first look (-1: none) and at its latest look's
+   * end. A run ends at the next loop turn of this engine (counted then), or when a look finds
+   * it too old.
    */
   #microRunStart = -1;
   #microRunEnd = 0;
   /**
-   * What the run's length is judged from (MICRO_RUN_MS): its first look, or the start of the
-   * loop turn it followed, whose spin held the loop too.
+   * What the run's length is judged from (MICRO_RUN_MS): the start of the loop turn it
+   * follows, whose spin held the loop too (-1: none).
    */
   #microRunFrom = -1;
   /** What the run's spins held the thread for themselves (see countPollingTurn). */
@@ -400,9 +399,10 @@ export class PollingCompletion implements CompletionStrategy {
       }
     } finally {
       this.#inLooks = false;
-      // Should the checkpoint throw, the lone request made in it is looked for at the next
-      // loop turn.
-      if (this.#microDue) this.#schedule();
+      this.#microDue = false;
+      // Every normal way out leaves a turn due while spinning; should something in the run
+      // throw (a drain's callbacks, say), the wait goes on at loop turns, the first deciding it.
+      if (this.#state === 'spinning' && !this.#turnDue) this.#nextWait();
     }
   }
 
@@ -420,7 +420,6 @@ export class PollingCompletion implements CompletionStrategy {
       this.#microRunStart = before;
       this.#microRunEnd = before;
       this.#microRunHeld = 0;
-      if (this.#microRunFrom < 0) this.#microRunFrom = before;
     }
     const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - before;
     if (runLeftMs <= 0) {
@@ -507,9 +506,9 @@ export class PollingCompletion implements CompletionStrategy {
    * instead of the application's depth (measured at depth 16: not one wait in 2,000 saw 16).
    * Until then the device is not asked to interrupt. A wait at depth 1 (the drain emptied the
    * device of its only request) starts in the next submission, right after its kick (made
-   * there with interrupts off, see quietKick): decided in its look (#look), not a loop turn
-   * later (with looks off, in the submission). The cost: a blocked wait after a drain is armed
-   * one loop turn later.
+   * there with interrupts off, see quietKick): decided in its look (#look) where the turn's
+   * continuations made it, else in the submission, not a loop turn later. The cost: a blocked
+   * wait after a drain is armed one loop turn later.
    */
   #nextWait(): void {
     if (!anyInFlight(this.#queues)) {
@@ -608,15 +607,7 @@ export class PollingCompletion implements CompletionStrategy {
       return;
     }
     this.#turnStartsRun();
-    if (this.#microDue && !this.#decidePending) {
-      // A look left over by a run whose callbacks threw (#runLooks): it comes first.
-      this.#microDue = false;
-      if (this.#state !== 'spinning' || !this.#look()) return;
-    } else {
-      // (A deferred decision due as well decides the wait, once.)
-      this.#microDue = false;
-      this.#pollTurn();
-    }
+    this.#pollTurn();
     this.#runLooks();
   };
 

@@ -1309,3 +1309,17 @@ test("engine: a run of looks runs the continuations' microtasks in Node's order,
   assert.equal(looks.lateMicrotasks, 0, "a continuation's microtask ran after the next drain");
   assert.equal(turns.lateMicrotasks, 0);
 });
+
+test('engine: with looks on, a lone request made outside a run of looks is decided in its submission', () =>
+  withEngine(
+    Infinity,
+    async ({ q, rec }) => {
+      q.resubmit = false;
+      q.submit(1); // from here, not from a continuation the engine ran
+      assert.deepEqual(rec.inSubmit, [true], 'decided in the submission, not in a look');
+      q.complete(1);
+      await nextTurn();
+      assert.equal(q.drained, 1);
+    },
+    { microSpinNs: 20_000 },
+  ));
