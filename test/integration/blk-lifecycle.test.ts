@@ -110,7 +110,7 @@ for (const kind of ALL_PEERS) {
       }
     });
 
-    test('32 requests submitted in one tick cost at most 2 kicks', async () => {
+    test('32 requests submitted in one tick cost at most 3 kicks', async () => {
       const qsd = await startPeer(kind, { driver: 'null', size: 64 * 1024 * 1024 });
       try {
         const dev = await qsd.open({ queueSize: 64 });
@@ -118,9 +118,14 @@ for (const kind of ALL_PEERS) {
         // The requests' own kicks (not one ahead of the next request, README "Kicking ahead").
         const requestKicks = (): number => dev.stats.kicks - dev.stats.kicksAhead;
         const kicks = requestKicks();
-        await Promise.all(Array.from({ length: 32 }, (_, i) => dev.read(i * 4096, 4096)));
-        assert.ok(requestKicks() - kicks <= 2, `${requestKicks() - kicks} kicks`);
-        assert.ok(requestKicks() - kicks >= 1);
+        const reads = Array.from({ length: 32 }, (_, i) => dev.read(i * 4096, 4096));
+        // The first request's (kicked in its call: nothing was in flight), the second's (a
+        // burst's first, at once), if the device took the first off the ring by then.
+        const inCalls = requestKicks() - kicks;
+        assert.ok(inCalls >= 1 && inCalls <= 2, `${inCalls} kicks in the calls`);
+        await Promise.all(reads);
+        // The rest's, at the tick's end.
+        assert.ok(requestKicks() - kicks <= inCalls + 1, `${requestKicks() - kicks} kicks`);
         await dev.close();
       } finally {
         await qsd.stop();
