@@ -120,11 +120,14 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #waitFds: number[];
   readonly #callFdCount: number;
   readonly #errFdCount: number;
-  /** Something went on the ring since the last kick decision (#kickNow). */
+  /** Something went on the ring since the last #kickNow (other kicks leave it as it is). */
   #kickScheduled = false;
   /** A submission that kicks in the call itself (quietKick) is running: no batch kick for it. */
   #kickingInCall = false;
-  /** This tick's burst has begun (its first request was kicked at once): the rest wait for it. */
+  /**
+   * This tick's burst has begun (its first request was kicked at once) and its #batchKick is
+   * queued: the rest wait for that.
+   */
   #burstOpen = false;
   #watchdog: NodeJS.Timeout | undefined;
   #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
@@ -162,7 +165,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         if (!harmless) this.#stats.kickAheadTrialsAgainst++;
       },
       countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
-      kickPending: () => this.#batchKick(),
+      kickPending: () => {
+        if (this.#kickScheduled) this.#kickNow();
+      },
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();
@@ -771,16 +776,20 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /**
    * Requests went on the ring. A burst (what this tick and its microtasks submit) costs up to two
-   * kicks: its first request's, at once, so that the device starts on it while the rest are made
-   * (a device still at work when the next ones go on the ring takes them without a kick), and one
-   * for the rest at its end (process.nextTick). With the whole burst kicked at its end, the device
-   * sat idle while it was made: at depth 32 on qemu-storage-daemon's null-co, 'event' made 40%
-   * and 'adaptive' 75% of the IOPS they make so (BENCHMARKS.md). Each kick obeys the device's
+   * kicks per queue: its first request's, at once, so that the device starts on it while the
+   * rest are made (a device still at work when the next ones go on the ring takes them without a
+   * kick), and one for the rest at its end (process.nextTick); three from idle, where the first
+   * request is kicked in its call (quietKick) and the second opens the burst. A run of looks
+   * (poll.ts) kicks the rest of each burst its continuations make when they return (kickPending),
+   * so that run's later bursts are kicked then, not at once. With the whole burst kicked at its end, the device
+   * sat idle while it was made: at depth 32 on qemu-storage-daemon's null-co, 'event' made 45%
+   * and 'adaptive' 86-88% of the IOPS they make so (BENCHMARKS.md). Each kick obeys the device's
    * notification suppression (kickIfNeeded).
    */
   #scheduleKick(): void {
     this.#kickScheduled = true;
-    // The submission kicks right after (#start): a nextTick would be work and garbage for nothing.
+    // In a call that kicks at its end (#start) a nextTick would be work and garbage for nothing;
+    // in an open burst, the burst's #batchKick is queued already.
     if (this.#kickingInCall || this.#burstOpen) return;
     this.#burstOpen = true;
     process.nextTick(this.#batchKick);

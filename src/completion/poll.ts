@@ -240,7 +240,7 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#state !== 'idle' && this.#state !== 'parked') return false;
     // The arrival times the application's pace, for the kick ahead and the policy (#resume);
     // a strategy that uses neither reads the clock only after a drain of several. A burst's
-    // resubmissions are coming too: one kick for all of them.
+    // resubmissions are coming too: kicked as one burst (two kicks, not three).
     if (this.#timesArrivals) {
       this.#arrivedAt = nowMs();
       if (this.#recentDrain.burstBeforeLatest()) return false;
@@ -390,8 +390,8 @@ export class PollingCompletion implements CompletionStrategy {
     try {
       for (;;) {
         native.runMicrotasks();
-        // A burst the continuations made is kicked now, not at the turn's end (process.nextTick):
-        // its first request, kicked in its call, is looked for next.
+        // The rest of a burst the continuations made is kicked now, not at the turn's end
+        // (process.nextTick): its first request, kicked in its call, is looked for next.
         this.#host.kickPending?.();
         if (!this.#microDue) break;
         this.#microDue = false;

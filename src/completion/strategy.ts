@@ -27,8 +27,9 @@ export interface CompletionHost {
    */
   countPollingTurn?(turnNs: number, heldNs: number): void;
   /**
-   * Kicks now what waits for the batch's kick at process.nextTick: a polling turn that runs the
-   * continuations of what it settled (a run of looks) returns only at the run's end. Optional.
+   * Kicks now what waits for the burst's kick at process.nextTick (all but its first request): a
+   * polling turn that runs the continuations of what it settled (a run of looks) returns only at
+   * the run's end. Optional.
    */
   kickPending?(): void;
 }
@@ -97,14 +98,14 @@ export interface CompletionStrategy {
    * burst of resubmissions), the strategy returns true, and the caller kicks as soon as the
    * request is on the ring. A polling strategy turns interrupts off first; setBusy(true) follows
    * at once and starts the wait, decided there or in a look right after the callbacks (a wait
-   * decided to block turns them on again, with the re-check). Optional (false: kick with the
-   * batch, at process.nextTick).
+   * decided to block turns them on again, with the re-check). Optional (false: kicked as a
+   * burst's, the first at once, the rest at process.nextTick).
    */
   quietKick?(): boolean;
   /**
    * The blocking wait is over: restore interrupt suppression, restart polling if busy. Its
    * drains took `drained` completions: the callbacks of the async requests among them run next,
-   * and their resubmissions share one kick, as after a drain of the strategy's own.
+   * and their resubmissions are kicked as one burst, as after a drain of the strategy's own.
    */
   afterBlockingWait?(drained: number): void;
   stop(): void;

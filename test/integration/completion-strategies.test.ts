@@ -196,7 +196,10 @@ async function checkBurstKicks(
     const before = requestKicks();
     const again = Array.from({ length: 8 }, (_, i) => dev.read(i * 4096, 4096));
     const atOnce = requestKicks() - before;
-    assert.ok(atOnce >= 1 && atOnce <= 2, `${atOnce} kicks in the calls: the first at once`);
+    // (With kicks ahead, the daemon kicked ahead of them may take the first before its kick is
+    // decided: then the device asks for none.)
+    assert.ok(atOnce <= 2, `${atOnce} kicks in the calls`);
+    if (loneAlwaysKicked) assert.ok(atOnce >= 1, 'the first request was not kicked at once');
     await Promise.all(again);
     assert.ok(requestKicks() - before <= atOnce + 1, `${requestKicks() - before} kicks in all`);
   }
