@@ -776,15 +776,16 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /**
    * Requests went on the ring. A burst (what this tick and its microtasks submit) costs up to two
-   * kicks per queue: its first request's, at once, so that the device starts on it while the
-   * rest are made (a device still at work when the next ones go on the ring takes them without a
-   * kick), and one for the rest at its end (process.nextTick); three from idle, where the first
-   * request is kicked in its call (quietKick) and the second opens the burst. A run of looks
-   * (poll.ts) kicks the rest of each burst its continuations make when they return (kickPending),
-   * so that run's later bursts are kicked then, not at once. With the whole burst kicked at its end, the device
+   * kicks per queue: its first request's, at once (on the queue it went to; the device's other
+   * queues wait for the burst's end), so that the device starts on it while the rest are made (a
+   * device still at work when the next ones go on the ring takes them without a kick), and one
+   * for the rest at its end (process.nextTick); three from idle, where the first request is
+   * kicked in its call (quietKick) and the second opens the burst. A run of looks (poll.ts) kicks
+   * the rest of each burst its continuations make when they return (kickPending), so that run's
+   * later bursts are kicked then, not at once. With the whole burst kicked at its end, the device
    * sat idle while it was made: at depth 32 on qemu-storage-daemon's null-co, 'event' made 45%
-   * and 'adaptive' 86-88% of the IOPS they make so (BENCHMARKS.md). Each kick obeys the device's
-   * notification suppression (kickIfNeeded).
+   * and 'adaptive' 86% (medians) of the IOPS they make so (BENCHMARKS.md). Each kick obeys the
+   * device's notification suppression (kickIfNeeded).
    */
   #scheduleKick(): void {
     this.#kickScheduled = true;
@@ -803,7 +804,15 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   #kickNow(): void {
     this.#kickScheduled = false;
-    if (this.#state === 'open' || this.#state === 'closing') this.#driver.kick();
+    if (this.#state !== 'open' && this.#state !== 'closing') return;
+    // Kicks run inside submissions and the engine's pump (a burst's first request): one that
+    // fails (the kick eventfd unusable) fails the device, as a drain that finds a broken ring
+    // does, rather than throwing out of whichever call made the request.
+    try {
+      this.#driver.kick();
+    } catch (err) {
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   /**

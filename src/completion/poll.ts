@@ -391,7 +391,8 @@ export class PollingCompletion implements CompletionStrategy {
       for (;;) {
         native.runMicrotasks();
         // The rest of a burst the continuations made is kicked now, not at the turn's end
-        // (process.nextTick): its first request, kicked in its call, is looked for next.
+        // (process.nextTick, which also ends the burst: later bursts in the run have no kick of
+        // their own at once, only this one): a lone request among them is looked for next.
         this.#host.kickPending?.();
         if (!this.#microDue) break;
         this.#microDue = false;
