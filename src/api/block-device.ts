@@ -165,9 +165,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         if (!harmless) this.#stats.kickAheadTrialsAgainst++;
       },
       countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
-      kickPending: () => {
-        if (this.#kickScheduled) this.#kickNow();
-      },
+      kickPending: () => this.#kickRest(),
     };
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();
@@ -675,7 +673,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } finally {
       // Even if start threw: what went on the ring is kicked and waited for.
       this.#kickingInCall = false;
-      if (kickNow && this.#kickScheduled) this.#kickNow();
+      if (kickNow) this.#kickRest();
       this.#completion.setBusy(true);
     }
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
@@ -776,8 +774,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /**
    * Requests went on the ring. A burst (what this tick and its microtasks submit) costs up to two
-   * kicks per queue: its first request's, at once (on the queue it went to; the device's other
-   * queues wait for the burst's end), so that the device starts on it while the rest are made (a
+   * kicks per queue: its first request's, at once (every queue given requests since the last
+   * kick is kicked then), so that the device starts on it while the rest are made (a
    * device still at work when the next ones go on the ring takes them without a kick), and one
    * for the rest at its end (process.nextTick); three from idle, where the first request is
    * kicked in its call (quietKick) and the second opens the burst. A run of looks (poll.ts) kicks
@@ -799,19 +797,33 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   readonly #batchKick = (): void => {
     this.#burstOpen = false;
-    if (this.#kickScheduled) this.#kickNow();
+    this.#kickRest();
   };
+
+  /** Kicks what went on the ring since the last kick, if anything did. */
+  #kickRest(): void {
+    if (this.#kickScheduled) this.#kickNow();
+  }
 
   #kickNow(): void {
     this.#kickScheduled = false;
+    this.#kickDevice();
+  }
+
+  /**
+   * Notifies the device of what went on its rings. Kicks run inside submissions, the engine's
+   * pump and drains (a burst's first request), and from timers: one that fails (the kick eventfd
+   * unusable) fails the device, as a drain that finds a broken ring does, rather than throwing
+   * out of whichever call got there; at the next tick, not inside a drain still reading the
+   * rings that failing unmaps.
+   */
+  #kickDevice(): void {
     if (this.#state !== 'open' && this.#state !== 'closing') return;
-    // Kicks run inside submissions and the engine's pump (a burst's first request): one that
-    // fails (the kick eventfd unusable) fails the device, as a drain that finds a broken ring
-    // does, rather than throwing out of whichever call made the request.
     try {
       this.#driver.kick();
     } catch (err) {
-      this.#fail(err instanceof Error ? err : new Error(String(err)));
+      const error = err instanceof Error ? err : new Error(String(err));
+      process.nextTick(() => this.#fail(error));
     }
   }
 
@@ -853,7 +865,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     op.abort(error);
     if (op.inFlight > 0 && this.#state !== 'failed' && this.#state !== 'closed') {
       this.#driver.abandon?.(op);
-      this.#driver.kick();
+      this.#kickDevice();
     }
   }
 
@@ -861,7 +873,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #runDeferred(): void {
     if (this.#state === 'failed' || this.#state === 'closed') return;
     this.#driver.runDeferred?.(Date.now());
-    this.#driver.kick();
+    this.#kickDevice();
   }
 
   #errPolls: ReturnType<typeof native.pollStart>[] = [];

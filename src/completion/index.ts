@@ -56,11 +56,11 @@ export interface CompletionOptions {
    * 'poll' / 'adaptive': a lone request (depth 1, kicked in its call) made by the continuation
    * of a request a polling turn settled is looked for right away, in that same turn (which runs
    * the pending microtasks itself; process.nextTick callbacks wait for the turn's end), spinning
-   * up to this many ns,
-   * instead of at the next loop turn (one made elsewhere, a timer's say, waits as without looks). Default 20000 (BENCHMARKS.md), at most 0.7 ms; 0 turns the looks off. A look's
-   * spin also stops at the end of its run (50 µs after the loop turn it followed), so values
-   * above ~50000 change nothing; its first spin, before the policy decides, is 2 µs (or this,
-   * if less).
+   * up to this many ns, instead of at the next loop turn (one made elsewhere, a timer's say,
+   * waits as without looks). Default 20000 (BENCHMARKS.md), at most 0.7 ms; 0 turns the looks
+   * off. A look's spin also stops at the end of its run (50 µs after the loop turn it followed),
+   * so values above ~50000 change nothing; its first spin, before the policy decides, is 2 µs
+   * (or this, if less).
    */
   microLookNs?: number;
 }
