@@ -19,6 +19,7 @@ export {
 export type { BlkDeviceInfo } from './devices/blk/driver.js';
 export type { ScsiDeviceInfo, ScsiEvent, ScsiLunInfo } from './devices/scsi/driver.js';
 export type { DeviceStats } from './devices/stats.js';
+export type { CompletionMode, CompletionOptions } from './completion/index.js';
 export type { HugePages } from './memory/region.js';
 export * from './errors.js';
 export type {
