@@ -22,6 +22,9 @@
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
 // quarter of --seconds, default 6 with --stepping; --rw, --bs, --iodepth, --rate and --ramp do
 // not apply) and adds its phases to the table.
+// Each arm imports its own copy of its build (scripts/lib/arm-copies.mjs: arms sharing modules
+// share V8's type feedback, which a process using one strategy does not); --shared-modules
+// loads each build once for all its arms instead.
 // --plain measures a bare closed loop instead of `runBench` (`--iodepth` loops of
 // `readInto`, random 4 KiB-aligned offsets, no histogram, no pacing): IOPS, CPU and calls per
 // I/O only. At depth 1 it shows the frontend's own turnaround with the least code around it.
@@ -37,6 +40,7 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { armCopies } from './lib/arm-copies.mjs';
 import { armOrder } from './lib/arm-order.mjs';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
@@ -67,6 +71,7 @@ function parseArgs(argv) {
     warmup: false,
     stepping: false,
     plain: false,
+    sharedModules: false,
     socket: '',
     hugepages: '',
   });
@@ -173,7 +178,18 @@ async function plainRun(dist, socket, mode, o, options, seed) {
 
 // Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
 async function childAb(socket, o) {
-  const configs = o.configs.map(parseConfig);
+  const copies = o.sharedModules ? undefined : armCopies();
+  try {
+    await pairedRuns(socket, o, copies);
+  } finally {
+    copies?.remove();
+  }
+}
+
+async function pairedRuns(socket, o, copies) {
+  const configs = o.configs
+    .map(parseConfig)
+    .map((c) => (copies ? { ...c, dist: copies.copy(c.dist) } : c));
   const benches = new Map();
   for (const c of configs) {
     if (!benches.has(c.dist)) {
@@ -327,8 +343,11 @@ async function main() {
         `${o.seconds / STEPPING_SCHEDULE.length} s per phase); ${o.rounds} rounds`
       : `${o.plain ? 'plain closed loop of reads' : o.rw} ${o.bs} B, depth ${o.iodepth}${o.rate ? `, paced at ${o.rate} IOPS` : ''}; ` +
         `${o.rounds} rounds of ${o.seconds} s after ${o.ramp} s ramp`;
+    const modules = o.sharedModules
+      ? 'arms of one build share its modules'
+      : 'each arm imports its own copy of its build (scripts/lib/arm-copies.mjs)';
     process.stdout.write(
-      `${load}; medians, and per-round ratios to ${configs[0].name} (median [range]):\n\n` +
+      `${load}; ${modules}; medians, and per-round ratios to ${configs[0].name} (median [range]):\n\n` +
         `${table(runs, configs)}\n`,
     );
   } finally {
