@@ -22,9 +22,8 @@
 // --stepping runs the report's stepping load instead (depth 1 → 32 → 1 → 32, each phase a
 // quarter of --seconds, default 6 with --stepping; --rw, --bs, --iodepth, --rate and --ramp do
 // not apply) and adds its phases to the table.
-// Each arm imports its own copy of its build (scripts/lib/arm-copies.mjs: arms sharing modules
-// share V8's type feedback, which a process using one strategy does not); --shared-modules
-// loads each build once for all its arms instead.
+// Each arm imports its own copy of its build (scripts/lib/arm-copies.mjs says why);
+// --shared-modules loads each build once for all its arms instead.
 // --plain measures a bare closed loop instead of `runBench` (`--iodepth` loops of
 // `readInto`, random 4 KiB-aligned offsets, no histogram, no pacing): IOPS, CPU and calls per
 // I/O only. At depth 1 it shows the frontend's own turnaround with the least code around it.
@@ -39,13 +38,13 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { armCopies } from './lib/arm-copies.mjs';
+import { fileURLToPath, pathToFileURL, URL } from 'node:url';
+import { ARM_COPIES_ENV, withArmCopies } from './lib/arm-copies.mjs';
 import { armOrder } from './lib/arm-order.mjs';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 import { startQsd } from './lib/qsd.mjs';
-import { STEPPING_SCHEDULE, steppingRun } from './lib/stepping.mjs';
+import { STEPPING_SCHEDULE } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
@@ -133,63 +132,25 @@ function completionOptionsOf(json, text) {
   return options;
 }
 
-async function plainRun(dist, socket, mode, o, options, seed) {
-  const { openBlockDevice } = await import(pathToFileURL(join(dist, 'src', 'index.js')).href);
-  const dev = await openBlockDevice(socket, {
-    ...o.open,
-    completion: mode,
-    ...(options ? { completionOptions: options } : {}),
-  });
-  try {
-    const blocks = Math.floor(Math.min(dev.size, 1 << 30) / o.bs);
-    let measuring = false;
-    let ios = 0;
-    const loop = async (i, end) => {
-      const buf = dev.allocBuffer(o.bs);
-      let block = (seed * 7919 + i * 104729) % blocks;
-      while (performance.now() < end) {
-        block = (block + 7919) % blocks;
-        await dev.readInto(buf, block * o.bs);
-        if (measuring) ios++;
-      }
-    };
-    const run = (ms) => {
-      const end = performance.now() + ms;
-      return Promise.all(Array.from({ length: o.iodepth }, (_, i) => loop(i, end)));
-    };
-    await run(o.ramp * 1000);
-    const calls0 = dev.stats.calls;
-    const cpu0 = process.cpuUsage();
-    const t0 = performance.now();
-    measuring = true;
-    await run(o.seconds * 1000);
-    const elapsed = (performance.now() - t0) / 1000;
-    const cpu = process.cpuUsage(cpu0);
-    return {
-      iops: ios / elapsed,
-      p50: NaN,
-      cpuPerIo: (cpu.user + cpu.system) / Math.max(1, ios),
-      callsPerIo: (dev.stats.calls - calls0) / Math.max(1, ios),
-    };
-  } finally {
-    await dev.close();
-  }
-}
-
 // Child: the paired runs, one JSON line { name: [{ iops, p50, cpuPerIo, callsPerIo[, phases] }...] }.
 async function childAb(socket, o) {
-  const copies = o.sharedModules ? undefined : armCopies();
-  try {
-    await pairedRuns(socket, o, copies);
-  } finally {
-    copies?.remove();
-  }
+  if (o.sharedModules) return pairedRuns(socket, o, undefined);
+  return withArmCopies((copies) => pairedRuns(socket, o, copies));
 }
 
 async function pairedRuns(socket, o, copies) {
-  const configs = o.configs
-    .map(parseConfig)
-    .map((c) => (copies ? { ...c, dist: copies.copy(c.dist) } : c));
+  const stepping = new URL('./lib/stepping.mjs', import.meta.url).href;
+  const plain = new URL('./lib/plain-run.mjs', import.meta.url).href;
+  const load = (url) => (copies ? copies.instance(url) : import(url));
+  const configs = [];
+  for (const c of o.configs.map(parseConfig)) {
+    configs.push({
+      ...c,
+      dist: copies ? copies.copy(c.dist) : c.dist,
+      steppingRun: (await load(stepping)).steppingRun,
+      plainRun: (await load(plain)).plainRun,
+    });
+  }
   const benches = new Map();
   for (const c of configs) {
     if (!benches.has(c.dist)) {
@@ -202,7 +163,7 @@ async function pairedRuns(socket, o, copies) {
     for (const k of armOrder(configs.length, round)) {
       const c = configs[k];
       if (o.stepping) {
-        const r = await steppingRun(
+        const r = await c.steppingRun(
           join(c.dist, 'src'),
           socket,
           c.mode,
@@ -220,7 +181,7 @@ async function pairedRuns(socket, o, copies) {
         continue;
       }
       if (o.plain) {
-        out[c.name].push(await plainRun(c.dist, socket, c.mode, o, c.options, round + 1));
+        out[c.name].push(await c.plainRun(c.dist, socket, c.mode, o, c.options, round + 1));
         continue;
       }
       const r = await benches.get(c.dist)({
@@ -336,6 +297,8 @@ async function main() {
     }
     if (o.configs.length < 2) throw new Error('give at least two configurations');
     const configs = o.configs.map(parseConfig);
+    // The child's copies of the library go in this script's temp dir, removed below.
+    process.env[ARM_COPIES_ENV] = join(dir, 'arms');
     const out = await runChild([...pin, '--child-ab', qsd.sock, ...argv]);
     const runs = JSON.parse(out.trim().split('\n').pop());
     const load = o.stepping

@@ -28,8 +28,8 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { armCopies } from './lib/arm-copies.mjs';
+import { fileURLToPath, pathToFileURL, URL } from 'node:url';
+import { ARM_COPIES_ENV, withArmCopies } from './lib/arm-copies.mjs';
 import { armOrder } from './lib/arm-order.mjs';
 import { garbageTable } from './lib/garbage-table.mjs';
 import { pollingTurnStats } from './lib/polling-stats.mjs';
@@ -100,28 +100,25 @@ async function childSleepFloor() {
 // drifts by tens of percent within minutes, more than the differences the targets ask about, so
 // the strategies are compared in one process, alternating short runs (in a balanced order, armOrder),
 // and each round's adaptive result is divided by the same round's fixed results. Each arm runs
-// its own copy of the build (scripts/lib/arm-copies.mjs). Prints one JSON line:
+// its own copy of the library (scripts/lib/arm-copies.mjs). Prints one JSON line:
 // { mode: [{ iops, p50, cpuPerIo, callsPerIo }, ... one per round] }.
 
 async function childPaired(socket, spec, rounds, seconds) {
-  const copies = armCopies();
-  try {
-    await pairedRuns(socket, spec, rounds, seconds, copies);
-  } finally {
-    copies.remove();
-  }
+  return withArmCopies((copies) => pairedRuns(socket, spec, rounds, seconds, copies));
 }
 
 async function pairedRuns(socket, spec, rounds, seconds, copies) {
   const w = JSON.parse(spec);
   const arms = w.rate ? PACED_ARMS : [...STRATEGIES, CONTROL];
-  // Each arm its own copy of the build: arms sharing modules share V8's type feedback.
-  const armDist = {};
-  const runBenchOf = {};
+  const stepping = new URL('./lib/stepping.mjs', import.meta.url).href;
+  const own = {};
   for (const arm of arms) {
-    armDist[arm] = join(copies.copy(dirname(DIST)), 'src');
-    const bench = await import(pathToFileURL(join(armDist[arm], 'bench', 'index.js')).href);
-    runBenchOf[arm] = bench.runBench;
+    const dist = join(copies.copy(dirname(DIST)), 'src');
+    own[arm] = {
+      dist,
+      runBench: (await import(pathToFileURL(join(dist, 'bench', 'index.js')).href)).runBench,
+      steppingRun: (await copies.instance(stepping)).steppingRun,
+    };
   }
   const out = Object.fromEntries(arms.map((m) => [m, []]));
   for (let round = 0; round < rounds; round++) {
@@ -129,7 +126,7 @@ async function pairedRuns(socket, spec, rounds, seconds, copies) {
     for (const arm of order) {
       const mode = arm === CONTROL ? 'poll' : arm === 'event-control' ? 'event' : arm;
       if (w.stepping) {
-        const r = await steppingRun(armDist[arm], socket, mode, seconds / PHASES);
+        const r = await own[arm].steppingRun(own[arm].dist, socket, mode, seconds / PHASES);
         out[arm].push({
           iops: r.iops,
           p50: r.p50,
@@ -138,7 +135,7 @@ async function pairedRuns(socket, spec, rounds, seconds, copies) {
         });
         continue;
       }
-      const r = await runBenchOf[arm]({
+      const r = await own[arm].runBench({
         socket,
         rw: w.rw,
         bs: w.bs,
@@ -891,6 +888,8 @@ async function main() {
     process.exit(2);
   }
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-bench-report-'));
+  // The paired children's copies of the library go in here, removed with it.
+  process.env[ARM_COPIES_ENV] = join(dir, 'arms');
   const backends = [];
   const cleanup = async () => {
     for (const b of backends) await b.stop().catch(() => {});
@@ -978,7 +977,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating in a balanced order (a Williams design: over each whole cycle of rounds, each runs right after every other equally often within rounds; ${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each arm importing its own copy of the build (arms sharing modules share V8's type feedback), each round's adaptive result divided by the same round's fixed result, the median of those ratios; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating in a balanced order (a Williams design: over each whole cycle of rounds, each runs right after every other equally often within rounds; ${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each arm importing its own copy of the library (scripts/lib/arm-copies.mjs), each round's adaptive result divided by the same round's fixed result, the median of those ratios; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
     );
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,

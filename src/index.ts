@@ -19,7 +19,8 @@ export {
 export type { BlkDeviceInfo } from './devices/blk/driver.js';
 export type { ScsiDeviceInfo, ScsiEvent, ScsiLunInfo } from './devices/scsi/driver.js';
 export type { DeviceStats } from './devices/stats.js';
-export type { CompletionMode, CompletionOptions } from './completion/index.js';
+export type { CompletionMode, CompletionOptions, AdaptiveOptions } from './completion/index.js';
+export type { BatchingMode } from './completion/adaptive-options.js';
 export type { HugePages } from './memory/region.js';
 export * from './errors.js';
 export type {

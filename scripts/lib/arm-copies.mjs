@@ -1,10 +1,12 @@
-// A private copy of a build for each arm of a paired comparison in one process. Arms that import
-// the same modules share V8's type feedback: the engine's calls into its policy (poll's and
-// adaptive's) and the strategy calls of the device turn polymorphic, code that a process using
-// one strategy never runs. Measured at depth 1 on null-co (BENCHMARKS.md, "One build per arm"):
-// adaptive sharing poll's modules made 94.5% of poll's IOPS where its own copy made 98.7%, and
-// a poll arm alone 105.9%. A copy is its own set of ES modules; the native addon and the
-// packages in node_modules stay shared (Node loads them once per resolved path).
+// A private copy of the library for each arm of a paired comparison in one process. Arms that
+// import the same modules share V8's type feedback (the engine's calls into its policy, the
+// device's into its strategy, the harness's into the device turn polymorphic) and the modules'
+// per-thread state (the preemption count, the spin's yield history, sleep-poll's learnt
+// overshoot), which a process using one strategy has to itself. Measured at depth 1 on null-co
+// (BENCHMARKS.md, "One copy of the library per arm"): adaptive sharing poll's modules made
+// 88-94% of poll's IOPS over five runs, with a copy of its own 97-99%. Each arm also gets its
+// own instance of the harness module that makes its I/O (an import with a query is a new module
+// instance). The native addon and node_modules stay shared: Node loads them once per real path.
 import {
   cpSync,
   existsSync,
@@ -14,33 +16,64 @@ import {
   rmSync,
   symlinkSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+import process from 'node:process';
 
 /**
- * Copies of `dist` directories (a build's dist/, with src/ inside) under a temp dir, one per
- * call of `copy`, each next to links to its package's node_modules and build/ and a copy of its
- * package.json (ES module type). `remove` deletes them all.
+ * Where a parent script asks its child to put the copies (inside the parent's own temp dir,
+ * which it removes however the child ends, a SIGKILL included).
  */
-export function armCopies() {
-  const root = mkdtempSync(join(tmpdir(), 'vhost-user-arms-'));
+export const ARM_COPIES_ENV = 'VHOST_USER_ARM_COPIES_DIR';
+
+/** The node_modules directory the package at `pkg` resolves its dependencies from. */
+function nodeModulesOf(pkg) {
+  const require = createRequire(join(pkg, 'package.json'));
+  let manifest;
+  try {
+    manifest = require.resolve('hdr-histogram-js/package.json');
+  } catch {
+    throw new Error(
+      `${pkg}: its dependencies are not installed (npm ci there, or link node_modules)`,
+    );
+  }
+  return dirname(dirname(manifest));
+}
+
+/**
+ * Runs `fn(copies)`, then removes the copies. `copies.copy(dist)` copies a build's dist/src
+ * (dist: a build's dist/ directory) into a directory of its own next to links to the
+ * package's node_modules and build/ and a copy of its package.json (the ES module type), and
+ * returns the copy's dist/. `copies.instance(url)` imports a new instance of a harness module.
+ */
+export async function withArmCopies(fn) {
+  const given = process.env[ARM_COPIES_ENV];
+  if (given) mkdirSync(given, { recursive: true });
+  const root = given || mkdtempSync(join(tmpdir(), 'vhost-user-arms-'));
   let n = 0;
-  return {
-    /** A private copy of `dist`; returns its path (a dist/ directory, as given). */
+  const copies = {
     copy(dist) {
-      const pkg = dirname(realpathSync(dist));
+      const real = realpathSync(dist);
+      const pkg = dirname(real);
+      const build = join(pkg, 'build');
+      if (!existsSync(build))
+        throw new Error(`${pkg}: no build/ (the native addon): build it first`);
       const dir = join(root, `arm-${n++}`);
       mkdirSync(dir);
-      cpSync(realpathSync(dist), join(dir, basename(dist)), { recursive: true });
+      cpSync(join(real, 'src'), join(dir, 'dist', 'src'), { recursive: true });
       cpSync(join(pkg, 'package.json'), join(dir, 'package.json'));
-      for (const link of ['node_modules', 'build']) {
-        const target = join(pkg, link);
-        if (existsSync(target)) symlinkSync(realpathSync(target), join(dir, link));
-      }
-      return join(dir, basename(dist));
+      symlinkSync(realpathSync(build), join(dir, 'build'));
+      symlinkSync(realpathSync(nodeModulesOf(pkg)), join(dir, 'node_modules'));
+      return join(dir, 'dist');
     },
-    remove() {
-      rmSync(root, { recursive: true, force: true });
+    instance(url) {
+      return import(`${url}?arm=${n++}`);
     },
   };
+  try {
+    return await fn(copies);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 }
