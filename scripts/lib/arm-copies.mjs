@@ -4,9 +4,9 @@
 // per-thread state (the preemption count, the spin's yield history, sleep-poll's learnt
 // overshoot), which a process using one strategy has to itself. Measured at depth 1 on null-co
 // (BENCHMARKS.md, "One copy of the library per arm"): adaptive sharing poll's modules made
-// 88-94% of poll's IOPS over five runs, with a copy of its own 97-99%. Each arm also gets its
+// 89-95% of poll's IOPS over six runs, with a copy of its own 97-99%. Each arm also gets its
 // own instance of the harness module that makes its I/O (an import with a query is a new module
-// instance). The native addon and node_modules stay shared: Node loads them once per real path.
+// instance; what that module imports, off the I/O path, stays shared). The native addon and node_modules stay shared: Node loads them once per real path.
 import {
   cpSync,
   existsSync,
@@ -33,9 +33,10 @@ function nodeModulesOf(pkg) {
   let manifest;
   try {
     manifest = require.resolve('hdr-histogram-js/package.json');
-  } catch {
+  } catch (cause) {
     throw new Error(
       `${pkg}: its dependencies are not installed (npm ci there, or link node_modules)`,
+      { cause },
     );
   }
   return dirname(dirname(manifest));
@@ -48,9 +49,10 @@ function nodeModulesOf(pkg) {
  * returns the copy's dist/. `copies.instance(url)` imports a new instance of a harness module.
  */
 export async function withArmCopies(fn) {
+  // A dir of its own, inside the given one: children never share or delete the parent's dir.
   const given = process.env[ARM_COPIES_ENV];
   if (given) mkdirSync(given, { recursive: true });
-  const root = given || mkdtempSync(join(tmpdir(), 'vhost-user-arms-'));
+  const root = mkdtempSync(join(given || tmpdir(), 'vhost-user-arms-'));
   let n = 0;
   const copies = {
     copy(dist) {

@@ -62,6 +62,11 @@ for (const mode of COMPLETION_MODES) {
     const backend = await startScriptedBackend();
     const pending: Promise<unknown>[] = [];
     let outcomes: PromiseSettledResult<unknown>[] = [];
+    // Until the body ends: a failing cleanup then must not replace the body's own error.
+    let failed = true;
+    const unlessFailed = (err: unknown): void => {
+      if (!failed) throw err;
+    };
     try {
       const dev = await openBlockDevice(backend.socketPath, { completion: mode, timeout: 2000 });
       const abort = new AbortController();
@@ -93,13 +98,14 @@ for (const mode of COMPLETION_MODES) {
         assert.equal(dev.stats.kicks - before, 2);
         // No kick ahead: nothing completed, so no drain found the device about to be idle.
         assert.equal(dev.stats.kicksAhead, 0);
+        failed = false;
       } finally {
         abort.abort();
         outcomes = await Promise.allSettled(pending);
-        await dev.close({ timeout: 500 });
+        await dev.close({ timeout: 500 }).catch(unlessFailed);
       }
     } finally {
-      await backend.stop();
+      await backend.stop().catch(unlessFailed);
     }
     // Only when everything above passed: a failed device would reject them otherwise.
     assert.equal(outcomes.length, 17);
