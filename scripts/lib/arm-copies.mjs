@@ -6,7 +6,8 @@
 // (BENCHMARKS.md, "One copy of the library per arm"): adaptive sharing poll's modules made
 // 89-95% of poll's IOPS over six runs, with a copy of its own 97-99%. Each arm also gets its
 // own instance of the harness module that makes its I/O (an import with a query is a new module
-// instance; what that module imports, off the I/O path, stays shared). The native addon and node_modules stay shared: Node loads them once per real path.
+// instance; what that module imports, off the I/O path, stays shared). The native addon and
+// node_modules stay shared: Node loads them once per real path.
 import {
   cpSync,
   existsSync,
