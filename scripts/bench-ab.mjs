@@ -38,8 +38,8 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL, URL } from 'node:url';
-import { ARM_COPIES_ENV, withArmCopies } from './lib/arm-copies.mjs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ARM_COPIES_ENV, loadArm, withArmCopies } from './lib/arm-copies.mjs';
 import { armOrder } from './lib/arm-order.mjs';
 import { runPinnedChild as runChild } from './lib/pinned-child.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
@@ -139,25 +139,9 @@ async function childAb(socket, o) {
 }
 
 async function pairedRuns(socket, o, copies) {
-  const stepping = new URL('./lib/stepping.mjs', import.meta.url).href;
-  const plain = new URL('./lib/plain-run.mjs', import.meta.url).href;
-  const load = (url) => (copies ? copies.instance(url) : import(url));
   const configs = [];
-  for (const c of o.configs.map(parseConfig)) {
-    configs.push({
-      ...c,
-      dist: copies ? copies.copy(c.dist) : c.dist,
-      steppingRun: (await load(stepping)).steppingRun,
-      plainRun: (await load(plain)).plainRun,
-    });
-  }
-  const benches = new Map();
-  for (const c of configs) {
-    if (!benches.has(c.dist)) {
-      const mod = await import(pathToFileURL(join(c.dist, 'src', 'bench', 'index.js')).href);
-      benches.set(c.dist, mod.runBench);
-    }
-  }
+  for (const c of o.configs.map(parseConfig))
+    configs.push({ ...c, ...(await loadArm(c.dist, copies)) });
   const out = Object.fromEntries(configs.map((c) => [c.name, []]));
   for (let round = 0; round < o.rounds; round++) {
     for (const k of armOrder(configs.length, round)) {
@@ -184,7 +168,7 @@ async function pairedRuns(socket, o, copies) {
         out[c.name].push(await c.plainRun(c.dist, socket, c.mode, o, c.options, round + 1));
         continue;
       }
-      const r = await benches.get(c.dist)({
+      const r = await c.runBench({
         socket,
         rw: o.rw,
         bs: o.bs,

@@ -28,8 +28,8 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL, URL } from 'node:url';
-import { ARM_COPIES_ENV, withArmCopies } from './lib/arm-copies.mjs';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ARM_COPIES_ENV, loadArm, withArmCopies } from './lib/arm-copies.mjs';
 import { armOrder } from './lib/arm-order.mjs';
 import { garbageTable } from './lib/garbage-table.mjs';
 import { pollingTurnStats } from './lib/polling-stats.mjs';
@@ -110,23 +110,20 @@ async function childPaired(socket, spec, rounds, seconds) {
 async function pairedRuns(socket, spec, rounds, seconds, copies) {
   const w = JSON.parse(spec);
   const arms = w.rate ? PACED_ARMS : [...STRATEGIES, CONTROL];
-  const stepping = new URL('./lib/stepping.mjs', import.meta.url).href;
   const own = {};
-  for (const arm of arms) {
-    const dist = join(copies.copy(dirname(DIST)), 'src');
-    own[arm] = {
-      dist,
-      runBench: (await import(pathToFileURL(join(dist, 'bench', 'index.js')).href)).runBench,
-      steppingRun: (await copies.instance(stepping)).steppingRun,
-    };
-  }
+  for (const arm of arms) own[arm] = await loadArm(dirname(DIST), copies);
   const out = Object.fromEntries(arms.map((m) => [m, []]));
   for (let round = 0; round < rounds; round++) {
     const order = armOrder(arms.length, round).map((i) => arms[i]);
     for (const arm of order) {
       const mode = arm === CONTROL ? 'poll' : arm === 'event-control' ? 'event' : arm;
       if (w.stepping) {
-        const r = await own[arm].steppingRun(own[arm].dist, socket, mode, seconds / PHASES);
+        const r = await own[arm].steppingRun(
+          join(own[arm].dist, 'src'),
+          socket,
+          mode,
+          seconds / PHASES,
+        );
         out[arm].push({
           iops: r.iops,
           p50: r.p50,

@@ -21,6 +21,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import process from 'node:process';
+import { pathToFileURL, URL } from 'node:url';
 
 /**
  * Where a parent script asks its child to put the copies (inside the parent's own temp dir,
@@ -79,4 +80,24 @@ export async function withArmCopies(fn) {
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+/**
+ * What one arm runs with: its build (`dist`, a dist/ directory; copied when `copies` is given,
+ * withArmCopies' argument) and the harness that makes its I/O (runBench from that build; the
+ * stepping load and the plain loop, a module instance of their own with `copies`).
+ */
+export async function loadArm(dist, copies) {
+  const own = copies ? copies.copy(dist) : dist;
+  const harness = (name) => {
+    const url = new URL(`./${name}`, import.meta.url).href;
+    return copies ? copies.instance(url) : import(url);
+  };
+  const bench = await import(pathToFileURL(join(own, 'src', 'bench', 'index.js')).href);
+  return {
+    dist: own,
+    runBench: bench.runBench,
+    steppingRun: (await harness('stepping.mjs')).steppingRun,
+    plainRun: (await harness('plain-run.mjs')).plainRun,
+  };
 }
