@@ -44,6 +44,7 @@ import {
   type ReadStreamOptions,
   type WriteStreamOptions,
 } from './streams.js';
+import { toError } from '../util/to-error.js';
 
 /** Per-call options. */
 export interface IoOptions {
@@ -757,7 +758,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       drained = queue.drain();
     } catch (err) {
-      this.#fail(err instanceof Error ? err : new Error(String(err)));
+      this.#fail(toError(err));
       return 0;
     }
     if (this.#deferredFrees.length > 0) this.#releaseDeferredFrees();
@@ -822,7 +823,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       this.#driver.kick();
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
+      const error = toError(err);
       process.nextTick(() => this.#fail(error));
     }
   }

@@ -1,6 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 import type { BlockDevice } from './block-device.js';
+import { toError } from '../util/to-error.js';
 
 /** What the streams need from a device (a BlockDevice, or a stand-in in tests). */
 export type StreamDevice = Pick<
@@ -137,7 +138,7 @@ export class BlockReadStream extends Readable {
           if (!this.destroyed) this.#pump();
         },
         (err: unknown) => {
-          if (!this.destroyed) this.destroy(err instanceof Error ? err : new Error(String(err)));
+          if (!this.destroyed) this.destroy(toError(err));
         },
       );
     }
@@ -282,7 +283,7 @@ export class BlockWriteStream extends Writable {
           this.bytesWritten += written;
         },
         (err: unknown) => {
-          const error = err instanceof Error ? err : new Error(String(err));
+          const error = toError(err);
           if (!this.#failure) this.#failure = error;
           // Report at once, even if the producer is not writing right now.
           if (!this.destroyed) this.destroy(error);

@@ -37,6 +37,7 @@ import type { ResolvedOptions } from './options.js';
 import { RequestPump } from './request-pump.js';
 import type { ServerStats } from './stats.js';
 import { isEventfd, Vring } from './vring.js';
+import { toError } from '../util/to-error.js';
 
 /** A request that cannot be carried out; becomes a nack or a dropped connection. */
 class RequestFailed extends Error {}
@@ -156,7 +157,7 @@ export class Session {
         return;
       }
       // A bug or a failing system call of ours: report it, and do not leave the frontend hanging.
-      const error = err instanceof Error ? err : new Error(String(err));
+      const error = toError(err);
       this.#host.onInternalError(error);
       if (this.#wantsAck(message)) this.#send(message.request, U64.encode({ value: 1n }));
       else this.close(error);
@@ -430,7 +431,7 @@ export class Session {
 
   /** A bug of ours outside any request (a callback of the event loop): report it, drop the frontend. */
   #internalError(err: unknown): void {
-    const error = err instanceof Error ? err : new Error(String(err));
+    const error = toError(err);
     this.#host.onInternalError(error);
     this.close(error);
   }
@@ -490,7 +491,7 @@ export class Session {
       }
       this.#endpoint.send(shaped.request, flags, shaped.payload);
     } catch (err) {
-      this.close(err instanceof Error ? err : new Error(String(err)));
+      this.close(toError(err));
     }
   }
 

@@ -5,6 +5,7 @@ import { RangeLock, RangeLockEntry } from './range-lock.js';
 import { BlockRequest, type BlockDriver, type BlockLimits } from './request.js';
 import { RunQueue } from './run-queue.js';
 import { SlotSet, type Slotted } from './slot-set.js';
+import { toError } from '../util/to-error.js';
 
 /** The shared memory the block layer copies through and allocates bounce buffers from. */
 export interface IoMemory {
@@ -348,7 +349,7 @@ export class BlockEngine {
         try {
           done = op.pump();
         } catch (err) {
-          op.fail(err instanceof Error ? err : new Error(String(err)));
+          op.fail(toError(err));
         }
       }
       if (done) {
