@@ -711,7 +711,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
           if (!queue.vq.broken && queue.vq.enableInterrupts()) pending = true;
         }
         // Completions may have let more requests submit: kick before sleeping on them.
-        if (this.#state === 'open' || this.#state === 'closing') driver.kick();
+        this.#kickInWait();
         if (op.settled) break;
         if (pending) continue;
         const left = deadline === Infinity ? -1 : Math.max(0, deadline - Date.now());
@@ -722,6 +722,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         // Timers do not run during a blocking wait: run due retries here, and wake for the next.
         const deferredMs = driver.runDeferred?.(Date.now()) ?? -1;
         if (deferredMs === 0) continue;
+        // What it put on the ring, before sleeping until the next is due.
+        this.#kickInWait();
+        if (op.settled) continue;
         const sleepMs = deferredMs < 0 ? left : left < 0 ? deferredMs : Math.min(left, deferredMs);
         // Polling strategies spin a while first: cheaper than waking from poll(2).
         const spinNs = this.#completion.blockingSpinNs?.() ?? 0;
@@ -763,6 +766,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     }
     if (this.#deferredFrees.length > 0) this.#releaseDeferredFrees();
     this.#engine.pump();
+    // A drain may put chains on the ring itself (virtio-scsi retries that waited for
+    // descriptors), not through the engine's submissions, which schedule their kick.
+    if (!this.#kickScheduled && queue.vq.awaitingKick) this.#scheduleKick();
     this.#afterSettle();
     return drained;
   }
@@ -776,7 +782,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   /**
    * Requests went on the ring. A burst (what this tick and its microtasks submit) costs up to two
    * kicks per queue: its first request's, at once (every queue given requests since the last
-   * kick is kicked then), so that the device starts on it while the rest are made (a
+   * kick is kicked then; a queue first given one later in the burst waits for its end), so that
+   * the device starts on it while the rest are made (a
    * device still at work when the next ones go on the ring takes them without a kick), and one
    * for the rest at its end (process.nextTick); three from idle, where the first request is
    * kicked in its call (quietKick) and the second opens the burst. A run of looks (poll.ts) kicks
@@ -825,6 +832,20 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     } catch (err) {
       const error = toError(err);
       process.nextTick(() => this.#fail(error));
+    }
+  }
+
+  /**
+   * A blocking wait's kick: one that fails fails the device at once, which settles the awaited
+   * request (no tick runs during the wait, so #kickDevice's deferred failure would not).
+   */
+  #kickInWait(): void {
+    if (this.#state !== 'open' && this.#state !== 'closing') return;
+    this.#kickScheduled = false;
+    try {
+      this.#driver.kick();
+    } catch (err) {
+      this.#fail(toError(err));
     }
   }
 

@@ -227,6 +227,11 @@ export class SplitVirtqueue {
     return this.brokenError !== undefined;
   }
 
+  /** Chains were published since the last kick decision (kickNeeded). */
+  get awaitingKick(): boolean {
+    return this.publishedSinceKick > 0;
+  }
+
   /** The avail index the device has been shown (last publish()). */
   get availIdx(): number {
     return this.publishedIdx;
