@@ -2,9 +2,9 @@
 // import the same modules share V8's type feedback (the engine's calls into its policy, the
 // device's into its strategy, the harness's into the device turn polymorphic) and the modules'
 // per-thread state (the preemption count, the spin's yield history, sleep-poll's learnt
-// overshoot), which a process using one strategy has to itself. Measured at depth 1 on null-co
-// (BENCHMARKS.md, "One copy of the library per arm"): adaptive sharing poll's modules made
-// 89-95% of poll's IOPS over six runs, with a copy of its own 97-99%. Each arm also gets its
+// overshoot), which a process using one strategy has to itself; so each arm is measured as
+// such a process would run it. (Whether sharing moved the depth-1 verdicts was not settled:
+// BENCHMARKS.md, "One copy of the library per arm".) Each arm also gets its
 // own instance of the harness module that makes its I/O (an import with a query is a new module
 // instance; what that module imports, off the I/O path, stays shared). The native addon and
 // node_modules stay shared: Node loads them once per real path.
