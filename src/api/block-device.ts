@@ -10,6 +10,7 @@ import {
   ReadOnlyError,
   TimeoutError,
   QueueBrokenError,
+  SystemError,
   UnsupportedError,
 } from '../errors.js';
 import {
@@ -130,6 +131,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * queued: the rest wait for that.
    */
   #burstOpen = false;
+  /**
+   * A kick failed where failing the device had to wait for the next tick (#kickDevice): a
+   * blocking wait, in which no tick runs, fails it itself (#kickInWait).
+   */
+  #kickError: Error | undefined;
   #watchdog: NodeJS.Timeout | undefined;
   #state: 'open' | 'closing' | 'closed' | 'failed' = 'open';
   #failure: Error | undefined;
@@ -830,14 +836,19 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       this.#driver.kick();
     } catch (err) {
-      const error = toError(err);
+      if (this.#kickError !== undefined) return;
+      const error = kickFailed(err);
+      this.#kickError = error;
       process.nextTick(() => this.#fail(error));
     }
   }
 
   /**
    * A blocking wait's kick: one that fails fails the device at once, which settles the awaited
-   * request (no tick runs during the wait, so #kickDevice's deferred failure would not).
+   * request; so does one that failed earlier in the wait or in the call that began it (a kick
+   * inside a drain or a submission), whose deferred failure waits for a tick that does not run
+   * during the wait. The ring counts a chain kicked once the kick is tried, so nothing would try
+   * again: the wait would sleep to its timeout, or for good without one.
    */
   #kickInWait(): void {
     if (this.#state !== 'open' && this.#state !== 'closing') return;
@@ -845,8 +856,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       this.#driver.kick();
     } catch (err) {
-      this.#fail(toError(err));
+      this.#kickError ??= kickFailed(err);
     }
+    if (this.#kickError !== undefined) this.#fail(this.#kickError);
   }
 
   /**
@@ -950,4 +962,9 @@ let capturedReject: ((error: Error) => void) | undefined;
 function captureResolvers(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
   capturedResolve = resolve;
   capturedReject = reject;
+}
+
+/** A kick (a write to the device's kick eventfd) failed: the device cannot be told of requests. */
+function kickFailed(cause: unknown): SystemError {
+  return new SystemError('cannot notify the device (write to its kick eventfd)', cause);
 }

@@ -104,11 +104,17 @@ export function kickIfNeeded(vq: SplitVirtqueue, kickFd: number): boolean {
  * between kicks (qemu-storage-daemon) is then still awake when the request and its own kick come
  * a microsecond later; woken from sleep instead, it answers 3-8x later at depth 1 (BENCHMARKS.md,
  * "Kicking ahead"). The device finds nothing new on this kick; that is allowed (a notification is
- * a hint) and costs it one look at the ring. Returns whether it kicked.
+ * a hint) and costs it one look at the ring. Returns whether it kicked. One that fails (the kick
+ * eventfd unusable) is left to the next request's own kick, which fails the device: this one
+ * runs inside a polling turn, where a throw would escape to Node's event loop.
  */
 export function kickAhead(queue: DeviceQueue): boolean {
   if (queue.vq.broken || !queue.vq.wantsNextKick()) return false;
-  native.eventfdWrite(queue.kickFd);
+  try {
+    native.eventfdWrite(queue.kickFd);
+  } catch {
+    return false;
+  }
   return true;
 }
 

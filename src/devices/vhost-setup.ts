@@ -310,16 +310,25 @@ export class VhostDeviceResources {
     this.destroy();
   }
 
+  /** Releases everything; one close that fails (an fd already gone) does not keep the rest. */
   destroy(): void {
     if (this.#torn) return;
     this.#torn = true;
     this.endpoint.close();
     for (const ring of this.rings) {
-      native.close(ring.kickFd);
-      native.close(ring.callFd);
+      closeQuietly(ring.kickFd);
+      closeQuietly(ring.callFd);
     }
-    for (const fd of this.errFds) native.close(fd);
+    for (const fd of this.errFds) closeQuietly(fd);
     this.memory.close();
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    native.close(fd);
+  } catch {
+    // Teardown goes on: the fd is not ours to keep either way.
   }
 }
 

@@ -11,27 +11,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { AbortError, openBlockDevice, type BlockDevice } from '../../src/index.js';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
 import { startScriptedBackend } from '../helpers/scripted-backend.js';
-
-/**
- * Makes `count` reads of one sector from `firstSector` on, all in this tick: the kicks each
- * call added, and the kick count before the first.
- */
-function burst(
-  dev: BlockDevice,
-  count: number,
-  firstSector: number,
-  signal: AbortSignal,
-  pending: Promise<unknown>[],
-): { inCalls: number[]; before: number } {
-  const before = dev.stats.kicks;
-  const inCalls: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const k = dev.stats.kicks;
-    pending.push(dev.read((firstSector + i) * 512, 512, { signal }));
-    inCalls.push(dev.stats.kicks - k);
-  }
-  return { inCalls, before };
-}
+import { burst } from '../helpers/burst.js';
 
 /** Reads made in three microtasks of one tick; resolves the kicks made by the last one's end. */
 function burstInMicrotasks(
