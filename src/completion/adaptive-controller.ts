@@ -741,11 +741,15 @@ export class AdaptiveController implements SpinPolicy {
     let misses = 0;
     while (misses < n && sorted[misses]! < 0) misses++;
     let hitSum = 0;
+    // Hits cluster, so most share the previous hit's quantum: reuse it without a logarithm.
+    let quantum = 0;
     for (let i = misses; i < n; i++) {
       const t = sorted[i]!;
       if (t > maxSpin) break;
       hitSum += t;
-      const b = Math.min(maxSpin, quantise(t * (1 + o.margin)));
+      const wanted = t * (1 + o.margin);
+      if (wanted > quantum) quantum = quantise(wanted);
+      const b = Math.min(maxSpin, quantum);
       // Samples above index i (and every miss) are treated as misses at budget b.
       const hitsBelow = i - misses + 1;
       const cost = (hitSum + (n - hitsBelow) * (b + blockCost)) / n;
