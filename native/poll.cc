@@ -22,7 +22,13 @@ namespace {
 constexpr napi_type_tag kPollTag = {0x2c5e8f0b6d1a4e73ULL,
                                     0xb81f4c97a03d25e6ULL};
 constexpr int kAllPollEvents = UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
-constexpr size_t kMaxWaitFds = 31;
+// A blocking wait sleeps on every ring's call and error eventfds and the
+// socket: 517 fds for 256 virtio-scsi request queues (plus its control and
+// event queues).
+constexpr size_t kMaxWaitFds = 1024;
+// waitReadable's mask has a bit per fd up to this one; this bit stands for
+// it and every later one.
+constexpr size_t kLastMaskBit = 30;
 
 struct PollWatch;
 
@@ -237,7 +243,7 @@ napi_value WaitReadable(napi_env env, napi_callback_info info) {
       return nullptr;
     }
     if ((pfds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLRDHUP)) != 0) {
-      mask |= 1 << i;
+      mask |= 1 << (i < kLastMaskBit ? i : kLastMaskBit);
     }
   }
   return MakeInt32(env, mask);

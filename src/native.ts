@@ -41,6 +41,9 @@ export const UV_READABLE = 1;
 export const UV_WRITABLE = 2;
 export const UV_DISCONNECT = 4;
 
+/** {@link NativeBinding.waitReadable}'s last bit: set for the fd at this index or any later one. */
+export const WAIT_MASK_LAST_BIT = 30;
+
 declare const turnBrand: unique symbol;
 /** Opaque handle of a next-loop-turn callback made by {@link NativeBinding.turnCreate}. */
 export interface TurnHandle {
@@ -127,7 +130,7 @@ export interface NativeBinding {
   turnClose(handle: TurnHandle): void;
   /** Runs the microtask queue now (V8's checkpoint; a no-op inside a microtask), from inside a turn's callback: the continuations of the promises it settled run before it returns. process.nextTick callbacks still run when the callback returns. */
   runMicrotasks(): void;
-  /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP); 0 on timeout. timeoutMs < 0 means no timeout. At most 31 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
+  /** Blocking wait for the sync API: poll(2) the fds for POLLIN; returns a bitmask with bit i set if fds[i] is readable or hung up / errored (POLLIN|POLLHUP|POLLERR|POLLRDHUP), bit 30 for fds[30] and every later one ({@link WAIT_MASK_LAST_BIT}); 0 on timeout. timeoutMs < 0 means no timeout. At most 1024 fds. EINTR is retried with the remaining time. An fd that is not open throws code 'EBADF'. */
   waitReadable(fds: readonly number[], timeoutMs: number): number;
   /** Blocking sleep with nanosecond resolution (clock_nanosleep, CLOCK_MONOTONIC), for the sleep-poll completion strategy. 0 ≤ ns ≤ 1e9. The thread's timer slack is 1 ns during the sleep (PR_SET_TIMERSLACK, restored after): the default 50 µs would stretch every short sleep. */
   sleepNs(ns: number): void;

@@ -1,5 +1,6 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
-import { native, UV_READABLE } from '../native.js';
+import { native, UV_READABLE, WAIT_MASK_LAST_BIT } from '../native.js';
 import {
   type ScsiSenseError,
   AbortError,
@@ -35,7 +36,7 @@ import {
   type CompletionOptions,
 } from '../completion/index.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
-import { checkBuffer, checkRange, checkTimeout } from './validate.js';
+import { checkBuffer, checkRange, checkSignal, checkTimeout } from './validate.js';
 import { describeMessage } from '../protocol/messages.js';
 import {
   createReadStream,
@@ -235,13 +236,20 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /** Reads `length` bytes at `position` into a new Buffer. */
   read(position: number, length: number, options?: IoOptions): Promise<Buffer> {
+    let dest: Buffer;
     try {
       checkRange('read', position, length, this.size);
       this.#checkOpen();
+      if (length > bufferConstants.MAX_LENGTH) {
+        throw new InvalidArgumentError(
+          `read: length ${length} is more than one Buffer holds (${bufferConstants.MAX_LENGTH}); use readInto or createReadStream`,
+        );
+      }
+      dest = Buffer.allocUnsafe(length);
     } catch (err) {
       return Promise.reject(err);
     }
-    const op = this.#readOp(Buffer.allocUnsafe(length), position, length);
+    const op = this.#readOp(dest, position, length);
     op.returnsBuffer = true;
     return this.#start(op, options) as Promise<Buffer>;
   }
@@ -443,6 +451,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * device gives the request back (until then, a late read may still write into the Buffer).
    */
   freeBuffer(buffer: Buffer | Uint8Array): void {
+    checkBuffer('freeBuffer', buffer);
     if (this.#state === 'closed' || this.#state === 'failed') return; // memory already released
     const memory = this.#driver.memory;
     const offset = memory.dataOffsetOf(buffer);
@@ -539,11 +548,16 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * mapping.
    * Buffers from allocBuffer become empty. Idempotent.
    */
-  close(options: { timeout?: number } = {}): Promise<void> {
+  close(options?: { timeout?: number }): Promise<void> {
     if (this.#closePromise) return this.#closePromise;
-    const timeout =
-      checkTimeout('close: timeout', options.timeout) ??
-      (this.#requestTimeoutMs || DEFAULT_REQUEST_TIMEOUT_MS);
+    let timeout: number;
+    try {
+      timeout =
+        checkTimeout('close: timeout', options?.timeout) ??
+        (this.#requestTimeoutMs || DEFAULT_REQUEST_TIMEOUT_MS);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (this.#state === 'failed' || this.#state === 'closed') {
       this.#closePromise = Promise.resolve();
       return this.#closePromise;
@@ -564,9 +578,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#onIdle = undefined;
       }
       if (this.#state === 'closing') {
+        // Closed from here: the backend hanging up as the rings stop (GET_VRING_BASE) is no
+        // failure of the device (shutdown copes with it), and 'close' is emitted once.
+        this.#state = 'closed';
         this.#teardown();
         await this.#driver.shutdown();
-        this.#state = 'closed';
         this.emit('close');
       }
     })();
@@ -651,6 +667,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     let timeout: number | undefined;
     try {
       timeout = checkTimeout('timeout', options?.timeout);
+      checkSignal(signal);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -746,14 +763,16 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         }
         const ready = native.waitReadable(fds, sleepMs);
         if (ready === 0) continue;
+        // Past the mask's last bit (many queues), that bit stands for every later fd: each is
+        // read without blocking, so one that is not ready costs a failed read.
         for (let i = 0; i < this.#callFdCount; i++) {
-          if (ready & (1 << i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
+          if (isReady(ready, i) && native.eventfdRead(fds[i]!) > 0) this.#stats.calls++;
         }
         for (let i = 0; i < this.#errFdCount; i++) {
           const index = this.#callFdCount + i;
-          if (ready & (1 << index)) this.#onErrFd(fds[index]!);
+          if (isReady(ready, index)) this.#onErrFd(fds[index]!);
         }
-        if (ready & (1 << (fds.length - 1))) driver.endpoint.readAvailable();
+        if (isReady(ready, fds.length - 1)) driver.endpoint.readAvailable();
       }
     } finally {
       this.#completion.afterBlockingWait?.(drained);
@@ -919,6 +938,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   #onErrFd(fd: number): void {
+    // A blocking wait that woke for several of them: the first failed the device and closed
+    // every fd, so the next read would be of a closed fd (EBADF) or of another file's.
+    if (this.#state === 'failed' || this.#state === 'closed') return;
     if (native.eventfdRead(fd) > 0) {
       const queue = this.#driver.errFds.indexOf(fd);
       this.#fail(
@@ -962,6 +984,11 @@ let capturedReject: ((error: Error) => void) | undefined;
 function captureResolvers(resolve: (value: unknown) => void, reject: (error: Error) => void): void {
   capturedResolve = resolve;
   capturedReject = reject;
+}
+
+/** Whether waitReadable's mask says fds[index] may be readable. */
+function isReady(mask: number, index: number): boolean {
+  return (mask & (1 << Math.min(index, WAIT_MASK_LAST_BIT))) !== 0;
 }
 
 /** A kick (a write to the device's kick eventfd) failed: the device cannot be told of requests. */

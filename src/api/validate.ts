@@ -31,10 +31,15 @@ export function checkBuffer(operation: string, buffer: unknown): Uint8Array {
   return buffer;
 }
 
+/** The longest a Node.js timer waits: setTimeout turns a longer delay into 1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 export function checkTimeout(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
-    throw new InvalidArgumentError(`${name} must be a positive number of milliseconds`);
+  if (typeof value !== 'number' || !(value > 0) || !(value <= MAX_TIMEOUT_MS)) {
+    throw new InvalidArgumentError(
+      `${name} must be a positive number of milliseconds, at most ${MAX_TIMEOUT_MS}`,
+    );
   }
   return value;
 }
@@ -53,4 +58,18 @@ export function checkIntegerOption(
     );
   }
   return value;
+}
+
+/** An AbortSignal, or undefined; anything else would throw from addEventListener, untyped. */
+export function checkSignal(value: unknown): void {
+  if (value === undefined) return;
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    typeof (value as Partial<AbortSignal>).aborted !== 'boolean' ||
+    typeof (value as Partial<AbortSignal>).addEventListener !== 'function' ||
+    typeof (value as Partial<AbortSignal>).removeEventListener !== 'function'
+  ) {
+    throw new InvalidArgumentError('signal must be an AbortSignal');
+  }
 }

@@ -704,6 +704,21 @@ describe('waitReadable', () => {
     }
   });
 
+  it('takes more than 31 fds: bit 30 stands for fds[30] and every later one', () => {
+    const fds = Array.from({ length: 40 }, () => native.eventfd());
+    try {
+      native.eventfdWrite(fds[35]!);
+      assert.equal(native.waitReadable(fds, 1000), 1 << 30);
+      native.eventfdWrite(fds[3]!);
+      assert.equal(native.waitReadable(fds, 1000), (1 << 30) | (1 << 3));
+      native.eventfdRead(fds[35]!);
+      native.eventfdWrite(fds[30]!);
+      assert.equal(native.waitReadable(fds, 1000), (1 << 30) | (1 << 3));
+    } finally {
+      for (const fd of fds) native.close(fd);
+    }
+  });
+
   it('throws EBADF for an fd that is not open', () => {
     const fd = native.eventfd();
     native.close(fd);
@@ -915,7 +930,7 @@ describe('argument validation', () => {
       assertTypeError(() => raw.waitReadable!(fd, 0));
       assertTypeError(() => raw.waitReadable!([fd]));
       assertRangeError(() => raw.waitReadable!([fd], 0.5));
-      assertRangeError(() => raw.waitReadable!(new Array<number>(32).fill(fd), 0));
+      assertRangeError(() => raw.waitReadable!(new Array<number>(1025).fill(fd), 0));
       assertTypeError(() => raw.sleepNs!());
       assertRangeError(() => raw.sleepNs!(-1));
       assertRangeError(() => raw.sleepNs!(1e9 + 1));

@@ -1,0 +1,304 @@
+/**
+ * Bad input from a caller or a backend gets a clear, typed error, and nothing hangs: cases found
+ * by hunting around blocking waits, teardown and argument checks. Peers: the embedded backend
+ * (in this process where nothing must complete during a blocking wait, in a child process where
+ * something must) and the scripted backend (never answers virtio requests).
+ */
+import { spawn } from 'node:child_process';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createBlockServer,
+  DisconnectedError,
+  InvalidArgumentError,
+  openBlockDevice,
+  openScsiDevice,
+  QueueBrokenError,
+  type BlockServer,
+  type BlockServerOptions,
+} from '../../src/index.js';
+import { native } from '../../src/native.js';
+import { VhostUserRequest } from '../../src/protocol/messages.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
+import { startScriptedBackend } from '../helpers/scripted-backend.js';
+
+const GiB = 1024 * 1024 * 1024;
+
+/** An embedded backend in this process for `body`, on a socket in a temporary folder. */
+async function withServer(
+  options: Omit<BlockServerOptions, 'socketPath'>,
+  body: (socketPath: string, server: BlockServer) => Promise<void>,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
+  const socketPath = join(dir, 'sock');
+  const server = createBlockServer({ ...options, socketPath });
+  try {
+    await server.listen();
+    await body(socketPath, server);
+  } finally {
+    await server.close().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Settles with `promise`'s outcome, or rejects once `ms` pass first (a hang fails the test). */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
+}
+
+/** This process's eventfds by kernel id (a dup shares its id), each with one fd number. */
+function eventfdsById(): Map<number, number> {
+  const byId = new Map<number, number>();
+  for (const name of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${name}`) !== 'anon_inode:[eventfd]') continue;
+      const id = /^eventfd-id:\s*(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${name}`, 'utf8'));
+      if (id !== null && !byId.has(Number(id[1]))) byId.set(Number(id[1]), Number(name));
+    } catch {
+      // closed meanwhile (the directory's own fd, say)
+    }
+  }
+  return byId;
+}
+
+// ---- blocking waits ----
+
+for (const type of ['blk', 'scsi'] as const) {
+  // A blocking wait sleeps on every queue's call and error eventfds and the socket: 33 fds for
+  // 16 virtio-blk queues, 33 for 14 virtio-scsi request queues (plus control and event).
+  const queues = type === 'blk' ? 16 : 14;
+  test(`${type}: blocking calls work on a device with ${queues} queues (more than 31 fds to wait on)`, async () => {
+    const backend = await startEmbedded({ type, queues, fileSize: 1024 * 1024 });
+    try {
+      const open = type === 'blk' ? openBlockDevice : openScsiDevice;
+      const dev = await open(backend.socketPath, { queues });
+      try {
+        const data = Buffer.alloc(4096, 0x5a);
+        // Every queue once: requests are spread round-robin.
+        for (let i = 0; i < queues; i++) {
+          assert.equal(dev.writeSync(data, i * 4096, { timeout: 5000 }), 4096);
+          const back = Buffer.alloc(4096);
+          assert.equal(dev.readSync(back, i * 4096, { timeout: 5000 }), 4096);
+          assert.deepEqual(back, data);
+        }
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      await backend.stop();
+    }
+  });
+}
+
+test('blk: a backend dying during a blocking wait with 16 queues (its socket past the last bit of the mask) is a DisconnectedError at once', async () => {
+  const backend = await startEmbedded({
+    queues: 16,
+    size: 1024 * 1024,
+    faults: { delayCompletionsMs: 30_000 },
+  });
+  try {
+    const dev = await openBlockDevice(backend.socketPath, { queues: 16 });
+    dev.on('error', () => {});
+    try {
+      // Killed while the read waits (a blocking call lets no timer of this process run).
+      spawn('sh', ['-c', `sleep 0.2; kill -9 ${backend.process.pid}`], { stdio: 'ignore' });
+      const started = Date.now();
+      assert.throws(
+        () => dev.readSync(Buffer.alloc(512), 0, { timeout: 10_000 }),
+        DisconnectedError,
+      );
+      assert.ok(Date.now() - started < 5000, `threw after ${Date.now() - started} ms`);
+      assert.ok(dev.closed);
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
+
+test('two queues signalling an error in the same wake: the blocking call throws QueueBrokenError', () =>
+  withServer({ size: 1024 * 1024, queues: 2 }, async (socketPath) => {
+    const before = eventfdsById();
+    const dev = await openBlockDevice(socketPath, { queues: 2 });
+    try {
+      // The device's eventfds, in the order it made them: kick, call, error per ring.
+      const made = [...eventfdsById()]
+        .filter(([id]) => !before.has(id))
+        .sort((a, b) => a[0] - b[0]);
+      assert.equal(made.length, 6);
+      // Both error eventfds are readable when the blocking wait first sleeps (the backend in
+      // this process cannot answer the read meanwhile): the first fails the device, which
+      // closes every fd, the second must not be read after that.
+      native.eventfdWrite(made[2]![1]);
+      native.eventfdWrite(made[5]![1]);
+      assert.throws(() => dev.readSync(Buffer.alloc(512), 0, { timeout: 5000 }), QueueBrokenError);
+      assert.ok(dev.closed);
+    } finally {
+      await dev.close();
+    }
+  }));
+
+// ---- close ----
+
+test('a backend hanging up at close (GET_VRING_BASE) is no failure: one close event, no error event', async () => {
+  const backend = await startScriptedBackend((request) =>
+    request === VhostUserRequest.VHOST_USER_GET_VRING_BASE
+      ? { kind: 'close' }
+      : { kind: 'default' },
+  );
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    const events: string[] = [];
+    dev.on('error', (err) => events.push(`error: ${err.message}`));
+    dev.on('close', () => events.push('close'));
+    await within(dev.close(), 5000, 'close');
+    // Anything the hang-up would still report arrives within a few turns.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(events, ['close']);
+    assert.ok(dev.closed);
+  } finally {
+    await backend.stop();
+  }
+});
+
+test('close() with bad options rejects with InvalidArgumentError (no throw); null is no options', async () => {
+  const backend = await startScriptedBackend();
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    let closing: Promise<void> | undefined;
+    assert.doesNotThrow(() => {
+      closing = dev.close({ timeout: -1 });
+    });
+    await assert.rejects(closing!, InvalidArgumentError);
+    assert.ok(!dev.closed);
+    await within(dev.close(null as unknown as undefined), 5000, 'close(null)');
+    assert.ok(dev.closed);
+  } finally {
+    await backend.stop();
+  }
+});
+
+// ---- argument checks ----
+
+test('a timeout longer than a timer can wait is an InvalidArgumentError, not a 1 ms timeout', async () => {
+  const backend = await startScriptedBackend();
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      const huge = 2 ** 31;
+      // The scripted backend never answers: before, the read timed out after 1 ms.
+      await assert.rejects(
+        within(dev.read(0, 512, { timeout: huge }), 2000, 'read'),
+        InvalidArgumentError,
+      );
+      assert.throws(
+        () => dev.readSync(Buffer.alloc(512), 0, { timeout: huge }),
+        InvalidArgumentError,
+      );
+      await assert.rejects(dev.close({ timeout: huge }), InvalidArgumentError);
+      await assert.rejects(
+        openBlockDevice(backend.socketPath, { timeout: huge }),
+        InvalidArgumentError,
+      );
+      // The largest a timer takes is still fine.
+      const pending = dev.read(0, 512, { timeout: 2 ** 31 - 1 });
+      const outcome = await within(
+        pending.then(
+          () => 'resolved',
+          (err: unknown) => err,
+        ),
+        100,
+        'read',
+      ).catch(() => 'pending');
+      assert.equal(outcome, 'pending');
+    } finally {
+      await dev.close({ timeout: 100 });
+    }
+  } finally {
+    await backend.stop();
+  }
+});
+
+test('read() of more than one Buffer holds rejects with InvalidArgumentError (no throw)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
+  const image = join(dir, 'big.img');
+  try {
+    writeFileSync(image, '');
+    truncateSync(image, 8 * GiB); // sparse
+    await withServer({ file: image }, async (socketPath) => {
+      const dev = await openBlockDevice(socketPath);
+      try {
+        let reading: Promise<Buffer> | undefined;
+        assert.doesNotThrow(() => {
+          reading = dev.read(0, 5 * GiB);
+        });
+        await assert.rejects(reading!, InvalidArgumentError);
+      } finally {
+        await dev.close();
+      }
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('freeBuffer() of something not a buffer is an InvalidArgumentError', async () => {
+  const backend = await startScriptedBackend();
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      for (const bad of [undefined, null, 42, 'buffer', {}]) {
+        assert.throws(() => dev.freeBuffer(bad as unknown as Buffer), InvalidArgumentError);
+      }
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
+
+test('a signal that is not an AbortSignal rejects with InvalidArgumentError (no throw)', async () => {
+  const backend = await startScriptedBackend();
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      for (const signal of [{}, 'abort', null, { aborted: false }]) {
+        const options = { signal } as unknown as { signal: AbortSignal };
+        for (const call of [
+          () => dev.read(0, 512, options),
+          () => dev.write(Buffer.alloc(512), 0, options),
+          () => dev.flush(options),
+        ]) {
+          let pending: Promise<unknown> | undefined;
+          assert.doesNotThrow(() => {
+            pending = call();
+          });
+          await assert.rejects(pending!, InvalidArgumentError);
+        }
+      }
+      // Nothing went to the device: close finds nothing in flight.
+      assert.equal(dev.stats.requests, 0);
+    } finally {
+      await dev.close({ timeout: 100 });
+    }
+  } finally {
+    await backend.stop();
+  }
+});
