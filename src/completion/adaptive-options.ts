@@ -15,12 +15,19 @@ export interface AdaptiveOptions {
   /** CPU a blocked wait costs (arming interrupts, epoll, eventfd read). Default 4 µs. */
   blockCpuNs: number;
   /**
-   * How many ns of CPU one ns of added latency is worth, per request in flight (a closed loop
-   * adds `closedLoopWeight` for one wake-up on top). 1 = ski rental. Default 1 (measured, a
-   * paced 2,000 IOPS on the file backend: 1.5 spun for its 35-40 µs waits at 1.23x event's CPU
-   * per I/O, 1 blocked for most of them at 1.02x).
+   * How many ns of CPU one ns of latency a wake-up adds to the request waited for is worth (a
+   * closed loop weighs it by `closedLoopWeight` instead; each further request in flight adds
+   * `queueWeight`). 1 = ski rental. Default 0.5 (measured, a paced 2,000 IOPS on null-co: 1
+   * spun for the daemon's 25-40 µs waits at 1.04-1.66x event's CPU per I/O, 0.5 blocked for
+   * most of them at 1.01-1.09x; on the file backend 1.5 spun at 1.23x).
    */
   latencyWeight: number;
+  /**
+   * The same for each request in flight beyond the first, up to `depthCap`: under a deep queue
+   * a wake-up delays every completion that lands before the frontend runs again, and the device
+   * waits for their resubmissions. Default 1.
+   */
+  queueWeight: number;
   /**
    * The same, where the application waits for each completion before it submits again (a
    * closed loop: requests in flight most of the time, see `closedLoop`): there a wake-up's
@@ -90,7 +97,8 @@ export const DEFAULT_ADAPTIVE_OPTIONS: Readonly<AdaptiveOptions> = Object.freeze
   maxSpinNs: 100_000,
   wakeCostNs: 30_000,
   blockCpuNs: 4_000,
-  latencyWeight: 1,
+  latencyWeight: 0.5,
+  queueWeight: 1,
   closedLoopWeight: 4,
   window: 32,
   updateEvery: 8,
@@ -127,6 +135,7 @@ export function adaptiveOptions(partial: Partial<AdaptiveOptions> = {}): Adaptiv
     'wakeCostNs',
     'blockCpuNs',
     'latencyWeight',
+    'queueWeight',
     'closedLoopWeight',
     'hysteresis',
     'margin',

@@ -113,13 +113,31 @@ test('probing while blocked costs little CPU on a slow device', () => {
   assert.ok(spun / n < DEFAULT_ADAPTIVE_OPTIONS.maxSpinNs / 16, `spun ${spun / n} ns per wait`);
 });
 
+test("a paced load's 25 µs waits are blocked for at depth 1, spun for under a deep queue", () => {
+  // The daemon's waits at a paced 2,000 IOPS: a wake-up's latency there is not worth 25 µs of
+  // spinning per request (latencyWeight 0.5); with 8 in flight each further request adds a
+  // wake-up (queueWeight 1), and spinning is cheaper than blocking.
+  const paced = new AdaptiveController();
+  const shallow = run(paced, constant(2000, 25 * US));
+  assert.equal(paced.budgetNs, 0);
+  assert.ok(shallow.budgets.slice(1000).every((b) => b === 0 || b === paced.maxSpinNs));
+  const deep = new AdaptiveController();
+  run(deep, constant(2000, 25 * US), 8);
+  assert.ok(deep.budgetNs >= 25 * US, `budget ${deep.budgetNs} under a deep queue`);
+  // The old default (1) spun at depth 1 too: the weight is what decides.
+  const weighty = new AdaptiveController({ latencyWeight: 1 });
+  run(weighty, constant(2000, 25 * US));
+  assert.ok(weighty.budgetNs >= 25 * US, `budget ${weighty.budgetNs} at latencyWeight 1`);
+});
+
 test('it converges: a steady device gets a steady budget', () => {
   const c = new AdaptiveController();
-  const { budgets } = run(c, noisy(5000, 20 * US, 0.05));
+  // 10 µs: well below what blocking costs a paced load (19 µs at the defaults).
+  const { budgets } = run(c, noisy(5000, 10 * US, 0.05));
   const tail = budgets.slice(2000);
   const distinct = new Set(tail);
   assert.ok(distinct.size <= 3, `budget kept changing: ${[...distinct].join(', ')}`);
-  for (const b of tail) assert.ok(b >= 21 * US && b <= 30 * US, `budget ${b}`);
+  for (const b of tail) assert.ok(b >= 10.5 * US && b <= 15 * US, `budget ${b}`);
 });
 
 test('it does not oscillate on noise around the break-even point', () => {
@@ -865,7 +883,7 @@ test('closed loop: the extra weight counts one wake-up, also at depth 2', () => 
   // Settle the decided depth at 2 (a decision takes it from the running average).
   run(c, constant(400, 20 * US), 2);
   const extra = (o.closedLoopWeight - o.latencyWeight) * o.wakeCostNs;
-  const expected = o.blockCpuNs + o.latencyWeight * o.wakeCostNs * 2 + extra;
+  const expected = o.blockCpuNs + (o.latencyWeight + o.queueWeight) * o.wakeCostNs + extra;
   assert.ok(
     Math.abs(c.blockCostNs - expected) < 0.05 * expected,
     `${c.blockCostNs} vs ${expected}`,
