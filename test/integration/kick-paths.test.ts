@@ -9,57 +9,21 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  closeSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  rmSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
-  createBlockServer,
   openBlockDevice,
   openScsiDevice,
   SystemError,
   type BlockDevice,
-  type BlockServer,
-  type BlockServerOptions,
   type ScsiOpenOptions,
 } from '../../src/index.js';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
 import { startScriptedBackend } from '../helpers/scripted-backend.js';
 import { burst } from '../helpers/burst.js';
+import { withServer } from '../helpers/in-process-server.js';
 
 const MiB = 1024 * 1024;
-
-/**
- * An embedded backend in this process, on a socket in a temporary folder, for `body`; closed
- * after it (a failing close then does not replace the body's own error).
- */
-async function withServer(
-  options: Omit<BlockServerOptions, 'socketPath'>,
-  body: (socketPath: string, server: BlockServer) => Promise<void>,
-): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-kick-paths-'));
-  const socketPath = join(dir, 'sock');
-  const server = createBlockServer({ ...options, socketPath });
-  let failed = true;
-  try {
-    await server.listen();
-    await body(socketPath, server);
-    failed = false;
-  } finally {
-    await server.close().catch((err: unknown) => {
-      if (!failed) throw err;
-    });
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Resolves to the device's kick count when the next process.nextTick callback runs. */
 function kicksAtNextTick(dev: BlockDevice): Promise<number> {

@@ -19,38 +19,19 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  createBlockServer,
   DisconnectedError,
   InvalidArgumentError,
   openBlockDevice,
   openScsiDevice,
   QueueBrokenError,
-  type BlockServer,
-  type BlockServerOptions,
 } from '../../src/index.js';
 import { native } from '../../src/native.js';
 import { VhostUserRequest } from '../../src/protocol/messages.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { startScriptedBackend } from '../helpers/scripted-backend.js';
+import { withServer } from '../helpers/in-process-server.js';
 
 const GiB = 1024 * 1024 * 1024;
-
-/** An embedded backend in this process for `body`, on a socket in a temporary folder. */
-async function withServer(
-  options: Omit<BlockServerOptions, 'socketPath'>,
-  body: (socketPath: string, server: BlockServer) => Promise<void>,
-): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
-  const socketPath = join(dir, 'sock');
-  const server = createBlockServer({ ...options, socketPath });
-  try {
-    await server.listen();
-    await body(socketPath, server);
-  } finally {
-    await server.close().catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** Settles with `promise`'s outcome, or rejects once `ms` pass first (a hang fails the test). */
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
