@@ -801,7 +801,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #afterSettle(): void {
     const busy = this.#engine.busy;
     this.#completion.setBusy(busy);
-    if (!busy && this.#engine.active.size === 0) this.#onIdle?.();
+    // close() waits for the calls still awaited, not for requests a timeout or an abort already
+    // answered: the device may keep those for good.
+    if (this.#engine.active.size === 0) this.#onIdle?.();
   }
 
   /**

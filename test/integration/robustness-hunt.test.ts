@@ -24,6 +24,7 @@ import {
   openBlockDevice,
   openScsiDevice,
   QueueBrokenError,
+  TimeoutError,
 } from '../../src/index.js';
 import { native } from '../../src/native.js';
 import { VhostUserRequest } from '../../src/protocol/messages.js';
@@ -156,6 +157,33 @@ test('a backend hanging up at close (GET_VRING_BASE) is no failure: one close ev
   } finally {
     await backend.stop();
   }
+});
+
+test('close() waits for the calls still awaited, not for a request a timeout already answered', async () => {
+  // Every second request is held 5 s: the first read is not, the second is (its caller gives up
+  // after 50 ms), the third completes at once. close(), called with the third still awaited,
+  // waits for it alone.
+  const faults = { delayEvery: 2, delayCompletionsMs: 5000 };
+  await withServer({ size: 1024 * 1024, faults }, async (socketPath, server) => {
+    const dev = await openBlockDevice(socketPath);
+    let closing: Promise<void> | undefined;
+    try {
+      const opened = server.stats.requests;
+      await dev.read(0, 512);
+      assert.equal(server.stats.requests, opened + 1);
+      assert.equal(opened % 2, 0, 'the held read is the second after open');
+      await assert.rejects(dev.read(0, 512, { timeout: 50 }), TimeoutError);
+      const third = dev.read(512, 512);
+      const started = performance.now();
+      closing = dev.close({ timeout: 10_000 });
+      await third;
+      await within(closing, 2000, 'close');
+      assert.ok(performance.now() - started < 2000);
+    } finally {
+      // Before, close waited for the held read (5 s): let it end before the server closes.
+      await closing?.catch(() => undefined);
+    }
+  });
 });
 
 test('close() with bad options rejects with InvalidArgumentError (no throw); null is no options', async () => {
