@@ -5,13 +5,14 @@
  * is released if a later step fails.
  */
 
-import { DisconnectedError } from '../errors.js';
+import { DisconnectedError, ProtocolError } from '../errors.js';
 import { native } from '../native.js';
 import { SocketEndpoint } from '../protocol/endpoint.js';
 import { VhostUserFrontend, type TraceDirection } from '../protocol/frontend.js';
 import {
   VHOST_USER_F_PROTOCOL_FEATURES,
   VhostUserProtocolFeature,
+  describeMessage,
   protocolFeatureNames,
 } from '../protocol/messages.js';
 import { GuestMemory } from '../memory/guest-memory.js';
@@ -215,9 +216,17 @@ export class VhostSetup {
     return rings;
   }
 
-  /** Without REPLY_ACK nothing tells us the backend processed the setup: a round trip orders it. */
+  /**
+   * Without REPLY_ACK nothing tells us the backend processed the setup: a round trip orders it.
+   * @throws ProtocolError if a message came unasked (behind the last reply): the device would
+   * otherwise open with it unread, and no one would hear of it until close took it for a reply.
+   */
   async finish(): Promise<void> {
     if (!this.frontend.replyAck) await this.frontend.barrier();
+    const unread = this.endpoint.unread;
+    if (unread !== undefined) {
+      throw new ProtocolError(`unsolicited message from backend (${describeMessage(unread)})`);
+    }
   }
 
   /**

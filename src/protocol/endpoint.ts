@@ -61,6 +61,11 @@ export class SocketEndpoint implements MessageTransport {
     return this.#error;
   }
 
+  /** The first message that arrived unasked and is still unread (no onUnsolicited yet). */
+  get unread(): VhostUserMessage | undefined {
+    return this.#inbox[0];
+  }
+
   send(request: number, flags: number, payload: Uint8Array, fds: readonly number[] = []): void {
     if (this.#error) throw this.#error;
     if (this.#closed) throw new DisconnectedError('connection is closed');

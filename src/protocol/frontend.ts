@@ -134,10 +134,15 @@ export class VhostUserFrontend {
 
   /**
    * VHOST_USER_GET_QUEUE_NUM (needs protocol feature MQ): most queues the backend supports.
-   * @throws ProtocolError (also for a count above 2^32 - 1), TimeoutError, DisconnectedError
+   * @throws ProtocolError (also for a count of 0 or above 2^32 - 1), TimeoutError,
+   * DisconnectedError
    */
   async getQueueNum(): Promise<number> {
-    return this.#smallU64('VHOST_USER_GET_QUEUE_NUM');
+    const name = 'VHOST_USER_GET_QUEUE_NUM';
+    const queues = await this.#smallU64(name);
+    // Every device has a queue: 0 is a broken backend, not a count the caller asked too much of.
+    if (queues === 0) throw new ProtocolError('backend reports 0 queues', name);
+    return queues;
   }
 
   /**

@@ -3,7 +3,8 @@
  * (blk, or scsi with `"type": "scsi"`). Prints `READY` once accepting; `STATS <json>` on SIGUSR2
  * and before exiting; `EVENT <name> [message]` for connection, disconnect, protocol-error and
  * error. A stdin line `RAISE <ScsiEvent JSON>` raises a virtio-scsi event and answers `RAISED
- * true|false` (or `RAISED <error>`). SIGTERM closes cleanly.
+ * true|false` (or `RAISED <error>`). SIGTERM closes cleanly. VHOST_USER_BACKEND_TAMPER (JSON,
+ * see BackendTamper) makes virtio-blk completions lie in ways the fault options cannot.
  */
 import { createInterface } from 'node:readline';
 import {
@@ -11,6 +12,31 @@ import {
   type BlockServerOptions,
   type ScsiEvent,
 } from '../../src/backend/index.js';
+import { BlkDevice } from '../../src/backend/blk-device.js';
+import type { DeviceChain } from '../../src/backend/device-queue.js';
+import { VIRTIO_BLK_S_OK } from '../../src/devices/blk/spec.js';
+
+/** How virtio-blk completions lie, for the frontend's misbehaviour tests. */
+export interface BackendTamper {
+  /** Successful reads leave their data unwritten (0xee) and report len 1 (status byte only). */
+  readsWriteNothing?: boolean;
+}
+
+if (process.env.VHOST_USER_BACKEND_TAMPER) {
+  const tamper = JSON.parse(process.env.VHOST_USER_BACKEND_TAMPER) as BackendTamper;
+  const execute = BlkDevice.prototype.execute;
+  BlkDevice.prototype.execute = function (this: BlkDevice, chain: DeviceChain, ...rest) {
+    const result = execute.call(this, chain, ...rest);
+    // A read is the one request whose chain has data to write besides the status byte.
+    const read = result.status === VIRTIO_BLK_S_OK && result.len === chain.writableBytes;
+    if (tamper.readsWriteNothing === true && read && result.len > 1) {
+      for (const segment of chain.writable) segment.buf.fill(0xee);
+      chain.status[0] = VIRTIO_BLK_S_OK;
+      return { ...result, len: 1 };
+    }
+    return result;
+  };
+}
 
 const options = JSON.parse(process.argv[2] ?? '{}') as BlockServerOptions;
 if (process.env.VHOST_USER_BACKEND_TRACE) {

@@ -11,12 +11,15 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { BlockServerOptions, ScsiEvent, ServerStats } from '../../src/backend/index.js';
+import type { BackendTamper } from './backend-child.js';
 
 export type EmbeddedOptions = Partial<Omit<BlockServerOptions, 'trace'>> & {
   /** Size of the raw file (default 16 MiB); ignored when `size` makes a RAM disk. */
   fileSize?: number;
   /** Initial contents of the raw file. */
   contents?: Buffer;
+  /** Completions that lie (see backend-child.ts). */
+  tamper?: BackendTamper;
 };
 
 export interface Embedded {
@@ -45,7 +48,7 @@ export interface Embedded {
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'backend-child.js');
 
 export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embedded> {
-  const { fileSize, contents, ...serverOptions } = options;
+  const { fileSize, contents, tamper, ...serverOptions } = options;
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-embedded-'));
   const socketPath = join(dir, 'vhost.sock');
   let imagePath = '';
@@ -58,6 +61,10 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
   serverOptions.socketPath ??= socketPath;
   const child = spawn(process.execPath, [CHILD, JSON.stringify(serverOptions)], {
     stdio: ['pipe', 'pipe', 'pipe'],
+    env:
+      tamper === undefined
+        ? process.env
+        : { ...process.env, VHOST_USER_BACKEND_TAMPER: JSON.stringify(tamper) },
   });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => {

@@ -1,6 +1,11 @@
 import type { SplitVirtqueue } from '../../virtqueue/split.js';
 import { kickIfNeeded, SegmentArrays, slotsUseMemory, type DeviceQueue } from '../device.js';
-import { DeviceIoError, QueueBrokenError, UnsupportedError } from '../../errors.js';
+import {
+  DeviceIoError,
+  QueueBrokenError,
+  ShortTransferError,
+  UnsupportedError,
+} from '../../errors.js';
 import type { BlockRequest, BlockRequestKind } from '../../block/request.js';
 import type { DeviceStats } from '../stats.js';
 import {
@@ -48,6 +53,7 @@ export class BlkQueue implements DeviceQueue {
   readonly callFd: number;
   readonly filledByEngineOnly = true;
   readonly #maxSegmentBytes: number;
+  readonly #checkReadLen: boolean;
   readonly #stats: DeviceStats;
   readonly #view: DataView;
   readonly #bytes: Uint8Array;
@@ -58,19 +64,25 @@ export class BlkQueue implements DeviceQueue {
   readonly #freeSlots: Int32Array;
   #freeSlotCount: number;
   readonly #segArrays = new SegmentArrays();
-  readonly #completeOne = (slot: number, _len: number): void => this.#complete(slot);
+  readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 
+  /**
+   * @param checkReadLen whether a successful read must report (used len) every data byte
+   *   written: true with VIRTIO_F_VERSION_1; legacy devices are known to set len wrongly.
+   */
   constructor(
     vq: SplitVirtqueue,
     memory: BlkQueueMemory,
     fds: { kickFd: number; callFd: number },
     maxSegmentBytes: number,
     stats: DeviceStats,
+    checkReadLen = true,
   ) {
     this.vq = vq;
     this.kickFd = fds.kickFd;
     this.callFd = fds.callFd;
     this.#maxSegmentBytes = maxSegmentBytes;
+    this.#checkReadLen = checkReadLen;
     this.#stats = stats;
     this.#view = new DataView(memory.buffer);
     this.#bytes = new Uint8Array(memory.buffer);
@@ -178,7 +190,7 @@ export class BlkQueue implements DeviceQueue {
     }
   }
 
-  #complete(slot: number): void {
+  #complete(slot: number, len: number): void {
     const request = this.#slots[slot];
     if (request === undefined) {
       // The ring validated the token, so this is our own bookkeeping failing.
@@ -188,10 +200,16 @@ export class BlkQueue implements DeviceQueue {
     this.#freeSlots[this.#freeSlotCount++] = slot;
     const status = this.#bytes[this.#slotsOffset + slot * SLOT_STRIDE + STATUS_OFF]!;
     this.#stats.completions++;
-    request.onComplete(
-      request,
-      status === VIRTIO_BLK_S_OK ? null : statusError(this.vq.index, request, status),
-    );
+    let error = status === VIRTIO_BLK_S_OK ? null : statusError(this.vq.index, request, status);
+    // The data of a read counts only as far as len says the device wrote it (the status byte is
+    // the chain's last): the rest of the buffer is stale memory, never a successful read.
+    if (error === null && request.kind === 'read' && this.#checkReadLen) {
+      const written = len > 0 ? len - 1 : 0;
+      if (written < request.length) {
+        error = new ShortTransferError('read', request.length, request.length - written);
+      }
+    }
+    request.onComplete(request, error);
   }
 
   #dataSegmentCount(request: BlockRequest): number {

@@ -113,13 +113,16 @@ export class VirtioBlkDriver implements DeviceDriver {
         'VHOST_USER_GET_CONFIG',
       );
     }
-    const capacity = Number(config.capacity) * VIRTIO_BLK_SECTOR_SIZE;
-    if (!Number.isSafeInteger(capacity)) {
+    const sectorBytes = Number(config.capacity) * VIRTIO_BLK_SECTOR_SIZE;
+    if (!Number.isSafeInteger(sectorBytes)) {
       throw new ProtocolError(
         `device capacity ${config.capacity} sectors is too large`,
         'VHOST_USER_GET_CONFIG',
       );
     }
+    // Only whole blocks can be read or written: a tail shorter than blk_size (capacity in
+    // 512-byte sectors need not be a multiple of it) would fail every I/O that touches it.
+    const capacity = Math.floor(sectorBytes / blockSize) * blockSize;
     const queueSize = options.queueSize;
     // size_max 0 means no limit (qemu-storage-daemon offers SIZE_MAX with 0).
     const maxSegmentBytes =
@@ -155,6 +158,7 @@ export class VirtioBlkDriver implements DeviceDriver {
           { kickFd: ring.kickFd, callFd: ring.callFd },
           maxSegmentBytes,
           stats,
+          has(VirtioFeature.VIRTIO_F_VERSION_1),
         ),
     );
     await setup.finish();
