@@ -702,7 +702,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     }
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
     // keep the process alive for.
-    if (op.settled && !this.#engine.busy) this.#completion.setBusy(false);
+    if (op.settled && !this.#awaitedWork) this.#completion.setBusy(false);
     return promise;
   }
 
@@ -798,11 +798,17 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return drained;
   }
 
+  /**
+   * Requests in flight or waiting that a caller still awaits. Not those a timeout or an abort
+   * answered, which the device may keep for good: they are drained with the next requests, and
+   * neither keep a strategy polling nor the process alive, nor hold close() up.
+   */
+  get #awaitedWork(): boolean {
+    return this.#engine.active.size > 0 && this.#engine.busy;
+  }
+
   #afterSettle(): void {
-    const busy = this.#engine.busy;
-    this.#completion.setBusy(busy);
-    // close() waits for the calls still awaited, not for requests a timeout or an abort already
-    // answered: the device may keep those for good.
+    this.#completion.setBusy(this.#awaitedWork);
     if (this.#engine.active.size === 0) this.#onIdle?.();
   }
 
@@ -918,10 +924,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   #abandon(op: Operation, error: Error): void {
     if (op.settled) return;
     op.abort(error);
-    if (op.inFlight > 0 && this.#state !== 'failed' && this.#state !== 'closed') {
+    if (this.#state === 'failed' || this.#state === 'closed') return;
+    if (op.inFlight > 0) {
       this.#driver.abandon?.(op);
       this.#kickDevice();
     }
+    this.#afterSettle();
   }
 
   /** A retry's backoff has passed (driver timer): resubmit and kick. */

@@ -428,9 +428,10 @@ export class SplitVirtqueue {
   /**
    * Pops used elements (all that are ready, or at most `max`), frees their chains and calls
    * onUsed(token, len) for each. The queue's state is updated before each callback, so the
-   * callback may add new chains. With EVENT_IDX this does not touch used_event.
+   * callback may add new chains, or drain the ring itself. With EVENT_IDX this does not touch
+   * used_event.
    *
-   * @returns the number of elements popped.
+   * @returns the number of elements this call popped (not those a nested drain popped).
    * @throws QueueBrokenError (sticky) if the device returned an id that is out of range or not
    *   the head of a published chain in flight, a len larger than the chain's writable bytes, or
    *   moved used.idx past the number of published chains in flight.
@@ -448,7 +449,14 @@ export class SplitVirtqueue {
     }
     if (max !== undefined && max < pending) pending = max > 0 ? Math.floor(max) : 0;
     const used32 = this.used32;
-    for (let i = 0; i < pending; i++) {
+    const end = (this.lastUsed + pending) & 0xffff;
+    let taken = 0;
+    for (;;) {
+      // A callback may have drained this ring itself (the device went idle for its caller, and
+      // the completion strategy re-armed with a drain): this pass stops where that one reached,
+      // never reading a slot again or past the used index it saw.
+      const left = (end - this.lastUsed) & 0xffff;
+      if (left === 0 || left > pending) break;
       const slot = this.lastUsed & this.mask;
       // load-load: the elements are read after the Atomics.load of used.idx that covers them
       // (acquire). SC loads are not reordered with each other by V8 or the CPU.
@@ -476,9 +484,10 @@ export class SplitVirtqueue {
       this.numInFlight--;
       this.numPublishedInFlight--;
       this.lastUsed = (this.lastUsed + 1) & 0xffff;
+      taken++;
       onUsed(token, len);
     }
-    return pending;
+    return taken;
   }
 
   /** True if the device has returned elements that drain() has not popped yet. */

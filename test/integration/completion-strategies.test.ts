@@ -10,6 +10,7 @@ import {
 } from '../../src/completion/index.js';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
 import { PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
@@ -284,6 +285,39 @@ function runScript(
       clearTimeout(timer);
       resolve({ code, signal, out });
     });
+  });
+}
+
+for (const mode of COMPLETION_MODES) {
+  test(`${mode}: a request its caller gave up on (timeout) keeps neither the process alive nor the CPU busy`, async () => {
+    // The backend holds every request 30 s; the script's read times out after 100 ms and it
+    // falls off its end without closing the device. Before, the abandoned request counted as
+    // work in flight: the process lived (and the polling strategies spun) until the backend gave
+    // it back.
+    const backend = await startEmbedded({ size: 1 << 20, faults: { delayCompletionsMs: 30_000 } });
+    try {
+      const entry = new URL('../../src/index.js', import.meta.url).href;
+      const script = [
+        `const { openBlockDevice, TimeoutError } = await import(${JSON.stringify(entry)});`,
+        `const dev = await openBlockDevice(${JSON.stringify(backend.socketPath)}, { completion: '${mode}' });`,
+        'const err = await dev.read(0, 4096, { timeout: 100 }).catch((e) => e);',
+        "if (!(err instanceof TimeoutError)) throw new Error('expected a TimeoutError, got ' + err);",
+        'const cpu = process.cpuUsage();',
+        'setTimeout(() => {',
+        '  const used = process.cpuUsage(cpu);',
+        '  console.log(used.user + used.system);',
+        '}, 200);',
+      ].join('\n');
+      const started = performance.now();
+      const { code, signal, out } = await runScript(script, 10_000);
+      assert.deepEqual({ code, signal }, { code: 0, signal: null });
+      assert.ok(performance.now() - started < 8000, 'exited long before the backend answered');
+      // 200 ms of spinning would be ~200,000 µs of CPU.
+      const idleCpuUs = Number(out.trim());
+      assert.ok(idleCpuUs < 50_000, `${idleCpuUs} µs of CPU in 200 ms with only that request out`);
+    } finally {
+      await backend.stop();
+    }
   });
 }
 

@@ -624,6 +624,40 @@ describe('SplitVirtqueue', () => {
     assert.equal(r.vq.enableInterruptsAfter(4), true, 'a pending completion is reported');
   });
 
+  it('a callback that drains the ring itself: the outer drain stops where the nested one reached', () => {
+    // The completion strategy re-arms with a drain when a callback tells it the device went idle
+    // for its caller, while this drain still has elements to pop.
+    const r = rig();
+    const status = r.dataOff;
+    for (let i = 0; i < 4; i++) {
+      assert.equal(r.vq.add([seg(r.gpa(status + i), 1, true)], 10 + i), true);
+    }
+    r.vq.publish();
+    assert.equal(
+      r.dev.process(() => 1, 3),
+      3,
+    );
+    const outer: number[] = [];
+    const nested: number[] = [];
+    const took = r.vq.drain((token) => {
+      outer.push(token);
+      if (outer.length === 1) {
+        // The device returns the fourth meanwhile; the nested drain pops the rest.
+        r.dev.process(() => 1);
+        assert.equal(
+          r.vq.drain((t) => nested.push(t)),
+          3,
+        );
+      }
+    });
+    assert.equal(took, 1);
+    assert.deepEqual(outer, [10]);
+    assert.deepEqual(nested, [11, 12, 13]);
+    assert.equal(r.vq.inFlight, 0);
+    assert.equal(r.vq.broken, false);
+    assert.equal(r.vq.drain(noUsed), 0);
+  });
+
   describe('device misbehaviour breaks the queue', () => {
     const expectBroken = (r: Rig, pattern: RegExp): void => {
       const check = (e: unknown): boolean => {
