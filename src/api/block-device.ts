@@ -543,9 +543,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   // ---- lifecycle ----
 
   /**
-   * Lets in-flight I/O finish (up to `timeout` ms, default the request timeout, or 30 s if that
-   * is 0; then it is failed with DeviceClosedError), stops the rings, and releases every fd and
-   * mapping.
+   * Lets the calls still awaited finish (up to `timeout` ms, default the request timeout, or 30 s
+   * if that is 0; then they are failed with DeviceClosedError), stops the rings, and releases
+   * every fd and mapping. A request whose call a timeout or an abort answered is not waited for:
+   * the backend may still carry it out (a write may land) after close resolves.
    * Buffers from allocBuffer become empty. Idempotent.
    */
   close(options?: { timeout?: number }): Promise<void> {

@@ -26,8 +26,9 @@
  * before the frontend is running again, and the device's interrupts cost the device CPU too: the
  * latency term grows by `queueWeight` for each request in flight beyond the first, up to
  * `depthCap`, and the longest spin grows with the depth (not on a CPU shared with the backend,
- * below: there blocking is what lets the requests progress). Under a deep queue the controller therefore spins like 'poll'; at depth 1 it weighs
- * one wake-up. A change of depth (a load that steps from 1 to 32) triggers a decision at once.
+ * below: there blocking is what lets the requests progress). Under a deep queue the controller
+ * therefore spins like 'poll'; at depth 1 it weighs one wake-up. A change of depth (a load that
+ * steps from 1 to 32) triggers a decision at once.
  *
  * The waits themselves depend on the decision. A backend woken for every request (its vCPU
  * halting between them) serves each one slower than a backend kept busy by a frontend that turns

@@ -17,9 +17,10 @@ export interface AdaptiveOptions {
   /**
    * How many ns of CPU one ns of latency a wake-up adds to the request waited for is worth (a
    * closed loop weighs it by `closedLoopWeight` instead; each further request in flight adds
-   * `queueWeight`). 1 = ski rental. Default 0.5 (measured, a paced 2,000 IOPS on null-co: 1
-   * spun for the daemon's 25-40 µs waits at 1.04-1.66x event's CPU per I/O, 0.5 blocked for
-   * most of them at 1.01-1.09x; on the file backend 1.5 spun at 1.23x).
+   * `queueWeight`; before 2026-12-06 this weight counted per request in flight). 1 = ski
+   * rental. Default 0.5 (measured at a paced 2,000 IOPS, CPU per I/O against event's: paired
+   * runs 1.04x null-co, 1.07x file, where 1 spun for the daemon's 25-40 µs waits at 1.09x /
+   * 1.17x; fresh null-co processes 1.07-1.26x, 1 at 1.05-1.44x).
    */
   latencyWeight: number;
   /**

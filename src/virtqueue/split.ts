@@ -457,6 +457,8 @@ export class SplitVirtqueue {
       // never reading a slot again or past the used index it saw.
       const left = (end - this.lastUsed) & 0xffff;
       if (left === 0 || left > pending) break;
+      // ... or found the ring broken (the device fails, and nothing here is to be read again).
+      if (this.brokenError !== undefined) throw this.brokenError;
       const slot = this.lastUsed & this.mask;
       // load-load: the elements are read after the Atomics.load of used.idx that covers them
       // (acquire). SC loads are not reordered with each other by V8 or the CPU.

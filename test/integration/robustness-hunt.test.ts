@@ -4,6 +4,7 @@
  * (in this process where nothing must complete during a blocking wait, in a child process where
  * something must) and the scripted backend (never answers virtio requests).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -86,6 +87,34 @@ for (const type of ['blk', 'scsi'] as const) {
     }
   });
 }
+
+test("blk, 32 queues: a blocking call's wake-up on a call eventfd past the wait mask's last bit is read and counted", async () => {
+  // Call eventfds 30 and 31 share the mask's last bit with the error eventfds and the socket.
+  // Each completion is held 20 ms, so every call sleeps and is woken by its queue's eventfd: an
+  // eventfd the wait did not read would leave poll(2) returning at once (a busy loop), uncounted.
+  const queues = 32;
+  const backend = await startEmbedded({
+    queues,
+    fileSize: 1024 * 1024,
+    faults: { delayCompletionsMs: 20 },
+  });
+  try {
+    const dev = await openBlockDevice(backend.socketPath, { queues, completion: 'event' });
+    try {
+      const back = Buffer.alloc(4096);
+      // Requests are spread round-robin: the i-th goes to queue i.
+      for (let i = 0; i < queues; i++) {
+        const calls = dev.stats.calls;
+        assert.equal(dev.readSync(back, i * 4096, { timeout: 5000 }), 4096);
+        assert.ok(dev.stats.calls > calls, `queue ${i}: the wake-up was not read`);
+      }
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
 
 test('blk: a backend dying during a blocking wait with 16 queues (its socket past the last bit of the mask) is a DisconnectedError at once', async () => {
   const backend = await startEmbedded({
@@ -244,28 +273,35 @@ test('a timeout longer than a timer can wait is an InvalidArgumentError, not a 1
   }
 });
 
-test('read() of more than one Buffer holds rejects with InvalidArgumentError (no throw)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
-  const image = join(dir, 'big.img');
-  try {
-    writeFileSync(image, '');
-    truncateSync(image, 8 * GiB); // sparse
-    await withServer({ file: image }, async (socketPath) => {
-      const dev = await openBlockDevice(socketPath);
-      try {
-        let reading: Promise<Buffer> | undefined;
-        assert.doesNotThrow(() => {
-          reading = dev.read(0, 5 * GiB);
-        });
-        await assert.rejects(reading!, InvalidArgumentError);
-      } finally {
-        await dev.close();
-      }
-    });
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test(
+  'read() of more than one Buffer holds rejects with InvalidArgumentError (no throw)',
+  {
+    // Node.js 22 and later hold 2^53 - 1 bytes in one Buffer: 5 GiB would be read for real.
+    skip: bufferConstants.MAX_LENGTH >= 5 * GiB ? 'this Node.js holds 5 GiB in one Buffer' : false,
+  },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
+    const image = join(dir, 'big.img');
+    try {
+      writeFileSync(image, '');
+      truncateSync(image, 8 * GiB); // sparse
+      await withServer({ file: image }, async (socketPath) => {
+        const dev = await openBlockDevice(socketPath);
+        try {
+          let reading: Promise<Buffer> | undefined;
+          assert.doesNotThrow(() => {
+            reading = dev.read(0, 5 * GiB);
+          });
+          await assert.rejects(reading!, InvalidArgumentError);
+        } finally {
+          await dev.close();
+        }
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test('freeBuffer() of something not a buffer is an InvalidArgumentError', async () => {
   const backend = await startScriptedBackend();

@@ -130,6 +130,17 @@ test("a paced load's 25 µs waits are blocked for at depth 1, spun for under a d
   assert.ok(weighty.budgetNs >= 25 * US, `budget ${weighty.budgetNs} at latencyWeight 1`);
 });
 
+test('under a deep queue each further request in flight adds queueWeight, not latencyWeight', () => {
+  // 150 µs waits at depth 8: blocking costs 4 + 30 x (0.5 + 7 x 1) = 229 µs at the defaults,
+  // so spin; at 0.5 for every request in flight (124 µs) blocking would be cheaper.
+  const split = new AdaptiveController();
+  run(split, constant(2000, 150 * US), 8);
+  assert.ok(split.budgetNs >= 150 * US, `budget ${split.budgetNs} at the defaults`);
+  const flat = new AdaptiveController({ queueWeight: 0.5 });
+  run(flat, constant(2000, 150 * US), 8);
+  assert.equal(flat.budgetNs, 0);
+});
+
 test('it converges: a steady device gets a steady budget', () => {
   const c = new AdaptiveController();
   // 10 µs: well below what blocking costs a paced load (19 µs at the defaults).

@@ -201,12 +201,13 @@ export class BlkQueue implements DeviceQueue {
     const status = this.#bytes[this.#slotsOffset + slot * SLOT_STRIDE + STATUS_OFF]!;
     this.#stats.completions++;
     let error = status === VIRTIO_BLK_S_OK ? null : statusError(this.vq.index, request, status);
-    // The data of a read counts only as far as len says the device wrote it (the status byte is
-    // the chain's last): the rest of the buffer is stale memory, never a successful read.
+    // The data of a read counts only as far as len says the device wrote it: the rest of the
+    // buffer is stale memory, never a successful read. Lenient where devices are known to
+    // differ: len may leave the status byte out (cloud-hypervisor's backend counts data only),
+    // and 0 is taken for "not reported".
     if (error === null && request.kind === 'read' && this.#checkReadLen) {
-      const written = len > 0 ? len - 1 : 0;
-      if (written < request.length) {
-        error = new ShortTransferError('read', request.length, request.length - written);
+      if (len !== 0 && len < request.length) {
+        error = new ShortTransferError('read', request.length, request.length - len);
       }
     }
     request.onComplete(request, error);
