@@ -21,17 +21,9 @@ import {
   startScriptedBackend,
   type ScriptedReply,
 } from '../helpers/scripted-backend.js';
+import { within } from '../helpers/within.js';
 
 const R = VhostUserRequest;
-
-/** Settles with `promise`'s outcome, or rejects once `ms` pass first (a hang fails the test). */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const bound = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, bound]).finally(() => clearTimeout(timer));
-}
 
 function u64(value: bigint): Buffer {
   const b = Buffer.alloc(8);

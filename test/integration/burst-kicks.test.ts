@@ -8,10 +8,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { AbortError, openBlockDevice, type BlockDevice } from '../../src/index.js';
+import { AbortError, type BlockDevice } from '../../src/index.js';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
-import { startScriptedBackend } from '../helpers/scripted-backend.js';
 import { burst } from '../helpers/burst.js';
+import { withScriptedDevice } from '../helpers/scripted-device.js';
 
 /** Reads made in three microtasks of one tick; resolves the kicks made by the last one's end. */
 function burstInMicrotasks(
@@ -39,33 +39,24 @@ function burstInMicrotasks(
 
 for (const mode of COMPLETION_MODES) {
   test(`${mode}: a burst's first request is kicked in its call, the rest once at the tick's end`, async () => {
-    const backend = await startScriptedBackend();
-    const pending: Promise<unknown>[] = [];
-    let outcomes: PromiseSettledResult<unknown>[] = [];
-    // Until the body ends: a failing cleanup then must not replace the body's own error.
-    let failed = true;
-    const unlessFailed = (err: unknown): void => {
-      if (!failed) throw err;
-    };
-    try {
-      const dev = await openBlockDevice(backend.socketPath, { completion: mode, timeout: 2000 });
-      const abort = new AbortController();
-      try {
+    const outcomes = await withScriptedDevice(
+      { completion: mode, timeout: 2000 },
+      async ({ dev, signal, pending }) => {
         // From idle: a lone request is kicked in its call (quietKick), the second opens the
         // burst and is kicked at once too, the rest once more at the tick's end.
-        const idle = burst(dev, 8, 0, abort.signal, pending);
+        const idle = burst(dev, 8, 0, signal, pending);
         assert.deepEqual(idle.inCalls, [1, 1, 0, 0, 0, 0, 0, 0]);
         await nextTurn();
         assert.equal(dev.stats.kicks - idle.before, 3, 'the rest kicked once more');
 
         // A later burst, the device busy (nothing it was given has completed): 1 + 1.
-        const busy = burst(dev, 5, 8, abort.signal, pending);
+        const busy = burst(dev, 5, 8, signal, pending);
         assert.deepEqual(busy.inCalls, [1, 0, 0, 0, 0]);
         await nextTurn();
         assert.equal(dev.stats.kicks - busy.before, 2);
 
         // A burst of one: its kick at once is all; the tick's end has nothing left to kick.
-        const single = burst(dev, 1, 13, abort.signal, pending);
+        const single = burst(dev, 1, 13, signal, pending);
         assert.deepEqual(single.inCalls, [1]);
         await nextTurn();
         assert.equal(dev.stats.kicks - single.before, 1);
@@ -73,20 +64,13 @@ for (const mode of COMPLETION_MODES) {
         // Requests made in microtasks of one tick are one burst: the first kicked at once, the
         // rest once at the tick's end.
         const before = dev.stats.kicks;
-        assert.equal(await burstInMicrotasks(dev, 14, abort.signal, pending), 1);
+        assert.equal(await burstInMicrotasks(dev, 14, signal, pending), 1);
         await nextTurn();
         assert.equal(dev.stats.kicks - before, 2);
         // No kick ahead: nothing completed, so no drain found the device about to be idle.
         assert.equal(dev.stats.kicksAhead, 0);
-        failed = false;
-      } finally {
-        abort.abort();
-        outcomes = await Promise.allSettled(pending);
-        await dev.close({ timeout: 500 }).catch(unlessFailed);
-      }
-    } finally {
-      await backend.stop().catch(unlessFailed);
-    }
+      },
+    );
     // Only when everything above passed: a failed device would reject them otherwise.
     assert.equal(outcomes.length, 17);
     for (const o of outcomes) {

@@ -19,9 +19,9 @@ import {
   type ScsiOpenOptions,
 } from '../../src/index.js';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
-import { startScriptedBackend } from '../helpers/scripted-backend.js';
 import { burst } from '../helpers/burst.js';
 import { withServer } from '../helpers/in-process-server.js';
+import { withScriptedDevice } from '../helpers/scripted-device.js';
 
 const MiB = 1024 * 1024;
 
@@ -143,25 +143,15 @@ const KICK_FAILS = [
 for (const mode of COMPLETION_MODES) {
   for (const { where, reads } of KICK_FAILS) {
     test(`${mode}: a kick that fails ${where} of a blocking call fails the device at once; the call throws its typed error`, async () => {
-      const backend = await startScriptedBackend();
-      const pending: Promise<unknown>[] = [];
-      let outcomes: PromiseSettledResult<unknown>[] = [];
-      // Until the body ends: a failing cleanup then must not replace the body's own error.
-      let failed = true;
-      const unlessFailed = (err: unknown): void => {
-        if (!failed) throw err;
-      };
       let thrown: unknown;
-      try {
-        const dev = await openBlockDevice(backend.socketPath, { completion: mode, timeout: 2000 });
-        const errors: Error[] = [];
-        dev.on('error', (err) => errors.push(err));
-        const abort = new AbortController();
-        try {
+      const outcomes = await withScriptedDevice(
+        { completion: mode, timeout: 2000 },
+        ({ dev, signal, pending }) => {
+          const errors: Error[] = [];
+          dev.on('error', (err) => errors.push(err));
           // The first read is kicked in its call; a second opens a burst (kicked at once).
           const counters = eventfdCounters();
           const kicks = dev.stats.kicks;
-          const { signal } = abort;
           for (let i = 0; i < reads; i++) pending.push(dev.read(512 * i, 512, { signal }));
           assert.equal(dev.stats.kicks - kicks, reads);
           // The device's kick eventfd is the one those kicks were written to (the backend never
@@ -191,16 +181,9 @@ for (const mode of COMPLETION_MODES) {
             () => dev.readSync(Buffer.alloc(512), 0),
             (err: unknown) => err === thrown,
           );
-          failed = false;
-        } finally {
-          // (Settled already when the device failed: the abort then changes nothing.)
-          abort.abort();
-          outcomes = await Promise.allSettled(pending);
-          await dev.close({ timeout: 500 }).catch(unlessFailed);
-        }
-      } finally {
-        await backend.stop().catch(unlessFailed);
-      }
+          // (Settled already when the device failed: the cleanup's abort then changes nothing.)
+        },
+      );
       // The async reads were failed with it too.
       assert.equal(outcomes.length, reads);
       for (const o of outcomes) {
