@@ -1,4 +1,3 @@
-import { constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'node:events';
 import { native, UV_READABLE, WAIT_MASK_LAST_BIT } from '../native.js';
 import {
@@ -36,7 +35,13 @@ import {
   type CompletionOptions,
 } from '../completion/index.js';
 import type { CompletionHost, CompletionStrategy } from '../completion/strategy.js';
-import { checkBuffer, checkRange, checkSignal, checkTimeout } from './validate.js';
+import {
+  checkBuffer,
+  checkNewBufferLength,
+  checkRange,
+  checkSignal,
+  checkTimeout,
+} from './validate.js';
 import { describeMessage } from '../protocol/messages.js';
 import {
   createReadStream,
@@ -240,11 +245,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     try {
       checkRange('read', position, length, this.size);
       this.#checkOpen();
-      if (length > bufferConstants.MAX_LENGTH) {
-        throw new InvalidArgumentError(
-          `read: length ${length} is more than one Buffer holds (${bufferConstants.MAX_LENGTH}); use readInto or createReadStream`,
-        );
-      }
+      checkNewBufferLength('read', length);
       dest = Buffer.allocUnsafe(length);
     } catch (err) {
       return Promise.reject(err);
@@ -860,15 +861,9 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * rings that failing unmaps.
    */
   #kickDevice(): void {
-    if (this.#state !== 'open' && this.#state !== 'closing') return;
-    try {
-      this.#driver.kick();
-    } catch (err) {
-      if (this.#kickError !== undefined) return;
-      const error = kickFailed(err);
-      this.#kickError = error;
-      process.nextTick(() => this.#fail(error));
-    }
+    const known = this.#kickError !== undefined;
+    const error = this.#tryKick();
+    if (error !== undefined && !known) process.nextTick(() => this.#fail(error));
   }
 
   /**
@@ -879,14 +874,20 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * again: the wait would sleep to its timeout, or for good without one.
    */
   #kickInWait(): void {
-    if (this.#state !== 'open' && this.#state !== 'closing') return;
     this.#kickScheduled = false;
+    this.#tryKick();
+    if (this.#kickError !== undefined) this.#fail(this.#kickError);
+  }
+
+  /** Kicks the device if it is still in use; a failure is kept (the first) and returned. */
+  #tryKick(): Error | undefined {
+    if (this.#state !== 'open' && this.#state !== 'closing') return undefined;
     try {
       this.#driver.kick();
+      return undefined;
     } catch (err) {
-      this.#kickError ??= kickFailed(err);
+      return (this.#kickError ??= kickFailed(err));
     }
-    if (this.#kickError !== undefined) this.#fail(this.#kickError);
   }
 
   /**

@@ -1,3 +1,4 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 
 /** position / length must be non-negative safe integers and stay within the device. */
@@ -29,6 +30,22 @@ export function checkBuffer(operation: string, buffer: unknown): Uint8Array {
     throw new InvalidArgumentError(`${operation}: buffer must be a Buffer or Uint8Array`);
   }
   return buffer;
+}
+
+/**
+ * A new Buffer of `length` bytes must fit in one Buffer (`max`: Node's limit, 4 GiB on Node.js
+ * 20, 2^53 - 1 from 22); a longer one goes through readInto or a stream.
+ */
+export function checkNewBufferLength(
+  operation: string,
+  length: number,
+  max: number = bufferConstants.MAX_LENGTH,
+): void {
+  if (length > max) {
+    throw new InvalidArgumentError(
+      `${operation}: length ${length} is more than one Buffer holds (${max}); use readInto or createReadStream`,
+    );
+  }
 }
 
 /** The longest a Node.js timer waits: setTimeout turns a longer delay into 1 ms. */
