@@ -194,6 +194,52 @@ for (const mode of COMPLETION_MODES) {
   }
 }
 
+for (const mode of COMPLETION_MODES) {
+  test(`${mode}: a kick that fails outside a blocking call fails the device at the next tick, once, with its typed error`, async () => {
+    const errors: Error[] = [];
+    let closedInCall = true;
+    const outcomes = await withScriptedDevice(
+      { completion: mode, timeout: 2000 },
+      async ({ dev, signal, pending }) => {
+        dev.on('error', (err) => errors.push(err));
+        // The first read is kicked in its call: its kick eventfd is the one that counted it.
+        const counters = eventfdCounters();
+        // Rejected at the failure, before the helper's cleanup settles them: handled from now.
+        const track = (read: Promise<Buffer>): void => {
+          read.catch(() => undefined);
+          pending.push(read);
+        };
+        track(dev.read(0, 512, { signal }));
+        const kickFds = [...eventfdCounters()]
+          .filter(([fd, count]) => count - (counters.get(fd) ?? count) === 1)
+          .map(([fd]) => fd);
+        assert.equal(kickFds.length, 1, `kick eventfd candidates: ${kickFds.join(', ')}`);
+        makeUnwritable(kickFds[0]!);
+        await nextTurn();
+        // The second (the device busy) opens a burst and is kicked at once: that kick fails, in
+        // the call, where failing the device (unmapping its rings) waits for the next tick.
+        track(dev.read(512, 512, { signal }));
+        track(dev.read(1024, 512, { signal }));
+        closedInCall = dev.closed;
+        await nextTurn();
+        assert.equal(dev.closed, true);
+      },
+    );
+    assert.equal(closedInCall, false, 'failed inside the call');
+    assert.equal(errors.length, 1);
+    const [error] = errors;
+    assert.ok(error instanceof SystemError, String(error));
+    assert.equal(error.errno, 'EBADF');
+    assert.equal(error.syscall, 'write');
+    // Every read was failed with it, the one already in flight too.
+    assert.equal(outcomes.length, 3);
+    for (const o of outcomes) {
+      assert.equal(o.status, 'rejected');
+      assert.equal(o.reason, error);
+    }
+  });
+}
+
 // ---- 3. kickPending: a polling turn's run of looks kicks the rest of a burst at its end ----
 
 // Not against the scripted backend: kickPending runs only in a run of looks, which follows a

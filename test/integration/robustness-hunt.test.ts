@@ -7,7 +7,18 @@
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   DisconnectedError,
   InvalidArgumentError,
@@ -249,6 +260,37 @@ test('a timeout longer than a timer can wait is an InvalidArgumentError, not a 1
     }
   } finally {
     await backend.stop();
+  }
+});
+
+test('read() of more than one Buffer holds rejects with InvalidArgumentError (no throw)', async () => {
+  if (bufferConstants.MAX_LENGTH >= Number.MAX_SAFE_INTEGER) {
+    // Node.js 22 and later: one Buffer holds any length checkRange lets through (safe integers),
+    // so the limit cannot be reached; what it would be is unit-tested (api-validate.test.ts).
+    assert.ok(bufferConstants.MAX_LENGTH >= Number.MAX_SAFE_INTEGER);
+    return;
+  }
+  // Node.js 20: 4 GiB. A sparse device larger than that, read whole past the limit.
+  const length = bufferConstants.MAX_LENGTH + 4096;
+  const dir = mkdtempSync(join(tmpdir(), 'vhost-user-hunt-'));
+  const image = join(dir, 'big.img');
+  try {
+    writeFileSync(image, '');
+    truncateSync(image, 2 * length);
+    await withServer({ file: image }, async (socketPath) => {
+      const dev = await openBlockDevice(socketPath);
+      try {
+        let reading: Promise<Buffer> | undefined;
+        assert.doesNotThrow(() => {
+          reading = dev.read(0, length);
+        });
+        await assert.rejects(reading!, InvalidArgumentError);
+      } finally {
+        await dev.close();
+      }
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

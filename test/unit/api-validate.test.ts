@@ -9,7 +9,7 @@ import {
   MAX_TIMEOUT_MS,
 } from '../../src/api/validate.js';
 
-test('read() into a new Buffer: a length over what one Buffer holds is an InvalidArgumentError', () => {
+test('checkNewBufferLength: a length over what one Buffer holds is an InvalidArgumentError', () => {
   // With a small limit, as on any Node.js (read() passes the running one's).
   assert.doesNotThrow(() => checkNewBufferLength('read', 4096, 4096));
   assert.throws(() => checkNewBufferLength('read', 4097, 4096), InvalidArgumentError);
