@@ -4,7 +4,16 @@ import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
 import { countWaitForPreemptions, preemptions } from './preemptions.js';
-import { anyUsed, lastSpin, msToNs, SPIN_END, SPIN_HELD, spinForUsed, wholeNs } from './spin.js';
+import {
+  anyUsed,
+  lastSpin,
+  msToNs,
+  span,
+  spanNs,
+  SPIN_END,
+  SPIN_HELD,
+  spinForUsed,
+} from './spin.js';
 import { latestMs, nowMs, readClock } from '../util/clock.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
@@ -318,8 +327,10 @@ export class PollingCompletion implements CompletionStrategy {
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         if (atOnce === 0) this.#kickAheadTrial.discard();
         // Told to the policy with the wait's decision (#reportPending).
-        this.#pendingIdleNs = wholeNs(idleMs);
-        this.#pendingBusyNs = wholeNs(this.#busyMs);
+        span[0] = idleMs;
+        this.#pendingIdleNs = spanNs();
+        span[0] = this.#busyMs;
+        this.#pendingBusyNs = spanNs();
         this.#idleSince = -1;
         this.#busySince = arrived;
       } else if (this.#busySince < 0) {
@@ -482,7 +493,8 @@ export class PollingCompletion implements CompletionStrategy {
     const now = latestMs();
     const budgetLeftMs = this.#waitStart + this.#budgetMs - now;
     const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - now;
-    return wholeNs(Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs));
+    span[0] = Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs);
+    return spanNs();
   }
 
   /**
@@ -495,7 +507,10 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#microRunStart < 0) return;
     const ms = this.#microRunEnd - this.#microRunStart;
     this.#microRunStart = -1;
-    this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(this.#microRunHeld, ms)));
+    span[0] = ms;
+    const runNs = spanNs();
+    span[0] = Math.min(this.#microRunHeld, ms);
+    this.#host.countPollingTurn?.(runNs, spanNs());
   }
 
   /**
@@ -657,7 +672,8 @@ export class PollingCompletion implements CompletionStrategy {
           heldMs = sleptNs / msToNs;
         } else {
           // Whole ns: a small integer is passed unboxed.
-          const ns = wholeNs(Math.min(left, this.#sliceMs));
+          span[0] = Math.min(left, this.#sliceMs);
+          const ns = spanNs();
           found = spinForUsed(queues, ns, this.spinYield(), true);
           // From the typed array, not a helper's return value: a time returned from a call V8
           // does not inline is a new heap number (a helper here cost 16 B per depth-1 read).
@@ -668,8 +684,11 @@ export class PollingCompletion implements CompletionStrategy {
     const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
-      if (sleptNs > 0) this.#sleep?.took(sleptNs, wholeNs(ms));
-      this.#host.countPollingTurn?.(wholeNs(ms), wholeNs(Math.min(heldMs, ms)));
+      span[0] = ms;
+      const turnNs = spanNs();
+      if (sleptNs > 0) this.#sleep?.took(sleptNs, turnNs);
+      span[0] = Math.min(heldMs, ms);
+      this.#host.countPollingTurn?.(turnNs, spanNs());
     }
     if (found) {
       this.#found();
@@ -718,7 +737,8 @@ export class PollingCompletion implements CompletionStrategy {
   #found(): void {
     // Reported when the next wait is decided: after the drained requests' callbacks, so after
     // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-    this.#pendingHitNs = wholeNs(latestMs() - this.#waitStart);
+    span[0] = latestMs() - this.#waitStart;
+    this.#pendingHitNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     this.#kickAheadOfIdle();
     this.#drainAll();
@@ -810,8 +830,8 @@ export class PollingCompletion implements CompletionStrategy {
         this.#schedule();
         return;
       }
-      const now = latestMs();
-      this.#policy.hit(wholeNs(now - this.#waitStart));
+      span[0] = latestMs() - this.#waitStart;
+      this.#policy.hit(spanNs());
       this.#kickAheadTrial.waitEnded();
       this.#drainAll();
       if (this.#state === 'spinning') this.#nextWait();
@@ -862,15 +882,16 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
-    const now = nowMs();
-    const elapsedNs = wholeNs(now - this.#waitStart);
+    span[0] = nowMs() - this.#waitStart;
+    const elapsedNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     if (asked > 0) {
       this.#batchAsked = 0;
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
-      this.#policy.miss(wholeNs(this.#budgetMs), elapsedNs);
+      span[0] = this.#budgetMs;
+      this.#policy.miss(spanNs(), elapsedNs);
     }
     // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may
     // start, or it would be armed for a batch against a ring this drain has not emptied yet.

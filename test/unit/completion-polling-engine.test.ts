@@ -11,7 +11,7 @@ import {
   type SpinYield,
 } from '../../src/completion/strategy.js';
 import { drainTook, EventCompletion } from '../../src/completion/event.js';
-import { wholeNs } from '../../src/completion/spin.js';
+import { span, spanNs } from '../../src/completion/spin.js';
 import {
   KICK_AHEAD_FIRST_TRIAL,
   KICK_AHEAD_TRIAL_BLOCK,
@@ -1194,7 +1194,11 @@ test("engine: a lone request's completion is looked for in the turn that settled
   );
 });
 
-test('wholeNs: a span in ms as whole ns, clamped to a small integer', () => {
+test('spanNs: the span in ms written to span[0] as whole ns, clamped to a small integer', () => {
+  const wholeNs = (ms: number): number => {
+    span[0] = ms;
+    return spanNs();
+  };
   assert.equal(wholeNs(0.0042), 4200);
   assert.equal(wholeNs(1.5), 1_500_000);
   assert.equal(wholeNs(2000), 2_000_000_000);
