@@ -170,6 +170,7 @@ for (const [label, completionOptions] of [
  * at once if the device waits for a kick, the rest at the tick's end (at most one more).
  */
 const BURST_ROUNDS = 40;
+const BURST_ATTEMPTS = 3;
 
 async function checkBurstKicks(
   dev: Awaited<ReturnType<typeof openBlockDevice>>,
@@ -221,11 +222,18 @@ for (const mode of COMPLETION_MODES) {
     try {
       // Kicked only at the tick's end, as before, 1-2 rounds in 20 had a kick in the calls (a
       // drain of one, then a lone request); now 9-20 in 20, fewer while the daemon still polls
-      // its ring from the last burst (it asks for no kick then).
-      const { atOnceRounds } = await checkBurstKicks(dev, true);
+      // its ring from the last burst (it asks for no kick then), as it does for longer on a
+      // loaded machine (3 in 40 once, beside other test runs): up to three tries of 40 rounds.
+      // The exact count is burst-kicks.test.ts's, against a backend that never polls.
+      const seen: number[] = [];
+      for (let attempt = 0; attempt < BURST_ATTEMPTS; attempt++) {
+        const { atOnceRounds } = await checkBurstKicks(dev, true);
+        seen.push(atOnceRounds);
+        if (atOnceRounds >= BURST_ROUNDS / 5) break;
+      }
       assert.ok(
-        atOnceRounds >= BURST_ROUNDS / 5,
-        `the burst's first kicked at once in ${atOnceRounds} of ${BURST_ROUNDS}`,
+        seen.at(-1)! >= BURST_ROUNDS / 5,
+        `the burst's first kicked at once in ${seen.join(', ')} of ${BURST_ROUNDS} rounds`,
       );
     } finally {
       await dev.close();
