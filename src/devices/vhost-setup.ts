@@ -306,15 +306,28 @@ export class VhostDeviceResources {
     return [...this.rings.map((r) => r.callFd), ...this.errFds, this.endpoint.fd];
   }
 
-  /** GET_VRING_BASE on every ring (the backend stops them), then release everything. */
+  /**
+   * GET_VRING_BASE on every ring (the backend stops them), then release everything. The rings
+   * together get one request timeout: each request has its own, and a backend answering every
+   * ring just within it would hold close() for as many timeouts as there are rings. Rings not
+   * stopped by then stop when the socket closes (the backend sees the hang-up).
+   */
   async shutdown(): Promise<void> {
     if (this.#torn) return;
     if (!this.endpoint.closed && this.endpoint.error === undefined) {
-      try {
-        for (const ring of this.rings) await this.frontend.getVringBase(ring.index);
-      } catch {
-        // A backend failing at teardown must not keep our fds and memory alive.
-      }
+      const stopRings = async (): Promise<void> => {
+        for (const ring of this.rings) {
+          if (this.#torn) return;
+          await this.frontend.getVringBase(ring.index);
+        }
+      };
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.frontend.timeoutMs);
+      });
+      // A backend failing at teardown must not keep our fds and memory alive.
+      await Promise.race([stopRings().catch(() => undefined), deadline]);
+      clearTimeout(timer);
     }
     this.destroy();
   }

@@ -82,6 +82,11 @@ export class VhostUserFrontend {
     return this.#replyAck;
   }
 
+  /** How long each request waits for its reply (ms). */
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   /**
    * VHOST_USER_GET_FEATURES: the backend's virtio feature bits.
    * @throws ProtocolError, TimeoutError, DisconnectedError

@@ -18,7 +18,17 @@ import {
 } from '../../src/protocol/messages.js';
 
 export type ScriptedReply =
-  { kind: 'default' } | { kind: 'raw'; bytes: Uint8Array } | { kind: 'hang' } | { kind: 'close' };
+  | { kind: 'default' }
+  | { kind: 'raw'; bytes: Uint8Array }
+  | { kind: 'hang' }
+  | { kind: 'close' }
+  /** The default reply, sent this much later (later requests are answered meanwhile). */
+  | { kind: 'delay'; ms: number };
+
+export interface ScriptedBackendOptions {
+  /** Request queues offered (VIRTIO_BLK_F_MQ and the MQ protocol feature when above 1). Default 1. */
+  queues?: number;
+}
 
 export interface ScriptedBackend {
   socketPath: string;
@@ -49,25 +59,37 @@ export function reply(
   return encodeMessage(request, flags, payload);
 }
 
-export function blkConfig(opts: { capacitySectors?: bigint; blkSize?: number } = {}): Uint8Array {
+export function blkConfig(
+  opts: { capacitySectors?: bigint; blkSize?: number; numQueues?: number } = {},
+): Uint8Array {
   const c = Buffer.alloc(60);
   c.writeBigUInt64LE(opts.capacitySectors ?? 2048n, 0);
   c.writeUInt32LE(opts.blkSize ?? 512, 20);
+  c.writeUInt16LE(opts.numQueues ?? 1, 34);
   return c;
 }
 
 /** The answer a well-behaved backend gives, or undefined when the request gets none. */
-function defaultReply(request: number, flags: number, payload: Buffer): Uint8Array | undefined {
+function defaultReply(
+  request: number,
+  flags: number,
+  payload: Buffer,
+  queues: number,
+): Uint8Array | undefined {
   const R = VhostUserRequest;
+  const mq = queues > 1;
   switch (request) {
     case R.VHOST_USER_GET_FEATURES:
-      return reply(request, u64(FEATURES));
+      return reply(request, u64(mq ? FEATURES | (1n << 12n) : FEATURES));
     case R.VHOST_USER_GET_PROTOCOL_FEATURES:
-      return reply(request, u64(PROTOCOL_FEATURES));
+      return reply(request, u64(mq ? PROTOCOL_FEATURES | 1n : PROTOCOL_FEATURES));
+    case R.VHOST_USER_GET_QUEUE_NUM:
+      return reply(request, u64(BigInt(queues)));
     case R.VHOST_USER_GET_CONFIG: {
       const out = Buffer.alloc(payload.length);
       payload.copy(out, 0, 0, 12);
-      Buffer.from(blkConfig()).copy(out, 12, 0, Math.min(60, payload.length - 12));
+      const config = blkConfig({ numQueues: queues });
+      Buffer.from(config).copy(out, 12, 0, Math.min(60, payload.length - 12));
       return reply(request, out);
     }
     case R.VHOST_USER_GET_VRING_BASE:
@@ -79,7 +101,9 @@ function defaultReply(request: number, flags: number, payload: Buffer): Uint8Arr
 
 export async function startScriptedBackend(
   override: (request: number, payload: Buffer) => ScriptedReply = () => ({ kind: 'default' }),
+  options: ScriptedBackendOptions = {},
 ): Promise<ScriptedBackend> {
+  const queues = options.queues ?? 1;
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-scripted-'));
   const socketPath = join(dir, 'backend.sock');
   const received: string[] = [];
@@ -104,8 +128,15 @@ export async function startScriptedBackend(
           socket.destroy();
           return;
         }
-        const bytes = action.kind === 'raw' ? action.bytes : defaultReply(request, flags, payload);
-        if (bytes) socket.write(bytes);
+        const bytes =
+          action.kind === 'raw' ? action.bytes : defaultReply(request, flags, payload, queues);
+        if (!bytes) continue;
+        if (action.kind === 'delay') {
+          const timer = setTimeout(() => socket.writable && socket.write(bytes), action.ms);
+          socket.once('close', () => clearTimeout(timer));
+        } else {
+          socket.write(bytes);
+        }
       }
     });
   });

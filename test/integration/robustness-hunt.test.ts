@@ -205,6 +205,30 @@ test('close() waits for the calls still awaited, not for a request a timeout alr
   });
 });
 
+test('close() stops every ring within one handshake timeout, however slowly each answers', async () => {
+  // Each GET_VRING_BASE is answered just within the 200 ms timeout: ring by ring, eight of them
+  // held close() for 8 x 150 ms.
+  const backend = await startScriptedBackend(
+    (request) =>
+      request === VhostUserRequest.VHOST_USER_GET_VRING_BASE
+        ? { kind: 'delay', ms: 150 }
+        : { kind: 'default' },
+    { queues: 8 },
+  );
+  try {
+    const dev = await openBlockDevice(backend.socketPath, { queues: 8, timeout: 200 });
+    const started = performance.now();
+    await within(dev.close(), 5000, 'close');
+    const took = performance.now() - started;
+    assert.ok(took < 500, `close took ${took.toFixed(0)} ms`);
+    assert.ok(dev.closed);
+    const stops = backend.received.filter((name) => name === 'VHOST_USER_GET_VRING_BASE');
+    assert.ok(stops.length >= 1 && stops.length < 8, `${stops.length} rings asked to stop`);
+  } finally {
+    await backend.stop();
+  }
+});
+
 test('close() with bad options rejects with InvalidArgumentError (no throw); null is no options', async () => {
   const backend = await startScriptedBackend();
   try {
