@@ -1,6 +1,5 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { openBlockDevice } from '../../src/index.js';
 import {
@@ -13,6 +12,7 @@ import { startQsd, type Qsd } from '../helpers/qsd.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
+import { LIBRARY_ENTRY, runScript } from '../helpers/run-script.js';
 
 const SIZE = 4 * 1024 * 1024;
 
@@ -262,7 +262,7 @@ function zeroLengthThenExit(
   socketPath: string,
   mode: CompletionMode,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  const entry = new URL('../../src/index.js', import.meta.url).href;
+  const entry = LIBRARY_ENTRY;
   const script = [
     `const { openBlockDevice } = await import(${JSON.stringify(entry)});`,
     `const dev = await openBlockDevice(${JSON.stringify(socketPath)}, { completion: '${mode}' });`,
@@ -276,26 +276,6 @@ function zeroLengthThenExit(
   return runScript(script, 10_000).then(({ code, signal }) => ({ code, signal }));
 }
 
-/** Runs an ES module `script` in a child Node, killed after `ms`: how it ended, and its stdout. */
-function runScript(
-  script: string,
-  ms: number,
-): Promise<{ code: number | null; signal: NodeJS.Signals | null; out: string }> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, out });
-    });
-  });
-}
-
 for (const mode of COMPLETION_MODES) {
   test(`${mode}: a request its caller gave up on (timeout) keeps neither the process alive nor the CPU busy`, async () => {
     // The backend holds every request 30 s; the script's read times out after 100 ms and it
@@ -304,7 +284,7 @@ for (const mode of COMPLETION_MODES) {
     // it back.
     const backend = await startEmbedded({ size: 1 << 20, faults: { delayCompletionsMs: 30_000 } });
     try {
-      const entry = new URL('../../src/index.js', import.meta.url).href;
+      const entry = LIBRARY_ENTRY;
       const script = [
         `const { openBlockDevice, TimeoutError } = await import(${JSON.stringify(entry)});`,
         `const dev = await openBlockDevice(${JSON.stringify(backend.socketPath)}, { completion: '${mode}' });`,
@@ -346,7 +326,7 @@ for (const mode of COMPLETION_MODES) {
  * listener). Resolves to what it printed: reads done and exceptions seen.
  */
 function throwingTicks(socketPath: string, mode: CompletionMode): Promise<string> {
-  const entry = new URL('../../src/index.js', import.meta.url).href;
+  const entry = LIBRARY_ENTRY;
   const script = [
     `const { openBlockDevice } = await import(${JSON.stringify(entry)});`,
     "let thrown = 0; process.on('uncaughtException', () => thrown++);",

@@ -25,6 +25,7 @@ import {
 import { startEmbedded, type Embedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes } from '../helpers/random.js';
+import { LIBRARY_ENTRY, runScript } from '../helpers/run-script.js';
 import { SenseKey } from '../../src/devices/scsi/sense.js';
 import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import {
@@ -359,6 +360,32 @@ test('task management that is never answered fails the device with TimeoutError;
       assert.equal(dev.closed, true);
     },
   );
+});
+
+test('task management for a request given up on does not keep the process alive', async () => {
+  // The 200th request is held 30 s (past the open's own): the script reads until one times out
+  // after 100 ms, and falls off its end without closing the device. The ABORT TASK sent for it,
+  // then the LOGICAL UNIT RESET, are never answered: their timers (3 s each here) kept the
+  // process alive until both had run out.
+  const faults = { delayEvery: 200, delayCompletionsMs: 30_000, ignoreTaskManagement: true };
+  await withScsi({ fileSize: 1 * MiB, faults }, async (sock) => {
+    const script = [
+      `const { openScsiDevice, TimeoutError } = await import(${JSON.stringify(LIBRARY_ENTRY)});`,
+      `const dev = await openScsiDevice(${JSON.stringify(sock)}, { timeout: 3000 });`,
+      'let err;',
+      'for (let i = 0; i < 200 && !(err instanceof TimeoutError); i++) {',
+      '  err = await dev.read(0, 4096, { timeout: 100 }).catch((e) => e);',
+      '}',
+      "if (!(err instanceof TimeoutError)) throw new Error('expected a TimeoutError, got ' + err);",
+      'console.log(dev.stats.taskAborts);',
+    ].join('\n');
+    const started = performance.now();
+    const { code, signal, out } = await runScript(script, 20_000);
+    const took = performance.now() - started;
+    assert.deepEqual({ code, signal }, { code: 0, signal: null });
+    assert.equal(out.trim(), '1', 'the read was given up on with an ABORT TASK');
+    assert.ok(took < 2500, `the process lived ${took.toFixed(0)} ms`);
+  });
 });
 
 test('event queue: transport reset and parameter change events reach dev.on("event")', async () => {

@@ -494,6 +494,9 @@ export class VirtioScsiDriver implements DeviceDriver {
       answered = true;
       done('timeout');
     }, this.#tmfTimeoutMs);
+    // Task management is for requests given up on, which keep no process alive either: a
+    // script that gave up on a read and ended would otherwise live until the TMFs timed out.
+    timer.unref();
     this.#tmfTimers.add(timer);
     this.control.submit({
       subtype,
