@@ -6,11 +6,14 @@
  */
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { openScsiDevice, type BlockServerOptions } from '../../src/index.js';
+import { openScsiDevice, ShortTransferError, type BlockServerOptions } from '../../src/index.js';
 import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
 import { ScsiDevice } from '../../src/backend/scsi-device.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
 import type { RequestResult } from '../../src/backend/device-model.js';
+import { ScsiOp } from '../../src/devices/scsi/cdb.js';
+import { VirtioScsiCmdReqHeader, VirtioScsiCmdRespHeader } from '../../src/devices/scsi/spec.js';
+import { copyFromSegments } from '../../src/backend/storage.js';
 import { withServer } from '../helpers/in-process-server.js';
 
 /** Answers a command instead of the target (undefined: the target runs it). */
@@ -32,6 +35,21 @@ afterEach(() => {
   scriptTarget = undefined;
   scriptDevice = undefined;
 });
+
+/** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
+const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
+
+/** The CDB's operation code: the CDB follows the request header in the readable part. */
+function opcodeOf(chain: DeviceChain): number {
+  const head = Buffer.alloc(VirtioScsiCmdReqHeader.size + 1);
+  copyFromSegments(chain.readable, 0, head);
+  return head[VirtioScsiCmdReqHeader.size]!;
+}
+
+function isRead(chain: DeviceChain): boolean {
+  const op = opcodeOf(chain);
+  return op === ScsiOp.READ_16 || op === ScsiOp.READ_10;
+}
 
 async function withScsiServer(
   options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
@@ -56,4 +74,31 @@ test('a controller whose max_sectors is below a REPORT LUNS list of 256 LUNs can
       }
     });
   }
+});
+
+test('a read completed GOOD whose used length says the data was not written is a ShortTransferError', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      await dev.write(Buffer.alloc(4096, 0x5a), 0);
+      // The device writes the response (resid 0, GOOD) but no data, and says so in len.
+      scriptDevice = (chain, result) => {
+        if (!isRead(chain)) return result;
+        // The response is the first writable segment; the data-in after it stays as it was.
+        for (const seg of chain.writable.slice(1)) seg.buf.fill(0xee);
+        return { ...result, len: RESP_BYTES };
+      };
+      const err = await dev.read(0, 4096).catch((e: unknown) => e);
+      assert.ok(
+        err instanceof ShortTransferError,
+        `expected ShortTransferError, got ${Buffer.isBuffer(err) ? 'data' : String(err)}`,
+      );
+      assert.equal(err.expected, 4096);
+      // len 0 means "not reported" (Linux's vhost-scsi): the residual alone decides.
+      scriptDevice = (chain, result) => (isRead(chain) ? { ...result, len: 0 } : result);
+      assert.ok((await dev.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
+    } finally {
+      await dev.close();
+    }
+  });
 });
