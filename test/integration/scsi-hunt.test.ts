@@ -36,6 +36,7 @@ afterEach(() => {
   scriptDevice = undefined;
 });
 
+const RESP = VirtioScsiCmdRespHeader.fields;
 /** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
 const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
 
@@ -97,6 +98,25 @@ test('a read completed GOOD whose used length says the data was not written is a
       // len 0 means "not reported" (Linux's vhost-scsi): the residual alone decides.
       scriptDevice = (chain, result) => (isRead(chain) ? { ...result, len: 0 } : result);
       assert.ok((await dev.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a residual larger than the transfer is reported as the whole transfer, never a negative count', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      scriptDevice = (chain, result) => {
+        if (isRead(chain)) chain.writable[0]!.buf.writeUInt32LE(100_000, RESP.resid.offset);
+        return result;
+      };
+      const err = await dev.read(0, 512).catch((e: unknown) => e);
+      assert.ok(err instanceof ShortTransferError, String(err));
+      assert.equal(err.expected, 512);
+      assert.equal(err.residual, 512);
+      assert.match(err.message, /transferred 0 of 512 bytes/);
     } finally {
       await dev.close();
     }

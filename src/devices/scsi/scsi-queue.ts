@@ -440,7 +440,8 @@ export class ScsiRequestQueue implements DeviceQueue {
       return null;
     }
     if (resid !== 0 && (request.kind === 'read' || request.kind === 'write')) {
-      return new ShortTransferError(request.kind, request.length, resid);
+      // A residual beyond the transfer is the device miscounting: nothing was moved.
+      return new ShortTransferError(request.kind, request.length, Math.min(resid, request.length));
     }
     // The data of a read counts only as far as len says the device wrote it (the rest is stale
     // memory), leniently as for virtio-blk: len may count the data alone, and 0 is "not reported"
