@@ -6,7 +6,12 @@
  */
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { openScsiDevice, ShortTransferError, type BlockServerOptions } from '../../src/index.js';
+import {
+  openScsiDevice,
+  ShortTransferError,
+  UnsupportedError,
+  type BlockServerOptions,
+} from '../../src/index.js';
 import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
 import { ScsiDevice } from '../../src/backend/scsi-device.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
@@ -117,6 +122,33 @@ test('a residual larger than the transfer is reported as the whole transfer, nev
       assert.equal(err.expected, 512);
       assert.equal(err.residual, 512);
       assert.match(err.message, /transferred 0 of 512 bytes/);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a LUN whose block is larger than the controller lets one command carry fails to open, typed', async () => {
+  // max_sectors 4 is 2,048 bytes per command: no READ or WRITE of a 4,096-byte block fits.
+  await withScsiServer({ blockSize: 4096, maxSectors: 4 }, async (sock) => {
+    const err = await openScsiDevice(sock, { timeout: 2000 }).then(
+      async (dev) => {
+        await dev.close();
+        return dev;
+      },
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof UnsupportedError, `expected UnsupportedError, got ${String(err)}`);
+    assert.match(err.message, /max_sectors/);
+    assert.match(err.message, /4096/);
+  });
+  // One block per command is enough.
+  await withScsiServer({ blockSize: 4096, maxSectors: 8 }, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      const data = Buffer.alloc(9000, 0x3c);
+      await dev.write(data, 100);
+      assert.ok((await dev.read(100, data.length)).equals(data));
     } finally {
       await dev.close();
     }

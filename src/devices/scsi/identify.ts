@@ -329,6 +329,14 @@ export async function identifyScsi(
       `the LUN's block length ${blockSize} is not a power of two in 512..65536`,
     );
   }
+  // No READ or WRITE could carry a block: every I/O would break the controller's limit.
+  if (options.maxTransferBytes < blockSize) {
+    throw new UnsupportedError(
+      'open',
+      `the controller's max_sectors allows ${options.maxTransferBytes} bytes per command, ` +
+        `less than one ${blockSize}-byte block of the LUN`,
+    );
+  }
   const bytes = capacity.blocks * blockSize;
   if (!Number.isSafeInteger(bytes)) {
     throw new UnsupportedError(
