@@ -8,16 +8,24 @@ import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openScsiDevice,
+  ScsiSenseError,
+  ScsiStatusError,
   ShortTransferError,
   UnsupportedError,
+  VirtioScsiResponseError,
   type BlockServerOptions,
 } from '../../src/index.js';
 import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
 import { ScsiDevice } from '../../src/backend/scsi-device.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
 import type { RequestResult } from '../../src/backend/device-model.js';
-import { ScsiOp } from '../../src/devices/scsi/cdb.js';
-import { VirtioScsiCmdReqHeader, VirtioScsiCmdRespHeader } from '../../src/devices/scsi/spec.js';
+import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
+import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
+import {
+  VirtioScsiCmdReqHeader,
+  VirtioScsiCmdRespHeader,
+  VirtioScsiResponse,
+} from '../../src/devices/scsi/spec.js';
 import { copyFromSegments } from '../../src/backend/storage.js';
 import { withServer } from '../helpers/in-process-server.js';
 
@@ -149,6 +157,89 @@ test('a LUN whose block is larger than the controller lets one command carry fai
       const data = Buffer.alloc(9000, 0x3c);
       await dev.write(data, 100);
       assert.ok((await dev.read(100, data.length)).equals(data));
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('each failure carries its code: descriptor sense, sense_len beyond the buffer, statuses, response codes', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      const failRead = (outcome: ScsiOutcome): void => {
+        scriptTarget = (cmd) => (cmd.cdb[0] === ScsiOp.READ_16 ? outcome : undefined);
+      };
+      // Descriptor format (0x72), MEDIUM ERROR 11/00, an information descriptor with LBA 0x1234.
+      const descriptor = Buffer.from('720311000000000c000a80000000000000001234', 'hex');
+      failRead({
+        status: ScsiStatus.CHECK_CONDITION,
+        sense: descriptor,
+        transferred: 0,
+        overrun: false,
+      });
+      let err = await dev.read(0, 512).catch((e: unknown) => e);
+      assert.ok(err instanceof ScsiSenseError, String(err));
+      assert.deepEqual([err.senseKey, err.asc, err.ascq, err.information], [3, 0x11, 0, 0x1234]);
+
+      // A sense_len far beyond the sense buffer reads only the buffer.
+      failRead({
+        status: ScsiStatus.CHECK_CONDITION,
+        sense: encodeFixedSense(SenseKey.HARDWARE_ERROR, 0x44, 0),
+        transferred: 0,
+        overrun: false,
+      });
+      scriptDevice = (chain, result) => {
+        if (isRead(chain)) chain.writable[0]!.buf.writeUInt32LE(1 << 20, RESP.senseLen.offset);
+        return result;
+      };
+      err = await dev.read(0, 512).catch((e: unknown) => e);
+      assert.ok(err instanceof ScsiSenseError, String(err));
+      assert.deepEqual([err.senseKey, err.asc], [SenseKey.HARDWARE_ERROR, 0x44]);
+      assert.equal(err.raw.length, 96);
+      scriptDevice = undefined;
+
+      for (const status of [ScsiStatus.RESERVATION_CONFLICT, ScsiStatus.TASK_ABORTED, 0x22]) {
+        failRead({ status, sense: undefined, transferred: 0, overrun: false });
+        err = await dev.read(0, 512).catch((e: unknown) => e);
+        assert.ok(err instanceof ScsiStatusError, String(err));
+        assert.equal(err.status, status);
+      }
+      // CHECK CONDITION without sense data: the status is all there is to report.
+      failRead({
+        status: ScsiStatus.CHECK_CONDITION,
+        sense: undefined,
+        transferred: 0,
+        overrun: false,
+      });
+      err = await dev.read(0, 512).catch((e: unknown) => e);
+      assert.ok(err instanceof ScsiStatusError, String(err));
+      scriptTarget = undefined;
+
+      const final = [
+        VirtioScsiResponse.VIRTIO_SCSI_S_OVERRUN,
+        VirtioScsiResponse.VIRTIO_SCSI_S_ABORTED,
+        VirtioScsiResponse.VIRTIO_SCSI_S_BAD_TARGET,
+        VirtioScsiResponse.VIRTIO_SCSI_S_TARGET_FAILURE,
+        VirtioScsiResponse.VIRTIO_SCSI_S_NEXUS_FAILURE,
+        VirtioScsiResponse.VIRTIO_SCSI_S_FAILURE,
+        VirtioScsiResponse.VIRTIO_SCSI_S_INCORRECT_LUN,
+        13,
+        200,
+      ];
+      for (const response of final) {
+        const before = dev.stats.retries;
+        scriptDevice = (chain, result) => {
+          if (isRead(chain)) chain.writable[0]!.buf[RESP.response.offset] = response;
+          return result;
+        };
+        err = await dev.read(0, 512).catch((e: unknown) => e);
+        assert.ok(err instanceof VirtioScsiResponseError, String(err));
+        assert.equal(err.response, response);
+        assert.equal(dev.stats.retries, before, `response ${response} is final`);
+      }
+      scriptDevice = undefined;
+      assert.ok((await dev.read(0, 512)).length === 512, 'the device still works');
     } finally {
       await dev.close();
     }
