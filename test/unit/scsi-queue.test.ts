@@ -124,7 +124,11 @@ function answer(
   view.setUint8(10, fields.status ?? 0);
   view.setUint8(11, fields.response ?? 0);
   if (fields.sense) rig.u8.set(fields.sense, resp.offset + 12);
-  rig.dev.pushUsed(chain.head, 12 + (fields.sense?.length ?? 0));
+  // The used len QEMU and SPDK report: the response area and the data-in buffers, whole.
+  rig.dev.pushUsed(
+    chain.head,
+    chain.writable.reduce((n, s) => n + s.len, 0),
+  );
   rig.dev.publishUsed();
   rig.queue.drain();
 }

@@ -72,6 +72,8 @@ const VPD_ALLOCATION = 252;
 /** INQUIRY's ALLOCATION LENGTH is 16 bits: the last 4 bytes of a maximal page stay unread. */
 const VPD_MAX_ALLOCATION = 0xffff;
 const REPORT_LUNS_ALLOCATION = 8 + 8 * 256;
+/** SPC-4: REPORT LUNS with an allocation length below 16 is an invalid field. */
+const REPORT_LUNS_MIN_ALLOCATION = 16;
 /** Every LUN virtio-scsi can address, and no more: a backend's LUN LIST LENGTH is not trusted. */
 const REPORT_LUNS_MAX_ALLOCATION = 8 + 8 * (VIRTIO_SCSI_MAX_LUN + 1);
 /** All mode pages fit MODE SENSE(6)'s 255 bytes on a disk; the header alone is all we need. */
@@ -96,16 +98,22 @@ async function lunsOf(
   target: number,
   maxTransferBytes: number,
 ): Promise<number[] | undefined> {
+  // A controller's max_sectors may allow less than a 256-LUN list: ask for what one command may
+  // carry, in whole entries, and never below the 16 bytes SPC-4 requires.
+  const allocation = Math.max(
+    REPORT_LUNS_MIN_ALLOCATION,
+    Math.min(REPORT_LUNS_ALLOCATION, Math.floor(maxTransferBytes / 8) * 8),
+  );
   try {
     const { data } = await run(
-      cdb((o, a) => buildReportLuns(o, a, REPORT_LUNS_ALLOCATION)),
+      cdb((o, a) => buildReportLuns(o, a, allocation)),
       {
-        dataIn: REPORT_LUNS_ALLOCATION,
+        dataIn: allocation,
         target,
         lun: 0,
       },
     );
-    if (reportLunsLength(data) > data.length && data.length === REPORT_LUNS_ALLOCATION) {
+    if (reportLunsLength(data) > data.length && data.length === allocation) {
       // More LUNs than fit: ask again with room for all of them.
       const length = Math.min(reportLunsLength(data), REPORT_LUNS_MAX_ALLOCATION, maxTransferBytes);
       const again = await run(
@@ -319,6 +327,14 @@ export async function identifyScsi(
     throw new UnsupportedError(
       'open',
       `the LUN's block length ${blockSize} is not a power of two in 512..65536`,
+    );
+  }
+  // No READ or WRITE could carry a block: every I/O would break the controller's limit.
+  if (options.maxTransferBytes < blockSize) {
+    throw new UnsupportedError(
+      'open',
+      `the controller's max_sectors allows ${options.maxTransferBytes} bytes per command, ` +
+        `less than one ${blockSize}-byte block of the LUN`,
     );
   }
   const bytes = capacity.blocks * blockSize;

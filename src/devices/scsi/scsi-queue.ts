@@ -336,13 +336,13 @@ export class ScsiRequestQueue implements DeviceQueue {
     return true;
   }
 
-  #complete(slot: number, _len: number): void {
+  #complete(slot: number, len: number): void {
     const request = this.#slots[slot];
     if (request === undefined) {
       throw new QueueBrokenError(this.vq.index, `used element for idle slot ${slot}`);
     }
     this.#host.stats.completions++;
-    const outcome = this.#outcome(slot, request);
+    const outcome = this.#outcome(slot, request, len);
     if (outcome === 'retry') return;
     this.#finish(slot, outcome);
   }
@@ -355,7 +355,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   }
 
   /** Decides what a response means: success (null), an error, or a retry already scheduled. */
-  #outcome(slot: number, request: BlockRequest): Error | null | 'retry' {
+  #outcome(slot: number, request: BlockRequest, len: number): Error | null | 'retry' {
     const layout = this.#layout;
     const respAt = this.#areaOffset + slot * layout.stride + layout.respOffset;
     const view = this.#view;
@@ -389,7 +389,7 @@ export class ScsiRequestQueue implements DeviceQueue {
     switch (status) {
       case ScsiStatus.GOOD:
       case ScsiStatus.CONDITION_MET:
-        return this.#completed(request, status, resid, senseAt, senseLen);
+        return this.#completed(request, status, resid, senseAt, senseLen, len);
       case ScsiStatus.CHECK_CONDITION: {
         const sense = decodeSense(this.#bytes.subarray(senseAt, senseAt + senseLen));
         if (sense === undefined) {
@@ -397,7 +397,7 @@ export class ScsiRequestQueue implements DeviceQueue {
         }
         // The command did its work and the target only has something to say about it.
         if (isCompletedSense(sense)) {
-          return this.#completed(request, status, resid, senseAt, senseLen);
+          return this.#completed(request, status, resid, senseAt, senseLen, len);
         }
         if (sense.deferred) {
           // An earlier command failed after it was acknowledged; this one was not run.
@@ -430,6 +430,7 @@ export class ScsiRequestQueue implements DeviceQueue {
     resid: number,
     senseAt: number,
     senseLen: number,
+    len: number,
   ): Error | null {
     const command = request.command;
     if (command !== undefined) {
@@ -439,7 +440,14 @@ export class ScsiRequestQueue implements DeviceQueue {
       return null;
     }
     if (resid !== 0 && (request.kind === 'read' || request.kind === 'write')) {
-      return new ShortTransferError(request.kind, request.length, resid);
+      // A residual beyond the transfer is the device miscounting: nothing was moved.
+      return new ShortTransferError(request.kind, request.length, Math.min(resid, request.length));
+    }
+    // The data of a read counts only as far as len says the device wrote it (the rest is stale
+    // memory), leniently as for virtio-blk: len may count the data alone, and 0 is "not reported"
+    // (Linux's vhost-scsi).
+    if (request.kind === 'read' && len !== 0 && len < request.length) {
+      return new ShortTransferError('read', request.length, request.length - len);
     }
     return null;
   }
