@@ -20,7 +20,6 @@ export interface MappedRegion {
   readonly base: number;
   /** Over the whole mapping, for descriptor reads without allocating. */
   readonly view: DataView;
-  readonly bytes: Uint8Array;
   readonly handle: MappingHandle;
 }
 
@@ -100,6 +99,7 @@ export class BackendMemory {
           throw new MemoryTableError(`region ${i}: mmap failed: ${(err as Error).message}`);
         }
         const buffer = result.buffer as SharedArrayBuffer;
+        // No view over the whole buffer but a DataView: Node 20's typed arrays stop at 4 GiB.
         mapped.push({
           gpa,
           uva,
@@ -107,7 +107,6 @@ export class BackendMemory {
           buffer,
           base,
           view: new DataView(buffer),
-          bytes: new Uint8Array(buffer),
           handle: result.handle,
         });
       });
