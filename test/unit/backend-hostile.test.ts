@@ -135,83 +135,213 @@ test('fds of a message cut short by a disconnect are closed, not kept by the ser
   });
 });
 
-/** GET_ID over vring 0 of size 8 whose rings and buffers lie `at` bytes into a region. */
-const QSIZE = 8;
-const LAYOUT = splitRingLayout(QSIZE, 0);
+const GPA = 0x1_0000_0000;
+const UVA = 0x7e00_0000_0000;
+
+/**
+ * The frontend's memory: one sealed, sparse memfd region of `size` bytes, and our own view of
+ * the `window` bytes from `at` (where the test puts its ring and buffers).
+ */
+class Guest {
+  readonly fd: number;
+  readonly size: number;
+  readonly at: number;
+  readonly view: DataView;
+  readonly buffer: SharedArrayBuffer;
+  readonly #handle;
+
+  constructor(size: number, at = 0, window = Math.min(size - at, 1 << 20)) {
+    this.size = size;
+    this.at = at;
+    this.fd = native.memfdCreate('hostile-guest', 0);
+    native.ftruncate(this.fd, size); // sparse: only the pages touched are allocated
+    native.memfdSeal(this.fd);
+    const { handle, buffer } = native.mmap(this.fd, window, at, 'shared');
+    this.#handle = handle;
+    this.buffer = buffer as SharedArrayBuffer;
+    this.view = new DataView(buffer);
+  }
+
+  get table(): Uint8Array {
+    return encodeMemoryTable([
+      {
+        guestPhysAddr: BigInt(GPA),
+        memorySize: BigInt(this.size),
+        userspaceAddr: BigInt(UVA),
+        mmapOffset: 0n,
+      },
+    ]);
+  }
+
+  /** The guest-physical address of window offset `off`. */
+  gpa(off: number): number {
+    return GPA + this.at + off;
+  }
+
+  close(): void {
+    native.munmap(this.#handle);
+    native.close(this.fd);
+  }
+}
+
+/** A started, enabled split ring at window offset 0 of `guest`. */
+class Ring {
+  readonly layout;
+  readonly kick = native.eventfd();
+  readonly #guest: Guest;
+  #availIdx = 0;
+
+  private constructor(
+    guest: Guest,
+    readonly size: number,
+  ) {
+    this.#guest = guest;
+    this.layout = splitRingLayout(size, 0);
+  }
+
+  /** Sends the table, then SET_VRING_NUM / ADDR / BASE / KICK / ENABLE for ring `index`. */
+  static async start(peer: Peer, guest: Guest, index: number, size: number): Promise<Ring> {
+    const ring = new Ring(guest, size);
+    const { layout } = ring;
+    const uva = UVA + guest.at;
+    const state = (num: number): Uint8Array => VhostUserVringState.encode({ index, num });
+    assert.equal(await peer.acked('VHOST_USER_SET_MEM_TABLE', guest.table, [guest.fd]), 0n);
+    assert.equal(await peer.acked('VHOST_USER_SET_VRING_NUM', state(size)), 0n);
+    const addr = VhostUserVringAddr.encode({
+      index,
+      flags: 0,
+      descriptor: BigInt(uva + layout.descOffset),
+      available: BigInt(uva + layout.availOffset),
+      used: BigInt(uva + layout.usedOffset),
+      log: 0n,
+    });
+    assert.equal(await peer.acked('VHOST_USER_SET_VRING_ADDR', addr), 0n);
+    assert.equal(await peer.acked('VHOST_USER_SET_VRING_BASE', state(0)), 0n);
+    const kickFd = encodeVringFd(index, true);
+    assert.equal(await peer.acked('VHOST_USER_SET_VRING_KICK', kickFd, [ring.kick]), 0n);
+    assert.equal(await peer.acked('VHOST_USER_SET_VRING_ENABLE', state(1)), 0n);
+    return ring;
+  }
+
+  /** Writes descriptor `i`: a buffer at window offset `off`. */
+  desc(i: number, off: number, len: number, flags: number, next = 0): void {
+    const view = this.#guest.view;
+    const d = this.layout.descOffset + 16 * i;
+    view.setBigUint64(d, BigInt(this.#guest.gpa(off)), true);
+    view.setUint32(d + 8, len, true);
+    view.setUint16(d + 12, flags, true);
+    view.setUint16(d + 14, next, true);
+  }
+
+  /** Puts `head` on the avail ring and kicks. */
+  publish(head: number): void {
+    const view = this.#guest.view;
+    const avail = this.layout.availOffset;
+    view.setUint16(avail + 4 + 2 * (this.#availIdx % this.size), head, true);
+    this.#availIdx = (this.#availIdx + 1) & 0xffff;
+    view.setUint16(avail + 2, this.#availIdx, true);
+    native.eventfdWrite(this.kick);
+  }
+
+  get usedIdx(): number {
+    return this.#guest.view.getUint16(this.layout.usedOffset + 2, true);
+  }
+
+  usedElem(i: number): { id: number; len: number } {
+    const at = this.layout.usedOffset + 4 + 8 * (i % this.size);
+    return {
+      id: this.#guest.view.getUint32(at, true),
+      len: this.#guest.view.getUint32(at + 4, true),
+    };
+  }
+
+  close(): void {
+    native.close(this.kick);
+  }
+}
 
 test('a memory region larger than 4 GiB is mapped and served (rings and buffers beyond 4 GiB)', async () => {
   await withServer({ size: 1 << 20 }, async (socketPath) => {
-    const regionSize = 2 ** 32 + (1 << 20);
-    const at = 2 ** 32; // the ring and the request live in the last MiB
-    const gpa = 0x1_0000_0000;
-    const uva = 0x7e00_0000_0000;
-    const fd = native.memfdCreate('hostile-big-region', 0);
-    native.ftruncate(fd, regionSize); // sparse: only the pages touched are allocated
-    native.memfdSeal(fd);
-    // Our own view of the last MiB (the frontend's side).
-    const { handle, buffer } = native.mmap(fd, 1 << 20, at, 'shared');
-    const view = new DataView(buffer);
+    // The ring and the request live in the last MiB, beyond 4 GiB.
+    const guest = new Guest(2 ** 32 + (1 << 20), 2 ** 32);
     const peer = new Peer(socketPath);
-    const kick = native.eventfd();
+    let ring: Ring | undefined;
     try {
       await peer.negotiate();
-      const table = encodeMemoryTable([
-        {
-          guestPhysAddr: BigInt(gpa),
-          memorySize: BigInt(regionSize),
-          userspaceAddr: BigInt(uva),
-          mmapOffset: 0n,
-        },
-      ]);
-      assert.equal(await peer.acked('VHOST_USER_SET_MEM_TABLE', table, [fd]), 0n, 'table taken');
-      const state = (num: number): Uint8Array => VhostUserVringState.encode({ index: 0, num });
-      assert.equal(await peer.acked('VHOST_USER_SET_VRING_NUM', state(QSIZE)), 0n);
-      const addr = VhostUserVringAddr.encode({
-        index: 0,
-        flags: 0,
-        descriptor: BigInt(uva + at + LAYOUT.descOffset),
-        available: BigInt(uva + at + LAYOUT.availOffset),
-        used: BigInt(uva + at + LAYOUT.usedOffset),
-        log: 0n,
-      });
-      assert.equal(await peer.acked('VHOST_USER_SET_VRING_ADDR', addr), 0n);
-      assert.equal(await peer.acked('VHOST_USER_SET_VRING_BASE', state(0)), 0n);
-      assert.equal(
-        await peer.acked('VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), [kick]),
-        0n,
-      );
-      assert.equal(await peer.acked('VHOST_USER_SET_VRING_ENABLE', state(1)), 0n);
+      ring = await Ring.start(peer, guest, 0, 8);
       // GET_ID: header, 20 bytes of id, status.
-      const HDR = 0x8000;
-      const DATA = 0x9000;
-      const STATUS = 0xa000;
-      view.setUint32(HDR, VirtioBlkType.VIRTIO_BLK_T_GET_ID, true);
-      view.setUint8(STATUS, 0xff);
-      const desc = (i: number, off: number, len: number, flags: number, next: number): void => {
-        const d = LAYOUT.descOffset + 16 * i;
-        view.setBigUint64(d, BigInt(gpa + at + off), true);
-        view.setUint32(d + 8, len, true);
-        view.setUint16(d + 12, flags, true);
-        view.setUint16(d + 14, next, true);
-      };
-      desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
-      desc(1, DATA, 20, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
-      desc(2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
-      view.setUint16(LAYOUT.availOffset + 4, 0, true);
-      view.setUint16(LAYOUT.availOffset + 2, 1, true);
-      native.eventfdWrite(kick);
-      await until(
-        'GET_ID completed',
-        2000,
-        () => view.getUint16(LAYOUT.usedOffset + 2, true) === 1,
-      );
-      assert.equal(view.getUint8(STATUS), 0, 'VIRTIO_BLK_S_OK');
-      assert.equal(Buffer.from(buffer, DATA, 19).toString(), 'vhost-user-embedded');
+      const [HDR, DATA, STATUS] = [0x8000, 0x9000, 0xa000];
+      guest.view.setUint32(HDR, VirtioBlkType.VIRTIO_BLK_T_GET_ID, true);
+      guest.view.setUint8(STATUS, 0xff);
+      ring.desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+      ring.desc(1, DATA, 20, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+      ring.desc(2, STATUS, 1, VIRTQ_DESC_F_WRITE);
+      ring.publish(0);
+      const r = ring;
+      await until('GET_ID completed', 2000, () => r.usedIdx === 1);
+      assert.equal(guest.view.getUint8(STATUS), 0, 'VIRTIO_BLK_S_OK');
+      assert.equal(Buffer.from(guest.buffer, DATA, 19).toString(), 'vhost-user-embedded');
     } finally {
       peer.close();
-      native.close(kick);
-      native.munmap(handle);
-      native.close(fd);
+      ring?.close();
+      guest.close();
+    }
+  });
+});
+
+/** virtio_scsi_cmd_req for target 0 LUN 0 with `cdb`, at window offset `off`. */
+function scsiRequest(guest: Guest, off: number, cdb: number[]): void {
+  const req = new Uint8Array(guest.buffer, off, 51);
+  req.fill(0);
+  req.set([1, 0, 0x40, 0], 0);
+  req.set(cdb, 19);
+}
+
+test('virtio-scsi: a data-in area over 4 GiB gets a response (resid saturates), not a dropped connection', async () => {
+  await withServer({ size: 1 << 20, type: 'scsi', segMax: 2048 }, async (socketPath, server) => {
+    const guest = new Guest(16 << 20, 0, 16 << 20);
+    const peer = new Peer(socketPath);
+    const errors: Error[] = [];
+    server.on('error', (err: Error) => errors.push(err));
+    server.on('disconnect', (err?: Error) => errors.push(err ?? new Error('disconnected')));
+    let ring: Ring | undefined;
+    try {
+      await peer.negotiate();
+      const size = 1024;
+      ring = await Ring.start(peer, guest, 2, size);
+      const [REQ, DATA, CHUNK] = [0x10000, 8 << 20, 8 << 20];
+      const RESP_HEADER = 12;
+      const respAt = DATA;
+      // Request 1: INQUIRY with 1023 writable descriptors of 8 MiB each (about 8 GiB, all over
+      // the same memory): valid, if odd.
+      scsiRequest(guest, REQ, [0x12, 0, 0, 0, 96, 0]);
+      ring.desc(0, REQ, 51, VIRTQ_DESC_F_NEXT, 1);
+      for (let i = 1; i < size; i++) {
+        const more = i < size - 1 ? VIRTQ_DESC_F_NEXT : 0;
+        ring.desc(i, DATA, CHUNK, VIRTQ_DESC_F_WRITE | more, i + 1);
+      }
+      guest.view.setUint8(respAt + 11, 0xff);
+      ring.publish(0);
+      const r = ring;
+      await until('INQUIRY answered', 5000, () => r.usedIdx === 1 || errors.length > 0);
+      assert.deepEqual(errors, []);
+      assert.equal(guest.view.getUint8(respAt + 11), 0, 'VIRTIO_SCSI_S_OK');
+      assert.equal(guest.view.getUint8(respAt + 10), 0, 'GOOD');
+      assert.equal(guest.view.getUint32(respAt + 4, true), 0xffff_ffff, 'resid saturates');
+      // Request 2: the same with a readable descriptor among the writable ones: FAILURE.
+      ring.desc(2, REQ, 51, VIRTQ_DESC_F_NEXT, 3);
+      guest.view.setUint8(respAt + 11, 0xff);
+      ring.publish(0);
+      await until('bad chain answered', 5000, () => r.usedIdx === 2 || errors.length > 0);
+      assert.deepEqual(errors, []);
+      assert.equal(guest.view.getUint8(respAt + 11), 9, 'VIRTIO_SCSI_S_FAILURE');
+      assert.equal(guest.view.getUint32(respAt + 4, true), 0xffff_ffff);
+      assert.equal(ring.usedElem(1).len, RESP_HEADER + 96, 'header and sense area only');
+      assert.equal((await peer.ask('VHOST_USER_GET_QUEUE_NUM')).length, 8, 'still connected');
+    } finally {
+      peer.close();
+      ring?.close();
+      guest.close();
     }
   });
 });
