@@ -345,3 +345,65 @@ test('virtio-scsi: a data-in area over 4 GiB gets a response (resid saturates), 
     }
   });
 });
+
+test('a buffer that runs from one memory region into the next (adjacent guest addresses) is served', async () => {
+  await withServer({ size: 1 << 20 }, async (socketPath) => {
+    // Two memfds whose regions touch in guest-physical space: GPA .. +1 MiB, then +1 MiB .. +2 MiB.
+    const low = new Guest(1 << 20);
+    const high = new Guest(1 << 20);
+    const peer = new Peer(socketPath);
+    let ring: Ring | undefined;
+    try {
+      await peer.negotiate();
+      ring = await Ring.start(peer, low, 0, 8);
+      const table = encodeMemoryTable(
+        [0, 1].map((i) => ({
+          guestPhysAddr: BigInt(GPA + i * (1 << 20)),
+          memorySize: 1n << 20n,
+          userspaceAddr: BigInt(UVA + i * (1 << 20)),
+          mmapOffset: 0n,
+        })),
+      );
+      assert.equal(await peer.acked('VHOST_USER_SET_MEM_TABLE', table, [low.fd, high.fd]), 0n);
+      const [HDR, STATUS, DATA] = [0x8000, 0x9000, 0xa000];
+      const span = (1 << 20) - 1024; // 1 KiB in `low`, 1 KiB in `high`
+      const pattern = Buffer.alloc(2048);
+      for (let i = 0; i < pattern.length; i++) pattern[i] = (i * 7 + 3) & 0xff;
+      new Uint8Array(low.buffer, span, 1024).set(pattern.subarray(0, 1024));
+      new Uint8Array(high.buffer, 0, 1024).set(pattern.subarray(1024));
+      const request = (type: number, data: number, flags: number): void => {
+        low.view.setUint32(HDR, type, true);
+        low.view.setBigUint64(HDR + 8, 8n, true); // sector 8
+        low.view.setUint8(STATUS, 0xff);
+        ring!.desc(0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+        ring!.desc(1, data, 2048, flags | VIRTQ_DESC_F_NEXT, 2);
+        ring!.desc(2, STATUS, 1, VIRTQ_DESC_F_WRITE);
+        ring!.publish(0);
+      };
+      // Write from the straddling buffer, read back into one inside `low`.
+      request(VirtioBlkType.VIRTIO_BLK_T_OUT, span, 0);
+      await until('write', 2000, () => ring!.usedIdx === 1);
+      assert.equal(low.view.getUint8(STATUS), 0, 'write: VIRTIO_BLK_S_OK');
+      request(VirtioBlkType.VIRTIO_BLK_T_IN, DATA, VIRTQ_DESC_F_WRITE);
+      await until('read', 2000, () => ring!.usedIdx === 2);
+      assert.equal(low.view.getUint8(STATUS), 0, 'read: VIRTIO_BLK_S_OK');
+      assert.deepEqual(Buffer.from(low.buffer, DATA, 2048), pattern);
+      // And the other way round: a read into the straddling buffer.
+      new Uint8Array(low.buffer, span, 1024).fill(0);
+      new Uint8Array(high.buffer, 0, 1024).fill(0);
+      request(VirtioBlkType.VIRTIO_BLK_T_IN, span, VIRTQ_DESC_F_WRITE);
+      await until('read across', 2000, () => ring!.usedIdx === 3);
+      assert.equal(low.view.getUint8(STATUS), 0, 'read across: VIRTIO_BLK_S_OK');
+      assert.equal(ring.usedElem(2).len, 2049);
+      assert.deepEqual(
+        Buffer.concat([Buffer.from(low.buffer, span, 1024), Buffer.from(high.buffer, 0, 1024)]),
+        pattern,
+      );
+    } finally {
+      peer.close();
+      ring?.close();
+      low.close();
+      high.close();
+    }
+  });
+});
