@@ -340,20 +340,30 @@ export class DeviceQueue {
       }
       if (d.len === 0) continue;
       const at = this.#memory.translateGpa(d.addr, d.len);
-      if (at === undefined) {
+      if (at !== undefined) {
+        this.#addSegment(chain, write, at, d.len);
+        continue;
+      }
+      // A buffer may run on into the next region, as a driver knows nothing of regions.
+      const pieces = this.#memory.translateGpaPieces(d.addr, d.len);
+      if (pieces === undefined) {
         chain.problem ??= `buffer 0x${d.addr.toString(16)}+${d.len} is not in guest memory`;
         continue;
       }
-      const segment = { buf: Buffer.from(at.region.buffer, at.offset, d.len), addr: at.offset };
-      if (write) {
-        chain.writable.push(segment);
-        chain.writableBytes += d.len;
-      } else {
-        chain.readable.push(segment);
-        chain.readableBytes += d.len;
-      }
+      for (const piece of pieces) this.#addSegment(chain, write, piece, piece.length);
     }
     return chain;
+  }
+
+  #addSegment(chain: DeviceChain, write: boolean, at: Located, len: number): void {
+    const segment = { buf: Buffer.from(at.region.buffer, at.offset, len), addr: at.offset };
+    if (write) {
+      chain.writable.push(segment);
+      chain.writableBytes += len;
+    } else {
+      chain.readable.push(segment);
+      chain.readableBytes += len;
+    }
   }
 
   #fail(reason: string): undefined {

@@ -20,7 +20,6 @@ export interface MappedRegion {
   readonly base: number;
   /** Over the whole mapping, for descriptor reads without allocating. */
   readonly view: DataView;
-  readonly bytes: Uint8Array;
   readonly handle: MappingHandle;
 }
 
@@ -100,6 +99,7 @@ export class BackendMemory {
           throw new MemoryTableError(`region ${i}: mmap failed: ${(err as Error).message}`);
         }
         const buffer = result.buffer as SharedArrayBuffer;
+        // No view over the whole buffer but a DataView: Node 20's typed arrays stop at 4 GiB.
         mapped.push({
           gpa,
           uva,
@@ -107,7 +107,6 @@ export class BackendMemory {
           buffer,
           base,
           view: new DataView(buffer),
-          bytes: new Uint8Array(buffer),
           handle: result.handle,
         });
       });
@@ -139,7 +138,25 @@ export class BackendMemory {
     return undefined;
   }
 
-  /** Same for a frontend userspace address (ring addresses). */
+  /**
+   * [gpa, gpa + length) cut at region boundaries, for a buffer that runs from one region into the
+   * next (guest addresses are contiguous where the regions are not: different fds, say), or
+   * undefined if a byte of it is not mapped. Slower than translateGpa: for what that refused.
+   */
+  translateGpaPieces(gpa: number, length: number): (Located & { length: number })[] | undefined {
+    const pieces: (Located & { length: number })[] = [];
+    for (let at = gpa, left = length; left > 0;) {
+      const region = this.regions.find((r) => at >= r.gpa && at < r.gpa + r.size);
+      if (region === undefined) return undefined;
+      const n = Math.min(left, region.gpa + region.size - at);
+      pieces.push({ region, offset: region.base + (at - region.gpa), length: n });
+      at += n;
+      left -= n;
+    }
+    return pieces;
+  }
+
+  /** Same as translateGpa for a frontend userspace address (ring addresses). */
   translateUva(uva: number, length: number): Located | undefined {
     for (const region of this.regions) {
       if (

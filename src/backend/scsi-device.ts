@@ -199,7 +199,8 @@ export class ScsiDevice implements DeviceModel {
     const senseLen = Math.min(r.sense?.length ?? 0, area - RESP_HEADER_BYTES);
     VirtioScsiCmdRespHeader.encodeInto(new DataView(out.buffer, out.byteOffset, area), 0, {
       senseLen,
-      resid: r.resid,
+      // A chain's buffers may add up to more than resid's u32 can say (they can even overlap).
+      resid: Math.min(r.resid, 0xffff_ffff),
       statusQualifier: 0,
       status: r.status,
       response: r.response,

@@ -167,10 +167,15 @@ export class SocketEndpoint implements MessageTransport {
       waiter.reject(error);
     }
     native.pollStop(this.#poll);
+    // A message the peer never finished may hold fds (they came with its first bytes).
+    this.#parser.reset();
     this.onDisconnect?.(error);
   }
 
-  /** Stops watching and closes the socket; fds of unread messages are closed too. Idempotent. */
+  /**
+   * Stops watching and closes the socket; fds of unread and unfinished messages are closed too.
+   * Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -182,6 +187,7 @@ export class SocketEndpoint implements MessageTransport {
       waiter.reject(new DisconnectedError('connection is closed'));
     }
     for (const message of this.#inbox.splice(0)) for (const fd of message.fds) native.close(fd);
+    this.#parser.reset();
     native.close(this.fd);
   }
 }
