@@ -1,4 +1,4 @@
-import { OutOfMemoryError } from '../errors.js';
+import { InvalidArgumentError, OutOfMemoryError } from '../errors.js';
 import type { RangeAllocator } from '../memory/allocator.js';
 import type { DeviceStats } from '../devices/stats.js';
 import { RangeLock, RangeLockEntry } from './range-lock.js';
@@ -188,6 +188,17 @@ export abstract class Operation implements Slotted {
     this.engine.active.delete(this);
     this.#callback(this, error);
   }
+}
+
+/**
+ * The caller's buffer lost its memory while the call was pending (it was detached: another
+ * device's allocBuffer memory, released when that device closed, or a transferred ArrayBuffer).
+ * Only this call fails; copying from or into it would throw inside the drain and fail the device.
+ */
+export function bufferGone(operation: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `${operation}: the buffer was detached (its memory released) while the call was pending`,
+  );
 }
 
 /** Largest data length of one device request when the device sets no size_max. */

@@ -1,4 +1,4 @@
-import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest } from './request.js';
 
 /**
@@ -109,19 +109,26 @@ export class ReadOp extends Operation {
     if (request.bounceOffset >= 0) {
       // Copy out only while the caller still waits: after an abort, dest may be reused.
       if (error === null && this.error === null && !this.settled) {
-        const from = Math.max(request.position, this.#position);
-        const to = Math.min(request.position + request.length, this.#position + this.#length);
-        const src = request.bounceOffset + (from - request.position);
-        this.#dest.set(
-          engine.memory.dataBytes.subarray(src, src + (to - from)),
-          from - this.#position,
-        );
-        engine.stats.bytesBounced += to - from;
+        if (this.#dest.length !== this.#length) {
+          error = bufferGone(this.name);
+        } else {
+          this.#copyOut(request);
+        }
       }
       engine.freeBounce(request.bounceOffset);
     }
     engine.putRequest(request);
     if (error !== null) this.fail(error);
     else this.maybeFinish();
+  }
+
+  /** Copies a completed bounce buffer's bytes that fall in the caller's range into dest. */
+  #copyOut(request: BlockRequest): void {
+    const engine = this.engine;
+    const from = Math.max(request.position, this.#position);
+    const to = Math.min(request.position + request.length, this.#position + this.#length);
+    const src = request.bounceOffset + (from - request.position);
+    this.#dest.set(engine.memory.dataBytes.subarray(src, src + (to - from)), from - this.#position);
+    engine.stats.bytesBounced += to - from;
   }
 }

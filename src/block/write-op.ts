@@ -1,4 +1,4 @@
-import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, BlockRequestKind } from './request.js';
 import type { RangeLockEntry } from './range-lock.js';
 
@@ -166,6 +166,9 @@ export class WriteOp extends Operation {
     this.inFlight--;
     this.engine.putRequest(request);
     this.#edgesToRead--;
+    if (error === null && this.#edgesToRead === 0 && this.#sourceGone()) {
+      error = bufferGone(this.name);
+    }
     if (error !== null) {
       this.fail(error);
     } else if (this.#edgesToRead === 0 && this.error === null) {
@@ -268,6 +271,8 @@ export class WriteOp extends Operation {
         this.#directGpa + (at - this.#position),
       );
     }
+    // Thrown before a bounce buffer is taken: the engine fails this operation only.
+    if (this.#sourceGone()) throw bufferGone(this.name);
     const bounce = engine.allocBounce(Math.min(left, engine.bounceChunkBytes));
     const len = bounce < 0 ? 0 : engine.bounceSize;
     const request = this.#request('write', at, len, bounce, WriteOp.#onWritten);
@@ -279,6 +284,11 @@ export class WriteOp extends Operation {
       engine.stats.bytesBounced += len;
     }
     return request;
+  }
+
+  /** The caller's bytes are no longer readable (their ArrayBuffer was detached). */
+  #sourceGone(): boolean {
+    return this.#data !== null && this.#data.length !== this.#length;
   }
 
   #request(

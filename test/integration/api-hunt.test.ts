@@ -1,0 +1,68 @@
+/**
+ * The public data path under a caller's or a peer's unusual input: buffers that lose their
+ * memory, misuse of allocBuffer / freeBuffer, calls racing close(), odd ranges. Bytes that reach
+ * the disk are checked in the backing file itself. Peers: qemu-storage-daemon (the reference)
+ * and the embedded backend (in a child process) where completions must be held back.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidArgumentError, openBlockDevice } from '../../src/index.js';
+import { startQsd } from '../helpers/qsd.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
+import { fileBytes } from '../helpers/files.js';
+
+const MiB = 1024 * 1024;
+
+/** How a promise settled, without an unhandled rejection meanwhile. */
+function outcome<T>(promise: Promise<T>): Promise<{ value?: T; error?: unknown }> {
+  return promise.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+}
+
+test("a call whose buffer is another device's allocBuffer memory, released by that device's close, fails alone with InvalidArgumentError", async () => {
+  const qsd = await startQsd({ size: MiB });
+  // Every completion held 1 s: the other device closes while the calls are pending.
+  const slow = await startEmbedded({ fileSize: MiB, faults: { delayCompletionsMs: 1000 } });
+  try {
+    const other = await openBlockDevice(qsd.socketPath);
+    const dev = await openBlockDevice(slow.socketPath, { memorySize: MiB });
+    const errors: Error[] = [];
+    dev.on('error', (err) => errors.push(err));
+    const source = other.allocBuffer(4096).fill(0xab);
+    const aligned = other.allocBuffer(4096).fill(0xcd);
+    const dest = other.allocBuffer(1000);
+    // Read-modify-write: the source is merged when the edge reads come back.
+    const unalignedWrite = outcome(dev.write(source, 100));
+    // Waits for the write above's block range, then copies its source into a bounce buffer.
+    const alignedWrite = outcome(dev.write(aligned, 0));
+    // Copied out of its bounce buffer on completion.
+    const read = outcome(dev.readInto(dest, 200 * 1024 + 7));
+    await other.close();
+    assert.equal(source.length, 0, 'the other device detached its buffers');
+    for (const [name, settled] of [
+      ['unaligned write', await unalignedWrite],
+      ['aligned write', await alignedWrite],
+      ['read', await read],
+    ] as const) {
+      assert.ok(settled.error instanceof InvalidArgumentError, `${name}: ${String(settled.error)}`);
+    }
+    assert.deepEqual(errors, []);
+    assert.equal(dev.closed, false);
+    // Nothing of theirs reached the disk; the device still works and lost no memory.
+    assert.ok(fileBytes(slow.imagePath, 0, 8192).equals(Buffer.alloc(8192)));
+    const whole = dev.allocBuffer(MiB);
+    dev.freeBuffer(whole);
+    assert.equal(await dev.write(Buffer.alloc(10, 7), 5), 10);
+    assert.ok(
+      (await dev.read(0, 20)).equals(
+        Buffer.from([0, 0, 0, 0, 0, ...Array(10).fill(7), 0, 0, 0, 0, 0]),
+      ),
+    );
+    await dev.close();
+  } finally {
+    await qsd.stop();
+    await slow.stop();
+  }
+});
