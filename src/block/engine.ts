@@ -124,6 +124,14 @@ export abstract class Operation implements Slotted {
     return entry;
   }
 
+  /**
+   * Whether the operation still reads or writes the caller's buffer where it lies in shared
+   * memory, within [offset, offset + size) of the data region (freeBuffer waits for it).
+   */
+  usesSharedBytes(_offset: number, _size: number): boolean {
+    return false;
+  }
+
   /** Submits what resources allow. Returns false if it is blocked on descriptors or memory. */
   abstract pump(): boolean;
 
@@ -379,6 +387,16 @@ export class BlockEngine {
       i++;
     }
     return firstBlocked;
+  }
+
+  /**
+   * Whether an operation not yet answered still uses [offset, offset + size) of the data region
+   * as its caller's buffer. One answered (a timeout, an abort) touches it no more: only its
+   * requests in flight may, which the driver knows.
+   */
+  usesSharedBytes(offset: number, size: number): boolean {
+    for (const op of this.active.snapshot()) if (op.usesSharedBytes(offset, size)) return true;
+    return false;
   }
 
   /** Answers every operation not yet answered with `error` (the device is gone or closing). */

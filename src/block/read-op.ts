@@ -14,6 +14,8 @@ export class ReadOp extends Operation {
   #length = 0;
   #end = 0;
   #cursor = 0;
+  /** Offset of dest in the data region when it lies there, else -1. */
+  #sharedOffset = -1;
   /** GPA of dest when it can be read into directly, else -1. */
   #directGpa = -1;
   /** Resolve with the destination Buffer instead of the byte count (dev.read). */
@@ -51,9 +53,15 @@ export class ReadOp extends Operation {
     this.#cursor = Math.floor(position / bs) * bs;
     this.#end = Math.ceil((position + length) / bs) * bs;
     const offset = engine.memory.dataOffsetOf(dest);
+    this.#sharedOffset = offset;
     this.#directGpa =
       offset >= 0 && position % bs === 0 && length % bs === 0 ? engine.memory.dataGpa + offset : -1;
     if (length === 0) this.pending = false;
+  }
+
+  override usesSharedBytes(offset: number, size: number): boolean {
+    const own = this.#sharedOffset;
+    return own >= 0 && own < offset + size && offset < own + this.#length;
   }
 
   result(): unknown {

@@ -37,6 +37,8 @@ export class WriteOp extends Operation {
   readonly #head: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
   readonly #tail: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
   readonly #middle: Piece = { position: 0, length: 0, kind: 'data', bounce: -1 };
+  /** Offset of the source in the data region when it lies there, else -1. */
+  #sharedOffset = -1;
   /** GPA of the source when it lives in shared memory, else -1. */
   #directGpa = -1;
   /** Shared completion handlers: the operation is the request's owner. */
@@ -90,6 +92,7 @@ export class WriteOp extends Operation {
     this.#end = Math.ceil((position + length) / bs) * bs;
     this.#unaligned = position % bs !== 0 || length % bs !== 0;
     const offset = data === null ? -1 : engine.memory.dataOffsetOf(data);
+    this.#sharedOffset = offset;
     this.#directGpa = offset >= 0 ? engine.memory.dataGpa + offset : -1;
     this.#edges.length = 0;
     this.#pieces.length = 0;
@@ -118,6 +121,11 @@ export class WriteOp extends Operation {
 
   override lockEntry(): RangeLockEntry {
     return this.rangeEntry(this.#start, this.#end, this.#unaligned);
+  }
+
+  override usesSharedBytes(offset: number, size: number): boolean {
+    const own = this.#sharedOffset;
+    return own >= 0 && own < offset + size && offset < own + this.#length;
   }
 
   result(): unknown {

@@ -66,3 +66,35 @@ test("a call whose buffer is another device's allocBuffer memory, released by th
     await slow.stop();
   }
 });
+
+test('freeBuffer() while a pending call still uses the buffer: its memory is reused only once the call is done', async () => {
+  // Every completion held 300 ms, so the buffers are freed and their memory asked for again
+  // while the calls still need them.
+  const slow = await startEmbedded({ fileSize: MiB, faults: { delayCompletionsMs: 300 } });
+  try {
+    const dev = await openBlockDevice(slow.socketPath, { memorySize: MiB });
+    // Read-modify-write: the edges are merged from `source` after their reads, the middle blocks
+    // written straight from it.
+    const source = dev.allocBuffer(8192).fill(0xab);
+    const write = dev.write(source, 100);
+    dev.freeBuffer(source);
+    const reused = dev.allocBuffer(8192).fill(0xee);
+    // An unaligned read into shared memory goes through a bounce buffer, copied out at the end.
+    const dest = dev.allocBuffer(4096);
+    const read = dev.readInto(dest, 300 * 1024 + 1);
+    dev.freeBuffer(dest);
+    const after = dev.allocBuffer(4096).fill(0x11);
+    assert.equal(await write, 8192);
+    assert.equal(await read, 4096);
+    assert.ok(fileBytes(slow.imagePath, 100, 8192).equals(Buffer.alloc(8192, 0xab)));
+    assert.ok(reused.equals(Buffer.alloc(8192, 0xee)), 'a buffer allocated later was written into');
+    assert.ok(after.equals(Buffer.alloc(4096, 0x11)), 'a buffer allocated later was read into');
+    // The freed buffers were released in the end: all the memory is free again.
+    dev.freeBuffer(reused);
+    dev.freeBuffer(after);
+    dev.freeBuffer(dev.allocBuffer(MiB));
+    await dev.close();
+  } finally {
+    await slow.stop();
+  }
+});
