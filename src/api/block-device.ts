@@ -362,6 +362,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * non-GOOD statuses with ScsiStatusError, transport failures with VirtioScsiResponseError.
    */
   scsiCommand(cdb: Uint8Array, options: ScsiCommandOptions = {}): Promise<PassThroughResult> {
+    options ??= {}; // null is no options
     let op: PassThroughOp;
     try {
       op = this.#passThrough(cdb, options, this.#settleAsync);
@@ -373,6 +374,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /** The blocking twin of scsiCommand. */
   scsiCommandSync(cdb: Uint8Array, options: ScsiCommandSyncOptions = {}): PassThroughResult {
+    options ??= {}; // null is no options
     const op = this.#passThrough(cdb, options, this.#settleSync);
     return this.#runSync(op, options) as PassThroughResult;
   }

@@ -69,6 +69,7 @@ export class BlockReadStream extends Readable {
   #ended = false;
 
   constructor(dev: StreamDevice, options: ReadStreamOptions = {}) {
+    options ??= {}; // null is no options, as for fs.create*Stream
     const chunk = checkInteger(
       'highWaterMark',
       options.highWaterMark ?? DEFAULT_CHUNK,
@@ -169,6 +170,7 @@ export class BlockWriteStream extends Writable {
   #wake: (() => void) | undefined;
 
   constructor(dev: StreamDevice, options: WriteStreamOptions = {}) {
+    options ??= {}; // null is no options, as for fs.create*Stream
     const chunk = checkInteger(
       'highWaterMark',
       options.highWaterMark ?? DEFAULT_CHUNK,

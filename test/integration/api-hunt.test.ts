@@ -6,10 +6,18 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { InvalidArgumentError, openBlockDevice } from '../../src/index.js';
+import { once } from 'node:events';
+import {
+  InvalidArgumentError,
+  openBlockDevice,
+  openDevice,
+  UnsupportedError,
+  type BlockDevice,
+} from '../../src/index.js';
 import { startQsd } from '../helpers/qsd.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
+import { prng, randomInt } from '../helpers/random.js';
 
 const MiB = 1024 * 1024;
 
@@ -96,5 +104,76 @@ test('freeBuffer() while a pending call still uses the buffer: its memory is reu
     await dev.close();
   } finally {
     await slow.stop();
+  }
+});
+
+test('hundreds of overlapping unaligned writes at once, blocking ones among them: the disk ends as their serial order', async () => {
+  const qsd = await startQsd({ size: MiB });
+  try {
+    const dev = await openBlockDevice(qsd.socketPath, { queueSize: 16, memorySize: MiB });
+    const rand = prng(77);
+    const REGION = 8192;
+    const model = Buffer.alloc(MiB);
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < 400; i++) {
+      // Odd lengths: every write is a read-modify-write of the blocks it shares with others.
+      const length = randomInt(rand, 0, 700) * 2 + 1;
+      const position = randomInt(rand, 0, REGION - length);
+      const data = Buffer.alloc(length, (i % 250) + 1);
+      data.copy(model, position);
+      if (i % 50 === 49) {
+        // A blocking write waits for the async ones queued before it on its blocks.
+        assert.equal(dev.writeSync(data, position), length);
+      } else if (i % 7 === 0 && length < 4000) {
+        // From shared memory at an odd byte offset.
+        const buffer = dev.allocBuffer(length + 1);
+        data.copy(buffer, 1);
+        pending.push(dev.write(buffer.subarray(1), position).finally(() => dev.freeBuffer(buffer)));
+      } else {
+        pending.push(dev.write(data, position));
+      }
+      if (i % 3 === 0) pending.push(dev.read(randomInt(rand, 0, REGION - 600), 599));
+    }
+    await Promise.all(pending);
+    assert.ok((await dev.read(0, REGION)).equals(model.subarray(0, REGION)));
+    await dev.flush();
+    assert.ok(fileBytes(qsd.imagePath, 0, REGION).equals(model.subarray(0, REGION)));
+    await dev.close();
+  } finally {
+    await qsd.stop();
+  }
+});
+
+test('null options are no options (as for close()), not a TypeError: open, streams, scsiCommand', async () => {
+  const qsd = await startQsd({ size: MiB, contents: Buffer.alloc(MiB, 0x5a) });
+  try {
+    const nothing = null as unknown as undefined;
+    await assert.rejects(
+      openDevice(qsd.socketPath, { type: 'nvme' as 'blk' }),
+      InvalidArgumentError,
+    );
+    let opening: Promise<BlockDevice> | undefined;
+    assert.doesNotThrow(() => {
+      opening = openDevice(qsd.socketPath, nothing);
+    });
+    const dev = await opening!;
+    try {
+      const chunks: Buffer[] = [];
+      for await (const chunk of dev.createReadStream(nothing)) chunks.push(chunk as Buffer);
+      assert.ok(Buffer.concat(chunks).equals(Buffer.alloc(MiB, 0x5a)));
+      const ws = dev.createWriteStream(nothing);
+      ws.end(Buffer.from('hello'));
+      await once(ws, 'finish');
+      assert.ok((await dev.read(0, 6)).equals(Buffer.from('hello\x5a')));
+      // A virtio-blk device takes no SCSI command: the typed error, whatever the options.
+      await assert.rejects(dev.scsiCommand(Uint8Array.of(0), nothing), UnsupportedError);
+      assert.throws(() => dev.scsiCommandSync(Uint8Array.of(0), nothing), UnsupportedError);
+    } finally {
+      await dev.close();
+    }
+    const again = await openBlockDevice(qsd.socketPath, nothing);
+    await again.close();
+  } finally {
+    await qsd.stop();
   }
 });
