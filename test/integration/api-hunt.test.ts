@@ -7,6 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import {
   InvalidArgumentError,
   openBlockDevice,
@@ -17,7 +19,7 @@ import {
 import { startQsd } from '../helpers/qsd.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
-import { prng, randomInt } from '../helpers/random.js';
+import { prng, randomBytes, randomInt } from '../helpers/random.js';
 
 const MiB = 1024 * 1024;
 
@@ -173,6 +175,32 @@ test('null options are no options (as for close()), not a TypeError: open, strea
     }
     const again = await openBlockDevice(qsd.socketPath, nothing);
     await again.close();
+  } finally {
+    await qsd.stop();
+  }
+});
+
+test('a write stream whose buffers would fill the shared memory waits for its own, not OutOfMemoryError', async () => {
+  const qsd = await startQsd({ size: 8 * MiB });
+  try {
+    // The default stream (512 KiB buffers, 4 in flight) wants twice this memory.
+    const dev = await openBlockDevice(qsd.socketPath, { memorySize: MiB });
+    try {
+      const data = randomBytes(prng(3), 3 * MiB + 1000);
+      await pipeline(Readable.from([data]), dev.createWriteStream({ start: 0 }));
+      assert.ok(fileBytes(qsd.imagePath, 0, data.length).equals(data));
+      // Buffers smaller than a block at an unaligned start, more in flight than memory holds.
+      const small = randomBytes(prng(4), 100_000);
+      await pipeline(
+        Readable.from([small]),
+        dev.createWriteStream({ start: 5 * MiB + 3, highWaterMark: 300 * 1024, depth: 16 }),
+      );
+      assert.ok(fileBytes(qsd.imagePath, 5 * MiB + 3, small.length).equals(small));
+      // The stream gave all its memory back.
+      dev.freeBuffer(dev.allocBuffer(MiB));
+    } finally {
+      await dev.close();
+    }
   } finally {
     await qsd.stop();
   }
