@@ -362,6 +362,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * non-GOOD statuses with ScsiStatusError, transport failures with VirtioScsiResponseError.
    */
   scsiCommand(cdb: Uint8Array, options: ScsiCommandOptions = {}): Promise<PassThroughResult> {
+    options ??= {}; // null is no options
     let op: PassThroughOp;
     try {
       op = this.#passThrough(cdb, options, this.#settleAsync);
@@ -373,6 +374,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /** The blocking twin of scsiCommand. */
   scsiCommandSync(cdb: Uint8Array, options: ScsiCommandSyncOptions = {}): PassThroughResult {
+    options ??= {}; // null is no options
     const op = this.#passThrough(cdb, options, this.#settleSync);
     return this.#runSync(op, options) as PassThroughResult;
   }
@@ -447,9 +449,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   /**
-   * Returns a Buffer from allocBuffer; do not use it afterwards. If a request that timed out or
-   * was aborted still has the device accessing this memory, the memory is only reused once the
-   * device gives the request back (until then, a late read may still write into the Buffer).
+   * Returns a Buffer from allocBuffer; do not use it afterwards. If a call still pending uses it,
+   * or a request that timed out or was aborted still has the device accessing this memory, the
+   * memory is only reused once the call is done and the device gives the request back (until
+   * then, a late read may still write into the Buffer).
    */
   freeBuffer(buffer: Buffer | Uint8Array): void {
     checkBuffer('freeBuffer', buffer);
@@ -472,6 +475,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#deferredFrees = this.#deferredFrees.filter((offset) => {
       const size = memory.allocator.sizeOf(offset)!;
       if (this.#driver.usesMemory(memory.dataGpa + offset, size)) return true;
+      // A call not yet answered may still copy from or into it, or submit from it.
+      if (this.#engine.usesSharedBytes(offset, size)) return true;
       memory.allocator.free(offset);
       return false;
     });
@@ -810,6 +815,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   #afterSettle(): void {
+    // A buffer freed while this call used it (a call answered outside a drain: a timeout).
+    if (this.#deferredFrees.length > 0) this.#releaseDeferredFrees();
     this.#completion.setBusy(this.#awaitedWork);
     if (this.#engine.active.size === 0) this.#onIdle?.();
   }

@@ -150,6 +150,7 @@ export async function openBlockDevice(
   socketPath: string,
   options: OpenOptions = {},
 ): Promise<BlockDevice> {
+  options ??= {}; // null is no options
   const common = checkCommonOptions(socketPath, options);
   const settings = deviceSettings(common, options);
   const driver = await VirtioBlkDriver.open(socketPath, { ...common.setup, queues: common.queues });
@@ -167,6 +168,7 @@ export async function openScsiDevice(
   socketPath: string,
   options: ScsiOpenOptions = {},
 ): Promise<BlockDevice> {
+  options ??= {}; // null is no options
   const common = checkCommonOptions(socketPath, options);
   const settings = deviceSettings(common, options);
   const target =
@@ -209,7 +211,7 @@ export function openDevice(
   socketPath: string,
   options: DeviceOpenOptions = {},
 ): Promise<BlockDevice> {
-  const { type, ...rest } = options;
+  const { type, ...rest } = options ?? {};
   if (type === undefined || type === 'blk') return openBlockDevice(socketPath, rest);
   if (type === 'scsi') return openScsiDevice(socketPath, rest);
   return Promise.reject(

@@ -69,6 +69,7 @@ export class BlockReadStream extends Readable {
   #ended = false;
 
   constructor(dev: StreamDevice, options: ReadStreamOptions = {}) {
+    options ??= {}; // null is no options, as for fs.create*Stream
     const chunk = checkInteger(
       'highWaterMark',
       options.highWaterMark ?? DEFAULT_CHUNK,
@@ -169,6 +170,7 @@ export class BlockWriteStream extends Writable {
   #wake: (() => void) | undefined;
 
   constructor(dev: StreamDevice, options: WriteStreamOptions = {}) {
+    options ??= {}; // null is no options, as for fs.create*Stream
     const chunk = checkInteger(
       'highWaterMark',
       options.highWaterMark ?? DEFAULT_CHUNK,
@@ -211,7 +213,14 @@ export class BlockWriteStream extends Writable {
   override _final(callback: (error?: Error | null) => void): void {
     (async () => {
       if (this.#failure) throw this.#failure;
-      if (this.#staging && this.#staging.used > 0) this.#submit();
+      if (this.#staging && this.#staging.used > 0) {
+        // A partial last buffer is written with a read-modify-write, whose edge blocks need
+        // bounce memory: give back the buffers no longer needed first (they may hold it all).
+        while (this.#inflight.size > 0) await Promise.race(this.#inflight);
+        if (this.#failure) throw this.#failure;
+        this.#releasePool();
+        this.#submit();
+      }
       while (this.#inflight.size > 0) await Promise.race(this.#inflight);
       if (this.#failure) throw this.#failure;
       if (this.#flush) await this.#dev.flush({ signal: this.#abort.signal });
@@ -238,7 +247,9 @@ export class BlockWriteStream extends Writable {
           await new Promise<void>((resolve) => (this.#wake = resolve));
         }
         if (this.#failure) throw this.#failure;
-        this.#staging = { buffer: this.#takeBuffer(), used: 0, capacity: this.#capacity() };
+        const buffer = await this.#takeBuffer();
+        if (this.#failure) throw this.#failure;
+        this.#staging = { buffer, used: 0, capacity: this.#capacity() };
       }
       const staging = this.#staging;
       const n = Math.min(chunk.length - offset, staging.capacity - staging.used);
@@ -256,17 +267,20 @@ export class BlockWriteStream extends Writable {
     return this.#chunk - misalignment;
   }
 
-  #takeBuffer(): Buffer {
-    const pooled = this.#pool.pop();
-    if (pooled) return pooled;
-    try {
-      return this.#dev.allocBuffer(this.#chunk);
-    } catch (err) {
-      // Shared memory is full (other users of the device): fall back to bounce-buffered writes.
-      if ((err as { code?: unknown }).code === 'VHOST_USER_ERR_NO_MEMORY') {
-        return Buffer.allocUnsafe(this.#chunk);
+  async #takeBuffer(): Promise<Buffer> {
+    for (;;) {
+      const pooled = this.#pool.pop();
+      if (pooled) return pooled;
+      try {
+        return this.#dev.allocBuffer(this.#chunk);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'VHOST_USER_ERR_NO_MEMORY') throw err;
       }
-      throw err;
+      // Shared memory is full. While our writes in flight hold some, wait for one's buffer: a
+      // plain Buffer would need a bounce buffer, and once they are done and pooled nothing would
+      // be left for it (OutOfMemoryError). Holding none, the memory is other users': bounce.
+      if (this.#inflight.size === 0 || this.#failure) return Buffer.allocUnsafe(this.#chunk);
+      await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 

@@ -1,4 +1,4 @@
-import { OutOfMemoryError } from '../errors.js';
+import { InvalidArgumentError, OutOfMemoryError } from '../errors.js';
 import type { RangeAllocator } from '../memory/allocator.js';
 import type { DeviceStats } from '../devices/stats.js';
 import { RangeLock, RangeLockEntry } from './range-lock.js';
@@ -124,6 +124,14 @@ export abstract class Operation implements Slotted {
     return entry;
   }
 
+  /**
+   * Whether the operation still reads or writes the caller's buffer where it lies in shared
+   * memory, within [offset, offset + size) of the data region (freeBuffer waits for it).
+   */
+  usesSharedBytes(_offset: number, _size: number): boolean {
+    return false;
+  }
+
   /** Submits what resources allow. Returns false if it is blocked on descriptors or memory. */
   abstract pump(): boolean;
 
@@ -188,6 +196,17 @@ export abstract class Operation implements Slotted {
     this.engine.active.delete(this);
     this.#callback(this, error);
   }
+}
+
+/**
+ * The caller's buffer lost its memory while the call was pending (it was detached: another
+ * device's allocBuffer memory, released when that device closed, or a transferred ArrayBuffer).
+ * Only this call fails; copying from or into it would throw inside the drain and fail the device.
+ */
+export function bufferGone(operation: string): InvalidArgumentError {
+  return new InvalidArgumentError(
+    `${operation}: the buffer was detached (its memory released) while the call was pending`,
+  );
 }
 
 /** Largest data length of one device request when the device sets no size_max. */
@@ -368,6 +387,16 @@ export class BlockEngine {
       i++;
     }
     return firstBlocked;
+  }
+
+  /**
+   * Whether an operation not yet answered still uses [offset, offset + size) of the data region
+   * as its caller's buffer. One answered (a timeout, an abort) touches it no more: only its
+   * requests in flight may, which the driver knows.
+   */
+  usesSharedBytes(offset: number, size: number): boolean {
+    for (const op of this.active.snapshot()) if (op.usesSharedBytes(offset, size)) return true;
+    return false;
   }
 
   /** Answers every operation not yet answered with `error` (the device is gone or closing). */

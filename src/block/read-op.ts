@@ -1,4 +1,4 @@
-import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest } from './request.js';
 
 /**
@@ -14,6 +14,8 @@ export class ReadOp extends Operation {
   #length = 0;
   #end = 0;
   #cursor = 0;
+  /** Offset of dest in the data region when it lies there, else -1. */
+  #sharedOffset = -1;
   /** GPA of dest when it can be read into directly, else -1. */
   #directGpa = -1;
   /** Resolve with the destination Buffer instead of the byte count (dev.read). */
@@ -51,9 +53,15 @@ export class ReadOp extends Operation {
     this.#cursor = Math.floor(position / bs) * bs;
     this.#end = Math.ceil((position + length) / bs) * bs;
     const offset = engine.memory.dataOffsetOf(dest);
+    this.#sharedOffset = offset;
     this.#directGpa =
       offset >= 0 && position % bs === 0 && length % bs === 0 ? engine.memory.dataGpa + offset : -1;
     if (length === 0) this.pending = false;
+  }
+
+  override usesSharedBytes(offset: number, size: number): boolean {
+    const own = this.#sharedOffset;
+    return own >= 0 && own < offset + size && offset < own + this.#length;
   }
 
   result(): unknown {
@@ -109,19 +117,26 @@ export class ReadOp extends Operation {
     if (request.bounceOffset >= 0) {
       // Copy out only while the caller still waits: after an abort, dest may be reused.
       if (error === null && this.error === null && !this.settled) {
-        const from = Math.max(request.position, this.#position);
-        const to = Math.min(request.position + request.length, this.#position + this.#length);
-        const src = request.bounceOffset + (from - request.position);
-        this.#dest.set(
-          engine.memory.dataBytes.subarray(src, src + (to - from)),
-          from - this.#position,
-        );
-        engine.stats.bytesBounced += to - from;
+        if (this.#dest.length !== this.#length) {
+          error = bufferGone(this.name);
+        } else {
+          this.#copyOut(request);
+        }
       }
       engine.freeBounce(request.bounceOffset);
     }
     engine.putRequest(request);
     if (error !== null) this.fail(error);
     else this.maybeFinish();
+  }
+
+  /** Copies a completed bounce buffer's bytes that fall in the caller's range into dest. */
+  #copyOut(request: BlockRequest): void {
+    const engine = this.engine;
+    const from = Math.max(request.position, this.#position);
+    const to = Math.min(request.position + request.length, this.#position + this.#length);
+    const src = request.bounceOffset + (from - request.position);
+    this.#dest.set(engine.memory.dataBytes.subarray(src, src + (to - from)), from - this.#position);
+    engine.stats.bytesBounced += to - from;
   }
 }

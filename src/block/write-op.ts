@@ -1,4 +1,4 @@
-import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, BlockRequestKind } from './request.js';
 import type { RangeLockEntry } from './range-lock.js';
 
@@ -37,6 +37,8 @@ export class WriteOp extends Operation {
   readonly #head: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
   readonly #tail: Piece = { position: 0, length: 0, kind: 'edge', bounce: -1 };
   readonly #middle: Piece = { position: 0, length: 0, kind: 'data', bounce: -1 };
+  /** Offset of the source in the data region when it lies there, else -1. */
+  #sharedOffset = -1;
   /** GPA of the source when it lives in shared memory, else -1. */
   #directGpa = -1;
   /** Shared completion handlers: the operation is the request's owner. */
@@ -90,6 +92,7 @@ export class WriteOp extends Operation {
     this.#end = Math.ceil((position + length) / bs) * bs;
     this.#unaligned = position % bs !== 0 || length % bs !== 0;
     const offset = data === null ? -1 : engine.memory.dataOffsetOf(data);
+    this.#sharedOffset = offset;
     this.#directGpa = offset >= 0 ? engine.memory.dataGpa + offset : -1;
     this.#edges.length = 0;
     this.#pieces.length = 0;
@@ -118,6 +121,11 @@ export class WriteOp extends Operation {
 
   override lockEntry(): RangeLockEntry {
     return this.rangeEntry(this.#start, this.#end, this.#unaligned);
+  }
+
+  override usesSharedBytes(offset: number, size: number): boolean {
+    const own = this.#sharedOffset;
+    return own >= 0 && own < offset + size && offset < own + this.#length;
   }
 
   result(): unknown {
@@ -166,6 +174,9 @@ export class WriteOp extends Operation {
     this.inFlight--;
     this.engine.putRequest(request);
     this.#edgesToRead--;
+    if (error === null && this.#edgesToRead === 0 && this.#sourceGone()) {
+      error = bufferGone(this.name);
+    }
     if (error !== null) {
       this.fail(error);
     } else if (this.#edgesToRead === 0 && this.error === null) {
@@ -268,6 +279,8 @@ export class WriteOp extends Operation {
         this.#directGpa + (at - this.#position),
       );
     }
+    // Thrown before a bounce buffer is taken: the engine fails this operation only.
+    if (this.#sourceGone()) throw bufferGone(this.name);
     const bounce = engine.allocBounce(Math.min(left, engine.bounceChunkBytes));
     const len = bounce < 0 ? 0 : engine.bounceSize;
     const request = this.#request('write', at, len, bounce, WriteOp.#onWritten);
@@ -279,6 +292,11 @@ export class WriteOp extends Operation {
       engine.stats.bytesBounced += len;
     }
     return request;
+  }
+
+  /** The caller's bytes are no longer readable (their ArrayBuffer was detached). */
+  #sourceGone(): boolean {
+    return this.#data !== null && this.#data.length !== this.#length;
   }
 
   #request(
