@@ -4,7 +4,11 @@ import { VirtioBlkDriver } from '../devices/blk/driver.js';
 import { VirtioScsiDriver } from '../devices/scsi/driver.js';
 import { identifyScsi } from '../devices/scsi/identify.js';
 import type { VhostSetupOptions } from '../devices/vhost-setup.js';
-import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
+import {
+  VHOST_USER_SCSI_MAX_REQUEST_QUEUES,
+  VIRTIO_SCSI_MAX_LUN,
+  VIRTIO_SCSI_MAX_TARGET,
+} from '../devices/scsi/spec.js';
 import type { HugePages } from '../memory/region.js';
 import { describeTrace, traceFromEnv } from './trace.js';
 import {
@@ -170,6 +174,12 @@ export async function openScsiDevice(
 ): Promise<BlockDevice> {
   options ??= {}; // null is no options
   const common = checkCommonOptions(socketPath, options);
+  if (common.queues > VHOST_USER_SCSI_MAX_REQUEST_QUEUES) {
+    throw new InvalidArgumentError(
+      `queues must be at most ${VHOST_USER_SCSI_MAX_REQUEST_QUEUES} on a vhost-user-scsi device ` +
+        `(rings 0..255, two of them the control and event queues), got ${common.queues}`,
+    );
+  }
   const settings = deviceSettings(common, options);
   const target =
     options.target === undefined

@@ -6,7 +6,11 @@
 import { InvalidArgumentError } from '../errors.js';
 import { VIRTIO_BLK_ID_BYTES } from '../devices/blk/spec.js';
 import { VIRTQ_MAX_SIZE } from '../virtqueue/layout.js';
-import { VIRTIO_SCSI_MAX_LUN, VIRTIO_SCSI_MAX_TARGET } from '../devices/scsi/spec.js';
+import {
+  VHOST_USER_SCSI_MAX_REQUEST_QUEUES,
+  VIRTIO_SCSI_MAX_LUN,
+  VIRTIO_SCSI_MAX_TARGET,
+} from '../devices/scsi/spec.js';
 
 /** The device the backend exports: virtio-blk, or virtio-scsi with one LUN. */
 export type BackendType = 'blk' | 'scsi';
@@ -240,6 +244,7 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
   } else if (options.sizeMax !== undefined) {
     throw new InvalidArgumentError("sizeMax is a virtio-blk limit; type 'scsi' has maxSectors");
   }
+  const maxQueues = type === 'scsi' ? VHOST_USER_SCSI_MAX_REQUEST_QUEUES : 256;
   for (const name of REQUEST_FAULTS) {
     const value = faults[name];
     if (value !== undefined && (typeof value !== 'string' || !value.startsWith('VHOST_USER_'))) {
@@ -259,7 +264,7 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
     size,
     readOnly: options.readOnly === true,
     blockSize,
-    queues: optionalInt('queues', options.queues, 1, 256) ?? 1,
+    queues: optionalInt('queues', options.queues, 1, maxQueues) ?? 1,
     queueSize,
     sizeMax: optionalInt('sizeMax', options.sizeMax, 0, 0xffff_ffff) ?? 0,
     segMax: optionalInt('segMax', options.segMax, 1, 0xffff_ffff) ?? 126,

@@ -7,7 +7,12 @@
 import { EventEmitter } from 'node:events';
 import { fstatSync, lstatSync, unlinkSync } from 'node:fs';
 import { native, UV_READABLE, type PollHandle } from '../native.js';
-import { InvalidArgumentError, SystemError, type ProtocolError } from '../errors.js';
+import {
+  DeviceClosedError,
+  InvalidArgumentError,
+  SystemError,
+  type ProtocolError,
+} from '../errors.js';
 import { VIRTIO_BLK_SECTOR_SIZE } from '../devices/blk/spec.js';
 import { configSpace, offeredFeatures, type BlkGeometry } from './blk-config.js';
 import { BlkDevice } from './blk-device.js';
@@ -75,7 +80,7 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
   }
 
   async listen(): Promise<void> {
-    if (this.#closed) throw new Error('BlockServer is closed');
+    if (this.#closed) throw new DeviceClosedError('BlockServer is closed');
     if (this.#poll !== undefined) return;
     const opts = this.#options;
     const storage =
@@ -85,7 +90,9 @@ class BlockServerImpl extends EventEmitter implements BlockServer {
     try {
       const capacity = Math.floor(storage.size / opts.blockSize) * opts.blockSize;
       if (capacity < VIRTIO_BLK_SECTOR_SIZE) {
-        throw new Error(`${opts.file ?? 'disk'} is smaller than one ${opts.blockSize}-byte block`);
+        throw new InvalidArgumentError(
+          `${opts.file ?? 'disk'} is smaller than one ${opts.blockSize}-byte block`,
+        );
       }
       this.#createDevice(storage, capacity);
       let listenFd: number;

@@ -6,6 +6,7 @@
  */
 
 import { OutOfRangeError } from '../../errors.js';
+import { VHOST_USER_VRING_IDX_MASK } from '../../protocol/messages.js';
 import { defineStruct, u8, u16, u32, u64 } from '../../protocol/struct.js';
 
 /** Feature bits. */
@@ -144,6 +145,12 @@ export function virtioScsiResponseName(response: number): string {
   }
   return `response ${response}`;
 }
+
+/**
+ * Most request queues a vhost-user-scsi device can have: vhost-user addresses rings 0..255 (an
+ * 8-bit index in SET_VRING_KICK / CALL / ERR), and the control and event queues come first.
+ */
+export const VHOST_USER_SCSI_MAX_REQUEST_QUEUES = VHOST_USER_VRING_IDX_MASK + 1 - 2;
 
 /** Largest target and LUN the 8-byte virtio-scsi LUN field can address. */
 export const VIRTIO_SCSI_MAX_TARGET = 255;
