@@ -303,7 +303,15 @@ async function measure(
   let maxDelay = 0;
   try {
     const workers: Promise<void>[] = [];
-    for (let i = 0; i < iodepth; i++) workers.push(worker(i));
+    for (let i = 0; i < iodepth; i++) {
+      // One worker's failure ends the run: the others stop at their next I/O, not at runtime's end.
+      workers.push(
+        worker(i).catch((err: unknown) => {
+          stopped = true;
+          throw err;
+        }),
+      );
+    }
     const results = await Promise.allSettled(workers);
     stopped = true;
     measureEnd = performance.now();
