@@ -36,7 +36,10 @@ export interface BenchOptions {
   iodepth?: number;
   /** Seconds to measure (default 10; 0 = until `size` bytes were done once). */
   runtime?: number;
-  /** Keep going over `size` until `runtime` ends (fio: time_based). Default true when runtime > 0. */
+  /**
+   * Keep going over `size` until `runtime` ends (fio: time_based). Default true when runtime > 0;
+   * ignored when runtime is 0, as fio ignores it without a runtime (it would never end).
+   */
   time_based?: boolean;
   /** Seconds of I/O before measuring starts (default 0). */
   ramp_time?: number;
@@ -179,7 +182,7 @@ export function resolveBenchOptions(o: BenchOptions, deviceSize?: number): Resol
     bs,
     iodepth,
     runtime,
-    time_based: o.time_based ?? runtime > 0,
+    time_based: (o.time_based ?? true) && runtime > 0,
     ramp_time: rampTime,
     size,
     offset,

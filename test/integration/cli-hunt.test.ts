@@ -1,8 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { FioJson } from '../../src/bench/index.js';
 import { withServer } from '../helpers/in-process-server.js';
 import { runCli, type CliRun } from '../helpers/cli.js';
 
@@ -35,5 +36,26 @@ test('bench: a worker that fails ends the run at once, not at --runtime', async 
     assertOneLine(run, /VHOST_USER_ERR_NO_MEMORY/);
     // Before the fix the workers that had a buffer ran on for the whole --runtime.
     assert.ok(seconds < 15, `took ${seconds.toFixed(1)} s`);
+  });
+});
+
+test('bench --job with time_based and --runtime 0: one pass over --size, not a run without end', async () => {
+  await withServer({ size: 16 << 20 }, async (socket) => {
+    const job = join(dir, 'time-based.fio');
+    writeFileSync(job, '[global]\ntime_based\n[pass]\nrw=read\nbs=64k\n');
+    const run = await runCli(
+      'bench',
+      socket,
+      '--job',
+      job,
+      '--runtime',
+      '0',
+      '--size',
+      '1m',
+      '--json',
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const result = JSON.parse(run.stdout) as FioJson;
+    assert.equal(result.jobs[0]!.read.total_ios, 16);
   });
 });
