@@ -47,10 +47,17 @@ async function isSocket(path: string): Promise<boolean> {
   }
 }
 
-function splitOffset(arg: string): Endpoint | undefined {
+/** `path@offset` split at its last '@', the offset still text: a file's name may hold an '@'. */
+function splitAt(arg: string): { path: string; offset: string } | undefined {
   const at = arg.lastIndexOf('@');
   if (at <= 0) return undefined;
-  return { path: arg.slice(0, at), offset: parseSize(arg.slice(at + 1), `offset in '${arg}'`) };
+  return { path: arg.slice(0, at), offset: arg.slice(at + 1) };
+}
+
+function splitOffset(arg: string): Endpoint | undefined {
+  const split = splitAt(arg);
+  if (!split) return undefined;
+  return { path: split.path, offset: parseSize(split.offset, `offset in '${arg}'`) };
 }
 
 /** Which argument is the device: an existing socket wins, then the one with @offset. */
@@ -63,8 +70,10 @@ async function classify(
     [a, b, false],
   ] as const) {
     if (await isSocket(arg)) return { device: { path: arg, offset: 0 }, file: other, importing };
-    const split = splitOffset(arg);
-    if (split && (await isSocket(split.path))) return { device: split, file: other, importing };
+    const split = splitAt(arg);
+    if (split && (await isSocket(split.path))) {
+      return { device: splitOffset(arg)!, file: other, importing };
+    }
   }
   const aSplit = a.includes('@');
   const bSplit = b.includes('@');

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FioJson } from '../../src/bench/index.js';
@@ -57,5 +57,28 @@ test('bench --job with time_based and --runtime 0: one pass over --size, not a r
     assert.equal(run.code, 0, run.stderr);
     const result = JSON.parse(run.stdout) as FioJson;
     assert.equal(result.jobs[0]!.read.total_ios, 16);
+  });
+});
+
+test("cp: a file whose name holds an '@' is a file, whichever side it is on", async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const data = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff));
+    const source = join(dir, 'in@v1.raw');
+    writeFileSync(source, data);
+    const imported = await runCli('cp', source, `${socket}@512`);
+    assert.equal(imported.code, 0, imported.stderr);
+    const target = join(dir, 'out@v2.raw');
+    const exported = await runCli('cp', `${socket}@512`, target, '--length', '5000', '--verify');
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.ok(readFileSync(target).equals(data));
+    // The socket without an offset, the file with an '@' that is not one.
+    const whole = join(dir, 'disk@2026-12-06.img');
+    const plain = await runCli('cp', socket, whole);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(readFileSync(whole).length, 1 << 20);
+    // A real offset that is not a size is still a usage error.
+    const bad = await runCli('cp', `${socket}@lots`, join(dir, 'x.raw'));
+    assert.equal(bad.code, 2);
+    assertOneLine(bad, /not a byte count: 'lots'/);
   });
 });
