@@ -134,8 +134,10 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   expectPositionals(spec, positionals, 2);
   const { device, file, importing } = await classify(positionals[0]!, positionals[1]!);
   const lengthText = stringOption(values, 'length');
-  const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size');
-  const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth');
+  // The device streams' bounds (a request per chunk, of 1 GiB at most; 1024 in flight), checked
+  // before connecting and before an export truncates its destination.
+  const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size', 1, 1 << 30);
+  const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth', 1, 1024);
   const progress = new ProgressLine();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
@@ -176,6 +178,16 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         clearInterval(timer);
       }
     } else {
+      // The device stream first: one it refuses leaves the destination file as it was.
+      const source =
+        length > 0
+          ? createReadStream(dev, {
+              start: device.offset,
+              end: device.offset + length - 1,
+              highWaterMark: chunk,
+              depth,
+            })
+          : [];
       const sink = fileWriteStream(file);
       counter = () => sink.bytesWritten;
       const timer = setInterval(
@@ -183,15 +195,6 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         100,
       );
       try {
-        const source =
-          length > 0
-            ? createReadStream(dev, {
-                start: device.offset,
-                end: device.offset + length - 1,
-                highWaterMark: chunk,
-                depth,
-              })
-            : [];
         await pipeline(source, sink);
       } finally {
         clearInterval(timer);

@@ -82,3 +82,24 @@ test("cp: a file whose name holds an '@' is a file, whichever side it is on", as
     assertOneLine(bad, /not a byte count: 'lots'/);
   });
 });
+
+test('cp: --depth or --chunk-size out of range is a usage error that leaves the destination file alone', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const target = join(dir, 'keep.raw');
+    const before = Buffer.alloc(3000, 0x5a);
+    writeFileSync(target, before);
+    for (const args of [
+      ['--depth', '5000'],
+      ['--depth', '0'],
+      ['--chunk-size', '2g'],
+    ]) {
+      const run = await runCli('cp', socket, target, ...args);
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+      assertOneLine(run, new RegExp(args[0]!));
+      // Before the fix the export truncated it to 0 bytes, then failed.
+      assert.ok(readFileSync(target).equals(before), `${args.join(' ')} changed ${target}`);
+    }
+    const imported = await runCli('cp', target, socket, '--depth', '1025');
+    assert.equal(imported.code, 2, imported.stderr);
+  });
+});
