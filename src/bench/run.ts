@@ -315,12 +315,15 @@ async function measure(
     const results = await Promise.allSettled(workers);
     stopped = true;
     measureEnd = performance.now();
-    cpu = process.cpuUsage(cpuStart);
-    maxDelay = loopDelay.max;
+    // A ramp that outlasted the run measured nothing: no I/O, and no CPU or loop delay either
+    // (the ramp's, over a measured time of ~0 s, made CPU percentages in the millions).
+    const measured = measuring;
+    if (!measured) startMeasuring(measureEnd);
+    cpu = measured ? process.cpuUsage(cpuStart) : { user: 0, system: 0 };
+    maxDelay = measured ? loopDelay.max : 0;
     gc.end();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    if (!measuring) startMeasuring(measureEnd); // ramp outlasted the run: nothing measured
     if (verify && written.size > 0) {
       phase = 'verify';
       verified += await verifyAll(

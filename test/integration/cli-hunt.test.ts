@@ -103,3 +103,21 @@ test('cp: --depth or --chunk-size out of range is a usage error that leaves the 
     assert.equal(imported.code, 2, imported.stderr);
   });
 });
+
+test('bench: a ramp that outlasts the run reports nothing measured, with no CPU time', async () => {
+  await withServer({ size: 16 << 20 }, async (socket) => {
+    // One pass over 64 KiB ends long before the 5 s ramp does.
+    const args = ['--runtime', '0', '--ramp_time', '5', '--size', '64k'];
+    const run = await runCli('bench', socket, ...args, '--json');
+    assert.equal(run.code, 0, run.stderr);
+    const job = (JSON.parse(run.stdout) as FioJson).jobs[0]!;
+    assert.equal(job.read.total_ios, 0);
+    // Before the fix the ramp's CPU over a measured time of 1 ns: usr_cpu in the millions.
+    assert.equal(job.usr_cpu, 0);
+    assert.equal(job.sys_cpu, 0);
+    const text = await runCli('bench', socket, ...args);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /no I\/O completed in the measured time/);
+    assert.match(text.stdout, /usr 0\.0%, sys 0\.0%/);
+  });
+});
