@@ -55,19 +55,28 @@ function newHistogram(wasm: boolean): Histogram {
 
 function latencyStats(h: Histogram): LatencyStats {
   const count = h.totalCount;
-  const percentiles: Record<string, number> = {};
-  for (const p of FIO_PERCENTILES) {
-    percentiles[p.toFixed(6)] = count > 0 ? h.getValueAtPercentile(p) : 0;
+  if (count === 0) {
+    const percentiles: Record<string, number> = {};
+    for (const p of FIO_PERCENTILES) percentiles[p.toFixed(6)] = 0;
+    return { count, min: 0, mean: 0, stddev: 0, p50: 0, p99: 0, p999: 0, max: 0, percentiles };
   }
+  const min = h.minNonZeroValue;
+  const max = h.maxValue;
+  // min and max are exact; a percentile is the top of its bucket and the mean is taken from the
+  // buckets' middles, so either could pass them (one I/O: p50 above max, mean below min).
+  const within = (v: number): number => Math.min(max, Math.max(min, v));
+  const at = (p: number): number => within(h.getValueAtPercentile(p));
+  const percentiles: Record<string, number> = {};
+  for (const p of FIO_PERCENTILES) percentiles[p.toFixed(6)] = at(p);
   return {
     count,
-    min: count > 0 ? h.minNonZeroValue : 0,
-    mean: count > 0 ? h.mean : 0,
-    stddev: count > 0 ? h.stdDeviation : 0,
-    p50: count > 0 ? h.getValueAtPercentile(50) : 0,
-    p99: count > 0 ? h.getValueAtPercentile(99) : 0,
-    p999: count > 0 ? h.getValueAtPercentile(99.9) : 0,
-    max: count > 0 ? h.maxValue : 0,
+    min,
+    mean: within(h.mean),
+    stddev: h.stdDeviation,
+    p50: at(50),
+    p99: at(99),
+    p999: at(99.9),
+    max,
     percentiles,
   };
 }

@@ -121,3 +121,18 @@ test('bench: a ramp that outlasts the run reports nothing measured, with no CPU 
     assert.match(text.stdout, /usr 0\.0%, sys 0\.0%/);
   });
 });
+
+test('bench: latency mean and percentiles stay within min..max, even for one I/O', async () => {
+  await withServer({ size: 16 << 20 }, async (socket) => {
+    // 5 IOPS for 0.3 s: one or two I/Os, where a histogram bucket's edges show most.
+    const run = await runCli('bench', socket, '--rate_iops', '5', '--runtime', '0.3', '--json');
+    assert.equal(run.code, 0, run.stderr);
+    const read = (JSON.parse(run.stdout) as FioJson).jobs[0]!.read;
+    assert.ok(read.total_ios >= 1);
+    const { min, max, mean } = read.clat_ns;
+    assert.ok(min <= mean && mean <= max, `mean ${mean} outside ${min}..${max}`);
+    for (const [p, v] of Object.entries(read.clat_ns.percentile)) {
+      assert.ok(min <= v && v <= max, `p${p} ${v} outside ${min}..${max}`);
+    }
+  });
+});
