@@ -136,3 +136,19 @@ test('bench: latency mean and percentiles stay within min..max, even for one I/O
     }
   });
 });
+
+test('io write --pattern: an empty or non-byte pattern is a usage error, not a fill of zeroes', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const fill = await runCli('io', socket, 'write', '0', '16', '--pattern', '0x5a');
+    assert.equal(fill.code, 0, fill.stderr);
+    for (const pattern of ['', ' ', '1e2', '0b11', 'x']) {
+      const run = await runCli('io', socket, 'write', '0', '16', '--pattern', pattern);
+      assert.equal(run.code, 2, `'${pattern}': ${run.stderr}`);
+      assertOneLine(run, /--pattern: not a byte value/);
+    }
+    const read = await runCli('io', socket, 'read', '0', '16', '--json');
+    assert.equal((JSON.parse(read.stdout) as { hex: string }).hex, '5a'.repeat(16));
+    const hex = await runCli('io', socket, 'write', '0', '1', '--pattern', '0xFF');
+    assert.equal(hex.code, 0, hex.stderr);
+  });
+});
