@@ -140,7 +140,8 @@ function parseBool(value: string): boolean {
 }
 
 function parseInteger(value: string, min: number, max: number): number {
-  const n = Number(value);
+  // Number('') is 0: a bare `rwmixread` or `randseed=` would pass for 0.
+  const n = value.trim() === '' ? NaN : Number(value);
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new Error(`expected an integer in ${min}..${max}, got '${value}'`);
   }

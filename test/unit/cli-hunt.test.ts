@@ -40,3 +40,21 @@ test('job file: an include directive is a clear error, not a malformed line', ()
       /line 2: .*include directives are not implemented/.test(err.message),
   );
 });
+
+test('job file: an integer key without a value is an error, not 0', () => {
+  for (const line of [
+    'rwmixread',
+    'rwmixread=',
+    'rwmixwrite=',
+    'randseed=',
+    'numjobs',
+    'iodepth=',
+  ]) {
+    assert.throws(
+      () => parseJobFile(`[job]\nrw=randrw\n${line}\n`),
+      (err: unknown) =>
+        err instanceof JobFileError && /line 3: expected an integer/.test(err.message),
+      line,
+    );
+  }
+});
