@@ -67,6 +67,11 @@ export interface BenchOptions {
    */
   open?: Omit<ScsiOpenOptions, 'completion' | 'queues'> & { type?: 'blk' | 'scsi' };
   progress?: (progress: BenchProgress) => void;
+  /**
+   * Ends the run early (fio's Ctrl-C): no new I/O starts, the result covers the time until the
+   * I/Os in flight completed, and the final verify pass is skipped.
+   */
+  signal?: AbortSignal;
 }
 
 /** Latency statistics of one direction, in ns. */
@@ -122,7 +127,7 @@ export interface GcPauses {
 }
 
 export type ResolvedBenchOptions = Required<
-  Omit<BenchOptions, 'progress' | 'open' | 'completion' | 'rate_iops'>
+  Omit<BenchOptions, 'progress' | 'signal' | 'open' | 'completion' | 'rate_iops'>
 > & {
   completion: BenchCompletion | undefined;
   rate_iops: readonly [number, number];

@@ -128,7 +128,12 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
     ? openDevice(options.socket, { ...deviceOptions, type })
     : openDevice(options.socket, deviceOptions));
   try {
-    return await runOn(dev, resolveBenchOptions(options, dev.size), options.progress);
+    return await runOn(
+      dev,
+      resolveBenchOptions(options, dev.size),
+      options.progress,
+      options.signal,
+    );
   } finally {
     await dev.close();
   }
@@ -138,6 +143,7 @@ async function runOn(
   dev: BlockDevice,
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<BenchResult> {
   // Where the WebAssembly module cannot be instantiated, the JavaScript build (destroy() is a no-op).
   const wasm = await hdr.initWebAssembly().then(
@@ -146,7 +152,7 @@ async function runOn(
   );
   const hist = [newHistogram(wasm), newHistogram(wasm)];
   try {
-    return await measure(dev, o, progress, hist, wasm);
+    return await measure(dev, o, progress, hist, wasm, signal);
   } finally {
     for (const h of hist) h.destroy();
   }
@@ -158,6 +164,7 @@ async function measure(
   progress: ((p: BenchProgress) => void) | undefined,
   hist: Histogram[],
   wasm: boolean,
+  signal: AbortSignal | undefined,
 ): Promise<BenchResult> {
   const { bs, iodepth } = o;
   const blocks = o.size / bs;
@@ -200,7 +207,11 @@ async function measure(
   };
   const rate = o.rate_iops;
   const issued: [number, number] = [0, 0];
-  let stopped = false;
+  let stopped = signal?.aborted === true;
+  const stop = (): void => {
+    stopped = true;
+  };
+  signal?.addEventListener('abort', stop, { once: true });
 
   const nextDirection = (): 0 | 1 => {
     switch (o.rw) {
@@ -254,7 +265,8 @@ async function measure(
           const due = t0 + (issued[dir]! / rate[dir]!) * 1000;
           issued[dir]!++;
           if (due > now) {
-            await sleep(Math.max(1, Math.ceil(due - now)));
+            // An interrupt cuts the wait short (it rejects the sleep, nothing else can).
+            await sleep(Math.max(1, Math.ceil(due - now)), undefined, { signal }).catch(() => {});
             now = performance.now();
             if (stopped || now >= end) return;
           }
@@ -333,7 +345,7 @@ async function measure(
     gc.end();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    if (verify && written.size > 0) {
+    if (verify && written.size > 0 && signal?.aborted !== true) {
       phase = 'verify';
       verified += await verifyAll(
         dev,
@@ -342,6 +354,7 @@ async function measure(
       );
     }
   } finally {
+    signal?.removeEventListener('abort', stop);
     clearInterval(timer);
     loopDelay.disable();
     await gc.stop();

@@ -1,11 +1,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FioJson } from '../../src/bench/index.js';
 import { withServer } from '../helpers/in-process-server.js';
-import { runCli, type CliRun } from '../helpers/cli.js';
+import { CLI_MAIN, runCli, type CliRun } from '../helpers/cli.js';
 
 /** One error line starting 'vhost-user: ', no stack. */
 function assertOneLine(run: CliRun, pattern: RegExp): void {
@@ -150,5 +152,49 @@ test('io write --pattern: an empty or non-byte pattern is a usage error, not a f
     assert.equal((JSON.parse(read.stdout) as { hex: string }).hex, '5a'.repeat(16));
     const hex = await runCli('io', socket, 'write', '0', '1', '--pattern', '0xFF');
     assert.equal(hex.code, 0, hex.stderr);
+  });
+});
+
+/** `vhost-user <args>` in a child process, with its exit and output once it ends. */
+function spawnCli(...args: string[]): {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>;
+} {
+  const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, DEBUG: '' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const done = new Promise<{
+    code: number | null;
+    signal: string | null;
+    stdout: string;
+    stderr: string;
+  }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return { child, done };
+}
+
+test('bench: Ctrl-C (SIGINT) ends the run with the results so far and exit code 130', async () => {
+  await withServer({ size: 16 << 20 }, async (socket, server) => {
+    for (const extra of [[], ['--rate_iops', '1', '--iodepth', '4']]) {
+      const { child, done } = spawnCli('bench', socket, '--runtime', '120', '--json', ...extra);
+      // Interrupt once the run is under way (the backend has seen I/O).
+      const started = server.stats.requests;
+      while (server.stats.requests < started + 2) await sleep(20);
+      const sent = Date.now();
+      child.kill('SIGINT');
+      const end = await done;
+      const seconds = (Date.now() - sent) / 1000;
+      assert.equal(end.code, 130, `${extra.join(' ')}: ${end.signal ?? ''} ${end.stderr}`);
+      // Paced at 1 IOPS over 4 workers, a worker may be waiting 4 s for its turn: the wait is cut.
+      assert.ok(seconds < 10, `${extra.join(' ')}: ended ${seconds.toFixed(1)} s after SIGINT`);
+      const job = (JSON.parse(end.stdout) as FioJson).jobs[0]!;
+      assert.ok(job.read.total_ios >= 1, `${extra.join(' ')}: ${job.read.total_ios} I/Os`);
+      assert.equal(end.stderr.trimEnd().split('\n').length, 1, end.stderr);
+      assert.match(end.stderr, /^vhost-user: bench: interrupted/);
+    }
   });
 });
