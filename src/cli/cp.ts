@@ -142,7 +142,12 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
     if (importing) {
-      const fileSize = (await stat(file)).size;
+      const source = await stat(file);
+      // A pipe's or a device's size reads as 0: the copy would "succeed" with nothing copied.
+      if (!source.isFile()) {
+        throw new UsageError(`cp: ${file} is not a regular file (its size is unknown)`);
+      }
+      const fileSize = source.size;
       length = lengthText === undefined ? fileSize : parseSize(lengthText, '--length');
       if (length > fileSize) throw new UsageError(`cp: ${file} has only ${fileSize} bytes`);
     } else {

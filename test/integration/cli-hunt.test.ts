@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -196,5 +196,25 @@ test('bench: Ctrl-C (SIGINT) ends the run with the results so far and exit code 
       assert.equal(end.stderr.trimEnd().split('\n').length, 1, end.stderr);
       assert.match(end.stderr, /^vhost-user: bench: interrupted/);
     }
+  });
+});
+
+test('cp: importing from a pipe is a usage error, not a copy of 0 bytes that succeeds', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const run = await new Promise<CliRun>((resolve) => {
+      const child = execFile(
+        process.execPath,
+        [CLI_MAIN, 'cp', '/dev/stdin', socket],
+        { encoding: 'utf8', env: { ...process.env, DEBUG: '' } },
+        (error, stdout, stderr) => {
+          const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
+      child.stdin!.end(Buffer.alloc(4096, 1));
+    });
+    // Before the fix: exit 0 and "0 bytes", the pipe's size as stat() gives it.
+    assert.equal(run.code, 2, run.stdout + run.stderr);
+    assertOneLine(run, /not a regular file/);
   });
 });
