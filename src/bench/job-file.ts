@@ -2,8 +2,9 @@ import type { BenchCompletion, BenchOptions, BenchRw } from './options.js';
 
 /**
  * fio job files: `[global]` plus exactly one job section, `key=value` or bare `key` lines,
- * `;` / `#` comments. Keys the benchmark implements become {@link BenchOptions}; other fio keys
- * are reported as warnings (ignored); anything that is not a fio key is an error.
+ * `;` / `#` comments (from either to the end of any line, as fio reads them; no `include`). Keys
+ * the benchmark implements become {@link BenchOptions}; other fio keys are reported as warnings
+ * (ignored); anything that is not a fio key is an error.
  */
 
 /** fio's option names (fio 3.x HOWTO), for telling "not implemented" from "not fio". */
@@ -139,7 +140,8 @@ function parseBool(value: string): boolean {
 }
 
 function parseInteger(value: string, min: number, max: number): number {
-  const n = Number(value);
+  // Number('') is 0: a bare `rwmixread` or `randseed=` would pass for 0.
+  const n = value.trim() === '' ? NaN : Number(value);
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new Error(`expected an integer in ${min}..${max}, got '${value}'`);
   }
@@ -277,12 +279,16 @@ export function parseJobFile(text: string): ParsedJobFile {
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const lineNo = i + 1;
-    const line = lines[i]!.trim();
-    if (line === '' || line.startsWith(';') || line.startsWith('#')) continue;
+    // fio ends every line at its first ';' or '#': a comment may follow a value or a [section].
+    const line = lines[i]!.replace(/[;#].*/, '').trim();
+    if (line === '') continue;
     const section = /^\[([^\]]+)\]$/.exec(line);
     if (section) {
       sections.push({ name: section[1]!.trim(), line: lineNo, entries: [] });
       continue;
+    }
+    if (/^include\s/.test(line)) {
+      throw new JobFileError(lineNo, `'${line}': include directives are not implemented`);
     }
     if (sections.length === 0) throw new JobFileError(lineNo, `'${line}' is outside any [section]`);
     const eq = line.indexOf('=');

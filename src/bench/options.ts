@@ -36,7 +36,10 @@ export interface BenchOptions {
   iodepth?: number;
   /** Seconds to measure (default 10; 0 = until `size` bytes were done once). */
   runtime?: number;
-  /** Keep going over `size` until `runtime` ends (fio: time_based). Default true when runtime > 0. */
+  /**
+   * Keep going over `size` until `runtime` ends (fio: time_based). Default true when runtime > 0;
+   * ignored when runtime is 0, as fio ignores it without a runtime (it would never end).
+   */
   time_based?: boolean;
   /** Seconds of I/O before measuring starts (default 0). */
   ramp_time?: number;
@@ -64,6 +67,11 @@ export interface BenchOptions {
    */
   open?: Omit<ScsiOpenOptions, 'completion' | 'queues'> & { type?: 'blk' | 'scsi' };
   progress?: (progress: BenchProgress) => void;
+  /**
+   * Ends the run early (fio's Ctrl-C): no new I/O starts, the result covers the time until the
+   * I/Os in flight completed, and the final verify pass is skipped.
+   */
+  signal?: AbortSignal;
 }
 
 /** Latency statistics of one direction, in ns. */
@@ -119,7 +127,7 @@ export interface GcPauses {
 }
 
 export type ResolvedBenchOptions = Required<
-  Omit<BenchOptions, 'progress' | 'open' | 'completion' | 'rate_iops'>
+  Omit<BenchOptions, 'progress' | 'signal' | 'open' | 'completion' | 'rate_iops'>
 > & {
   completion: BenchCompletion | undefined;
   rate_iops: readonly [number, number];
@@ -179,7 +187,7 @@ export function resolveBenchOptions(o: BenchOptions, deviceSize?: number): Resol
     bs,
     iodepth,
     runtime,
-    time_based: o.time_based ?? runtime > 0,
+    time_based: (o.time_based ?? true) && runtime > 0,
     ramp_time: rampTime,
     size,
     offset,

@@ -55,19 +55,28 @@ function newHistogram(wasm: boolean): Histogram {
 
 function latencyStats(h: Histogram): LatencyStats {
   const count = h.totalCount;
-  const percentiles: Record<string, number> = {};
-  for (const p of FIO_PERCENTILES) {
-    percentiles[p.toFixed(6)] = count > 0 ? h.getValueAtPercentile(p) : 0;
+  if (count === 0) {
+    const percentiles: Record<string, number> = {};
+    for (const p of FIO_PERCENTILES) percentiles[p.toFixed(6)] = 0;
+    return { count, min: 0, mean: 0, stddev: 0, p50: 0, p99: 0, p999: 0, max: 0, percentiles };
   }
+  const min = h.minNonZeroValue;
+  const max = h.maxValue;
+  // min and max are exact; a percentile is the top of its bucket and the mean is taken from the
+  // buckets' middles, so either could pass them (one I/O: p50 above max, mean below min).
+  const within = (v: number): number => Math.min(max, Math.max(min, v));
+  const at = (p: number): number => within(h.getValueAtPercentile(p));
+  const percentiles: Record<string, number> = {};
+  for (const p of FIO_PERCENTILES) percentiles[p.toFixed(6)] = at(p);
   return {
     count,
-    min: count > 0 ? h.minNonZeroValue : 0,
-    mean: count > 0 ? h.mean : 0,
-    stddev: count > 0 ? h.stdDeviation : 0,
-    p50: count > 0 ? h.getValueAtPercentile(50) : 0,
-    p99: count > 0 ? h.getValueAtPercentile(99) : 0,
-    p999: count > 0 ? h.getValueAtPercentile(99.9) : 0,
-    max: count > 0 ? h.maxValue : 0,
+    min,
+    mean: within(h.mean),
+    stddev: h.stdDeviation,
+    p50: at(50),
+    p99: at(99),
+    p999: at(99.9),
+    max,
     percentiles,
   };
 }
@@ -119,7 +128,12 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
     ? openDevice(options.socket, { ...deviceOptions, type })
     : openDevice(options.socket, deviceOptions));
   try {
-    return await runOn(dev, resolveBenchOptions(options, dev.size), options.progress);
+    return await runOn(
+      dev,
+      resolveBenchOptions(options, dev.size),
+      options.progress,
+      options.signal,
+    );
   } finally {
     await dev.close();
   }
@@ -129,6 +143,7 @@ async function runOn(
   dev: BlockDevice,
   o: ResolvedBenchOptions,
   progress: ((p: BenchProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
 ): Promise<BenchResult> {
   // Where the WebAssembly module cannot be instantiated, the JavaScript build (destroy() is a no-op).
   const wasm = await hdr.initWebAssembly().then(
@@ -137,7 +152,7 @@ async function runOn(
   );
   const hist = [newHistogram(wasm), newHistogram(wasm)];
   try {
-    return await measure(dev, o, progress, hist, wasm);
+    return await measure(dev, o, progress, hist, wasm, signal);
   } finally {
     for (const h of hist) h.destroy();
   }
@@ -149,6 +164,7 @@ async function measure(
   progress: ((p: BenchProgress) => void) | undefined,
   hist: Histogram[],
   wasm: boolean,
+  signal: AbortSignal | undefined,
 ): Promise<BenchResult> {
   const { bs, iodepth } = o;
   const blocks = o.size / bs;
@@ -191,7 +207,11 @@ async function measure(
   };
   const rate = o.rate_iops;
   const issued: [number, number] = [0, 0];
-  let stopped = false;
+  let stopped = signal?.aborted === true;
+  const stop = (): void => {
+    stopped = true;
+  };
+  signal?.addEventListener('abort', stop, { once: true });
 
   const nextDirection = (): 0 | 1 => {
     switch (o.rw) {
@@ -245,7 +265,8 @@ async function measure(
           const due = t0 + (issued[dir]! / rate[dir]!) * 1000;
           issued[dir]!++;
           if (due > now) {
-            await sleep(Math.max(1, Math.ceil(due - now)));
+            // An interrupt cuts the wait short (it rejects the sleep, nothing else can).
+            await sleep(Math.max(1, Math.ceil(due - now)), undefined, { signal }).catch(() => {});
             now = performance.now();
             if (stopped || now >= end) return;
           }
@@ -303,17 +324,28 @@ async function measure(
   let maxDelay = 0;
   try {
     const workers: Promise<void>[] = [];
-    for (let i = 0; i < iodepth; i++) workers.push(worker(i));
+    for (let i = 0; i < iodepth; i++) {
+      // One worker's failure ends the run: the others stop at their next I/O, not at runtime's end.
+      workers.push(
+        worker(i).catch((err: unknown) => {
+          stopped = true;
+          throw err;
+        }),
+      );
+    }
     const results = await Promise.allSettled(workers);
     stopped = true;
     measureEnd = performance.now();
-    cpu = process.cpuUsage(cpuStart);
-    maxDelay = loopDelay.max;
+    // A ramp that outlasted the run measured nothing: no I/O, and no CPU or loop delay either
+    // (the ramp's, over a measured time of ~0 s, made CPU percentages in the millions).
+    const measured = measuring;
+    if (!measured) startMeasuring(measureEnd);
+    cpu = measured ? process.cpuUsage(cpuStart) : { user: 0, system: 0 };
+    maxDelay = measured ? loopDelay.max : 0;
     gc.end();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    if (!measuring) startMeasuring(measureEnd); // ramp outlasted the run: nothing measured
-    if (verify && written.size > 0) {
+    if (verify && written.size > 0 && signal?.aborted !== true) {
       phase = 'verify';
       verified += await verifyAll(
         dev,
@@ -322,6 +354,7 @@ async function measure(
       );
     }
   } finally {
+    signal?.removeEventListener('abort', stop);
     clearInterval(timer);
     loopDelay.disable();
     await gc.stop();

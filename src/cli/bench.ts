@@ -26,7 +26,7 @@ import {
   type OptionValues,
   type ParsedArgs,
 } from './args.js';
-import { UsageError } from './errors.js';
+import { EXIT_INTERRUPTED, UsageError } from './errors.js';
 import { printJson } from './output.js';
 import { ProgressLine } from './progress.js';
 import { formatSize } from './size.js';
@@ -44,7 +44,8 @@ seconds unless suffixed ms/us/m). --job reads a fio job file ([global] plus one 
 keys this command implements are used, other fio keys are ignored with one warning line on
 stderr, keys that are not fio's are an error. Options on the command line override the file.
 --json prints fio's JSON output (jobs[].read/write with clat_ns percentiles, usr_cpu, sys_cpu)
-and nothing else on stdout. A progress line is drawn on stderr when it is a terminal.
+and nothing else on stdout. A progress line is drawn on stderr when it is a terminal. Ctrl-C
+(SIGINT) stops the run and prints the results so far, with exit code 130; a second one kills.
 
 examples:
   vhost-user bench /run/vhost.sock --rw randread --bs 4k --iodepth 32 --runtime 10
@@ -327,16 +328,25 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         true,
       ),
   };
+  // Ctrl-C ends the run as fio's does, with the results so far; a second one kills at once.
+  const interrupt = new AbortController();
+  const onSigint = (): void => interrupt.abort();
+  process.once('SIGINT', onSigint);
   let result: BenchResult;
   try {
-    result = await runBench(options);
+    result = await runBench({ ...options, signal: interrupt.signal });
   } catch (err) {
     if (isOptionError(err)) throw new UsageError(err.message);
     throw err;
   } finally {
+    process.off('SIGINT', onSigint);
     progress.done();
   }
   if (json) printJson(toFioJson(result));
   else process.stdout.write(summary(result));
+  if (interrupt.signal.aborted) {
+    process.stderr.write('vhost-user: bench: interrupted: the results cover the time until then\n');
+    return EXIT_INTERRUPTED;
+  }
   return 0;
 }

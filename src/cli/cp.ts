@@ -47,10 +47,17 @@ async function isSocket(path: string): Promise<boolean> {
   }
 }
 
-function splitOffset(arg: string): Endpoint | undefined {
+/** `path@offset` split at its last '@', the offset still text: a file's name may hold an '@'. */
+function splitAt(arg: string): { path: string; offset: string } | undefined {
   const at = arg.lastIndexOf('@');
   if (at <= 0) return undefined;
-  return { path: arg.slice(0, at), offset: parseSize(arg.slice(at + 1), `offset in '${arg}'`) };
+  return { path: arg.slice(0, at), offset: arg.slice(at + 1) };
+}
+
+function splitOffset(arg: string): Endpoint | undefined {
+  const split = splitAt(arg);
+  if (!split) return undefined;
+  return { path: split.path, offset: parseSize(split.offset, `offset in '${arg}'`) };
 }
 
 /** Which argument is the device: an existing socket wins, then the one with @offset. */
@@ -63,8 +70,10 @@ async function classify(
     [a, b, false],
   ] as const) {
     if (await isSocket(arg)) return { device: { path: arg, offset: 0 }, file: other, importing };
-    const split = splitOffset(arg);
-    if (split && (await isSocket(split.path))) return { device: split, file: other, importing };
+    const split = splitAt(arg);
+    if (split && (await isSocket(split.path))) {
+      return { device: splitOffset(arg)!, file: other, importing };
+    }
   }
   const aSplit = a.includes('@');
   const bSplit = b.includes('@');
@@ -125,13 +134,20 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   expectPositionals(spec, positionals, 2);
   const { device, file, importing } = await classify(positionals[0]!, positionals[1]!);
   const lengthText = stringOption(values, 'length');
-  const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size');
-  const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth');
+  // The device streams' bounds (a request per chunk, of 1 GiB at most; 1024 in flight), checked
+  // before connecting and before an export truncates its destination.
+  const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size', 1, 1 << 30);
+  const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth', 1, 1024);
   const progress = new ProgressLine();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
     if (importing) {
-      const fileSize = (await stat(file)).size;
+      const source = await stat(file);
+      // A pipe's or a device's size reads as 0: the copy would "succeed" with nothing copied.
+      if (!source.isFile()) {
+        throw new UsageError(`cp: ${file} is not a regular file (its size is unknown)`);
+      }
+      const fileSize = source.size;
       length = lengthText === undefined ? fileSize : parseSize(lengthText, '--length');
       if (length > fileSize) throw new UsageError(`cp: ${file} has only ${fileSize} bytes`);
     } else {
@@ -167,6 +183,16 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         clearInterval(timer);
       }
     } else {
+      // The device stream first: one it refuses leaves the destination file as it was.
+      const source =
+        length > 0
+          ? createReadStream(dev, {
+              start: device.offset,
+              end: device.offset + length - 1,
+              highWaterMark: chunk,
+              depth,
+            })
+          : [];
       const sink = fileWriteStream(file);
       counter = () => sink.bytesWritten;
       const timer = setInterval(
@@ -174,15 +200,6 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
         100,
       );
       try {
-        const source =
-          length > 0
-            ? createReadStream(dev, {
-                start: device.offset,
-                end: device.offset + length - 1,
-                highWaterMark: chunk,
-                depth,
-              })
-            : [];
         await pipeline(source, sink);
       } finally {
         clearInterval(timer);

@@ -1,6 +1,8 @@
 /** Exit codes: 0 success, 1 runtime failure (device, backend, data mismatch), 2 bad usage. */
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;
+/** A run ended early by SIGINT that still reported (bench): 128 + 2, as a shell shows a kill by it. */
+export const EXIT_INTERRUPTED = 130;
 
 /** Bad command line: reported in one line with exit code 2. */
 export class UsageError extends Error {

@@ -50,7 +50,8 @@ function ms(started: bigint): number {
 
 function parsePattern(text: string | undefined): number {
   if (text === undefined) return 0xcd;
-  const value = Number(text);
+  // Number() alone takes '' (and blanks) for 0, and 1e2 or 0b11 for bytes the help never offers.
+  const value = /^\s*(?:0x[0-9a-f]+|\d+)\s*$/i.test(text) ? Number(text) : NaN;
   if (!Number.isInteger(value) || value < 0 || value > 255) {
     throw new UsageError(`--pattern: not a byte value: '${text}' (0..255 or 0x00..0xff)`);
   }

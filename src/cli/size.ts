@@ -24,9 +24,15 @@ export function parseSize(text: string | undefined, what: string): number {
 }
 
 /** A positive (or, with `min` 0, non-negative) integer option such as an iteration count. */
-export function parseCount(text: string | undefined, what: string, min = 1): number {
+export function parseCount(
+  text: string | undefined,
+  what: string,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   const value = parseSize(text, what);
   if (value < min) throw new UsageError(`${what} must be at least ${min}, got ${text}`);
+  if (value > max) throw new UsageError(`${what} must be at most ${max}, got ${text}`);
   return value;
 }
 
