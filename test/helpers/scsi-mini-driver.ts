@@ -11,13 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/native.js';
-import { SocketEndpoint } from '../../src/protocol/endpoint.js';
 import {
   U64,
-  VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_REPLY_MASK,
-  VHOST_USER_VERSION,
-  VhostUserRequest,
   encodeMemoryTable,
   encodeVringFd,
   VhostUserVringAddr,
@@ -40,9 +35,8 @@ import {
 } from '../../src/devices/scsi/spec.js';
 import { buildReadWrite, buildTestUnitReady } from '../../src/devices/scsi/cdb.js';
 import { decodeSense } from '../../src/devices/scsi/sense.js';
+import { RawFrontend } from './raw-frontend.js';
 
-const V = VHOST_USER_VERSION;
-const ACK = V | VHOST_USER_NEED_REPLY_MASK;
 const MEM = 2 << 20;
 const GPA = 0x1000_0000;
 const UVA = 0x7e00_0000_0000;
@@ -124,8 +118,7 @@ export interface Used {
 }
 
 /** A minimal virtio-scsi driver: raw vhost-user messages, three rings in one sealed memfd. */
-export class MiniDriver {
-  readonly ep: SocketEndpoint;
+export class MiniDriver extends RawFrontend {
   readonly bytes: Buffer;
   readonly #fd: number;
   readonly #handle: ReturnType<typeof native.mmap>['handle'];
@@ -138,7 +131,7 @@ export class MiniDriver {
   #closed = false;
 
   private constructor(path: string) {
-    this.ep = SocketEndpoint.connect(path);
+    super(path);
     this.#fd = native.memfdCreate('mini-scsi', 0);
     native.ftruncate(this.#fd, MEM);
     native.memfdSeal(this.#fd);
@@ -174,37 +167,6 @@ export class MiniDriver {
       throw err;
     }
     return d;
-  }
-
-  async ask(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-  ): Promise<Uint8Array> {
-    this.tell(name, payload, flags);
-    const reply = await this.ep.receive(2000, name);
-    assert.equal(reply.request, VhostUserRequest[name]);
-    assert.equal(reply.flags, V | VHOST_USER_REPLY_MASK);
-    return reply.payload;
-  }
-
-  tell(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-    fds: number[] = [],
-  ): void {
-    this.ep.send(VhostUserRequest[name], flags, payload, fds);
-  }
-
-  async acked(
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    fds: number[] = [],
-  ): Promise<bigint> {
-    this.tell(name, payload, ACK, fds);
-    const reply = await this.ep.receive(2000, name);
-    return U64.decode(reply.payload).value;
   }
 
   ringBase(ring: number): number {
@@ -310,7 +272,7 @@ export class MiniDriver {
     };
   }
 
-  close(): void {
+  override close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.ep.close();

@@ -7,11 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { native } from '../../src/native.js';
-import { SocketEndpoint } from '../../src/protocol/endpoint.js';
 import {
   U64,
-  VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_REPLY_MASK,
   VHOST_USER_VERSION,
   VhostUserRequest,
   encodeMemoryTable,
@@ -29,46 +26,12 @@ import { VirtioBlkType } from '../../src/devices/blk/spec.js';
 import type { BlockServer } from '../../src/backend/index.js';
 import { withServer } from '../helpers/in-process-server.js';
 import { within } from '../helpers/within.js';
+import { RawFrontend } from '../helpers/raw-frontend.js';
 
 const V = VHOST_USER_VERSION;
-const ACK = V | VHOST_USER_NEED_REPLY_MASK;
-type RequestName = keyof typeof VhostUserRequest;
 
 /** A raw frontend on the server's socket. */
-class Peer {
-  readonly ep: SocketEndpoint;
-
-  constructor(socketPath: string) {
-    this.ep = SocketEndpoint.connect(socketPath);
-  }
-
-  tell(
-    name: RequestName,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-    fds: number[] = [],
-  ): void {
-    this.ep.send(VhostUserRequest[name], flags, payload, fds);
-  }
-
-  async ask(
-    name: RequestName,
-    payload?: Uint8Array,
-    flags = V,
-    fds?: number[],
-  ): Promise<Uint8Array> {
-    this.tell(name, payload, flags, fds);
-    const reply = await this.ep.receive(2000, name);
-    assert.equal(reply.request, VhostUserRequest[name]);
-    assert.equal(reply.flags, V | VHOST_USER_REPLY_MASK);
-    return reply.payload;
-  }
-
-  /** Sends `name` asking for an ack; returns it (0 = done). */
-  async acked(name: RequestName, payload?: Uint8Array, fds?: number[]): Promise<bigint> {
-    return U64.decode(await this.ask(name, payload, ACK, fds)).value;
-  }
-
+class Peer extends RawFrontend {
   /** Takes every feature offered, REPLY_ACK included. */
   async negotiate(): Promise<void> {
     const features = U64.decode(await this.ask('VHOST_USER_GET_FEATURES')).value;
@@ -76,10 +39,6 @@ class Peer {
     this.tell('VHOST_USER_SET_PROTOCOL_FEATURES', U64.encode({ value: protocol }));
     this.tell('VHOST_USER_SET_FEATURES', U64.encode({ value: features }));
     this.tell('VHOST_USER_SET_OWNER');
-  }
-
-  close(): void {
-    this.ep.close();
   }
 }
 

@@ -5,11 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/native.js';
-import { SocketEndpoint } from '../../src/protocol/endpoint.js';
 import {
   U64,
   VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_REPLY_MASK,
   VHOST_USER_VERSION,
   VhostUserRequest,
   decodeConfig,
@@ -26,6 +24,7 @@ import {
 } from '../../src/virtqueue/layout.js';
 import { createBlockServer, type BlockServer } from '../../src/backend/index.js';
 import { VirtioBlkConfig, VirtioBlkType } from '../../src/devices/blk/spec.js';
+import { RawFrontend } from '../helpers/raw-frontend.js';
 
 const SIZE = 4 * 1024 * 1024;
 const V = VHOST_USER_VERSION;
@@ -52,42 +51,11 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-type Conn = Awaited<ReturnType<typeof connect>>;
+type Conn = RawFrontend;
 
 /** A raw frontend: sends one request, returns the reply. */
-async function connect(to: BlockServer = server): Promise<{
-  ep: SocketEndpoint;
-  ask(
-    name: keyof typeof VhostUserRequest,
-    payload?: Uint8Array,
-    flags?: number,
-    fds?: number[],
-  ): Promise<Uint8Array>;
-  tell(
-    name: keyof typeof VhostUserRequest,
-    payload?: Uint8Array,
-    flags?: number,
-    fds?: number[],
-  ): void;
-}> {
-  const ep = SocketEndpoint.connect(to.socketPath!);
-  const tell = (
-    name: keyof typeof VhostUserRequest,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-    fds: number[] = [],
-  ): void => ep.send(VhostUserRequest[name], flags, payload, fds);
-  return {
-    ep,
-    tell,
-    ask: async (name, payload, flags, fds) => {
-      tell(name, payload, flags, fds);
-      const reply = await ep.receive(1000, name);
-      assert.equal(reply.request, VhostUserRequest[name]);
-      assert.equal(reply.flags, V | VHOST_USER_REPLY_MASK);
-      return reply.payload;
-    },
-  };
+async function connect(to: BlockServer = server): Promise<Conn> {
+  return Promise.resolve(new RawFrontend(to.socketPath!, 1000));
 }
 
 function u64(value: bigint): Uint8Array {
