@@ -25,7 +25,10 @@ export interface ReadStreamOptions {
 export interface WriteStreamOptions {
   /** Device position of the first byte written. Default 0. */
   start?: number;
-  /** Bytes per device write, and how much write() buffers before it returns false. Default 512 KiB. */
+  /**
+   * Bytes per device write (rounded down to whole blocks, at least one), and how much write()
+   * buffers before it returns false. Default 512 KiB.
+   */
   highWaterMark?: number;
   /** Writes in flight at once. Default 4. */
   depth?: number;
@@ -149,9 +152,10 @@ export class BlockReadStream extends Readable {
 /**
  * A Writable that writes its bytes to the device sequentially from `start`. Chunks of any size
  * are gathered into buffers of `highWaterMark` bytes in shared memory (so the device write is
- * zero-copy), up to `depth` of them in flight. The first buffer ends on a block boundary, so an
- * unaligned start costs one read-modify-write, not one per buffer. 'finish' comes after every
- * write completed and (unless flush: false) the device flushed.
+ * zero-copy), up to `depth` of them in flight. Every buffer ends on a block boundary (what does
+ * not fit goes into the next one), so only the stream's unaligned start and end cost a
+ * read-modify-write, not every buffer. 'finish' comes after every write completed and (unless
+ * flush: false) the device flushed.
  */
 export class BlockWriteStream extends Writable {
   /** Bytes the device has acknowledged. */
@@ -159,6 +163,8 @@ export class BlockWriteStream extends Writable {
   readonly start: number;
   readonly #dev: StreamDevice;
   readonly #chunk: number;
+  /** Size of each staging buffer: highWaterMark, or one block if that is more. */
+  readonly #bufferSize: number;
   readonly #depth: number;
   readonly #flush: boolean;
   readonly #abort = new AbortController();
@@ -184,6 +190,7 @@ export class BlockWriteStream extends Writable {
     });
     this.#dev = dev;
     this.#chunk = chunk;
+    this.#bufferSize = Math.max(chunk, dev.blockSize);
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
     this.#flush = options.flush ?? true;
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
@@ -260,11 +267,15 @@ export class BlockWriteStream extends Writable {
     }
   }
 
-  /** Bytes for the next staging buffer: the first one stops at a block boundary. */
+  /**
+   * Bytes for the next staging buffer: up to highWaterMark, ending on a block boundary, so that
+   * the next buffer starts on one and the device never reads back a block the stream writes
+   * whole. A highWaterMark under a block still fills up to the next boundary.
+   */
   #capacity(): number {
-    const misalignment = this.#position % this.#dev.blockSize;
-    if (misalignment === 0 || this.#chunk <= this.#dev.blockSize) return this.#chunk;
-    return this.#chunk - misalignment;
+    const bs = this.#dev.blockSize;
+    const end = Math.floor((this.#position + this.#chunk) / bs) * bs;
+    return end > this.#position ? end - this.#position : bs - (this.#position % bs);
   }
 
   async #takeBuffer(): Promise<Buffer> {
@@ -272,14 +283,14 @@ export class BlockWriteStream extends Writable {
       const pooled = this.#pool.pop();
       if (pooled) return pooled;
       try {
-        return this.#dev.allocBuffer(this.#chunk);
+        return this.#dev.allocBuffer(this.#bufferSize);
       } catch (err) {
         if ((err as { code?: unknown }).code !== 'VHOST_USER_ERR_NO_MEMORY') throw err;
       }
       // Shared memory is full. While our writes in flight hold some, wait for one's buffer: a
       // plain Buffer would need a bounce buffer, and once they are done and pooled nothing would
       // be left for it (OutOfMemoryError). Holding none, the memory is other users': bounce.
-      if (this.#inflight.size === 0 || this.#failure) return Buffer.allocUnsafe(this.#chunk);
+      if (this.#inflight.size === 0 || this.#failure) return Buffer.allocUnsafe(this.#bufferSize);
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }

@@ -1,0 +1,63 @@
+/**
+ * Fixes to the block API's streams and engine: write streams whose buffer size is not whole
+ * blocks, stream range messages, when OutOfMemoryError is declared. Bytes that reach the disk
+ * are checked in the backing file itself.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { openBlockDevice } from '../../src/index.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
+import { fileBytes } from '../helpers/files.js';
+import { prng, randomBytes, randomInt } from '../helpers/random.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Chunks of random sizes (1..max bytes) adding up to `total`. */
+function randomChunks(seed: number, total: number, max: number): Buffer[] {
+  const rand = prng(seed);
+  const chunks: Buffer[] = [];
+  let left = total;
+  while (left > 0) {
+    const chunk = randomBytes(rand, Math.min(left, randomInt(rand, 1, max)));
+    chunks.push(chunk);
+    left -= chunk.length;
+  }
+  return chunks;
+}
+
+for (const highWaterMark of [6000, 1000]) {
+  test(`a write stream with highWaterMark ${highWaterMark} (not whole 4 KiB blocks) read-modify-writes only its edges, even in little memory`, async () => {
+    const backend = await startEmbedded({ fileSize: 4 * MiB, blockSize: 4096 });
+    try {
+      // 64 KiB (the least allowed): the stream's buffers may take all of it.
+      const dev = await openBlockDevice(backend.socketPath, { memorySize: 64 * KiB });
+      try {
+        assert.equal(dev.blockSize, 4096);
+        const start = 3 * 4096 + 100;
+        const chunks = randomChunks(highWaterMark, 300 * KiB + 7, 9000);
+        const data = Buffer.concat(chunks);
+        // Sentinels on both sides: the edge read-modify-writes must leave them alone.
+        await dev.write(Buffer.alloc(1, 0x5a), start - 1);
+        await dev.write(Buffer.alloc(1, 0xa5), start + data.length);
+        const before = dev.stats.readModifyWrites;
+        const sink = dev.createWriteStream({ start, highWaterMark, depth: 16 });
+        await pipeline(Readable.from(chunks), sink);
+        const rmw = dev.stats.readModifyWrites - before;
+        assert.ok(rmw <= 2, `${rmw} read-modify-writes for one sequential stream`);
+        assert.equal(sink.bytesWritten, data.length);
+        assert.ok(fileBytes(backend.imagePath, start, data.length).equals(data));
+        assert.equal(fileBytes(backend.imagePath, start - 1, 1)[0], 0x5a);
+        assert.equal(fileBytes(backend.imagePath, start + data.length, 1)[0], 0xa5);
+        // The stream gave all its memory back.
+        dev.freeBuffer(dev.allocBuffer(64 * KiB));
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      await backend.stop();
+    }
+  });
+}
