@@ -85,7 +85,8 @@ export class BlockReadStream extends Readable {
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
     this.end = checkInteger('end', options.end ?? dev.size - 1, -1, Number.MAX_SAFE_INTEGER);
-    if (this.end < this.start - 1) {
+    // A defaulted end is not the caller's mistake: a start past the device is (_construct).
+    if (this.end < this.start - 1 && options.end !== undefined) {
       throw new InvalidArgumentError(`end (${this.end}) is before start (${this.start})`);
     }
     this.#next = this.start;
@@ -94,6 +95,14 @@ export class BlockReadStream extends Readable {
 
   override _construct(callback: (error?: Error | null) => void): void {
     // Past the device is a stream error rather than a throw, like a read failing later would be.
+    if (this.start > this.#dev.size) {
+      callback(
+        new OutOfRangeError(
+          `read stream: start ${this.start} is past the end of the device (${this.#dev.size} bytes)`,
+        ),
+      );
+      return;
+    }
     if (this.#stop > this.#dev.size) {
       callback(
         new OutOfRangeError(

@@ -5,9 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { openBlockDevice } from '../../src/index.js';
+import { openBlockDevice, OutOfRangeError } from '../../src/index.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
@@ -61,3 +62,40 @@ for (const highWaterMark of [6000, 1000]) {
     }
   });
 }
+
+test('a stream starting past the end of the device says so, whether or not end is given', async () => {
+  const backend = await startEmbedded({ fileSize: MiB });
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      const pastEnd = /past the end of the device \(1048576 bytes\)/;
+      for (const options of [
+        { start: MiB + 100 },
+        { start: MiB + 100, end: MiB + 200 },
+        { start: MiB - 10, end: MiB + 10 },
+      ]) {
+        const stream = dev.createReadStream(options);
+        const [err] = (await once(stream, 'error')) as [Error];
+        assert.ok(err instanceof OutOfRangeError, `${JSON.stringify(options)}: ${String(err)}`);
+        assert.match(err.message, pastEnd);
+      }
+      // Starting at the end is an empty range, as for a file.
+      const chunks: Buffer[] = [];
+      for await (const chunk of dev.createReadStream({ start: MiB })) chunks.push(chunk as Buffer);
+      assert.deepEqual(chunks, []);
+      // Both given and end before start: that is what the message says.
+      assert.throws(
+        () => dev.createReadStream({ start: 10, end: 5 }),
+        /end \(5\) is before start \(10\)/,
+      );
+      const sink = dev.createWriteStream({ start: MiB + 1 });
+      const [err] = (await once(sink, 'error')) as [Error];
+      assert.ok(err instanceof OutOfRangeError, String(err));
+      assert.match(err.message, pastEnd);
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
