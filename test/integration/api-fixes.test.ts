@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { openBlockDevice, OutOfRangeError } from '../../src/index.js';
+import { openBlockDevice, OutOfMemoryError, OutOfRangeError } from '../../src/index.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
@@ -99,3 +99,53 @@ test('a stream starting past the end of the device says so, whether or not end i
     await backend.stop();
   }
 });
+
+for (const completion of ['adaptive', 'event', 'poll'] as const) {
+  test(`${completion}: a call waiting for shared memory is saved by a buffer freed once the call holding the rest returns; OutOfMemoryError when none is`, async () => {
+    const backend = await startEmbedded({ fileSize: MiB });
+    try {
+      const dev = await openBlockDevice(backend.socketPath, { memorySize: 64 * KiB, completion });
+      try {
+        // All the shared memory is the application's: the zero-copy write needs no more, the
+        // bounced one waits for what the first one's caller frees after its await.
+        const source = dev.allocBuffer(16 * KiB).fill(0x11);
+        const hold = dev.allocBuffer(48 * KiB);
+        const first = dev.write(source, 0);
+        const waiting = dev.write(Buffer.alloc(4096, 0x22), 64 * KiB, { timeout: 10_000 });
+        const settled = waiting.then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+        assert.equal(await first, 16 * KiB);
+        dev.freeBuffer(source);
+        assert.deepEqual(await settled, { value: 4096 });
+        await dev.flush();
+        assert.ok(fileBytes(backend.imagePath, 0, 16 * KiB).equals(Buffer.alloc(16 * KiB, 0x11)));
+        assert.ok(fileBytes(backend.imagePath, 64 * KiB, 4096).equals(Buffer.alloc(4096, 0x22)));
+
+        // Nothing freed: the waiting call fails (it does not wait for the timeout), alone.
+        const again = dev.allocBuffer(16 * KiB).fill(0x33);
+        const second = dev.write(again, 0);
+        const starved = dev.write(Buffer.alloc(4096, 0x44), 128 * KiB, { timeout: 10_000 });
+        const started = Date.now();
+        assert.equal(await second, 16 * KiB);
+        await assert.rejects(starved, OutOfMemoryError);
+        assert.ok(Date.now() - started < 5000, 'waited for the timeout');
+        // A blocking call has no later turn to wait for: at once.
+        assert.throws(
+          () => dev.writeSync(Buffer.alloc(4096), 0, { timeout: 10_000 }),
+          OutOfMemoryError,
+        );
+        dev.freeBuffer(again);
+        dev.freeBuffer(hold);
+        assert.equal(await dev.write(Buffer.alloc(4096, 0x55), 128 * KiB), 4096);
+        assert.ok(fileBytes(backend.imagePath, 128 * KiB, 4096).equals(Buffer.alloc(4096, 0x55)));
+        assert.equal(dev.closed, false);
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      await backend.stop();
+    }
+  });
+}
