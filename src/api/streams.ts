@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Readable, Writable } from 'node:stream';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 import type { BlockDevice } from './block-device.js';
@@ -83,6 +84,8 @@ export class BlockReadStream extends Readable {
     this.#dev = dev;
     this.#chunk = chunk;
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
+    // Each read in flight listens on the signal: more than 10 is no leak, no warning.
+    setMaxListeners(Math.max(10, this.#depth + 1), this.#abort.signal);
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
     this.end = checkInteger('end', options.end ?? dev.size - 1, -1, Number.MAX_SAFE_INTEGER);
     // A defaulted end is not the caller's mistake: a start past the device is (_construct).
@@ -201,6 +204,8 @@ export class BlockWriteStream extends Writable {
     this.#chunk = chunk;
     this.#bufferSize = Math.max(chunk, dev.blockSize);
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
+    // Each write in flight (then the flush) listens on the signal: more than 10 is no leak.
+    setMaxListeners(Math.max(10, this.#depth + 1), this.#abort.signal);
     this.#flush = options.flush ?? true;
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
     this.#position = this.start;

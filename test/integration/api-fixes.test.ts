@@ -149,3 +149,38 @@ for (const completion of ['adaptive', 'event', 'poll'] as const) {
     }
   });
 }
+
+test('streams with more than 10 requests in flight give no MaxListenersExceededWarning', async () => {
+  const backend = await startEmbedded({ fileSize: MiB });
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error): void => {
+    warnings.push(warning);
+  };
+  process.on('warning', onWarning);
+  try {
+    const dev = await openBlockDevice(backend.socketPath);
+    try {
+      const data = randomBytes(prng(11), 512 * KiB);
+      await pipeline(
+        Readable.from([data]),
+        dev.createWriteStream({ highWaterMark: 4096, depth: 32 }),
+      );
+      const chunks: Buffer[] = [];
+      for await (const chunk of dev.createReadStream({ highWaterMark: 4096, depth: 32 })) {
+        chunks.push(chunk as Buffer);
+      }
+      assert.ok(Buffer.concat(chunks).subarray(0, data.length).equals(data));
+      // Warnings are emitted on a later tick.
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(
+        warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message),
+        [],
+      );
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    process.off('warning', onWarning);
+    await backend.stop();
+  }
+});
