@@ -269,7 +269,13 @@ export class BlockWriteStream extends Writable {
         }
         if (this.#failure) throw this.#failure;
         const buffer = await this.#takeBuffer();
-        if (this.#failure) throw this.#failure;
+        if (this.destroyed) {
+          // _destroy ran meanwhile (a write failed, or the application destroyed the stream)
+          // and released what it knew of: this one is ours to free.
+          this.#free(buffer);
+          if (this.#failure) throw this.#failure;
+          return;
+        }
         this.#staging = { buffer, used: 0, capacity: this.#capacity() };
       }
       const staging = this.#staging;

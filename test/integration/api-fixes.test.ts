@@ -184,3 +184,40 @@ test('streams with more than 10 requests in flight give no MaxListenersExceededW
     await backend.stop();
   }
 });
+
+test('a write stream destroyed while a write() is getting its buffer gives that buffer back', async () => {
+  // Completions held 200 ms, so the stream's buffers fill the shared memory while it writes;
+  // every second request fails (EIO).
+  const backend = await startEmbedded({
+    fileSize: MiB,
+    faults: { delayCompletionsMs: 200, ioErrorEvery: 2 },
+  });
+  try {
+    const dev = await openBlockDevice(backend.socketPath, { memorySize: 64 * KiB });
+    try {
+      const allFree = async (): Promise<void> => {
+        // Past the held completions: the device has given every request back.
+        await new Promise((resolve) => setTimeout(resolve, 600));
+        dev.freeBuffer(dev.allocBuffer(64 * KiB));
+      };
+      // Destroyed in the tick of a write(): its buffer comes after _destroy released the rest.
+      const first = dev.createWriteStream({ highWaterMark: 16 * KiB });
+      await new Promise((resolve) => setImmediate(resolve)); // constructed
+      first.write(Buffer.alloc(100, 1));
+      first.destroy();
+      await allFree();
+      // A write() waits for memory its writes in flight hold; one of them fails.
+      const second = dev.createWriteStream({ highWaterMark: 16 * KiB, depth: 8 });
+      const failed = once(second, 'error');
+      second.write(Buffer.alloc(100 * KiB, 2));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.throws(() => dev.allocBuffer(16 * KiB), OutOfMemoryError);
+      await failed;
+      await allFree();
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
