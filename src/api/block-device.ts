@@ -180,6 +180,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
       kickPending: () => this.#kickRest(),
     };
+    // Decided after the continuations of the calls a drain answered (freeBuffer after an await).
+    this.#engine.deferMemoryCheck = (check) => setImmediate(this.#runMemoryCheck, check);
     this.#completion = createCompletion(settings.completion, host, settings.completionOptions);
     this.#waitFds = driver.waitFds();
     this.#callFdCount = driver.queues.length;
@@ -713,10 +715,33 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return promise;
   }
 
+  /**
+   * The engine's out-of-memory decision, a loop turn after nothing was left in flight: the
+   * operations may submit now (memory was freed), from idle, so as #start does.
+   */
+  readonly #runMemoryCheck = (check: () => void): void => {
+    if (this.#state === 'failed' || this.#state === 'closed') return;
+    const kickNow = this.#completion.quietKick?.() === true;
+    this.#kickingInCall = kickNow;
+    try {
+      check();
+    } finally {
+      this.#kickingInCall = false;
+      if (kickNow) this.#kickRest();
+      this.#completion.setBusy(true);
+      this.#afterSettle();
+    }
+  };
+
   #runSync(op: Operation, options: SyncIoOptions | undefined): unknown {
     const timeout = checkTimeout('timeout', options?.timeout) ?? this.#requestTimeoutMs;
-    this.#engine.start(op);
-    this.#waitFor(op, timeout);
+    this.#engine.blockingWaits++;
+    try {
+      this.#engine.start(op);
+      this.#waitFor(op, timeout);
+    } finally {
+      this.#engine.blockingWaits--;
+    }
     this.#afterSettle();
     if (op.caller.error !== null) throw op.caller.error;
     return op.result();

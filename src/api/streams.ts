@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Readable, Writable } from 'node:stream';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 import type { BlockDevice } from './block-device.js';
@@ -25,7 +26,10 @@ export interface ReadStreamOptions {
 export interface WriteStreamOptions {
   /** Device position of the first byte written. Default 0. */
   start?: number;
-  /** Bytes per device write, and how much write() buffers before it returns false. Default 512 KiB. */
+  /**
+   * Bytes per device write (rounded down to whole blocks, at least one), and how much write()
+   * buffers before it returns false. Default 512 KiB.
+   */
   highWaterMark?: number;
   /** Writes in flight at once. Default 4. */
   depth?: number;
@@ -80,9 +84,12 @@ export class BlockReadStream extends Readable {
     this.#dev = dev;
     this.#chunk = chunk;
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
+    // Each read in flight listens on the signal: more than 10 is no leak, no warning.
+    setMaxListeners(Math.max(10, this.#depth + 1), this.#abort.signal);
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
     this.end = checkInteger('end', options.end ?? dev.size - 1, -1, Number.MAX_SAFE_INTEGER);
-    if (this.end < this.start - 1) {
+    // A defaulted end is not the caller's mistake: a start past the device is (_construct).
+    if (this.end < this.start - 1 && options.end !== undefined) {
       throw new InvalidArgumentError(`end (${this.end}) is before start (${this.start})`);
     }
     this.#next = this.start;
@@ -91,6 +98,14 @@ export class BlockReadStream extends Readable {
 
   override _construct(callback: (error?: Error | null) => void): void {
     // Past the device is a stream error rather than a throw, like a read failing later would be.
+    if (this.start > this.#dev.size) {
+      callback(
+        new OutOfRangeError(
+          `read stream: start ${this.start} is past the end of the device (${this.#dev.size} bytes)`,
+        ),
+      );
+      return;
+    }
     if (this.#stop > this.#dev.size) {
       callback(
         new OutOfRangeError(
@@ -149,9 +164,10 @@ export class BlockReadStream extends Readable {
 /**
  * A Writable that writes its bytes to the device sequentially from `start`. Chunks of any size
  * are gathered into buffers of `highWaterMark` bytes in shared memory (so the device write is
- * zero-copy), up to `depth` of them in flight. The first buffer ends on a block boundary, so an
- * unaligned start costs one read-modify-write, not one per buffer. 'finish' comes after every
- * write completed and (unless flush: false) the device flushed.
+ * zero-copy), up to `depth` of them in flight. Every buffer ends on a block boundary (what does
+ * not fit goes into the next one), so only the stream's unaligned start and end cost a
+ * read-modify-write, not every buffer. 'finish' comes after every write completed and (unless
+ * flush: false) the device flushed.
  */
 export class BlockWriteStream extends Writable {
   /** Bytes the device has acknowledged. */
@@ -159,6 +175,8 @@ export class BlockWriteStream extends Writable {
   readonly start: number;
   readonly #dev: StreamDevice;
   readonly #chunk: number;
+  /** Size of each staging buffer: highWaterMark, or one block if that is more. */
+  readonly #bufferSize: number;
   readonly #depth: number;
   readonly #flush: boolean;
   readonly #abort = new AbortController();
@@ -184,7 +202,10 @@ export class BlockWriteStream extends Writable {
     });
     this.#dev = dev;
     this.#chunk = chunk;
+    this.#bufferSize = Math.max(chunk, dev.blockSize);
     this.#depth = checkInteger('depth', options.depth ?? DEFAULT_DEPTH, 1, 1024);
+    // Each write in flight (then the flush) listens on the signal: more than 10 is no leak.
+    setMaxListeners(Math.max(10, this.#depth + 1), this.#abort.signal);
     this.#flush = options.flush ?? true;
     this.start = checkInteger('start', options.start ?? 0, 0, Number.MAX_SAFE_INTEGER);
     this.#position = this.start;
@@ -248,7 +269,13 @@ export class BlockWriteStream extends Writable {
         }
         if (this.#failure) throw this.#failure;
         const buffer = await this.#takeBuffer();
-        if (this.#failure) throw this.#failure;
+        if (this.destroyed) {
+          // _destroy ran meanwhile (a write failed, or the application destroyed the stream)
+          // and released what it knew of: this one is ours to free.
+          this.#free(buffer);
+          if (this.#failure) throw this.#failure;
+          return;
+        }
         this.#staging = { buffer, used: 0, capacity: this.#capacity() };
       }
       const staging = this.#staging;
@@ -260,11 +287,15 @@ export class BlockWriteStream extends Writable {
     }
   }
 
-  /** Bytes for the next staging buffer: the first one stops at a block boundary. */
+  /**
+   * Bytes for the next staging buffer: up to highWaterMark, ending on a block boundary, so that
+   * the next buffer starts on one and the device never reads back a block the stream writes
+   * whole. A highWaterMark under a block still fills up to the next boundary.
+   */
   #capacity(): number {
-    const misalignment = this.#position % this.#dev.blockSize;
-    if (misalignment === 0 || this.#chunk <= this.#dev.blockSize) return this.#chunk;
-    return this.#chunk - misalignment;
+    const bs = this.#dev.blockSize;
+    const end = Math.floor((this.#position + this.#chunk) / bs) * bs;
+    return end > this.#position ? end - this.#position : bs - (this.#position % bs);
   }
 
   async #takeBuffer(): Promise<Buffer> {
@@ -272,14 +303,14 @@ export class BlockWriteStream extends Writable {
       const pooled = this.#pool.pop();
       if (pooled) return pooled;
       try {
-        return this.#dev.allocBuffer(this.#chunk);
+        return this.#dev.allocBuffer(this.#bufferSize);
       } catch (err) {
         if ((err as { code?: unknown }).code !== 'VHOST_USER_ERR_NO_MEMORY') throw err;
       }
       // Shared memory is full. While our writes in flight hold some, wait for one's buffer: a
       // plain Buffer would need a bounce buffer, and once they are done and pooled nothing would
       // be left for it (OutOfMemoryError). Holding none, the memory is other users': bounce.
-      if (this.#inflight.size === 0 || this.#failure) return Buffer.allocUnsafe(this.#chunk);
+      if (this.#inflight.size === 0 || this.#failure) return Buffer.allocUnsafe(this.#bufferSize);
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }

@@ -239,6 +239,24 @@ export class BlockEngine {
   readonly #requestPool: BlockRequest[] = [];
   readonly #onSubmitted: () => void;
   #pumping = false;
+  /**
+   * Runs the out-of-memory decision later (the API layer: once the event loop turn's
+   * continuations have run); undefined: at once.
+   */
+  deferMemoryCheck: ((check: () => void) => void) | undefined = undefined;
+  /** Blocking calls waiting: nothing else runs meanwhile to free memory, so decide at once. */
+  blockingWaits = 0;
+  #memoryCheckScheduled = false;
+  #memoryCheckDue = false;
+  readonly #memoryCheck = (): void => {
+    this.#memoryCheckScheduled = false;
+    this.#memoryCheckDue = true;
+    try {
+      this.pump();
+    } finally {
+      this.#memoryCheckDue = false;
+    }
+  };
   /** Set once the device is gone: new operations fail at once. */
   #deadError: Error | null = null;
 
@@ -331,7 +349,9 @@ export class BlockEngine {
    * cannot get descriptors or memory stops the line while requests are in flight (their
    * completions free resources and call pump again). With nothing in flight, operations behind
    * it may still proceed without new memory (edge writes hold theirs); if none can, the first
-   * one fails with OutOfMemoryError rather than waiting forever.
+   * one fails with OutOfMemoryError rather than waiting forever: after `deferMemoryCheck`'s
+   * delay, if one is set and no blocking call waits, since the application may free a buffer in
+   * the continuation of the call that just returned the last request in flight.
    */
   pump(): void {
     if (this.#deadError !== null || this.#pumping) return;
@@ -346,6 +366,13 @@ export class BlockEngine {
         if (blocked === undefined || this.driver.inFlight > 0) break;
         if (this.stats.requests !== before) continue;
         // Nothing in flight and nothing could submit: memory is held by the application.
+        if (!this.#memoryCheckDue && this.blockingWaits === 0 && this.deferMemoryCheck) {
+          if (!this.#memoryCheckScheduled) {
+            this.#memoryCheckScheduled = true;
+            this.deferMemoryCheck(this.#memoryCheck);
+          }
+          break;
+        }
         this.#runnable.removeAt(this.#runnable.indexOf(blocked));
         blocked.queued = false;
         blocked.fail(
