@@ -29,6 +29,7 @@ import {
 } from '../../src/virtqueue/layout.js';
 import { VirtioBlkType } from '../../src/devices/blk/spec.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
+import { withServer } from '../helpers/in-process-server.js';
 import { LIBRARY_ENTRY, runScript } from '../helpers/run-script.js';
 import { within } from '../helpers/within.js';
 
@@ -319,4 +320,62 @@ test('a kick eventfd the backend made blocking and full does not hang the fronte
     await backend.stop();
   `);
   assert.equal(out, 'eventfds 3\nread VHOST_USER_ERR_TIMEOUT\n');
+});
+
+/** An eventfd in semaphore mode (each read takes 1), made by python3: native.eventfd() makes none. */
+function semaphoreEventfd(): number {
+  const [ours, theirs] = native.socketpair();
+  try {
+    const script = [
+      'import os, socket',
+      'fd = os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)',
+      "socket.send_fds(socket.socket(fileno=3), [b'e'], [fd])",
+    ].join('\n');
+    const r = spawnSync('python3', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
+    assert.equal(r.status, 0, `python3: ${r.error?.message ?? r.stderr.toString()}`);
+    const { bytes, fds } = native.recvmsg(ours, Buffer.alloc(1));
+    assert.equal(bytes, 1);
+    assert.equal(fds.length, 1);
+    assert.match(readFileSync(`/proc/self/fdinfo/${fds[0]!}`, 'utf8'), /^eventfd-semaphore:\s+1$/m);
+    return fds[0]!;
+  } finally {
+    native.close(ours);
+    native.close(theirs);
+  }
+}
+
+test('a kick eventfd in semaphore mode is refused: one write would keep the backend busy', async () => {
+  // Each read of a semaphore eventfd takes 1 from the count, and the poll stays readable while
+  // any is left: a count of 2^64 - 2 would have the backend read 1 and look at the ring on every
+  // turn of its loop, for ever, at no cost to the frontend.
+  await withServer({ size: 1 << 20 }, async (socketPath, server) => {
+    const callFd = native.eventfd();
+    const kickFd = native.eventfd();
+    const semaphore = semaphoreEventfd();
+    const peer = new Peer(socketPath);
+    try {
+      const ring = await startRing(peer, callFd, kickFd);
+      try {
+        peer.tell('VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), ACK, [semaphore]);
+        const reply = await peer.ep.receive(5000, 'VHOST_USER_SET_VRING_KICK');
+        makeHostile(semaphore, 1_000_000n);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        assert.ok(
+          server.stats.kicksReceived < 10,
+          `${server.stats.kicksReceived} kicks taken from one write`,
+        );
+        assert.equal(U64.decode(reply.payload).value, 1n, 'SET_VRING_KICK was not refused');
+        // The ring it was meant for still runs on its old kick fd.
+        ring.read(0);
+        await until('a completion', 10_000, () => ring.usedIdx() === 1);
+      } finally {
+        ring.close();
+      }
+    } finally {
+      peer.ep.close();
+      native.close(callFd);
+      native.close(kickFd);
+      native.close(semaphore);
+    }
+  });
 });
