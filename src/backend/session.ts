@@ -36,7 +36,7 @@ import { BackendMemory, MemoryTableError } from './guest-memory.js';
 import type { ResolvedOptions } from './options.js';
 import { RequestPump } from './request-pump.js';
 import type { ServerStats } from './stats.js';
-import { isEventfd, Vring } from './vring.js';
+import { isEventfd, isSemaphoreEventfd, Vring } from './vring.js';
 import { toError } from '../util/to-error.js';
 
 /** A request that cannot be carried out; becomes a nack or a dropped connection. */
@@ -328,6 +328,9 @@ export class Session {
       // Anything else would make the notifier reads and writes fail later, outside any request.
       if (fd !== undefined && !isEventfd(fd)) {
         throw new RequestFailed(`${name}: fd ${fd} is not an eventfd`);
+      }
+      if (fd !== undefined && name === 'VHOST_USER_SET_VRING_KICK' && isSemaphoreEventfd(fd)) {
+        throw new RequestFailed(`${name}: fd ${fd} is an eventfd in semaphore mode`);
       }
       // The kick fd starts the ring (vhost-user spec, "Ring states").
       if (name === 'VHOST_USER_SET_VRING_KICK') queue = ring.queue ?? this.#buildQueue(ring);

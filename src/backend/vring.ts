@@ -4,7 +4,7 @@
  * only while also enabled (vhost-user spec, "Ring states").
  */
 
-import { existsSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { native, UV_READABLE, type PollHandle } from '../native.js';
 import type { DeviceQueue, RingAddresses } from './device-queue.js';
 
@@ -125,4 +125,19 @@ export function isEventfd(fd: number): boolean {
     return !existsSync('/proc/self/fd');
   }
   return target === 'anon_inode:[eventfd]';
+}
+
+/**
+ * Whether the eventfd `fd` is in semaphore mode (EFD_SEMAPHORE), which a kick fd must not be: a
+ * read takes only 1 from its count and poll stays readable while any is left, so one write of a
+ * large count would have the backend read and look at the ring on every loop turn for good.
+ * Linux shows the mode in /proc/self/fdinfo since 6.5; older kernels do not tell, and there the
+ * fd is accepted.
+ */
+export function isSemaphoreEventfd(fd: number): boolean {
+  try {
+    return /^eventfd-semaphore:\s*1$/m.test(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
