@@ -284,7 +284,7 @@ export class RequestPump implements HeldRequests {
     const fd = ring.callFd;
     if (fd === undefined) return;
     try {
-      native.eventfdWrite(fd);
+      native.eventfdSignal(fd);
     } catch (err) {
       this.#host.notifierFailed(ring, `call fd: ${(err as Error).message}`);
       return;

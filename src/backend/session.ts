@@ -414,7 +414,7 @@ export class Session {
     const fd = ring.errFd;
     if (fd === undefined) return;
     try {
-      native.eventfdWrite(fd);
+      native.eventfdSignal(fd);
     } catch (err) {
       this.#notifierFailed(ring, `err fd: ${(err as Error).message}`);
     }
