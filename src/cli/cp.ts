@@ -1,4 +1,8 @@
-import { createReadStream as fileReadStream, createWriteStream as fileWriteStream } from 'node:fs';
+import {
+  createReadStream as fileReadStream,
+  createWriteStream as fileWriteStream,
+  fstatSync,
+} from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { OutOfRangeError, type BlockDevice } from '../index.js';
@@ -12,7 +16,7 @@ import {
 } from './args.js';
 import { withDevice } from './device.js';
 import { ReportedFailure, UsageError } from './errors.js';
-import { printJson } from './output.js';
+import { toJson } from './output.js';
 import { ProgressLine, transferLine } from './progress.js';
 import { formatSize, parseCount, parseSize } from './size.js';
 
@@ -23,7 +27,8 @@ export const spec: CommandSpec = {
     'Import a disk image into the device, or export the device (from offset, --length bytes, ' +
     'default to the end) into a file, with pipelined I/O.',
   details: `The argument that is a Unix socket (or carries @offset) is the device.
---verify reads the device range back and compares it with the file.`,
+--verify reads the device range back and compares it with the file.
+An export to /dev/stdout leaves stdout to the data: the summary goes to stderr.`,
   options: {
     length: { type: 'string', short: 'l', arg: 'BYTES', help: 'bytes to copy (default: all)' },
     verify: { type: 'boolean', help: 'read back and compare after copying' },
@@ -42,6 +47,16 @@ interface Endpoint {
 async function isSocket(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `path` is our stdout: /dev/stdout, /proc/self/fd/1, or the file it is redirected to. */
+async function isStdout(path: string): Promise<boolean> {
+  try {
+    const [file, out] = [await stat(path), fstatSync(1)];
+    return file.dev === out.dev && file.ino === out.ino;
   } catch {
     return false;
   }
@@ -138,6 +153,8 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   // before connecting and before an export truncates its destination.
   const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size', 1, 1 << 30);
   const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth', 1, 1024);
+  // An export to stdout keeps stdout for the data: the summary goes to stderr.
+  const report = !importing && (await isStdout(file)) ? process.stderr : process.stdout;
   const progress = new ProgressLine();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
@@ -226,18 +243,18 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     mismatchAt: summary.mismatch ?? null,
   };
   if (flag(values, 'json')) {
-    printJson(result);
+    report.write(`${toJson(result)}\n`);
   } else {
     const arrow = importing
       ? `${file} -> ${device.path}@${device.offset}`
       : `${device.path}@${device.offset} -> ${file}`;
-    process.stdout.write(
+    report.write(
       `cp: ${arrow}: ${summary.length} bytes (${formatSize(summary.length)}) in ` +
         `${(summary.elapsedMs / 1000).toFixed(3)} s, ${formatSize(result.bytesPerSecond)}/s` +
         `${result.verified === true ? ', verified' : ''}\n`,
     );
     if (summary.mismatch !== undefined) {
-      process.stdout.write(
+      report.write(
         `cp: verify FAILED: device and file differ at byte ${summary.mismatch} of the copy ` +
           `(device offset ${device.offset + summary.mismatch})\n`,
       );

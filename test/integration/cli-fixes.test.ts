@@ -1,0 +1,77 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { withServer } from '../helpers/in-process-server.js';
+import { CLI_MAIN } from '../helpers/cli.js';
+
+let dir: string;
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'vhost-user-cli-fixes-'));
+});
+
+after(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Ended {
+  code: number | null;
+  signal: string | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** `vhost-user <args>` in a child process; stdout kept as bytes (it may carry data). */
+function spawnCli(
+  stdio: StdioOptions,
+  ...args: string[]
+): { child: ChildProcess; done: Promise<Ended> } {
+  const child = spawn(process.execPath, [CLI_MAIN, ...args], {
+    stdio: stdio.length === 0 ? ['ignore', 'pipe', 'pipe'] : stdio,
+    env: { ...process.env, DEBUG: '' },
+  });
+  const stdout: Buffer[] = [];
+  let stderr = '';
+  child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const done = new Promise<Ended>((resolve) =>
+    child.once('close', (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(stdout), stderr }),
+    ),
+  );
+  return { child, done };
+}
+
+test('cp: an export to /dev/stdout gets the data alone on stdout, the summary on stderr', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const data = Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 13 + 1) & 0xff));
+    const source = join(dir, 'pattern.raw');
+    writeFileSync(source, data);
+    assert.equal((await spawnCli([], 'cp', source, `${socket}@0`).done).code, 0);
+    for (const json of [false, true]) {
+      // stdout redirected to a file, as `> out.img` does.
+      const out = join(dir, `stdout-${json}.raw`);
+      const fd = openSync(out, 'w');
+      const run = await spawnCli(
+        ['ignore', fd, 'pipe'],
+        'cp',
+        `${socket}@0`,
+        '/dev/stdout',
+        '--length',
+        '8192',
+        ...(json ? ['--json'] : []),
+      ).done;
+      closeSync(fd);
+      assert.equal(run.code, 0, run.stderr);
+      // Before the fix the summary went to stdout too, over the data's first bytes.
+      const got = readFileSync(out);
+      assert.equal(got.length, 8192, `json ${json}: ${got.length} bytes on stdout`);
+      assert.ok(got.equals(data), `json ${json}: stdout is not the device's bytes`);
+      if (json) assert.equal((JSON.parse(run.stderr) as { bytes: number }).bytes, 8192);
+      else assert.match(run.stderr, /^cp: .* -> \/dev\/stdout: 8192 bytes/);
+    }
+  });
+});
