@@ -75,20 +75,27 @@ function splitOffset(arg: string): Endpoint | undefined {
   return { path: split.path, offset: parseSize(split.offset, `offset in '${arg}'`) };
 }
 
-/** Which argument is the device: an existing socket wins, then the one with @offset. */
+/**
+ * Which argument is the device: a socket with @offset wins (the other may be a socket too:
+ * /dev/stdout under a parent that gave us a socket pair), then an existing socket, then the one
+ * with @offset.
+ */
 async function classify(
   a: string,
   b: string,
 ): Promise<{ device: Endpoint; file: string; importing: boolean }> {
-  for (const [arg, other, importing] of [
+  const sides = [
     [b, a, true],
     [a, b, false],
-  ] as const) {
-    if (await isSocket(arg)) return { device: { path: arg, offset: 0 }, file: other, importing };
+  ] as const;
+  for (const [arg, other, importing] of sides) {
     const split = splitAt(arg);
     if (split && (await isSocket(split.path))) {
       return { device: splitOffset(arg)!, file: other, importing };
     }
+  }
+  for (const [arg, other, importing] of sides) {
+    if (await isSocket(arg)) return { device: { path: arg, offset: 0 }, file: other, importing };
   }
   const aSplit = a.includes('@');
   const bSplit = b.includes('@');
@@ -154,7 +161,8 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   const chunk = parseCount(stringOption(values, 'chunk-size') ?? '1M', '--chunk-size', 1, 1 << 30);
   const depth = parseCount(stringOption(values, 'depth') ?? '8', '--depth', 1, 1024);
   // An export to stdout keeps stdout for the data: the summary goes to stderr.
-  const report = !importing && (await isStdout(file)) ? process.stderr : process.stdout;
+  const toStdout = !importing && (await isStdout(file));
+  const report = toStdout ? process.stderr : process.stdout;
   const progress = new ProgressLine();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
@@ -210,14 +218,23 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
               depth,
             })
           : [];
-      const sink = fileWriteStream(file);
-      counter = () => sink.bytesWritten;
+      let copied = 0;
+      counter = () => copied;
+      const counted = async function* (): AsyncIterable<Buffer> {
+        for await (const data of source as AsyncIterable<Buffer>) {
+          copied += data.length;
+          yield data;
+        }
+      };
       const timer = setInterval(
         () => progress.update(() => `export ${transferLine(counter(), length, started)}`),
         100,
       );
       try {
-        await pipeline(source, sink);
+        // Stdout is written through fd 1, not reopened: a socket cannot be opened by path, and
+        // reopening would truncate a file that `>>` appends to.
+        if (toStdout) await pipeline(counted(), process.stdout, { end: false });
+        else await pipeline(counted(), fileWriteStream(file));
       } finally {
         clearInterval(timer);
       }

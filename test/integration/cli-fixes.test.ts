@@ -75,3 +75,17 @@ test('cp: an export to /dev/stdout gets the data alone on stdout, the summary on
     }
   });
 });
+
+test('cp: the argument with @offset on a socket is the device, even when the other is a socket too', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const data = Buffer.alloc(4096, 0x3c);
+    const source = join(dir, 'fill.raw');
+    writeFileSync(source, data);
+    assert.equal((await spawnCli([], 'cp', source, `${socket}@4096`).done).code, 0);
+    // Node's child stdio pipes are socket pairs: /dev/stdout is a socket here, as under systemd.
+    const run = await spawnCli([], 'cp', `${socket}@4096`, '/dev/stdout', '--length', '4096').done;
+    // Before the fix /dev/stdout was taken for the device: ConnectError, exit 1.
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(run.stdout.equals(data), `${run.stdout.length} bytes on stdout`);
+  });
+});
