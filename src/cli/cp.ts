@@ -163,6 +163,13 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   // An export to stdout keeps stdout for the data: the summary goes to stderr.
   const toStdout = !importing && (await isStdout(file));
   const report = toStdout ? process.stderr : process.stdout;
+  if (!importing && flag(values, 'verify')) {
+    // A pipe or /dev/null reads back nothing: verify would blame the device.
+    const target = await stat(file).catch(() => undefined);
+    if (toStdout || (target !== undefined && !target.isFile())) {
+      throw new UsageError(`cp: --verify cannot read ${file} back (stdout, or not a regular file)`);
+    }
+  }
   const progress = new ProgressLine();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;

@@ -89,3 +89,19 @@ test('cp: the argument with @offset on a socket is the device, even when the oth
     assert.ok(run.stdout.equals(data), `${run.stdout.length} bytes on stdout`);
   });
 });
+
+test('cp --verify to a destination that cannot be read back is a usage error, before copying', async () => {
+  await withServer({ size: 1 << 20 }, async (socket, server) => {
+    for (const target of ['/dev/null', '/dev/stdout']) {
+      const requests = server.stats.requests;
+      const run = await spawnCli([], 'cp', `${socket}@0`, target, '--length', '4k', '--verify')
+        .done;
+      // Before the fix: /dev/null 'verify FAILED at byte 0' (exit 1), stdout ENXIO (exit 1).
+      assert.equal(run.code, 2, `${target}: ${run.stderr}`);
+      assert.match(run.stderr, /^vhost-user: cp: --verify .*not a regular file/);
+      assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
+      assert.equal(run.stdout.length, 0);
+      assert.equal(server.stats.requests, requests, `${target}: the device was read`);
+    }
+  });
+});
