@@ -15,7 +15,7 @@ import {
   type ParsedArgs,
 } from './args.js';
 import { withDevice } from './device.js';
-import { ReportedFailure, UsageError } from './errors.js';
+import { EXIT_INTERRUPTED, ReportedFailure, UsageError } from './errors.js';
 import { toJson } from './output.js';
 import { ProgressLine, transferLine } from './progress.js';
 import { formatSize, parseCount, parseSize } from './size.js';
@@ -28,7 +28,9 @@ export const spec: CommandSpec = {
     'default to the end) into a file, with pipelined I/O.',
   details: `The argument that is a Unix socket (or carries @offset) is the device.
 --verify reads the device range back and compares it with the file.
-An export to /dev/stdout leaves stdout to the data: the summary goes to stderr.`,
+An export to /dev/stdout leaves stdout to the data: the summary goes to stderr.
+Ctrl-C (SIGINT) stops the copy once the requests in flight finish and says how many bytes were
+copied, with exit code 130; a second one kills.`,
   options: {
     length: { type: 'string', short: 'l', arg: 'BYTES', help: 'bytes to copy (default: all)' },
     verify: { type: 'boolean', help: 'read back and compare after copying' },
@@ -110,6 +112,20 @@ async function classify(
   );
 }
 
+/**
+ * The chunks of `source` until `signal` fires: the copy then ends as if the source had, so the
+ * writes in flight finish (and an import's flush runs) before the pipeline resolves.
+ */
+async function* untilAborted(
+  source: AsyncIterable<Buffer> | Iterable<Buffer>,
+  signal: AbortSignal,
+): AsyncIterable<Buffer> {
+  for await (const data of source) {
+    if (signal.aborted) return;
+    yield data;
+  }
+}
+
 /** Compares device bytes [offset, offset + length) with file bytes [0, length). */
 async function compareWithFile(
   dev: BlockDevice,
@@ -119,6 +135,7 @@ async function compareWithFile(
   chunk: number,
   depth: number,
   progress: ProgressLine,
+  signal: AbortSignal,
 ): Promise<number | undefined> {
   if (length === 0) return undefined;
   const handle = await open(file, 'r');
@@ -133,6 +150,7 @@ async function compareWithFile(
       depth,
     });
     for await (const data of stream as AsyncIterable<Buffer>) {
+      if (signal.aborted) break;
       // The iterator hands over everything buffered at once, which can exceed one chunk.
       if (data.length > fileChunk.length) fileChunk = Buffer.allocUnsafe(data.length);
       const { bytesRead } = await handle.read(fileChunk, 0, data.length, done);
@@ -171,6 +189,9 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     }
   }
   const progress = new ProgressLine();
+  // Ctrl-C stops the copy as it stops bench: what was copied is said; a second one kills.
+  const interrupt = new AbortController();
+  const onSigint = (): void => interrupt.abort();
   const summary = await withDevice(device.path, values, async (dev) => {
     let length: number;
     if (importing) {
@@ -198,6 +219,7 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     }
     const started = Date.now();
     let counter: () => number;
+    process.once('SIGINT', onSigint);
     if (importing) {
       const sink = createWriteStream(dev, { start: device.offset, highWaterMark: chunk, depth });
       counter = () => sink.bytesWritten;
@@ -210,7 +232,7 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
           length > 0
             ? fileReadStream(file, { start: 0, end: length - 1, highWaterMark: chunk })
             : [];
-        await pipeline(source, sink);
+        await pipeline(untilAborted(source, interrupt.signal), sink);
       } finally {
         clearInterval(timer);
       }
@@ -228,7 +250,7 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
       let copied = 0;
       counter = () => copied;
       const counted = async function* (): AsyncIterable<Buffer> {
-        for await (const data of source as AsyncIterable<Buffer>) {
+        for await (const data of untilAborted(source as AsyncIterable<Buffer>, interrupt.signal)) {
           copied += data.length;
           yield data;
         }
@@ -247,14 +269,39 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
       }
     }
     const elapsedMs = Math.max(1, Date.now() - started);
+    const copied = counter();
     progress.done();
     let mismatch: number | undefined;
-    if (flag(values, 'verify')) {
-      mismatch = await compareWithFile(dev, file, device.offset, length, chunk, depth, progress);
+    if (flag(values, 'verify') && !interrupt.signal.aborted) {
+      mismatch = await compareWithFile(
+        dev,
+        file,
+        device.offset,
+        length,
+        chunk,
+        depth,
+        progress,
+        interrupt.signal,
+      );
       progress.done();
     }
-    return { length, elapsedMs, mismatch };
-  });
+    // Set before close: a Ctrl-C that comes while the device closes ends nothing.
+    const stopped = interrupt.signal.aborted;
+    return { length, copied, elapsedMs, mismatch, stopped };
+  }).finally(() => process.off('SIGINT', onSigint));
+  const arrow = importing
+    ? `${file} -> ${device.path}@${device.offset}`
+    : `${device.path}@${device.offset} -> ${file}`;
+  if (summary.stopped) {
+    process.stderr.write(
+      summary.copied < summary.length
+        ? `vhost-user: cp: interrupted: the first ${summary.copied} bytes of ${summary.length} ` +
+            `were copied (${arrow})\n`
+        : `vhost-user: cp: interrupted: all ${summary.length} bytes were copied` +
+            `${flag(values, 'verify') ? ', not verified' : ''} (${arrow})\n`,
+    );
+    return EXIT_INTERRUPTED;
+  }
   const result = {
     direction: importing ? 'import' : 'export',
     file,
@@ -269,9 +316,6 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   if (flag(values, 'json')) {
     report.write(`${toJson(result)}\n`);
   } else {
-    const arrow = importing
-      ? `${file} -> ${device.path}@${device.offset}`
-      : `${device.path}@${device.offset} -> ${file}`;
     report.write(
       `cp: ${arrow}: ${summary.length} bytes (${formatSize(summary.length)}) in ` +
         `${(summary.elapsedMs / 1000).toFixed(3)} s, ${formatSize(result.bytesPerSecond)}/s` +

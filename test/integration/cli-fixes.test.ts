@@ -4,6 +4,7 @@ import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { withServer } from '../helpers/in-process-server.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 
@@ -104,4 +105,53 @@ test('cp --verify to a destination that cannot be read back is a usage error, be
       assert.equal(server.stats.requests, requests, `${target}: the device was read`);
     }
   });
+});
+
+test('cp: Ctrl-C (SIGINT) stops the copy, lets the I/O in flight finish and says what was copied, exit 130', async () => {
+  // 20 ms per request, 4 KiB a request: 1 MiB takes over 5 s, long enough to interrupt.
+  await withServer(
+    { size: 1 << 20, faults: { delayCompletionsMs: 20 } },
+    async (socket, server) => {
+      const data = Buffer.from(Array.from({ length: 1 << 20 }, (_, i) => (i * 31 + 7) & 0xff));
+      const source = join(dir, 'big.raw');
+      writeFileSync(source, data);
+      const target = join(dir, 'big-out.raw');
+      for (const [from, to] of [
+        [source, `${socket}@0`],
+        [`${socket}@0`, target],
+      ] as const) {
+        const { child, done } = spawnCli([], 'cp', from, to, '--chunk-size', '4k', '--depth', '2');
+        const started = server.stats.requests;
+        while (server.stats.requests < started + 6) await sleep(10);
+        const sent = Date.now();
+        child.kill('SIGINT');
+        const end = await done;
+        const seconds = (Date.now() - sent) / 1000;
+        // Before the fix: killed by the signal at once (code null), nothing said.
+        assert.equal(end.code, 130, `${from} -> ${to}: ${end.signal ?? ''} ${end.stderr}`);
+        assert.ok(seconds < 10, `ended ${seconds.toFixed(1)} s after SIGINT`);
+        const lines = end.stderr.trimEnd().split('\n');
+        assert.equal(lines.length, 1, end.stderr);
+        const match = /^vhost-user: cp: interrupted: the first (\d+) bytes /.exec(lines[0]!);
+        assert.ok(match, end.stderr);
+        const copied = Number(match[1]);
+        assert.ok(copied >= 4096 && copied < data.length, `${copied} bytes copied`);
+        assert.equal(copied % 4096, 0);
+        if (to === target) {
+          assert.ok(readFileSync(target).equals(data.subarray(0, copied)));
+        } else {
+          // The device holds the first `copied` bytes: every write in flight finished.
+          const back = await spawnCli(
+            [],
+            'cp',
+            `${socket}@0`,
+            '/dev/stdout',
+            '--length',
+            `${copied}`,
+          ).done;
+          assert.ok(back.stdout.equals(data.subarray(0, copied)), 'device holds other bytes');
+        }
+      }
+    },
+  );
 });
