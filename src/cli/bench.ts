@@ -30,7 +30,7 @@ import { EXIT_INTERRUPTED, UsageError } from './errors.js';
 import { printJson } from './output.js';
 import { ProgressLine } from './progress.js';
 import { formatSize } from './size.js';
-import { deviceArgs } from './device.js';
+import { asUsageError, deviceArgs } from './device.js';
 
 export const spec: CommandSpec = {
   name: 'bench',
@@ -337,7 +337,8 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     result = await runBench({ ...options, signal: interrupt.signal });
   } catch (err) {
     if (isOptionError(err)) throw new UsageError(err.message);
-    throw err;
+    // Open options the library or the device refuses (a queue size, more queues than it has).
+    throw asUsageError(err);
   } finally {
     process.off('SIGINT', onSigint);
     progress.done();

@@ -155,3 +155,21 @@ test('cp: Ctrl-C (SIGINT) stops the copy, lets the I/O in flight finish and says
     },
   );
 });
+
+test('device options the device or the library refuses at open are usage errors (exit 2), as other bad options are', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    for (const args of [
+      ['io', socket, 'read', '0', '512', '--queue-size', '100'],
+      ['info', socket, '--queue-size', '65536'],
+      ['bench', socket, '--runtime', '1', '--queue-size', '100'],
+      // The embedded backend exports one queue.
+      ['bench', socket, '--runtime', '1', '--queues', '4'],
+    ]) {
+      const run = await spawnCli([], ...args).done;
+      // Before the fix: exit 1, as a device failure.
+      assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+      assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
+      assert.match(run.stderr, /^vhost-user: .*(queue-size|queueSize|queues)/);
+    }
+  });
+});
