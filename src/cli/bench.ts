@@ -85,7 +85,7 @@ examples:
     verify: {
       type: 'string',
       arg: 'crc32c',
-      help: 'write self-checking blocks and check every read of them (default none)',
+      help: 'write self-checking blocks and check every read of them (a job that writes)',
     },
     completion: {
       type: 'string',
