@@ -101,7 +101,11 @@ const SIZE_UNITS: Record<string, number> = {
   b: 1,
 };
 
-/** fio's size syntax: an integer with an optional k/m/g/t/p suffix (base 1024, fio's default kb_base). */
+/**
+ * fio's size syntax: an integer with an optional k/m/g/t/p suffix (base 1024, fio's default
+ * kb_base). KiB/MiB... are read as 1024 too, as the other vhost-user commands read them (fio reads
+ * them as powers of 10): job files refuse them before they get here.
+ */
 export function parseFioSize(value: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
   const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
@@ -109,6 +113,27 @@ export function parseFioSize(value: string): number {
   const n = Number(m[1]) * unit;
   if (!Number.isSafeInteger(n)) throw new Error(`not a whole number of bytes: '${value}'`);
   return n;
+}
+
+/**
+ * A size in a job file. fio, at its default kb_base=1024, reads the IEC spellings backwards
+ * (KiB as 1000, MiB as 1000^2...) for old scripts' sake; parseFioSize reads them as 1024, as the
+ * command line does. A job file is refused rather than run with other sizes than fio's.
+ */
+function jobFileSize(value: string): number {
+  const iec = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp])ib\s*$/i.exec(value);
+  if (iec) {
+    const letter = iec[2]!.toLowerCase();
+    const power = 'kmgtp'.indexOf(letter) + 1;
+    const fio = Number(iec[1]) * 1000 ** power;
+    const of = (base: number): string => (power === 1 ? `${base}` : `${base}^${power}`);
+    throw new Error(
+      `'${value}': fio reads ${iec[2]!.toUpperCase()}iB as ${of(1000)} bytes at its default ` +
+        `kb_base (${fio} bytes here); write ${iec[1]}${letter} for ${iec[1]} x ${of(1024)} bytes, ` +
+        `or ${fio}`,
+    );
+  }
+  return parseFioSize(value);
 }
 
 const TIME_UNITS: Record<string, number> = {
@@ -187,7 +212,7 @@ const IMPLEMENTED: Record<string, Apply> = {
   },
   bs: (v, o) => {
     if (v.includes(',')) throw new Error(`bs=${v}: separate read/write sizes are not implemented`);
-    o.bs = parseFioSize(v);
+    o.bs = jobFileSize(v);
   },
   iodepth: (v, o) => {
     o.iodepth = parseInteger(v, 1, 65536);
@@ -203,11 +228,11 @@ const IMPLEMENTED: Record<string, Apply> = {
   },
   size: (v, o) => {
     if (v.endsWith('%')) throw new Error(`size=${v}: percentages are not implemented`);
-    o.size = parseFioSize(v);
+    o.size = jobFileSize(v);
   },
   offset: (v, o) => {
     if (v.endsWith('%')) throw new Error(`offset=${v}: percentages are not implemented`);
-    o.offset = parseFioSize(v);
+    o.offset = jobFileSize(v);
   },
   verify: (v, o) => {
     if (v === '0' || v === 'none') o.verify = 'none';
@@ -257,6 +282,10 @@ const IMPLEMENTED: Record<string, Apply> = {
   },
   hipri: (v, o) => {
     if (parseBool(v)) o.completion = 'poll';
+  },
+  kb_base: (v) => {
+    // 1000 would make k (and KB) 1000 bytes; sizes here are read at fio's default only.
+    if (v !== '1024') throw new Error(`kb_base=${v} is not implemented (only 1024, the default)`);
   },
   numjobs: (v, _o, ctx) => {
     if (parseInteger(v, 1, 65536) !== 1) ctx.warn(`numjobs=${v} ignored: one job is run`);

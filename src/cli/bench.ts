@@ -40,7 +40,8 @@ export const spec: CommandSpec = {
     'job: IOPS, bandwidth, latency ' +
     'percentiles, CPU time per I/O of this process, the worst event-loop delay, kicks and calls.',
   details: `Options use fio's names and defaults (sizes take k/m/g suffixes, base 1024; times are
-seconds unless suffixed ms/us/m). --job reads a fio job file ([global] plus one job section):
+seconds unless suffixed ms/us/m). In a job file, KiB/MiB/GiB sizes are refused: fio reads them as
+powers of 10 by default. --job reads a fio job file ([global] plus one job section):
 keys this command implements are used, other fio keys are ignored with one warning line on
 stderr, keys that are not fio's are an error. Options on the command line override the file.
 --json prints fio's JSON output (jobs[].read/write with clat_ns percentiles, usr_cpu, sys_cpu)
