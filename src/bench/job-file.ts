@@ -2,7 +2,7 @@ import type { BenchCompletion, BenchOptions, BenchRw } from './options.js';
 
 /**
  * fio job files: `[global]` plus exactly one job section, `key=value` or bare `key` lines,
- * `;` / `#` comments (from either to the end of any line, as fio reads them; no `include`). Keys
+ * `;` / `#` comments (from either to the end of any line, as fio reads them), `include` lines. Keys
  * the benchmark implements become {@link BenchOptions}; other fio keys are reported as warnings
  * (ignored); anything that is not a fio key is an error.
  */
@@ -68,8 +68,11 @@ export class JobFileError extends Error {
   constructor(
     readonly line: number,
     message: string,
+    /** The included file the line is in (undefined: the job file itself). */
+    readonly file?: string,
   ) {
-    super(line > 0 ? `job file line ${line}: ${message}` : `job file: ${message}`);
+    const where = file === undefined ? 'job file' : file;
+    super(line > 0 ? `${where} line ${line}: ${message}` : `${where}: ${message}`);
     this.name = 'JobFileError';
   }
 }
@@ -297,35 +300,67 @@ const IMPLEMENTED: Record<string, Apply> = {
 
 /**
  * Parses a fio job file. Throws {@link JobFileError} on syntax errors, keys that are not fio
- * keys, more or fewer than one job section, or values the benchmark cannot use.
+ * keys, more or fewer than one job section, or values the benchmark cannot use. `include NAME`
+ * lines take their key=value lines from `include(NAME)` (the caller resolves NAME, fio does so
+ * against the job file's folder) into the section they are in; without `include`, or with a
+ * section or another include in the included file, they are an error.
  */
-export function parseJobFile(text: string): ParsedJobFile {
+export function parseJobFile(text: string, include?: (name: string) => string): ParsedJobFile {
   const sections: {
     name: string;
     line: number;
-    entries: { key: string; value: string; line: number }[];
+    entries: { key: string; value: string; line: number; file?: string }[];
   }[] = [];
-  const lines = text.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const lineNo = i + 1;
-    // fio ends every line at its first ';' or '#': a comment may follow a value or a [section].
-    const line = lines[i]!.replace(/[;#].*/, '').trim();
-    if (line === '') continue;
-    const section = /^\[([^\]]+)\]$/.exec(line);
-    if (section) {
-      sections.push({ name: section[1]!.trim(), line: lineNo, entries: [] });
-      continue;
+  const readLines = (content: string, file: string | undefined): void => {
+    function fail(line: number, message: string): never {
+      throw new JobFileError(line, message, file);
     }
-    if (/^include\s/.test(line)) {
-      throw new JobFileError(lineNo, `'${line}': include directives are not implemented`);
+    const lines = content.split(/\r?\n/);
+    for (let i = 0; i < lines.length; i++) {
+      const lineNo = i + 1;
+      // fio ends every line at its first ';' or '#': a comment may follow a value or a [section].
+      const line = lines[i]!.replace(/[;#].*/, '').trim();
+      if (line === '') continue;
+      const section = /^\[([^\]]+)\]$/.exec(line);
+      if (section) {
+        if (file !== undefined) fail(lineNo, `'${line}': a section in an included file`);
+        sections.push({ name: section[1]!.trim(), line: lineNo, entries: [] });
+        continue;
+      }
+      if (sections.length === 0) fail(lineNo, `'${line}' is outside any [section]`);
+      const included = /^include\s+(.+)$/.exec(line);
+      if (included) {
+        if (include === undefined || file !== undefined) {
+          fail(
+            lineNo,
+            `'${line}': include directives ${file ? 'in included files ' : ''}are not implemented`,
+          );
+        }
+        let content: string;
+        try {
+          content = include(included[1]!);
+        } catch (err) {
+          fail(
+            lineNo,
+            `cannot read ${included[1]!}: ${err instanceof Error ? err.message : String(err)}`,
+          );
+        }
+        readLines(content, included[1]!);
+        continue;
+      }
+      const eq = line.indexOf('=');
+      const key = (eq < 0 ? line : line.slice(0, eq)).trim();
+      const value = eq < 0 ? '' : line.slice(eq + 1).trim();
+      if (!/^[a-z0-9_-]+$/i.test(key)) fail(lineNo, `malformed line '${line}'`);
+      sections[sections.length - 1]!.entries.push({
+        key: key.toLowerCase(),
+        value,
+        line: lineNo,
+        ...(file !== undefined ? { file } : {}),
+      });
     }
-    if (sections.length === 0) throw new JobFileError(lineNo, `'${line}' is outside any [section]`);
-    const eq = line.indexOf('=');
-    const key = (eq < 0 ? line : line.slice(0, eq)).trim();
-    const value = eq < 0 ? '' : line.slice(eq + 1).trim();
-    if (!/^[a-z0-9_-]+$/i.test(key)) throw new JobFileError(lineNo, `malformed line '${line}'`);
-    sections[sections.length - 1]!.entries.push({ key: key.toLowerCase(), value, line: lineNo });
-  }
+  };
+  readLines(text, undefined);
   const globals = sections.filter((s) => s.name === 'global');
   const jobs = sections.filter((s) => s.name !== 'global');
   if (jobs.length !== 1) {
@@ -338,18 +373,19 @@ export function parseJobFile(text: string): ParsedJobFile {
   const options: Partial<BenchOptions> = { name: job.name };
   const warnings: string[] = [];
   for (const section of [...globals, job]) {
-    for (const { key, value, line } of section.entries) {
+    for (const { key, value, line, file } of section.entries) {
+      const where = `${file === undefined ? '' : `${file} `}line ${line}`;
       const canonical = KEY_ALIASES[key] ?? key;
       const apply = IMPLEMENTED[canonical];
       if (apply === undefined) {
-        if (!FIO_KEYS.has(key)) throw new JobFileError(line, `'${key}' is not a fio option`);
-        warnings.push(`line ${line}: fio option '${key}' is not implemented (ignored)`);
+        if (!FIO_KEYS.has(key)) throw new JobFileError(line, `'${key}' is not a fio option`, file);
+        warnings.push(`${where}: fio option '${key}' is not implemented (ignored)`);
         continue;
       }
       try {
-        apply(value, options, { warn: (msg) => warnings.push(`line ${line}: ${msg}`) });
+        apply(value, options, { warn: (msg) => warnings.push(`${where}: ${msg}`) });
       } catch (err) {
-        throw new JobFileError(line, err instanceof Error ? err.message : String(err));
+        throw new JobFileError(line, err instanceof Error ? err.message : String(err), file);
       }
     }
   }

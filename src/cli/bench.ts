@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import {
   BENCH_RW,
   JobFileError,
@@ -41,7 +42,8 @@ export const spec: CommandSpec = {
     'percentiles, CPU time per I/O of this process, the worst event-loop delay, kicks and calls.',
   details: `Options use fio's names and defaults (sizes take k/m/g suffixes, base 1024; times are
 seconds unless suffixed ms/us/m). In a job file, KiB/MiB/GiB sizes are refused: fio reads them as
-powers of 10 by default. --job reads a fio job file ([global] plus one job section):
+powers of 10 by default. --job reads a fio job file ([global] plus one job section; include lines read key=value lines
+from a file beside it):
 keys this command implements are used, other fio keys are ignored with one warning line on
 stderr, keys that are not fio's are an error. Options on the command line override the file.
 --json prints fio's JSON output (jobs[].read/write with clat_ns percentiles, usr_cpu, sys_cpu)
@@ -221,7 +223,8 @@ function readJob(path: string): ReturnType<typeof parseJobFile> {
     throw new UsageError(`bench: cannot read job file: ${message}`);
   }
   try {
-    return parseJobFile(text);
+    // fio reads an included file's relative path from the job file's folder.
+    return parseJobFile(text, (name) => readFileSync(resolve(dirname(path), name), 'utf8'));
   } catch (err) {
     if (err instanceof JobFileError) throw new UsageError(`bench: ${path}: ${err.message}`);
     throw err;

@@ -5,6 +5,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { FioJson } from '../../src/bench/index.js';
 import { withServer } from '../helpers/in-process-server.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 
@@ -171,5 +172,30 @@ test('device options the device or the library refuses at open are usage errors 
       assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
       assert.match(run.stderr, /^vhost-user: .*(queue-size|queueSize|queues)/);
     }
+  });
+});
+
+test('bench --job: include reads a file beside the job file, whatever the working directory', async () => {
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    const jobs = mkdtempSync(join(dir, 'jobs-'));
+    writeFileSync(join(jobs, 'common.fio'), 'rw=read\nbs=64k\n');
+    writeFileSync(join(jobs, 'main.fio'), '[pass]\ninclude common.fio\n');
+    const run = await spawnCli(
+      [],
+      'bench',
+      socket,
+      '--job',
+      join(jobs, 'main.fio'),
+      '--runtime',
+      '0',
+      '--size',
+      '256k',
+      '--json',
+    ).done;
+    // Before the fix: 'include directives are not implemented', exit 2.
+    assert.equal(run.code, 0, run.stderr);
+    const job = (JSON.parse(run.stdout.toString()) as FioJson).jobs[0]!;
+    assert.equal(job.read.total_ios, 4, 'one pass of 64 KiB reads over 256 KiB');
+    assert.equal(job.write.total_ios, 0);
   });
 });

@@ -56,3 +56,40 @@ test('job file: sizes fio reads as powers of 10 (4KiB is 4000 at its default kb_
   // On the command line (parseFioSize) KiB stays 1024, as in the other vhost-user commands.
   assert.equal(parseFioSize('4KiB'), 4096);
 });
+
+test('job file: include reads key=value lines into the section it is in; a section in the included file is an error', () => {
+  const files: Record<string, string> = {
+    'common.fio': '; shared\nrw=randread\nbs=64k\n',
+    'sections.fio': 'bs=8k\n[other]\n',
+    'nested.fio': 'include common.fio\n',
+  };
+  const include = (name: string): string => {
+    const text = files[name];
+    if (text === undefined) throw new Error(`ENOENT: ${name}`);
+    return text;
+  };
+  const parsed = parseJobFile('[global]\ninclude common.fio\n[job]\niodepth=4\n', include);
+  assert.equal(parsed.options.rw, 'randread');
+  assert.equal(parsed.options.bs, 65536);
+  assert.equal(parsed.options.iodepth, 4);
+  // A later line overrides an included one, as in fio (lines apply in order).
+  assert.equal(parseJobFile('[job]\ninclude common.fio\nbs=4k\n', include).options.bs, 4096);
+  for (const [text, pattern] of [
+    ['[job]\ninclude sections.fio\n', /sections\.fio line 2: .*\[other\].*included file/],
+    ['[job]\ninclude missing.fio\n', /line 2: .*missing\.fio.*ENOENT/],
+    ['[job]\ninclude nested.fio\n', /nested\.fio line 1: .*include/],
+    ['include common.fio\n[job]\n', /line 1: .*outside any \[section\]/],
+  ] as const) {
+    assert.throws(
+      () => parseJobFile(text, include),
+      (err: unknown) => err instanceof JobFileError && pattern.test(err.message),
+      text,
+    );
+  }
+  // An unknown key in the included file names that file and its line.
+  files['bad.fio'] = 'rw=read\nnot_a_key=1\n';
+  assert.throws(
+    () => parseJobFile('[job]\ninclude bad.fio\n', include),
+    /bad\.fio line 2: 'not_a_key' is not a fio option/,
+  );
+});
