@@ -2,7 +2,7 @@ import type { BenchCompletion, BenchOptions, BenchRw } from './options.js';
 
 /**
  * fio job files: `[global]` plus exactly one job section, `key=value` or bare `key` lines,
- * `;` / `#` comments (from either to the end of any line, as fio reads them; no `include`). Keys
+ * `;` / `#` comments (from either to the end of any line, as fio reads them), `include` lines. Keys
  * the benchmark implements become {@link BenchOptions}; other fio keys are reported as warnings
  * (ignored); anything that is not a fio key is an error.
  */
@@ -68,8 +68,11 @@ export class JobFileError extends Error {
   constructor(
     readonly line: number,
     message: string,
+    /** The included file the line is in (undefined: the job file itself). */
+    readonly file?: string,
   ) {
-    super(line > 0 ? `job file line ${line}: ${message}` : `job file: ${message}`);
+    const where = file === undefined ? 'job file' : file;
+    super(line > 0 ? `${where} line ${line}: ${message}` : `${where}: ${message}`);
     this.name = 'JobFileError';
   }
 }
@@ -101,7 +104,11 @@ const SIZE_UNITS: Record<string, number> = {
   b: 1,
 };
 
-/** fio's size syntax: an integer with an optional k/m/g/t/p suffix (base 1024, fio's default kb_base). */
+/**
+ * fio's size syntax: an integer with an optional k/m/g/t/p suffix (base 1024, fio's default
+ * kb_base). KiB/MiB... are read as 1024 too, as the other vhost-user commands read them (fio reads
+ * them as powers of 10): job files refuse them before they get here.
+ */
 export function parseFioSize(value: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
   const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
@@ -109,6 +116,27 @@ export function parseFioSize(value: string): number {
   const n = Number(m[1]) * unit;
   if (!Number.isSafeInteger(n)) throw new Error(`not a whole number of bytes: '${value}'`);
   return n;
+}
+
+/**
+ * A size in a job file. fio, at its default kb_base=1024, reads the IEC spellings backwards
+ * (KiB as 1000, MiB as 1000^2...) for old scripts' sake; parseFioSize reads them as 1024, as the
+ * command line does. A job file is refused rather than run with other sizes than fio's.
+ */
+function jobFileSize(value: string): number {
+  const iec = /^\s*(\d+(?:\.\d+)?)\s*([kmgtp])ib\s*$/i.exec(value);
+  if (iec) {
+    const letter = iec[2]!.toLowerCase();
+    const power = 'kmgtp'.indexOf(letter) + 1;
+    const fio = Number(iec[1]) * 1000 ** power;
+    const of = (base: number): string => (power === 1 ? `${base}` : `${base}^${power}`);
+    throw new Error(
+      `'${value}': fio reads ${iec[2]!.toUpperCase()}iB as ${of(1000)} bytes at its default ` +
+        `kb_base (${fio} bytes here); write ${iec[1]}${letter} for ${iec[1]} x ${of(1024)} bytes, ` +
+        `or ${fio}`,
+    );
+  }
+  return parseFioSize(value);
 }
 
 const TIME_UNITS: Record<string, number> = {
@@ -187,7 +215,7 @@ const IMPLEMENTED: Record<string, Apply> = {
   },
   bs: (v, o) => {
     if (v.includes(',')) throw new Error(`bs=${v}: separate read/write sizes are not implemented`);
-    o.bs = parseFioSize(v);
+    o.bs = jobFileSize(v);
   },
   iodepth: (v, o) => {
     o.iodepth = parseInteger(v, 1, 65536);
@@ -203,11 +231,11 @@ const IMPLEMENTED: Record<string, Apply> = {
   },
   size: (v, o) => {
     if (v.endsWith('%')) throw new Error(`size=${v}: percentages are not implemented`);
-    o.size = parseFioSize(v);
+    o.size = jobFileSize(v);
   },
   offset: (v, o) => {
     if (v.endsWith('%')) throw new Error(`offset=${v}: percentages are not implemented`);
-    o.offset = parseFioSize(v);
+    o.offset = jobFileSize(v);
   },
   verify: (v, o) => {
     if (v === '0' || v === 'none') o.verify = 'none';
@@ -258,6 +286,10 @@ const IMPLEMENTED: Record<string, Apply> = {
   hipri: (v, o) => {
     if (parseBool(v)) o.completion = 'poll';
   },
+  kb_base: (v) => {
+    // 1000 would make k (and KB) 1000 bytes; sizes here are read at fio's default only.
+    if (v !== '1024') throw new Error(`kb_base=${v} is not implemented (only 1024, the default)`);
+  },
   numjobs: (v, _o, ctx) => {
     if (parseInteger(v, 1, 65536) !== 1) ctx.warn(`numjobs=${v} ignored: one job is run`);
   },
@@ -268,35 +300,67 @@ const IMPLEMENTED: Record<string, Apply> = {
 
 /**
  * Parses a fio job file. Throws {@link JobFileError} on syntax errors, keys that are not fio
- * keys, more or fewer than one job section, or values the benchmark cannot use.
+ * keys, more or fewer than one job section, or values the benchmark cannot use. `include NAME`
+ * lines take their key=value lines from `include(NAME)` (the caller resolves NAME, fio does so
+ * against the job file's folder) into the section they are in; without `include`, or with a
+ * section or another include in the included file, they are an error.
  */
-export function parseJobFile(text: string): ParsedJobFile {
+export function parseJobFile(text: string, include?: (name: string) => string): ParsedJobFile {
   const sections: {
     name: string;
     line: number;
-    entries: { key: string; value: string; line: number }[];
+    entries: { key: string; value: string; line: number; file?: string }[];
   }[] = [];
-  const lines = text.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const lineNo = i + 1;
-    // fio ends every line at its first ';' or '#': a comment may follow a value or a [section].
-    const line = lines[i]!.replace(/[;#].*/, '').trim();
-    if (line === '') continue;
-    const section = /^\[([^\]]+)\]$/.exec(line);
-    if (section) {
-      sections.push({ name: section[1]!.trim(), line: lineNo, entries: [] });
-      continue;
+  const readLines = (content: string, file: string | undefined): void => {
+    function fail(line: number, message: string): never {
+      throw new JobFileError(line, message, file);
     }
-    if (/^include\s/.test(line)) {
-      throw new JobFileError(lineNo, `'${line}': include directives are not implemented`);
+    const lines = content.split(/\r?\n/);
+    for (let i = 0; i < lines.length; i++) {
+      const lineNo = i + 1;
+      // fio ends every line at its first ';' or '#': a comment may follow a value or a [section].
+      const line = lines[i]!.replace(/[;#].*/, '').trim();
+      if (line === '') continue;
+      const section = /^\[([^\]]+)\]$/.exec(line);
+      if (section) {
+        if (file !== undefined) fail(lineNo, `'${line}': a section in an included file`);
+        sections.push({ name: section[1]!.trim(), line: lineNo, entries: [] });
+        continue;
+      }
+      if (sections.length === 0) fail(lineNo, `'${line}' is outside any [section]`);
+      const included = /^include\s+(.+)$/.exec(line);
+      if (included) {
+        if (include === undefined || file !== undefined) {
+          fail(
+            lineNo,
+            `'${line}': include directives ${file ? 'in included files ' : ''}are not implemented`,
+          );
+        }
+        let content: string;
+        try {
+          content = include(included[1]!);
+        } catch (err) {
+          fail(
+            lineNo,
+            `cannot read ${included[1]!}: ${err instanceof Error ? err.message : String(err)}`,
+          );
+        }
+        readLines(content, included[1]!);
+        continue;
+      }
+      const eq = line.indexOf('=');
+      const key = (eq < 0 ? line : line.slice(0, eq)).trim();
+      const value = eq < 0 ? '' : line.slice(eq + 1).trim();
+      if (!/^[a-z0-9_-]+$/i.test(key)) fail(lineNo, `malformed line '${line}'`);
+      sections[sections.length - 1]!.entries.push({
+        key: key.toLowerCase(),
+        value,
+        line: lineNo,
+        ...(file !== undefined ? { file } : {}),
+      });
     }
-    if (sections.length === 0) throw new JobFileError(lineNo, `'${line}' is outside any [section]`);
-    const eq = line.indexOf('=');
-    const key = (eq < 0 ? line : line.slice(0, eq)).trim();
-    const value = eq < 0 ? '' : line.slice(eq + 1).trim();
-    if (!/^[a-z0-9_-]+$/i.test(key)) throw new JobFileError(lineNo, `malformed line '${line}'`);
-    sections[sections.length - 1]!.entries.push({ key: key.toLowerCase(), value, line: lineNo });
-  }
+  };
+  readLines(text, undefined);
   const globals = sections.filter((s) => s.name === 'global');
   const jobs = sections.filter((s) => s.name !== 'global');
   if (jobs.length !== 1) {
@@ -309,18 +373,19 @@ export function parseJobFile(text: string): ParsedJobFile {
   const options: Partial<BenchOptions> = { name: job.name };
   const warnings: string[] = [];
   for (const section of [...globals, job]) {
-    for (const { key, value, line } of section.entries) {
+    for (const { key, value, line, file } of section.entries) {
+      const where = `${file === undefined ? '' : `${file} `}line ${line}`;
       const canonical = KEY_ALIASES[key] ?? key;
       const apply = IMPLEMENTED[canonical];
       if (apply === undefined) {
-        if (!FIO_KEYS.has(key)) throw new JobFileError(line, `'${key}' is not a fio option`);
-        warnings.push(`line ${line}: fio option '${key}' is not implemented (ignored)`);
+        if (!FIO_KEYS.has(key)) throw new JobFileError(line, `'${key}' is not a fio option`, file);
+        warnings.push(`${where}: fio option '${key}' is not implemented (ignored)`);
         continue;
       }
       try {
-        apply(value, options, { warn: (msg) => warnings.push(`line ${line}: ${msg}`) });
+        apply(value, options, { warn: (msg) => warnings.push(`${where}: ${msg}`) });
       } catch (err) {
-        throw new JobFileError(line, err instanceof Error ? err.message : String(err));
+        throw new JobFileError(line, err instanceof Error ? err.message : String(err), file);
       }
     }
   }

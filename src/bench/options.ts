@@ -49,7 +49,12 @@ export interface BenchOptions {
   offset?: number;
   /** Request queues (default 1); I/Os are spread round-robin. */
   queues?: number;
-  /** 'crc32c': every written block carries a header with its crc32c; reads of blocks written by this run are checked, and a write job reads everything back at the end. */
+  /**
+   * 'crc32c': every written block carries a header with its crc32c; reads of blocks written by
+   * this run are checked, and a write job reads everything back at the end. A job that writes
+   * nothing (read, randread, randrw with rwmixread 100) is refused: unlike fio's, this verify does
+   * not check data an earlier job left.
+   */
   verify?: 'none' | 'crc32c';
   /** true: buffers from allocBuffer (zero copy); false: ordinary Buffers (copied). Default true. */
   direct?: boolean;
@@ -176,6 +181,15 @@ export function resolveBenchOptions(o: BenchOptions, deviceSize?: number): Resol
   check(
     verify === 'none' || verify === 'crc32c',
     `verify must be 'none' or 'crc32c', got ${String(verify)}`,
+  );
+  // Only blocks this run wrote are checked. fio's verify on a read job checks what an earlier
+  // write job left, which this benchmark cannot tell from other data: refused, not a silent 0.
+  check(
+    verify === 'none' ||
+      (rw !== 'read' && rw !== 'randread' && !(rw === 'randrw' && rwmixread === 100)),
+    `verify=crc32c checks the blocks this run writes, and rw=${rw}` +
+      `${rw === 'randrw' ? ' with rwmixread=100' : ''} writes nothing (use write, randwrite or ` +
+      'randrw; unlike fio, data left by an earlier job is not checked)',
   );
   const rate = o.rate_iops ?? 0;
   const rateIops: readonly [number, number] = typeof rate === 'number' ? [rate, rate] : rate;

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import {
   BENCH_RW,
   JobFileError,
@@ -30,7 +31,7 @@ import { EXIT_INTERRUPTED, UsageError } from './errors.js';
 import { printJson } from './output.js';
 import { ProgressLine } from './progress.js';
 import { formatSize } from './size.js';
-import { deviceArgs } from './device.js';
+import { asUsageError, deviceArgs } from './device.js';
 
 export const spec: CommandSpec = {
   name: 'bench',
@@ -40,7 +41,9 @@ export const spec: CommandSpec = {
     'job: IOPS, bandwidth, latency ' +
     'percentiles, CPU time per I/O of this process, the worst event-loop delay, kicks and calls.',
   details: `Options use fio's names and defaults (sizes take k/m/g suffixes, base 1024; times are
-seconds unless suffixed ms/us/m). --job reads a fio job file ([global] plus one job section):
+seconds unless suffixed ms/us/m). In a job file, KiB/MiB/GiB sizes are refused: fio reads them as
+powers of 10 by default. --job reads a fio job file ([global] plus one job section; include lines read key=value lines
+from a file beside it):
 keys this command implements are used, other fio keys are ignored with one warning line on
 stderr, keys that are not fio's are an error. Options on the command line override the file.
 --json prints fio's JSON output (jobs[].read/write with clat_ns percentiles, usr_cpu, sys_cpu)
@@ -85,7 +88,7 @@ examples:
     verify: {
       type: 'string',
       arg: 'crc32c',
-      help: 'write self-checking blocks and check every read of them (default none)',
+      help: 'write self-checking blocks and check every read of them (a job that writes)',
     },
     completion: {
       type: 'string',
@@ -220,7 +223,8 @@ function readJob(path: string): ReturnType<typeof parseJobFile> {
     throw new UsageError(`bench: cannot read job file: ${message}`);
   }
   try {
-    return parseJobFile(text);
+    // fio reads an included file's relative path from the job file's folder.
+    return parseJobFile(text, (name) => readFileSync(resolve(dirname(path), name), 'utf8'));
   } catch (err) {
     if (err instanceof JobFileError) throw new UsageError(`bench: ${path}: ${err.message}`);
     throw err;
@@ -337,7 +341,8 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
     result = await runBench({ ...options, signal: interrupt.signal });
   } catch (err) {
     if (isOptionError(err)) throw new UsageError(err.message);
-    throw err;
+    // Open options the library or the device refuses (a queue size, more queues than it has).
+    throw asUsageError(err);
   } finally {
     process.off('SIGINT', onSigint);
     progress.done();

@@ -1,4 +1,9 @@
-import { openDevice, type BlockDevice, type ScsiOpenOptions } from '../index.js';
+import {
+  InvalidArgumentError,
+  openDevice,
+  type BlockDevice,
+  type ScsiOpenOptions,
+} from '../index.js';
 import { flag, stringOption, type OptionValues } from './args.js';
 import { UsageError } from './errors.js';
 import { parseCount } from './size.js';
@@ -26,7 +31,11 @@ export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): D
   // Without --trace, DEBUG=vhost-user still applies (the library reads it when trace is unset).
   if (flag(values, 'trace')) options.trace = true;
   const queueSize = stringOption(values, 'queue-size');
-  if (queueSize !== undefined) options.queueSize = parseCount(queueSize, '--queue-size');
+  if (queueSize !== undefined) {
+    const n = parseCount(queueSize, '--queue-size', 1, 32768);
+    if ((n & (n - 1)) !== 0) throw new UsageError(`--queue-size must be a power of two, got ${n}`);
+    options.queueSize = n;
+  }
   const hugepages = stringOption(values, 'hugepages');
   if (hugepages !== undefined) {
     if (hugepages !== '2M' && hugepages !== '1G') {
@@ -39,13 +48,25 @@ export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): D
   return { ...options, type };
 }
 
-/** Opens the device the common options describe. */
-export function openFromArgs(
+/**
+ * Opens the device the common options describe. Options the library or the device refuses at
+ * open (InvalidArgumentError: more queues than the device has...) are usage errors.
+ */
+export async function openFromArgs(
   socketPath: string,
   values: OptionValues,
   extra: ScsiOpenOptions = {},
 ): Promise<BlockDevice> {
-  return openDevice(socketPath, deviceArgs(values, extra));
+  try {
+    return await openDevice(socketPath, deviceArgs(values, extra));
+  } catch (err) {
+    throw asUsageError(err);
+  }
+}
+
+/** An InvalidArgumentError (bad open options) as a UsageError; anything else as it is. */
+export function asUsageError(err: unknown): unknown {
+  return err instanceof InvalidArgumentError ? new UsageError(err.message) : err;
 }
 
 /** Runs `body` on an open device and always closes it, keeping body's error over close's. */
