@@ -230,6 +230,14 @@ export class ScsiRequestQueue implements DeviceQueue {
     }
   }
 
+  /** Whether the command tagged `tag` (see #tag) is still in this queue's slot. */
+  holds(tag: bigint): boolean {
+    const low = Number(tag & 0xffff_ffffn);
+    if (low >>> 16 !== this.vq.index) return false;
+    const slot = low & 0xffff;
+    return this.#slots[slot] !== undefined && this.#generation[slot] === Number(tag >> 32n);
+  }
+
   abandonAll(error: Error): void {
     this.#retries = [];
     for (let slot = 0; slot < this.#slots.length; slot++) {

@@ -1,0 +1,162 @@
+/**
+ * The virtio-scsi frontend against devices that answer task management, flushes and raw commands
+ * in ways the last hunt left open. As in scsi-hunt.test.ts, the peer is the embedded backend in
+ * this process, with one misbehaviour scripted per test through its prototypes (the frontend's
+ * code is untouched).
+ */
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  openScsiDevice,
+  TimeoutError,
+  type BlockDevice,
+  type BlockServerOptions,
+} from '../../src/index.js';
+import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
+import { ScsiDevice } from '../../src/backend/scsi-device.js';
+import { FaultPlan } from '../../src/backend/faults.js';
+import type { DeviceChain } from '../../src/backend/device-queue.js';
+import type { HeldRequests, RequestResult } from '../../src/backend/device-model.js';
+import type { BlockServer } from '../../src/backend/index.js';
+import { VirtioScsiCtrlType, VirtioScsiTmf } from '../../src/devices/scsi/spec.js';
+import { copyFromSegments } from '../../src/backend/storage.js';
+import { withServer } from '../helpers/in-process-server.js';
+
+/** Answers a command instead of the target (undefined: the target runs it). */
+let scriptTarget: ((cmd: ScsiCommand) => ScsiOutcome | undefined) | undefined;
+/** Rewrites what the device answered (the chain holds the response it wrote). */
+let scriptDevice: ((chain: DeviceChain, result: RequestResult) => RequestResult) | undefined;
+/** Requests taken from now on are held this long before they complete (0: not held). */
+let holdMs = 0;
+/**
+ * Task management functions the device answers FUNCTION_COMPLETE without ending the commands
+ * they name: the commands stay held.
+ */
+let loseCommandsOn = new Set<number>();
+
+const targetExecute = ScsiTarget.prototype.execute;
+ScsiTarget.prototype.execute = function (this: ScsiTarget, cmd, hooks) {
+  return scriptTarget?.(cmd) ?? targetExecute.call(this, cmd, hooks);
+};
+const deviceExecute = ScsiDevice.prototype.execute;
+ScsiDevice.prototype.execute = function (this: ScsiDevice, chain, fault, hooks) {
+  const result = deviceExecute.call(this, chain, fault, hooks);
+  return scriptDevice === undefined ? result : scriptDevice(chain, result);
+};
+const deviceControl = ScsiDevice.prototype.control;
+ScsiDevice.prototype.control = function (this: ScsiDevice, chain, held) {
+  // virtio_scsi_ctrl_tmf_req: type, then subtype (both le32).
+  const head = Buffer.alloc(8);
+  copyFromSegments(chain.readable, 0, head);
+  const tmf = head.readUInt32LE(0) === VirtioScsiCtrlType.VIRTIO_SCSI_T_TMF;
+  if (!tmf || !loseCommandsOn.has(head.readUInt32LE(4))) {
+    return deviceControl.call(this, chain, held);
+  }
+  const keeping: HeldRequests = { complete: () => 0, has: (match) => held.has(match) };
+  return deviceControl.call(this, chain, keeping);
+};
+const delayMs = FaultPlan.prototype.delayMs;
+FaultPlan.prototype.delayMs = function (this: FaultPlan) {
+  return holdMs > 0 ? holdMs : delayMs.call(this);
+};
+
+afterEach(() => {
+  scriptTarget = undefined;
+  scriptDevice = undefined;
+  holdMs = 0;
+  loseCommandsOn = new Set();
+});
+
+const ABORT_TASK = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK;
+const LUN_RESET = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
+
+async function withScsiServer(
+  options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
+  body: (socketPath: string, server: BlockServer) => Promise<void>,
+): Promise<void> {
+  await withServer({ type: 'scsi', size: 1024 * 1024, ...options }, body);
+}
+
+/** Waits until every request the device was given has come back. */
+async function allReturned(dev: BlockDevice, ms: number): Promise<void> {
+  const start = Date.now();
+  while (dev.stats.requests !== dev.stats.completions) {
+    if (Date.now() - start > ms) {
+      throw new Error(
+        `${dev.stats.requests - dev.stats.completions} request(s) still held after ${ms} ms`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** `promise`, or a rejection after `ms`: a test that would hang fails instead. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('an ABORT TASK answered FUNCTION_COMPLETE whose command never returns escalates to LOGICAL UNIT RESET', async () => {
+  await withScsiServer({}, async (sock, server) => {
+    // `timeout` also bounds each task management function, and the wait for its effect.
+    const dev = await openScsiDevice(sock, { timeout: 300 });
+    try {
+      holdMs = 60_000;
+      loseCommandsOn = new Set([ABORT_TASK]);
+      const given = await Promise.all(
+        [0, 1, 2].map((i) => dev.read(i * 4096, 4096, { timeout: 50 }).catch((e: unknown) => e)),
+      );
+      for (const err of given) assert.ok(err instanceof TimeoutError, String(err));
+      holdMs = 0;
+      // Each abort "completed" but left its command held, its slot taken: the LUN is reset, once,
+      // which ends them all.
+      await allReturned(dev, 5000);
+      assert.equal(dev.stats.taskAborts, 3);
+      assert.equal(dev.stats.lunResets, 1);
+      assert.equal(server.stats.tmfAbortTask, 3);
+      assert.equal(server.stats.tmfLunReset, 1);
+      assert.equal(dev.closed, false);
+      const data = Buffer.alloc(4096, 0x6b);
+      await dev.write(data, 8192);
+      assert.ok((await dev.read(8192, 4096)).equals(data));
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a LOGICAL UNIT RESET answered FUNCTION_COMPLETE that leaves the command held fails the device, typed', async () => {
+  await withScsiServer({}, async (sock, server) => {
+    const dev = await openScsiDevice(sock, { timeout: 300 });
+    try {
+      const failed = new Promise<Error>((resolve) => dev.once('error', resolve));
+      holdMs = 60_000;
+      loseCommandsOn = new Set([ABORT_TASK, LUN_RESET]);
+      const started = Date.now();
+      const err = await dev.read(0, 4096, { timeout: 50 }).catch((e: unknown) => e);
+      assert.ok(err instanceof TimeoutError, String(err));
+      const pending = dev.read(4096, 512).catch((e: unknown) => e); // held as well
+      // 50 ms, then 300 ms for the abort to take effect, then 300 ms for the reset's.
+      const failure = await within(failed, 10_000, 'the device never failed');
+      assert.ok(failure instanceof TimeoutError, String(failure));
+      assert.match(failure.operation, /LOGICAL UNIT RESET/);
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 600 && elapsed < 10_000, `failed after ${elapsed} ms`);
+      assert.equal(server.stats.tmfAbortTask, 1);
+      assert.equal(server.stats.tmfLunReset, 1);
+      // Nothing waits for the held commands: every caller is answered.
+      assert.ok((await pending) instanceof TimeoutError);
+      await assert.rejects(dev.read(0, 512), TimeoutError);
+      assert.equal(dev.closed, true);
+    } finally {
+      await dev.close();
+    }
+  });
+});
