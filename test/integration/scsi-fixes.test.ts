@@ -18,8 +18,11 @@ import { FaultPlan } from '../../src/backend/faults.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
 import type { HeldRequests, RequestResult } from '../../src/backend/device-model.js';
 import type { BlockServer } from '../../src/backend/index.js';
+import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
+import { encodeModeSense } from '../../src/devices/scsi/data.js';
+import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
 import { VirtioScsiCtrlType, VirtioScsiTmf } from '../../src/devices/scsi/spec.js';
-import { copyFromSegments } from '../../src/backend/storage.js';
+import { copyFromSegments, copyToSegments } from '../../src/backend/storage.js';
 import { withServer } from '../helpers/in-process-server.js';
 
 /** Answers a command instead of the target (undefined: the target runs it). */
@@ -155,6 +158,79 @@ test('a LOGICAL UNIT RESET answered FUNCTION_COMPLETE that leaves the command he
       assert.ok((await pending) instanceof TimeoutError);
       await assert.rejects(dev.read(0, 512), TimeoutError);
       assert.equal(dev.closed, true);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+/** MODE SENSE answered with the caching page's WCE as given (write-protect off). */
+function modeSenseWithCache(writeCache: boolean): (cmd: ScsiCommand) => ScsiOutcome | undefined {
+  return (cmd) => {
+    const op = cmd.cdb[0];
+    if (op !== ScsiOp.MODE_SENSE_6 && op !== ScsiOp.MODE_SENSE_10) return undefined;
+    const data = encodeModeSense(op === ScsiOp.MODE_SENSE_10, false, writeCache);
+    let room = 0;
+    for (const s of cmd.dataIn) room += s.buf.length;
+    const n = Math.min(data.length, room);
+    copyToSegments(cmd.dataIn, 0, Buffer.from(data.subarray(0, n)));
+    return { status: ScsiStatus.GOOD, sense: undefined, transferred: n, overrun: false };
+  };
+}
+
+test('flush on a LUN whose write cache is off sends no SYNCHRONIZE CACHE: a LUN without it still flushes', async () => {
+  await withScsiServer({}, async (sock) => {
+    let synchronizeCache = 0;
+    const modeSense = modeSenseWithCache(false);
+    scriptTarget = (cmd) => {
+      const op = cmd.cdb[0];
+      if (op !== ScsiOp.SYNCHRONIZE_CACHE_10 && op !== ScsiOp.SYNCHRONIZE_CACHE_16) {
+        return modeSense(cmd);
+      }
+      // A LUN without a write cache need not implement it.
+      synchronizeCache++;
+      return {
+        status: ScsiStatus.CHECK_CONDITION,
+        sense: encodeFixedSense(SenseKey.ILLEGAL_REQUEST, 0x20, 0),
+        transferred: 0,
+        overrun: false,
+      };
+    };
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      assert.equal(dev.info.type === 'virtio-scsi' && dev.info.writeCache, 'writethrough');
+      await dev.write(Buffer.alloc(4096, 0x11), 0);
+      await dev.flush();
+      dev.flushSync(); // sends nothing, so nothing blocks
+      const stream = dev.createWriteStream({ start: 4096 });
+      await new Promise<void>((resolve, reject) => {
+        stream.on('error', reject);
+        stream.end(Buffer.alloc(1000, 0x22), () => resolve());
+      });
+      assert.equal(synchronizeCache, 0, 'writes on a write-through LUN are durable already');
+      assert.ok((await dev.read(4096, 1000)).equals(Buffer.alloc(1000, 0x22)));
+    } finally {
+      await dev.close();
+    }
+  });
+  // With the write cache on, flush is SYNCHRONIZE CACHE, and its failure is the caller's.
+  await withScsiServer({}, async (sock) => {
+    let synchronizeCache = 0;
+    const modeSense = modeSenseWithCache(true);
+    scriptTarget = (cmd) => {
+      const op = cmd.cdb[0];
+      if (op === ScsiOp.SYNCHRONIZE_CACHE_10 || op === ScsiOp.SYNCHRONIZE_CACHE_16) {
+        synchronizeCache++;
+        return undefined;
+      }
+      return modeSense(cmd);
+    };
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      assert.equal(dev.info.type === 'virtio-scsi' && dev.info.writeCache, 'writeback');
+      // (No flushSync here: the backend runs in this thread, which it would block.)
+      await dev.flush();
+      assert.equal(synchronizeCache, 1);
     } finally {
       await dev.close();
     }
