@@ -8,6 +8,7 @@ import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   openScsiDevice,
+  ScsiSenseError,
   TimeoutError,
   type BlockDevice,
   type BlockServerOptions,
@@ -21,7 +22,12 @@ import type { BlockServer } from '../../src/backend/index.js';
 import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import { encodeModeSense } from '../../src/devices/scsi/data.js';
 import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
-import { VirtioScsiCtrlType, VirtioScsiTmf } from '../../src/devices/scsi/spec.js';
+import {
+  VirtioScsiCmdReqHeader,
+  VirtioScsiCmdRespHeader,
+  VirtioScsiCtrlType,
+  VirtioScsiTmf,
+} from '../../src/devices/scsi/spec.js';
 import { copyFromSegments, copyToSegments } from '../../src/backend/storage.js';
 import { withServer } from '../helpers/in-process-server.js';
 
@@ -70,8 +76,18 @@ afterEach(() => {
   loseCommandsOn = new Set();
 });
 
+const RESP = VirtioScsiCmdRespHeader.fields;
+/** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
+const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
 const ABORT_TASK = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK;
 const LUN_RESET = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
+
+/** The CDB's operation code: the CDB follows the request header in the readable part. */
+function opcodeOf(chain: DeviceChain): number {
+  const head = Buffer.alloc(VirtioScsiCmdReqHeader.size + 1);
+  copyFromSegments(chain.readable, 0, head);
+  return head[VirtioScsiCmdReqHeader.size]!;
+}
 
 async function withScsiServer(
   options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
@@ -104,6 +120,14 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
   } finally {
     clearTimeout(timer);
   }
+}
+
+function read16(lba: number, blocks: number): Uint8Array {
+  const cdb = new Uint8Array(16);
+  cdb[0] = ScsiOp.READ_16;
+  new DataView(cdb.buffer).setBigUint64(2, BigInt(lba));
+  new DataView(cdb.buffer).setUint32(10, blocks);
+  return cdb;
 }
 
 test('an ABORT TASK answered FUNCTION_COMPLETE whose command never returns escalates to LOGICAL UNIT RESET', async () => {
@@ -231,6 +255,69 @@ test('flush on a LUN whose write cache is off sends no SYNCHRONIZE CACHE: a LUN 
       // (No flushSync here: the backend runs in this thread, which it would block.)
       await dev.flush();
       assert.equal(synchronizeCache, 1);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('scsiCommand returns only the data-in the used length says was written', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      const data = Buffer.alloc(4096);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 13 + 5) & 0xff;
+      await dev.write(data, 0);
+      const isRead16 = (chain: DeviceChain): boolean => opcodeOf(chain) === ScsiOp.READ_16;
+      // GOOD, resid 0, but len says only 1,024 bytes were written; the rest is not the LUN's.
+      scriptDevice = (chain, result) => {
+        if (!isRead16(chain)) return result;
+        const dataIn = chain.writable.slice(1);
+        let skip = 1024;
+        for (const seg of dataIn) {
+          if (skip < seg.buf.length) seg.buf.fill(0xee, skip);
+          skip = Math.max(0, skip - seg.buf.length);
+        }
+        return { ...result, len: 1024 };
+      };
+      let got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+      assert.equal(got.residual, 3072);
+      assert.equal(got.data.length, 1024);
+      assert.ok(got.data.equals(data.subarray(0, 1024)));
+      // A residual that says more is missing wins over the used length.
+      scriptDevice = (chain, result) => {
+        if (!isRead16(chain)) return result;
+        chain.writable[0]!.buf.writeUInt32LE(3584, RESP.resid.offset);
+        return { ...result, len: 1024 };
+      };
+      got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+      assert.equal(got.residual, 3584);
+      assert.equal(got.data.length, 512);
+      // len 0 is "not reported"; a len counting the data alone, or the response too, is whole.
+      for (const len of [0, 4096, RESP_BYTES + 4096]) {
+        scriptDevice = (chain, result) => (isRead16(chain) ? { ...result, len } : result);
+        got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+        assert.equal(got.residual, 0, `len ${len}`);
+        assert.ok(got.data.equals(data), `len ${len}`);
+      }
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a raw command that failed still reports its sense, whatever the used length', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      // A READ past the end: CHECK CONDITION, LBA OUT OF RANGE.
+      scriptDevice = (chain, result) =>
+        opcodeOf(chain) === ScsiOp.READ_16 ? { ...result, len: RESP_BYTES } : result;
+      const err = await dev
+        .scsiCommand(read16(1 << 20, 1), { dataIn: 512 })
+        .catch((e: unknown) => e);
+      assert.ok(err instanceof ScsiSenseError, String(err));
+      assert.equal(err.senseKey, SenseKey.ILLEGAL_REQUEST);
     } finally {
       await dev.close();
     }

@@ -443,7 +443,13 @@ export class ScsiRequestQueue implements DeviceQueue {
     const command = request.command;
     if (command !== undefined) {
       command.status = status;
-      command.residual = Math.min(resid, request.length);
+      let residual = Math.min(resid, request.length);
+      // Data-in counts only as far as len says it was written, with the read path's leniency
+      // (below): what the device never wrote is the bounce buffer's zeroes, not the LUN's data.
+      if (command.dataIn && len !== 0 && len < request.length - residual) {
+        residual = request.length - len;
+      }
+      command.residual = residual;
       command.sense = senseLen > 0 ? this.#bytes.slice(senseAt, senseAt + senseLen) : undefined;
       return null;
     }
