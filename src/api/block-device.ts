@@ -296,7 +296,10 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     return this.#start(op, options) as Promise<number>;
   }
 
-  /** Makes completed writes durable (VIRTIO_BLK_T_FLUSH); a no-op on write-through devices. */
+  /**
+   * Makes completed writes durable (VIRTIO_BLK_T_FLUSH, SYNCHRONIZE CACHE); a no-op on
+   * write-through devices.
+   */
   async flush(options?: IoOptions): Promise<void> {
     this.#checkOpen();
     if (!this.#engine.limits.canFlush) return;

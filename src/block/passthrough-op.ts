@@ -8,7 +8,7 @@ export interface PassThroughResult {
   status: number;
   /** Data-in bytes the device wrote (the requested length minus the residual). */
   data: Buffer;
-  /** Bytes of the data area the device did not transfer. */
+  /** Bytes of the data area the device did not transfer (its residual, or what len leaves out). */
   residual: number;
   /** Sense data the device returned with a successful status, if any. */
   sense: Buffer | undefined;

@@ -1,7 +1,7 @@
 /**
  * The virtio-scsi control queue, used for task management: ABORT TASK for a command whose caller
- * gave up, escalating to LOGICAL UNIT RESET when the abort is refused. TMFs that find no free
- * slot wait in a list and go out as slots return.
+ * gave up, escalating to LOGICAL UNIT RESET when the abort is refused or leaves the command with
+ * the device. TMFs that find no free slot wait in a list and go out as slots return.
  */
 
 import { QueueBrokenError } from '../../errors.js';

@@ -136,7 +136,10 @@ export interface ScsiIdentity {
   >;
 }
 
-/** If an ABORT TASK is refused, the LUN is reset; a TMF that gets no answer is not retried. */
+/**
+ * If an ABORT TASK is refused or leaves its command with the device, the LUN is reset; a TMF that
+ * gets no answer is not retried.
+ */
 export class VirtioScsiDriver implements DeviceDriver {
   readonly endpoint: SocketEndpoint;
   readonly frontend: VhostUserFrontend;
@@ -157,7 +160,8 @@ export class VirtioScsiDriver implements DeviceDriver {
   #deferredErrorHandler: ((error: ScsiSenseError) => void) | undefined;
   #failureHandler: ((error: Error) => void) | undefined;
   #zeroBlock = -1;
-  readonly #resetting = new Set<string>();
+  /** LUNs being reset, each with the commands given up on meanwhile that wait for its end. */
+  readonly #resetting = new Map<string, bigint[]>();
   /** Commands the LUN queues at most (cmd_per_lun); beyond it requests wait, not fail. */
   readonly #cmdPerLun: number;
   /** How long a task management function may take before it is escalated or the device fails. */
@@ -432,9 +436,10 @@ export class VirtioScsiDriver implements DeviceDriver {
   }
 
   /**
-   * ABORT TASK; if the device refuses it or does not answer in time, LOGICAL UNIT RESET (once
-   * at a time per LUN); if the reset is not answered in time either, the device has stopped
-   * working and fails (every request is answered, nothing waits forever).
+   * ABORT TASK; if the device refuses it or does not answer in time, or says it is done but does
+   * not return the command within the timeout, LOGICAL UNIT RESET (once at a time per LUN); if
+   * the reset is not answered in time either, or leaves the command with the device, the device
+   * has stopped working and fails (every request is answered, nothing waits forever).
    */
   #abortTask(target: number, lun: number, tag: bigint): void {
     this.stats.taskAborts++;
@@ -444,28 +449,50 @@ export class VirtioScsiDriver implements DeviceDriver {
       lun,
       tag,
       (response) => {
-        if (
-          response === VIRTIO_SCSI_S_FUNCTION_COMPLETE ||
-          response === VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_SUCCEEDED
-        ) {
+        if (response === 'gone') return;
+        if (!succeeded(response)) {
+          // Refused, or no answer: the command may still be running.
+          this.#resetLun(target, lun, tag);
           return;
         }
-        // Refused, or no answer: the command may still be running.
-        if (response !== 'gone') this.#resetLun(target, lun);
+        // The command's own used element may trail the answer; one that never comes would
+        // hold its slot for good (cmd_per_lun such losses and no I/O goes out).
+        this.#afterTmfTimeout(() => {
+          if (this.#holds(tag)) this.#resetLun(target, lun, tag);
+        });
       },
     );
   }
 
-  #resetLun(target: number, lun: number): void {
+  /** Resets the LUN for the command `tag`, or leaves it to the reset already under way. */
+  #resetLun(target: number, lun: number, tag: bigint): void {
     const key = `${target}:${lun}`;
-    if (this.#resetting.has(key)) return;
-    this.#resetting.add(key);
+    const joined = this.#resetting.get(key);
+    if (joined !== undefined) {
+      joined.push(tag);
+      return;
+    }
+    this.#resetting.set(key, []);
     this.stats.lunResets++;
     const tmf = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
     this.#taskManagement(tmf, target, lun, 0n, (response) => {
+      const later = this.#resetting.get(key) ?? [];
       this.#resetting.delete(key);
-      if (response === 'gone' || response === VIRTIO_SCSI_S_FUNCTION_COMPLETE) return;
-      if (response === VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_SUCCEEDED) return;
+      if (response === 'gone') return;
+      if (succeeded(response)) {
+        this.#afterTmfTimeout(() => {
+          // The reset ends every command on the LUN: one still held is lost with its slot.
+          if (this.#holds(tag)) {
+            this.#failureHandler?.(
+              new TimeoutError('return of a command after LOGICAL UNIT RESET', this.#tmfTimeoutMs),
+            );
+            return;
+          }
+          // Those given up on while it was under way may have reached the device after it.
+          for (const t of later) if (this.#holds(t)) this.#resetLun(target, lun, t);
+        });
+        return;
+      }
       // Neither the command nor the LUN can be stopped: its slot would stay taken for good.
       this.#failureHandler?.(
         response === 'timeout'
@@ -477,6 +504,22 @@ export class VirtioScsiDriver implements DeviceDriver {
             ),
       );
     });
+  }
+
+  /** Whether the command tagged `tag` is still with the device. */
+  #holds(tag: bigint): boolean {
+    return this.requestQueues.some((q) => q.holds(tag));
+  }
+
+  /** Runs `check` once a task management function has had its time to take effect. */
+  #afterTmfTimeout(check: () => void): void {
+    const timer = setTimeout(() => {
+      this.#tmfTimers.delete(timer);
+      check();
+    }, this.#tmfTimeoutMs);
+    // As for the TMFs themselves: the commands concerned were given up on.
+    timer.unref();
+    this.#tmfTimers.add(timer);
   }
 
   /** Sends one TMF; `done` gets the response byte, 'timeout', or 'gone' (device torn down). */
@@ -538,6 +581,14 @@ export class VirtioScsiDriver implements DeviceDriver {
     for (const timer of this.#tmfTimers) clearTimeout(timer);
     this.#tmfTimers.clear();
   }
+}
+
+/** FUNCTION COMPLETE or FUNCTION SUCCEEDED: the function was carried out. */
+function succeeded(response: number | 'timeout'): boolean {
+  return (
+    response === VIRTIO_SCSI_S_FUNCTION_COMPLETE ||
+    response === VirtioScsiResponse.VIRTIO_SCSI_S_FUNCTION_SUCCEEDED
+  );
 }
 
 /**

@@ -16,13 +16,16 @@ import {
 
 /** An event the device reported, as `dev.on('event')` hands it to the application. */
 export interface ScsiEvent {
-  /** 'transport-reset' (reason: 'rescan' | 'removed' | 'hard'), 'param-change', 'async-notify'. */
+  /** 'transport-reset' (a LUN appeared, went or was reset: `reason`), 'param-change'... */
   type: 'transport-reset' | 'param-change' | 'async-notify' | 'no-event' | 'unknown';
   /** VIRTIO_SCSI_T_* as the device sent it (without the missed-events bit). */
   event: number;
   target: number | undefined;
   lun: number | undefined;
-  /** VIRTIO_SCSI_EVT_RESET_* for a transport reset; ASC | ASCQ << 8 for a parameter change. */
+  /**
+   * The event's reason as sent: for a transport reset VIRTIO_SCSI_EVT_RESET_HARD (0), _RESCAN (1:
+   * the LUN appeared) or _REMOVED (2); for a parameter change ASC | ASCQ << 8.
+   */
   reason: number;
   /** PARAM_CHANGE: the additional sense code and qualifier the reason carries. */
   asc: number | undefined;

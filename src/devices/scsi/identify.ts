@@ -382,7 +382,9 @@ export async function identifyScsi(
     maxSegmentBytes: Infinity,
     maxSegments: options.maxSegments,
     maxTransferBytes: Math.max(blockSize, maxTransferBytes),
-    canFlush: true,
+    // Write-through (WCE 0): a write completes once on the medium, so there is nothing to flush,
+    // and such a LUN need not implement SYNCHRONIZE CACHE (Linux's sd sends it none either).
+    canFlush: mode.writeCache !== false,
     canDiscard: unmap || writeSameUnmap,
     canWriteZeroes: canWriteSame,
     maxDiscardBytes: floorTo(

@@ -230,6 +230,14 @@ export class ScsiRequestQueue implements DeviceQueue {
     }
   }
 
+  /** Whether the command tagged `tag` (see #tag) is still in this queue's slot. */
+  holds(tag: bigint): boolean {
+    const low = Number(tag & 0xffff_ffffn);
+    if (low >>> 16 !== this.vq.index) return false;
+    const slot = low & 0xffff;
+    return this.#slots[slot] !== undefined && this.#generation[slot] === Number(tag >> 32n);
+  }
+
   abandonAll(error: Error): void {
     this.#retries = [];
     for (let slot = 0; slot < this.#slots.length; slot++) {
@@ -435,7 +443,13 @@ export class ScsiRequestQueue implements DeviceQueue {
     const command = request.command;
     if (command !== undefined) {
       command.status = status;
-      command.residual = Math.min(resid, request.length);
+      let residual = Math.min(resid, request.length);
+      // Data-in counts only as far as len says it was written, with the read path's leniency
+      // (below): what the device never wrote is the bounce buffer's zeroes, not the LUN's data.
+      if (command.dataIn && len !== 0 && len < request.length - residual) {
+        residual = request.length - len;
+      }
+      command.residual = residual;
       command.sense = senseLen > 0 ? this.#bytes.slice(senseAt, senseAt + senseLen) : undefined;
       return null;
     }

@@ -1,0 +1,325 @@
+/**
+ * The virtio-scsi frontend against devices that answer task management, flushes and raw commands
+ * in ways the last hunt left open. As in scsi-hunt.test.ts, the peer is the embedded backend in
+ * this process, with one misbehaviour scripted per test through its prototypes (the frontend's
+ * code is untouched).
+ */
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  openScsiDevice,
+  ScsiSenseError,
+  TimeoutError,
+  type BlockDevice,
+  type BlockServerOptions,
+} from '../../src/index.js';
+import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
+import { ScsiDevice } from '../../src/backend/scsi-device.js';
+import { FaultPlan } from '../../src/backend/faults.js';
+import type { DeviceChain } from '../../src/backend/device-queue.js';
+import type { HeldRequests, RequestResult } from '../../src/backend/device-model.js';
+import type { BlockServer } from '../../src/backend/index.js';
+import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
+import { encodeModeSense } from '../../src/devices/scsi/data.js';
+import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
+import {
+  VirtioScsiCmdReqHeader,
+  VirtioScsiCmdRespHeader,
+  VirtioScsiCtrlType,
+  VirtioScsiTmf,
+} from '../../src/devices/scsi/spec.js';
+import { copyFromSegments, copyToSegments } from '../../src/backend/storage.js';
+import { withServer } from '../helpers/in-process-server.js';
+
+/** Answers a command instead of the target (undefined: the target runs it). */
+let scriptTarget: ((cmd: ScsiCommand) => ScsiOutcome | undefined) | undefined;
+/** Rewrites what the device answered (the chain holds the response it wrote). */
+let scriptDevice: ((chain: DeviceChain, result: RequestResult) => RequestResult) | undefined;
+/** Requests taken from now on are held this long before they complete (0: not held). */
+let holdMs = 0;
+/**
+ * Task management functions the device answers FUNCTION_COMPLETE without ending the commands
+ * they name: the commands stay held.
+ */
+let loseCommandsOn = new Set<number>();
+
+const targetExecute = ScsiTarget.prototype.execute;
+ScsiTarget.prototype.execute = function (this: ScsiTarget, cmd, hooks) {
+  return scriptTarget?.(cmd) ?? targetExecute.call(this, cmd, hooks);
+};
+const deviceExecute = ScsiDevice.prototype.execute;
+ScsiDevice.prototype.execute = function (this: ScsiDevice, chain, fault, hooks) {
+  const result = deviceExecute.call(this, chain, fault, hooks);
+  return scriptDevice === undefined ? result : scriptDevice(chain, result);
+};
+const deviceControl = ScsiDevice.prototype.control;
+ScsiDevice.prototype.control = function (this: ScsiDevice, chain, held) {
+  // virtio_scsi_ctrl_tmf_req: type, then subtype (both le32).
+  const head = Buffer.alloc(8);
+  copyFromSegments(chain.readable, 0, head);
+  const tmf = head.readUInt32LE(0) === VirtioScsiCtrlType.VIRTIO_SCSI_T_TMF;
+  if (!tmf || !loseCommandsOn.has(head.readUInt32LE(4))) {
+    return deviceControl.call(this, chain, held);
+  }
+  const keeping: HeldRequests = { complete: () => 0, has: (match) => held.has(match) };
+  return deviceControl.call(this, chain, keeping);
+};
+const delayMs = FaultPlan.prototype.delayMs;
+FaultPlan.prototype.delayMs = function (this: FaultPlan) {
+  return holdMs > 0 ? holdMs : delayMs.call(this);
+};
+
+afterEach(() => {
+  scriptTarget = undefined;
+  scriptDevice = undefined;
+  holdMs = 0;
+  loseCommandsOn = new Set();
+});
+
+const RESP = VirtioScsiCmdRespHeader.fields;
+/** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
+const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
+const ABORT_TASK = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK;
+const LUN_RESET = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
+
+/** The CDB's operation code: the CDB follows the request header in the readable part. */
+function opcodeOf(chain: DeviceChain): number {
+  const head = Buffer.alloc(VirtioScsiCmdReqHeader.size + 1);
+  copyFromSegments(chain.readable, 0, head);
+  return head[VirtioScsiCmdReqHeader.size]!;
+}
+
+async function withScsiServer(
+  options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
+  body: (socketPath: string, server: BlockServer) => Promise<void>,
+): Promise<void> {
+  await withServer({ type: 'scsi', size: 1024 * 1024, ...options }, body);
+}
+
+/** Waits until every request the device was given has come back. */
+async function allReturned(dev: BlockDevice, ms: number): Promise<void> {
+  const start = Date.now();
+  while (dev.stats.requests !== dev.stats.completions) {
+    if (Date.now() - start > ms) {
+      throw new Error(
+        `${dev.stats.requests - dev.stats.completions} request(s) still held after ${ms} ms`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** `promise`, or a rejection after `ms`: a test that would hang fails instead. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function read16(lba: number, blocks: number): Uint8Array {
+  const cdb = new Uint8Array(16);
+  cdb[0] = ScsiOp.READ_16;
+  new DataView(cdb.buffer).setBigUint64(2, BigInt(lba));
+  new DataView(cdb.buffer).setUint32(10, blocks);
+  return cdb;
+}
+
+test('an ABORT TASK answered FUNCTION_COMPLETE whose command never returns escalates to LOGICAL UNIT RESET', async () => {
+  await withScsiServer({}, async (sock, server) => {
+    // `timeout` also bounds each task management function, and the wait for its effect.
+    const dev = await openScsiDevice(sock, { timeout: 300 });
+    try {
+      holdMs = 60_000;
+      loseCommandsOn = new Set([ABORT_TASK]);
+      const given = await Promise.all(
+        [0, 1, 2].map((i) => dev.read(i * 4096, 4096, { timeout: 50 }).catch((e: unknown) => e)),
+      );
+      for (const err of given) assert.ok(err instanceof TimeoutError, String(err));
+      holdMs = 0;
+      // Each abort "completed" but left its command held, its slot taken: the LUN is reset, once,
+      // which ends them all.
+      await allReturned(dev, 5000);
+      assert.equal(dev.stats.taskAborts, 3);
+      assert.equal(dev.stats.lunResets, 1);
+      assert.equal(server.stats.tmfAbortTask, 3);
+      assert.equal(server.stats.tmfLunReset, 1);
+      assert.equal(dev.closed, false);
+      const data = Buffer.alloc(4096, 0x6b);
+      await dev.write(data, 8192);
+      assert.ok((await dev.read(8192, 4096)).equals(data));
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a LOGICAL UNIT RESET answered FUNCTION_COMPLETE that leaves the command held fails the device, typed', async () => {
+  await withScsiServer({}, async (sock, server) => {
+    const dev = await openScsiDevice(sock, { timeout: 300 });
+    try {
+      const failed = new Promise<Error>((resolve) => dev.once('error', resolve));
+      holdMs = 60_000;
+      loseCommandsOn = new Set([ABORT_TASK, LUN_RESET]);
+      const started = Date.now();
+      const err = await dev.read(0, 4096, { timeout: 50 }).catch((e: unknown) => e);
+      assert.ok(err instanceof TimeoutError, String(err));
+      const pending = dev.read(4096, 512).catch((e: unknown) => e); // held as well
+      // 50 ms, then 300 ms for the abort to take effect, then 300 ms for the reset's.
+      const failure = await within(failed, 10_000, 'the device never failed');
+      assert.ok(failure instanceof TimeoutError, String(failure));
+      assert.match(failure.operation, /LOGICAL UNIT RESET/);
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 600 && elapsed < 10_000, `failed after ${elapsed} ms`);
+      assert.equal(server.stats.tmfAbortTask, 1);
+      assert.equal(server.stats.tmfLunReset, 1);
+      // Nothing waits for the held commands: every caller is answered.
+      assert.ok((await pending) instanceof TimeoutError);
+      await assert.rejects(dev.read(0, 512), TimeoutError);
+      assert.equal(dev.closed, true);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+/** MODE SENSE answered with the caching page's WCE as given (write-protect off). */
+function modeSenseWithCache(writeCache: boolean): (cmd: ScsiCommand) => ScsiOutcome | undefined {
+  return (cmd) => {
+    const op = cmd.cdb[0];
+    if (op !== ScsiOp.MODE_SENSE_6 && op !== ScsiOp.MODE_SENSE_10) return undefined;
+    const data = encodeModeSense(op === ScsiOp.MODE_SENSE_10, false, writeCache);
+    let room = 0;
+    for (const s of cmd.dataIn) room += s.buf.length;
+    const n = Math.min(data.length, room);
+    copyToSegments(cmd.dataIn, 0, Buffer.from(data.subarray(0, n)));
+    return { status: ScsiStatus.GOOD, sense: undefined, transferred: n, overrun: false };
+  };
+}
+
+test('flush on a LUN whose write cache is off sends no SYNCHRONIZE CACHE: a LUN without it still flushes', async () => {
+  await withScsiServer({}, async (sock) => {
+    let synchronizeCache = 0;
+    const modeSense = modeSenseWithCache(false);
+    scriptTarget = (cmd) => {
+      const op = cmd.cdb[0];
+      if (op !== ScsiOp.SYNCHRONIZE_CACHE_10 && op !== ScsiOp.SYNCHRONIZE_CACHE_16) {
+        return modeSense(cmd);
+      }
+      // A LUN without a write cache need not implement it.
+      synchronizeCache++;
+      return {
+        status: ScsiStatus.CHECK_CONDITION,
+        sense: encodeFixedSense(SenseKey.ILLEGAL_REQUEST, 0x20, 0),
+        transferred: 0,
+        overrun: false,
+      };
+    };
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      assert.equal(dev.info.type === 'virtio-scsi' && dev.info.writeCache, 'writethrough');
+      await dev.write(Buffer.alloc(4096, 0x11), 0);
+      await dev.flush();
+      dev.flushSync(); // sends nothing, so nothing blocks
+      const stream = dev.createWriteStream({ start: 4096 });
+      await new Promise<void>((resolve, reject) => {
+        stream.on('error', reject);
+        stream.end(Buffer.alloc(1000, 0x22), () => resolve());
+      });
+      assert.equal(synchronizeCache, 0, 'writes on a write-through LUN are durable already');
+      assert.ok((await dev.read(4096, 1000)).equals(Buffer.alloc(1000, 0x22)));
+    } finally {
+      await dev.close();
+    }
+  });
+  // With the write cache on, flush is SYNCHRONIZE CACHE, and its failure is the caller's.
+  await withScsiServer({}, async (sock) => {
+    let synchronizeCache = 0;
+    const modeSense = modeSenseWithCache(true);
+    scriptTarget = (cmd) => {
+      const op = cmd.cdb[0];
+      if (op === ScsiOp.SYNCHRONIZE_CACHE_10 || op === ScsiOp.SYNCHRONIZE_CACHE_16) {
+        synchronizeCache++;
+        return undefined;
+      }
+      return modeSense(cmd);
+    };
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      assert.equal(dev.info.type === 'virtio-scsi' && dev.info.writeCache, 'writeback');
+      // (No flushSync here: the backend runs in this thread, which it would block.)
+      await dev.flush();
+      assert.equal(synchronizeCache, 1);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('scsiCommand returns only the data-in the used length says was written', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      const data = Buffer.alloc(4096);
+      for (let i = 0; i < data.length; i++) data[i] = (i * 13 + 5) & 0xff;
+      await dev.write(data, 0);
+      const isRead16 = (chain: DeviceChain): boolean => opcodeOf(chain) === ScsiOp.READ_16;
+      // GOOD, resid 0, but len says only 1,024 bytes were written; the rest is not the LUN's.
+      scriptDevice = (chain, result) => {
+        if (!isRead16(chain)) return result;
+        const dataIn = chain.writable.slice(1);
+        let skip = 1024;
+        for (const seg of dataIn) {
+          if (skip < seg.buf.length) seg.buf.fill(0xee, skip);
+          skip = Math.max(0, skip - seg.buf.length);
+        }
+        return { ...result, len: 1024 };
+      };
+      let got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+      assert.equal(got.residual, 3072);
+      assert.equal(got.data.length, 1024);
+      assert.ok(got.data.equals(data.subarray(0, 1024)));
+      // A residual that says more is missing wins over the used length.
+      scriptDevice = (chain, result) => {
+        if (!isRead16(chain)) return result;
+        chain.writable[0]!.buf.writeUInt32LE(3584, RESP.resid.offset);
+        return { ...result, len: 1024 };
+      };
+      got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+      assert.equal(got.residual, 3584);
+      assert.equal(got.data.length, 512);
+      // len 0 is "not reported"; a len counting the data alone, or the response too, is whole.
+      for (const len of [0, 4096, RESP_BYTES + 4096]) {
+        scriptDevice = (chain, result) => (isRead16(chain) ? { ...result, len } : result);
+        got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
+        assert.equal(got.residual, 0, `len ${len}`);
+        assert.ok(got.data.equals(data), `len ${len}`);
+      }
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('a raw command that failed still reports its sense, whatever the used length', async () => {
+  await withScsiServer({}, async (sock) => {
+    const dev = await openScsiDevice(sock, { timeout: 2000 });
+    try {
+      // A READ past the end: CHECK CONDITION, LBA OUT OF RANGE.
+      scriptDevice = (chain, result) =>
+        opcodeOf(chain) === ScsiOp.READ_16 ? { ...result, len: RESP_BYTES } : result;
+      const err = await dev
+        .scsiCommand(read16(1 << 20, 1), { dataIn: 512 })
+        .catch((e: unknown) => e);
+      assert.ok(err instanceof ScsiSenseError, String(err));
+      assert.equal(err.senseKey, SenseKey.ILLEGAL_REQUEST);
+    } finally {
+      await dev.close();
+    }
+  });
+});
