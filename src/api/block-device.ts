@@ -225,6 +225,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     process.nextTick(() => this.emit('event', event));
   }
 
+  /** @internal Gives the bounce buffers kept for reuse back to the allocator. */
+  releaseCachedMemory(): void {
+    this.#engine.releaseCachedMemory();
+  }
+
   /** @internal The driver learned its limits after open (virtio-scsi identifies the LUN). */
   refreshLimits(): void {
     this.#engine.refreshLimits();

@@ -11,10 +11,12 @@ import {
   DeviceClosedError,
   InvalidArgumentError,
   openBlockDevice,
+  openDevice,
   OutOfMemoryError,
   type BlockDevice,
 } from '../../src/index.js';
 import { startQsd } from '../helpers/qsd.js';
+import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes } from '../helpers/random.js';
 
@@ -258,5 +260,26 @@ test('200 open / close cycles, with buffers outstanding and bounced I/O: no fd, 
     assert.deepEqual(shmFiles(), shm);
   } finally {
     await qsd.stop();
+  }
+});
+
+test('virtio-scsi: the block of zeroes it keeps leaves the rest of the memory in one piece', async () => {
+  const backend = await startEmbedded({ type: 'scsi', fileSize: MiB });
+  try {
+    const dev = await openDevice(backend.socketPath, { type: 'scsi', memorySize: 64 * KiB });
+    try {
+      assert.equal(dev.info.type, 'virtio-scsi');
+      // The zero block (WRITE SAME's data) takes one 4 KiB granule, for good; identification's
+      // bounce buffers are gone by then, so it does not split what is left.
+      const rest = dev.allocBuffer(60 * KiB);
+      assert.throws(() => dev.allocBuffer(1), OutOfMemoryError);
+      dev.freeBuffer(rest);
+      await dev.writeZeroes(0, 8192);
+      dev.freeBuffer(dev.allocBuffer(60 * KiB));
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
   }
 });
