@@ -283,3 +283,27 @@ test('virtio-scsi: the block of zeroes it keeps leaves the rest of the memory in
     await backend.stop();
   }
 });
+
+test('virtio-scsi: a command whose data cannot fit in the memory fails with OutOfMemoryError that counts the free memory right', async () => {
+  const backend = await startEmbedded({ type: 'scsi', fileSize: MiB });
+  try {
+    const dev = await openDevice(backend.socketPath, { type: 'scsi', memorySize: 64 * KiB });
+    try {
+      // READ(10) of 256 blocks: 128 KiB of data-in, which a command cannot split.
+      const cdb = Uint8Array.of(0x28, 0, 0, 0, 0, 0, 0, 1, 0, 0);
+      const free = /\(61440 bytes free in one piece\)/;
+      const settled = await outcome(dev.scsiCommand(cdb, { dataIn: 128 * KiB }));
+      assert.ok(settled.error instanceof OutOfMemoryError, String(settled.error));
+      assert.match(settled.error.message, free);
+      assert.throws(() => dev.scsiCommandSync(cdb, { dataIn: 128 * KiB }), free);
+      const fits = await dev.scsiCommand(Uint8Array.of(0x28, 0, 0, 0, 0, 0, 0, 0, 100, 0), {
+        dataIn: 100 * 512,
+      });
+      assert.equal(fits.data.length, 100 * 512);
+    } finally {
+      await dev.close();
+    }
+  } finally {
+    await backend.stop();
+  }
+});
