@@ -124,7 +124,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readonly #completion: CompletionStrategy;
   readonly #stats: DeviceStats;
   readonly #requestTimeoutMs: number;
-  readonly #userBuffers = new Set<number>();
+  /** Buffers from allocBuffer not yet freed: data-region offset -> the length handed out. */
+  readonly #userBuffers = new Map<number, number>();
   readonly #waitFds: number[];
   readonly #callFdCount: number;
   readonly #errFdCount: number;
@@ -222,6 +223,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   /** @internal Reports an event from the device's event queue (outside the drain routine). */
   emitDeviceEvent(event: ScsiEvent): void {
     process.nextTick(() => this.emit('event', event));
+  }
+
+  /** @internal Gives the bounce buffers kept for reuse back to the allocator. */
+  releaseCachedMemory(): void {
+    this.#engine.releaseCachedMemory();
   }
 
   /** @internal The driver learned its limits after open (virtio-scsi identifies the LUN). */
@@ -449,24 +455,26 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     let offset = allocator.alloc(size);
     if (offset < 0 && this.#engine.releaseCachedMemory()) offset = allocator.alloc(size);
     if (offset < 0) throw new OutOfMemoryError(size, allocator.largestFree);
-    this.#userBuffers.add(offset);
+    this.#userBuffers.set(offset, size);
     return Buffer.from(this.#driver.memory.data.buffer, offset, size);
   }
 
   /**
-   * Returns a Buffer from allocBuffer; do not use it afterwards. If a call still pending uses it,
-   * or a request that timed out or was aborted still has the device accessing this memory, the
-   * memory is only reused once the call is done and the device gives the request back (until
-   * then, a late read may still write into the Buffer).
+   * Returns a Buffer from allocBuffer (that Buffer, or a view of the same bytes: not a part of
+   * it); do not use it afterwards. If a call still pending uses it, or a request that timed out
+   * or was aborted still has the device accessing this memory, the memory is only reused once
+   * the call is done and the device gives the request back (until then, a late read may still
+   * write into the Buffer).
    */
   freeBuffer(buffer: Buffer | Uint8Array): void {
     checkBuffer('freeBuffer', buffer);
     if (this.#state === 'closed' || this.#state === 'failed') return; // memory already released
     const memory = this.#driver.memory;
     const offset = memory.dataOffsetOf(buffer);
-    if (offset < 0 || !this.#userBuffers.has(offset)) {
+    // The length too: an empty view at a buffer's end starts where the next buffer does.
+    if (offset < 0 || this.#userBuffers.get(offset) !== buffer.byteLength) {
       throw new InvalidArgumentError(
-        'freeBuffer: not a buffer returned by allocBuffer (or already freed)',
+        'freeBuffer: not a buffer returned by allocBuffer (a part of one, or already freed)',
       );
     }
     this.#userBuffers.delete(offset);

@@ -207,6 +207,9 @@ export async function openScsiDevice(
       maxTransferBytes: driver.limits.maxTransferBytes,
       maxSegments: driver.limits.maxSegments,
     });
+    // The zero block configure() keeps for good goes first in memory, not after the
+    // identification's cached bounce buffers, where it would split what the application gets.
+    dev.releaseCachedMemory();
     driver.configure(identity);
     dev.refreshLimits();
   } catch (err) {

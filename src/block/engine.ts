@@ -375,6 +375,9 @@ export class BlockEngine {
         }
         this.#runnable.removeAt(this.#runnable.indexOf(blocked));
         blocked.queued = false;
+        // A bounce buffer too small for a command went back to the cache: the error's count of
+        // free memory includes it.
+        this.#dropBounceCache();
         blocked.fail(
           new OutOfMemoryError(this.lastFailedBounce, this.memory.allocator.largestFree),
         );
