@@ -6,7 +6,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { openBlockDevice, type BlockDevice, type OpenOptions } from '../../src/index.js';
+import {
+  createBlockServer,
+  openBlockDevice,
+  type BlockDevice,
+  type OpenOptions,
+} from '../../src/index.js';
 import { startEmbedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { startQsd, type QsdOptions } from '../helpers/qsd.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
@@ -397,4 +402,71 @@ test('a queue too small for one block of a valid device is the caller’s error;
   } finally {
     await broken.stop();
   }
+});
+
+test('discard and write-zeroes longer than max_discard / max_write_zeroes are split and land', async () => {
+  const MiB = 1024 * 1024;
+  await withEmbedded({ fileSize: 40 * MiB, blockSize: 4096 }, {}, async (dev, model) => {
+    // The embedded backend takes 16 MiB per request and fails a longer one.
+    assert.equal(await dev.writeZeroes(1000, 35 * MiB), 35 * MiB);
+    model.fill(0, 1000, 1000 + 35 * MiB);
+    const done = await dev.discard(3, 40 * MiB - 3);
+    assert.equal(done, 40 * MiB - 4096);
+    model.fill(0, 4096, 40 * MiB);
+    assert.equal(dev.writeZeroesSync(5, 33 * MiB + 7), 33 * MiB + 7);
+    model.fill(0, 5, 5 + 33 * MiB + 7);
+  });
+});
+
+for (const peer of ['embedded', 'qsd'] as const) {
+  test(`a read-only device (${peer}) refuses every kind of write and still reads and flushes`, async () => {
+    const contents = randomBytes(prng(3), 64 * 1024);
+    const started =
+      peer === 'embedded'
+        ? await startEmbedded({ readOnly: true, fileSize: contents.length, contents })
+        : await startQsd({ writable: false, size: contents.length, contents });
+    try {
+      const dev = await openBlockDevice(started.socketPath);
+      try {
+        assert.equal(dev.readOnly, true);
+        const ro = { code: 'VHOST_USER_ERR_READ_ONLY' };
+        await assert.rejects(dev.write(Buffer.alloc(10), 0), ro);
+        await assert.rejects(dev.write(Buffer.alloc(512), 512), ro);
+        await assert.rejects(dev.writeZeroes(0, 4096), ro);
+        await assert.rejects(dev.discard(0, 4096), ro);
+        assert.throws(() => dev.writeSync(Buffer.alloc(1), 0), ro);
+        assert.throws(() => dev.writeZeroesSync(0, 1), ro);
+        assert.throws(() => dev.discardSync(0, 512), ro);
+        const shared = dev.allocBuffer(4096);
+        await assert.rejects(dev.write(shared, 0), ro);
+        dev.freeBuffer(shared);
+        await dev.flush();
+        dev.flushSync();
+        assert.ok((await dev.read(100, 60_000)).equals(contents.subarray(100, 60_100)));
+        const last = Buffer.alloc(1);
+        assert.equal(dev.readSync(last, contents.length - 1), 1);
+        assert.equal(last[0], contents[contents.length - 1]);
+      } finally {
+        await dev.close();
+      }
+      assert.ok(readFileSync(started.imagePath).equals(contents));
+    } finally {
+      await started.stop();
+    }
+  });
+}
+
+test('the embedded backend refuses a size_max below 16 (16-byte header descriptors), takes 16', async () => {
+  // size_max 8 made a device that failed every request: even a flush's 16-byte header broke it.
+  for (const sizeMax of [1, 8, 15]) {
+    assert.throws(() => createBlockServer({ socketPath: '/nonexistent/s', size: 4096, sizeMax }), {
+      code: 'VHOST_USER_ERR_INVALID_ARGUMENT',
+      message: /sizeMax/,
+    });
+  }
+  await withEmbedded({ sizeMax: 16, segMax: 64, fileSize: 64 * 1024 }, {}, async (dev, model) => {
+    await fuzz(dev, model, 9, 40, 2000);
+    await dev.flush();
+    assert.equal(await dev.getId(), 'vhost-user-embedded');
+  });
 });
