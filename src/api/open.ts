@@ -24,7 +24,7 @@ import {
 import { checkIntegerOption, checkTimeout } from './validate.js';
 
 export interface OpenOptions {
-  /** Descriptors per virtqueue: a power of two, default 256 (at most 32768). */
+  /** Descriptors per virtqueue: a power of two, default 256 (at least 4, at most 32768). */
   queueSize?: number;
   /** Request queues to use (the device must have that many). Default 1. */
   queues?: number;
@@ -89,7 +89,9 @@ function checkCommonOptions(socketPath: string, options: OpenOptions): CommonSet
   if (typeof socketPath !== 'string' || socketPath.length === 0) {
     throw new InvalidArgumentError('socketPath must be a non-empty string');
   }
-  const queueSize = checkIntegerOption('queueSize', options.queueSize, 1, 32768, 256);
+  // A request is a chain of at least 3 descriptors (header or request, data, status or
+  // response), and no chain may be longer than its queue, indirect tables included.
+  const queueSize = checkIntegerOption('queueSize', options.queueSize, 4, 32768, 256);
   if ((queueSize & (queueSize - 1)) !== 0) {
     throw new InvalidArgumentError(`queueSize must be a power of two, got ${queueSize}`);
   }

@@ -99,7 +99,7 @@ export interface BlockServerOptions {
   queues?: number;
   /** Largest ring accepted (SET_VRING_NUM), default 1024. */
   queueSize?: number;
-  /** size_max advertised (VIRTIO_BLK_F_SIZE_MAX) and enforced; 0 = no limit (not offered), default 0. */
+  /** size_max advertised (VIRTIO_BLK_F_SIZE_MAX) and enforced; 0 = no limit (not offered), default 0; else at least 16. */
   sizeMax?: number;
   /** seg_max advertised and enforced, default 126. */
   segMax?: number;
@@ -266,7 +266,7 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
     blockSize,
     queues: optionalInt('queues', options.queues, 1, maxQueues) ?? 1,
     queueSize,
-    sizeMax: optionalInt('sizeMax', options.sizeMax, 0, 0xffff_ffff) ?? 0,
+    sizeMax: checkSizeMax(options.sizeMax),
     segMax: optionalInt('segMax', options.segMax, 1, 0xffff_ffff) ?? 126,
     polling: options.polling === true,
     direct: options.direct,
@@ -274,6 +274,19 @@ export function resolveOptions(options: BlockServerOptions): ResolvedOptions {
     faults: { ...faults },
     trace: options.trace,
   };
+}
+
+/**
+ * size_max 1..15 would make a device that fails every request: the limit is enforced on every
+ * descriptor, and the request header and each discard / write-zeroes segment are 16-byte
+ * descriptors that drivers never split.
+ */
+function checkSizeMax(value: unknown): number {
+  const sizeMax = optionalInt('sizeMax', value, 0, 0xffff_ffff) ?? 0;
+  if (sizeMax > 0 && sizeMax < 16) {
+    throw new InvalidArgumentError(`sizeMax must be 0 (no limit) or at least 16, got ${sizeMax}`);
+  }
+  return sizeMax;
 }
 
 function optionalInt(name: string, value: unknown, min: number, max: number): number | undefined {

@@ -32,7 +32,7 @@ export function deviceArgs(values: OptionValues, extra: ScsiOpenOptions = {}): D
   if (flag(values, 'trace')) options.trace = true;
   const queueSize = stringOption(values, 'queue-size');
   if (queueSize !== undefined) {
-    const n = parseCount(queueSize, '--queue-size', 1, 32768);
+    const n = parseCount(queueSize, '--queue-size', 4, 32768);
     if ((n & (n - 1)) !== 0) throw new UsageError(`--queue-size must be a power of two, got ${n}`);
     options.queueSize = n;
   }

@@ -132,10 +132,19 @@ export class VirtioBlkDriver implements DeviceDriver {
     // A chain holds the header and status besides the data segments.
     const { indirectEntries, chainDescriptors } = setup.chainLimits(deviceSegMax + 2);
     const maxSegments = Math.max(1, Math.min(deviceSegMax, chainDescriptors - 2));
-    if (maxSegments * maxSegmentBytes < blockSize) {
+    if (deviceSegMax * maxSegmentBytes < blockSize) {
       throw new ProtocolError(
-        `size_max ${maxSegmentBytes} x seg_max ${maxSegments} cannot carry one ${blockSize}-byte block`,
+        `size_max ${maxSegmentBytes} x seg_max ${deviceSegMax} cannot carry one ${blockSize}-byte block`,
         'VHOST_USER_GET_CONFIG',
+      );
+    }
+    if (maxSegments * maxSegmentBytes < blockSize) {
+      // The device could take a block; the chains our queue size allows cannot.
+      const segments = Math.ceil(blockSize / maxSegmentBytes);
+      throw new InvalidArgumentError(
+        `queueSize ${queueSize} leaves ${maxSegments} data segments of at most ${maxSegmentBytes} ` +
+          `bytes per request, less than one ${blockSize}-byte block: use a queueSize of at least ` +
+          `${2 ** Math.ceil(Math.log2(segments + 2))}`,
       );
     }
     const wantQueues = options.queues;
