@@ -8,6 +8,7 @@ import {
   type ParsedArgs,
 } from './args.js';
 import { UsageError } from './errors.js';
+import { asUsageError } from './device.js';
 import { parseCount, parseSize } from './size.js';
 
 export const spec: CommandSpec = {
@@ -171,7 +172,12 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   expectPositionals(spec, positionals, 0);
   const options = serverOptions(values);
   const verbose = flag(values, 'verbose');
-  const server = createBlockServer(options);
+  let server: ReturnType<typeof createBlockServer>;
+  try {
+    server = createBlockServer(options);
+  } catch (err) {
+    throw asUsageError(err); // values the backend refuses (a block size of 1000...)
+  }
   let stop: (() => void) | undefined;
   const stopped = new Promise<void>((resolve) => (stop = resolve));
   // Internal errors (a failed accept) are logged; the backend keeps serving.
@@ -193,7 +199,9 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   process.once('SIGINT', onSignal);
   process.on('SIGUSR2', printStats);
   try {
-    await server.listen();
+    await server.listen().catch((err: unknown) => {
+      throw asUsageError(err); // a --file smaller than one block
+    });
     process.stdout.write(`listening on ${server.socketPath ?? `fd ${options.listenFd}`}\n`);
     await stopped;
   } finally {
