@@ -199,9 +199,7 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   process.once('SIGINT', onSignal);
   process.on('SIGUSR2', printStats);
   try {
-    await server.listen().catch((err: unknown) => {
-      throw asUsageError(err); // a --file smaller than one block
-    });
+    await server.listen();
     process.stdout.write(`listening on ${server.socketPath ?? `fd ${options.listenFd}`}\n`);
     await stopped;
   } finally {
