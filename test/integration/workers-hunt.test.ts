@@ -23,7 +23,8 @@ after(async () => {
 /**
  * A script for runScript that runs `body` (an async function's, given `lib`, the library, and
  * `data`, with the socket and the item) in a worker thread, one worker after another per item
- * of `items`, and prints what each worker posted and how it exited. The main thread loads the
+ * of `items`, and prints what each worker posted, how it exited and how many more fds the
+ * process has open than before it. The main thread loads the
  * library only if `mainLoads`.
  */
 function workersScript(body: string, items: readonly unknown[], mainLoads: boolean): string {
@@ -39,9 +40,14 @@ function workersScript(body: string, items: readonly unknown[], mainLoads: boole
     ');',
   ].join('\n');
   return [
+    "import { readdirSync } from 'node:fs';",
     "import { Worker } from 'node:worker_threads';",
+    "const fds = () => readdirSync('/proc/self/fd').length;",
     mainLoads ? `await import(${JSON.stringify(LIBRARY_ENTRY)});` : '',
+    // Node opens /dev/null for good as its first worker starts: not the library's.
+    "await new Promise((resolve) => new Worker('', { eval: true }).on('exit', resolve));",
     `for (const item of ${JSON.stringify(items)}) {`,
+    '  const before = fds();',
     `  const w = new Worker(${JSON.stringify(worker)}, {`,
     `    eval: true, workerData: { entry: ${JSON.stringify(LIBRARY_ENTRY)}, item, socket: ${JSON.stringify(qsd.socketPath)} },`,
     '  });',
@@ -49,7 +55,7 @@ function workersScript(body: string, items: readonly unknown[], mainLoads: boole
     "  w.on('message', (m) => (said += m));",
     "  w.on('error', (e) => (said += `error: ${e.message}`));",
     "  const code = await new Promise((resolve) => w.on('exit', resolve));",
-    '  console.log(`${item}: ${said} (exit ${code})`);',
+    '  console.log(`${item}: ${said} (exit ${code}), ${fds() - before} fds left`);',
     '}',
   ].join('\n');
 }
@@ -76,7 +82,41 @@ test('a worker thread that alone loaded the library opens a device, does I/O wit
     {
       code: 0,
       signal: null,
-      out: COMPLETION_MODES.map((mode) => `${mode}: ok (exit 0)`),
+      out: COMPLETION_MODES.map((mode) => `${mode}: ok (exit 0), 0 fds left`),
+    },
+  );
+});
+
+test('a worker that ends without closing its device (falls off its end, process.exit, throws) leaves no fd open and the backend free', async () => {
+  // fds are the process's: they stayed open after the worker, the socket with them, so
+  // qemu-storage-daemon (one connection at a time) kept serving the dead worker and the next
+  // open timed out in its handshake. Requests are in flight when the worker exits or throws.
+  const body = [
+    '  const dev = await lib.openBlockDevice(data.socket, { completion: "poll", timeout: 3000 });',
+    '  await dev.read(0, 4096);',
+    '  if (data.item === "end") return "ended";',
+    '  const loop = async () => { for (let i = 0; ; i++) await dev.read((i % 64) * 4096, 4096); };',
+    '  for (let i = 0; i < 4; i++) void loop();',
+    '  await new Promise((resolve) => setTimeout(resolve, 50));',
+    '  if (data.item === "exit") process.exit(0);',
+    '  setImmediate(() => { throw new Error("thrown"); });',
+    '  return "threw";',
+  ].join('\n');
+  const { code, signal, out } = await runScript(
+    workersScript(body, ['end', 'exit', 'throw', 'end'], true),
+    60_000,
+  );
+  assert.deepEqual(
+    { code, signal, out: out.trim().split('\n') },
+    {
+      code: 0,
+      signal: null,
+      out: [
+        'end: ended (exit 0), 0 fds left',
+        'exit:  (exit 0), 0 fds left',
+        'throw: threwerror: thrown (exit 1), 0 fds left',
+        'end: ended (exit 0), 0 fds left',
+      ],
     },
   );
 });
