@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -156,16 +156,25 @@ export interface NativeBinding {
 
 const ADDON_FILE = 'vhost_user_native.node';
 
+/**
+ * dlopen(3)'s RTLD_NODELETE (the same in glibc and musl; os.constants.dlopen leaves it out). A
+ * worker thread's exit unloads the addons it loaded (when no other thread of the process holds
+ * them), before V8 frees the worker's heap, and with it the rings' SharedArrayBuffer, whose
+ * deleter is the addon's: without it the process died of SIGSEGV there.
+ */
+const RTLD_NODELETE = 0x1000;
+
 function loadNative(): NativeBinding {
   // Compiled JS lives in dist/src/, so the package root is two levels up.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const require = createRequire(import.meta.url);
   const tried: string[] = [];
   const errors: unknown[] = [];
   for (const dir of ['build/Release', 'build/Debug']) {
     const path = join(root, dir, ADDON_FILE);
     try {
-      return require(path) as NativeBinding;
+      const addon = { exports: {} };
+      process.dlopen(addon, path, constants.dlopen.RTLD_LAZY | RTLD_NODELETE);
+      return addon.exports as NativeBinding;
     } catch (err) {
       tried.push(`${path} (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`);
       errors.push(err);
