@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
-import { Operation, type BlockEngine, type OperationCallback } from './engine.js';
+import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, DeviceCommand } from './request.js';
 
 /** What a raw command returns. */
@@ -22,6 +22,8 @@ export class PassThroughOp extends Operation {
   readonly #command: DeviceCommand;
   readonly #dataOut: Uint8Array | undefined;
   readonly #length: number;
+  /** Offset of dataOut in the data region when it lies there, else -1 (freeBuffer waits). */
+  readonly #sharedOffset: number;
   #result: PassThroughResult | undefined;
   readonly #onDone = (request: BlockRequest, error: Error | null): void => {
     this.inFlight--;
@@ -62,6 +64,8 @@ export class PassThroughOp extends Operation {
     }
     this.#length = length;
     this.#dataOut = dataOut !== undefined && dataOut.length > 0 ? dataOut : undefined;
+    this.#sharedOffset =
+      this.#dataOut === undefined ? -1 : engine.memory.dataOffsetOf(this.#dataOut);
     this.#command = {
       cdb: Uint8Array.from(cdb),
       dataIn: this.#dataOut === undefined,
@@ -77,7 +81,17 @@ export class PassThroughOp extends Operation {
     return this.#result;
   }
 
+  /** dataOut is read when the command is submitted, which may wait for memory or descriptors. */
+  override usesSharedBytes(offset: number, size: number): boolean {
+    const own = this.#sharedOffset;
+    return this.pending && own >= 0 && own < offset + size && offset < own + this.#length;
+  }
+
   pump(): boolean {
+    // Detached while waiting (its memory released): sending would carry stale bounce bytes.
+    if (this.#dataOut !== undefined && this.#dataOut.length !== this.#length) {
+      throw bufferGone(this.name);
+    }
     let bounce = -1;
     if (this.#length > 0) {
       bounce = this.engine.allocBounce(this.#length);

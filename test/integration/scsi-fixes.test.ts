@@ -7,6 +7,7 @@
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  InvalidArgumentError,
   openScsiDevice,
   ScsiSenseError,
   TimeoutError,
@@ -318,6 +319,31 @@ test('a raw command that failed still reports its sense, whatever the used lengt
         .catch((e: unknown) => e);
       assert.ok(err instanceof ScsiSenseError, String(err));
       assert.equal(err.senseKey, SenseKey.ILLEGAL_REQUEST);
+    } finally {
+      await dev.close();
+    }
+  });
+});
+
+test('scsiCommand whose dataOut is detached while it waits for memory fails alone and writes nothing', async () => {
+  // Every completion is held 100 ms. A bounced 40 KiB read holds most of the 64 KiB while the
+  // command waits for 32 KiB; its dataOut is detached meanwhile (transferred). Before, the command
+  // copied 0 bytes from it and sent the bounce buffer's stale bytes as a WRITE, resolving OK.
+  await withScsiServer({ faults: { delayCompletionsMs: 100 } }, async (sock) => {
+    const dev = await openScsiDevice(sock, { memorySize: 64 * 1024 });
+    try {
+      const before = await dev.read(0, 32 * 1024);
+      const reading = dev.read(64 * 1024, 40 * 1024);
+      const source = new ArrayBuffer(32 * 1024);
+      new Uint8Array(source).fill(0xa5);
+      const cdb = new Uint8Array(10);
+      cdb[0] = ScsiOp.WRITE_10;
+      new DataView(cdb.buffer).setUint16(7, (32 * 1024) / dev.blockSize);
+      const command = dev.scsiCommand(cdb, { dataOut: new Uint8Array(source) });
+      structuredClone(source, { transfer: [source] });
+      await reading;
+      await assert.rejects(command, (err: unknown) => err instanceof InvalidArgumentError);
+      assert.ok((await dev.read(0, 32 * 1024)).equals(before), 'nothing was written');
     } finally {
       await dev.close();
     }
