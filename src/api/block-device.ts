@@ -512,18 +512,29 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
 
   /** Frees the returned buffers that no request in flight uses any more. */
   #releaseDeferredFrees(): void {
+    // In place, with no closure: this runs after every settle while a free waits (for good, if
+    // the device never returns a request it was given up on), so it must allocate nothing.
     const memory = this.#driver.memory;
-    this.#deferredFrees = this.#deferredFrees.filter((offset) => {
+    const frees = this.#deferredFrees;
+    let kept = 0;
+    for (let i = 0; i < frees.length; i++) {
+      const offset = frees[i]!;
       const size = memory.allocator.sizeOf(offset)!;
-      if (this.#driver.usesMemory(memory.dataGpa + offset, size)) return true;
-      // A call not yet answered may still copy from or into it, or submit from it.
-      if (this.#engine.usesSharedBytes(offset, size)) return true;
-      memory.allocator.free(offset);
-      return false;
-    });
+      // The device may still access it, or a call not yet answered may still copy from or into
+      // it, or submit from it.
+      if (
+        this.#driver.usesMemory(memory.dataGpa + offset, size) ||
+        this.#engine.usesSharedBytes(offset, size)
+      ) {
+        frees[kept++] = offset;
+      } else {
+        memory.allocator.free(offset);
+      }
+    }
+    frees.length = kept;
   }
 
-  #deferredFrees: number[] = [];
+  readonly #deferredFrees: number[] = [];
 
   // ---- blocking API ----
 

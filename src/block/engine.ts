@@ -425,7 +425,11 @@ export class BlockEngine {
    * requests in flight may, which the driver knows.
    */
   usesSharedBytes(offset: number, size: number): boolean {
-    for (const op of this.active.snapshot()) if (op.usesSharedBytes(offset, size)) return true;
+    // By index: checked after every settle while a free waits, so it must allocate nothing.
+    const active = this.active;
+    for (let i = 0; i < active.size; i++) {
+      if (active.at(i)!.usesSharedBytes(offset, size)) return true;
+    }
     return false;
   }
 

@@ -33,6 +33,11 @@ export class SlotSet<T extends Slotted> {
     member.slot = -1;
   }
 
+  /** The member at `index` (0 .. size - 1), for a look through them that allocates nothing. */
+  at(index: number): T | undefined {
+    return this.#members[index];
+  }
+
   /** The members now, as a new array (safe to delete from the set while going through it). */
   snapshot(): T[] {
     return this.#members.slice(0, this.#size) as T[];

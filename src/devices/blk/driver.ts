@@ -230,7 +230,8 @@ export class VirtioBlkDriver implements DeviceDriver {
   }
 
   usesMemory(gpa: number, length: number): boolean {
-    return this.queues.some((q) => q.usesMemory(gpa, length));
+    for (const q of this.queues) if (q.usesMemory(gpa, length)) return true;
+    return false;
   }
 
   kick(): void {

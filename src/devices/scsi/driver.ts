@@ -380,7 +380,8 @@ export class VirtioScsiDriver implements DeviceDriver {
   }
 
   usesMemory(gpa: number, length: number): boolean {
-    return this.requestQueues.some((q) => q.usesMemory(gpa, length));
+    for (const q of this.requestQueues) if (q.usesMemory(gpa, length)) return true;
+    return false;
   }
 
   kick(): void {
