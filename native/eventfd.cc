@@ -105,15 +105,21 @@ napi_value EventfdRead(napi_env env, napi_callback_info info) {
   }
   uint64_t value = 0;
   struct iovec iov = {&value, sizeof(value)};
-  // RWF_NOWAIT makes this one read return EAGAIN on an empty counter whatever
-  // the file's flags; offset -1: the file position (eventfds have none).
-  ssize_t n =
-      RetryEintr([&] { return preadv2(fd, &iov, 1, -1, RWF_NOWAIT); });
-  if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
-    // Before Linux 5.11 eventfd had no read_iter and refused the flag: read
-    // only what poll says is there. A peer that empties the counter between
-    // the two can still block a read on a file it made blocking; those
-    // kernels offer no read that ignores the file's flags.
+  // Kernels whose eventfd has no read_iter (before about 5.8) refuse
+  // RWF_NOWAIT: learned at the first refusal, so each later read costs one
+  // syscall pair (poll, read), not a refused preadv2 as well.
+  static bool nowait_refused = false;
+  ssize_t n = -1;
+  if (!nowait_refused) {
+    // RWF_NOWAIT makes this one read return EAGAIN on an empty counter
+    // whatever the file's flags; offset -1: the file position (none here).
+    n = RetryEintr([&] { return preadv2(fd, &iov, 1, -1, RWF_NOWAIT); });
+    if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) nowait_refused = true;
+  }
+  if (nowait_refused) {
+    // Read only what poll says is there. A peer that empties the counter
+    // between the two can still block a read on a file it made blocking;
+    // those kernels offer no read that ignores the file's flags.
     bool readable = false;
     if (!ReadyNow(fd, POLLIN, &readable)) {
       ThrowErrno(env, "poll", errno);

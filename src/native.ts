@@ -106,7 +106,7 @@ export interface NativeBinding {
    * (native/eventfd.cc): the server's signals to its frontends.
    */
   eventfdSignal(fd: number): void;
-  /** Non-blocking read whatever the file's flags (preadv2 RWF_NOWAIT; before Linux 5.11, poll(2) then read): returns the counter, or 0 if it was not signalled (EAGAIN). */
+  /** Non-blocking read whatever the file's flags (preadv2 RWF_NOWAIT; where eventfd refuses it, before Linux ~5.8, poll(2) then read): returns the counter, or 0 if it was not signalled (EAGAIN). */
   eventfdRead(fd: number): number;
   /** socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK) + connect. Path longer than sun_path: RangeError code 'ERR_INVALID_ARG_VALUE'. connect() on a Unix stream socket completes at once or fails; if it returns EINPROGRESS/EAGAIN, wait for writability with poll() for up to 1000 ms, then check SO_ERROR. Returns the fd. */
   unixConnect(path: string): number;
