@@ -28,6 +28,10 @@ export type ScriptedReply =
 export interface ScriptedBackendOptions {
   /** Request queues offered (VIRTIO_BLK_F_MQ and the MQ protocol feature when above 1). Default 1. */
   queues?: number;
+  /** size_max offered (VIRTIO_BLK_F_SIZE_MAX; no SEG_MAX is ever offered). Default: none. */
+  sizeMax?: number;
+  /** blk_size in the config (BLK_SIZE is offered). Default 512. */
+  blkSize?: number;
 }
 
 export interface ScriptedBackend {
@@ -60,10 +64,11 @@ export function reply(
 }
 
 export function blkConfig(
-  opts: { capacitySectors?: bigint; blkSize?: number; numQueues?: number } = {},
+  opts: { capacitySectors?: bigint; blkSize?: number; numQueues?: number; sizeMax?: number } = {},
 ): Uint8Array {
   const c = Buffer.alloc(60);
   c.writeBigUInt64LE(opts.capacitySectors ?? 2048n, 0);
+  c.writeUInt32LE(opts.sizeMax ?? 0, 8);
   c.writeUInt32LE(opts.blkSize ?? 512, 20);
   c.writeUInt16LE(opts.numQueues ?? 1, 34);
   return c;
@@ -74,13 +79,17 @@ function defaultReply(
   request: number,
   flags: number,
   payload: Buffer,
-  queues: number,
+  options: ScriptedBackendOptions,
 ): Uint8Array | undefined {
   const R = VhostUserRequest;
+  const queues = options.queues ?? 1;
   const mq = queues > 1;
   switch (request) {
-    case R.VHOST_USER_GET_FEATURES:
-      return reply(request, u64(mq ? FEATURES | (1n << 12n) : FEATURES));
+    case R.VHOST_USER_GET_FEATURES: {
+      let features = mq ? FEATURES | (1n << 12n) : FEATURES;
+      if (options.sizeMax !== undefined) features |= 1n << 1n; // SIZE_MAX
+      return reply(request, u64(features));
+    }
     case R.VHOST_USER_GET_PROTOCOL_FEATURES:
       return reply(request, u64(mq ? PROTOCOL_FEATURES | 1n : PROTOCOL_FEATURES));
     case R.VHOST_USER_GET_QUEUE_NUM:
@@ -88,7 +97,11 @@ function defaultReply(
     case R.VHOST_USER_GET_CONFIG: {
       const out = Buffer.alloc(payload.length);
       payload.copy(out, 0, 0, 12);
-      const config = blkConfig({ numQueues: queues });
+      const config = blkConfig({
+        numQueues: queues,
+        sizeMax: options.sizeMax,
+        blkSize: options.blkSize,
+      });
       Buffer.from(config).copy(out, 12, 0, Math.min(60, payload.length - 12));
       return reply(request, out);
     }
@@ -103,7 +116,6 @@ export async function startScriptedBackend(
   override: (request: number, payload: Buffer) => ScriptedReply = () => ({ kind: 'default' }),
   options: ScriptedBackendOptions = {},
 ): Promise<ScriptedBackend> {
-  const queues = options.queues ?? 1;
   const dir = mkdtempSync(join(tmpdir(), 'vhost-user-scripted-'));
   const socketPath = join(dir, 'backend.sock');
   const received: string[] = [];
@@ -129,7 +141,7 @@ export async function startScriptedBackend(
           return;
         }
         const bytes =
-          action.kind === 'raw' ? action.bytes : defaultReply(request, flags, payload, queues);
+          action.kind === 'raw' ? action.bytes : defaultReply(request, flags, payload, options);
         if (!bytes) continue;
         if (action.kind === 'delay') {
           const timer = setTimeout(() => socket.writable && socket.write(bytes), action.ms);

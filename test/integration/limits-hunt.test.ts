@@ -12,6 +12,7 @@ import {
   type BlockDevice,
   type OpenOptions,
 } from '../../src/index.js';
+import { startScriptedBackend } from '../helpers/scripted-backend.js';
 import { startEmbedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { startQsd, type QsdOptions } from '../helpers/qsd.js';
 import { prng, randomBytes, randomInt } from '../helpers/random.js';
@@ -387,6 +388,20 @@ test('a queue too small for one block of a valid device is the caller’s error;
     }
   } finally {
     await valid.stop();
+  }
+  // A device that sets no seg_max (no VIRTIO_BLK_F_SEG_MAX) limits nothing: a queue too small
+  // for one 4096-byte block in 512-byte segments is again the caller's, named as such.
+  const noSegMax = await startScriptedBackend(() => ({ kind: 'default' }), {
+    sizeMax: 512,
+    blkSize: 4096,
+  });
+  try {
+    await assert.rejects(openBlockDevice(noSegMax.socketPath, { queueSize: 4 }), {
+      code: 'VHOST_USER_ERR_INVALID_ARGUMENT',
+      message: /queueSize 4 /,
+    });
+  } finally {
+    await noSegMax.stop();
   }
   const broken = await startEmbedded({
     blockSize: 4096,

@@ -127,12 +127,13 @@ export class VirtioBlkDriver implements DeviceDriver {
     // size_max 0 means no limit (qemu-storage-daemon offers SIZE_MAX with 0).
     const maxSegmentBytes =
       has(VirtioBlkFeature.VIRTIO_BLK_F_SIZE_MAX) && config.sizeMax > 0 ? config.sizeMax : Infinity;
-    const deviceSegMax =
-      has(VirtioBlkFeature.VIRTIO_BLK_F_SEG_MAX) && config.segMax > 0 ? config.segMax : queueSize;
+    // Without SEG_MAX the device sets no limit: only our queue size does.
+    const offersSegMax = has(VirtioBlkFeature.VIRTIO_BLK_F_SEG_MAX) && config.segMax > 0;
+    const deviceSegMax = offersSegMax ? config.segMax : queueSize;
     // A chain holds the header and status besides the data segments.
     const { indirectEntries, chainDescriptors } = setup.chainLimits(deviceSegMax + 2);
     const maxSegments = Math.max(1, Math.min(deviceSegMax, chainDescriptors - 2));
-    if (deviceSegMax * maxSegmentBytes < blockSize) {
+    if (offersSegMax && deviceSegMax * maxSegmentBytes < blockSize) {
       throw new ProtocolError(
         `size_max ${maxSegmentBytes} x seg_max ${deviceSegMax} cannot carry one ${blockSize}-byte block`,
         'VHOST_USER_GET_CONFIG',
