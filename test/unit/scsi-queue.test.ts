@@ -84,6 +84,7 @@ function rig(): Rig {
       use16: true,
       discardWithUnmap: true,
       zeroesByUnmap: false,
+      writeThrough: false,
       zeroBlockGpa: 0,
     },
     host,

@@ -330,6 +330,7 @@ export class VirtioScsiDriver implements DeviceDriver {
       use16: true,
       discardWithUnmap: true,
       zeroesByUnmap: false,
+      writeThrough: false,
       zeroBlockGpa: 0,
     };
     return new VirtioScsiDriver(new VhostDeviceResources(setup, rings), {

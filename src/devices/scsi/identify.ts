@@ -382,9 +382,10 @@ export async function identifyScsi(
     maxSegmentBytes: Infinity,
     maxSegments: options.maxSegments,
     maxTransferBytes: Math.max(blockSize, maxTransferBytes),
-    // Write-through (WCE 0): a write completes once on the medium, so there is nothing to flush,
-    // and such a LUN need not implement SYNCHRONIZE CACHE (Linux's sd sends it none either).
-    canFlush: mode.writeCache !== false,
+    // Always SYNCHRONIZE CACHE, even where the write cache was off at open (WCE 0): it may be
+    // turned on later (MODE SELECT, another initiator), and a flush skipped then would leave
+    // writes not durable. Such a LUN need not implement the command: see writeThrough.
+    canFlush: true,
     canDiscard: unmap || writeSameUnmap,
     canWriteZeroes: canWriteSame,
     maxDiscardBytes: floorTo(
@@ -402,6 +403,7 @@ export async function identifyScsi(
       use16,
       discardWithUnmap: unmap,
       zeroesByUnmap: writeSameUnmap && capacity.readsZeroes,
+      writeThrough: mode.writeCache === false,
     },
     info: {
       vendor: chosen.vendor,

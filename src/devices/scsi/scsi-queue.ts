@@ -51,7 +51,15 @@ export interface ScsiQueueSettings {
   zeroesByUnmap: boolean;
   /** A block of zeroes in shared memory, the data-out of WRITE SAME. */
   zeroBlockGpa: number;
+  /**
+   * MODE SENSE said the write cache was off (WCE 0) at open: a SYNCHRONIZE CACHE the LUN does
+   * not implement (such a LUN need not) has nothing to flush, and counts as done.
+   */
+  writeThrough: boolean;
 }
+
+/** ILLEGAL REQUEST's ASC for an operation code the LUN does not implement. */
+const ASC_INVALID_COMMAND = 0x20;
 
 /** Backoff for retried commands: 1, 2, 4... ms, at most this many attempts (about 0.25 s). */
 export const MAX_SCSI_RETRIES = 8;
@@ -412,6 +420,14 @@ export class ScsiRequestQueue implements DeviceQueue {
           this.#host.deferredError(new ScsiSenseError(name, sense));
           if (!cancelled && this.#retry(slot, false, MAX_SCSI_RETRIES)) return 'retry';
           return new ScsiSenseError(name, sense, position);
+        }
+        if (
+          request.kind === 'flush' &&
+          this.settings.writeThrough &&
+          sense.senseKey === SenseKey.ILLEGAL_REQUEST &&
+          sense.asc === ASC_INVALID_COMMAND
+        ) {
+          return null;
         }
         if (!cancelled && isRetryableSense(sense)) {
           // A unit attention reports a past event (a reset): the command itself can go at once.
