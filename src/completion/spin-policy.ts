@@ -2,7 +2,7 @@ import type { SpinYield } from './strategy.js';
 
 /**
  * When a polling strategy gives up spinning on one wait, and what it learns from each wait.
- * The engine passes spans in whole ns of at most 2^31 - 1 (wholeNs: a longer one is passed as
+ * The engine passes spans in whole ns of at most 2^31 - 1 (spanNs: a longer one is passed as
  * that): small integers, which V8 passes as they are where a fractional number would be boxed.
  */
 export interface SpinPolicy {

@@ -23,7 +23,7 @@ export interface CompletionHost {
    * A polling turn spun or slept for `turnNs` as the clock saw it, of which it held the thread
    * itself for `heldNs`: the rest went to others, as told by timing alone (a preempting thread,
    * the host, a garbage collection or compilation on this thread, a late yield, a sleep's late
-   * wake-up). Whole ns, at most 2^31 - 1 (see wholeNs). Optional; for DeviceStats.
+   * wake-up). Whole ns, at most 2^31 - 1 (see spanNs). Optional; for DeviceStats.
    */
   countPollingTurn?(turnNs: number, heldNs: number): void;
   /**

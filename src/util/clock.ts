@@ -7,7 +7,7 @@ import { native } from '../native.js';
  * caller's Promise. This reads the same monotonic clock through a native call that writes into
  * a typed array, which optimised code reads as a plain double (and a third faster here: ~37
  * against ~60 ns a read). The readings below are doubles too: where V8 inlines nowMs() they stay
- * unboxed, and callers avoid passing them to calls it may not inline (see wholeNs).
+ * unboxed, and callers avoid passing them to calls it may not inline (see spanNs).
  */
 const { tick, cell } = native.clockCreate();
 
