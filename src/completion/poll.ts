@@ -8,7 +8,7 @@ import {
   anyUsed,
   lastSpin,
   msToNs,
-  span,
+  spanMs,
   spanNs,
   SPIN_END,
   SPIN_HELD,
@@ -327,9 +327,9 @@ export class PollingCompletion implements CompletionStrategy {
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         if (atOnce === 0) this.#kickAheadTrial.discard();
         // Told to the policy with the wait's decision (#reportPending).
-        span[0] = idleMs;
+        spanMs[0] = idleMs;
         this.#pendingIdleNs = spanNs();
-        span[0] = this.#busyMs;
+        spanMs[0] = this.#busyMs;
         this.#pendingBusyNs = spanNs();
         this.#idleSince = -1;
         this.#busySince = arrived;
@@ -493,7 +493,7 @@ export class PollingCompletion implements CompletionStrategy {
     const now = latestMs();
     const budgetLeftMs = this.#waitStart + this.#budgetMs - now;
     const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - now;
-    span[0] = Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs);
+    spanMs[0] = Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs);
     return spanNs();
   }
 
@@ -507,9 +507,9 @@ export class PollingCompletion implements CompletionStrategy {
     if (this.#microRunStart < 0) return;
     const ms = this.#microRunEnd - this.#microRunStart;
     this.#microRunStart = -1;
-    span[0] = ms;
+    spanMs[0] = ms;
     const runNs = spanNs();
-    span[0] = Math.min(this.#microRunHeld, ms);
+    spanMs[0] = Math.min(this.#microRunHeld, ms);
     this.#host.countPollingTurn?.(runNs, spanNs());
   }
 
@@ -672,7 +672,7 @@ export class PollingCompletion implements CompletionStrategy {
           heldMs = sleptNs / msToNs;
         } else {
           // Whole ns: a small integer is passed unboxed.
-          span[0] = Math.min(left, this.#sliceMs);
+          spanMs[0] = Math.min(left, this.#sliceMs);
           const ns = spanNs();
           found = spinForUsed(queues, ns, this.spinYield(), true);
           // From the typed array, not a helper's return value: a time returned from a call V8
@@ -684,10 +684,10 @@ export class PollingCompletion implements CompletionStrategy {
     const now = nowMs();
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
-      span[0] = ms;
+      spanMs[0] = ms;
       const turnNs = spanNs();
       if (sleptNs > 0) this.#sleep?.took(sleptNs, turnNs);
-      span[0] = Math.min(heldMs, ms);
+      spanMs[0] = Math.min(heldMs, ms);
       this.#host.countPollingTurn?.(turnNs, spanNs());
     }
     if (found) {
@@ -737,7 +737,7 @@ export class PollingCompletion implements CompletionStrategy {
   #found(): void {
     // Reported when the next wait is decided: after the drained requests' callbacks, so after
     // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-    span[0] = latestMs() - this.#waitStart;
+    spanMs[0] = latestMs() - this.#waitStart;
     this.#pendingHitNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     this.#kickAheadOfIdle();
@@ -830,7 +830,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#schedule();
         return;
       }
-      span[0] = latestMs() - this.#waitStart;
+      spanMs[0] = latestMs() - this.#waitStart;
       this.#policy.hit(spanNs());
       this.#kickAheadTrial.waitEnded();
       this.#drainAll();
@@ -882,7 +882,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
-    span[0] = nowMs() - this.#waitStart;
+    spanMs[0] = nowMs() - this.#waitStart;
     const elapsedNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     if (asked > 0) {
@@ -890,7 +890,7 @@ export class PollingCompletion implements CompletionStrategy {
       if (late) this.#policy.batchLate?.();
       else this.#policy.batchWoke?.(found, asked, inFlight, elapsedNs);
     } else {
-      span[0] = this.#budgetMs;
+      spanMs[0] = this.#budgetMs;
       this.#policy.miss(spanNs(), elapsedNs);
     }
     // Drain as a polling turn does: while the callbacks submit more (setBusy), no new wait may

@@ -1,4 +1,4 @@
-import { msToNs, span, spanNs } from './spin.js';
+import { msToNs, spanMs, spanNs } from './spin.js';
 
 /**
  * How much of a sleep's overshoot is forgotten per sleep: the estimate follows the largest
@@ -56,7 +56,7 @@ export class SleepInterval {
    * this thread may have raised it since this one's last sleep.
    */
   get ns(): number {
-    span[0] = this.#turnMs - this.#overshoot[0]!;
+    spanMs[0] = this.#turnMs - this.#overshoot[0]!;
     const roomNs = spanNs();
     return Math.max(this.#minNs, Math.min(this.#configuredNs, roomNs));
   }

@@ -7,7 +7,7 @@ import type { SpinYield } from './strategy.js';
 export const msToNs = 1e6;
 
 /**
- * How a span (ms) is handed to a call: written to `span[0]`, then read back as whole ns by
+ * How a span (ms) is handed to a call: written to `spanMs[0]`, then read back as whole ns by
  * spanNs(), at most 2^31 - 1 (2.1 s). A small integer, which V8 passes to a function it does not
  * inline as is, where a fractional number would be a new heap number; and the span reaches the
  * conversion as a typed array's element (written and read in place), not as an argument, which
@@ -15,11 +15,11 @@ export const msToNs = 1e6;
  * times, where a large caller had used up V8's inlining budget (a helper taking the span cost
  * sleep-poll 16 B per depth-1 read; BENCHMARKS.md). One per thread, read right after it is set.
  */
-export const span = new Float64Array(1);
+export const spanMs = new Float64Array(1);
 
-/** `span[0]` (ms) in whole ns (see `span`). */
+/** `spanMs[0]` (ms) in whole ns (see `spanMs`). */
 export function spanNs(): number {
-  const ms = span[0]!;
+  const ms = spanMs[0]!;
   // Rounded (+0.5, then truncated by |0), so ns -> ms -> ns comes back exact. NaN and negative
   // spans (none should come) give 0.
   if (!(ms > 0)) return 0;

@@ -11,7 +11,7 @@ import {
   type SpinYield,
 } from '../../src/completion/strategy.js';
 import { drainTook, EventCompletion } from '../../src/completion/event.js';
-import { span, spanNs } from '../../src/completion/spin.js';
+import { spanMs, spanNs } from '../../src/completion/spin.js';
 import {
   KICK_AHEAD_FIRST_TRIAL,
   KICK_AHEAD_TRIAL_BLOCK,
@@ -1194,9 +1194,9 @@ test("engine: a lone request's completion is looked for in the turn that settled
   );
 });
 
-test('spanNs: the span in ms written to span[0] as whole ns, clamped to a small integer', () => {
+test('spanNs: the span in ms written to spanMs[0] as whole ns, clamped to a small integer', () => {
   const wholeNs = (ms: number): number => {
-    span[0] = ms;
+    spanMs[0] = ms;
     return spanNs();
   };
   assert.equal(wholeNs(0.0042), 4200);
