@@ -51,11 +51,13 @@ function workersScript(body: string, items: readonly unknown[], mainLoads: boole
     `  const w = new Worker(${JSON.stringify(worker)}, {`,
     `    eval: true, workerData: { entry: ${JSON.stringify(LIBRARY_ENTRY)}, item, socket: ${JSON.stringify(qsd.socketPath)} },`,
     '  });',
+    // Apart: a worker's last message and its error event come in either order.
     "  let said = '';",
+    "  let failed = '';",
     "  w.on('message', (m) => (said += m));",
-    "  w.on('error', (e) => (said += `error: ${e.message}`));",
+    "  w.on('error', (e) => (failed += ` error: ${e.message}`));",
     "  const code = await new Promise((resolve) => w.on('exit', resolve));",
-    '  console.log(`${item}: ${said} (exit ${code}), ${fds() - before} fds left`);',
+    '  console.log(`${item}: ${said}${failed} (exit ${code}), ${fds() - before} fds left`);',
     '}',
   ].join('\n');
 }
@@ -114,7 +116,7 @@ test('a worker that ends without closing its device (falls off its end, process.
       out: [
         'end: ended (exit 0), 0 fds left',
         'exit:  (exit 0), 0 fds left',
-        'throw: threwerror: thrown (exit 1), 0 fds left',
+        'throw: threw error: thrown (exit 1), 0 fds left',
         'end: ended (exit 0), 0 fds left',
       ],
     },
