@@ -11,13 +11,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { native } from '../../src/native.js';
-import { SocketEndpoint } from '../../src/protocol/endpoint.js';
 import {
   U64,
   VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_REPLY_MASK,
   VHOST_USER_VERSION,
-  VhostUserRequest,
   encodeMemoryTable,
   encodeVringFd,
   VhostUserVringAddr,
@@ -33,10 +30,10 @@ import { startEmbedded } from '../helpers/embedded-backend.js';
 import { withServer } from '../helpers/in-process-server.js';
 import { runScript } from '../helpers/run-script.js';
 import { within } from '../helpers/within.js';
+import { RawFrontend, type RequestName } from '../helpers/raw-frontend.js';
 
 const V = VHOST_USER_VERSION;
 const ACK = V | VHOST_USER_NEED_REPLY_MASK;
-type RequestName = keyof typeof VhostUserRequest;
 
 /** The largest count an eventfd holds: a write of 1 then waits (or fails EAGAIN). */
 const FULL = 0xffff_ffff_ffff_fffen;
@@ -148,33 +145,14 @@ test('eventfdRead, eventfdWrite and eventfdSignal still validate their argument 
   assert.throws(() => native.eventfdSignal(fd), { code: 'EBADF' });
 });
 
-/** A raw frontend on the backend's socket. */
-class Peer {
-  readonly ep: SocketEndpoint;
-
+/** A raw frontend on the backend's socket, whose acks must be 0 (done). */
+class Peer extends RawFrontend {
   constructor(socketPath: string) {
-    this.ep = SocketEndpoint.connect(socketPath);
+    super(socketPath, 5000);
   }
 
-  tell(
-    name: RequestName,
-    payload: Uint8Array = new Uint8Array(0),
-    flags = V,
-    fds: number[] = [],
-  ): void {
-    this.ep.send(VhostUserRequest[name], flags, payload, fds);
-  }
-
-  async ask(name: RequestName, payload?: Uint8Array, flags = V, fds?: number[]) {
-    this.tell(name, payload, flags, fds);
-    const reply = await this.ep.receive(5000, name);
-    assert.equal(reply.request, VhostUserRequest[name]);
-    assert.equal(reply.flags, V | VHOST_USER_REPLY_MASK);
-    return reply.payload;
-  }
-
-  async acked(name: RequestName, payload?: Uint8Array, fds?: number[]): Promise<void> {
-    assert.equal(U64.decode(await this.ask(name, payload, ACK, fds)).value, 0n, name);
+  async ackedDone(name: RequestName, payload?: Uint8Array, fds?: number[]): Promise<void> {
+    assert.equal(await this.acked(name, payload, fds), 0n, name);
   }
 }
 
@@ -212,11 +190,11 @@ async function startRing(peer: Peer, callFd: number, kickFd: number) {
   ]);
   const state = (num: number): Uint8Array => VhostUserVringState.encode({ index: 0, num });
   try {
-    await peer.acked('VHOST_USER_SET_MEM_TABLE', table, [memfd]);
+    await peer.ackedDone('VHOST_USER_SET_MEM_TABLE', table, [memfd]);
   } finally {
     native.close(memfd);
   }
-  await peer.acked('VHOST_USER_SET_VRING_NUM', state(RING_SIZE));
+  await peer.ackedDone('VHOST_USER_SET_VRING_NUM', state(RING_SIZE));
   const addr = VhostUserVringAddr.encode({
     index: 0,
     flags: 0,
@@ -225,11 +203,11 @@ async function startRing(peer: Peer, callFd: number, kickFd: number) {
     used: BigInt(UVA + layout.usedOffset),
     log: 0n,
   });
-  await peer.acked('VHOST_USER_SET_VRING_ADDR', addr);
-  await peer.acked('VHOST_USER_SET_VRING_BASE', state(0));
-  await peer.acked('VHOST_USER_SET_VRING_CALL', encodeVringFd(0, true), [callFd]);
-  await peer.acked('VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), [kickFd]);
-  await peer.acked('VHOST_USER_SET_VRING_ENABLE', state(1));
+  await peer.ackedDone('VHOST_USER_SET_VRING_ADDR', addr);
+  await peer.ackedDone('VHOST_USER_SET_VRING_BASE', state(0));
+  await peer.ackedDone('VHOST_USER_SET_VRING_CALL', encodeVringFd(0, true), [callFd]);
+  await peer.ackedDone('VHOST_USER_SET_VRING_KICK', encodeVringFd(0, true), [kickFd]);
+  await peer.ackedDone('VHOST_USER_SET_VRING_ENABLE', state(1));
 
   let availIdx = 0;
   const desc = (i: number, off: number, len: number, flags: number, next: number): void => {

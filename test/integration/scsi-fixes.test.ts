@@ -12,90 +12,24 @@ import {
   ScsiSenseError,
   TimeoutError,
   type BlockDevice,
-  type BlockServerOptions,
 } from '../../src/index.js';
-import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
-import { ScsiDevice } from '../../src/backend/scsi-device.js';
-import { FaultPlan } from '../../src/backend/faults.js';
+import type { ScsiCommand, ScsiOutcome } from '../../src/backend/scsi-target.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
-import type { HeldRequests, RequestResult } from '../../src/backend/device-model.js';
-import type { BlockServer } from '../../src/backend/index.js';
 import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import { encodeModeSense } from '../../src/devices/scsi/data.js';
 import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
-import {
-  VirtioScsiCmdReqHeader,
-  VirtioScsiCmdRespHeader,
-  VirtioScsiCtrlType,
-  VirtioScsiTmf,
-} from '../../src/devices/scsi/spec.js';
-import { copyFromSegments, copyToSegments } from '../../src/backend/storage.js';
-import { withServer } from '../helpers/in-process-server.js';
+import { VirtioScsiCmdRespHeader, VirtioScsiTmf } from '../../src/devices/scsi/spec.js';
+import { copyToSegments } from '../../src/backend/storage.js';
+import { opcodeOf, resetScript, script, withScsiServer } from '../helpers/scsi-script.js';
+import { within } from '../helpers/within.js';
 
-/** Answers a command instead of the target (undefined: the target runs it). */
-let scriptTarget: ((cmd: ScsiCommand) => ScsiOutcome | undefined) | undefined;
-/** Rewrites what the device answered (the chain holds the response it wrote). */
-let scriptDevice: ((chain: DeviceChain, result: RequestResult) => RequestResult) | undefined;
-/** Requests taken from now on are held this long before they complete (0: not held). */
-let holdMs = 0;
-/**
- * Task management functions the device answers FUNCTION_COMPLETE without ending the commands
- * they name: the commands stay held.
- */
-let loseCommandsOn = new Set<number>();
-
-const targetExecute = ScsiTarget.prototype.execute;
-ScsiTarget.prototype.execute = function (this: ScsiTarget, cmd, hooks) {
-  return scriptTarget?.(cmd) ?? targetExecute.call(this, cmd, hooks);
-};
-const deviceExecute = ScsiDevice.prototype.execute;
-ScsiDevice.prototype.execute = function (this: ScsiDevice, chain, fault, hooks) {
-  const result = deviceExecute.call(this, chain, fault, hooks);
-  return scriptDevice === undefined ? result : scriptDevice(chain, result);
-};
-const deviceControl = ScsiDevice.prototype.control;
-ScsiDevice.prototype.control = function (this: ScsiDevice, chain, held) {
-  // virtio_scsi_ctrl_tmf_req: type, then subtype (both le32).
-  const head = Buffer.alloc(8);
-  copyFromSegments(chain.readable, 0, head);
-  const tmf = head.readUInt32LE(0) === VirtioScsiCtrlType.VIRTIO_SCSI_T_TMF;
-  if (!tmf || !loseCommandsOn.has(head.readUInt32LE(4))) {
-    return deviceControl.call(this, chain, held);
-  }
-  const keeping: HeldRequests = { complete: () => 0, has: (match) => held.has(match) };
-  return deviceControl.call(this, chain, keeping);
-};
-const delayMs = FaultPlan.prototype.delayMs;
-FaultPlan.prototype.delayMs = function (this: FaultPlan) {
-  return holdMs > 0 ? holdMs : delayMs.call(this);
-};
-
-afterEach(() => {
-  scriptTarget = undefined;
-  scriptDevice = undefined;
-  holdMs = 0;
-  loseCommandsOn = new Set();
-});
+afterEach(resetScript);
 
 const RESP = VirtioScsiCmdRespHeader.fields;
 /** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
 const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
 const ABORT_TASK = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK;
 const LUN_RESET = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
-
-/** The CDB's operation code: the CDB follows the request header in the readable part. */
-function opcodeOf(chain: DeviceChain): number {
-  const head = Buffer.alloc(VirtioScsiCmdReqHeader.size + 1);
-  copyFromSegments(chain.readable, 0, head);
-  return head[VirtioScsiCmdReqHeader.size]!;
-}
-
-async function withScsiServer(
-  options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
-  body: (socketPath: string, server: BlockServer) => Promise<void>,
-): Promise<void> {
-  await withServer({ type: 'scsi', size: 1024 * 1024, ...options }, body);
-}
 
 /** Waits until every request the device was given has come back. */
 async function allReturned(dev: BlockDevice, ms: number): Promise<void> {
@@ -107,19 +41,6 @@ async function allReturned(dev: BlockDevice, ms: number): Promise<void> {
       );
     }
     await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** `promise`, or a rejection after `ms`: a test that would hang fails instead. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
@@ -136,13 +57,13 @@ test('an ABORT TASK answered FUNCTION_COMPLETE whose command never returns escal
     // `timeout` also bounds each task management function, and the wait for its effect.
     const dev = await openScsiDevice(sock, { timeout: 300 });
     try {
-      holdMs = 60_000;
-      loseCommandsOn = new Set([ABORT_TASK]);
+      script.holdMs = 60_000;
+      script.loseCommandsOn = new Set([ABORT_TASK]);
       const given = await Promise.all(
         [0, 1, 2].map((i) => dev.read(i * 4096, 4096, { timeout: 50 }).catch((e: unknown) => e)),
       );
       for (const err of given) assert.ok(err instanceof TimeoutError, String(err));
-      holdMs = 0;
+      script.holdMs = 0;
       // Each abort "completed" but left its command held, its slot taken: the LUN is reset, once,
       // which ends them all.
       await allReturned(dev, 5000);
@@ -165,8 +86,8 @@ test('a LOGICAL UNIT RESET answered FUNCTION_COMPLETE that leaves the command he
     const dev = await openScsiDevice(sock, { timeout: 300 });
     try {
       const failed = new Promise<Error>((resolve) => dev.once('error', resolve));
-      holdMs = 60_000;
-      loseCommandsOn = new Set([ABORT_TASK, LUN_RESET]);
+      script.holdMs = 60_000;
+      script.loseCommandsOn = new Set([ABORT_TASK, LUN_RESET]);
       const started = Date.now();
       const err = await dev.read(0, 4096, { timeout: 50 }).catch((e: unknown) => e);
       assert.ok(err instanceof TimeoutError, String(err));
@@ -207,7 +128,7 @@ test('flush on a LUN whose write cache was off at open: one without SYNCHRONIZE 
   await withScsiServer({}, async (sock) => {
     let synchronizeCache = 0;
     const modeSense = modeSenseWithCache(false);
-    scriptTarget = (cmd) => {
+    script.target = (cmd) => {
       const op = cmd.cdb[0];
       if (op !== ScsiOp.SYNCHRONIZE_CACHE_10 && op !== ScsiOp.SYNCHRONIZE_CACHE_16) {
         return modeSense(cmd);
@@ -243,7 +164,7 @@ test('flush on a LUN whose write cache was off at open: one without SYNCHRONIZE 
   await withScsiServer({}, async (sock) => {
     let synchronizeCache = 0;
     const modeSense = modeSenseWithCache(true);
-    scriptTarget = (cmd) => {
+    script.target = (cmd) => {
       const op = cmd.cdb[0];
       if (op === ScsiOp.SYNCHRONIZE_CACHE_10 || op === ScsiOp.SYNCHRONIZE_CACHE_16) {
         synchronizeCache++;
@@ -276,7 +197,7 @@ test('scsiCommand returns only the data-in the used length says was written', as
       await dev.write(data, 0);
       const isRead16 = (chain: DeviceChain): boolean => opcodeOf(chain) === ScsiOp.READ_16;
       // GOOD, resid 0, but len says only 1,024 bytes were written; the rest is not the LUN's.
-      scriptDevice = (chain, result) => {
+      script.device = (chain, result) => {
         if (!isRead16(chain)) return result;
         const dataIn = chain.writable.slice(1);
         let skip = 1024;
@@ -291,7 +212,7 @@ test('scsiCommand returns only the data-in the used length says was written', as
       assert.equal(got.data.length, 1024);
       assert.ok(got.data.equals(data.subarray(0, 1024)));
       // A residual that says more is missing wins over the used length.
-      scriptDevice = (chain, result) => {
+      script.device = (chain, result) => {
         if (!isRead16(chain)) return result;
         chain.writable[0]!.buf.writeUInt32LE(3584, RESP.resid.offset);
         return { ...result, len: 1024 };
@@ -301,7 +222,7 @@ test('scsiCommand returns only the data-in the used length says was written', as
       assert.equal(got.data.length, 512);
       // len 0 is "not reported"; a len counting the data alone, or the response too, is whole.
       for (const len of [0, 4096, RESP_BYTES + 4096]) {
-        scriptDevice = (chain, result) => (isRead16(chain) ? { ...result, len } : result);
+        script.device = (chain, result) => (isRead16(chain) ? { ...result, len } : result);
         got = await dev.scsiCommand(read16(0, 8), { dataIn: 4096 });
         assert.equal(got.residual, 0, `len ${len}`);
         assert.ok(got.data.equals(data), `len ${len}`);
@@ -317,7 +238,7 @@ test('a raw command that failed still reports its sense, whatever the used lengt
     const dev = await openScsiDevice(sock, { timeout: 2000 });
     try {
       // A READ past the end: CHECK CONDITION, LBA OUT OF RANGE.
-      scriptDevice = (chain, result) =>
+      script.device = (chain, result) =>
         opcodeOf(chain) === ScsiOp.READ_16 ? { ...result, len: RESP_BYTES } : result;
       const err = await dev
         .scsiCommand(read16(1 << 20, 1), { dataIn: 512 })

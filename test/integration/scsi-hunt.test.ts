@@ -13,63 +13,23 @@ import {
   ShortTransferError,
   UnsupportedError,
   VirtioScsiResponseError,
-  type BlockServerOptions,
 } from '../../src/index.js';
-import { ScsiTarget, type ScsiCommand, type ScsiOutcome } from '../../src/backend/scsi-target.js';
-import { ScsiDevice } from '../../src/backend/scsi-device.js';
+import type { ScsiOutcome } from '../../src/backend/scsi-target.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
-import type { RequestResult } from '../../src/backend/device-model.js';
 import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import { encodeFixedSense, SenseKey } from '../../src/devices/scsi/sense.js';
-import {
-  VirtioScsiCmdReqHeader,
-  VirtioScsiCmdRespHeader,
-  VirtioScsiResponse,
-} from '../../src/devices/scsi/spec.js';
-import { copyFromSegments } from '../../src/backend/storage.js';
-import { withServer } from '../helpers/in-process-server.js';
+import { VirtioScsiCmdRespHeader, VirtioScsiResponse } from '../../src/devices/scsi/spec.js';
+import { opcodeOf, resetScript, script, withScsiServer } from '../helpers/scsi-script.js';
 
-/** Answers a command instead of the target (undefined: the target runs it). */
-let scriptTarget: ((cmd: ScsiCommand) => ScsiOutcome | undefined) | undefined;
-/** Rewrites what the device answered (the chain holds the response it wrote). */
-let scriptDevice: ((chain: DeviceChain, result: RequestResult) => RequestResult) | undefined;
-
-const targetExecute = ScsiTarget.prototype.execute;
-ScsiTarget.prototype.execute = function (this: ScsiTarget, cmd, hooks) {
-  return scriptTarget?.(cmd) ?? targetExecute.call(this, cmd, hooks);
-};
-const deviceExecute = ScsiDevice.prototype.execute;
-ScsiDevice.prototype.execute = function (this: ScsiDevice, chain, fault, hooks) {
-  const result = deviceExecute.call(this, chain, fault, hooks);
-  return scriptDevice === undefined ? result : scriptDevice(chain, result);
-};
-
-afterEach(() => {
-  scriptTarget = undefined;
-  scriptDevice = undefined;
-});
+afterEach(resetScript);
 
 const RESP = VirtioScsiCmdRespHeader.fields;
 /** The response area the embedded backend writes before data-in: header and 96 sense bytes. */
 const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
 
-/** The CDB's operation code: the CDB follows the request header in the readable part. */
-function opcodeOf(chain: DeviceChain): number {
-  const head = Buffer.alloc(VirtioScsiCmdReqHeader.size + 1);
-  copyFromSegments(chain.readable, 0, head);
-  return head[VirtioScsiCmdReqHeader.size]!;
-}
-
 function isRead(chain: DeviceChain): boolean {
   const op = opcodeOf(chain);
   return op === ScsiOp.READ_16 || op === ScsiOp.READ_10;
-}
-
-async function withScsiServer(
-  options: Partial<Omit<BlockServerOptions, 'socketPath'>>,
-  body: (socketPath: string) => Promise<void>,
-): Promise<void> {
-  await withServer({ type: 'scsi', size: 1024 * 1024, ...options }, body);
 }
 
 test('a controller whose max_sectors is below a REPORT LUNS list of 256 LUNs can be opened', async () => {
@@ -96,7 +56,7 @@ test('a read completed GOOD whose used length says the data was not written is a
     try {
       await dev.write(Buffer.alloc(4096, 0x5a), 0);
       // The device writes the response (resid 0, GOOD) but no data, and says so in len.
-      scriptDevice = (chain, result) => {
+      script.device = (chain, result) => {
         if (!isRead(chain)) return result;
         // The response is the first writable segment; the data-in after it stays as it was.
         for (const seg of chain.writable.slice(1)) seg.buf.fill(0xee);
@@ -109,7 +69,7 @@ test('a read completed GOOD whose used length says the data was not written is a
       );
       assert.equal(err.expected, 4096);
       // len 0 means "not reported" (Linux's vhost-scsi): the residual alone decides.
-      scriptDevice = (chain, result) => (isRead(chain) ? { ...result, len: 0 } : result);
+      script.device = (chain, result) => (isRead(chain) ? { ...result, len: 0 } : result);
       assert.ok((await dev.read(0, 4096)).equals(Buffer.alloc(4096, 0x5a)));
     } finally {
       await dev.close();
@@ -121,7 +81,7 @@ test('a residual larger than the transfer is reported as the whole transfer, nev
   await withScsiServer({}, async (sock) => {
     const dev = await openScsiDevice(sock, { timeout: 2000 });
     try {
-      scriptDevice = (chain, result) => {
+      script.device = (chain, result) => {
         if (isRead(chain)) chain.writable[0]!.buf.writeUInt32LE(100_000, RESP.resid.offset);
         return result;
       };
@@ -168,7 +128,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
     const dev = await openScsiDevice(sock, { timeout: 2000 });
     try {
       const failRead = (outcome: ScsiOutcome): void => {
-        scriptTarget = (cmd) => (cmd.cdb[0] === ScsiOp.READ_16 ? outcome : undefined);
+        script.target = (cmd) => (cmd.cdb[0] === ScsiOp.READ_16 ? outcome : undefined);
       };
       // Descriptor format (0x72), MEDIUM ERROR 11/00, an information descriptor with LBA 0x1234.
       const descriptor = Buffer.from('720311000000000c000a80000000000000001234', 'hex');
@@ -189,7 +149,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
         transferred: 0,
         overrun: false,
       });
-      scriptDevice = (chain, result) => {
+      script.device = (chain, result) => {
         if (isRead(chain)) chain.writable[0]!.buf.writeUInt32LE(1 << 20, RESP.senseLen.offset);
         return result;
       };
@@ -197,7 +157,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
       assert.ok(err instanceof ScsiSenseError, String(err));
       assert.deepEqual([err.senseKey, err.asc], [SenseKey.HARDWARE_ERROR, 0x44]);
       assert.equal(err.raw.length, 96);
-      scriptDevice = undefined;
+      script.device = undefined;
 
       for (const status of [ScsiStatus.RESERVATION_CONFLICT, ScsiStatus.TASK_ABORTED, 0x22]) {
         failRead({ status, sense: undefined, transferred: 0, overrun: false });
@@ -214,7 +174,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
       });
       err = await dev.read(0, 512).catch((e: unknown) => e);
       assert.ok(err instanceof ScsiStatusError, String(err));
-      scriptTarget = undefined;
+      script.target = undefined;
 
       const final = [
         VirtioScsiResponse.VIRTIO_SCSI_S_OVERRUN,
@@ -229,7 +189,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
       ];
       for (const response of final) {
         const before = dev.stats.retries;
-        scriptDevice = (chain, result) => {
+        script.device = (chain, result) => {
           if (isRead(chain)) chain.writable[0]!.buf[RESP.response.offset] = response;
           return result;
         };
@@ -238,7 +198,7 @@ test('each failure carries its code: descriptor sense, sense_len beyond the buff
         assert.equal(err.response, response);
         assert.equal(dev.stats.retries, before, `response ${response} is final`);
       }
-      scriptDevice = undefined;
+      script.device = undefined;
       assert.ok((await dev.read(0, 512)).length === 512, 'the device still works');
     } finally {
       await dev.close();
