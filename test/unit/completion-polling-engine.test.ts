@@ -664,16 +664,25 @@ async function drainBurstOfFour(q: FakeQueue): Promise<void> {
   assert.equal(q.drained, 4);
 }
 
-test('engine: after a drain of several completions, the first resubmission is not kicked alone', () =>
-  withEngine(Infinity, async ({ q }) => {
-    await drainBurstOfFour(q);
-    assert.equal(q.strategy!.quietKick(), false, 'the rest of the burst shares its kick');
-    assert.equal(q.interrupts, false, 'idle, the device holds nothing: still off');
-    q.submit(1);
-    q.complete(1);
-    await nextTurn(); // a drain of one: depth 1
-    assert.equal(q.strategy!.quietKick(), true);
-  }));
+test('engine: after a drain of several completions, the first resubmission is not kicked alone', async () => {
+  // Timed: a stall of a millisecond between the drain and the call (a garbage collection, the
+  // host) makes the burst look over, as it failed once in a full run: up to three tries. Kicked
+  // alone, as before the burst's shared kick, every try fails.
+  let shared = false;
+  for (let attempt = 0; attempt < 3 && !shared; attempt++) {
+    await withEngine(Infinity, async ({ q }) => {
+      await drainBurstOfFour(q);
+      if (q.strategy!.quietKick()) return;
+      shared = true;
+      assert.equal(q.interrupts, false, 'idle, the device holds nothing: still off');
+      q.submit(1);
+      q.complete(1);
+      await nextTurn(); // a drain of one: depth 1
+      assert.equal(q.strategy!.quietKick(), true);
+    });
+  }
+  assert.ok(shared, 'the rest of the burst shares its kick');
+});
 
 test('engine: a request made well after a burst was drained is kicked alone again', () =>
   withEngine(Infinity, async ({ q }) => {
@@ -1090,7 +1099,9 @@ async function serveUntilDrained(q: FakeQueue, count: number, limit: number): Pr
       native.eventfdWrite(q.callFd);
     }
   }
-  assert.equal(q.drained, count, 'drained');
+  // At least: a stall that outlasts a wait's budget arms the call eventfd, and its wake may
+  // drain the next completion in the same turn (201 of 200 once in a full run).
+  assert.ok(q.drained >= count, `drained ${q.drained} of ${count}`);
 }
 
 test('engine: no kick ahead while the adaptive controller judges the CPU shared, though its spins do not yield', async () => {
