@@ -72,6 +72,8 @@ export interface BenchOptions {
    */
   open?: Omit<ScsiOpenOptions, 'completion' | 'queues'> & { type?: 'blk' | 'scsi' };
   progress?: (progress: BenchProgress) => void;
+  /** Called once the device is open (errors before it are the open's: its options, the device). */
+  opened?: () => void;
   /**
    * Ends the run early (fio's Ctrl-C): no new I/O starts, the result covers the time until the
    * I/Os in flight completed, and the final verify pass is skipped.
@@ -132,7 +134,7 @@ export interface GcPauses {
 }
 
 export type ResolvedBenchOptions = Required<
-  Omit<BenchOptions, 'progress' | 'signal' | 'open' | 'completion' | 'rate_iops'>
+  Omit<BenchOptions, 'progress' | 'opened' | 'signal' | 'open' | 'completion' | 'rate_iops'>
 > & {
   completion: BenchCompletion | undefined;
   rate_iops: readonly [number, number];

@@ -127,6 +127,7 @@ export async function runBench(options: BenchOptions): Promise<BenchResult> {
   const dev = await (type === 'scsi'
     ? openDevice(options.socket, { ...deviceOptions, type })
     : openDevice(options.socket, deviceOptions));
+  options.opened?.();
   try {
     return await runOn(
       dev,

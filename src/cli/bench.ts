@@ -337,12 +337,18 @@ export async function run({ values, positionals }: ParsedArgs): Promise<number> 
   const onSigint = (): void => interrupt.abort();
   process.once('SIGINT', onSigint);
   let result: BenchResult;
+  let opened = false;
   try {
-    result = await runBench({ ...options, signal: interrupt.signal });
+    result = await runBench({
+      ...options,
+      signal: interrupt.signal,
+      opened: () => (opened = true),
+    });
   } catch (err) {
     if (isOptionError(err)) throw new UsageError(err.message);
-    // Open options the library or the device refuses (a queue size, more queues than it has).
-    throw asUsageError(err);
+    // Open options the library or the device refuses (a queue size, more queues than it has);
+    // an InvalidArgumentError once the run is under way is no mistake of the command line.
+    throw opened ? err : asUsageError(err);
   } finally {
     process.off('SIGINT', onSigint);
     progress.done();

@@ -5,7 +5,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { FioJson } from '../../src/bench/index.js';
+import { runBench, type FioJson } from '../../src/bench/index.js';
 import { withServer } from '../helpers/in-process-server.js';
 import { CLI_MAIN } from '../helpers/cli.js';
 
@@ -197,5 +197,16 @@ test('bench --job: include reads a file beside the job file, whatever the workin
     const job = (JSON.parse(run.stdout.toString()) as FioJson).jobs[0]!;
     assert.equal(job.read.total_ios, 4, 'one pass of 64 KiB reads over 256 KiB');
     assert.equal(job.write.total_ios, 0);
+  });
+});
+
+test('runBench says when the device is open (the CLI maps only errors before it to usage errors)', async () => {
+  let opened = 0;
+  const missing = join(tmpdir(), `vhost-user-none-${process.pid}.sock`);
+  await assert.rejects(runBench({ socket: missing, runtime: 0.1, opened: () => opened++ }));
+  assert.equal(opened, 0, 'a device that never opened');
+  await withServer({ size: 1 << 20 }, async (socket) => {
+    await runBench({ socket, runtime: 0.2, opened: () => opened++ });
+    assert.equal(opened, 1, 'once');
   });
 });
