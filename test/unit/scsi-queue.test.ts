@@ -219,8 +219,18 @@ test('a retry still waiting for its backoff ends at once when abandoned', () => 
   const r = request('read', t.dataGpa, owner);
   const done = outcome(r);
   t.queue.trySubmit(r);
-  answer(t, take(t).chain, { status: ScsiStatus.TASK_SET_FULL });
-  assert.equal(t.host.due.length, 1);
+  // The drain resubmits what is due by the wall clock (whole ms): when the millisecond ticks
+  // during it, the 1 ms backoff is over already and the retry goes at once. Answer again until
+  // one waits (the backoff doubles each time).
+  let chain = take(t).chain;
+  for (let attempt = 0; ; attempt++) {
+    answer(t, chain, { status: ScsiStatus.TASK_SET_FULL });
+    const resent = t.dev.popAvailable();
+    if (resent === undefined) break;
+    assert.ok(attempt < 5, 'a retry waits for its backoff');
+    chain = resent;
+  }
+  assert.ok(t.host.due.length >= 1);
   t.queue.abandon(owner);
   assert.ok(done.error instanceof VirtioScsiResponseError);
   assert.equal(t.host.aborts.length, 0, 'nothing to abort: the device does not hold it');
