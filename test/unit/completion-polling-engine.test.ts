@@ -1313,7 +1313,10 @@ test("engine: a run of looks runs the continuations' microtasks in Node's order,
     );
     return { order, ticksAtTurns, lateMicrotasks, most, drained };
   };
-  const looks = await closedLoop(20_000);
+  // A run of looks ends after 50 µs (MICRO_RUN_MS): on a host slowed down for a while (a 1e8
+  // loop took 0.6-0.9 s instead of ~0.1 once), fewer completions fit in one. Up to three tries.
+  let looks = await closedLoop(20_000);
+  for (let attempt = 1; attempt < 3 && looks.most < 5; attempt++) looks = await closedLoop(20_000);
   const turns = await closedLoop(0);
   assert.equal(looks.drained, 300);
   assert.equal(turns.drained, 300);
