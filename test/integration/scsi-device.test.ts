@@ -19,13 +19,13 @@ import {
   TimeoutError,
   UnsupportedError,
   VirtioScsiResponseError,
-  type BlockDevice,
   type ScsiEvent,
 } from '../../src/index.js';
 import { startEmbedded, type Embedded, type EmbeddedOptions } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes } from '../helpers/random.js';
 import { LIBRARY_ENTRY, runScript } from '../helpers/run-script.js';
+import { allReturned, read16 } from '../helpers/scsi-commands.js';
 import { SenseKey } from '../../src/devices/scsi/sense.js';
 import { ScsiOp, ScsiStatus } from '../../src/devices/scsi/cdb.js';
 import {
@@ -46,24 +46,6 @@ async function withScsi(
   } finally {
     await backend.stop();
   }
-}
-
-/** Resolves once every request the device was given has come back (or rejects after `ms`). */
-async function allReturned(dev: BlockDevice, ms: number): Promise<number> {
-  const start = Date.now();
-  while (dev.stats.requests !== dev.stats.completions) {
-    if (Date.now() - start > ms) throw new Error(`requests still in flight after ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return Date.now() - start;
-}
-
-function read16(lba: number, blocks: number): Uint8Array {
-  const cdb = new Uint8Array(16);
-  cdb[0] = ScsiOp.READ_16;
-  new DataView(cdb.buffer).setBigUint64(2, BigInt(lba));
-  new DataView(cdb.buffer).setUint32(10, blocks);
-  return cdb;
 }
 
 function write16(lba: number, blocks: number): Uint8Array {

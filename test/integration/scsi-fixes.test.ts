@@ -11,7 +11,6 @@ import {
   openScsiDevice,
   ScsiSenseError,
   TimeoutError,
-  type BlockDevice,
 } from '../../src/index.js';
 import type { ScsiCommand, ScsiOutcome } from '../../src/backend/scsi-target.js';
 import type { DeviceChain } from '../../src/backend/device-queue.js';
@@ -22,6 +21,7 @@ import { VirtioScsiCmdRespHeader, VirtioScsiTmf } from '../../src/devices/scsi/s
 import { copyToSegments } from '../../src/backend/storage.js';
 import { opcodeOf, resetScript, script, withScsiServer } from '../helpers/scsi-script.js';
 import { within } from '../helpers/within.js';
+import { allReturned, read16 } from '../helpers/scsi-commands.js';
 
 afterEach(resetScript);
 
@@ -30,27 +30,6 @@ const RESP = VirtioScsiCmdRespHeader.fields;
 const RESP_BYTES = VirtioScsiCmdRespHeader.size + 96;
 const ABORT_TASK = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_ABORT_TASK;
 const LUN_RESET = VirtioScsiTmf.VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET;
-
-/** Waits until every request the device was given has come back. */
-async function allReturned(dev: BlockDevice, ms: number): Promise<void> {
-  const start = Date.now();
-  while (dev.stats.requests !== dev.stats.completions) {
-    if (Date.now() - start > ms) {
-      throw new Error(
-        `${dev.stats.requests - dev.stats.completions} request(s) still held after ${ms} ms`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-function read16(lba: number, blocks: number): Uint8Array {
-  const cdb = new Uint8Array(16);
-  cdb[0] = ScsiOp.READ_16;
-  new DataView(cdb.buffer).setBigUint64(2, BigInt(lba));
-  new DataView(cdb.buffer).setUint32(10, blocks);
-  return cdb;
-}
 
 test('an ABORT TASK answered FUNCTION_COMPLETE whose command never returns escalates to LOGICAL UNIT RESET', async () => {
   await withScsiServer({}, async (sock, server) => {
