@@ -749,16 +749,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       caller.deadline = DEADLINE_UNSTAMPED;
       if (this.#watchdog === undefined) this.#startWatchdog();
     }
-    // A lone request (the first since the device went idle) is kicked now, not with the batch.
-    const kickNow = this.#completion.quietKick?.() === true;
-    this.#kickingInCall = kickNow;
+    const kickNow = this.#beginSubmit();
     try {
       this.#engine.start(op);
     } finally {
       // Even if start threw: what went on the ring is kicked and waited for.
-      this.#kickingInCall = false;
-      if (kickNow) this.#kickRest();
-      this.#completion.setBusy(true);
+      this.#endSubmit(kickNow);
     }
     // Settled in the call (zero length, or failed at once): nothing to wait for, nothing to
     // keep the process alive for.
@@ -772,17 +768,31 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    */
   readonly #runMemoryCheck = (check: () => void): void => {
     if (this.#state === 'failed' || this.#state === 'closed') return;
-    const kickNow = this.#completion.quietKick?.() === true;
-    this.#kickingInCall = kickNow;
+    const kickNow = this.#beginSubmit();
     try {
       check();
     } finally {
-      this.#kickingInCall = false;
-      if (kickNow) this.#kickRest();
-      this.#completion.setBusy(true);
+      this.#endSubmit(kickNow);
       this.#afterSettle();
     }
   };
+
+  /**
+   * Before a call puts requests on the rings: whether its lone request (the first since the
+   * device went idle) is kicked in the call rather than with the batch; #endSubmit after.
+   */
+  #beginSubmit(): boolean {
+    const kickNow = this.#completion.quietKick?.() === true;
+    this.#kickingInCall = kickNow;
+    return kickNow;
+  }
+
+  /** After a call put requests on the rings: kicks what #beginSubmit held, and there is work. */
+  #endSubmit(kickNow: boolean): void {
+    this.#kickingInCall = false;
+    if (kickNow) this.#kickRest();
+    this.#completion.setBusy(true);
+  }
 
   #runSync(op: Operation, options: SyncIoOptions | undefined): unknown {
     const timeout = checkTimeout('timeout', options?.timeout) ?? this.#requestTimeoutMs;
