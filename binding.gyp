@@ -11,7 +11,8 @@
         "native/turn.cc",
         "native/clock.cc",
         "native/uv_group.cc",
-        "native/util.cc"
+        "native/util.cc",
+        "native/fds.cc"
       ],
       "cflags": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"],
       "cflags_cc": ["-Wall", "-Wextra", "-O2", "-fstack-protector-strong"],

@@ -4,7 +4,8 @@
 // files and shared mappings (memory.cc), eventfds (eventfd.cc), Unix sockets
 // with SCM_RIGHTS (socket.cc), fd readiness via libuv or poll(2)
 // (poll.cc), a reusable next-loop-turn callback (turn.cc), and a clock that
-// JavaScript reads without allocating (clock.cc). It knows nothing about
+// JavaScript reads without allocating (clock.cc); the fds it made or received
+// close with the thread that owns them (fds.cc). It knows nothing about
 // vhost-user messages or virtqueues.
 #include <node_api.h>
 
@@ -14,9 +15,10 @@ namespace vhost_user {
 namespace {
 
 napi_value Init(napi_env env, napi_value exports) {
-  if (!RegisterMemory(env, exports) || !RegisterEventfd(env, exports) ||
-      !RegisterSocket(env, exports) || !RegisterPoll(env, exports) ||
-      !RegisterTurn(env, exports) || !RegisterClock(env, exports)) {
+  if (!RegisterFds(env) || !RegisterMemory(env, exports) ||
+      !RegisterEventfd(env, exports) || !RegisterSocket(env, exports) ||
+      !RegisterPoll(env, exports) || !RegisterTurn(env, exports) ||
+      !RegisterClock(env, exports)) {
     return nullptr;
   }
   return exports;

@@ -40,7 +40,7 @@ napi_value EventfdCreate(napi_env env, napi_callback_info /*info*/) {
     ThrowErrno(env, "eventfd", errno);
     return nullptr;
   }
-  return MakeInt32(env, fd);
+  return ReturnFd(env, fd);
 }
 
 // Writes 1 to fd; with `poll_first`, only if poll(2) finds the counter below

@@ -173,7 +173,7 @@ napi_value MemfdCreate(napi_env env, napi_callback_info info) {
     ThrowErrno(env, "memfd_create", errno);
     return nullptr;
   }
-  return MakeInt32(env, fd);
+  return ReturnFd(env, fd);
 }
 
 napi_value MemfdSeal(napi_env env, napi_callback_info info) {
@@ -228,7 +228,7 @@ napi_value HugetlbfsCreate(napi_env env, napi_callback_info info) {
   }
   int fd = RetryEintr(
       [&] { return open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); });
-  if (fd >= 0) return MakeInt32(env, fd);
+  if (fd >= 0) return ReturnFd(env, fd);
   if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
     ThrowErrno(env, "open", errno);
     return nullptr;
@@ -246,7 +246,7 @@ napi_value HugetlbfsCreate(napi_env env, napi_callback_info info) {
     ThrowErrno(env, "unlink", err);
     return nullptr;
   }
-  return MakeInt32(env, fd);
+  return ReturnFd(env, fd);
 }
 
 napi_value Ftruncate(napi_env env, napi_callback_info info) {
@@ -288,6 +288,9 @@ napi_value Close(napi_env env, napi_callback_info info) {
   if (!GetArgs(env, info, 1, argv, names) || !GetFd(env, argv[0], "fd", &fd)) {
     return nullptr;
   }
+  // Forgotten first: once closed, the number may be another thread's next
+  // fd, which the environment's teardown must not close (fds.cc).
+  UntrackFd(fd);
   // Not retried on EINTR: on Linux the fd is released even then, and a retry
   // could close an fd another thread has just been given.
   if (close(fd) < 0 && errno != EINTR) {

@@ -102,7 +102,7 @@ napi_value UnixConnect(napi_env env, napi_callback_info info) {
     ThrowErrno(env, "connect", err);
     return nullptr;
   }
-  return MakeInt32(env, fd);
+  return ReturnFd(env, fd);
 }
 
 napi_value UnixListen(napi_env env, napi_callback_info info) {
@@ -138,7 +138,7 @@ napi_value UnixListen(napi_env env, napi_callback_info info) {
     ThrowErrno(env, failed, err);
     return nullptr;
   }
-  return MakeInt32(env, fd);
+  return ReturnFd(env, fd);
 }
 
 napi_value UnixAccept(napi_env env, napi_callback_info info) {
@@ -150,7 +150,7 @@ napi_value UnixAccept(napi_env env, napi_callback_info info) {
   }
   for (;;) {
     int conn = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (conn >= 0) return MakeInt32(env, conn);
+    if (conn >= 0) return ReturnFd(env, conn);
     // A connection that was reset while queued: try the next one.
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return MakeInt32(env, -1);
@@ -177,6 +177,8 @@ napi_value Socketpair(napi_env env, napi_callback_info /*info*/) {
     ThrowNapiFailure(env, "creating the socketpair result");
     return nullptr;
   }
+  TrackFd(env, fds[0]);
+  TrackFd(env, fds[1]);
   return result;
 }
 
@@ -309,7 +311,11 @@ napi_value Recvmsg(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   napi_value result = MakeRecvResult(env, static_cast<double>(n), fds, nfds);
-  if (result == nullptr) CloseAll(fds, nfds);
+  if (result == nullptr) {
+    CloseAll(fds, nfds);
+    return nullptr;
+  }
+  for (size_t i = 0; i < nfds; i++) TrackFd(env, fds[i]);
   return result;
 }
 

@@ -128,6 +128,16 @@ napi_value MakeNumber(napi_env env, double value);
 napi_value MakeInt32(napi_env env, int32_t value);
 napi_value Undefined(napi_env env);
 
+// fds made or received by the addon (fds.cc). TrackFd records fd as owned
+// by env: it is closed when env is torn down (a worker ended by terminate()),
+// unless UntrackFd, which every close through the addon calls first, forgot
+// it. ReturnFd tracks fd and returns it as a number (closes it on failure).
+void TrackFd(napi_env env, int fd);
+void UntrackFd(int fd);
+napi_value ReturnFd(napi_env env, int fd);
+// Registers the cleanup hook that closes env's fds.
+bool RegisterFds(napi_env env);
+
 // Registration of each source file's exports (called from addon.cc).
 bool RegisterMemory(napi_env env, napi_value exports);
 bool RegisterEventfd(napi_env env, napi_value exports);

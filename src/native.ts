@@ -13,6 +13,11 @@
  *   `'E<number>'` if unknown), `errno` the positive errno number and
  *   `syscall` the name of the call. EINTR is retried inside the addon.
  * - Every fd created is close-on-exec; sockets and eventfds are non-blocking.
+ * - Every fd created or received (recvmsg) belongs to the thread that got it: the addon closes
+ *   it when that thread's Node environment is torn down (a worker's end, terminate() included;
+ *   the process's normal exit), unless it was closed through {@link NativeBinding.close} first,
+ *   from any thread. One closed otherwise (fs.closeSync) is closed then only if its number
+ *   still names the same file.
  * - No memory address ever reaches JavaScript.
  *
  * @module
@@ -72,7 +77,7 @@ export interface NativeBinding {
   ftruncate(fd: number, size: number): void;
   /** fstat(fd).st_size */
   fstatSize(fd: number): number;
-  /** close(fd). An EINTR from close is treated as success (Linux has released the fd). */
+  /** close(fd). An EINTR from close is treated as success (Linux has released the fd). The addon forgets the fd first, so its thread's teardown will not close the number again. */
   close(fd: number): void;
   /**
    * mmap(NULL, length, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset). kind 'plain' returns an external ArrayBuffer over the mapping (detachable); kind 'shared' returns a SharedArrayBuffer over it (so JS can use Atomics on it). length > 0, offset page-aligned.

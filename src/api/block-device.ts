@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { isMainThread } from 'node:worker_threads';
 import { native, UV_READABLE, WAIT_MASK_LAST_BIT } from '../native.js';
 import {
   type ScsiSenseError,
@@ -114,25 +113,6 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 const MAX_POOLED_OPERATIONS = 1024;
 
 /**
- * Releases the fds and mappings of the devices a worker thread has not closed yet, as it ends.
- * fds belong to the process: a worker that falls off its end, calls process.exit() or throws
- * would leave them open for good, and the backend's connection with them (qemu-storage-daemon
- * serves one at a time). A worker ended by terminate() gets no 'exit' event.
- */
-const releasesAtWorkerExit = new Set<() => void>();
-let workerExitHooked = false;
-
-function releaseAtWorkerExit(release: () => void): void {
-  if (isMainThread) return; // the process's exit closes everything
-  releasesAtWorkerExit.add(release);
-  if (workerExitHooked) return;
-  workerExitHooked = true;
-  process.once('exit', () => {
-    for (const each of releasesAtWorkerExit) each();
-  });
-}
-
-/**
  * An open virtio-blk device. Every I/O call takes byte positions and lengths (no alignment
  * needed), returns a Promise, and has a blocking *Sync twin for scripts.
  */
@@ -219,15 +199,12 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     for (const fd of driver.errFds) this.#watchErrFd(fd);
     driver.setDeferredHandler?.(() => this.#runDeferred());
     driver.setFailureHandler?.((error) => this.#fail(error));
-    releaseAtWorkerExit(this.#releaseAtExit);
+    // A worker thread that ends with the device open (falls off its end, calls process.exit(),
+    // throws, or is ended by worker.terminate()) leaves nothing behind: fds belong to the process,
+    // but the addon closes those its thread still owns as the thread's environment is torn down
+    // (native/fds.cc), and the buffers' finalizers unmap the memory. No release from JavaScript at
+    // the worker's 'exit' event: it would tell the backend nothing more, and terminate() runs none.
   }
-
-  /** The thread ends with the device open: no callback will run again, so release, no more. */
-  readonly #releaseAtExit = (): void => {
-    this.#state = 'closed';
-    this.#teardown();
-    this.#driver.destroy();
-  };
 
   /** Device size in bytes. */
   get size(): number {
@@ -642,7 +619,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
         this.#state = 'closed';
         this.#teardown();
         await this.#driver.shutdown();
-        releasesAtWorkerExit.delete(this.#releaseAtExit);
         this.emit('close');
       }
     })();
@@ -1071,7 +1047,6 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     this.#engine.failAll(error);
     this.#teardown();
     this.#driver.destroy();
-    releasesAtWorkerExit.delete(this.#releaseAtExit);
     this.#onIdle?.();
     // An 'error' event with no listener would throw and crash the process; callers with no
     // listener learn of the failure from their next call instead.

@@ -122,3 +122,156 @@ test('a worker that ends without closing its device (falls off its end, process.
     },
   );
 });
+
+test('a worker ended by terminate() with its device open and I/O in flight leaves no fd or mapping behind, and the backend takes the next connection', async () => {
+  // No 'exit' event runs in a terminated worker, so no JavaScript can close what it opened: the
+  // socket, the memfds and the eventfds stayed open for the life of the process, and
+  // qemu-storage-daemon (one connection at a time) never answered the next open's handshake.
+  // The addon closes them as the worker's environment is torn down (native/fds.cc).
+  const nullQsd = await startQsd({ driver: 'null', size: 16 << 20 });
+  try {
+    const worker = [
+      "import { parentPort, workerData as data } from 'node:worker_threads';",
+      "import { readdirSync, readlinkSync } from 'node:fs';",
+      'const targets = () => {',
+      '  const map = new Map();',
+      "  for (const fd of readdirSync('/proc/self/fd')) {",
+      // An fd gone between the listing and the readlink (readdirSync's own).
+      '    try { map.set(Number(fd), readlinkSync(`/proc/self/fd/${fd}`)); } catch {}',
+      '  }',
+      '  return map;',
+      '};',
+      '(async () => {',
+      '  const lib = await import(data.entry);',
+      '  const before = targets();',
+      "  const dev = await lib.openBlockDevice(data.socket, { completion: 'event', timeout: 3000 });",
+      '  await dev.read(0, 4096);',
+      // The fds that came with the device: their numbers and what each is.
+      '  const made = [...targets()].filter(([fd, target]) => before.get(fd) !== target);',
+      '  const loop = async () => { for (let i = 0; ; i++) await dev.read((i % 64) * 4096, 4096); };',
+      '  for (let i = 0; i < 4; i++) void loop();',
+      '  parentPort.postMessage(made);',
+      '})().catch((err) => parentPort.postMessage(`failed: ${err?.stack ?? err}`));',
+    ].join('\n');
+    const script = [
+      "import { readdirSync, readlinkSync, readFileSync } from 'node:fs';",
+      "import { Worker } from 'node:worker_threads';",
+      "import { setTimeout as sleep } from 'node:timers/promises';",
+      'const targets = () => {',
+      '  const map = new Map();',
+      "  for (const fd of readdirSync('/proc/self/fd')) {",
+      '    try { map.set(Number(fd), readlinkSync(`/proc/self/fd/${fd}`)); } catch {}',
+      '  }',
+      '  return map;',
+      '};',
+      // Node opens /dev/null for good as its first worker starts: not the library's.
+      "await new Promise((resolve) => new Worker('', { eval: true }).on('exit', resolve));",
+      'const before = targets();',
+      `const w = new Worker(${JSON.stringify(worker)}, {`,
+      `  eval: true, workerData: { entry: ${JSON.stringify(LIBRARY_ENTRY)}, socket: ${JSON.stringify(nullQsd.socketPath)} },`,
+      '});',
+      'const made = await new Promise((resolve, reject) => {',
+      "  w.once('message', resolve);",
+      "  w.once('error', reject);",
+      '});',
+      'if (!Array.isArray(made)) throw new Error(String(made));',
+      'await sleep(50);',
+      'const code = await w.terminate();',
+      'const now = targets();',
+      // Each fd of the device is closed, or its number is something else's now.
+      'const left = made.filter(([fd, target]) => now.get(fd) === target);',
+      "const maps = readFileSync('/proc/self/maps', 'utf8');",
+      'const memfds = made.map(([, target]) => target).filter((t) => t.startsWith("/memfd:"));',
+      "const mapped = memfds.filter((t) => maps.includes(t.replace(/ \\(deleted\\)$/, '')));",
+      'const kinds = [...new Set(made.map(([, t]) => t.replace(/[:\\[].*/, "")))].sort();',
+      `const lib = await import(${JSON.stringify(LIBRARY_ENTRY)});`,
+      'const reopen = (async () => {',
+      `  const dev = await lib.openBlockDevice(${JSON.stringify(nullQsd.socketPath)}, { timeout: 3000 });`,
+      '  await dev.read(0, 4096);',
+      '  await dev.close();',
+      "  return 'reopened';",
+      '})();',
+      'const reopened = await Promise.race([',
+      '  reopen.catch((err) => `reopen failed: ${err.message}`),',
+      // Unref'ed: the process ends as soon as the open has.
+      "  sleep(8000, 'reopen hung', { ref: false }),",
+      ']);',
+      'console.log(JSON.stringify({ code, kinds, left, extra: now.size - before.size, mapped, reopened }));',
+    ].join('\n');
+    const { code, signal, out } = await runScript(script, 60_000);
+    assert.deepEqual(
+      { code, signal, result: JSON.parse(out.trim() || 'null') as unknown },
+      {
+        code: 0,
+        signal: null,
+        result: {
+          code: 1,
+          kinds: ['/memfd', 'anon_inode', 'socket'],
+          left: [],
+          extra: 0,
+          mapped: [],
+          reopened: 'reopened',
+        },
+      },
+    );
+  } finally {
+    await nullQsd.stop();
+  }
+});
+
+test("a worker's teardown closes only the fds that are still what the addon gave it", async () => {
+  // fd numbers are reused at once: an fd closed through the addon (in any thread) is forgotten
+  // before its number can be given again, and one closed behind the addon's back is closed at
+  // teardown only if the number still names the same file. Here the main thread closes two of
+  // the worker's fds, one each way, and takes their numbers for files of its own: the first for
+  // another file, the second for the same file (opened again through /proc), which only the
+  // forgetting tells from the worker's.
+  const nativeEntry = new URL('../../src/native.js', import.meta.url).href;
+  const worker = [
+    "import { parentPort, workerData as data } from 'node:worker_threads';",
+    '(async () => {',
+    '  const { native } = await import(data.entry);',
+    "  const behind = native.memfdCreate('vu-behind', 0);",
+    "  const handed = native.memfdCreate('vu-handed', 0);",
+    '  const held = native.eventfd();',
+    '  parentPort.postMessage({ behind, handed, held });',
+    '  setInterval(() => {}, 1000);',
+    '})().catch((err) => parentPort.postMessage(`failed: ${err?.stack ?? err}`));',
+  ].join('\n');
+  const script = [
+    "import { closeSync, openSync, readlinkSync } from 'node:fs';",
+    "import { Worker } from 'node:worker_threads';",
+    `const { native } = await import(${JSON.stringify(nativeEntry)});`,
+    "const target = (fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`); } catch { return 'closed'; } };",
+    `const w = new Worker(${JSON.stringify(worker)}, { eval: true, workerData: { entry: ${JSON.stringify(nativeEntry)} } });`,
+    "const fds = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });",
+    "if (typeof fds !== 'object') throw new Error(String(fds));",
+    'closeSync(fds.behind);',
+    "const file = openSync('/dev/zero', 'r');",
+    "const alias = openSync(`/proc/self/fd/${fds.handed}`, 'r');",
+    'native.close(fds.handed);',
+    "const again = openSync(`/proc/self/fd/${alias}`, 'r');",
+    'const held = target(fds.held);',
+    'await w.terminate();',
+    'console.log(JSON.stringify({',
+    '  reused: file === fds.behind && again === fds.handed,',
+    '  file: target(file),',
+    '  again: target(again),',
+    '  held: [held, target(fds.held)],',
+    '}));',
+  ].join('\n');
+  const { code, signal, out } = await runScript(script, 30_000);
+  assert.deepEqual(
+    { code, signal, result: JSON.parse(out.trim() || 'null') as unknown },
+    {
+      code: 0,
+      signal: null,
+      result: {
+        reused: true,
+        file: '/dev/zero',
+        again: '/memfd:vu-handed (deleted)',
+        held: ['anon_inode:[eventfd]', 'closed'],
+      },
+    },
+  );
+});
