@@ -14,7 +14,7 @@ import {
   SPIN_HELD,
   spinForUsed,
 } from './spin.js';
-import { latestMs, nowMs, readClock } from '../util/clock.js';
+import { CLOCK_OFFSET_MS, clockCell, latestMs, readClock, tickClock } from '../util/clock.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
@@ -251,7 +251,8 @@ export class PollingCompletion implements CompletionStrategy {
     // a strategy that uses neither reads the clock only after a drain of several. A burst's
     // resubmissions are coming too: kicked as one burst (two kicks, not three).
     if (this.#timesArrivals) {
-      this.#arrivedAt = nowMs();
+      tickClock();
+      this.#arrivedAt = clockCell[0]! - CLOCK_OFFSET_MS;
       if (this.#recentDrain.burstBeforeLatest()) return false;
     } else if (this.#recentDrain.burstJustBefore()) {
       return false;
@@ -288,7 +289,8 @@ export class PollingCompletion implements CompletionStrategy {
     // drains submitted async requests that are still in flight.
     const inFlight = anyInFlight(this.#queues);
     this.#idleSince = -1;
-    this.#busySince = inFlight ? nowMs() : -1;
+    if (inFlight) tickClock();
+    this.#busySince = inFlight ? clockCell[0]! - CLOCK_OFFSET_MS : -1;
     // Its drains settled requests whose callbacks have yet to run: decide after them.
     if (this.#busy && inFlight) this.#nextWait();
     this.#updateRef();
@@ -304,7 +306,8 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   #resume(): void {
-    const now = nowMs();
+    tickClock();
+    const now = clockCell[0]! - CLOCK_OFFSET_MS;
     // Within 1 ms of a drain of several completions the rest of their resubmissions are coming
     // too (see #nextWait); otherwise (depth 1, or a new request) the wait is decided now, right
     // after the kick (quietKick). Asked at once, while `now` is the latest reading.
@@ -345,7 +348,8 @@ export class PollingCompletion implements CompletionStrategy {
   /** Nothing is in flight any more, from now. */
   #wentIdle(): void {
     if (this.#idleSince >= 0) return;
-    const now = nowMs();
+    tickClock();
+    const now = clockCell[0]! - CLOCK_OFFSET_MS;
     this.#idleSince = now;
     this.#busyMs = this.#busySince >= 0 ? now - this.#busySince : 0;
   }
@@ -372,7 +376,7 @@ export class PollingCompletion implements CompletionStrategy {
       // shares this CPU too (the look's spins yield to it): the kick ran it here, and its answer
       // is often there at the first check (one vCPU, depth 1: adaptive 111.8% of the IOPS it had
       // deciding in the call, at the p50 of 'poll', 9.2 against 10.6 µs; BENCHMARKS.md).
-      this.#waitStart = latestMs();
+      this.#waitStart = clockCell[0]! - CLOCK_OFFSET_MS;
       this.#state = 'spinning';
       // Looked for as soon as the continuations return.
       this.#microDue = true;
@@ -424,10 +428,10 @@ export class PollingCompletion implements CompletionStrategy {
    * whether it settled completions (their continuations may make the next lone request).
    */
   #look(): boolean {
-    // Read through the cell: nowMs() is not always inlined into this much code, and a time it
-    // returns uninlined is a new heap number (5.6 B a request, measured).
-    readClock();
-    const before = latestMs();
+    // Read in place: nowMs() and latestMs() are not always inlined into this much code, and a
+    // time they return uninlined is a new heap number (5.6 B a request, measured).
+    tickClock();
+    const before = clockCell[0]! - CLOCK_OFFSET_MS;
     if (this.#microRunStart < 0) {
       this.#microRunStart = before;
       this.#microRunEnd = before;
@@ -464,7 +468,7 @@ export class PollingCompletion implements CompletionStrategy {
     const ns = this.#lookSpinNs();
     if (ns === 0) {
       this.#endMicroRun();
-      if (this.#waitStart + this.#budgetMs <= latestMs()) this.#arm();
+      if (this.#waitStart + this.#budgetMs <= clockCell[0]! - CLOCK_OFFSET_MS) this.#arm();
       else this.#schedule();
       return false;
     }
@@ -472,7 +476,7 @@ export class PollingCompletion implements CompletionStrategy {
     readClock(); // the spin starts now
     const found = spinForUsed(this.#queues, ns, this.spinYield(), true);
     readClock();
-    this.#microRunEnd = latestMs();
+    this.#microRunEnd = clockCell[0]! - CLOCK_OFFSET_MS;
     this.#microRunHeld += lastSpin[SPIN_HELD]!;
     if (found) {
       this.#found();
@@ -490,7 +494,7 @@ export class PollingCompletion implements CompletionStrategy {
    * inline a call, and a time passed to one is a new heap number.
    */
   #lookSpinNs(): number {
-    const now = latestMs();
+    const now = clockCell[0]! - CLOCK_OFFSET_MS;
     const budgetLeftMs = this.#waitStart + this.#budgetMs - now;
     const runLeftMs = this.#microRunFrom + MICRO_RUN_MS - now;
     spanMs[0] = Math.min(budgetLeftMs, this.#microSpinNs / msToNs, runLeftMs);
@@ -568,7 +572,7 @@ export class PollingCompletion implements CompletionStrategy {
    */
   #decide(suppressed = false, startedInCall = false): boolean {
     // A wait decided in its look started at the call's kick (#startWait).
-    const now = startedInCall ? this.#waitStart : latestMs();
+    const now = startedInCall ? this.#waitStart : clockCell[0]! - CLOCK_OFFSET_MS;
     this.#reportPending();
     this.#samplePreemptions();
     const budgetNs = this.#policy.startWait(inFlightCount(this.#queues));
@@ -657,7 +661,8 @@ export class PollingCompletion implements CompletionStrategy {
     let sleptNs = 0;
     if (!found) {
       this.#policy.spare?.();
-      const before = nowMs();
+      tickClock();
+      const before = clockCell[0]! - CLOCK_OFFSET_MS;
       const left = this.#waitStart + this.#budgetMs - before;
       if (left > 0) {
         polledFrom = before;
@@ -681,7 +686,8 @@ export class PollingCompletion implements CompletionStrategy {
         }
       }
     }
-    const now = nowMs();
+    tickClock();
+    const now = clockCell[0]! - CLOCK_OFFSET_MS;
     if (polledFrom >= 0) {
       const ms = now - polledFrom;
       spanMs[0] = ms;
@@ -726,7 +732,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#endMicroRun();
     // Read now: the thread's latest reading may be from before the loop's other callbacks.
     readClock();
-    this.#microRunFrom = latestMs();
+    this.#microRunFrom = clockCell[0]! - CLOCK_OFFSET_MS;
   }
 
   /**
@@ -737,7 +743,7 @@ export class PollingCompletion implements CompletionStrategy {
   #found(): void {
     // Reported when the next wait is decided: after the drained requests' callbacks, so after
     // a lone resubmission's kick (quietKick), which a backend answers sooner the sooner it comes.
-    spanMs[0] = latestMs() - this.#waitStart;
+    spanMs[0] = clockCell[0]! - CLOCK_OFFSET_MS - this.#waitStart;
     this.#pendingHitNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     this.#kickAheadOfIdle();
@@ -830,7 +836,7 @@ export class PollingCompletion implements CompletionStrategy {
         this.#schedule();
         return;
       }
-      spanMs[0] = latestMs() - this.#waitStart;
+      spanMs[0] = clockCell[0]! - CLOCK_OFFSET_MS - this.#waitStart;
       this.#policy.hit(spanNs());
       this.#kickAheadTrial.waitEnded();
       this.#drainAll();
@@ -882,7 +888,8 @@ export class PollingCompletion implements CompletionStrategy {
     }
     this.#policy.blockedWoke?.(found, inFlight);
     const asked = this.#batchAsked;
-    spanMs[0] = nowMs() - this.#waitStart;
+    tickClock();
+    spanMs[0] = clockCell[0]! - CLOCK_OFFSET_MS - this.#waitStart;
     const elapsedNs = spanNs();
     this.#kickAheadTrial.waitEnded();
     if (asked > 0) {
@@ -928,7 +935,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#state = 'idle';
     if (!wasSpinning) return;
     // Completions that came while interrupts were off raise none: take them now.
-    for (const queue of this.#queues) this.#rearm(queue);
+    for (let i = 0; i < this.#queues.length; i++) this.#rearm(this.#queues[i]!);
   }
 
   /**

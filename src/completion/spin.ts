@@ -1,5 +1,5 @@
 import { native } from '../native.js';
-import { latestMs, nowMs } from '../util/clock.js';
+import { CLOCK_OFFSET_MS, clockCell, tickClock } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 import type { SpinYield } from './strategy.js';
 
@@ -101,7 +101,9 @@ function spinUntilUsed(
   yieldRule: Readonly<SpinYield> | undefined,
   fromLatestReading: boolean,
 ): boolean {
-  const startMs = fromLatestReading ? latestMs() : nowMs();
+  // The clock is read in place here, never through nowMs() (see clockCell).
+  if (!fromLatestReading) tickClock();
+  const startMs = clockCell[0]! - CLOCK_OFFSET_MS;
   const end = startMs + ns / msToNs;
   lastSpin[SPIN_START] = startMs;
   lastSpin[SPIN_END] = startMs;
@@ -112,7 +114,8 @@ function spinUntilUsed(
     for (;;) {
       if (anyUsed(queues)) return true;
       native.yieldThread();
-      const back = nowMs();
+      tickClock();
+      const back = clockCell[0]! - CLOCK_OFFSET_MS;
       const took = back - lastSpin[SPIN_END]!;
       lastSpin[SPIN_END] = back;
       if (took <= lateMs) {
@@ -135,7 +138,8 @@ function spinUntilUsed(
     // A clock read costs ~40 ns, a ring check a few: check the rings far more often than the
     // clock (64 checks: ~0.3 µs past the end at most).
     for (let i = 0; i < 64; i++) if (anyUsed(queues)) return true;
-    const now = nowMs();
+    tickClock();
+    const now = clockCell[0]! - CLOCK_OFFSET_MS;
     const gap = now - lastSpin[SPIN_END]!;
     if (gap > OTHERS_GAP_MS) lastSpin[SPIN_OTHERS] += gap;
     lastSpin[SPIN_END] = now;
