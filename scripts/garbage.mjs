@@ -4,8 +4,9 @@
 // `await dev.readInto(buf, pos)` on a pooled shared-memory buffer. Each allocation site is put
 // in one of three groups by the innermost frame of this library on its stack:
 //   - call: `#start`, where a call makes the Promise it returns and its resolving functions
-//     (the target's "the Promise the caller asked for"). V8 puts an allocation under the
-//     outermost function of an optimized frame, so what `#start` inlines counts here too;
+//     (the target's "the Promise the caller asked for"), or `readInto` when V8 inlined `#start`
+//     there. V8 puts an allocation under the outermost function of an optimized frame, so what
+//     they inline counts here too (and where the read loop inlined them, the loop's: other);
 //   - library: under any other frame of this library;
 //   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
 // Prints bytes per I/O per group, then the library's sites, largest first, and beside the call
@@ -16,6 +17,7 @@
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
 //     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline] [NAME=MODE[:JSON] ...]
+import { Buffer } from 'node:buffer';
 import { Session } from 'node:inspector/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -64,7 +66,10 @@ function classify(stack) {
     .map(frameName)
     .join(' < ');
   const frame = stack[at];
-  const call = frame.functionName === '#start' && frame.url.endsWith('/api/block-device.js');
+  // V8 inlines #start into readInto at times (the loop is kept from inlining readInto itself).
+  const call =
+    (frame.functionName === '#start' || frame.functionName === 'readInto') &&
+    frame.url.endsWith('/api/block-device.js');
   return { group: call ? 'call' : 'library', site };
 }
 
@@ -135,13 +140,91 @@ async function promiseBaseline(session, interval) {
   return bytes / count;
 }
 
+/**
+ * A stand-in for the device: each call hands out a bare Promise (as above) and all are settled
+ * at the next loop turn, from a native turn handle, as the polling strategies settle theirs.
+ */
+class StandIn {
+  #resolvers = [];
+  #count = 0;
+  #turn;
+  constructor(native) {
+    this.native = native;
+    this.#turn = native.turnCreate(() => {
+      const n = this.#count;
+      this.#count = 0;
+      for (let i = 0; i < n; i++) this.#resolvers[i](i);
+      native.runMicrotasks();
+    });
+  }
+  allocBuffer(length) {
+    return Buffer.alloc(length);
+  }
+  readInto() {
+    const promise = new Promise(captureResolvers);
+    this.#resolvers[this.#count++] = capturedResolve;
+    this.native.turnSchedule(this.#turn);
+    return promise;
+  }
+  close() {
+    this.native.turnClose(this.#turn);
+  }
+}
+
+/** The read loops' loop, a literal of its own: V8 keeps the stand-in's feedback apart. */
+async function standInLoop(dev, i, end) {
+  const buf = dev.allocBuffer(4096);
+  let block = i;
+  let ios = 0;
+  while (performance.now() < end) {
+    block = (block + 7919) % 65536;
+    await dev.readInto(buf, block * 4096);
+    ios++;
+  }
+  return ios;
+}
+
+/**
+ * Bytes per I/O of the same closed loops on the stand-in, all of them (the Promise, the await,
+ * the turn): what a read costs with nothing of the library in it. A call's cost beyond its
+ * Promise is a configuration's total less this, however V8 inlined the call into the loop.
+ */
+async function loopBaseline(session, native, o) {
+  const dev = new StandIn(native);
+  const loops = (ms) => {
+    const end = performance.now() + ms;
+    const all = Array.from({ length: o.depth }, (_, i) => standInLoop(dev, i, end));
+    return Promise.all(all).then((counts) => counts.reduce((a, b) => a + b, 0));
+  };
+  try {
+    await loops(1000); // warm-up: JIT
+    await session.post('HeapProfiler.startSampling', {
+      samplingInterval: o.interval,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+    const ios = await loops(Math.min(o.seconds, 1.5) * 1000);
+    const { profile } = await session.post('HeapProfiler.stopSampling');
+    let bytes = 0;
+    const walkAll = (node) => {
+      bytes += node.selfSize;
+      for (const c of node.children) walkAll(c);
+    };
+    walkAll(profile.head);
+    return bytes / ios;
+  } finally {
+    dev.close();
+  }
+}
+
 async function child(socket, o) {
-  const { openBlockDevice } = await import(
-    pathToFileURL(join(ROOT, 'dist', 'src', 'index.js')).href
-  );
+  const dist = join(ROOT, 'dist', 'src');
+  const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
+  const { native } = await import(pathToFileURL(join(dist, 'native.js')).href);
   const session = new Session();
   session.connect();
   const promise = await promiseBaseline(session, o.interval);
+  const loopBytes = await loopBaseline(session, native, o);
   for (const { name, mode, options } of o.configs.map(parseConfig)) {
     const dev = await openBlockDevice(socket, {
       completion: mode,
@@ -171,6 +254,8 @@ async function child(socket, o) {
         promise,
         library: per(out.groups.library),
         other: per(out.groups.other),
+        loop: loopBytes,
+        beyond: per(total) - loopBytes,
         sites: sites.map(([site, { group, bytes }]) => ({ site, group, perIo: per(bytes) })),
       };
       process.stdout.write(`${JSON.stringify(result)}\n`);

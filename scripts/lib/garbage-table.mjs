@@ -4,12 +4,12 @@
 export function garbageTable(results) {
   const f = (v) => v.toFixed(1);
   const rows = [
-    '| config | depth | I/Os | bytes per I/O | the call (its Promise) | a bare Promise | rest of the library | other |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| config | depth | I/Os | bytes per I/O | the call (its Promise) | a bare Promise | rest of the library | other | the loop on a stand-in | beyond the stand-in |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     rows.push(
-      `| ${r.name} | ${r.depth} | ${r.ios} | ${f(r.total)} | ${f(r.call)} | ${f(r.promise)} | ${f(r.library)} | ${f(r.other)} |`,
+      `| ${r.name} | ${r.depth} | ${r.ios} | ${f(r.total)} | ${f(r.call)} | ${f(r.promise)} | ${f(r.library)} | ${f(r.other)} | ${f(r.loop ?? NaN)} | ${f(r.beyond ?? NaN)} |`,
     );
   }
   rows.push('');
