@@ -20,8 +20,9 @@
 // the addon by any thread forgets the number before it can be reused. An fd
 // closed behind the addon's back (fs.closeSync) cannot be forgotten; the
 // number may then be reused, so the hook closes it only if it is still the
-// same file (device and inode; eventfds share one anonymous inode, so among
-// them this is a guard, not a proof).
+// same file (device and inode). That is a guard, not a proof: every
+// anonymous-inode file (eventfds, epoll, libuv's own) shares one inode. So
+// the rule is: close the addon's fds through native.close.
 //
 // Mappings are not this file's business: a 'plain' buffer's finalizer and a
 // 'shared' buffer's BackingStore deleter unmap it as the environment's heap
@@ -31,7 +32,6 @@
 
 #include <mutex>
 #include <unordered_map>
-#include <vector>
 
 #include "util.h"
 
@@ -58,25 +58,21 @@ Table& Fds() {
 
 void CloseOwned(void* arg) {
   napi_env env = static_cast<napi_env>(arg);
-  std::vector<std::pair<int, Owned>> mine;
   Table& t = Fds();
-  {
-    std::lock_guard<std::mutex> lock(t.mu);
-    for (auto it = t.fds.begin(); it != t.fds.end();) {
-      if (it->second.env == env) {
-        mine.emplace_back(*it);
-        it = t.fds.erase(it);
-      } else {
-        ++it;
-      }
+  // Checked and closed under the lock: a close through the addon on another
+  // thread (CloseTracked) cannot free the number in between for a newcomer.
+  std::lock_guard<std::mutex> lock(t.mu);
+  for (auto it = t.fds.begin(); it != t.fds.end();) {
+    if (it->second.env != env) {
+      ++it;
+      continue;
     }
-  }
-  for (const auto& [fd, owned] : mine) {
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_dev == owned.dev &&
-        st.st_ino == owned.ino) {
-      close(fd);  // not retried on EINTR (see Close in memory.cc)
+    if (fstat(it->first, &st) == 0 && st.st_dev == it->second.dev &&
+        st.st_ino == it->second.ino) {
+      close(it->first);  // not retried on EINTR (see CloseTracked)
     }
+    it = t.fds.erase(it);
   }
 }
 
@@ -93,10 +89,15 @@ void TrackFd(napi_env env, int fd) {
   t.fds[fd] = Owned{env, st.st_dev, st.st_ino};
 }
 
-void UntrackFd(int fd) {
+int CloseTracked(int fd) {
   Table& t = Fds();
+  // Forgotten and closed under the lock, so a teardown never sees the number
+  // free and given to another thread while still in the table.
   std::lock_guard<std::mutex> lock(t.mu);
   t.fds.erase(fd);
+  // Not retried on EINTR: on Linux the fd is released even then, and a retry
+  // could close an fd another thread has just been given.
+  return close(fd);
 }
 
 napi_value ReturnFd(napi_env env, int fd) {

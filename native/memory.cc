@@ -288,12 +288,9 @@ napi_value Close(napi_env env, napi_callback_info info) {
   if (!GetArgs(env, info, 1, argv, names) || !GetFd(env, argv[0], "fd", &fd)) {
     return nullptr;
   }
-  // Forgotten first: once closed, the number may be another thread's next
-  // fd, which the environment's teardown must not close (fds.cc).
-  UntrackFd(fd);
-  // Not retried on EINTR: on Linux the fd is released even then, and a retry
-  // could close an fd another thread has just been given.
-  if (close(fd) < 0 && errno != EINTR) {
+  // Forgotten as it closes: the number may then be another thread's next fd,
+  // which the environment's teardown must not close (fds.cc).
+  if (CloseTracked(fd) < 0 && errno != EINTR) {
     ThrowErrno(env, "close", errno);
     return nullptr;
   }

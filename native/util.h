@@ -130,10 +130,11 @@ napi_value Undefined(napi_env env);
 
 // fds made or received by the addon (fds.cc). TrackFd records fd as owned
 // by env: it is closed when env is torn down (a worker ended by terminate()),
-// unless UntrackFd, which every close through the addon calls first, forgot
-// it. ReturnFd tracks fd and returns it as a number (closes it on failure).
+// unless closed first through CloseTracked (close(2) that forgets it, under
+// the table's lock). ReturnFd tracks fd and returns it as a number (closes it
+// on failure).
 void TrackFd(napi_env env, int fd);
-void UntrackFd(int fd);
+int CloseTracked(int fd);
 napi_value ReturnFd(napi_env env, int fd);
 // Registers the cleanup hook that closes env's fds.
 bool RegisterFds(napi_env env);

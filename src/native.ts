@@ -16,8 +16,9 @@
  * - Every fd created or received (recvmsg) belongs to the thread that got it: the addon closes
  *   it when that thread's Node environment is torn down (a worker's end, terminate() included;
  *   the process's normal exit), unless it was closed through {@link NativeBinding.close} first,
- *   from any thread. One closed otherwise (fs.closeSync) is closed then only if its number
- *   still names the same file.
+ *   from any thread. Close them that way: one closed otherwise (fs.closeSync) is closed then
+ *   if its number still names the same device and inode, which every anonymous-inode file
+ *   (eventfds, epoll) shares.
  * - No memory address ever reaches JavaScript.
  *
  * @module
