@@ -112,6 +112,10 @@ function inFlightCount(queues: readonly DeviceQueue[]): number {
 export class PollingCompletion implements CompletionStrategy {
   readonly name: string;
   readonly #host: CompletionHost;
+  /**
+   * Walked with indexed loops, not for-of: a for-of that was cold when V8 optimised its function
+   * makes an iterator every time it runs (seen in heap profiles, up to 1.9 B a request).
+   */
   readonly #queues: readonly DeviceQueue[];
   readonly #policy: SpinPolicy;
   readonly #sliceMs: number;
@@ -257,7 +261,10 @@ export class PollingCompletion implements CompletionStrategy {
     } else if (this.#recentDrain.burstJustBefore()) {
       return false;
     }
-    for (const queue of this.#queues) if (!queue.vq.broken) queue.vq.disableInterrupts();
+    for (let i = 0; i < this.#queues.length; i++) {
+      const vq = this.#queues[i]!.vq;
+      if (!vq.broken) vq.disableInterrupts();
+    }
     return true;
   }
 
@@ -535,7 +542,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#park();
       return;
     }
-    for (const queue of this.#queues) queue.vq.disableInterrupts();
+    for (let i = 0; i < this.#queues.length; i++) this.#queues[i]!.vq.disableInterrupts();
     this.#state = 'spinning';
     this.#decidePending = true;
     this.#schedule();
@@ -585,7 +592,8 @@ export class PollingCompletion implements CompletionStrategy {
       this.#arm(true);
       return false;
     }
-    if (!suppressed) for (const queue of this.#queues) queue.vq.disableInterrupts();
+    if (!suppressed)
+      for (let i = 0; i < this.#queues.length; i++) this.#queues[i]!.vq.disableInterrupts();
     return true;
   }
 
@@ -882,7 +890,8 @@ export class PollingCompletion implements CompletionStrategy {
   #wake(late: boolean): void {
     let found = 0;
     let inFlight = 0;
-    for (const queue of this.#queues) {
+    for (let i = 0; i < this.#queues.length; i++) {
+      const queue = this.#queues[i]!;
       found += queue.vq.usedPending();
       inFlight += awaitedFromDevice(queue);
     }
@@ -916,7 +925,8 @@ export class PollingCompletion implements CompletionStrategy {
     this.#cancelTurn();
     this.#batchAsked = 0;
     this.#wentIdle();
-    for (const queue of this.#queues) {
+    for (let i = 0; i < this.#queues.length; i++) {
+      const queue = this.#queues[i]!;
       if (!queue.vq.broken && wantsInterruptsIdle(queue) && queue.vq.enableInterrupts()) {
         // Cannot happen with nothing in flight, but draining is always safe.
         this.#host.drain(queue);
@@ -983,7 +993,7 @@ export class PollingCompletion implements CompletionStrategy {
     const want = this.#busy && (this.#state === 'armed' || this.#state === 'parked');
     if (want === this.#ref || this.#state === 'stopped') return;
     this.#ref = want;
-    for (const poll of this.#polls) native.pollRef(poll, want);
+    for (let i = 0; i < this.#polls.length; i++) native.pollRef(this.#polls[i]!, want);
   }
 }
 

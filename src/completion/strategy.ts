@@ -1,4 +1,4 @@
-import { latestMs, nowMs, readClock } from '../util/clock.js';
+import { CLOCK_OFFSET_MS, clockCell, readClock, tickClock } from '../util/clock.js';
 import type { DeviceQueue } from '../devices/device.js';
 
 /**
@@ -50,7 +50,10 @@ export class RecentDrain {
 
   drained(count: number): void {
     this.#count = count;
-    if (count > 1) this.#at = nowMs();
+    if (count > 1) {
+      tickClock(); // read in place (see clockCell)
+      this.#at = clockCell[0]! - CLOCK_OFFSET_MS;
+    }
   }
 
   /**
@@ -59,7 +62,7 @@ export class RecentDrain {
    * would be a new heap number).
    */
   burstBeforeLatest(): boolean {
-    return this.#count > 1 && latestMs() - this.#at < BURST_RESUBMIT_MS;
+    return this.#count > 1 && clockCell[0]! - CLOCK_OFFSET_MS - this.#at < BURST_RESUBMIT_MS;
   }
 
   /** The same, now; reads the clock only after a drain of several. */
