@@ -66,7 +66,7 @@ function classify(stack) {
     .map(frameName)
     .join(' < ');
   const frame = stack[at];
-  // V8 inlines #start into readInto at times (the loop is kept from inlining readInto itself).
+  // V8 inlines #start into readInto at times (and readInto into the loop: then it is other).
   const call =
     (frame.functionName === '#start' || frame.functionName === 'readInto') &&
     frame.url.endsWith('/api/block-device.js');
