@@ -23,3 +23,12 @@ export function runScript(
     });
   });
 }
+
+/** runScript for a script whose last act is printing one JSON line: how it ended, and that line. */
+export async function runScriptJson(
+  script: string,
+  ms: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; result: unknown }> {
+  const { code, signal, out } = await runScript(script, ms);
+  return { code, signal, result: JSON.parse(out.trim() || 'null') as unknown };
+}

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
 import { startQsd, type Qsd } from '../helpers/qsd.js';
-import { LIBRARY_ENTRY, runScript } from '../helpers/run-script.js';
+import { LIBRARY_ENTRY, runScript, runScriptJson } from '../helpers/run-script.js';
 
 let qsd: Qsd;
 
@@ -198,22 +198,18 @@ test('a worker ended by terminate() with its device open and I/O in flight leave
       ']);',
       'console.log(JSON.stringify({ code, kinds, left, extra: now.size - before.size, mapped, reopened }));',
     ].join('\n');
-    const { code, signal, out } = await runScript(script, 60_000);
-    assert.deepEqual(
-      { code, signal, result: JSON.parse(out.trim() || 'null') as unknown },
-      {
-        code: 0,
-        signal: null,
-        result: {
-          code: 1,
-          kinds: ['/memfd', 'anon_inode', 'socket'],
-          left: [],
-          extra: 0,
-          mapped: [],
-          reopened: 'reopened',
-        },
+    assert.deepEqual(await runScriptJson(script, 60_000), {
+      code: 0,
+      signal: null,
+      result: {
+        code: 1,
+        kinds: ['/memfd', 'anon_inode', 'socket'],
+        left: [],
+        extra: 0,
+        mapped: [],
+        reopened: 'reopened',
       },
-    );
+    });
   } finally {
     await nullQsd.stop();
   }
@@ -260,18 +256,14 @@ test("a worker's teardown closes only the fds that are still what the addon gave
     '  held: [held, target(fds.held)],',
     '}));',
   ].join('\n');
-  const { code, signal, out } = await runScript(script, 30_000);
-  assert.deepEqual(
-    { code, signal, result: JSON.parse(out.trim() || 'null') as unknown },
-    {
-      code: 0,
-      signal: null,
-      result: {
-        reused: true,
-        file: '/dev/zero',
-        again: '/memfd:vu-handed (deleted)',
-        held: ['anon_inode:[eventfd]', 'closed'],
-      },
+  assert.deepEqual(await runScriptJson(script, 30_000), {
+    code: 0,
+    signal: null,
+    result: {
+      reused: true,
+      file: '/dev/zero',
+      again: '/memfd:vu-handed (deleted)',
+      held: ['anon_inode:[eventfd]', 'closed'],
     },
-  );
+  });
 });
