@@ -123,6 +123,18 @@ test('a worker that ends without closing its device (falls off its end, process.
   );
 });
 
+/** Script lines defining `targets()`: the process's open fds, each with what it names (readlink). */
+const FD_TARGETS = [
+  'const targets = () => {',
+  '  const map = new Map();',
+  "  for (const fd of readdirSync('/proc/self/fd')) {",
+  // An fd gone between the listing and the readlink (readdirSync's own).
+  '    try { map.set(Number(fd), readlinkSync(`/proc/self/fd/${fd}`)); } catch {}',
+  '  }',
+  '  return map;',
+  '};',
+];
+
 test('a worker ended by terminate() with its device open and I/O in flight leaves no fd or mapping behind, and the backend takes the next connection', async () => {
   // No 'exit' event runs in a terminated worker, so no JavaScript can close what it opened: the
   // socket, the memfds and the eventfds stayed open for the life of the process, and
@@ -133,14 +145,7 @@ test('a worker ended by terminate() with its device open and I/O in flight leave
     const worker = [
       "import { parentPort, workerData as data } from 'node:worker_threads';",
       "import { readdirSync, readlinkSync } from 'node:fs';",
-      'const targets = () => {',
-      '  const map = new Map();',
-      "  for (const fd of readdirSync('/proc/self/fd')) {",
-      // An fd gone between the listing and the readlink (readdirSync's own).
-      '    try { map.set(Number(fd), readlinkSync(`/proc/self/fd/${fd}`)); } catch {}',
-      '  }',
-      '  return map;',
-      '};',
+      ...FD_TARGETS,
       '(async () => {',
       '  const lib = await import(data.entry);',
       '  const before = targets();',
@@ -157,13 +162,7 @@ test('a worker ended by terminate() with its device open and I/O in flight leave
       "import { readdirSync, readlinkSync, readFileSync } from 'node:fs';",
       "import { Worker } from 'node:worker_threads';",
       "import { setTimeout as sleep } from 'node:timers/promises';",
-      'const targets = () => {',
-      '  const map = new Map();',
-      "  for (const fd of readdirSync('/proc/self/fd')) {",
-      '    try { map.set(Number(fd), readlinkSync(`/proc/self/fd/${fd}`)); } catch {}',
-      '  }',
-      '  return map;',
-      '};',
+      ...FD_TARGETS,
       // Node opens /dev/null for good as its first worker starts: not the library's.
       "await new Promise((resolve) => new Worker('', { eval: true }).on('exit', resolve));",
       'const before = targets();',
