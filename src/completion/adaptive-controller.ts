@@ -151,8 +151,9 @@ export class AdaptiveController implements SpinPolicy {
   #waitBudget = 0;
   /** Decisions wait for spare() (deferDecisions); one is due, since this many waits. */
   #deferDecisions = false;
-  /** The clock (ms) of waits started without a time (useThreadClock). */
-  #threadClockMs: (() => number) | undefined;
+  /** The clock (ms: `[0]` less the offset) of waits started without a time (useThreadClock). */
+  #threadClock: Float64Array | undefined;
+  #threadClockOffsetMs = 0;
   #decisionDue = false;
   #dueWaits = 0;
 
@@ -227,8 +228,8 @@ export class AdaptiveController implements SpinPolicy {
     // then keep it as a heap number, a new one per wait.
     let clocked = true;
     if (nowNs !== undefined) this.#nowNs = nowNs;
-    else if (this.#threadClockMs !== undefined)
-      this.#nowNs = this.#threadClockMs() * 1e6; // ms to ns
+    else if (this.#threadClock !== undefined)
+      this.#nowNs = (this.#threadClock[0]! - this.#threadClockOffsetMs) * 1e6; // ms to ns
     else clocked = false;
     if (this.#decisionDue && ++this.#dueWaits > DECISION_DUE_WAITS) this.#update();
     if (this.#retrialPending) {
@@ -712,12 +713,13 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * A wait started without a time (startWait's `nowNs`) starts at `clockMs()`: the polling
-   * engine passes the thread's latest clock reading (latestMs), which it takes just before, since
-   * a time passed to a method V8 does not inline would be a new heap number per wait.
+   * A wait started without a time (startWait's `nowNs`) starts at `clock[0] - offsetMs`: the
+   * polling engine passes the thread's clock cell, which it reads just before, since a time
+   * passed to a method V8 does not inline, or returned by one, would be a new heap number per wait.
    */
-  useThreadClock(clockMs: () => number): void {
-    this.#threadClockMs = clockMs;
+  useThreadClock(clock: Float64Array, offsetMs: number): void {
+    this.#threadClock = clock;
+    this.#threadClockOffsetMs = offsetMs;
   }
 
   /** Time the caller can spend (the device is busy with the next request): decide if due. */

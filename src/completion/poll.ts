@@ -14,7 +14,7 @@ import {
   SPIN_HELD,
   spinForUsed,
 } from './spin.js';
-import { CLOCK_OFFSET_MS, clockCell, latestMs, readClock, tickClock } from '../util/clock.js';
+import { CLOCK_OFFSET_MS, clockCell, readClock, tickClock } from '../util/clock.js';
 import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
@@ -207,7 +207,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#host = host;
     this.#queues = host.queues;
     this.#policy = policy;
-    policy.useThreadClock?.(latestMs);
+    policy.useThreadClock?.(clockCell, CLOCK_OFFSET_MS);
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleep = options.sleepNs > 0 ? new SleepInterval(options.sleepNs, MAX_TURN_NS) : undefined;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;

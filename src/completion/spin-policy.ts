@@ -15,10 +15,11 @@ export interface SpinPolicy {
   startWait(inFlight: number): number;
   /**
    * Called once by the engine that will drive the policy: from now on a wait starts at
-   * `clockMs()`, the thread's latest clock reading (optional; for a policy that can also be
-   * driven with times).
+   * `clock[0] - offsetMs`, the thread's latest clock reading, read in place (optional; for a
+   * policy that can also be driven with times). A cell, not a function: a time returned by a
+   * call V8 did not inline would be a new heap number per wait.
    */
-  useThreadClock?(clockMs: () => number): void;
+  useThreadClock?(clock: Float64Array, offsetMs: number): void;
   /** The wait ended while polling, `waitNs` after it started. */
   hit(waitNs: number): void;
   /** The wait outlasted `spunNs` of polling and ended by an interrupt `waitedNs` after it began. */

@@ -961,11 +961,11 @@ test('deferred decisions: a wait is judged against the budget it began with', ()
 test('adaptive controller: after useThreadClock, waits started without a time run on the thread clock (a closed loop gets its trial)', () => {
   const drive = (threadClock: boolean): AdaptiveController => {
     const c = new AdaptiveController();
-    let nowMs = 1000;
-    if (threadClock) c.useThreadClock(() => nowMs);
+    const clock = new Float64Array([1010]);
+    if (threadClock) c.useThreadClock(clock, 10);
     for (let i = 0; i < 64; i++) {
       c.resumed(500, 5_000);
-      nowMs += 0.004;
+      clock[0]! += 0.004;
       const budget = c.startWait(1);
       c.hit(Math.min(budget, 3_000));
     }
