@@ -20,16 +20,24 @@ export class RangeLockEntry {
   }
 }
 
+/**
+ * The held and the waiting entries are the first #heldCount / #waitingCount elements of arrays
+ * that never shrink: a push after a pop or a splice that emptied an array allocates a new
+ * backing store, and a splice returns a new array (together ~250 B an aligned write at depth 1,
+ * measured). Held entries keep no order; waiting ones keep their arrival order (FIFO).
+ */
 export class RangeLock {
-  readonly #held: RangeLockEntry[] = [];
-  #waiting: RangeLockEntry[] = [];
+  readonly #held: (RangeLockEntry | undefined)[] = [];
+  #heldCount = 0;
+  readonly #waiting: (RangeLockEntry | undefined)[] = [];
+  #waitingCount = 0;
 
   get heldCount(): number {
-    return this.#held.length;
+    return this.#heldCount;
   }
 
   get waitingCount(): number {
-    return this.#waiting.length;
+    return this.#waitingCount;
   }
 
   /**
@@ -43,28 +51,43 @@ export class RangeLock {
   /** acquire() with an entry the caller keeps and reuses (no allocation per request). */
   acquireEntry(entry: RangeLockEntry): RangeLockEntry {
     entry.granted = false;
-    if (!this.#blocked(entry, this.#waiting, this.#waiting.length)) {
+    if (!this.#blocked(entry, this.#waitingCount)) {
       entry.granted = true;
-      this.#held.push(entry);
+      this.#held[this.#heldCount++] = entry;
     } else {
-      this.#waiting.push(entry);
+      this.#waiting[this.#waitingCount++] = entry;
     }
     return entry;
   }
 
   /** Releases a granted entry, or withdraws a waiting one (its operation was aborted). */
   release(entry: RangeLockEntry): void {
-    const list = entry.granted ? this.#held : this.#waiting;
-    const i = list.indexOf(entry);
-    if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
-    list.splice(i, 1);
+    if (entry.granted) {
+      const held = this.#held;
+      const i = indexIn(held, this.#heldCount, entry);
+      if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
+      held[i] = held[--this.#heldCount];
+      held[this.#heldCount] = undefined;
+    } else {
+      const i = indexIn(this.#waiting, this.#waitingCount, entry);
+      if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
+      this.#removeWaiting(i);
+    }
     this.#grantAfter(entry);
   }
 
-  #blocked(entry: RangeLockEntry, ahead: readonly RangeLockEntry[], aheadCount: number): boolean {
-    for (const h of this.#held) if (h.conflictsWith(entry)) return true;
-    for (let i = 0; i < aheadCount; i++) if (ahead[i]!.conflictsWith(entry)) return true;
+  /** Whether a held entry, or one of the first `aheadCount` waiting, conflicts with `entry`. */
+  #blocked(entry: RangeLockEntry, aheadCount: number): boolean {
+    for (let i = 0; i < this.#heldCount; i++) if (this.#held[i]!.conflictsWith(entry)) return true;
+    for (let i = 0; i < aheadCount; i++) if (this.#waiting[i]!.conflictsWith(entry)) return true;
     return false;
+  }
+
+  #removeWaiting(i: number): void {
+    const waiting = this.#waiting;
+    const last = --this.#waitingCount;
+    for (let j = i; j < last; j++) waiting[j] = waiting[j + 1];
+    waiting[last] = undefined;
   }
 
   /**
@@ -73,17 +96,17 @@ export class RangeLock {
    * Checking just those keeps a long chain of dependent writes linear, not quadratic.
    */
   #grantAfter(gone: RangeLockEntry): void {
+    if (this.#waitingCount === 0) return;
     const waiting = this.#waiting;
-    if (waiting.length === 0) return;
     const granted: RangeLockEntry[] = [];
-    for (let i = 0; i < waiting.length;) {
+    for (let i = 0; i < this.#waitingCount;) {
       const w = waiting[i]!;
       const overlaps = w.start < gone.end && gone.start < w.end;
       // FIFO: a waiter goes ahead only if nothing held and nothing queued before it conflicts.
-      if (overlaps && !this.#blocked(w, waiting, i)) {
-        waiting.splice(i, 1);
+      if (overlaps && !this.#blocked(w, i)) {
+        this.#removeWaiting(i);
         w.granted = true;
-        this.#held.push(w);
+        this.#held[this.#heldCount++] = w;
         granted.push(w);
       } else {
         i++;
@@ -91,4 +114,13 @@ export class RangeLock {
     }
     for (const w of granted) w.onGranted();
   }
+}
+
+function indexIn(
+  list: readonly (RangeLockEntry | undefined)[],
+  count: number,
+  entry: RangeLockEntry,
+): number {
+  for (let i = 0; i < count; i++) if (list[i] === entry) return i;
+  return -1;
 }
