@@ -114,10 +114,15 @@ export abstract class Operation implements Slotted {
 
   /** One reusable lock entry per operation object; granting it queues the operation. */
   #entry: RangeLockEntry | undefined;
+
+  // The closure is made here, not in rangeEntry: a function that makes one has a context for
+  // `this`, which V8 allocates at every call, whichever branch runs (~40 B a write, measured).
+  #newEntry(): RangeLockEntry {
+    this.#entry = new RangeLockEntry(0, 0, false, () => this.engine.enqueueGranted(this));
+    return this.#entry;
+  }
   protected rangeEntry(start: number, end: number, exclusive: boolean): RangeLockEntry {
-    const entry = (this.#entry ??= new RangeLockEntry(0, 0, false, () =>
-      this.engine.enqueueGranted(this),
-    ));
+    const entry = this.#entry ?? this.#newEntry();
     entry.start = start;
     entry.end = end;
     entry.exclusive = exclusive;
