@@ -1,22 +1,27 @@
 #!/usr/bin/env node
 // What a 4 KiB read allocates, per I/O: V8's sampling heap profiler (through node:inspector),
 // keeping the objects that minor and major collections freed, over closed loops of
-// `await dev.readInto(buf, pos)` on a pooled shared-memory buffer. Each allocation site is put
-// in one of three groups by the innermost frame of this library on its stack:
+// `await dev.readInto(buf, pos)` (`--rw write`: `dev.write(buf, pos)`) on a pooled
+// shared-memory buffer. Each allocation site is put in one of three groups by the innermost
+// frame of this library on its stack:
 //   - call: `#start`, where a call makes the Promise it returns and its resolving functions
-//     (the target's "the Promise the caller asked for"), or `readInto` when V8 inlined `#start`
-//     there. V8 puts an allocation under the outermost function of an optimized frame, so what
-//     they inline counts here too (and where the read loop inlined them, the loop's: other);
+//     (the target's "the Promise the caller asked for"), or `readInto` / `write` when V8
+//     inlined `#start` there. V8 puts an allocation under the outermost function of an optimized
+//     frame, so what they inline counts here too (and where the loop inlined them, the loop's:
+//     other);
 //   - library: under any other frame of this library;
 //   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
 // Prints bytes per I/O per group, then the library's sites, largest first, and beside the call
 // what a bare Promise costs here (made with its resolving functions by a shared executor, as the
-// call makes its own): the baseline the call is judged against. Each configuration runs in a
-// child process of its own, as an application runs one strategy. (`--child SOCKET [options]`
-// measures on a running daemon and prints a JSON line per configuration, for bench-report.mjs.)
+// call makes its own): the baseline the call is judged against; and the same loops' bytes on a
+// stand-in device that only hands out bare Promises (below), and the bytes beyond it. Each
+// configuration runs in a child process of its own, as an application runs one strategy.
+// (`--child SOCKET [options]` measures on a running daemon and prints a JSON line per
+// configuration, for bench-report.mjs.)
 //
-//   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--seconds 3]
-//     [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline] [NAME=MODE[:JSON] ...]
+//   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--rw read|write]
+//     [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
+//     [NAME=MODE[:JSON] ...]
 import { Buffer } from 'node:buffer';
 import { Session } from 'node:inspector/promises';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -37,6 +42,7 @@ function parseArgs(argv) {
   const { options, positionals } = parseScriptOptions(argv, {
     backend: 'null',
     depth: 1,
+    rw: 'read',
     seconds: 3,
     interval: 256,
     qsdCpu: 0,
@@ -44,6 +50,9 @@ function parseArgs(argv) {
     top: 12,
     noInline: false,
   });
+  if (options.rw !== 'read' && options.rw !== 'write') {
+    throw new Error(`--rw must be read or write, got ${options.rw}`);
+  }
   const configs =
     positionals.length > 0 ? positionals : ['event=event', 'poll=poll', 'adaptive=adaptive'];
   return { ...options, configs };
@@ -68,7 +77,9 @@ function classify(stack) {
   const frame = stack[at];
   // V8 inlines #start into readInto at times (and readInto into the loop: then it is other).
   const call =
-    (frame.functionName === '#start' || frame.functionName === 'readInto') &&
+    (frame.functionName === '#start' ||
+      frame.functionName === 'readInto' ||
+      frame.functionName === 'write') &&
     frame.url.endsWith('/api/block-device.js');
   return { group: call ? 'call' : 'library', site };
 }
@@ -166,19 +177,23 @@ class StandIn {
     this.native.turnSchedule(this.#turn);
     return promise;
   }
+  write() {
+    return this.readInto();
+  }
   close() {
     this.native.turnClose(this.#turn);
   }
 }
 
 /** The read loops' loop, a literal of its own: V8 keeps the stand-in's feedback apart. */
-async function standInLoop(dev, i, end) {
+async function standInLoop(dev, i, end, write) {
   const buf = dev.allocBuffer(4096);
   let block = i;
   let ios = 0;
   while (performance.now() < end) {
     block = (block + 7919) % 65536;
-    await dev.readInto(buf, block * 4096);
+    if (write) await dev.write(buf, block * 4096);
+    else await dev.readInto(buf, block * 4096);
     ios++;
   }
   return ios;
@@ -193,7 +208,8 @@ async function loopBaseline(session, native, o) {
   const dev = new StandIn(native);
   const loops = (ms) => {
     const end = performance.now() + ms;
-    const all = Array.from({ length: o.depth }, (_, i) => standInLoop(dev, i, end));
+    const write = o.rw === 'write';
+    const all = Array.from({ length: o.depth }, (_, i) => standInLoop(dev, i, end, write));
     return Promise.all(all).then((counts) => counts.reduce((a, b) => a + b, 0));
   };
   try {
@@ -231,13 +247,14 @@ async function child(socket, o) {
       ...(options ? { completionOptions: options } : {}),
     });
     try {
-      await readLoops(dev, o.depth, performance.now() + 1000); // warm-up: JIT and pools
+      const write = o.rw === 'write';
+      await readLoops(dev, o.depth, performance.now() + 1000, write); // warm-up: JIT and pools
       await session.post('HeapProfiler.startSampling', {
         samplingInterval: o.interval,
         includeObjectsCollectedByMajorGC: true,
         includeObjectsCollectedByMinorGC: true,
       });
-      const ios = await readLoops(dev, o.depth, performance.now() + o.seconds * 1000);
+      const ios = await readLoops(dev, o.depth, performance.now() + o.seconds * 1000, write);
       const { profile } = await session.post('HeapProfiler.stopSampling');
       const out = { groups: {}, sites: new Map() };
       walk(profile.head, [], out);
@@ -245,8 +262,9 @@ async function child(socket, o) {
       const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
       const sites = [...out.sites].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, o.top);
       const result = {
-        name,
+        name: write ? `${name} (writes)` : name,
         mode,
+        rw: o.rw,
         depth: o.depth,
         ios,
         total: per(total),
