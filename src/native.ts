@@ -120,6 +120,14 @@ export interface NativeBinding {
   unixListen(path: string, backlog: number): number;
   /** accept4(SOCK_NONBLOCK|SOCK_CLOEXEC); returns -1 on EAGAIN. */
   unixAccept(fd: number): number;
+  /** Copies `length` bytes from `source[sourceStart..]` to `target[targetStart..]` (memmove: overlap is fine) without making a view, as `target.set(source.subarray(...))` and Buffer#copy with offsets do (~96 B each). Both are Uint8Arrays; a range past either's end throws RangeError code 'ERR_INVALID_ARG_VALUE' (a detached one has length 0). */
+  copyBytes(
+    source: Uint8Array,
+    sourceStart: number,
+    target: Uint8Array,
+    targetStart: number,
+    length: number,
+  ): void;
   /** socketpair(AF_UNIX, SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC) */
   socketpair(): [number, number];
   /** sendmsg with the fds as one SCM_RIGHTS control message (at most 253 fds; MSG_NOSIGNAL). Returns bytes sent, or -1 on EAGAIN. EPIPE/ECONNRESET throw with that code. `data` must not be empty when fds are sent. */

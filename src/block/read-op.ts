@@ -1,3 +1,4 @@
+import { copyBytes } from '../memory/copy-bytes.js';
 import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest } from './request.js';
 
@@ -136,7 +137,7 @@ export class ReadOp extends Operation {
     const from = Math.max(request.position, this.#position);
     const to = Math.min(request.position + request.length, this.#position + this.#length);
     const src = request.bounceOffset + (from - request.position);
-    this.#dest.set(engine.memory.dataBytes.subarray(src, src + (to - from)), from - this.#position);
+    copyBytes(engine.memory.dataBytes, src, this.#dest, from - this.#position, to - from);
     engine.stats.bytesBounced += to - from;
   }
 }

@@ -1,3 +1,4 @@
+import { copyBytes } from '../memory/copy-bytes.js';
 import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, BlockRequestKind } from './request.js';
 import type { RangeLockEntry } from './range-lock.js';
@@ -206,7 +207,7 @@ export class WriteOp extends Operation {
     if (data === null) {
       bytes.fill(0, at, at + (to - from));
     } else {
-      bytes.set(data.subarray(from - this.#position, to - this.#position), at);
+      copyBytes(data, from - this.#position, bytes, at, to - from);
       this.engine.stats.bytesBounced += to - from;
     }
   }
@@ -297,7 +298,7 @@ export class WriteOp extends Operation {
     if (data === null) {
       engine.dataBuffer.fill(0, bounce, bounce + len);
     } else {
-      copyBytes(data, engine.dataBuffer, bounce, at - this.#position, at - this.#position + len);
+      copyBytes(data, at - this.#position, engine.dataBuffer, bounce, len);
       engine.stats.bytesBounced += len;
     }
     return request;
@@ -355,17 +356,6 @@ export class WriteOp extends Operation {
       }
     }
   }
-}
-
-/** Buffer#copy on any Uint8Array source: a native copy without allocating a subarray view. */
-function copyBytes(
-  source: Uint8Array,
-  target: Uint8Array,
-  targetStart: number,
-  start: number,
-  end: number,
-): void {
-  Buffer.prototype.copy.call(source, target, targetStart, start, end);
 }
 
 function edgePiece(piece: Piece, position: number, length: number): Piece {

@@ -191,6 +191,46 @@ describe('memfd and mappings', () => {
   });
 });
 
+describe('copyBytes', () => {
+  it('copies a range between two arrays, and within one (overlapping)', () => {
+    const source = Uint8Array.from({ length: 64 }, (_, i) => i);
+    const target = Buffer.alloc(32, 0xee);
+    native.copyBytes(source, 10, target, 5, 20);
+    assert.deepEqual([...target.subarray(0, 5)], [0xee, 0xee, 0xee, 0xee, 0xee]);
+    assert.deepEqual([...target.subarray(5, 25)], [...source.subarray(10, 30)]);
+    assert.deepEqual([...target.subarray(25)], Array<number>(7).fill(0xee));
+    // A view's offset counts: the copy lands at target.byteOffset + targetStart.
+    const inner = target.subarray(8, 16);
+    native.copyBytes(source, 0, inner, 2, 3);
+    assert.deepEqual([...target.subarray(8, 16)], [13, 14, 0, 1, 2, 18, 19, 20]);
+    const same = Uint8Array.from({ length: 8 }, (_, i) => i);
+    native.copyBytes(same, 0, same, 2, 6);
+    assert.deepEqual([...same], [0, 1, 0, 1, 2, 3, 4, 5]);
+    native.copyBytes(source, 64, target, 32, 0); // empty, at both ends
+  });
+
+  it('refuses a range past either end, a detached array, and what is not a Uint8Array', () => {
+    const a = new Uint8Array(16);
+    const b = new Uint8Array(16);
+    const invalid = { name: 'RangeError', code: 'ERR_INVALID_ARG_VALUE' };
+    assert.throws(() => native.copyBytes(a, 10, b, 0, 7), invalid);
+    assert.throws(() => native.copyBytes(a, 0, b, 10, 7), invalid);
+    assert.throws(() => native.copyBytes(a, 17, b, 0, 0), invalid);
+    assert.throws(() => native.copyBytes(a, -1, b, 0, 1), invalid);
+    assert.throws(() => native.copyBytes(a, 0, b, 0, 1.5), invalid);
+    const gone = new Uint8Array(new ArrayBuffer(16));
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    assert.throws(() => native.copyBytes(a, 0, gone, 0, 1), invalid);
+    const type = { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' };
+    assert.throws(
+      () => native.copyBytes(new Uint16Array(8) as unknown as Uint8Array, 0, b, 0, 1),
+      type,
+    );
+    assert.throws(() => native.copyBytes(a, 0, [] as unknown as Uint8Array, 0, 1), type);
+    assert.deepEqual([...b], Array<number>(16).fill(0), 'nothing copied by a refused call');
+  });
+});
+
 describe('huge pages', () => {
   const nrPath = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
   let oldNr: string | undefined;
