@@ -20,7 +20,7 @@
 // configuration, for bench-report.mjs.)
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--rw read|write]
-//     [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
+//     [--plain-buffers (ordinary Buffers: bounced)] [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
 //     [NAME=MODE[:JSON] ...]
 import { Buffer } from 'node:buffer';
 import { Session } from 'node:inspector/promises';
@@ -43,6 +43,7 @@ function parseArgs(argv) {
     backend: 'null',
     depth: 1,
     rw: 'read',
+    plainBuffers: false,
     seconds: 3,
     interval: 256,
     qsdCpu: 0,
@@ -248,13 +249,15 @@ async function child(socket, o) {
     });
     try {
       const write = o.rw === 'write';
-      await readLoops(dev, o.depth, performance.now() + 1000, write); // warm-up: JIT and pools
+      const plain = o.plainBuffers;
+      await readLoops(dev, o.depth, performance.now() + 1000, write, plain); // warm-up: JIT, pools
       await session.post('HeapProfiler.startSampling', {
         samplingInterval: o.interval,
         includeObjectsCollectedByMajorGC: true,
         includeObjectsCollectedByMinorGC: true,
       });
-      const ios = await readLoops(dev, o.depth, performance.now() + o.seconds * 1000, write);
+      const end = performance.now() + o.seconds * 1000;
+      const ios = await readLoops(dev, o.depth, end, write, plain);
       const { profile } = await session.post('HeapProfiler.stopSampling');
       const out = { groups: {}, sites: new Map() };
       walk(profile.head, [], out);
@@ -262,7 +265,7 @@ async function child(socket, o) {
       const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
       const sites = [...out.sites].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, o.top);
       const result = {
-        name: write ? `${name} (writes)` : name,
+        name: `${name}${write ? ' (writes)' : ''}${o.plainBuffers ? ' (bounced)' : ''}`,
         mode,
         rw: o.rw,
         depth: o.depth,

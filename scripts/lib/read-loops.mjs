@@ -1,15 +1,17 @@
 // Closed loops of 4 KiB reads into pooled shared-memory buffers, for the benchmark scripts.
+import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 
 /**
  * `depth` loops of `await dev.readInto(buf, pos)` (or `dev.write(buf, pos)`) until `end`
- * (performance.now() ms); resolves the I/O count.
+ * (performance.now() ms); resolves the I/O count. `plain`: into and from ordinary Buffers
+ * (bounced), not allocBuffer's.
  */
-export async function readLoops(dev, depth, end, write = false) {
+export async function readLoops(dev, depth, end, write = false, plain = false) {
   let ios = 0;
   await Promise.all(
     Array.from({ length: depth }, async (_, i) => {
-      const buf = dev.allocBuffer(4096);
+      const buf = plain ? Buffer.alloc(4096) : dev.allocBuffer(4096);
       let block = i;
       while (performance.now() < end) {
         block = (block + 7919) % 65536;

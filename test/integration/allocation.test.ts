@@ -1,7 +1,7 @@
 /**
  * What a 4 KiB read or write allocates, per strategy, against qemu-storage-daemon (null-co),
- * from and into allocBuffer memory: the hot path
- * makes no per-request object beyond the Promise the caller asked for. Measured by
+ * from and into allocBuffer memory and (bounced) ordinary Buffers: the hot path makes no
+ * per-request object beyond the Promise the caller asked for. Measured by
  * scripts/garbage.mjs (V8's sampling heap profiler, one child process per strategy, as an
  * application runs one) and judged with room for sampling noise and per-batch costs: an object
  * (24 B and up) or a closure made per request lands above the bounds; a lone 16 B heap number
@@ -36,9 +36,16 @@ after(async () => {
   await qsd.stop();
 });
 
-async function measure(mode: string, depth: number, rw: string): Promise<GarbageResult> {
-  const args = [GARBAGE, '--child', qsd.socketPath, '--depth', String(depth), '--rw', rw];
-  args.push('--seconds', '1');
+interface Case {
+  rw: 'read' | 'write';
+  depth: 1 | 32;
+  /** Ordinary Buffers (bounced through the library's own memory), not allocBuffer's. */
+  bounced: boolean;
+}
+
+async function measure(mode: string, c: Case): Promise<GarbageResult> {
+  const args = [GARBAGE, '--child', qsd.socketPath, '--depth', String(c.depth), '--rw', c.rw];
+  args.push('--seconds', '1', ...(c.bounced ? ['--plain-buffers'] : []));
   const { stdout } = await promisify(execFile)(process.execPath, [...args, `${mode}=${mode}`], {
     timeout: 60_000,
   });
@@ -50,24 +57,29 @@ async function measure(mode: string, depth: number, rw: string): Promise<Garbage
 // turns add per-batch bytes that grow as bursts shrink on a slow machine, hence the wider bound.
 const BEYOND_BOUND = { 1: 24, 32: 64 } as const;
 
-for (const rw of ['read', 'write'] as const) {
-  for (const depth of [1, 32] as const) {
-    for (const mode of COMPLETION_MODES) {
-      test(`${mode}, depth ${depth}: a ${rw} allocates nothing per request beyond its Promise`, async () => {
-        const r = await measure(mode, depth, rw);
-        const detail = JSON.stringify(r.sites.slice(0, 3));
-        assert.ok(r.ios > 1000, `only ${r.ios} ${rw}s measured`);
-        // Where V8 inlined the call into the loop, its Promise counts as the loop's (call 0).
-        assert.ok(
-          r.call <= r.promise + 8,
-          `the call made ${r.call} B, a bare Promise ${r.promise}`,
-        );
-        assert.ok(r.library <= 16, `the library made ${r.library} B per ${rw}: ${detail}`);
-        assert.ok(
-          r.beyond <= BEYOND_BOUND[depth],
-          `${r.beyond} B per ${rw} beyond the stand-in's ${r.loop}: ${detail}`,
-        );
-      });
-    }
+const CASES: Case[] = [
+  { rw: 'read', depth: 1, bounced: false },
+  { rw: 'read', depth: 32, bounced: false },
+  { rw: 'write', depth: 1, bounced: false },
+  { rw: 'write', depth: 32, bounced: false },
+  { rw: 'read', depth: 1, bounced: true },
+  { rw: 'write', depth: 1, bounced: true },
+];
+
+for (const c of CASES) {
+  for (const mode of COMPLETION_MODES) {
+    const what = `a ${c.bounced ? 'bounced ' : ''}${c.rw}`;
+    test(`${mode}, depth ${c.depth}: ${what} allocates nothing per request beyond its Promise`, async () => {
+      const r = await measure(mode, c);
+      const detail = JSON.stringify(r.sites.slice(0, 3));
+      assert.ok(r.ios > 1000, `only ${r.ios} I/Os measured`);
+      // Where V8 inlined the call into the loop, its Promise counts as the loop's (call 0).
+      assert.ok(r.call <= r.promise + 8, `the call made ${r.call} B, a bare Promise ${r.promise}`);
+      assert.ok(r.library <= 16, `the library made ${r.library} B per I/O: ${detail}`);
+      assert.ok(
+        r.beyond <= BEYOND_BOUND[c.depth],
+        `${r.beyond} B per I/O beyond the stand-in's ${r.loop}: ${detail}`,
+      );
+    });
   }
 }
