@@ -139,6 +139,11 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    */
   #burstOpen = false;
   /**
+   * A callback of the completion strategy runs: it ends the burst itself (endBurst, after the
+   * continuations), so the burst needs no process.nextTick.
+   */
+  #burstEndedByStrategy = false;
+  /**
    * A kick failed where failing the device had to wait for the next tick (#kickDevice): a
    * blocking wait, in which no tick runs, fails it itself (#kickInWait).
    */
@@ -180,6 +185,14 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
       },
       countPollingTurn: (turnNs, heldNs) => countPollingTurn(this.#stats, turnNs, heldNs),
       kickPending: () => this.#kickRest(),
+      beginBurst: () => {
+        this.#burstEndedByStrategy = true;
+      },
+      endBurst: () => {
+        this.#burstEndedByStrategy = false;
+        this.#burstOpen = false;
+        this.#kickRest();
+      },
     };
     // Decided after the continuations of the calls a drain answered (freeBuffer after an await).
     this.#engine.deferMemoryCheck = (check) => setImmediate(this.#runMemoryCheck, check);
@@ -897,7 +910,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    * kick is kicked then; a queue first given one later in the burst waits for its end), so that
    * the device starts on it while the rest are made (a
    * device still at work when the next ones go on the ring takes them without a kick), and one
-   * for the rest at its end (process.nextTick); three from idle, where the first request is
+   * for the rest at its end (process.nextTick, or the end of the strategy's callback that
+   * settled what made it: endBurst); three from idle, where the first request is
    * kicked in its call (quietKick) and the second opens the burst. A run of looks (poll.ts) kicks
    * the rest of each burst its continuations make when they return (kickPending), so that run's
    * later bursts are kicked then, not at once. With the whole burst kicked at its end, the device
@@ -911,7 +925,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
     // in an open burst, the burst's #batchKick is queued already.
     if (this.#kickingInCall || this.#burstOpen) return;
     this.#burstOpen = true;
-    process.nextTick(this.#batchKick);
+    if (!this.#burstEndedByStrategy) process.nextTick(this.#batchKick);
     this.#kickNow();
   }
 

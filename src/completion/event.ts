@@ -1,6 +1,11 @@
 import { native, UV_READABLE, type PollHandle } from '../native.js';
 import type { DeviceQueue } from '../devices/device.js';
-import { RecentDrain, type CompletionHost, type CompletionStrategy } from './strategy.js';
+import {
+  RecentDrain,
+  settleInBurst,
+  type CompletionHost,
+  type CompletionStrategy,
+} from './strategy.js';
 
 /**
  * 'event': sleep until the device signals a call eventfd (libuv watches it), then drain,
@@ -19,7 +24,8 @@ export class EventCompletion implements CompletionStrategy {
     this.#host = host;
     for (const queue of host.queues) {
       queue.vq.enableInterrupts();
-      const poll = native.pollStart(queue.callFd, UV_READABLE, () => this.#onCall(queue));
+      const onCall = (): void => this.#onCall(queue);
+      const poll = native.pollStart(queue.callFd, UV_READABLE, () => settleInBurst(host, onCall));
       native.pollRef(poll, false);
       this.#polls.push(poll);
     }

@@ -19,6 +19,7 @@ import { SleepInterval } from './sleep-interval.js';
 import type { SpinPolicy } from './spin-policy.js';
 import {
   RecentDrain,
+  settleInBurst,
   type CompletionHost,
   type CompletionStrategy,
   type SpinYield,
@@ -220,7 +221,8 @@ export class PollingCompletion implements CompletionStrategy {
     for (const queue of host.queues) {
       // New, with interrupts on (going idle later, only where wantsInterruptsIdle says).
       queue.vq.enableInterrupts();
-      const poll = native.pollStart(queue.callFd, UV_READABLE, () => this.#onCall(queue));
+      const onCall = (): void => this.#onCall(queue);
+      const poll = native.pollStart(queue.callFd, UV_READABLE, () => settleInBurst(host, onCall));
       native.pollRef(poll, false);
       this.#polls.push(poll);
     }
@@ -628,7 +630,9 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /** One event-loop turn: polling, and with looks (microLookNs) the run of looks after it. */
-  readonly #turn = (): void => {
+  readonly #turn = (): void => settleInBurst(this.#host, this.#turnWork);
+
+  readonly #turnWork = (): void => {
     this.#turnDue = false;
     if (this.#microSpinNs === 0) {
       this.#pollTurn();
