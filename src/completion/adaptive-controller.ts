@@ -100,6 +100,10 @@ export class AdaptiveController implements SpinPolicy {
   /** Requests in flight at the start of recent waits (moving average), and at the last decision. */
   #depth = 1;
   #decidedDepth = 1;
+  /** closedLoop, maxSpinNs and blockCostNs as last computed (#refreshDerived). */
+  #closedLoop = 0;
+  #maxSpin = 0;
+  #blockCost = 0;
   /** Batched blocking under a deep queue. */
   readonly #moderation: InterruptModeration;
   /**
@@ -173,6 +177,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#updateInterval = this.options.updateEvery;
     this.#trialEveryNs = this.options.trialEveryNs;
     this.#moderation = new InterruptModeration(this.options.batching);
+    this.#refreshDerived();
   }
 
   /** Trials started so far (the first wait's included), for tests and diagnostics. */
@@ -202,7 +207,7 @@ export class AdaptiveController implements SpinPolicy {
 
   /** What a blocking (*Sync) wait spins before poll(2): the settled budget, capped. */
   blockingSpinNs(): number {
-    return Math.min(this.#budget, this.maxSpinNs);
+    return Math.min(this.#budget, this.#maxSpin);
   }
 
   /** True while the settled budget is above zero. */
@@ -249,6 +254,7 @@ export class AdaptiveController implements SpinPolicy {
       // The load changed shape since the last decision: decide again at the next sample, and
       // make this wait a probe (a blocked controller gets samples from probes only).
       this.#decidedDepth = this.#depth;
+      this.#refreshDerived();
       this.#sinceUpdate = this.#updateInterval;
       // What blocking did to the device under the old load says nothing about the new one.
       this.#starving = 0;
@@ -261,18 +267,18 @@ export class AdaptiveController implements SpinPolicy {
         this.#trialEndNs = TRIAL_NONE;
         this.#backOffTrials(this.#trialStartNs);
       }
-      if (this.#budget < this.maxSpinNs) {
+      if (this.#budget < this.#maxSpin) {
         this.#waitsSinceProbe = 0;
-        return this.maxSpinNs;
+        return this.#maxSpin;
       }
     }
     if (clocked && o.trialNs > 0) {
       if (inFlight < BATCH_MIN_DEPTH && this.#inTrial()) {
         this.#trialSpin = true;
-        return this.maxSpinNs;
+        return this.#maxSpin;
       }
     }
-    const max = this.maxSpinNs;
+    const max = this.#maxSpin;
     // Blocking starves this device (it completes whole bursts while we wake): spin the whole
     // wait, as 'poll' does, up to the longest spin; unless such spins stopped catching the
     // bursts (then block for a while, backing off).
@@ -314,9 +320,9 @@ export class AdaptiveController implements SpinPolicy {
         if (!lastingNewLoad && now < this.#trialNextNs) return false;
         // On a shared CPU too, where the trial's spins yield to the backend; but only at depth
         // 1, the one depth whose blocking is charged the closed-loop weight there.
-        if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) return false;
+        if (this.#closedLoop < 0.5 || !this.#closedLoopWeighed) return false;
         if (lastingNewLoad) this.#trialEveryNs = o.trialEveryNs;
-      } else if (this.closedLoop < 0.5 || !this.#closedLoopWeighed) {
+      } else if (this.#closedLoop < 0.5 || !this.#closedLoopWeighed) {
         return false;
       }
       this.#trialShared = this.#spinsYield;
@@ -354,7 +360,7 @@ export class AdaptiveController implements SpinPolicy {
         // Spinning too short: the decision may be stale, so probe (and decide) more often.
         this.#probeEvery = o.probeEvery;
         this.#updateInterval = o.updateEvery;
-      } else if (waitNs < this.blockCostNs * (1 - o.hysteresis)) {
+      } else if (waitNs < this.#blockCost * (1 - o.hysteresis)) {
         // Blocking, and this wait would clearly have been cheaper to spin for: look closer.
         this.#probeEvery = Math.max(o.probeEvery, this.#probeEvery >> 1);
         this.#updateInterval = o.updateEvery;
@@ -368,7 +374,7 @@ export class AdaptiveController implements SpinPolicy {
     // (Two stores, not one of a conditional: mixing the argument with a computed number makes
     // V8 box the computed one.)
     const tail = this.#tailNs;
-    if (waitNs > tail && waitNs <= this.maxSpinNs) this.#tailNs = waitNs;
+    if (waitNs > tail && waitNs <= this.#maxSpin) this.#tailNs = waitNs;
     else this.#tailNs = tail - tail / TAIL_MEMORY;
     this.#lastHit = true;
     this.#add(waitNs > 0 ? waitNs : 0);
@@ -396,7 +402,7 @@ export class AdaptiveController implements SpinPolicy {
     const missed = waitedNs === undefined ? NaN : waitedNs - this.options.wakeCostNs;
     // The tail learns from the waits it missed, too, as far as a longer spin could have caught
     // them (and not one the spin already outlasted).
-    if (missed > spunNs && missed > this.#tailNs && missed <= this.maxSpinNs) this.#tailNs = missed;
+    if (missed > spunNs && missed > this.#tailNs && missed <= this.#maxSpin) this.#tailNs = missed;
     if (this.#waitBudget > 0) {
       // A miss while spinning (not a probe from a blocked state): re-decide at the usual pace.
       this.#updateInterval = this.options.updateEvery;
@@ -405,7 +411,7 @@ export class AdaptiveController implements SpinPolicy {
       // look unreachable to every budget (no hit beyond it to impute from) and be blocked for.
       // (Not after a miss: a device with many long waits would be probed at every other wait;
       // nor for a wait not worth catching.)
-      const worthCatching = !(missed >= this.blockCostNs);
+      const worthCatching = !(missed >= this.#blockCost);
       if (
         !this.#probing &&
         lastHit &&
@@ -433,6 +439,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#idleAvg += (idle - this.#idleAvg) / 16;
     this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
+    this.#refreshDerived();
   }
 
   /**
@@ -447,6 +454,7 @@ export class AdaptiveController implements SpinPolicy {
   preempted(perWait: number): void {
     const wasShared = this.cpuShared;
     this.#shared += (perWait - this.#shared) / 4;
+    this.#refreshDerived();
     if (this.cpuShared === wasShared) return;
     // The cost model changed: decide again at the next sample.
     this.#sinceUpdate = this.#updateInterval;
@@ -506,7 +514,7 @@ export class AdaptiveController implements SpinPolicy {
    * as much CPU spinning as blocking, and the target is event's CPU).
    */
   get #spinsForClosedLoop(): boolean {
-    return this.closedLoop >= 0.5 && !this.cpuShared;
+    return this.#closedLoop >= 0.5 && !this.cpuShared;
   }
 
   /** True while spinning keeps being preempted (the CPU is shared with the backend). */
@@ -540,11 +548,7 @@ export class AdaptiveController implements SpinPolicy {
    * request follows the last completion at once).
    */
   get closedLoop(): number {
-    const total = this.#busyAvg + this.#idleAvg;
-    // The first few say little (a paced benchmark's first requests come back to back).
-    if (total <= 0 || this.#resumes < CLOSED_LOOP_MIN_RESUMES) return 0;
-    const duty = this.#busyAvg / total;
-    return Math.min(1, Math.max(0, (duty - 0.4) / 0.4));
+    return this.#closedLoop;
   }
 
   /**
@@ -612,17 +616,32 @@ export class AdaptiveController implements SpinPolicy {
    * delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
    * probes and budgets, three waits in four missed; BENCHMARKS.md, 2026-12-05).
    */
-  get #chargedDepth(): number {
-    return this.cpuShared ? 1 : this.#decidedDepth;
-  }
+  #chargedDepth = 1;
 
   /** The longest spin per wait at the current depth. */
   get maxSpinNs(): number {
-    return this.options.maxSpinNs * this.#chargedDepth;
+    return this.#maxSpin;
   }
 
   /** What a blocked wait costs at the current depth: its CPU, and the latency it adds to requests. */
   get blockCostNs(): number {
+    return this.#blockCost;
+  }
+
+  /**
+   * Recomputes closedLoop, maxSpinNs and blockCostNs into fields, after a change of what they
+   * depend on (the depth decided, the preemptions, the duty cycle). Read where they are used,
+   * never through the getters: a fractional number a getter returns where V8 did not inline it is
+   * a new heap number, and these are read at every wait and decision.
+   */
+  #refreshDerived(): void {
+    // Each computed where it is stored: a helper returning it would box it where not inlined.
+    const total = this.#busyAvg + this.#idleAvg;
+    // The first few say little (a paced benchmark's first requests come back to back).
+    if (total <= 0 || this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#closedLoop = 0;
+    else this.#closedLoop = Math.min(1, Math.max(0, (this.#busyAvg / total - 0.4) / 0.4));
+    this.#chargedDepth = this.cpuShared ? 1 : this.#decidedDepth;
+    this.#maxSpin = this.options.maxSpinNs * this.#chargedDepth;
     const o = this.options;
     // A closed loop adds the throughput one wake-up costs, once: deeper queues already charge
     // the wake-up's latency per request in flight. On a shared CPU only at depth 1, where spins
@@ -630,16 +649,16 @@ export class AdaptiveController implements SpinPolicy {
     // a deep queue there the backend completes whole batches while we block, which spins with
     // yields break up (depth 32: 94% of event's IOPS spinning, event best).
     const closed = this.#closedLoopWeighed
-      ? Math.max(0, o.closedLoopWeight - o.latencyWeight) * this.closedLoop
+      ? Math.max(0, o.closedLoopWeight - o.latencyWeight) * this.#closedLoop
       : 0;
     const queued = o.queueWeight * (this.#chargedDepth - 1);
-    return o.blockCpuNs + o.wakeCostNs * (o.latencyWeight + queued + closed);
+    this.#blockCost = o.blockCpuNs + o.wakeCostNs * (o.latencyWeight + queued + closed);
   }
 
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
     const n = this.#effectiveSamples();
-    return costAt(this.#sortedView(n), b, this.blockCostNs);
+    return costAt(this.#sortedView(n), b, this.#blockCost);
   }
 
   /**
@@ -733,11 +752,12 @@ export class AdaptiveController implements SpinPolicy {
     const n = this.#count;
     this.#decisions++;
     this.#decidedDepth = this.#depth;
+    this.#refreshDerived();
     // Candidates: block at once, or spin just long enough to catch each observed hit.
     this.#effectiveSamples();
     const sorted = this.#sortedView(n);
-    const blockCost = this.blockCostNs;
-    const maxSpin = this.maxSpinNs;
+    const blockCost = this.#blockCost;
+    const maxSpin = this.#maxSpin;
     let bestBudget = 0;
     // Unary plus: the getter is not inlined, so V8 cannot tell its result is a number, and a
     // loop variable started from it would be a new heap number at each change.
