@@ -15,7 +15,8 @@
 // Options: --backend null|file|throttle (default null; throttle: the file behind a throttle
 // group of --throttle-iops, default 4000), --rw randread, --bs 4096, --iodepth 1,
 // --rate IOPS (0: as fast as it goes), --rounds 8, --seconds 0.6, --ramp 0.3,
-// --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child).
+// --qsd-cpu 0, --fe-cpu 1 (taskset placement of the daemon and of the measuring child; the
+// child's is a CPU list: 0-1 leaves it free on both).
 // --socket PATH measures a backend that is already running there instead (SPDK's vhost target,
 // say; --backend and --qsd-cpu do not apply), --hugepages 2M|1G opens every arm with hugepage
 // memory (SPDK needs it).
@@ -66,7 +67,7 @@ function parseArgs(argv) {
     seconds: 0.6,
     ramp: 0.3,
     qsdCpu: 0,
-    feCpu: 1,
+    feCpu: '1',
     warmup: false,
     stepping: false,
     plain: false,
