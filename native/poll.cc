@@ -138,7 +138,13 @@ napi_value PollStart(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   // From here on the handle object owns w; StopWatch() cleans up failures.
-  if (!w->callback.Init(env, argv[2], handle, "vhost-user:poll") ||
+  // The callback's async resource is an object of its own, not the frozen
+  // handle: the strategies run the application's continuations inside the
+  // callback (runMicrotasks), and AsyncLocalStorage stores into the current
+  // resource.
+  napi_value resource;
+  if (napi_create_object(env, &resource) != napi_ok ||
+      !w->callback.Init(env, argv[2], resource, "vhost-user:poll") ||
       napi_create_reference(env, handle, 1, &w->self) != napi_ok ||
       !uv->HoldTeardown(env)) {
     StopWatch(env, w);

@@ -439,7 +439,34 @@ describe('sockets', () => {
   });
 });
 
+const nativeUrl = JSON.stringify(new URL('../../src/native.js', import.meta.url).href);
+/** Runs an ES module in a fresh node; returns its stdout (throws if it fails or hangs). */
+const runModule = (source: string, flags: string[] = []): string =>
+  execFileSync(process.execPath, [...flags, '--input-type=module', '-e', source], {
+    timeout: 10000,
+  }).toString();
+
 describe('pollStart', () => {
+  it('runs the callback in an async resource of its own, which AsyncLocalStorage may write to', () => {
+    // The strategies run the application's continuations inside the callback (runMicrotasks):
+    // the current resource then is the callback's, and must not be the frozen handle.
+    const script = `
+      import { native } from ${nativeUrl};
+      import { AsyncLocalStorage } from 'node:async_hooks';
+      const als = new AsyncLocalStorage();
+      const fd = native.eventfd();
+      const h = native.pollStart(fd, 1, () => {
+        native.eventfdRead(fd);
+        void Promise.resolve().then(() => als.run(7, () => process.stdout.write('store ' + als.getStore())));
+        native.runMicrotasks();
+        native.pollStop(h);
+        native.close(fd);
+      });
+      native.eventfdWrite(fd);
+    `;
+    assert.equal(runModule(script), 'store 7');
+  });
+
   it('calls back when an eventfd becomes readable, and stops', async () => {
     const fd = native.eventfd();
     const calls: Array<[number, number]> = [];
@@ -517,13 +544,6 @@ describe('pollStart', () => {
 });
 
 describe('turnCreate', () => {
-  const nativeUrl = JSON.stringify(new URL('../../src/native.js', import.meta.url).href);
-  /** Runs an ES module in a fresh node; returns its stdout (throws if it fails or hangs). */
-  const runModule = (source: string, flags: string[] = []): string =>
-    execFileSync(process.execPath, [...flags, '--input-type=module', '-e', source], {
-      timeout: 10000,
-    }).toString();
-
   it('runs the callback once per schedule, with microtasks right after it, before immediates', async () => {
     const order: string[] = [];
     let wake: (() => void) | undefined;
