@@ -52,6 +52,11 @@ export function settleInBurst(host: CompletionHost, work: () => void): void {
   host.beginBurst?.();
   try {
     work();
+    // What the drain itself submitted (a write's phase after its edge reads, waiting work) is a
+    // burst of its own: ended here, so the continuations' first request is kicked at once again,
+    // as when the drain's burst ended at its nextTick, before Node ran the microtasks.
+    host.endBurst?.();
+    host.beginBurst?.();
     native.runMicrotasks();
   } finally {
     host.endBurst?.();
