@@ -456,11 +456,19 @@ napi_value CopyBytes(napi_env env, napi_callback_info info) {
       !GetSize(env, argv[4], "length", &length)) {
     return nullptr;
   }
-  if (source_start > source_length || length > source_length - source_start) {
+  if (source_start > source_length) {
+    ThrowArgValue(env, "sourceStart", "is past the end of source");
+    return nullptr;
+  }
+  if (target_start > target_length) {
+    ThrowArgValue(env, "targetStart", "is past the end of target");
+    return nullptr;
+  }
+  if (length > source_length - source_start) {
     ThrowArgValue(env, "length", "reaches past the end of source");
     return nullptr;
   }
-  if (target_start > target_length || length > target_length - target_start) {
+  if (length > target_length - target_start) {
     ThrowArgValue(env, "length", "reaches past the end of target");
     return nullptr;
   }
