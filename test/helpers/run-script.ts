@@ -30,5 +30,10 @@ export async function runScriptJson(
   ms: number,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; result: unknown }> {
   const { code, signal, out } = await runScript(script, ms);
-  return { code, signal, result: JSON.parse(out.trim() || 'null') as unknown };
+  try {
+    return { code, signal, result: JSON.parse(out.trim() || 'null') as unknown };
+  } catch {
+    // Not JSON (a crash's output): the whole of it, with how the script ended, for the assertion.
+    return { code, signal, result: { notJson: out } };
+  }
 }
