@@ -31,6 +31,9 @@ export class RangeLock {
   #heldCount = 0;
   readonly #waiting: (RangeLockEntry | undefined)[] = [];
   #waitingCount = 0;
+  /** Entries granted by the #grantAfter passes running now, not yet told (a stack). */
+  readonly #granted: (RangeLockEntry | undefined)[] = [];
+  #grantedCount = 0;
 
   get heldCount(): number {
     return this.#heldCount;
@@ -93,26 +96,38 @@ export class RangeLock {
   /**
    * Only waiters that overlapped `gone` can have been waiting for it: anything else is still
    * blocked by whatever blocked it before (a waiter granted now stays in its way, as held).
-   * Checking just those keeps a long chain of dependent writes linear, not quadratic.
+   * Checking just those, in one pass that keeps the rest in place, keeps a long chain of
+   * dependent writes linear, not quadratic. The granted are told after the pass, in order,
+   * from a stack of its own (an onGranted may release, and so grant, again).
    */
   #grantAfter(gone: RangeLockEntry): void {
-    if (this.#waitingCount === 0) return;
+    const count = this.#waitingCount;
+    if (count === 0) return;
     const waiting = this.#waiting;
-    const granted: RangeLockEntry[] = [];
-    for (let i = 0; i < this.#waitingCount;) {
+    const base = this.#grantedCount;
+    let kept = 0;
+    for (let i = 0; i < count; i++) {
       const w = waiting[i]!;
       const overlaps = w.start < gone.end && gone.start < w.end;
-      // FIFO: a waiter goes ahead only if nothing held and nothing queued before it conflicts.
-      if (overlaps && !this.#blocked(w, i)) {
-        this.#removeWaiting(i);
+      // FIFO: a waiter goes ahead only if nothing held and nothing queued before it (the ones
+      // kept so far, now at 0..kept) conflicts.
+      if (overlaps && !this.#blocked(w, kept)) {
         w.granted = true;
         this.#held[this.#heldCount++] = w;
-        granted.push(w);
+        this.#granted[this.#grantedCount++] = w;
       } else {
-        i++;
+        waiting[kept++] = w;
       }
     }
-    for (const w of granted) w.onGranted();
+    for (let i = kept; i < count; i++) waiting[i] = undefined;
+    this.#waitingCount = kept;
+    const end = this.#grantedCount;
+    try {
+      for (let i = base; i < end; i++) this.#granted[i]!.onGranted();
+    } finally {
+      for (let i = base; i < end; i++) this.#granted[i] = undefined;
+      this.#grantedCount = base;
+    }
   }
 }
 

@@ -64,3 +64,47 @@ test('a chain of thousands of dependent writes is granted in linear-ish time', (
   assert.equal(lock.heldCount + lock.waitingCount, 0);
   assert.ok(ms < 2000, `${ms} ms for ${n} releases`);
 });
+
+test('several granted at once are told in order, and an onGranted may release and grant again', () => {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  // Three disjoint waiters behind the holder, and one behind the first of them.
+  const second = lock.acquire(40, 50, true, () => order.push('second'));
+  const first = lock.acquire(0, 10, true, () => {
+    order.push('first');
+    // Released at once inside its own grant: the one waiting behind it goes now, nested.
+    lock.release(first);
+  });
+  const third = lock.acquire(80, 90, true, () => order.push('third'));
+  const behindFirst = lock.acquire(5, 8, true, () => order.push('behind first'));
+  assert.equal(lock.waitingCount, 4);
+  lock.release(holder);
+  // Granted together (and told in their order), the nested grant told inside `first`'s.
+  assert.deepEqual(order, ['second', 'first', 'behind first', 'third']);
+  assert.equal(lock.waitingCount, 0);
+  assert.equal(lock.heldCount, 3, 'second, third and the one behind first');
+  for (const e of [second, third, behindFirst]) lock.release(e);
+  assert.equal(lock.heldCount, 0);
+  // An entry is reusable once released.
+  const again = lock.acquireEntry(first);
+  assert.equal(again.granted, true);
+  assert.equal(lock.heldCount, 1);
+});
+
+test('a release leaves the other waiters in their order, and counts what it holds', () => {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const a = lock.acquire(0, 10, true, () => order.push('a'));
+  const b = lock.acquire(0, 10, true, () => order.push('b'));
+  const c = lock.acquire(0, 10, true, () => order.push('c'));
+  const d = lock.acquire(0, 10, true, () => order.push('d'));
+  lock.release(c); // a waiter withdrawn from the middle
+  assert.equal(lock.waitingCount, 2);
+  lock.release(a);
+  lock.release(b);
+  assert.deepEqual(order, ['b', 'd']);
+  assert.throws(() => lock.release(c), /neither held nor waiting/);
+  lock.release(d);
+  assert.equal(lock.heldCount + lock.waitingCount, 0);
+});
