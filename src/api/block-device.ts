@@ -134,8 +134,8 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   /** A submission that kicks in the call itself (quietKick) is running: no batch kick for it. */
   #kickingInCall = false;
   /**
-   * This tick's burst has begun (its first request was kicked at once) and its #batchKick is
-   * queued: the rest wait for that.
+   * This tick's burst has begun (its first request was kicked at once) and its end is coming:
+   * its #batchKick queued, or the strategy's endBurst (#burstEndedByStrategy). The rest wait.
    */
   #burstOpen = false;
   /**

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { copyBytes } from '../memory/copy-bytes.js';
 import { bufferGone, Operation, type BlockEngine, type OperationCallback } from './engine.js';
 import type { BlockRequest, DeviceCommand } from './request.js';
 
@@ -32,7 +33,7 @@ export class PassThroughOp extends Operation {
       const moved = command.dataIn ? Math.max(0, request.length - command.residual) : 0;
       const data = Buffer.alloc(moved);
       if (moved > 0) {
-        this.engine.dataBuffer.copy(data, 0, request.bounceOffset, request.bounceOffset + moved);
+        copyBytes(this.engine.dataBuffer, request.bounceOffset, data, 0, moved);
       }
       this.#result = {
         status: command.status,

@@ -39,10 +39,10 @@ export class EventCompletion implements CompletionStrategy {
 
   /**
    * A request made with nothing in flight is kicked in the call, as the polling strategies do
-   * (there for latency), here to save the batch's process.nextTick: at depth 1 that was one
-   * object per request. Not the first resubmission after a drain of several: the rest of them
-   * are coming in the same tick, and it opens their burst (kicked at once, the rest at the tick's
-   * end; kicked in its call, it would cost the burst a third kick).
+   * (there for latency), here to save the burst's end its work. Not the first resubmission after
+   * a drain of several: the rest of them are coming in the same callback, and it opens their
+   * burst (kicked at once, the rest at the callback's end; kicked in its call, it would cost the
+   * burst a third kick).
    */
   quietKick(): boolean {
     if (this.#busy || this.#stopped) return false;

@@ -415,7 +415,7 @@ export class PollingCompletion implements CompletionStrategy {
       for (;;) {
         native.runMicrotasks();
         // The rest of a burst the continuations made is kicked now, not at the turn's end
-        // (process.nextTick, which also ends the burst: later bursts in the run have no kick of
+        // (settleInBurst's, which also ends the burst: later bursts in the run have no kick of
         // their own at once, only this one): a lone request among them is looked for next.
         this.#host.kickPending?.();
         if (!this.#microDue) break;

@@ -28,9 +28,9 @@ export interface CompletionHost {
    */
   countPollingTurn?(turnNs: number, heldNs: number): void;
   /**
-   * Kicks now what waits for the burst's kick at process.nextTick (all but its first request): a
-   * polling turn that runs the continuations of what it settled (a run of looks) returns only at
-   * the run's end. Optional.
+   * Kicks now what waits for the burst's end (all but its first request): a polling turn that
+   * runs the continuations of what it settled (a run of looks) returns only at the run's end.
+   * Optional.
    */
   kickPending?(): void;
   /**
@@ -131,7 +131,7 @@ export interface CompletionStrategy {
    * request is on the ring. A polling strategy turns interrupts off first; setBusy(true) follows
    * at once and starts the wait, decided there or in a look right after the callbacks (a wait
    * decided to block turns them on again, with the re-check). Optional (false: kicked as a
-   * burst's, the first at once, the rest at process.nextTick).
+   * burst's, the first at once, the rest at the burst's end).
    */
   quietKick?(): boolean;
   /**
