@@ -974,3 +974,34 @@ test('adaptive controller: after useThreadClock, waits started without a time ru
   assert.equal(drive(false).trials, 0, 'no time, no trials');
   assert.ok(drive(true).trials >= 1, 'the thread clock times them');
 });
+
+test('adaptive controller: maxSpinNs, blockCostNs and closedLoop follow the depth, the shared CPU and the duty cycle', () => {
+  const c = new AdaptiveController({ batching: 'off' });
+  const o = c.options;
+  const blockCost = (depth: number, closed: number, weighed = true): number =>
+    o.blockCpuNs +
+    o.wakeCostNs *
+      (o.latencyWeight +
+        o.queueWeight * (depth - 1) +
+        (weighed ? Math.max(0, o.closedLoopWeight - o.latencyWeight) * closed : 0));
+  assert.equal(c.maxSpinNs, o.maxSpinNs);
+  assert.equal(c.blockCostNs, blockCost(1, 0));
+  // A closed loop (back-to-back requests) raises the cost of blocking at depth 1.
+  for (let i = 0; i < 32; i++) c.resumed(0, 10_000);
+  assert.equal(c.closedLoop, 1);
+  assert.equal(c.blockCostNs, blockCost(1, 1));
+  // A step to depth 8: decided at once, and the longest spin and blocking's cost grow with it.
+  for (let t = 0; c.maxSpinNs === o.maxSpinNs && t < 200; t++) {
+    c.startWait(8, 1e9 + t * 1e5);
+    c.hit(1_000);
+  }
+  assert.ok(c.maxSpinNs > o.maxSpinNs, `maxSpinNs ${c.maxSpinNs} at depth 8`);
+  const depth = c.maxSpinNs / o.maxSpinNs;
+  assert.ok(Math.abs(c.blockCostNs - blockCost(depth, 1)) < 1e-6);
+  // A CPU shared with the backend: charged for one request in flight whatever the depth.
+  for (let i = 0; i < 16; i++) c.preempted(10 * o.sharedCpuPreemptions + 1);
+  assert.equal(c.cpuShared, true);
+  assert.equal(c.maxSpinNs, o.maxSpinNs);
+  // (At a decided depth above 1.5 a shared CPU does not weigh the closed loop.)
+  assert.ok(Math.abs(c.blockCostNs - blockCost(1, 1, depth < 1.5)) < 1e-6, `${c.blockCostNs}`);
+});
