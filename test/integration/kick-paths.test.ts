@@ -1,7 +1,8 @@
 /**
  * Kicks made outside a burst's own calls and tick, counted exactly: by a drain that puts chains
  * on the ring itself (a virtio-scsi retry that waited for descriptors), by a blocking wait (a
- * kick that fails there), and by a polling turn's run of looks (kickPending). Where requests
+ * kick that fails there), by a polling turn's run of looks (kickPending), and at the end of a
+ * strategy's callback whose continuations made a burst (settleInBurst). Where requests
  * must complete, the peer is the embedded backend in this process with EVENT_IDX left out: it
  * never sets VRING_USED_F_NO_NOTIFY unless polling, so every kick the frontend decides on is
  * made, and it cannot run between the frontend's synchronous steps. Where nothing may complete,
@@ -286,6 +287,43 @@ test("poll: a burst made in a polling turn's run of looks has its rest kicked wh
           atTurnEnd,
           `burst of ${count}: no kick at the tick's end`,
         );
+        await Promise.all(pending.splice(0));
+      }
+      failed = false;
+    } finally {
+      abort.abort();
+      await Promise.allSettled(pending);
+      await dev.close().catch((err: unknown) => {
+        if (!failed) throw err;
+      });
+    }
+  });
+});
+
+// ---- 4. settleInBurst: a burst made by the continuations of a strategy's callback ----
+
+test("event: a burst made by the continuations of a wake-up has its rest kicked at the callback's end, not at a process.nextTick", async () => {
+  await withServer({ size: 1 * MiB }, async (socketPath) => {
+    const dev = await openBlockDevice(socketPath, {
+      completion: 'event',
+      disableFeatures: { eventIdx: true },
+    });
+    const abort = new AbortController();
+    const pending: Promise<unknown>[] = [];
+    let failed = true;
+    try {
+      for (const count of [1, 2, 3, 6]) {
+        // Settled by the call eventfd's callback: what follows is its continuation, run inside it.
+        await dev.read(0, 512);
+        const kicksAtTick = kicksAtNextTick(dev); // runs once the callback has returned
+        const made = burst(dev, count, 1, abort.signal, pending);
+        // The first kicked in its call (a drain of one is no burst), the second at once (it opens
+        // the burst), the rest once, at the callback's end: before any tick.
+        const expected = Math.min(count, 3);
+        assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
+        assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
+        await nextTurn();
+        assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
         await Promise.all(pending.splice(0));
       }
       failed = false;
