@@ -17,6 +17,7 @@ import {
   openScsiDevice,
   SystemError,
   type BlockDevice,
+  type OpenOptions,
   type ScsiOpenOptions,
 } from '../../src/index.js';
 import { COMPLETION_MODES } from '../../src/completion/index.js';
@@ -243,52 +244,24 @@ for (const mode of COMPLETION_MODES) {
 
 // ---- 3. kickPending: a polling turn's run of looks kicks the rest of a burst at its end ----
 
-// Not against the scripted backend: kickPending runs only in a run of looks, which follows a
-// polling turn that settled everything in flight, and that backend completes nothing. Only 'poll':
-// 'adaptive' may block for a completion, which an interrupt then delivers outside any turn.
-
-test("poll: a burst made in a polling turn's run of looks has its rest kicked when the continuations return, not at the tick (kickPending)", async () => {
+/**
+ * A device on the in-process backend without EVENT_IDX (every kick decided is made) for `body`,
+ * with a signal and a list for the requests it leaves pending (aborted and awaited after).
+ */
+async function withExactKicks(
+  options: Omit<OpenOptions, 'disableFeatures'>,
+  body: (dev: BlockDevice, signal: AbortSignal, pending: Promise<unknown>[]) => Promise<void>,
+): Promise<void> {
   await withServer({ size: 1 * MiB }, async (socketPath) => {
     const dev = await openBlockDevice(socketPath, {
-      completion: 'poll',
+      ...options,
       disableFeatures: { eventIdx: true },
-      completionOptions: { kickAhead: false },
     });
     const abort = new AbortController();
     const pending: Promise<unknown>[] = [];
     let failed = true;
     try {
-      // [burst size, kicks in each call, kicks when the turn returns (before the burst's tick)]
-      const cases: [number, number[], number][] = [
-        // A lone request: kicked in its call (quietKick), nothing pending for kickPending.
-        [1, [1], 1],
-        // The second opens the burst and is kicked at once: nothing pending either.
-        [2, [1, 1], 2],
-        // The rest of the burst, one kick by kickPending, made before the burst's tick.
-        [3, [1, 1, 0], 3],
-        [6, [1, 1, 0, 0, 0, 0], 3],
-      ];
-      for (const [count, inCalls, atTurnEnd] of cases) {
-        // A lone read, drained alone by a polling turn (the backend in this thread cannot answer
-        // within a turn's spin): what follows runs in that turn's run of looks, whose
-        // process.nextTick callbacks wait for the turn to return.
-        await dev.read(0, 512);
-        const kicksAtTick = kicksAtNextTick(dev); // queued before the burst's own tick
-        const made = burst(dev, count, 1, abort.signal, pending);
-        assert.deepEqual(made.inCalls, inCalls, `burst of ${count}: kicks in the calls`);
-        assert.equal(
-          (await kicksAtTick) - made.before,
-          atTurnEnd,
-          `burst of ${count}: kicks when the turn returned`,
-        );
-        await nextTurn();
-        assert.equal(
-          dev.stats.kicks - made.before,
-          atTurnEnd,
-          `burst of ${count}: no kick at the tick's end`,
-        );
-        await Promise.all(pending.splice(0));
-      }
+      await body(dev, abort.signal, pending);
       failed = false;
     } finally {
       abort.abort();
@@ -298,41 +271,66 @@ test("poll: a burst made in a polling turn's run of looks has its rest kicked wh
       });
     }
   });
+}
+
+// Not against the scripted backend: kickPending runs only in a run of looks, which follows a
+// polling turn that settled everything in flight, and that backend completes nothing. Only 'poll':
+// 'adaptive' may block for a completion, which an interrupt then delivers outside any turn.
+
+test("poll: a burst made in a polling turn's run of looks has its rest kicked when the continuations return, not at the tick (kickPending)", async () => {
+  const options: OpenOptions = { completion: 'poll', completionOptions: { kickAhead: false } };
+  await withExactKicks(options, async (dev, signal, pending) => {
+    // [burst size, kicks in each call, kicks when the turn returns (before the burst's tick)]
+    const cases: [number, number[], number][] = [
+      // A lone request: kicked in its call (quietKick), nothing pending for kickPending.
+      [1, [1], 1],
+      // The second opens the burst and is kicked at once: nothing pending either.
+      [2, [1, 1], 2],
+      // The rest of the burst, one kick by kickPending, made before the burst's tick.
+      [3, [1, 1, 0], 3],
+      [6, [1, 1, 0, 0, 0, 0], 3],
+    ];
+    for (const [count, inCalls, atTurnEnd] of cases) {
+      // A lone read, drained alone by a polling turn (the backend in this thread cannot answer
+      // within a turn's spin): what follows runs in that turn's run of looks, whose
+      // process.nextTick callbacks wait for the turn to return.
+      await dev.read(0, 512);
+      const kicksAtTick = kicksAtNextTick(dev); // queued before the burst's own tick
+      const made = burst(dev, count, 1, signal, pending);
+      assert.deepEqual(made.inCalls, inCalls, `burst of ${count}: kicks in the calls`);
+      assert.equal(
+        (await kicksAtTick) - made.before,
+        atTurnEnd,
+        `burst of ${count}: kicks when the turn returned`,
+      );
+      await nextTurn();
+      assert.equal(
+        dev.stats.kicks - made.before,
+        atTurnEnd,
+        `burst of ${count}: no kick at the tick's end`,
+      );
+      await Promise.all(pending.splice(0));
+    }
+  });
 });
 
 // ---- 4. settleInBurst: a burst made by the continuations of a strategy's callback ----
 
 test("event: a burst made by the continuations of a wake-up has its rest kicked at the callback's end, not at a process.nextTick", async () => {
-  await withServer({ size: 1 * MiB }, async (socketPath) => {
-    const dev = await openBlockDevice(socketPath, {
-      completion: 'event',
-      disableFeatures: { eventIdx: true },
-    });
-    const abort = new AbortController();
-    const pending: Promise<unknown>[] = [];
-    let failed = true;
-    try {
-      for (const count of [1, 2, 3, 6]) {
-        // Settled by the call eventfd's callback: what follows is its continuation, run inside it.
-        await dev.read(0, 512);
-        const kicksAtTick = kicksAtNextTick(dev); // runs once the callback has returned
-        const made = burst(dev, count, 1, abort.signal, pending);
-        // The first kicked in its call (a drain of one is no burst), the second at once (it opens
-        // the burst), the rest once, at the callback's end: before any tick.
-        const expected = Math.min(count, 3);
-        assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
-        assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
-        await nextTurn();
-        assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
-        await Promise.all(pending.splice(0));
-      }
-      failed = false;
-    } finally {
-      abort.abort();
-      await Promise.allSettled(pending);
-      await dev.close().catch((err: unknown) => {
-        if (!failed) throw err;
-      });
+  await withExactKicks({ completion: 'event' }, async (dev, signal, pending) => {
+    for (const count of [1, 2, 3, 6]) {
+      // Settled by the call eventfd's callback: what follows is its continuation, run inside it.
+      await dev.read(0, 512);
+      const kicksAtTick = kicksAtNextTick(dev); // runs once the callback has returned
+      const made = burst(dev, count, 1, signal, pending);
+      // The first kicked in its call (a drain of one is no burst), the second at once (it opens
+      // the burst), the rest once, at the callback's end: before any tick.
+      const expected = Math.min(count, 3);
+      assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
+      assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
+      await nextTurn();
+      assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
+      await Promise.all(pending.splice(0));
     }
   });
 });
