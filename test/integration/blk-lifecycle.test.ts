@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,10 +15,7 @@ import {
 } from '../../src/index.js';
 import { ALL_PEERS, startPeer } from '../helpers/peers.js';
 import { prng, randomBytes } from '../helpers/random.js';
-
-function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
-}
+import { openFds } from '../helpers/process-resources.js';
 
 /** Our shared-memory mappings (memfds named vhost-user-*) currently in the address space. */
 function ourMappings(): number {

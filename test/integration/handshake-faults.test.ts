@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
 import {
   openBlockDevice,
   BackendRejectedError,
@@ -16,12 +15,9 @@ import {
   startScriptedBackend,
   type ScriptedReply,
 } from '../helpers/scripted-backend.js';
+import { openFds } from '../helpers/process-resources.js';
 
 const R = VhostUserRequest;
-
-function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
-}
 
 async function openAgainst(
   override: (request: number, payload: Buffer) => ScriptedReply,

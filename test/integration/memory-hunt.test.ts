@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import {
   DeviceClosedError,
   InvalidArgumentError,
@@ -19,6 +19,7 @@ import { startQsd } from '../helpers/qsd.js';
 import { startEmbedded } from '../helpers/embedded-backend.js';
 import { fileBytes } from '../helpers/files.js';
 import { prng, randomBytes } from '../helpers/random.js';
+import { memfdMappings, openFds } from '../helpers/process-resources.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -217,17 +218,6 @@ test('a buffer from one device used on another is bounced there, and only its ow
     await qsd2.stop();
   }
 });
-
-function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
-}
-
-/** Lines of /proc/self/maps naming one of our memfds. */
-function memfdMappings(): number {
-  return readFileSync('/proc/self/maps', 'utf8')
-    .split('\n')
-    .filter((line) => line.includes('memfd:vhost-user-')).length;
-}
 
 function shmFiles(): string[] {
   return readdirSync('/dev/shm').sort();

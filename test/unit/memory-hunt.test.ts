@@ -4,11 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
 import { RangeAllocator } from '../../src/memory/allocator.js';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { SharedRegion } from '../../src/memory/region.js';
 import { prng, randomInt } from '../helpers/random.js';
+import { memfdMappings, openFds } from '../helpers/process-resources.js';
 
 const KiB = 1024;
 
@@ -98,17 +98,6 @@ test('a region smaller than one granule has nothing to give, and says so', () =>
   assert.equal(a.largestFree, 0);
   assert.equal(a.alloc(1), -1);
 });
-
-function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
-}
-
-/** Lines of /proc/self/maps naming one of our memfds. */
-function memfdMappings(): number {
-  return readFileSync('/proc/self/maps', 'utf8')
-    .split('\n')
-    .filter((line) => line.includes('memfd:vhost-user-')).length;
-}
 
 function gcNow(): void {
   const gc = (globalThis as { gc?: () => void }).gc;

@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { native } from '../../src/native.js';
 import { latestMs, nowMs } from '../../src/util/clock.js';
 import { allowedCpus, firstAllowedCpu, setAffinity } from '../helpers/cpu.js';
+import { openFds } from '../helpers/process-resources.js';
 
 const MiB = 1024 * 1024;
 const UV_READABLE = 1;
@@ -26,10 +27,6 @@ let nameCounter = 0;
 function uniqueName(prefix: string): string {
   nameCounter += 1;
   return `${prefix}-${process.pid}-${nameCounter}`;
-}
-
-function openFdCount(): number {
-  return readdirSync('/proc/self/fd').length;
 }
 
 function maps(): string {
@@ -73,7 +70,7 @@ const raw = native as unknown as Record<string, AnyFn>;
 
 describe('memfd and mappings', () => {
   it('shares bytes between a plain and a shared mapping and unmaps both', () => {
-    const fdsBefore = openFdCount();
+    const fdsBefore = openFds();
     const name = uniqueName('vu-memfd');
     const fd = native.memfdCreate(name, 0);
     assert.equal(readlinkSync(`/proc/self/fd/${fd}`), `/memfd:${name} (deleted)`);
@@ -115,7 +112,7 @@ describe('memfd and mappings', () => {
     assert.ok(!maps().includes(`/memfd:${name}`), 'memfd still mapped');
 
     native.close(fd);
-    assert.equal(openFdCount(), fdsBefore);
+    assert.equal(openFds(), fdsBefore);
   });
 
   it('supports Atomics on the shared mapping', () => {
@@ -179,15 +176,15 @@ describe('memfd and mappings', () => {
   });
 
   it('returns the fd count to its starting value', () => {
-    const before = openFdCount();
+    const before = openFds();
     const fds = [
       native.memfdCreate(uniqueName('vu-count'), 0),
       native.eventfd(),
       ...native.socketpair(),
     ];
-    assert.equal(openFdCount(), before + fds.length);
+    assert.equal(openFds(), before + fds.length);
     for (const fd of fds) native.close(fd);
-    assert.equal(openFdCount(), before);
+    assert.equal(openFds(), before);
   });
 });
 
@@ -432,11 +429,11 @@ describe('sockets', () => {
       'ENOENT',
       'connect',
     );
-    const before = openFdCount();
+    const before = openFds();
     assertRangeError(() => native.unixConnect(`/tmp/${'x'.repeat(200)}`));
     assertRangeError(() => native.unixListen(`/tmp/${'x'.repeat(108)}`, 1));
     assertRangeError(() => native.unixConnect(''));
-    assert.equal(openFdCount(), before);
+    assert.equal(openFds(), before);
   });
 });
 
