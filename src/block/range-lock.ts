@@ -31,7 +31,10 @@ export class RangeLock {
   #heldCount = 0;
   readonly #waiting: (RangeLockEntry | undefined)[] = [];
   #waitingCount = 0;
-  /** Entries granted by the #grantAfter passes running now, not yet told (a stack). */
+  /**
+   * Entries granted by the #grantAfter passes running now, told in order (a stack, a pass's
+   * slice cleared when it ends); one released before it is told leaves its slot empty.
+   */
   readonly #granted: (RangeLockEntry | undefined)[] = [];
   #grantedCount = 0;
 
@@ -45,7 +48,7 @@ export class RangeLock {
 
   /**
    * Requests [start, end). If it is free now the entry comes back with `granted` set and
-   * `onGranted` is not called; otherwise `onGranted` runs later, inside a release() or cancel().
+   * `onGranted` is not called; otherwise `onGranted` runs later, inside a release().
    */
   acquire(start: number, end: number, exclusive: boolean, onGranted: () => void): RangeLockEntry {
     return this.acquireEntry(new RangeLockEntry(start, end, exclusive, onGranted));
@@ -71,6 +74,9 @@ export class RangeLock {
       if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
       held[i] = held[--this.#heldCount];
       held[this.#heldCount] = undefined;
+      // Granted in a pass still telling (an earlier onGranted released it): never told now.
+      const told = indexIn(this.#granted, this.#grantedCount, entry);
+      if (told >= 0) this.#granted[told] = undefined;
     } else {
       const i = indexIn(this.#waiting, this.#waitingCount, entry);
       if (i < 0) throw new Error('RangeLock: entry is neither held nor waiting');
@@ -122,12 +128,23 @@ export class RangeLock {
     for (let i = kept; i < count; i++) waiting[i] = undefined;
     this.#waitingCount = kept;
     const end = this.#grantedCount;
-    try {
-      for (let i = base; i < end; i++) this.#granted[i]!.onGranted();
-    } finally {
-      for (let i = base; i < end; i++) this.#granted[i] = undefined;
-      this.#grantedCount = base;
+    // Every one is told even if one throws (the first error is rethrown): an untold entry would
+    // hold its range, and every waiter behind it, for good.
+    let failure: unknown;
+    let failed = false;
+    for (let i = base; i < end; i++) {
+      const w = this.#granted[i];
+      if (w === undefined) continue;
+      try {
+        w.onGranted();
+      } catch (err) {
+        if (!failed) failure = err;
+        failed = true;
+      }
     }
+    for (let i = base; i < end; i++) this.#granted[i] = undefined;
+    this.#grantedCount = base;
+    if (failed) throw failure;
   }
 }
 

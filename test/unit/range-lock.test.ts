@@ -69,27 +69,56 @@ test('several granted at once are told in order, and an onGranted may release an
   const lock = new RangeLock();
   const order: string[] = [];
   const holder = lock.acquire(0, 100, true, () => order.push('holder'));
-  // Three disjoint waiters behind the holder, and one behind the first of them.
-  const second = lock.acquire(40, 50, true, () => order.push('second'));
+  // Three disjoint waiters behind the holder, and two behind the first of them.
   const first = lock.acquire(0, 10, true, () => {
     order.push('first');
-    // Released at once inside its own grant: the one waiting behind it goes now, nested.
+    // Released at once inside its own grant: the two waiting behind it go now, nested, while
+    // two of the outer pass are still to be told.
     lock.release(first);
   });
-  const third = lock.acquire(80, 90, true, () => order.push('third'));
-  const behindFirst = lock.acquire(5, 8, true, () => order.push('behind first'));
-  assert.equal(lock.waitingCount, 4);
+  const second = lock.acquire(20, 30, true, () => order.push('second'));
+  const third = lock.acquire(40, 50, true, () => order.push('third'));
+  const b1 = lock.acquire(0, 3, true, () => order.push('b1'));
+  const b2 = lock.acquire(5, 8, true, () => order.push('b2'));
+  assert.equal(lock.waitingCount, 5);
   lock.release(holder);
-  // Granted together (and told in their order), the nested grant told inside `first`'s.
-  assert.deepEqual(order, ['second', 'first', 'behind first', 'third']);
+  assert.deepEqual(order, ['first', 'b1', 'b2', 'second', 'third']);
   assert.equal(lock.waitingCount, 0);
-  assert.equal(lock.heldCount, 3, 'second, third and the one behind first');
-  for (const e of [second, third, behindFirst]) lock.release(e);
+  assert.equal(lock.heldCount, 4);
+  for (const e of [second, third, b1, b2]) lock.release(e);
   assert.equal(lock.heldCount, 0);
   // An entry is reusable once released.
   const again = lock.acquireEntry(first);
   assert.equal(again.granted, true);
   assert.equal(lock.heldCount, 1);
+});
+
+test('an entry granted in a pass but released before it is told is never told', () => {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  const later: { b?: RangeLockEntry } = {};
+  lock.acquire(0, 10, true, () => {
+    order.push('a');
+    lock.release(later.b!); // b was granted with a, and is given up (its operation failed)
+  });
+  later.b = lock.acquire(20, 30, true, () => order.push('b'));
+  lock.release(holder);
+  assert.deepEqual(order, ['a']);
+  assert.equal(lock.heldCount, 1);
+});
+
+test('an onGranted that throws leaves the others told, and its error comes out', () => {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  lock.acquire(0, 10, true, () => {
+    throw new Error('a failed');
+  });
+  lock.acquire(20, 30, true, () => order.push('b'));
+  assert.throws(() => lock.release(holder), /a failed/);
+  assert.deepEqual(order, ['b']);
+  assert.equal(lock.heldCount, 2);
 });
 
 test('a release leaves the other waiters in their order, and counts what it holds', () => {
