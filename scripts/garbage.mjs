@@ -258,7 +258,10 @@ async function child(socket, o) {
       // interpreted code makes a heap number for each fractional result (seen: 14.6 B a read).
       const warmFrom = performance.now();
       let warmed = 0;
-      while (warmed < WARM_UP_IOS || performance.now() - warmFrom < 1000) {
+      while (
+        (warmed < WARM_UP_IOS || performance.now() - warmFrom < 1000) &&
+        performance.now() - warmFrom < 30_000
+      ) {
         warmed += await readLoops(dev, o.depth, performance.now() + 250, write, plain);
       }
       await session.post('HeapProfiler.startSampling', {

@@ -19,6 +19,7 @@ export async function readLoops(dev, depth, end, write = false, plain = false) {
         else await dev.readInto(buf, block * 4096);
         ios++;
       }
+      if (!plain) dev.freeBuffer(buf); // called again (warm-up rounds): no region used up
     }),
   );
   return ios;
