@@ -7,8 +7,9 @@
 //   - call: `#start`, where a call makes the Promise it returns and its resolving functions
 //     (the target's "the Promise the caller asked for"), or `readInto` / `write` when V8
 //     inlined `#start` there. V8 puts an allocation under the outermost function of an optimized
-//     frame, so what they inline counts here too (and where the loop inlined them, the loop's:
-//     other);
+//     frame, so what they inline counts here too. The loops are kept out of TurboFan, so that
+//     frame is never the loop's: a call inlined into the loop would put what it makes with the
+//     loop's own (other), where only the bytes beyond the stand-in could judge it;
 //   - library: under any other frame of this library;
 //   - other: no frame of this library (Node's event loop and task queues, the loop's `await`).
 // Prints bytes per I/O per group, then the library's sites, largest first, and beside the call
@@ -23,6 +24,7 @@
 //     [--plain-buffers (ordinary Buffers: bounced)] [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
 //     [NAME=MODE[:JSON] ...]
 import { Buffer } from 'node:buffer';
+import v8 from 'node:v8';
 import { Session } from 'node:inspector/promises';
 import { dirname, join, resolve, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -30,7 +32,7 @@ import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { garbageTable } from './lib/garbage-table.mjs';
 import { runScriptChild } from './lib/pinned-child.mjs';
-import { readLoops } from './lib/read-loops.mjs';
+import { readLoop, readLoops } from './lib/read-loops.mjs';
 import { withQsd } from './lib/qsd.mjs';
 import { parseConfig, parseScriptOptions } from './lib/script-options.mjs';
 
@@ -76,7 +78,7 @@ function classify(stack) {
     .map(frameName)
     .join(' < ');
   const frame = stack[at];
-  // V8 inlines #start into readInto at times (and readInto into the loop: then it is other).
+  // V8 inlines #start into readInto at times (never readInto into the loop: see neverOptimize).
   const call =
     (frame.functionName === '#start' ||
       frame.functionName === 'readInto' ||
@@ -234,6 +236,19 @@ async function loopBaseline(session, native, o) {
   }
 }
 
+/**
+ * Keeps `fn` in V8's unoptimized tiers, which inline nothing: what a library call made stays
+ * under the call's own frame. Both loops alike, so their own bytes still cancel in `beyond`.
+ */
+function neverOptimize(fn) {
+  v8.setFlagsFromString('--allow-natives-syntax');
+  try {
+    new Function('fn', '%NeverOptimizeFunction(fn)')(fn);
+  } finally {
+    v8.setFlagsFromString('--no-allow-natives-syntax');
+  }
+}
+
 /** I/Os made before the measurement, at the least. */
 const WARM_UP_IOS = 30_000;
 
@@ -241,6 +256,8 @@ async function child(socket, o) {
   const dist = join(ROOT, 'dist', 'src');
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
   const { native } = await import(pathToFileURL(join(dist, 'native.js')).href);
+  neverOptimize(readLoop);
+  neverOptimize(standInLoop);
   const session = new Session();
   session.connect();
   const promise = await promiseBaseline(session, o.interval);

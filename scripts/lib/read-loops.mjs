@@ -3,24 +3,27 @@ import { Buffer } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 
 /**
- * `depth` loops of `await dev.readInto(buf, pos)` (or `dev.write(buf, pos)`) until `end`
- * (performance.now() ms); resolves the I/O count. `plain`: into and from ordinary Buffers
- * (bounced), not allocBuffer's.
+ * One closed loop of `await dev.readInto(buf, pos)` (or `dev.write(buf, pos)`) until `end`
+ * (performance.now() ms), starting at block `i`; resolves its I/O count. `plain`: into and from
+ * an ordinary Buffer (bounced), not allocBuffer's.
  */
-export async function readLoops(dev, depth, end, write = false, plain = false) {
+export async function readLoop(dev, i, end, write = false, plain = false) {
+  const buf = plain ? Buffer.alloc(4096) : dev.allocBuffer(4096);
+  let block = i;
   let ios = 0;
-  await Promise.all(
-    Array.from({ length: depth }, async (_, i) => {
-      const buf = plain ? Buffer.alloc(4096) : dev.allocBuffer(4096);
-      let block = i;
-      while (performance.now() < end) {
-        block = (block + 7919) % 65536;
-        if (write) await dev.write(buf, block * 4096);
-        else await dev.readInto(buf, block * 4096);
-        ios++;
-      }
-      if (!plain) dev.freeBuffer(buf); // called again (warm-up rounds): no region used up
-    }),
-  );
+  while (performance.now() < end) {
+    block = (block + 7919) % 65536;
+    if (write) await dev.write(buf, block * 4096);
+    else await dev.readInto(buf, block * 4096);
+    ios++;
+  }
+  if (!plain) dev.freeBuffer(buf); // called again (warm-up rounds): no region used up
   return ios;
+}
+
+/** `depth` loops of readLoop at once; resolves their I/O count. */
+export async function readLoops(dev, depth, end, write = false, plain = false) {
+  const all = Array.from({ length: depth }, (_, i) => readLoop(dev, i, end, write, plain));
+  const counts = await Promise.all(all);
+  return counts.reduce((a, b) => a + b, 0);
 }

@@ -5,7 +5,7 @@
  * scripts/garbage.mjs (V8's sampling heap profiler, one child process per strategy, as an
  * application runs one) and judged with room for sampling noise and per-batch costs: an object
  * (24 B and up) or a closure made per request lands above the bounds; a lone 16 B heap number
- * may not, and where V8 inlined the call into the loop only the bytes beyond the stand-in judge.
+ * may not. The loops stay unoptimized, so the call's Promise is always under the call's frame.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -68,20 +68,42 @@ const CASES: Case[] = [
   { rw: 'write', depth: 1, bounced: true },
 ];
 
+/**
+ * A process can catch V8 re-tiering a function: a rarely taken branch's first run (a kick-ahead
+ * trial's start, a decision that turns to blocking) deoptimizes it, and until it is optimized
+ * again its double arithmetic makes a heap number per operation (15-21 B per write over the
+ * second, in 2 of 16 processes here, and once in CI). An object the library makes per request
+ * shows in every process, so a case fails only when every one of its processes is over a bound.
+ */
+const ATTEMPTS = 3;
+
+/** Which bounds a measurement exceeds (none: it passes). */
+function overBounds(r: GarbageResult, c: Case): string[] {
+  const detail = JSON.stringify(r.sites.slice(0, 3));
+  const over: string[] = [];
+  if (r.ios <= 1000) over.push(`only ${r.ios} I/Os measured`);
+  // The call's own Promise seen under the call: the attribution holds (no inlining into the loop).
+  if (r.call < r.promise - 8) over.push(`the call made ${r.call} B, less than its Promise`);
+  if (r.call > r.promise + 8) over.push(`the call made ${r.call} B, a bare Promise ${r.promise}`);
+  if (r.library > 16) over.push(`the library made ${r.library} B per I/O: ${detail}`);
+  if (r.beyond > BEYOND_BOUND[c.depth]) {
+    over.push(`${r.beyond} B per I/O beyond the stand-in's ${r.loop}: ${detail}`);
+  }
+  return over;
+}
+
 for (const c of CASES) {
   for (const mode of COMPLETION_MODES) {
     const what = `a ${c.bounced ? 'bounced ' : ''}${c.rw}`;
-    test(`${mode}, depth ${c.depth}: ${what} allocates nothing per request beyond its Promise`, async () => {
-      const r = await measure(mode, c);
-      const detail = JSON.stringify(r.sites.slice(0, 3));
-      assert.ok(r.ios > 1000, `only ${r.ios} I/Os measured`);
-      // Where V8 inlined the call into the loop, its Promise counts as the loop's (call 0).
-      assert.ok(r.call <= r.promise + 8, `the call made ${r.call} B, a bare Promise ${r.promise}`);
-      assert.ok(r.library <= 16, `the library made ${r.library} B per I/O: ${detail}`);
-      assert.ok(
-        r.beyond <= BEYOND_BOUND[c.depth],
-        `${r.beyond} B per I/O beyond the stand-in's ${r.loop}: ${detail}`,
-      );
+    test(`${mode}, depth ${c.depth}: ${what} allocates nothing per request beyond its Promise`, async (t) => {
+      const failures: string[] = [];
+      for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+        const over = overBounds(await measure(mode, c), c);
+        if (over.length === 0) return;
+        failures.push(`process ${attempt}: ${over.join('; ')}`);
+        t.diagnostic(failures.at(-1)!);
+      }
+      assert.fail(failures.join('\n'));
     });
   }
 }
