@@ -4,8 +4,10 @@
  * per-request object beyond the Promise the caller asked for. Measured by
  * scripts/garbage.mjs (V8's sampling heap profiler, one child process per strategy, as an
  * application runs one) and judged with room for sampling noise and per-batch costs: an object
- * (24 B and up) or a closure made per request lands above the bounds; a lone 16 B heap number
- * may not. The loops stay unoptimized, so the call's Promise is always under the call's frame.
+ * (24 B and up) or a closure made per request lands above the bounds, and so does a lone 16 B
+ * heap number made in the call or the library's frames (not one made in Node's own, at depth 1
+ * with a polling strategy: see BEYOND_BOUND). The loops stay unoptimized, so the call's Promise
+ * is always under the call's frame.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -59,6 +61,10 @@ async function measure(mode: string, c: Case): Promise<GarbageResult> {
 // callback into JavaScript costs V8 ~56 B), yet a burst's process.nextTick (21-26 B) is caught.
 const BEYOND_BOUND = { 1: 24, 32: 16 } as const;
 
+// The library's frames, measured 0.0-0.7 B in most processes and up to 9 B where V8 was
+// re-tiering something: a lone heap number made per request (16 B) is over it in every process.
+const LIBRARY_BOUND = 8;
+
 const CASES: Case[] = [
   { rw: 'read', depth: 1, bounced: false },
   { rw: 'read', depth: 32, bounced: false },
@@ -85,7 +91,7 @@ function overBounds(r: GarbageResult, c: Case): string[] {
   // The call's own Promise seen under the call: the attribution holds (no inlining into the loop).
   if (r.call < r.promise - 8) over.push(`the call made ${r.call} B, less than its Promise`);
   if (r.call > r.promise + 8) over.push(`the call made ${r.call} B, a bare Promise ${r.promise}`);
-  if (r.library > 16) over.push(`the library made ${r.library} B per I/O: ${detail}`);
+  if (r.library > LIBRARY_BOUND) over.push(`the library made ${r.library} B per I/O: ${detail}`);
   if (r.beyond > BEYOND_BOUND[c.depth]) {
     over.push(`${r.beyond} B per I/O beyond the stand-in's ${r.loop}: ${detail}`);
   }
@@ -98,10 +104,15 @@ for (const c of CASES) {
     test(`${mode}, depth ${c.depth}: ${what} allocates nothing per request beyond its Promise`, async (t) => {
       const failures: string[] = [];
       for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-        const over = overBounds(await measure(mode, c), c);
+        const r = await measure(mode, c);
+        const f = (bytes: number): string => bytes.toFixed(1);
+        t.diagnostic(
+          `process ${attempt}: ${r.ios} I/Os; B per I/O: call ${f(r.call)} (a bare Promise ` +
+            `${f(r.promise)}), library ${f(r.library)}, beyond the stand-in ${f(r.beyond)}`,
+        );
+        const over = overBounds(r, c);
         if (over.length === 0) return;
         failures.push(`process ${attempt}: ${over.join('; ')}`);
-        t.diagnostic(failures.at(-1)!);
       }
       assert.fail(failures.join('\n'));
     });
