@@ -22,6 +22,7 @@
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--rw read|write]
 //     [--plain-buffers (ordinary Buffers: bounced)] [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
+//     [--windows 1 (sampled windows one after another in each process, a line each)]
 //     [NAME=MODE[:JSON] ...]
 import { Buffer } from 'node:buffer';
 import v8 from 'node:v8';
@@ -52,7 +53,11 @@ function parseArgs(argv) {
     feCpu: '1',
     top: 12,
     noInline: false,
+    windows: 1,
   });
+  if (!Number.isInteger(options.windows) || options.windows < 1) {
+    throw new Error(`--windows must be a positive integer, got ${options.windows}`);
+  }
   if (options.rw !== 'read' && options.rw !== 'write') {
     throw new Error(`--rw must be read or write, got ${options.rw}`);
   }
@@ -205,7 +210,7 @@ async function standInLoop(dev, i, end, write) {
 /**
  * Bytes per I/O of the same closed loops on the stand-in, all of them (the Promise, the await,
  * the turn): what a read costs with nothing of the library in it. A call's cost beyond its
- * Promise is a configuration's total less this, however V8 inlined the call into the loop.
+ * Promise is a configuration's total less this (the loops alike unoptimized: neverOptimize).
  */
 async function loopBaseline(session, native, o) {
   const dev = new StandIn(native);
@@ -249,6 +254,36 @@ function neverOptimize(fn) {
   }
 }
 
+/**
+ * One sampled window of the read loops on `dev`: I/Os, and bytes per I/O by group and by site.
+ * Windows after the first run on in the same process: what V8 made of the code there stays,
+ * where a re-tiering (a rare branch's first run deoptimizing a function, interpreted until it is
+ * optimized again) passes.
+ */
+async function sampleWindow(session, dev, o) {
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: o.interval,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+  const end = performance.now() + o.seconds * 1000;
+  const ios = await readLoops(dev, o.depth, end, o.rw === 'write', o.plainBuffers);
+  const { profile } = await session.post('HeapProfiler.stopSampling');
+  const out = { groups: {}, sites: new Map() };
+  walk(profile.head, [], out);
+  const per = (bytes) => (bytes ?? 0) / ios;
+  const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
+  const sites = [...out.sites].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, o.top);
+  return {
+    ios,
+    total: per(total),
+    call: per(out.groups.call),
+    library: per(out.groups.library),
+    other: per(out.groups.other),
+    sites: sites.map(([site, { group, bytes }]) => ({ site, group, perIo: per(bytes) })),
+  };
+}
+
 /** I/Os made before the measurement, at the least. */
 const WARM_UP_IOS = 30_000;
 
@@ -256,6 +291,8 @@ async function child(socket, o) {
   const dist = join(ROOT, 'dist', 'src');
   const { openBlockDevice } = await import(pathToFileURL(join(dist, 'index.js')).href);
   const { native } = await import(pathToFileURL(join(dist, 'native.js')).href);
+  // Before either loop first runs: V8 refuses (a fatal check) a function it has compiled beyond
+  // the interpreter.
   neverOptimize(readLoop);
   neverOptimize(standInLoop);
   const session = new Session();
@@ -281,35 +318,28 @@ async function child(socket, o) {
       ) {
         warmed += await readLoops(dev, o.depth, performance.now() + 250, write, plain);
       }
-      await session.post('HeapProfiler.startSampling', {
-        samplingInterval: o.interval,
-        includeObjectsCollectedByMajorGC: true,
-        includeObjectsCollectedByMinorGC: true,
-      });
-      const end = performance.now() + o.seconds * 1000;
-      const ios = await readLoops(dev, o.depth, end, write, plain);
-      const { profile } = await session.post('HeapProfiler.stopSampling');
-      const out = { groups: {}, sites: new Map() };
-      walk(profile.head, [], out);
-      const per = (bytes) => (bytes ?? 0) / ios;
-      const total = Object.values(out.groups).reduce((a, b) => a + b, 0);
-      const sites = [...out.sites].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, o.top);
-      const result = {
-        name: `${name}${write ? ' (writes)' : ''}${o.plainBuffers ? ' (bounced)' : ''}`,
-        mode,
-        rw: o.rw,
-        depth: o.depth,
-        ios,
-        total: per(total),
-        call: per(out.groups.call),
-        promise,
-        library: per(out.groups.library),
-        other: per(out.groups.other),
-        loop: loopBytes,
-        beyond: per(total) - loopBytes,
-        sites: sites.map(([site, { group, bytes }]) => ({ site, group, perIo: per(bytes) })),
-      };
-      process.stdout.write(`${JSON.stringify(result)}\n`);
+      for (let window = 1; window <= o.windows; window++) {
+        const w = await sampleWindow(session, dev, o);
+        const result = {
+          name:
+            `${name}${write ? ' (writes)' : ''}${plain ? ' (bounced)' : ''}` +
+            (o.windows > 1 ? ` #${window}` : ''),
+          mode,
+          rw: o.rw,
+          depth: o.depth,
+          window,
+          ios: w.ios,
+          total: w.total,
+          call: w.call,
+          promise,
+          library: w.library,
+          other: w.other,
+          loop: loopBytes,
+          beyond: w.total - loopBytes,
+          sites: w.sites,
+        };
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+      }
     } finally {
       await dev.close();
     }

@@ -332,3 +332,36 @@ test("event: a burst made by the continuations of a wake-up has its rest kicked 
     }
   });
 });
+
+test("adaptive: a burst made by the continuations of a call eventfd's wake-up has its rest kicked at the callback's end, not at a process.nextTick", async () => {
+  // Spins too short to see the answer of a backend on this thread: the engine blocks, and the
+  // call eventfd's callback drains and runs the continuations (settleInBurst).
+  const options: OpenOptions = {
+    completion: 'adaptive',
+    completionOptions: { kickAhead: false, adaptive: { maxSpinNs: 1000 } },
+  };
+  await withExactKicks(options, async (dev, signal, pending) => {
+    for (const count of [1, 2, 3, 6]) {
+      // A turn's spin may still find a completion (the backend answered in the same loop
+      // iteration): then the read is settled by that turn, not a wake-up. Try until a wake-up.
+      let woken = false;
+      for (let attempt = 0; attempt < 50 && !woken; attempt++) {
+        const calls = dev.stats.calls;
+        await dev.read(0, 512);
+        woken = dev.stats.calls > calls;
+        if (!woken) continue;
+        const kicksAtTick = kicksAtNextTick(dev);
+        const made = burst(dev, count, 1, signal, pending);
+        // As under 'event': the first kicked in its call, the second at once (it opens the
+        // burst), the rest once at the callback's end, before any tick.
+        const expected = Math.min(count, 3);
+        assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
+        assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
+        await nextTurn();
+        assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
+        await Promise.all(pending.splice(0));
+      }
+      assert.ok(woken, `burst of ${count}: no read was settled by a wake-up in 50`);
+    }
+  });
+});
