@@ -42,6 +42,13 @@ export const KICK_AHEAD_TRIAL_HARM = 1.1;
  */
 export const KICK_AHEAD_TRIAL_BLOCK = 16;
 const TRIAL_BLOCKS_TAKEN: readonly boolean[] = [true, false, false, true];
+/** Samples a side can take in a trial (both sides' blocks, at most). */
+const SIDE_CAPACITY = TRIAL_BLOCKS_TAKEN.length * KICK_AHEAD_TRIAL_BLOCK;
+
+/** Which side the next wait's end gives a sample to. */
+const NO_SIDE = 0;
+const TAKEN_SIDE = 1;
+const SKIPPED_SIDE = 2;
 
 export class KickAheadTrial {
   #harmless = true;
@@ -51,14 +58,20 @@ export class KickAheadTrial {
   #interval = KICK_AHEAD_TRIAL_EVERY_MIN;
   /** The chance's index within the running trial; -1: none runs. */
   #index = -1;
-  /** The samples of the side whose chance the next wait's end is to measure (none: undefined). */
-  #pendingSide: number[] | undefined;
-  /** The clock's reading at that chance. */
-  #chanceAt = 0;
+  /** The side whose chance the next wait's end is to measure. */
+  #pendingSide = NO_SIDE;
+  /**
+   * The clock's reading at that chance, in a cell: a field that first held 0 and then a time
+   * would change its representation at the first trial, and the code using it would deoptimize.
+   */
+  readonly #chanceAt = new Float64Array(1);
   /** Reads the clock (ms), only while a trial measures. */
   readonly #clock: () => number;
-  readonly #taken: number[] = [];
-  readonly #skipped: number[] = [];
+  // Typed arrays, sorted without a comparator: no heap number per comparison, no array regrown.
+  readonly #taken = new Float64Array(SIDE_CAPACITY);
+  readonly #skipped = new Float64Array(SIDE_CAPACITY);
+  #takenCount = 0;
+  #skippedCount = 0;
   #trials = 0;
   readonly #onVerdict: ((harmless: boolean) => void) | undefined;
 
@@ -88,8 +101,8 @@ export class KickAheadTrial {
     if (this.#index < 0) {
       if (--this.#untilTrial > 0) return this.#harmless;
       this.#index = 0;
-      this.#taken.length = 0;
-      this.#skipped.length = 0;
+      this.#takenCount = 0;
+      this.#skippedCount = 0;
     }
     const block = Math.floor(this.#index / KICK_AHEAD_TRIAL_BLOCK);
     if (block >= TRIAL_BLOCKS_TAKEN.length) {
@@ -98,8 +111,8 @@ export class KickAheadTrial {
     }
     this.#index++;
     const take = TRIAL_BLOCKS_TAKEN[block]!;
-    this.#pendingSide = take ? this.#taken : this.#skipped;
-    this.#chanceAt = this.#clock();
+    this.#pendingSide = take ? TAKEN_SIDE : SKIPPED_SIDE;
+    this.#chanceAt[0] = this.#clock();
     return take;
   }
 
@@ -109,9 +122,11 @@ export class KickAheadTrial {
    */
   waitEnded(): void {
     const side = this.#pendingSide;
-    if (side === undefined) return;
-    this.#pendingSide = undefined;
-    side.push(this.#clock() - this.#chanceAt);
+    if (side === NO_SIDE) return;
+    this.#pendingSide = NO_SIDE;
+    const span = this.#clock() - this.#chanceAt[0]!;
+    if (side === TAKEN_SIDE) this.#taken[this.#takenCount++] = span;
+    else this.#skipped[this.#skippedCount++] = span;
   }
 
   /**
@@ -119,16 +134,17 @@ export class KickAheadTrial {
    * its completion holds more than the backend's answer, and is no sample.
    */
   discard(): void {
-    this.#pendingSide = undefined;
+    this.#pendingSide = NO_SIDE;
   }
 
   #conclude(): void {
-    this.#pendingSide = undefined;
+    this.#pendingSide = NO_SIDE;
     this.#index = -1;
     // A side left without samples (every next request late, or a blocking call, or its wait
     // ended another way) makes no verdict.
-    if (this.#taken.length > 0 && this.#skipped.length > 0) {
-      const harmless = median(this.#taken) <= KICK_AHEAD_TRIAL_HARM * median(this.#skipped);
+    if (this.#takenCount > 0 && this.#skippedCount > 0) {
+      const taken = median(this.#taken, this.#takenCount);
+      const harmless = taken <= KICK_AHEAD_TRIAL_HARM * median(this.#skipped, this.#skippedCount);
       if (!harmless && this.#harmless && !this.#doubted) {
         // One trial against, after ones for: kicks ahead go on until the next confirms it. The
         // first trial on qemu-storage-daemon can fall in its warm-up, where both sides take
@@ -150,9 +166,9 @@ export class KickAheadTrial {
   }
 }
 
-/** Sorts `values` in place (the trial's arrays, cleared before the next). */
-function median(values: number[]): number {
-  values.sort((a, b) => a - b);
-  const mid = values.length >> 1;
-  return values.length % 2 === 1 ? values[mid]! : (values[mid - 1]! + values[mid]!) / 2;
+/** The median of the first `n` of `values`, which it sorts in place (a trial's, used once). */
+function median(values: Float64Array, n: number): number {
+  const sorted = values.subarray(0, n).sort();
+  const mid = n >> 1;
+  return n % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
