@@ -18,7 +18,7 @@
 // stand-in device that only hands out bare Promises (below), and the bytes beyond it. Each
 // configuration runs in a child process of its own, as an application runs one strategy.
 // (`--child SOCKET [options]` measures on a running daemon and prints a JSON line per
-// configuration, for bench-report.mjs.)
+// configuration and window, for bench-report.mjs and the allocation test.)
 //
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--rw read|write]
 //     [--plain-buffers (ordinary Buffers: bounced)] [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
@@ -365,7 +365,7 @@ async function main() {
     process.stdout.write(
       `- command: \`node scripts/garbage.mjs ${argv.join(' ')}\`\n` +
         `- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}; depth ${o.depth}, ` +
-        `${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
+        `${o.windows} × ${o.seconds} s sampled per configuration (every ${o.interval} B on average)\n\n` +
         `${garbageTable(results).join('\n')}\n`,
     );
   });

@@ -785,10 +785,11 @@ export class AdaptiveController implements SpinPolicy {
       }
     }
     const current = this.#budget;
-    // Every comparison below is made whichever branch uses it: a call or an operation V8 never
-    // saw run deoptimizes this method the first time it does (a spinning decision that finds
-    // blocking best came in 8 of 40 processes), and until it is optimized again the loop above
-    // makes heap numbers (up to 21 B per read, measured).
+    // The costs and comparisons below are computed whichever branch uses them: a call or an
+    // operation V8 never saw run deoptimizes this method the first time it does (a spinning
+    // decision that finds blocking best did in 8 of 40 processes), and until it is optimized
+    // again the loop above makes heap numbers (up to 20 B per read, measured). The stores of a
+    // first switch to blocking below can still do it, once per process.
     const spinningClearlyCheaper = bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis);
     const blockingClearlyCheaper =
       blockCost < costAt(sorted, current, blockCost) * (1 - o.hysteresis);

@@ -314,21 +314,33 @@ test("poll: a burst made in a polling turn's run of looks has its rest kicked wh
 
 // ---- 4. settleInBurst: a burst made by the continuations of a strategy's callback ----
 
+/**
+ * Called in the continuation of a read a call eventfd's callback settled: a burst of `count`
+ * reads has its first kicked in its call (a drain of one is no burst), the second at once (it
+ * opens the burst), the rest once, at the callback's end: before any tick, and none later.
+ */
+async function expectBurstKickedAtCallbackEnd(
+  dev: BlockDevice,
+  count: number,
+  signal: AbortSignal,
+  pending: Promise<unknown>[],
+): Promise<void> {
+  const kicksAtTick = kicksAtNextTick(dev); // runs once the callback has returned
+  const made = burst(dev, count, 1, signal, pending);
+  const expected = Math.min(count, 3);
+  assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
+  assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
+  await nextTurn();
+  assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
+  await Promise.all(pending.splice(0));
+}
+
 test("event: a burst made by the continuations of a wake-up has its rest kicked at the callback's end, not at a process.nextTick", async () => {
   await withExactKicks({ completion: 'event' }, async (dev, signal, pending) => {
     for (const count of [1, 2, 3, 6]) {
       // Settled by the call eventfd's callback: what follows is its continuation, run inside it.
       await dev.read(0, 512);
-      const kicksAtTick = kicksAtNextTick(dev); // runs once the callback has returned
-      const made = burst(dev, count, 1, signal, pending);
-      // The first kicked in its call (a drain of one is no burst), the second at once (it opens
-      // the burst), the rest once, at the callback's end: before any tick.
-      const expected = Math.min(count, 3);
-      assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
-      assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
-      await nextTurn();
-      assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
-      await Promise.all(pending.splice(0));
+      await expectBurstKickedAtCallbackEnd(dev, count, signal, pending);
     }
   });
 });
@@ -349,17 +361,7 @@ test("adaptive: a burst made by the continuations of a call eventfd's wake-up ha
         const calls = dev.stats.calls;
         await dev.read(0, 512);
         woken = dev.stats.calls > calls;
-        if (!woken) continue;
-        const kicksAtTick = kicksAtNextTick(dev);
-        const made = burst(dev, count, 1, signal, pending);
-        // As under 'event': the first kicked in its call, the second at once (it opens the
-        // burst), the rest once at the callback's end, before any tick.
-        const expected = Math.min(count, 3);
-        assert.deepEqual(made.inCalls, [1, 1, 0, 0, 0, 0].slice(0, count), `burst of ${count}`);
-        assert.equal((await kicksAtTick) - made.before, expected, `burst of ${count}: at its end`);
-        await nextTurn();
-        assert.equal(dev.stats.kicks - made.before, expected, `burst of ${count}: none later`);
-        await Promise.all(pending.splice(0));
+        if (woken) await expectBurstKickedAtCallbackEnd(dev, count, signal, pending);
       }
       assert.ok(woken, `burst of ${count}: no read was settled by a wake-up in 50`);
     }
