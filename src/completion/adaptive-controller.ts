@@ -145,8 +145,12 @@ export class AdaptiveController implements SpinPolicy {
   #probing = false;
   /** The last reported wait was a hit. */
   #lastHit = false;
-  /** Preemptions per wait (moving average of the reports). */
-  #shared = 0;
+  /**
+   * Preemptions per wait (moving average of the reports), in a cell: it holds 0 until the
+   * thread's first preemption, whose fraction would change this object's shape then and
+   * deoptimize every method that reads it (preemptions.ts, preemptionsPerWait).
+   */
+  readonly #shared = new Float64Array(1);
   /** The longest recent wait a longer spin could catch (ns; hits, and misses less a wake-up), decaying by 1/TAIL_MEMORY per hit. */
   #tailNs = 0;
   /** The clock at the latest wait (ns; 0 without a clock). */
@@ -453,7 +457,7 @@ export class AdaptiveController implements SpinPolicy {
    */
   preempted(perWait: number): void {
     const wasShared = this.cpuShared;
-    this.#shared += (perWait - this.#shared) / 4;
+    this.#shared[0]! += (perWait - this.#shared[0]!) / 4;
     this.#refreshDerived();
     if (this.cpuShared === wasShared) return;
     // The cost model changed: decide again at the next sample.
@@ -519,7 +523,7 @@ export class AdaptiveController implements SpinPolicy {
 
   /** True while spinning keeps being preempted (the CPU is shared with the backend). */
   get cpuShared(): boolean {
-    return this.#shared > this.options.sharedCpuPreemptions;
+    return this.#shared[0]! > this.options.sharedCpuPreemptions;
   }
 
   /** SpinPolicy: the engine asks before kicking ahead. */

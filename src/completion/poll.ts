@@ -3,7 +3,7 @@ import { kickAhead, type DeviceQueue } from '../devices/device.js';
 import { drainTook } from './event.js';
 import { DEFAULT_ADAPTIVE_OPTIONS } from './adaptive-options.js';
 import { KickAheadTrial } from './kick-ahead-trial.js';
-import { countWaitForPreemptions, preemptions } from './preemptions.js';
+import { countWaitForPreemptions, preemptions, preemptionsPerWait } from './preemptions.js';
 import {
   anyUsed,
   lastSpin,
@@ -185,8 +185,11 @@ export class PollingCompletion implements CompletionStrategy {
    */
   #policySample = 0;
   #ownSample = preemptions.sample;
-  /** Involuntary switches per wait, smoothed (1/4) over the samples this strategy took in. */
-  #preemptedPerWait = 0;
+  /**
+   * Involuntary switches per wait, smoothed (1/4) over the samples this strategy took in; in a
+   * cell, as `preemptionsPerWait` is (the first fraction comes at the first preemption).
+   */
+  readonly #preemptedPerWait = new Float64Array(1);
   /**
    * How often a request came soon after the device went idle (under #kickAheadGapMs),
    * smoothed; kicks ahead are made while it is at least a half. Starts at 1: a closed loop.
@@ -560,17 +563,17 @@ export class PollingCompletion implements CompletionStrategy {
     countWaitForPreemptions();
     if (preemptions.sample !== this.#ownSample) {
       this.#ownSample = preemptions.sample;
-      this.#preemptedPerWait += (preemptions.perWait - this.#preemptedPerWait) / 4;
+      this.#preemptedPerWait[0]! += (preemptionsPerWait[0]! - this.#preemptedPerWait[0]!) / 4;
     }
     if (preemptions.sample !== this.#policySample) {
       this.#policySample = preemptions.sample;
-      this.#policy.preempted?.(preemptions.perWait);
+      this.#policy.preempted?.(preemptionsPerWait[0]!);
     }
   }
 
   /** The backend is taken to share this thread's CPU (the policy's view, else the samples'). */
   #backendSharesCpu(): boolean {
-    return this.#policy.backendSharesCpu?.() ?? this.#preemptedPerWait > SHARED_CPU_PREEMPTIONS;
+    return this.#policy.backendSharesCpu?.() ?? this.#preemptedPerWait[0]! > SHARED_CPU_PREEMPTIONS;
   }
 
   /**

@@ -11,12 +11,19 @@ const PREEMPTION_SAMPLE_MAX_MS = 1000;
 /**
  * One count for the JS thread, whatever the number of devices on it: their waits together make
  * the sample (each device dividing the thread's preemptions by its own waits would overstate
- * them). `sample` numbers the readings; `perWait` is the latest.
+ * them). `sample` numbers the readings.
  */
-const counter = { waits: 0, count: -1, at: 0, sample: 0, perWait: 0 };
+const counter = { waits: 0, count: -1, at: 0, sample: 0 };
 
-/** The latest reading: `sample` numbers them, `perWait` is the latest (written here only). */
+/** The readings so far: `sample` numbers them (written here only). */
 export const preemptions: Readonly<typeof counter> = counter;
+
+/**
+ * The latest reading, preemptions per wait, in a cell: a field that held 0 until the thread's
+ * first preemption, then a fraction, would change its object's shape then, at any time, and V8
+ * would deoptimize all code that reads the object (seen in garbage.mjs's traces as "wrong map").
+ */
+export const preemptionsPerWait = new Float64Array(1);
 
 /**
  * getrusage(2) is a syscall: read once per PREEMPTION_SAMPLE waits, not per wait. A sample
@@ -28,7 +35,7 @@ export function countWaitForPreemptions(): void {
   const now = clockCell[0]! - CLOCK_OFFSET_MS; // latestMs(), in place (see clockCell)
   const count = native.threadInvoluntarySwitches();
   if (counter.count >= 0 && now - counter.at <= PREEMPTION_SAMPLE_MAX_MS) {
-    counter.perWait = (count - counter.count) / counter.waits;
+    preemptionsPerWait[0] = (count - counter.count) / counter.waits;
     counter.sample++;
   }
   counter.count = count;
