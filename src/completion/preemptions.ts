@@ -19,9 +19,9 @@ const counter = { waits: 0, count: -1, at: 0, sample: 0 };
 export const preemptions: Readonly<typeof counter> = counter;
 
 /**
- * The latest reading, preemptions per wait, in a cell: a field that held 0 until the thread's
- * first preemption, then a fraction, would change its object's shape then, at any time, and V8
- * would deoptimize all code that reads the object (seen in garbage.mjs's traces as "wrong map").
+ * The latest reading, preemptions per wait (written here only), in a cell: a field that held 0
+ * until the thread's first preemption, then a fraction, would change its object's shape then,
+ * at any time, and V8 would deoptimize all code that reads the object ("wrong map" in traces).
  */
 export const preemptionsPerWait = new Float64Array(1);
 
