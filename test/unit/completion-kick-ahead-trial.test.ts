@@ -164,3 +164,60 @@ test('kick-ahead trial: the clock is read only during trials', () => {
   trial.waitEnded();
   assert.equal(reads, 2, "the trial's first chance and the end of the wait after it");
 });
+
+/** `count` chances outside any trial, none of them measured. */
+function skipChances(trial: KickAheadTrial, count: number): void {
+  for (let i = 0; i < count; i++) {
+    assert.equal(trial.chance(), trial.harmless);
+    trial.discard();
+  }
+}
+
+/**
+ * A trial from the next chance on, whose sides' waits last `taken` and `skipped` ms in that
+ * order (a side's later chances discarded), then the chance that concludes it.
+ */
+function trialWith({ trial, clock }: Clocked, taken: number[], skipped: number[]): void {
+  const left = { taken: [...taken], skipped: [...skipped] };
+  for (let i = 0; i < 4 * KICK_AHEAD_TRIAL_BLOCK; i++) {
+    const span = trial.chance() ? left.taken.shift() : left.skipped.shift();
+    if (span === undefined) {
+      trial.discard();
+    } else {
+      clock.now += span;
+      trial.waitEnded();
+    }
+  }
+  trial.chance();
+}
+
+test('kick-ahead trial: the verdict compares the sides by their medians, for odd, even and single-sample sides', () => {
+  const verdicts: boolean[] = [];
+  const clock = { now: 1000 };
+  const t: Clocked = {
+    trial: new KickAheadTrial(
+      (harmless) => verdicts.push(harmless),
+      () => clock.now,
+    ),
+    clock,
+  };
+  // Medians 0.040 (of 3, unsorted) and 0.0275 (of 4): harm. The unsorted middle of the taken
+  // side (0.030) would have said harmless.
+  const harmful: [number[], number[]] = [
+    [0.05, 0.03, 0.04],
+    [0.035, 0.01, 0.02, 0.06],
+  ];
+  skipChances(t.trial, KICK_AHEAD_FIRST_TRIAL - 1);
+  trialWith(t, ...harmful);
+  assert.deepEqual(verdicts, [true], 'the first verdict against is doubted');
+  skipChances(t.trial, KICK_AHEAD_TRIAL_EVERY_MIN - 1);
+  trialWith(t, ...harmful);
+  assert.deepEqual(verdicts, [true, false], 'the second confirms it');
+  assert.equal(t.trial.harmless, false);
+  // One taken sample (0.010) against a median of 0.020 (of 3, unsorted): harmless again. The
+  // unsorted middle of the skipped side (0.001) would have said harm.
+  skipChances(t.trial, KICK_AHEAD_TRIAL_EVERY_MIN - 1);
+  trialWith(t, [0.01], [0.03, 0.001, 0.02]);
+  assert.deepEqual(verdicts, [true, false, true]);
+  assert.equal(t.trial.harmless, true);
+});
