@@ -2,6 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RangeLock, type RangeLockEntry } from '../../src/block/range-lock.js';
 
+/** A lock whose whole range 0-100 is held exclusively, and the order its entries are told in. */
+function heldWhole(): { lock: RangeLock; order: string[]; holder: RangeLockEntry } {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  return { lock, order, holder };
+}
+
 test('exclusive ranges exclude overlapping ones; shared ranges share', () => {
   const lock = new RangeLock();
   const order: string[] = [];
@@ -66,9 +74,7 @@ test('a chain of thousands of dependent writes is granted in linear-ish time', (
 });
 
 test('several granted at once are told in order, and an onGranted may release and grant again', () => {
-  const lock = new RangeLock();
-  const order: string[] = [];
-  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  const { lock, order, holder } = heldWhole();
   // Three disjoint waiters behind the holder, and two behind the first of them.
   const first = lock.acquire(0, 10, true, () => {
     order.push('first');
@@ -94,9 +100,7 @@ test('several granted at once are told in order, and an onGranted may release an
 });
 
 test('an entry granted in a pass but released before it is told is never told', () => {
-  const lock = new RangeLock();
-  const order: string[] = [];
-  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  const { lock, order, holder } = heldWhole();
   const later: { b?: RangeLockEntry } = {};
   lock.acquire(0, 10, true, () => {
     order.push('a');
@@ -109,9 +113,7 @@ test('an entry granted in a pass but released before it is told is never told', 
 });
 
 test('an onGranted that throws leaves the others told, and its error comes out', () => {
-  const lock = new RangeLock();
-  const order: string[] = [];
-  const holder = lock.acquire(0, 100, true, () => order.push('holder'));
+  const { lock, order, holder } = heldWhole();
   lock.acquire(0, 10, true, () => {
     throw new Error('a failed');
   });
