@@ -614,14 +614,6 @@ export class AdaptiveController implements SpinPolicy {
     return b < blockCost ? b : 0;
   }
 
-  /**
-   * Requests in flight whose wait a blocked wait lengthens. On a shared CPU, none but the one
-   * the wake-up itself delays: there blocking is what lets the backend run, and a spin is what
-   * delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
-   * probes and budgets, three waits in four missed; BENCHMARKS.md, 2026-12-05).
-   */
-  #chargedDepth = 1;
-
   /** The longest spin per wait at the current depth. */
   get maxSpinNs(): number {
     return this.#maxSpin;
@@ -644,8 +636,12 @@ export class AdaptiveController implements SpinPolicy {
     // The first few say little (a paced benchmark's first requests come back to back).
     if (total <= 0 || this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#closedLoop = 0;
     else this.#closedLoop = Math.min(1, Math.max(0, (this.#busyAvg / total - 0.4) / 0.4));
-    this.#chargedDepth = this.cpuShared ? 1 : this.#decidedDepth;
-    this.#maxSpin = this.options.maxSpinNs * this.#chargedDepth;
+    // Requests in flight whose wait a blocked wait lengthens. On a shared CPU, none but the one
+    // the wake-up itself delays: there blocking is what lets the backend run, and a spin is what
+    // delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
+    // probes and budgets, three waits in four missed; BENCHMARKS.md, 2026-12-05).
+    const chargedDepth = this.cpuShared ? 1 : this.#decidedDepth;
+    this.#maxSpin = this.options.maxSpinNs * chargedDepth;
     const o = this.options;
     // A closed loop adds the throughput one wake-up costs, once: deeper queues already charge
     // the wake-up's latency per request in flight. On a shared CPU only at depth 1, where spins
@@ -655,7 +651,7 @@ export class AdaptiveController implements SpinPolicy {
     const closed = this.#closedLoopWeighed
       ? Math.max(0, o.closedLoopWeight - o.latencyWeight) * this.#closedLoop
       : 0;
-    const queued = o.queueWeight * (this.#chargedDepth - 1);
+    const queued = o.queueWeight * (chargedDepth - 1);
     this.#blockCost = o.blockCpuNs + o.wakeCostNs * (o.latencyWeight + queued + closed);
   }
 
@@ -763,8 +759,8 @@ export class AdaptiveController implements SpinPolicy {
     const blockCost = this.#blockCost;
     const maxSpin = this.#maxSpin;
     let bestBudget = 0;
-    // Unary plus: the getter is not inlined, so V8 cannot tell its result is a number, and a
-    // loop variable started from it would be a new heap number at each change.
+    // Unary plus: V8 then knows the loop variable is a number whatever it knows of the field, and
+    // keeps it unboxed (a loop variable it cannot type is a new heap number at each change).
     let bestCost = +blockCost;
     // With samples sorted, hits (>= 0) come last in ascending order; misses (< 0) first.
     let misses = 0;
