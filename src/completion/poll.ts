@@ -874,7 +874,7 @@ export class PollingCompletion implements CompletionStrategy {
     }
     if (this.#deadline !== undefined) clearTimeout(this.#deadline);
     this.#deadlineMs = ms;
-    this.#deadline = setTimeout(this.#onDeadline, ms);
+    this.#deadline = setTimeout(this.#deadlineFired, ms);
     this.#deadline.unref();
   }
 
@@ -883,6 +883,7 @@ export class PollingCompletion implements CompletionStrategy {
    * before libuv's poll callbacks, so after a long loop stall a batch that did fill may still be
    * waiting for its interrupt callback: that is a normal wake, not a late one.
    */
+  readonly #deadlineFired = (): void => settleInBurst(this.#host, this.#onDeadline);
   readonly #onDeadline = (): void => {
     if (this.#state !== 'armed' || this.#batchAsked === 0) return;
     let filled = false;
