@@ -280,14 +280,9 @@ export class WriteOp extends Operation {
     const data = this.#data;
     if (data !== null && this.#directGpa >= 0) {
       const len = Math.min(left, engine.maxRequestBytes);
-      return this.#request(
-        'write',
-        at,
-        len,
-        -1,
-        WriteOp.#onWritten,
-        this.#directGpa + (at - this.#position),
-      );
+      const request = this.#request('write', at, len, -1, WriteOp.#onWritten);
+      request.dataGpa = this.#directGpa + (at - this.#position);
+      return request;
     }
     // Thrown before a bounce buffer is taken: the engine fails this operation only.
     if (this.#sourceGone()) throw bufferGone(this.name);
@@ -315,13 +310,14 @@ export class WriteOp extends Operation {
     length: number,
     bounce: number,
     onComplete: (request: BlockRequest, error: Error | null) => void,
-    gpa = bounce >= 0 ? this.engine.memory.dataGpa + bounce : 0,
   ): BlockRequest {
     const request = this.engine.getRequest();
     request.kind = kind;
     request.position = position;
     request.length = length;
-    request.dataGpa = gpa;
+    // Computed where it is stored: a GPA is above 2^31, so one passed to a call V8 did not
+    // inline is a new heap number per request (16 B per write, as CI caught).
+    request.dataGpa = bounce >= 0 ? this.engine.memory.dataGpa + bounce : 0;
     request.bounceOffset = bounce;
     request.onComplete = onComplete;
     request.owner = this;
