@@ -151,6 +151,8 @@ export class AdaptiveController implements SpinPolicy {
    * deoptimize every method that reads it (preemptions.ts, preemptionsPerWait).
    */
   readonly #shared = new Float64Array(1);
+  /** #costAt's result, in a cell for the reason #shared is one (it is fractional from the start). */
+  readonly #costCell = new Float64Array(1);
   /** The longest recent wait a longer spin could catch (ns; hits, and misses less a wake-up), decaying by 1/TAIL_MEMORY per hit. */
   #tailNs = 0;
   /** The clock at the latest wait (ns; 0 without a clock). */
@@ -608,10 +610,11 @@ export class AdaptiveController implements SpinPolicy {
    * a wake-up for every one of them. Where catching the longest recent wait is cheaper than
    * blocking for it (ski rental), the budget reaches that far.
    */
-  #tailBudget(blockCost: number, maxSpin: number): number {
+  #tailBudget(): number {
     if (!this.#spinsForClosedLoop) return 0;
-    const b = Math.min(maxSpin, quantise(this.#tailNs * (1 + this.options.margin)));
-    return b < blockCost ? b : 0;
+    const wanted = this.#tailNs * (1 + this.options.margin);
+    const b = Math.min(this.#maxSpin, wanted > 0 ? quantumAt(Math.ceil(4 * Math.log2(wanted))) : 0);
+    return b < this.#blockCost ? b : 0;
   }
 
   /** The longest spin per wait at the current depth. */
@@ -657,8 +660,24 @@ export class AdaptiveController implements SpinPolicy {
 
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
-    const n = this.#effectiveSamples();
-    return costAt(this.#sortedView(n), b, this.#blockCost);
+    this.#costAt(this.#sortedView(this.#effectiveSamples()), b);
+    return this.#costCell[0]!;
+  }
+
+  /**
+   * The mean cost of budget `b` (a whole number of ns) over `samples` (hits >= 0, misses < 0),
+   * into #costCell. Neither it nor the block cost is passed or returned: a fractional number that
+   * crosses a call V8 did not inline is a new heap number (three per decision made 5-8 B per
+   * read at depth 1, measured with --no-turbo-inlining).
+   */
+  #costAt(samples: Float64Array, b: number): void {
+    const missCost = b + this.#blockCost;
+    let total = 0;
+    for (let i = 0; i < samples.length; i++) {
+      const s = samples[i]!;
+      total += s >= 0 && s <= b ? s : missCost;
+    }
+    this.#costCell[0] = samples.length === 0 ? 0 : total / samples.length;
   }
 
   /**
@@ -773,7 +792,8 @@ export class AdaptiveController implements SpinPolicy {
       if (t > maxSpin) break;
       hitSum += t;
       const wanted = t * (1 + o.margin);
-      if (wanted > quantum) quantum = quantise(wanted);
+      // The index, not the time, crosses the call: see #costAt.
+      if (wanted > quantum) quantum = quantumAt(Math.ceil(4 * Math.log2(wanted)));
       const b = Math.min(maxSpin, quantum);
       // Samples above index i (and every miss) are treated as misses at budget b.
       const hitsBelow = i - misses + 1;
@@ -791,8 +811,8 @@ export class AdaptiveController implements SpinPolicy {
     // again the loop above makes heap numbers (up to 20 B per read, measured). The stores of a
     // first switch to blocking below can still do it, once per process.
     const spinningClearlyCheaper = bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis);
-    const blockingClearlyCheaper =
-      blockCost < costAt(sorted, current, blockCost) * (1 - o.hysteresis);
+    this.#costAt(sorted, current);
+    const blockingClearlyCheaper = blockCost < this.#costCell[0]! * (1 - o.hysteresis);
     let next = current;
     if (current === 0) {
       // Blocking: start spinning only if that is clearly cheaper.
@@ -805,9 +825,11 @@ export class AdaptiveController implements SpinPolicy {
       next = bestBudget;
     }
     // Reaching for the tail must not cost more over the window than the budget it replaces.
-    const tail = this.#tailBudget(blockCost, maxSpin);
-    const tailAffordable =
-      costAt(sorted, tail, blockCost) <= costAt(sorted, next, blockCost) * (1 + o.hysteresis);
+    const tail = this.#tailBudget();
+    this.#costAt(sorted, tail);
+    const tailCost = this.#costCell[0]!;
+    this.#costAt(sorted, next);
+    const tailAffordable = tailCost <= this.#costCell[0]! * (1 + o.hysteresis);
     if (next > 0 && tail > next && tailAffordable) next = tail;
     const changed = next > 0 !== current > 0;
     this.#budget = next;
@@ -836,22 +858,14 @@ export class AdaptiveController implements SpinPolicy {
   }
 }
 
-/** The mean cost of budget `b` over `samples` (hits >= 0, misses < 0). */
-function costAt(samples: Float64Array, b: number, blockCost: number): number {
-  let total = 0;
-  for (let i = 0; i < samples.length; i++) {
-    const s = samples[i]!;
-    total += s >= 0 && s <= b ? s : b + blockCost;
-  }
-  return samples.length === 0 ? 0 : total / samples.length;
-}
-
 /** The steps 2^(k/4) for k in 0..127 (1 ns to 3.6 s), rounded: quantise runs per hit per decision. */
 const QUANTA = Float64Array.from({ length: 128 }, (_, k) => Math.round(2 ** (k / 4)));
 
-/** Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them. */
-function quantise(ns: number): number {
-  if (ns <= 0) return 0;
-  const k = Math.ceil(4 * Math.log2(ns));
+/**
+ * Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them: a wait of
+ * `ns` > 0 rounds up to quantumAt(ceil(4 log2 ns)). Callers compute the index in place, so only
+ * a small integer crosses the call (see #costAt).
+ */
+function quantumAt(k: number): number {
   return k >= 0 && k < QUANTA.length ? QUANTA[k]! : Math.round(2 ** (k / 4));
 }
