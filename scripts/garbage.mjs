@@ -23,6 +23,7 @@
 //   npm run build && node scripts/garbage.mjs [--backend null|file] [--depth 1] [--rw read|write]
 //     [--plain-buffers (ordinary Buffers: bounced)] [--seconds 3] [--interval 256] [--qsd-cpu 0] [--fe-cpu 1] [--top 12] [--no-inline]
 //     [--windows 1 (sampled windows one after another in each process, a line each)]
+//     [--base 0 (the loops' 256 MiB start at this byte: above 2^31, positions are not small integers)]
 //     [NAME=MODE[:JSON] ...]
 import { Buffer } from 'node:buffer';
 import v8 from 'node:v8';
@@ -54,7 +55,11 @@ function parseArgs(argv) {
     top: 12,
     noInline: false,
     windows: 1,
+    base: 0,
   });
+  if (!Number.isSafeInteger(options.base) || options.base < 0 || options.base % 4096 !== 0) {
+    throw new Error(`--base must be a multiple of 4096, got ${options.base}`);
+  }
   if (!Number.isInteger(options.windows) || options.windows < 1) {
     throw new Error(`--windows must be a positive integer, got ${options.windows}`);
   }
@@ -194,14 +199,14 @@ class StandIn {
 }
 
 /** The read loops' loop, a literal of its own: V8 keeps the stand-in's feedback apart. */
-async function standInLoop(dev, i, end, write) {
+async function standInLoop(dev, i, end, write, base) {
   const buf = dev.allocBuffer(4096);
   let block = i;
   let ios = 0;
   while (performance.now() < end) {
     block = (block + 7919) % 65536;
-    if (write) await dev.write(buf, block * 4096);
-    else await dev.readInto(buf, block * 4096);
+    if (write) await dev.write(buf, base + block * 4096);
+    else await dev.readInto(buf, base + block * 4096);
     ios++;
   }
   return ios;
@@ -217,7 +222,7 @@ async function loopBaseline(session, native, o) {
   const loops = (ms) => {
     const end = performance.now() + ms;
     const write = o.rw === 'write';
-    const all = Array.from({ length: o.depth }, (_, i) => standInLoop(dev, i, end, write));
+    const all = Array.from({ length: o.depth }, (_, i) => standInLoop(dev, i, end, write, o.base));
     return Promise.all(all).then((counts) => counts.reduce((a, b) => a + b, 0));
   };
   try {
@@ -267,7 +272,7 @@ async function sampleWindow(session, dev, o) {
     includeObjectsCollectedByMinorGC: true,
   });
   const end = performance.now() + o.seconds * 1000;
-  const ios = await readLoops(dev, o.depth, end, o.rw === 'write', o.plainBuffers);
+  const ios = await readLoops(dev, o.depth, end, o.rw === 'write', o.plainBuffers, o.base);
   const { profile } = await session.post('HeapProfiler.stopSampling');
   const out = { groups: {}, sites: new Map() };
   walk(profile.head, [], out);
@@ -316,7 +321,7 @@ async function child(socket, o) {
         (warmed < WARM_UP_IOS || performance.now() - warmFrom < 1000) &&
         performance.now() - warmFrom < 30_000
       ) {
-        warmed += await readLoops(dev, o.depth, performance.now() + 250, write, plain);
+        warmed += await readLoops(dev, o.depth, performance.now() + 250, write, plain, o.base);
       }
       for (let window = 1; window <= o.windows; window++) {
         const w = await sampleWindow(session, dev, o);
@@ -352,8 +357,10 @@ async function main() {
   if (argv[0] === '--child') return child(argv[1], parseArgs(argv.slice(2)));
   const o = parseArgs(argv);
   await withQsd(o.backend, o.qsdCpu, {}, async (qsd) => {
-    // --no-inline: each allocation under the function that made it (slower code, same bytes).
-    const flags = o.noInline ? ['--max-inlined-bytecode-size=0'] : [];
+    // --no-inline: each allocation under the function that made it, and the worst V8 can do:
+    // a fractional or large number passed to or returned from a call it did not inline is a
+    // new heap number, where inlined it stays in a register.
+    const flags = o.noInline ? ['--no-turbo-inlining'] : [];
     // One child per configuration, as an application runs one strategy: run in one process,
     // the engine's calls into its policy see several kinds and V8 inlines them no longer.
     const options = argv.filter((arg) => !o.configs.includes(arg));

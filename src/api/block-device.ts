@@ -269,7 +269,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   read(position: number, length: number, options?: IoOptions): Promise<Buffer> {
     let dest: Buffer;
     try {
-      checkRange('read', position, length, this.size);
+      checkRange('read', position, length, this.#engine.limits);
       this.#checkOpen();
       checkNewBufferLength('read', length);
       dest = Buffer.allocUnsafe(length);
@@ -285,7 +285,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   readInto(buffer: Uint8Array, position: number, options?: IoOptions): Promise<number> {
     try {
       checkBuffer('readInto', buffer);
-      checkRange('readInto', position, buffer.length, this.size);
+      checkRange('readInto', position, buffer.length, this.#engine.limits);
       this.#checkOpen();
     } catch (err) {
       return Promise.reject(err);
@@ -534,7 +534,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
    */
   readSync(buffer: Uint8Array, position: number, options?: SyncIoOptions): number {
     checkBuffer('readSync', buffer);
-    checkRange('readSync', position, buffer.length, this.size);
+    checkRange('readSync', position, buffer.length, this.#engine.limits);
     this.#checkOpen();
     const op = new ReadOp(this.#engine, buffer, position, buffer.length, this.#settleSync);
     return this.#runSync(op, options) as number;
@@ -654,7 +654,7 @@ export class BlockDevice extends EventEmitter<BlockDeviceEvents> {
   }
 
   #checkWriteRange(operation: string, position: unknown, length: unknown): void {
-    checkRange(operation, position, length, this.size);
+    checkRange(operation, position, length, this.#engine.limits);
     this.#checkOpen();
     if (this.readOnly) throw new ReadOnlyError(operation);
   }

@@ -40,7 +40,12 @@ export class CommandOp extends Operation {
   }
 
   override lockEntry(): RangeLockEntry | undefined {
-    return this.#kind === 'discard' ? this.rangeEntry(this.#start, this.#end, false) : undefined;
+    if (this.#kind !== 'discard') return undefined;
+    const entry = this.rangeEntry();
+    entry.start = this.#start;
+    entry.end = this.#end;
+    entry.exclusive = false;
+    return entry;
   }
 
   result(): unknown {

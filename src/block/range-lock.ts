@@ -7,13 +7,23 @@
  */
 export class RangeLockEntry {
   granted = false;
+  // Initialized, not declared: a field that class semantics first define as undefined holds
+  // every number as a heap number, so each store of a position above 2^31 made a new one
+  // (32 B per write on a 64 GiB disk, measured).
+  start = 0;
+  end = 0;
+  exclusive = false;
   /** Entries are reusable (one per pooled operation): set the range, then acquireEntry(). */
   constructor(
-    public start: number,
-    public end: number,
-    public exclusive: boolean,
+    start: number,
+    end: number,
+    exclusive: boolean,
     public onGranted: () => void,
-  ) {}
+  ) {
+    this.start = start;
+    this.end = end;
+    this.exclusive = exclusive;
+  }
 
   conflictsWith(other: RangeLockEntry): boolean {
     return this.start < other.end && other.start < this.end && (this.exclusive || other.exclusive);

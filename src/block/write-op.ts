@@ -116,10 +116,10 @@ export class WriteOp extends Operation {
       const head = this.#start;
       const tail = this.#end - bs;
       if (position !== head || position + length < head + bs) {
-        this.#edges[this.#edgeCount++] = edgePiece(this.#head, head, bs);
+        this.#edges[this.#edgeCount++] = this.#edgeBlock(this.#head, false);
       }
       if ((position + length) % bs !== 0 && tail !== head) {
-        this.#edges[this.#edgeCount++] = edgePiece(this.#tail, tail, bs);
+        this.#edges[this.#edgeCount++] = this.#edgeBlock(this.#tail, true);
       }
       this.#edgesToSubmit = this.#edgeCount;
       this.#edgesToRead = this.#edgeCount;
@@ -127,8 +127,22 @@ export class WriteOp extends Operation {
     if (this.#edgeCount === 0) this.#planPieces();
   }
 
+  /** The range's first (or last) block as an edge piece; its position is computed here (see #request). */
+  #edgeBlock(piece: Piece, last: boolean): Piece {
+    const bs = this.engine.limits.blockSize;
+    piece.position = last ? this.#end - bs : this.#start;
+    piece.length = bs;
+    piece.kind = 'edge';
+    piece.bounce = -1;
+    return piece;
+  }
+
   override lockEntry(): RangeLockEntry {
-    return this.rangeEntry(this.#start, this.#end, this.#unaligned);
+    const entry = this.rangeEntry();
+    entry.start = this.#start;
+    entry.end = this.#end;
+    entry.exclusive = this.#unaligned;
+    return entry;
   }
 
   override usesSharedBytes(offset: number, size: number): boolean {
@@ -162,7 +176,8 @@ export class WriteOp extends Operation {
       }
       const request = this.#request(
         'read',
-        piece.position,
+        piece,
+        0,
         piece.length,
         piece.bounce,
         WriteOp.#onEdgeRead,
@@ -241,17 +256,17 @@ export class WriteOp extends Operation {
     const engine = this.engine;
     while (this.#piece < this.#pieceCount) {
       const piece = this.#pieces[this.#piece]!;
-      const at = piece.position + this.#pieceCursor;
-      const left = piece.length - this.#pieceCursor;
+      const cursor = this.#pieceCursor;
+      const left = piece.length - cursor;
       let request: BlockRequest;
       if (piece.kind === 'edge') {
-        request = this.#request('write', at, left, piece.bounce, WriteOp.#onWritten);
+        request = this.#request('write', piece, cursor, left, piece.bounce, WriteOp.#onWritten);
         request.context = piece;
       } else if (piece.kind === 'zeroes') {
         const len = Math.min(left, engine.limits.maxWriteZeroesBytes);
-        request = this.#request('write-zeroes', at, len, -1, WriteOp.#onWritten);
+        request = this.#request('write-zeroes', piece, cursor, len, -1, WriteOp.#onWritten);
       } else {
-        request = this.#dataRequest(at, left);
+        request = this.#dataRequest(piece, left);
         if (request.length === 0) {
           engine.putRequest(request);
           return false;
@@ -274,26 +289,29 @@ export class WriteOp extends Operation {
     return true;
   }
 
-  /** A write of source bytes at device position `at`: zero-copy when the source is shared memory. */
-  #dataRequest(at: number, left: number): BlockRequest {
+  /** A write of source bytes at the piece's cursor: zero-copy when the source is shared memory. */
+  #dataRequest(piece: Piece, left: number): BlockRequest {
     const engine = this.engine;
     const data = this.#data;
+    const cursor = this.#pieceCursor;
+    // Where in the caller's bytes: small, where the device position may not be (see #request).
+    const from = piece.position + cursor - this.#position;
     if (data !== null && this.#directGpa >= 0) {
       const len = Math.min(left, engine.maxRequestBytes);
-      const request = this.#request('write', at, len, -1, WriteOp.#onWritten);
-      request.dataGpa = this.#directGpa + (at - this.#position);
+      const request = this.#request('write', piece, cursor, len, -1, WriteOp.#onWritten);
+      request.dataGpa = this.#directGpa + from;
       return request;
     }
     // Thrown before a bounce buffer is taken: the engine fails this operation only.
     if (this.#sourceGone()) throw bufferGone(this.name);
     const bounce = engine.allocBounce(Math.min(left, engine.bounceChunkBytes));
     const len = bounce < 0 ? 0 : engine.bounceSize;
-    const request = this.#request('write', at, len, bounce, WriteOp.#onWritten);
+    const request = this.#request('write', piece, cursor, len, bounce, WriteOp.#onWritten);
     if (bounce < 0) return request;
     if (data === null) {
       engine.dataBuffer.fill(0, bounce, bounce + len);
     } else {
-      copyBytes(data, at - this.#position, engine.dataBuffer, bounce, len);
+      copyBytes(data, from, engine.dataBuffer, bounce, len);
       engine.stats.bytesBounced += len;
     }
     return request;
@@ -304,19 +322,23 @@ export class WriteOp extends Operation {
     return this.#data !== null && this.#data.length !== this.#length;
   }
 
+  /**
+   * A request at `cursor` bytes into `piece`. Device positions and GPAs are computed where they
+   * are stored, never passed: above 2^31 (a GPA always, a position on a disk over 2 GiB) a number
+   * passed to a call V8 did not inline is a new heap number (16 B per write, as CI caught).
+   */
   #request(
     kind: BlockRequestKind,
-    position: number,
+    piece: Piece,
+    cursor: number,
     length: number,
     bounce: number,
     onComplete: (request: BlockRequest, error: Error | null) => void,
   ): BlockRequest {
     const request = this.engine.getRequest();
     request.kind = kind;
-    request.position = position;
+    request.position = piece.position + cursor;
     request.length = length;
-    // Computed where it is stored: a GPA is above 2^31, so one passed to a call V8 did not
-    // inline is a new heap number per request (16 B per write, as CI caught).
     request.dataGpa = bounce >= 0 ? this.engine.memory.dataGpa + bounce : 0;
     request.bounceOffset = bounce;
     request.onComplete = onComplete;
@@ -352,12 +374,4 @@ export class WriteOp extends Operation {
       }
     }
   }
-}
-
-function edgePiece(piece: Piece, position: number, length: number): Piece {
-  piece.position = position;
-  piece.length = length;
-  piece.kind = 'edge';
-  piece.bounce = -1;
-  return piece;
 }
