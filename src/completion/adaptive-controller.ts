@@ -644,7 +644,10 @@ export class AdaptiveController implements SpinPolicy {
     // delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
     // probes and budgets, three waits in four missed; BENCHMARKS.md, 2026-12-05).
     const chargedDepth = this.cpuShared ? 1 : this.#decidedDepth;
-    this.#maxSpin = this.options.maxSpinNs * chargedDepth;
+    // Whole ns: the depth is a moving average, and #spinFor returns this (a fractional number
+    // returned, V8 boxes where it is loaded, on every path: 16 B a wait, measured with unaligned
+    // writes, whose edge reads and writes put the depth at ~2.5).
+    this.#maxSpin = Math.round(this.options.maxSpinNs * chargedDepth);
     const o = this.options;
     // A closed loop adds the throughput one wake-up costs, once: deeper queues already charge
     // the wake-up's latency per request in flight. On a shared CPU only at depth 1, where spins
