@@ -155,7 +155,8 @@ for (const v of VARIANTS) {
 }
 
 function defineCase(mode: string, c: Case, v: Variant): void {
-  const what = `a ${c.bounced ? 'bounced ' : ''}${c.unaligned === true ? 'unaligned ' : ''}${c.rw}`;
+  const kind = `${c.bounced ? 'bounced ' : ''}${c.unaligned === true ? 'unaligned ' : ''}${c.rw}`;
+  const what = `${kind.startsWith('u') ? 'an' : 'a'} ${kind}`;
   const name = `${mode}, depth ${c.depth}${v.label}: ${what} allocates nothing per request beyond its Promise`;
   test(name, { timeout: CHILD_TIMEOUT_MS + 30_000 }, async (t) => {
     const windows = await measure(mode, c, v);
