@@ -1,10 +1,10 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 
-/** position / length must be non-negative safe integers and stay within the device. */
 /**
- * The device's size is read here from `device`, not passed: above 2^31 bytes it is a number that
- * a call V8 did not inline would box in a new heap number per request.
+ * position / length must be non-negative safe integers and stay within the device. The device's
+ * size is read here, not passed: above 2^31 bytes it is a number that a call V8 did not inline
+ * would box in a new heap number per request.
  */
 export function checkRange(
   operation: string,

@@ -15,14 +15,18 @@
  * position or GPA passed to or returned from a call, or stored in a field first defined as
  * undefined, is a new heap number: what a process in CI did once for a GPA that one call was
  * not inlined (16.7 B a write), and what a write did on any disk over 2 GiB (32 B).
+ *
+ * One test file per strategy and variant (test/integration/allocation-*.test.ts), each about a
+ * minute: a file of them all would outlast the test runner's per-file timeout.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { COMPLETION_MODES } from '../../src/completion/index.js';
-import { startQsd, type Qsd } from '../helpers/qsd.js';
+import { readdirSync } from 'node:fs';
+import { COMPLETION_MODES, type CompletionMode } from '../../src/completion/index.js';
+import { startQsd, type Qsd } from './qsd.js';
 
 const GARBAGE = fileURLToPath(new URL('../../../scripts/garbage.mjs', import.meta.url));
 
@@ -41,12 +45,6 @@ interface GarbageResult {
 const DISK_BYTES = 64 * 2 ** 30;
 
 let qsd: Qsd;
-before(async () => {
-  qsd = await startQsd({ driver: 'null', size: DISK_BYTES });
-});
-after(async () => {
-  await qsd.stop();
-});
 
 interface Case {
   rw: 'read' | 'write';
@@ -69,14 +67,14 @@ interface Variant {
   nodeFlags: string[];
   base: number;
 }
-const VARIANTS: Variant[] = [
-  { label: '', nodeFlags: [], base: 0 },
-  {
+const VARIANTS = {
+  compiled: { label: '', nodeFlags: [], base: 0 },
+  uninlined: {
     label: ', nothing inlined, past 32 GiB',
     nodeFlags: ['--no-turbo-inlining'],
     base: 32 * 2 ** 30,
   },
-];
+} satisfies Record<string, Variant>;
 
 /**
  * A process can catch V8 re-tiering a function: a rarely taken branch's first run (a kick-ahead
@@ -146,11 +144,24 @@ function overBounds(r: GarbageResult, c: Case): string[] {
   return over;
 }
 
-for (const v of VARIANTS) {
-  for (const c of CASES) {
-    for (const mode of COMPLETION_MODES) {
-      defineCase(mode, c, v);
-    }
+/** The file's tests: every case under `mode`, run as `variant` says, against a daemon of its own. */
+export function defineAllocationTests(mode: CompletionMode, variant: keyof typeof VARIANTS): void {
+  before(async () => {
+    qsd = await startQsd({ driver: 'null', size: DISK_BYTES });
+  });
+  after(async () => {
+    await qsd.stop();
+  });
+  for (const c of CASES) defineCase(mode, c, VARIANTS[variant]);
+  if (mode === COMPLETION_MODES[0] && variant === 'compiled') {
+    test('every completion mode has its allocation test files', () => {
+      const files = readdirSync(fileURLToPath(new URL('../integration/', import.meta.url)));
+      for (const m of COMPLETION_MODES) {
+        for (const name of [`allocation-${m}.test.js`, `allocation-${m}-uninlined.test.js`]) {
+          assert.ok(files.includes(name), `${name} is missing`);
+        }
+      }
+    });
   }
 }
 

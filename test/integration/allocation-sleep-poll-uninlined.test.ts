@@ -1,0 +1,4 @@
+// What a request allocates under 'sleep-poll', with nothing inlined, past 32 GiB of a 64 GiB disk: test/helpers/allocation-cases.ts.
+import { defineAllocationTests } from '../helpers/allocation-cases.js';
+
+defineAllocationTests('sleep-poll', 'uninlined');
