@@ -114,8 +114,12 @@ export class BlkQueue implements DeviceQueue {
     const view = this.#view;
     view.setUint32(base + HDR_OFF, TYPE_OF[request.kind], true);
     view.setUint32(base + HDR_OFF + 4, 0, true);
-    const sector = request.kind === 'flush' || request.kind === 'get-id' ? 0 : request.position;
-    setU64(view, base + HDR_OFF + 8, sector / VIRTIO_BLK_SECTOR_SIZE);
+    if (request.kind === 'flush' || request.kind === 'get-id') {
+      view.setUint32(base + HDR_OFF + 8, 0, true);
+      view.setUint32(base + HDR_OFF + 12, 0, true);
+    } else {
+      putSector(view, base + HDR_OFF + 8, request);
+    }
     this.#bytes[base + STATUS_OFF] = STATUS_NOT_WRITTEN;
 
     const segs = this.#segArrays.get(total);
@@ -125,7 +129,7 @@ export class BlkQueue implements DeviceQueue {
     hdr.len = 16;
     hdr.write = false;
     if (request.kind === 'discard' || request.kind === 'write-zeroes') {
-      setU64(view, base + DWZ_OFF, request.position / VIRTIO_BLK_SECTOR_SIZE);
+      putSector(view, base + DWZ_OFF, request);
       view.setUint32(base + DWZ_OFF + 8, request.length / VIRTIO_BLK_SECTOR_SIZE, true);
       // flags stay 0: write-zeroes never sets VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP, because the
       // caller asked for zeroes, not for deallocation; discard has no flags.
@@ -250,7 +254,13 @@ export function statusError(queue: number, request: BlockRequest, status: number
   }
 }
 
-function setU64(view: DataView, offset: number, value: number): void {
-  view.setUint32(offset, value >>> 0, true);
-  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
+/**
+ * The request's first sector, as a little-endian u64 at `offset`. Computed here from the request,
+ * not passed: past 1 TiB a sector number is above 2^31, and one passed to a call V8 did not
+ * inline would be a new heap number per request.
+ */
+function putSector(view: DataView, offset: number, request: BlockRequest): void {
+  const sector = request.position / VIRTIO_BLK_SECTOR_SIZE;
+  view.setUint32(offset, sector >>> 0, true);
+  view.setUint32(offset + 4, Math.floor(sector / 0x1_0000_0000), true);
 }
