@@ -339,13 +339,15 @@ export class ScsiRequestQueue implements DeviceQueue {
     }
 
     // Device-readable first (request, data-out), then device-writable (response, data-in).
+    // Each GPA is stored here, not passed: a GPA is above 2^31, and one passed to a call V8
+    // did not inline would be a new heap number per request.
     const chain = this.#segArrays.get(dataLen > 0 ? 3 : 2);
     let n = 0;
-    n = setSegment(chain, n, gpa, VirtioScsiCmdReqHeader.size + s.cdbSize, false);
-    if (dataLen > 0 && !dataIn) n = setSegment(chain, n, dataGpa, dataLen, false);
+    segment(chain[n++]!, VirtioScsiCmdReqHeader.size + s.cdbSize, false).gpa = gpa;
+    if (dataLen > 0 && !dataIn) segment(chain[n++]!, dataLen, false).gpa = dataGpa;
     const respLen = VirtioScsiCmdRespHeader.size + s.senseSize;
-    n = setSegment(chain, n, gpa + layout.respOffset, respLen, true);
-    if (dataLen > 0 && dataIn) setSegment(chain, n, dataGpa, dataLen, true);
+    segment(chain[n++]!, respLen, true).gpa = gpa + layout.respOffset;
+    if (dataLen > 0 && dataIn) segment(chain[n++]!, dataLen, true).gpa = dataGpa;
     // The slot number is the token: drain hands it back with the used element.
     if (!this.vq.add(chain, slot)) return false;
     this.vq.publish();
@@ -499,12 +501,11 @@ export class ScsiRequestQueue implements DeviceQueue {
 const REQ = VirtioScsiCmdReqHeader.fields;
 const RESP = VirtioScsiCmdRespHeader.fields;
 
-function setSegment(chain: Segment[], n: number, gpa: number, len: number, write: boolean): number {
-  const seg = chain[n]!;
-  seg.gpa = gpa;
+/** Sets a segment's length and direction; the caller stores its GPA (see #addChain). */
+function segment(seg: Segment, len: number, write: boolean): Segment {
   seg.len = len;
   seg.write = write;
-  return n + 1;
+  return seg;
 }
 
 function align(n: number, a: number): number {
