@@ -2,19 +2,19 @@ import { constants as bufferConstants } from 'node:buffer';
 import { InvalidArgumentError, OutOfRangeError } from '../errors.js';
 
 /**
- * position / length must be non-negative safe integers and stay within the device. The device's
- * size is read here, not passed: above 2^31 bytes it is a number that a call V8 did not inline
- * would box in a new heap number per request.
+ * position / length must be non-negative safe integers and stay within the device. Its size is
+ * read here from the device's limits, not passed: above 2^31 bytes it is a number that a call V8
+ * did not inline would box in a new heap number per request.
  */
 export function checkRange(
   operation: string,
   position: unknown,
   length: unknown,
-  device: { readonly capacity: number },
+  limits: { readonly capacity: number },
 ): void {
   checkOffset(operation, 'position', position);
   checkOffset(operation, 'length', length);
-  const size = device.capacity;
+  const size = limits.capacity;
   if ((position as number) + (length as number) > size) {
     throw new OutOfRangeError(
       `${operation}: range [${String(position)}, ${(position as number) + (length as number)}) is past the end of the device (${size} bytes)`,

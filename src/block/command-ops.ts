@@ -9,11 +9,12 @@ import { VIRTIO_BLK_ID_BYTES } from '../devices/blk/spec.js';
  */
 export class CommandOp extends Operation {
   readonly #kind: 'flush' | 'discard';
-  readonly #end: number;
-  readonly #maxBytes: number;
-  readonly #length: number;
-  readonly #start: number;
-  #cursor: number;
+  // Positions initialized, not only declared: see RangeLockEntry.
+  readonly #end: number = 0;
+  readonly #maxBytes: number = 0;
+  readonly #length: number = 0;
+  readonly #start: number = 0;
+  #cursor = 0;
   static #onDone(request: BlockRequest, error: Error | null): void {
     const op = request.owner as CommandOp;
     op.inFlight--;

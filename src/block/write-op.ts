@@ -127,7 +127,7 @@ export class WriteOp extends Operation {
     if (this.#edgeCount === 0) this.#planPieces();
   }
 
-  /** The range's first (or last) block as an edge piece; its position is computed here (see #request). */
+  /** The range's first (or last) block as an edge piece, its position computed here (see #request). */
   #edgeBlock(piece: Piece, last: boolean): Piece {
     const bs = this.engine.limits.blockSize;
     piece.position = last ? this.#end - bs : this.#start;
@@ -266,7 +266,7 @@ export class WriteOp extends Operation {
         const len = Math.min(left, engine.limits.maxWriteZeroesBytes);
         request = this.#request('write-zeroes', piece, cursor, len, -1, WriteOp.#onWritten);
       } else {
-        request = this.#dataRequest(piece, left);
+        request = this.#dataRequest(piece, cursor, left);
         if (request.length === 0) {
           engine.putRequest(request);
           return false;
@@ -290,10 +290,9 @@ export class WriteOp extends Operation {
   }
 
   /** A write of source bytes at the piece's cursor: zero-copy when the source is shared memory. */
-  #dataRequest(piece: Piece, left: number): BlockRequest {
+  #dataRequest(piece: Piece, cursor: number, left: number): BlockRequest {
     const engine = this.engine;
     const data = this.#data;
-    const cursor = this.#pieceCursor;
     // Where in the caller's bytes: small, where the device position may not be (see #request).
     const from = piece.position + cursor - this.#position;
     if (data !== null && this.#directGpa >= 0) {

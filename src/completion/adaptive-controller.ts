@@ -151,7 +151,7 @@ export class AdaptiveController implements SpinPolicy {
    * deoptimize every method that reads it (preemptions.ts, preemptionsPerWait).
    */
   readonly #shared = new Float64Array(1);
-  /** #costAt's result, in a cell for the reason #shared is one (it is fractional from the start). */
+  /** #costAt's result, in a cell for the reason #shared is one (fractional from the start). */
   readonly #costCell = new Float64Array(1);
   /** The longest recent wait a longer spin could catch (ns; hits, and misses less a wake-up), decaying by 1/TAIL_MEMORY per hit. */
   #tailNs = 0;
