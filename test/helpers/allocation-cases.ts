@@ -11,13 +11,15 @@
  * under the call's frame.
  *
  * Each case runs twice: as V8 compiles it here, at positions below 2^31; and at the worst V8 can
- * do, inlining nothing (--no-turbo-inlining), at positions above 2^32 on a 64 GiB disk. There a
- * position or GPA passed to or returned from a call, or stored in a field first defined as
- * undefined, is a new heap number: what a process in CI did once for a GPA that one call was
- * not inlined (16.7 B a write), and what a write did on any disk over 2 GiB (32 B).
+ * do, inlining nothing (--no-turbo-inlining: TurboFan's inlining; Node 20 runs no Maglev), past
+ * 3 TiB of a 4 TiB disk, where positions, sector numbers and GPAs are all above 2^31. There such
+ * a number passed to or returned from a call, or stored in a field first defined as undefined,
+ * is a new heap number: what a process in CI did once for a GPA that one call was not inlined
+ * (16.7 B a write), and what a write did on any disk over 2 GiB (32 B).
  *
- * One test file per strategy and variant (test/integration/allocation-*.test.ts), each about a
- * minute: a file of them all would outlast the test runner's per-file timeout.
+ * One test file per strategy and variant (test/integration/allocation-MODE[-uninlined].test.ts,
+ * named so: the file's name says what it runs), each about a minute: a file of them all would
+ * outlast the test runner's per-file timeout.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,7 +27,8 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { readdirSync } from 'node:fs';
-import { COMPLETION_MODES, type CompletionMode } from '../../src/completion/index.js';
+import { basename, dirname } from 'node:path';
+import { COMPLETION_MODES } from '../../src/completion/index.js';
 import { startQsd, type Qsd } from './qsd.js';
 
 const GARBAGE = fileURLToPath(new URL('../../../scripts/garbage.mjs', import.meta.url));
@@ -42,7 +45,7 @@ interface GarbageResult {
 }
 
 /** null-co allocates nothing: a disk this large costs the daemon no memory. */
-const DISK_BYTES = 64 * 2 ** 30;
+const DISK_BYTES = 4 * 2 ** 40;
 
 let qsd: Qsd;
 
@@ -61,7 +64,7 @@ interface Case {
   unaligned?: boolean;
 }
 
-/** How the child runs: V8 as it is, or inlining nothing, at positions from 32 GiB. */
+/** How the child runs: V8 as it is, or inlining nothing, at positions from 3 TiB. */
 interface Variant {
   label: string;
   nodeFlags: string[];
@@ -70,9 +73,9 @@ interface Variant {
 const VARIANTS = {
   compiled: { label: '', nodeFlags: [], base: 0 },
   uninlined: {
-    label: ', nothing inlined, past 32 GiB',
+    label: ', nothing inlined, past 3 TiB',
     nodeFlags: ['--no-turbo-inlining'],
-    base: 32 * 2 ** 30,
+    base: 3 * 2 ** 40,
   },
 } satisfies Record<string, Variant>;
 
@@ -144,31 +147,40 @@ function overBounds(r: GarbageResult, c: Case): string[] {
   return over;
 }
 
-/** The file's tests: every case under `mode`, run as `variant` says, against a daemon of its own. */
-export function defineAllocationTests(mode: CompletionMode, variant: keyof typeof VARIANTS): void {
+/**
+ * The calling file's tests, from its name (allocation-MODE[-uninlined].test.js): every case under
+ * MODE, run as the variant says, against a daemon of its own. Every file also checks that each
+ * completion mode has both of its files.
+ */
+export function defineAllocationTests(fileUrl: string): void {
+  const file = basename(fileURLToPath(fileUrl));
+  const named = /^allocation-(.+?)(-uninlined)?\.test\.js$/.exec(file);
+  const mode = COMPLETION_MODES.find((m) => m === named?.[1]);
+  if (named === null || mode === undefined) throw new Error(`${file}: not an allocation test name`);
+  const variant = named[2] === undefined ? VARIANTS.compiled : VARIANTS.uninlined;
   before(async () => {
     qsd = await startQsd({ driver: 'null', size: DISK_BYTES });
   });
   after(async () => {
     await qsd.stop();
   });
-  for (const c of CASES) defineCase(mode, c, VARIANTS[variant]);
-  if (mode === COMPLETION_MODES[0] && variant === 'compiled') {
-    test('every completion mode has its allocation test files', () => {
-      const files = readdirSync(fileURLToPath(new URL('../integration/', import.meta.url)));
-      for (const m of COMPLETION_MODES) {
-        for (const name of [`allocation-${m}.test.js`, `allocation-${m}-uninlined.test.js`]) {
-          assert.ok(files.includes(name), `${name} is missing`);
-        }
+  for (const c of CASES) defineCase(mode, c, variant);
+  test('every completion mode has its allocation test files', () => {
+    const files = readdirSync(dirname(fileURLToPath(fileUrl)));
+    for (const m of COMPLETION_MODES) {
+      for (const name of [`allocation-${m}.test.js`, `allocation-${m}-uninlined.test.js`]) {
+        assert.ok(files.includes(name), `${name} is missing`);
       }
-    });
-  }
+    }
+  });
 }
 
 function defineCase(mode: string, c: Case, v: Variant): void {
   const kind = `${c.bounced ? 'bounced ' : ''}${c.unaligned === true ? 'unaligned ' : ''}${c.rw}`;
   const what = `${kind.startsWith('u') ? 'an' : 'a'} ${kind}`;
-  const name = `${mode}, depth ${c.depth}${v.label}: ${what} allocates nothing per request beyond its Promise`;
+  const name =
+    `${mode}, depth ${c.depth}${v.label}: ` +
+    `${what} allocates nothing per request beyond its Promise`;
   test(name, { timeout: CHILD_TIMEOUT_MS + 30_000 }, async (t) => {
     const windows = await measure(mode, c, v);
     assert.equal(windows.length, WINDOWS);

@@ -1,4 +1,5 @@
-// What a request allocates under 'poll', with nothing inlined, past 32 GiB of a 64 GiB disk: test/helpers/allocation-cases.ts.
+// What a request allocates under 'poll', nothing inlined, past 3 TiB.
+// The file's name says which: test/helpers/allocation-cases.ts.
 import { defineAllocationTests } from '../helpers/allocation-cases.js';
 
-defineAllocationTests('poll', 'uninlined');
+defineAllocationTests(import.meta.url);

@@ -1,4 +1,5 @@
-// What a request allocates under 'poll', as V8 compiles it: test/helpers/allocation-cases.ts.
+// What a request allocates under 'poll', as V8 compiles it.
+// The file's name says which: test/helpers/allocation-cases.ts.
 import { defineAllocationTests } from '../helpers/allocation-cases.js';
 
-defineAllocationTests('poll', 'compiled');
+defineAllocationTests(import.meta.url);
