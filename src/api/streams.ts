@@ -68,7 +68,7 @@ export class BlockReadStream extends Readable {
   readonly #stop: number;
   readonly #abort = new AbortController();
   readonly #queue: { buffer: Buffer; done: boolean }[] = [];
-  #next: number;
+  #next = 0;
   #wanted = false;
   #ended = false;
 
@@ -183,7 +183,7 @@ export class BlockWriteStream extends Writable {
   readonly #pool: Buffer[] = [];
   readonly #inflight = new Set<Promise<void>>();
   #staging: { buffer: Buffer; used: number; capacity: number } | undefined;
-  #position: number;
+  #position = 0;
   #failure: Error | undefined;
   #wake: (() => void) | undefined;
 

@@ -88,11 +88,11 @@ export class DeviceQueue {
   readonly #usedEventIndex: number;
   readonly #availEventIndex: number;
   /** Next avail entry to consume (free-running u16). */
-  #lastAvail: number;
+  #lastAvail = 0;
   /** Our copy of used.idx: the device is its only writer. */
-  #usedIdx: number;
+  #usedIdx = 0;
   /** used.idx at the last interrupt decision (the spec's old index for vring_need_event). */
-  #signalledUsed: number;
+  #signalledUsed = 0;
   #usedFlags = 0;
   /** 1 for each head taken off the ring and not yet returned. */
   readonly #inFlight: Uint8Array;

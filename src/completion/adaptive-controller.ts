@@ -91,10 +91,10 @@ export class AdaptiveController implements SpinPolicy {
   #count = 0;
   #next = 0;
   #sinceUpdate = 0;
-  #budget: number;
+  #budget = 0;
   #waitsSinceProbe = 0;
-  #probeEvery: number;
-  #updateInterval: number;
+  #probeEvery = 0;
+  #updateInterval = 0;
   #decisions = 0;
   readonly #sorted: Float64Array;
   /** Requests in flight at the start of recent waits (moving average), and at the last decision. */
@@ -125,7 +125,7 @@ export class AdaptiveController implements SpinPolicy {
   #trialMisses = 0;
   #trialNextNs = 0;
   #trialStartNs = -Infinity;
-  #trialEveryNs: number;
+  #trialEveryNs = 0;
   #trials = 0;
   /** The CPU turned shared since the last wait; the running or last trial began shared. */
   #retrialPending = false;

@@ -20,7 +20,7 @@ export class RangeAllocator {
   /** Allocated size in granules, by the block's first granule (0: not the start of a block). */
   readonly #granulesAt: Uint32Array;
   #allocatedCount = 0;
-  #freeBytes: number;
+  #freeBytes = 0;
 
   constructor(size: number, granule = 4096) {
     this.size = size - (size % granule);

@@ -95,7 +95,7 @@ export class SplitVirtqueue {
   /** Free-list link, and for an allocated chain the link to its next descriptor. */
   private readonly nextFree: Uint16Array;
   private freeHead = 0;
-  private numFree: number;
+  private numFree = 0;
   private readonly headState: Uint8Array;
   private readonly tokens: Uint32Array;
   /** Ring descriptors a chain occupies (1 for an indirect chain). */

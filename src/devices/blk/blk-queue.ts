@@ -62,7 +62,7 @@ export class BlkQueue implements DeviceQueue {
   /** slot -> request in flight */
   readonly #slots: (BlockRequest | undefined)[];
   readonly #freeSlots: Int32Array;
-  #freeSlotCount: number;
+  #freeSlotCount = 0;
   readonly #segArrays = new SegmentArrays();
   readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 

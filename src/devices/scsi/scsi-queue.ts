@@ -112,7 +112,7 @@ export class ScsiRequestQueue implements DeviceQueue {
   readonly #cancelled: Uint8Array;
   readonly #generation: Uint32Array;
   readonly #freeSlots: Int32Array;
-  #freeSlotCount: number;
+  #freeSlotCount = 0;
   /** Slots waiting for their backoff to pass, with the time they become due. */
   #retries: { slot: number; due: number }[] = [];
   readonly #segArrays = new SegmentArrays();
