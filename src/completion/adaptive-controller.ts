@@ -151,8 +151,8 @@ export class AdaptiveController implements SpinPolicy {
    * deoptimize every method that reads it (preemptions.ts, preemptionsPerWait).
    */
   readonly #shared = new Float64Array(1);
-  /** #costAt's result, in a cell for the reason #shared is one (fractional from the start). */
-  readonly #costCell = new Float64Array(1);
+  /** #costsAt's results, in a cell for the reason #shared is one (fractional from the start). */
+  readonly #costCell = new Float64Array(4);
   /** The longest recent wait a longer spin could catch (ns; hits, and misses less a wake-up), decaying by 1/TAIL_MEMORY per hit. */
   #tailNs = 0;
   /** The clock at the latest wait (ns; 0 without a clock). */
@@ -663,24 +663,37 @@ export class AdaptiveController implements SpinPolicy {
 
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
-    this.#costAt(this.#sortedView(this.#effectiveSamples()), b);
+    this.#costsAt(this.#sortedView(this.#effectiveSamples()), b, b, b, b);
     return this.#costCell[0]!;
   }
 
   /**
-   * The mean cost of budget `b` (a whole number of ns) over `samples` (hits >= 0, misses < 0),
-   * into #costCell. Neither it nor the block cost is passed or returned: a fractional number that
-   * crosses a call V8 did not inline is a new heap number (three per decision made 5-8 B per
-   * read at depth 1, measured with --no-turbo-inlining).
+   * The mean cost of each of four budgets (whole numbers of ns) over `samples` (hits >= 0,
+   * misses < 0), into #costCell[0..3], in one pass: a decision needs up to four. Neither they nor
+   * the block cost is passed or returned: a fractional number that crosses a call V8 did not
+   * inline is a new heap number (three per decision made 5-8 B per read at depth 1, measured
+   * with --no-turbo-inlining).
    */
-  #costAt(samples: Float64Array, b: number): void {
-    const missCost = b + this.#blockCost;
-    let total = 0;
+  #costsAt(samples: Float64Array, b0: number, b1: number, b2: number, b3: number): void {
+    const block = this.#blockCost;
+    let t0 = 0;
+    let t1 = 0;
+    let t2 = 0;
+    let t3 = 0;
     for (let i = 0; i < samples.length; i++) {
       const s = samples[i]!;
-      total += s >= 0 && s <= b ? s : missCost;
+      const hit = s >= 0;
+      t0 += hit && s <= b0 ? s : b0 + block;
+      t1 += hit && s <= b1 ? s : b1 + block;
+      t2 += hit && s <= b2 ? s : b2 + block;
+      t3 += hit && s <= b3 ? s : b3 + block;
     }
-    this.#costCell[0] = samples.length === 0 ? 0 : total / samples.length;
+    const n = samples.length;
+    const costs = this.#costCell;
+    costs[0] = n === 0 ? 0 : t0 / n;
+    costs[1] = n === 0 ? 0 : t1 / n;
+    costs[2] = n === 0 ? 0 : t2 / n;
+    costs[3] = n === 0 ? 0 : t3 / n;
   }
 
   /**
@@ -795,7 +808,7 @@ export class AdaptiveController implements SpinPolicy {
       if (t > maxSpin) break;
       hitSum += t;
       const wanted = t * (1 + o.margin);
-      // The index, not the time, crosses the call: see #costAt.
+      // The index, not the time, crosses the call: see #costsAt.
       if (wanted > quantum) quantum = quantumAt(Math.ceil(4 * Math.log2(wanted)));
       const b = Math.min(maxSpin, quantum);
       // Samples above index i (and every miss) are treated as misses at budget b.
@@ -814,8 +827,11 @@ export class AdaptiveController implements SpinPolicy {
     // again the loop above makes heap numbers (up to 20 B per read, measured). The stores of a
     // first switch to blocking below can still do it, once per process.
     const spinningClearlyCheaper = bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis);
-    this.#costAt(sorted, current);
-    const blockingClearlyCheaper = blockCost < this.#costCell[0]! * (1 - o.hysteresis);
+    // One pass for every cost below: the current budget, the best, blocking (0), the tail's.
+    const tail = this.#tailBudget();
+    this.#costsAt(sorted, current, bestBudget, 0, tail);
+    const costs = this.#costCell;
+    const blockingClearlyCheaper = blockCost < costs[0]! * (1 - o.hysteresis);
     let next = current;
     if (current === 0) {
       // Blocking: start spinning only if that is clearly cheaper.
@@ -828,11 +844,8 @@ export class AdaptiveController implements SpinPolicy {
       next = bestBudget;
     }
     // Reaching for the tail must not cost more over the window than the budget it replaces.
-    const tail = this.#tailBudget();
-    this.#costAt(sorted, tail);
-    const tailCost = this.#costCell[0]!;
-    this.#costAt(sorted, next);
-    const tailAffordable = tailCost <= this.#costCell[0]! * (1 + o.hysteresis);
+    const nextCost = next === current ? costs[0]! : next === bestBudget ? costs[1]! : costs[2]!;
+    const tailAffordable = costs[3]! <= nextCost * (1 + o.hysteresis);
     if (next > 0 && tail > next && tailAffordable) next = tail;
     const changed = next > 0 !== current > 0;
     this.#budget = next;
@@ -867,7 +880,7 @@ const QUANTA = Float64Array.from({ length: 128 }, (_, k) => Math.round(2 ** (k /
 /**
  * Budgets move in steps of 2^(1/4) (~19%), so jitter in the waits does not move them: a wait of
  * `ns` > 0 rounds up to quantumAt(ceil(4 log2 ns)). Callers compute the index in place, so only
- * a small integer crosses the call (see #costAt).
+ * a small integer crosses the call (see #costsAt).
  */
 function quantumAt(k: number): number {
   return k >= 0 && k < QUANTA.length ? QUANTA[k]! : Math.round(2 ** (k / 4));
