@@ -151,8 +151,8 @@ export class AdaptiveController implements SpinPolicy {
    * deoptimize every method that reads it (preemptions.ts, preemptionsPerWait).
    */
   readonly #shared = new Float64Array(1);
-  /** #costsAt's results, in a cell for the reason #shared is one (fractional from the start). */
-  readonly #costCell = new Float64Array(4);
+  /** #costsAt's results: in a cell, so that no fractional number is returned (see #costsAt). */
+  readonly #costCell = new Float64Array(3);
   /** The longest recent wait a longer spin could catch (ns; hits, and misses less a wake-up), decaying by 1/TAIL_MEMORY per hit. */
   #tailNs = 0;
   /** The clock at the latest wait (ns; 0 without a clock). */
@@ -663,37 +663,34 @@ export class AdaptiveController implements SpinPolicy {
 
   /** The cost model (ns per wait) of budget `b` over the current window. */
   costOf(b: number): number {
-    this.#costsAt(this.#sortedView(this.#effectiveSamples()), b, b, b, b);
+    this.#costsAt(this.#sortedView(this.#effectiveSamples()), b, b, b);
     return this.#costCell[0]!;
   }
 
   /**
-   * The mean cost of each of four budgets (whole numbers of ns) over `samples` (hits >= 0,
-   * misses < 0), into #costCell[0..3], in one pass: a decision needs up to four. Neither they nor
+   * The mean cost of each of three budgets (whole numbers of ns) over `samples` (hits >= 0,
+   * misses < 0), into #costCell[0..2], in one pass: a decision needs three. Neither they nor
    * the block cost is passed or returned: a fractional number that crosses a call V8 did not
    * inline is a new heap number (three per decision made 5-8 B per read at depth 1, measured
    * with --no-turbo-inlining).
    */
-  #costsAt(samples: Float64Array, b0: number, b1: number, b2: number, b3: number): void {
+  #costsAt(samples: Float64Array, b0: number, b1: number, b2: number): void {
     const block = this.#blockCost;
     let t0 = 0;
     let t1 = 0;
     let t2 = 0;
-    let t3 = 0;
     for (let i = 0; i < samples.length; i++) {
       const s = samples[i]!;
       const hit = s >= 0;
       t0 += hit && s <= b0 ? s : b0 + block;
       t1 += hit && s <= b1 ? s : b1 + block;
       t2 += hit && s <= b2 ? s : b2 + block;
-      t3 += hit && s <= b3 ? s : b3 + block;
     }
     const n = samples.length;
     const costs = this.#costCell;
     costs[0] = n === 0 ? 0 : t0 / n;
     costs[1] = n === 0 ? 0 : t1 / n;
     costs[2] = n === 0 ? 0 : t2 / n;
-    costs[3] = n === 0 ? 0 : t3 / n;
   }
 
   /**
@@ -827,9 +824,10 @@ export class AdaptiveController implements SpinPolicy {
     // again the loop above makes heap numbers (up to 20 B per read, measured). The stores of a
     // first switch to blocking below can still do it, once per process.
     const spinningClearlyCheaper = bestBudget > 0 && bestCost < blockCost * (1 - o.hysteresis);
-    // One pass for every cost below: the current budget, the best, blocking (0), the tail's.
+    // One pass for every cost below: the current budget's, the best one's, the tail's (the next
+    // budget is always the current or the best one).
     const tail = this.#tailBudget();
-    this.#costsAt(sorted, current, bestBudget, 0, tail);
+    this.#costsAt(sorted, current, bestBudget, tail);
     const costs = this.#costCell;
     const blockingClearlyCheaper = blockCost < costs[0]! * (1 - o.hysteresis);
     let next = current;
@@ -844,8 +842,8 @@ export class AdaptiveController implements SpinPolicy {
       next = bestBudget;
     }
     // Reaching for the tail must not cost more over the window than the budget it replaces.
-    const nextCost = next === current ? costs[0]! : next === bestBudget ? costs[1]! : costs[2]!;
-    const tailAffordable = costs[3]! <= nextCost * (1 + o.hysteresis);
+    const nextCost = next === current ? costs[0]! : costs[1]!;
+    const tailAffordable = costs[2]! <= nextCost * (1 + o.hysteresis);
     if (next > 0 && tail > next && tailAffordable) next = tail;
     const changed = next > 0 !== current > 0;
     this.#budget = next;
@@ -874,7 +872,7 @@ export class AdaptiveController implements SpinPolicy {
   }
 }
 
-/** The steps 2^(k/4) for k in 0..127 (1 ns to 3.6 s), rounded: quantise runs per hit per decision. */
+/** The steps 2^(k/4) for k in 0..127 (1 ns to 3.6 s), rounded: looked up per hit per decision. */
 const QUANTA = Float64Array.from({ length: 128 }, (_, k) => Math.round(2 ** (k / 4)));
 
 /**
