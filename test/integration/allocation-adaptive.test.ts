@@ -1,4 +1,4 @@
-// What a request allocates under 'adaptive', as V8 compiles it.
+// What a request allocates under 'adaptive', as V8 compiles it, past 3 TiB.
 // The file's name says which: test/helpers/allocation-cases.ts.
 import { defineAllocationTests } from '../helpers/allocation-cases.js';
 
