@@ -652,7 +652,6 @@ export class PollingCompletion implements CompletionStrategy {
     const queues = this.#queues;
     if (this.#decidePending) {
       this.#decidePending = false;
-      this.#reportPending();
       if (anyUsed(queues)) {
         // Completions came before the wait began (the device ran meanwhile, as a daemon on this
         // CPU does): no wait to decide or to learn from, since any budget, zero included, takes
@@ -662,6 +661,7 @@ export class PollingCompletion implements CompletionStrategy {
         return;
       }
       if (!anyInFlight(queues)) {
+        this.#reportPending();
         this.#park();
         return;
       }
@@ -726,15 +726,19 @@ export class PollingCompletion implements CompletionStrategy {
   /**
    * Drains completions that came before a wait began (no wait to decide or to learn from), right
    * after a clock reading. `kickAhead`: a lone request's look found them, so the device may be
-   * about to idle (a turn's deferred decision finds a burst's). The policy still hears of the
-   * application's pace (a pending resume from idle), after the drain.
+   * about to idle (a turn's deferred decision finds a burst's). What the policy has yet to hear
+   * (#reportPending) waits for the next wait that is decided, where the device is working on
+   * the request: here it would sit between the completion and the next kick (measured: the
+   * policy's resume and hit there cost 'adaptive' ~4-10% of its depth-1 IOPS against
+   * qemu-storage-daemon; BENCHMARKS.md). So the policy hears the application's pace from the
+   * waits a quick look did not answer: a resume whose wait it did answer is overwritten by the
+   * next one, unheard.
    */
   #takeUnwaited(kickAhead: boolean): void {
     this.#kickAheadTrial.waitEnded();
     if (kickAhead) this.#kickAheadOfIdle();
     this.#samplePreemptions();
     this.#drainAll();
-    this.#reportPending();
     if (this.#state === 'spinning') this.#nextWait();
   }
 
