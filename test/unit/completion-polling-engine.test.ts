@@ -182,6 +182,11 @@ interface Recorded {
   yieldRule: SpinYield;
   /** Each spare() call: whether it came inside a submission, and whether completions waited. */
   spares: { inSubmit: boolean; used: boolean }[];
+  /**
+   * Each hit or resume the policy was told of: whether the device then worked on a request
+   * (one in flight, no completion waiting to be drained), as it does after the next kick.
+   */
+  heardWhileDeviceWorks: boolean[];
 }
 
 /** A host whose queues are `q` and `more` (each told of the others as its peers). */
@@ -239,6 +244,10 @@ function engine(
     shared: false,
     yieldRule: DEFAULT_SPIN_YIELD,
     spares: [],
+    heardWhileDeviceWorks: [],
+  };
+  const heard = (): void => {
+    rec.heardWhileDeviceWorks.push(q.inFlight > 0 && q.used === 0);
   };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
@@ -248,11 +257,13 @@ function engine(
     },
     hit: () => {
       rec.hits++;
+      heard();
     },
     miss: () => {},
     blockingSpinNs: () => 0,
     resumed: (idleNs, busyNs) => {
       rec.resumes.push([idleNs, busyNs]);
+      heard();
     },
     spinYield: () => (rec.shared ? rec.yieldRule : undefined),
     ...(loop.ownCpu === true ? { backendSharesCpu: () => false } : {}),
@@ -1057,7 +1068,7 @@ test('engine: a blocking call after a chance to kick ahead gives the trial no sa
     async ({ q, strategy }) => {
       q.autoComplete = true;
       // Harmed by kicks ahead, as above: samples would make a verdict against them.
-      q.checksToComplete = { kickedAhead: 20_000, otherwise: 50 };
+      q.checksToComplete = { kickedAhead: 1000, otherwise: 1000 };
       q.submit(1);
       await turnsUntilDrained(q, KICK_AHEAD_FIRST_TRIAL - 1, 200 * KICK_AHEAD_FIRST_TRIAL);
       kicksAhead(q);
@@ -1200,6 +1211,51 @@ test("engine: a lone request's completion is looked for in the turn that settled
       assert.ok(q.drained > 100, `${q.drained} drained`);
       // Answered before its look, a request is no wait to decide: the policy is not told.
       assert.ok(rec.waits.length < 0.2 * q.drained, `${rec.waits.length} of ${q.drained}`);
+    },
+    { microSpinNs: 20_000 },
+  );
+});
+
+/** Lets a closed loop run until `n` were drained (a process's first loop turns are slow). */
+async function drainsUntil(q: FakeQueue, n: number): Promise<void> {
+  for (let i = 0; i < 200 && q.drained < n; i++) await drainsPerLoopTurn(q, 10);
+}
+
+test('engine: in a closed loop of lone requests the policy hears of hits and resumes while the device works, never between a completion and the next kick', async () => {
+  // Answered before each look: the look takes them at its first check, and the policy, which
+  // decides no wait for them, is told nothing in between.
+  await withEngine(
+    Infinity,
+    async ({ q, rec }) => {
+      q.completeInCall = true;
+      q.submit(1);
+      await drainsUntil(q, 200);
+      q.resubmit = false;
+      await nextTurn();
+      assert.ok(q.drained >= 200, `${q.drained} drained`);
+      const between = rec.heardWhileDeviceWorks.filter((works) => !works).length;
+      assert.equal(between, 0, `${between} of ${rec.heardWhileDeviceWorks.length} told in between`);
+    },
+    { microSpinNs: 20_000 },
+  );
+  // Answered after the look's quick spin: every wait is decided, and the policy hears of each
+  // hit and of the pace then, with the next request on the device.
+  await withEngine(
+    Infinity,
+    async ({ q, rec }) => {
+      q.autoComplete = true;
+      q.checksToComplete = { kickedAhead: 1000, otherwise: 1000 };
+      q.submit(1);
+      await drainsUntil(q, 200);
+      q.resubmit = false;
+      await nextTurn();
+      assert.ok(q.drained >= 200, `${q.drained} drained`);
+      assert.ok(rec.hits >= q.drained - 2, `${rec.hits} hits heard of ${q.drained} waits`);
+      assert.ok(rec.resumes.length >= q.drained - 2, `${rec.resumes.length} resumes heard`);
+      assert.ok(
+        rec.heardWhileDeviceWorks.every((works) => works),
+        `told in between: ${rec.heardWhileDeviceWorks.filter((w) => !w).length}`,
+      );
     },
     { microSpinNs: 20_000 },
   );
