@@ -359,10 +359,15 @@ test('adaptive is told how long the device sat idle before each wait, and how of
   // Spy on what the polling engine reports to the controller (the controller's own reactions
   // are unit-tested on synthetic traces).
   const proto = AdaptiveController.prototype;
-  const { resumed, preempted } = proto;
+  const { resumed, preempted, startWait } = proto;
   const idles: number[] = [];
   const preemptions: number[] = [];
   const busies: number[] = [];
+  let waits = 0;
+  proto.startWait = function (this: AdaptiveController, inFlight?: number, nowNs?: number) {
+    waits++;
+    return startWait.call(this, inFlight, nowNs);
+  };
   proto.resumed = function (this: AdaptiveController, idleNs: number, busyNs: number) {
     idles.push(idleNs);
     busies.push(busyNs);
@@ -378,7 +383,14 @@ test('adaptive is told how long the device sat idle before each wait, and how of
     // A closed loop: each read is submitted as soon as the last one completed.
     for (let i = 0; i < 3000; i++) await dev.readInto(buf, (i % 1000) * 4096);
     const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
-    assert.ok(idles.length >= 2800, `${idles.length} resumes for 3000 reads`);
+    // Told with each wait it decides (where the device works on the read): a read answered
+    // within the look's quick spin is no wait, and its resume goes unheard (the next one's
+    // replaces it). Most are such against null-co (~90% here), not all.
+    assert.ok(waits >= 10, `${waits} waits decided for 3000 reads`);
+    assert.ok(
+      Math.abs(idles.length - waits) <= 2,
+      `${idles.length} resumes for ${waits} waits decided`,
+    );
     const closedIdle = median(idles);
     assert.ok(closedIdle < 30_000, `back-to-back reads: median idle ${closedIdle} ns`);
     // Busy: from a resume to going idle again, one read's wait and drain.
@@ -403,6 +415,7 @@ test('adaptive is told how long the device sat idle before each wait, and how of
   } finally {
     proto.resumed = resumed;
     proto.preempted = preempted;
+    proto.startWait = startWait;
     await dev.close();
   }
 });
