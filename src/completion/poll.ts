@@ -68,6 +68,13 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
  */
 export const KICK_AHEAD_GAP_NS = 3_000;
 
+/**
+ * Resumes from idle kept for the policy until a wait is decided: a closed loop against a device
+ * that answers within the look's quick spin may decide no wait for many requests, and the
+ * policy's averages of the pace (1/16 per resume) need no more than this at once.
+ */
+const UNHEARD_RESUMES = 16;
+
 function anyInFlight(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.inFlight > 0) return true;
   return false;
@@ -161,9 +168,15 @@ export class PollingCompletion implements CompletionStrategy {
   #microRunHeld = 0;
   /** A hit seen by a polling turn, not yet reported (ns; -1: none). */
   #pendingHitNs = -1;
-  /** A resume from idle not yet reported to the policy: idle and busy ns (-1: none). */
-  #pendingIdleNs = -1;
-  #pendingBusyNs = 0;
+  /**
+   * Resumes from idle the policy has yet to hear of, oldest first from #unheardFirst: idle and
+   * busy ns, pair by pair (whole ns, see spanNs). Told at the next wait decided (#reportPending),
+   * so that nothing is told between a completion and the next kick; past UNHEARD_RESUMES the
+   * oldest is dropped.
+   */
+  readonly #unheard = new Int32Array(2 * UNHEARD_RESUMES);
+  #unheardFirst = 0;
+  #unheardCount = 0;
   /** nowMs() at the start of the current wait, and its budget in ms. */
   #waitStart = 0;
   /** The next wait is decided at the next loop turn (see #nextWait). */
@@ -341,11 +354,14 @@ export class PollingCompletion implements CompletionStrategy {
         const atOnce = idleMs < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         if (atOnce === 0) this.#kickAheadTrial.discard();
-        // Told to the policy with the wait's decision (#reportPending).
+        // Told to the policy with the next wait decided (#reportPending).
+        const at = ((this.#unheardFirst + this.#unheardCount) % UNHEARD_RESUMES) * 2;
         spanMs[0] = idleMs;
-        this.#pendingIdleNs = spanNs();
+        this.#unheard[at] = spanNs();
         spanMs[0] = this.#busyMs;
-        this.#pendingBusyNs = spanNs();
+        this.#unheard[at + 1] = spanNs();
+        if (this.#unheardCount < UNHEARD_RESUMES) this.#unheardCount++;
+        else this.#unheardFirst = (this.#unheardFirst + 1) % UNHEARD_RESUMES;
         this.#idleSince = -1;
         this.#busySince = arrived;
       } else if (this.#busySince < 0) {
@@ -466,8 +482,8 @@ export class PollingCompletion implements CompletionStrategy {
     }
     if (answered) {
       // Answered that soon: no wait to decide or to learn from, as at a turn whose deferred
-      // decision finds completions. The policy hears of the waits that take longer (and of
-      // every resume from idle), and this spin catches the short ones whatever it decides
+      // decision finds completions. The policy hears of the waits that take longer (and, with
+      // the next of them, of the resumes from idle before it), and this spin catches the short ones whatever it decides
       // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
       // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
       // against qemu-storage-daemon), and a blocking policy does not block for them.
@@ -612,10 +628,11 @@ export class PollingCompletion implements CompletionStrategy {
       this.#pendingHitNs = -1;
       this.#policy.hit(ns);
     }
-    if (this.#pendingIdleNs >= 0) {
-      const idleNs = this.#pendingIdleNs;
-      this.#pendingIdleNs = -1;
-      this.#policy.resumed?.(idleNs, this.#pendingBusyNs);
+    if (this.#policy.resumed === undefined) this.#unheardCount = 0;
+    for (; this.#unheardCount > 0; this.#unheardCount--) {
+      const at = this.#unheardFirst * 2;
+      this.#unheardFirst = (this.#unheardFirst + 1) % UNHEARD_RESUMES;
+      this.#policy.resumed!(this.#unheard[at]!, this.#unheard[at + 1]!);
     }
   }
 
@@ -729,10 +746,8 @@ export class PollingCompletion implements CompletionStrategy {
    * about to idle (a turn's deferred decision finds a burst's). What the policy has yet to hear
    * (#reportPending) waits for the next wait that is decided, where the device is working on
    * the request: here it would sit between the completion and the next kick (measured: the
-   * policy's resume and hit there cost 'adaptive' ~4-10% of its depth-1 IOPS against
-   * qemu-storage-daemon; BENCHMARKS.md). So the policy hears the application's pace from the
-   * waits a quick look did not answer: a resume whose wait it did answer is overwritten by the
-   * next one, unheard.
+   * policy's resume and hit there cost 'adaptive' ~5% of its depth-1 IOPS against
+   * qemu-storage-daemon; BENCHMARKS.md, "The policy told off the path to the next kick").
    */
   #takeUnwaited(kickAhead: boolean): void {
     this.#kickAheadTrial.waitEnded();

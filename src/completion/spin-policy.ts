@@ -27,9 +27,11 @@ export interface SpinPolicy {
   /** What the blocking (*Sync) wait should spin before poll(2). */
   blockingSpinNs(): number;
   /**
-   * The next wait is the first after nothing was in flight for `idleNs` (up to the next
-   * request's arrival, before its kick), which followed `busyNs` with requests in flight
-   * (optional).
+   * A request came after nothing was in flight for `idleNs` (up to its arrival, before its
+   * kick), which followed `busyNs` with requests in flight (optional). Told before the next
+   * wait the engine decides, not at once (never between a completion and the next kick): a
+   * wait the look's quick spin answers is not decided, so several may come together, oldest
+   * first, the latest being the wait's own.
    */
   resumed?(idleNs: number, busyNs: number): void;
   /**

@@ -377,20 +377,20 @@ test('adaptive is told how long the device sat idle before each wait, and how of
     preemptions.push(perWait);
     preempted.call(this, perWait);
   };
-  const dev = await openBlockDevice(nullQsd.socketPath, { completion: 'adaptive' });
+  // Without looks, every read's wait is decided (a look's quick spin answers most against
+  // null-co, and their resumes are told with the next wait decided, 16 at most: the unit
+  // tests of the engine check that).
+  const dev = await openBlockDevice(nullQsd.socketPath, {
+    completion: 'adaptive',
+    completionOptions: { microLookNs: 0 },
+  });
   try {
     const buf = dev.allocBuffer(4096);
     // A closed loop: each read is submitted as soon as the last one completed.
     for (let i = 0; i < 3000; i++) await dev.readInto(buf, (i % 1000) * 4096);
     const median = (a: number[]): number => [...a].sort((x, y) => x - y)[a.length >> 1]!;
-    // Told with each wait it decides (where the device works on the read): a read answered
-    // within the look's quick spin is no wait, and its resume goes unheard (the next one's
-    // replaces it). Most are such against null-co (90% to all but a handful, here).
-    assert.ok(waits >= 1, `${waits} waits decided for 3000 reads`);
-    assert.ok(
-      Math.abs(idles.length - waits) <= 2,
-      `${idles.length} resumes for ${waits} waits decided`,
-    );
+    assert.ok(waits >= 2800, `${waits} waits decided for 3000 reads`);
+    assert.ok(idles.length >= 2800, `${idles.length} resumes for 3000 reads`);
     const closedIdle = median(idles);
     assert.ok(closedIdle < 30_000, `back-to-back reads: median idle ${closedIdle} ns`);
     // Busy: from a resume to going idle again, one read's wait and drain.

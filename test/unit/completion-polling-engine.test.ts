@@ -47,6 +47,9 @@ class FakeQueue {
   autoComplete = false;
   /** Every request has completed by the time its call returns (a device faster than the call). */
   completeInCall = false;
+  /** Only every other request has (the first, third, ...); counts the submissions. */
+  completeInCallEveryOther = false;
+  #submissions = 0;
   /** The device's other queues (a multi-queue device; see fakeHost). */
   peers: FakeQueue[] = [];
   /**
@@ -138,6 +141,7 @@ class FakeQueue {
     this.strategy!.setBusy(true);
     this.submitting = false;
     if (this.completeInCall) this.used += n;
+    else if (this.completeInCallEveryOther && this.#submissions++ % 2 === 0) this.used += n;
   }
 
   complete(n: number): void {
@@ -1068,7 +1072,7 @@ test('engine: a blocking call after a chance to kick ahead gives the trial no sa
     async ({ q, strategy }) => {
       q.autoComplete = true;
       // Harmed by kicks ahead, as above: samples would make a verdict against them.
-      q.checksToComplete = { kickedAhead: 1000, otherwise: 1000 };
+      q.checksToComplete = { kickedAhead: 20_000, otherwise: 50 };
       q.submit(1);
       await turnsUntilDrained(q, KICK_AHEAD_FIRST_TRIAL - 1, 200 * KICK_AHEAD_FIRST_TRIAL);
       kicksAhead(q);
@@ -1244,7 +1248,7 @@ test('engine: in a closed loop of lone requests the policy hears of hits and res
     Infinity,
     async ({ q, rec }) => {
       q.autoComplete = true;
-      q.checksToComplete = { kickedAhead: 1000, otherwise: 1000 };
+      q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
       q.submit(1);
       await drainsUntil(q, 200);
       q.resubmit = false;
@@ -1252,6 +1256,28 @@ test('engine: in a closed loop of lone requests the policy hears of hits and res
       assert.ok(q.drained >= 200, `${q.drained} drained`);
       assert.ok(rec.hits >= q.drained - 2, `${rec.hits} hits heard of ${q.drained} waits`);
       assert.ok(rec.resumes.length >= q.drained - 2, `${rec.resumes.length} resumes heard`);
+      assert.ok(
+        rec.heardWhileDeviceWorks.every((works) => works),
+        `told in between: ${rec.heardWhileDeviceWorks.filter((w) => !w).length}`,
+      );
+    },
+    { microSpinNs: 20_000 },
+  );
+  // Every other request answered before its look: its resume is kept and told, before the
+  // next one's, with the next wait decided; none is lost.
+  await withEngine(
+    Infinity,
+    async ({ q, rec }) => {
+      q.autoComplete = true;
+      q.completeInCallEveryOther = true;
+      q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
+      q.submit(1);
+      await drainsUntil(q, 200);
+      q.resubmit = false;
+      await nextTurn();
+      assert.ok(q.drained >= 200, `${q.drained} drained`);
+      assert.ok(rec.waits.length <= q.drained / 2 + 2, `${rec.waits.length} waits decided`);
+      assert.ok(rec.resumes.length >= q.drained - 3, `${rec.resumes.length} resumes heard`);
       assert.ok(
         rec.heardWhileDeviceWorks.every((works) => works),
         `told in between: ${rec.heardWhileDeviceWorks.filter((w) => !w).length}`,
