@@ -33,7 +33,7 @@ import {
   VirtioScsiCmdRespHeader,
   VirtioScsiResponse,
 } from '../../src/devices/scsi/spec.js';
-import { buildReadWrite, buildTestUnitReady } from '../../src/devices/scsi/cdb.js';
+import { buildReadWrite, buildTestUnitReady, lbaRange } from '../../src/devices/scsi/cdb.js';
 import { decodeSense } from '../../src/devices/scsi/sense.js';
 import { RawFrontend } from './raw-frontend.js';
 
@@ -359,9 +359,9 @@ export function cdbOf(build: (out: Uint8Array, at: number) => number): Uint8Arra
 }
 
 export const readCdb = (lba: number, blocks: number): Uint8Array =>
-  cdbOf((o, a) => buildReadWrite(o, a, false, lba, blocks, false));
+  cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(lba, blocks), false));
 export const writeCdb = (lba: number, blocks: number): Uint8Array =>
-  cdbOf((o, a) => buildReadWrite(o, a, true, lba, blocks, false));
+  cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(lba, blocks), false));
 export const TUR = cdbOf(buildTestUnitReady);
 
 export interface TmfOptions {

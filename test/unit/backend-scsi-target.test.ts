@@ -19,6 +19,7 @@ import {
   buildTestUnitReady,
   buildUnmap,
   buildWriteSame16,
+  lbaRange,
   putBE,
   ScsiOp,
   ScsiStatus,
@@ -352,7 +353,7 @@ test('READ/WRITE(6/10/16) move exactly the blocks asked, into a larger buffer to
     const write =
       form === '6'
         ? raw(ScsiOp.WRITE_6, 0, 0, lba, 4, 0)
-        : cdbOf((o, a) => buildReadWrite(o, a, true, lba, 4, form === '16'));
+        : cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(lba, 4), form === '16'));
     const w = run(r, write, { out: pattern });
     assert.equal(w.status, ScsiStatus.GOOD, `WRITE(${form})`);
     assert.equal(w.transferred, 4 * BS);
@@ -360,7 +361,7 @@ test('READ/WRITE(6/10/16) move exactly the blocks asked, into a larger buffer to
     const read =
       form === '6'
         ? raw(ScsiOp.READ_6, 0, 0, lba, 4, 0)
-        : cdbOf((o, a) => buildReadWrite(o, a, false, lba, 4, form === '16'));
+        : cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(lba, 4), form === '16'));
     const back = run(r, read, { inLen: 6 * BS });
     assert.equal(back.status, ScsiStatus.GOOD, `READ(${form})`);
     assert.equal(back.transferred, 4 * BS, 'only the blocks asked: the rest is residual');
@@ -374,7 +375,7 @@ test('READ/WRITE(6/10/16) move exactly the blocks asked, into a larger buffer to
   // READ(10) of 0 blocks transfers nothing and succeeds.
   const none = run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, false, 5, 0, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(5, 0), false)),
     { inLen: BS },
   );
   assert.equal(none.status, ScsiStatus.GOOD);
@@ -387,7 +388,7 @@ test('LBA out of range: ILLEGAL REQUEST 0x21/0x00 with INFORMATION = LBA, storag
   assertSense(
     run(
       r,
-      cdbOf((o, a) => buildReadWrite(o, a, false, lba, 2, false)),
+      cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(lba, 2), false)),
       { inLen: 2 * BS },
     ),
     5,
@@ -398,7 +399,7 @@ test('LBA out of range: ILLEGAL REQUEST 0x21/0x00 with INFORMATION = LBA, storag
   assertSense(
     run(
       r,
-      cdbOf((o, a) => buildReadWrite(o, a, true, BLOCKS + 5, 1, true)),
+      cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(BLOCKS + 5, 1), true)),
       { out: Buffer.alloc(BS) },
     ),
     5,
@@ -419,14 +420,14 @@ test('unknown opcodes: ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE', () => {
 
 test('invalid CDB fields: ILLEGAL REQUEST 0x24/0x00', () => {
   const r = rig({ maxTransfer: 8 * BS });
-  const rdprotect = cdbOf((o, a) => buildReadWrite(o, a, false, 0, 1, false));
+  const rdprotect = cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 1), false));
   rdprotect[1] = 0x20;
   assertSense(run(r, rdprotect, { inLen: BS }), 5, 0x24, 0);
   // Beyond max_sectors (the block limits' maximum transfer length).
   assertSense(
     run(
       r,
-      cdbOf((o, a) => buildReadWrite(o, a, false, 0, 9, false)),
+      cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 9), false)),
       { inLen: 9 * BS },
     ),
     5,
@@ -466,7 +467,7 @@ test('write protection: DATA PROTECT 0x27/0x00, MODE SENSE WP; hideWriteProtect 
     assertSense(
       run(
         r,
-        cdbOf((o, a) => buildReadWrite(o, a, true, 0, 1, false)),
+        cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 1), false)),
         { out: block },
       ),
       7,
@@ -477,7 +478,7 @@ test('write protection: DATA PROTECT 0x27/0x00, MODE SENSE WP; hideWriteProtect 
     assertSense(
       run(
         r,
-        cdbOf((o, a) => buildWriteSame16(o, a, 0, 1, true)),
+        cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(0, 1), true)),
         { out: block },
       ),
       7,
@@ -485,7 +486,7 @@ test('write protection: DATA PROTECT 0x27/0x00, MODE SENSE WP; hideWriteProtect 
       0,
     );
     const list = Buffer.alloc(24);
-    encodeUnmapParameters(list, 0, 0, 1);
+    encodeUnmapParameters(list, 0, lbaRange(0, 1));
     assertSense(
       run(
         r,
@@ -501,7 +502,7 @@ test('write protection: DATA PROTECT 0x27/0x00, MODE SENSE WP; hideWriteProtect 
     assert.equal(
       run(
         r,
-        cdbOf((o, a) => buildReadWrite(o, a, false, 0, 1, false)),
+        cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 1), false)),
         { inLen: BS },
       ).status,
       0,
@@ -553,7 +554,7 @@ test('absent LUN: INQUIRY peripheral qualifier 3 / type 0x1f, REPORT LUNS works,
   assertSense(
     run(
       r,
-      cdbOf((o, a) => buildReadWrite(o, a, false, 0, 1, false)),
+      cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 1), false)),
       { lun: 7, inLen: BS },
     ),
     5,
@@ -600,14 +601,14 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   const ones = Buffer.alloc(64 * BS, 0x11);
   run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, true, 0, 64, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 64), false)),
     { out: ones },
   );
   const pattern = Buffer.alloc(BS);
   pattern.write('block pattern');
   const ws = run(
     r,
-    cdbOf((o, a) => buildWriteSame16(o, a, 8, 8, false)),
+    cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(8, 8), false)),
     { out: pattern },
   );
   assert.equal(ws.status, ScsiStatus.GOOD);
@@ -622,7 +623,7 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   assert.equal(
     run(
       r,
-      cdbOf((o, a) => buildWriteSame16(o, a, 8, 4, true)),
+      cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(8, 4), true)),
       { out: Buffer.alloc(BS) },
     ).status,
     0,
@@ -634,7 +635,7 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   assert.equal(
     run(
       r,
-      cdbOf((o, a) => buildWriteSame16(o, a, 30, 2, true)),
+      cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(30, 2), true)),
       { out: pattern },
     ).status,
     0,
@@ -652,7 +653,7 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   assertSense(
     run(
       big,
-      cdbOf((o, a) => buildWriteSame16(o, a, 0, tooMany, false)),
+      cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(0, tooMany), false)),
       { out: pattern },
     ),
     5,
@@ -662,7 +663,7 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   assertSense(
     run(
       r,
-      cdbOf((o, a) => buildWriteSame16(o, a, BLOCKS - 1, 2, false)),
+      cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(BLOCKS - 1, 2), false)),
       { out: pattern },
     ),
     5,
@@ -673,7 +674,7 @@ test('WRITE SAME(16) and (10) repeat one block; with UNMAP and zeroes it dealloc
   assert.ok(
     run(
       r,
-      cdbOf((o, a) => buildWriteSame16(o, a, 0, 1, false)),
+      cdbOf((o, a) => buildWriteSame16(o, a, lbaRange(0, 1), false)),
     ).overrun,
   );
 });
@@ -682,7 +683,7 @@ test('UNMAP within the block limits zeroes the ranges; beyond them it is refused
   const r = rig();
   run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, true, 0, 64, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 64), false)),
     { out: Buffer.alloc(64 * BS, 0x22) },
   );
   // Two descriptors in one list.
@@ -718,7 +719,7 @@ test('UNMAP within the block limits zeroes the ranges; beyond them it is refused
     0,
   );
   const one = Buffer.alloc(24);
-  encodeUnmapParameters(one, 0, 0, (16 << 20) / BS + 1);
+  encodeUnmapParameters(one, 0, lbaRange(0, (16 << 20) / BS + 1));
   assertSense(
     run(
       r,
@@ -729,7 +730,7 @@ test('UNMAP within the block limits zeroes the ranges; beyond them it is refused
     0x26,
     0,
   );
-  encodeUnmapParameters(one, 0, BLOCKS - 1, 2);
+  encodeUnmapParameters(one, 0, lbaRange(BLOCKS - 1, 2));
   assertSense(
     run(
       r,
@@ -784,7 +785,7 @@ test('residuals: a short data-in buffer is an overrun; a short read transfers ha
   const r = rig();
   const over = run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, false, 0, 4, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 4), false)),
     { inLen: 3 * BS },
   );
   assert.ok(over.overrun);
@@ -792,19 +793,19 @@ test('residuals: a short data-in buffer is an overrun; a short read transfers ha
   assert.ok(
     run(
       r,
-      cdbOf((o, a) => buildReadWrite(o, a, true, 0, 4, false)),
+      cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 4), false)),
       { out: Buffer.alloc(BS) },
     ).overrun,
   );
   assert.equal(r.counts.writes, 0, 'nothing written');
   run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, true, 0, 4, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 4), false)),
     { out: Buffer.alloc(4 * BS, 0x5a) },
   );
   const half = run(
     r,
-    cdbOf((o, a) => buildReadWrite(o, a, false, 0, 4, false)),
+    cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 4), false)),
     { inLen: 4 * BS, short: true },
   );
   assert.equal(half.status, ScsiStatus.GOOD);
@@ -814,8 +815,8 @@ test('residuals: a short data-in buffer is an overrun; a short read transfers ha
 
 test('faults answer without touching the storage; a failing storage is a MEDIUM ERROR', () => {
   const r = rig();
-  const read = cdbOf((o, a) => buildReadWrite(o, a, false, 0, 1, false));
-  const write = cdbOf((o, a) => buildReadWrite(o, a, true, 0, 1, false));
+  const read = cdbOf((o, a) => buildReadWrite(o, a, false, lbaRange(0, 1), false));
+  const write = cdbOf((o, a) => buildReadWrite(o, a, true, lbaRange(0, 1), false));
   const busy = run(r, read, { inLen: BS, fault: 'scsi-busy' });
   assert.equal(busy.status, ScsiStatus.BUSY);
   assert.equal(busy.sense, undefined);

@@ -13,6 +13,7 @@ import {
   buildTestUnitReady,
   buildUnmap,
   buildWriteSame16,
+  lbaRange,
   cdbLength,
   getBE,
   MAX_BLOCKS_10,
@@ -130,14 +131,18 @@ test('UNMAP', () => {
 });
 
 test('WRITE SAME(16) with and without UNMAP', () => {
-  const unmap = build((o, a) => buildWriteSame16(o, a, 0x1234_5678, 8, true));
+  const unmap = build((o, a) => buildWriteSame16(o, a, lbaRange(0x1234_5678, 8), true));
   assert.deepEqual(unmap, hex('93 08 00 00 00 00 12 34 56 78 00 00 00 08 00 00'));
   parsed(unmap, { lba: 0x1234_5678, blocks: 8 });
-  const plain = build((o, a) => buildWriteSame16(o, a, 0x2_0000_0000, 0x10_0000, false));
+  const plain = build((o, a) => buildWriteSame16(o, a, lbaRange(0x2_0000_0000, 0x10_0000), false));
   assert.deepEqual(plain, hex('93 00 00 00 00 02 00 00 00 00 00 10 00 00 00 00'));
   parsed(plain, { lba: 0x2_0000_0000, blocks: 0x10_0000 });
+  assert.deepEqual(
+    build((o, a) => buildWriteSame16(o, a, lbaRange(0x12_3456_789a_bcde, 1), false)),
+    hex('93 00 00 12 34 56 78 9a bc de 00 00 00 01 00 00'),
+  );
   assert.throws(
-    () => buildWriteSame16(new Uint8Array(16), 0, 0, MAX_BLOCKS_16 + 1, true),
+    () => buildWriteSame16(new Uint8Array(16), 0, lbaRange(0, MAX_BLOCKS_16 + 1), true),
     OutOfRangeError,
   );
 });
@@ -164,28 +169,33 @@ test('MODE SENSE(10)', () => {
 });
 
 test('READ(10) and WRITE(10)', () => {
-  const read = build((o, a) => buildReadWrite(o, a, false, 0x1234_5678, 0x80, false));
+  const read = build((o, a) => buildReadWrite(o, a, false, lbaRange(0x1234_5678, 0x80), false));
   assert.deepEqual(read, hex('28 00 12 34 56 78 00 00 80 00'));
   parsed(read, { lba: 0x1234_5678, blocks: 0x80 });
-  const write = build((o, a) => buildReadWrite(o, a, true, 0x1234_5678, 0x80, false));
+  const write = build((o, a) => buildReadWrite(o, a, true, lbaRange(0x1234_5678, 0x80), false));
   assert.deepEqual(write, hex('2a 00 12 34 56 78 00 00 80 00'));
   parsed(write, { lba: 0x1234_5678, blocks: 0x80 });
   // The largest transfer and the last LBA the 10-byte form holds.
   assert.deepEqual(
-    build((o, a) => buildReadWrite(o, a, false, 0, MAX_BLOCKS_10, false)),
+    build((o, a) => buildReadWrite(o, a, false, lbaRange(0, MAX_BLOCKS_10), false)),
     hex('28 00 00 00 00 00 00 ff ff 00'),
   );
   assert.deepEqual(
-    build((o, a) => buildReadWrite(o, a, true, MAX_LBA_10, 1, false)),
+    build((o, a) => buildReadWrite(o, a, true, lbaRange(MAX_LBA_10, 1), false)),
     hex('2a 00 ff ff ff ff 00 00 01 00'),
+  );
+  // An LBA past 2^31, every byte distinct.
+  assert.deepEqual(
+    build((o, a) => buildReadWrite(o, a, false, lbaRange(0x89ab_cdef, 1), false)),
+    hex('28 00 89 ab cd ef 00 00 01 00'),
   );
 });
 
 test('READ(16) and WRITE(16) when asked for', () => {
-  const read = build((o, a) => buildReadWrite(o, a, false, 0x1234_5678, 0x80, true));
+  const read = build((o, a) => buildReadWrite(o, a, false, lbaRange(0x1234_5678, 0x80), true));
   assert.deepEqual(read, hex('88 00 00 00 00 00 12 34 56 78 00 00 00 80 00 00'));
   parsed(read, { lba: 0x1234_5678, blocks: 0x80 });
-  const write = build((o, a) => buildReadWrite(o, a, true, 0x1234_5678, 0x80, true));
+  const write = build((o, a) => buildReadWrite(o, a, true, lbaRange(0x1234_5678, 0x80), true));
   assert.deepEqual(write, hex('8a 00 00 00 00 00 12 34 56 78 00 00 00 80 00 00'));
   parsed(write, { lba: 0x1234_5678, blocks: 0x80 });
 });
@@ -204,6 +214,13 @@ test('no truncation: READ/WRITE switch to 16 bytes when a field does not fit, ev
     ],
     ['0 blocks at LBA 2^32', 0x1_0000_0000, 0, '88 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00'],
     ['LBA 2^53 - 1', Number.MAX_SAFE_INTEGER, 1, '88 00 00 1f ff ff ff ff ff ff 00 00 00 01 00 00'],
+    // Every byte of the LBA distinct: a swapped or shifted byte shows.
+    [
+      'LBA bytes in order',
+      0x12_3456_789a_bcde,
+      1,
+      '88 00 00 12 34 56 78 9a bc de 00 00 00 01 00 00',
+    ],
     [
       'largest 16-byte transfer',
       0,
@@ -212,21 +229,21 @@ test('no truncation: READ/WRITE switch to 16 bytes when a field does not fit, ev
     ],
   ];
   for (const [name, lba, blocks, bytes] of cases) {
-    const cdb = build((o, a) => buildReadWrite(o, a, false, lba, blocks, false));
+    const cdb = build((o, a) => buildReadWrite(o, a, false, lbaRange(lba, blocks), false));
     assert.deepEqual(cdb, hex(bytes), name);
     parsed(cdb, { lba, blocks });
-    const w = build((o, a) => buildReadWrite(o, a, true, lba, blocks, false));
+    const w = build((o, a) => buildReadWrite(o, a, true, lbaRange(lba, blocks), false));
     assert.equal(w[0], ScsiOp.WRITE_16, name);
   }
 });
 
 test('no truncation: a block count beyond the 16-byte field is refused', () => {
   assert.throws(
-    () => buildReadWrite(new Uint8Array(16), 0, false, 0, MAX_BLOCKS_16 + 1, false),
+    () => buildReadWrite(new Uint8Array(16), 0, false, lbaRange(0, MAX_BLOCKS_16 + 1), false),
     OutOfRangeError,
   );
   assert.throws(
-    () => buildReadWrite(new Uint8Array(16), 0, true, 0, 2 ** 40, true),
+    () => buildReadWrite(new Uint8Array(16), 0, true, lbaRange(0, 2 ** 40), true),
     (e: unknown) => e instanceof RangeError && /blocks/.test((e as Error).message),
   );
 });
@@ -270,7 +287,7 @@ test('parseCdb: a CDB shorter than its group length yields only the opcode', () 
   });
   // A CDB in a larger, zero-padded buffer (virtio-scsi's cdb[32]) parses the same.
   const padded = new Uint8Array(32);
-  buildReadWrite(padded, 0, false, 7, 9, false);
+  buildReadWrite(padded, 0, false, lbaRange(7, 9), false);
   assert.equal(parseCdb(padded).lba, 7);
   assert.equal(parseCdb(padded).blocks, 9);
 });

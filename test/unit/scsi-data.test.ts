@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OutOfRangeError } from '../../src/errors.js';
+import { lbaRange } from '../../src/devices/scsi/cdb.js';
 import {
   ASSOCIATION_LOGICAL_UNIT,
   CODE_SET_ASCII,
@@ -430,7 +431,7 @@ test('MODE SENSE: encode/decode round trips', () => {
 
 test('UNMAP parameter list: encode/decode, and bad lengths', () => {
   const out = new Uint8Array(40).fill(0xaa);
-  const length = encodeUnmapParameters(out, 4, 0x1_0000_0000, 0x800);
+  const length = encodeUnmapParameters(out, 4, lbaRange(0x1_0000_0000, 0x800));
   assert.equal(length, UNMAP_HEADER_BYTES + UNMAP_DESCRIPTOR_BYTES);
   assert.deepEqual(
     [...out.subarray(4, 4 + length)],

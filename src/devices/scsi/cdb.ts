@@ -106,6 +106,40 @@ export function getBE(bytes: Uint8Array, offset: number, length: number): number
   return v;
 }
 
+/**
+ * The blocks a read, write, WRITE SAME or UNMAP covers: [LBA_AT] the first block, [BLOCKS_AT]
+ * how many, in a cell the caller fills in place (lbaRange() makes one). Not passed as numbers:
+ * past 2^31 blocks an LBA is no small integer, and one passed to a call V8 did not inline is a
+ * new heap number per request.
+ */
+export type LbaRange = Float64Array;
+export const LBA_AT = 0;
+export const BLOCKS_AT = 1;
+
+export function lbaRange(lba = 0, blocks = 0): LbaRange {
+  return Float64Array.of(lba, blocks);
+}
+
+/** Writes the range's LBA big-endian in `bytes` (4 or 8) bytes, read in place (see LbaRange). */
+function putLba(out: Uint8Array, offset: number, bytes: 4 | 8, range: LbaRange): void {
+  const lba = range[LBA_AT]!;
+  // Halves of at most 32 bits; a typed-array store keeps a value's low 8 bits.
+  const low = lba >>> 0;
+  let at = offset;
+  if (bytes === 8) {
+    const high = Math.floor(lba / 0x1_0000_0000);
+    out[at] = high >>> 24;
+    out[at + 1] = high >>> 16;
+    out[at + 2] = high >>> 8;
+    out[at + 3] = high;
+    at += 4;
+  }
+  out[at] = low >>> 24;
+  out[at + 1] = low >>> 16;
+  out[at + 2] = low >>> 8;
+  out[at + 3] = low;
+}
+
 /** A block count the 4-byte field of a 16-byte CDB cannot hold is refused, never truncated. */
 function checkBlocks16(blocks: number): void {
   if (blocks > MAX_BLOCKS_16) {
@@ -164,20 +198,21 @@ export function buildReadWrite(
   out: Uint8Array,
   at: number,
   write: boolean,
-  lba: number,
-  blocks: number,
+  range: LbaRange,
   use16: boolean,
 ): number {
+  const lba = range[LBA_AT]!;
+  const blocks = range[BLOCKS_AT]!;
   // The 10-byte form needs the LBA itself to fit (blocks = 0 must not let 2^32 through).
   if (!use16 && lba <= MAX_LBA_10 && lba + blocks - 1 <= MAX_LBA_10 && blocks <= MAX_BLOCKS_10) {
     begin(out, at, write ? ScsiOp.WRITE_10 : ScsiOp.READ_10, 10);
-    putBE(out, at + 2, 4, lba);
+    putLba(out, at + 2, 4, range);
     putBE(out, at + 7, 2, blocks);
     return 10;
   }
   checkBlocks16(blocks);
   begin(out, at, write ? ScsiOp.WRITE_16 : ScsiOp.READ_16, 16);
-  putBE(out, at + 2, 8, lba);
+  putLba(out, at + 2, 8, range);
   putBE(out, at + 10, 4, blocks);
   return 16;
 }
@@ -202,16 +237,22 @@ export function buildUnmap(out: Uint8Array, at: number, parameterLength: number)
 export function buildWriteSame16(
   out: Uint8Array,
   at: number,
-  lba: number,
-  blocks: number,
+  range: LbaRange,
   unmap: boolean,
 ): number {
+  const blocks = range[BLOCKS_AT]!;
   checkBlocks16(blocks);
   begin(out, at, ScsiOp.WRITE_SAME_16, 16);
   if (unmap) out[at + 1] = WRITE_SAME_UNMAP;
-  putBE(out, at + 2, 8, lba);
+  putLba(out, at + 2, 8, range);
   putBE(out, at + 10, 4, blocks);
   return 16;
+}
+
+/** The UNMAP block descriptor's LBA (8 bytes) and block count (4 bytes) at `at`. */
+export function putUnmapDescriptor(out: Uint8Array, at: number, range: LbaRange): void {
+  putLba(out, at, 8, range);
+  putBE(out, at + 8, 4, range[BLOCKS_AT]!);
 }
 
 /** MODE SENSE(6) without block descriptors, current values. */

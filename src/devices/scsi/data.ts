@@ -4,7 +4,7 @@
  * decoder (for the frontend) side by side, so both read the same offsets. Big-endian throughout.
  */
 
-import { getBE, MODE_PAGE_CACHING, putBE } from './cdb.js';
+import { getBE, MODE_PAGE_CACHING, putBE, putUnmapDescriptor, type LbaRange } from './cdb.js';
 
 /** Peripheral device types this library names. */
 export const SCSI_TYPE_DISK = 0x00;
@@ -399,18 +399,12 @@ export const UNMAP_HEADER_BYTES = 8;
 export const UNMAP_DESCRIPTOR_BYTES = 16;
 
 /** Writes an UNMAP parameter list for one range into `out` at `at`; returns its length. */
-export function encodeUnmapParameters(
-  out: Uint8Array,
-  at: number,
-  lba: number,
-  blocks: number,
-): number {
+export function encodeUnmapParameters(out: Uint8Array, at: number, range: LbaRange): number {
   const length = UNMAP_HEADER_BYTES + UNMAP_DESCRIPTOR_BYTES;
   out.fill(0, at, at + length);
   putBE(out, at, 2, length - 2);
   putBE(out, at + 2, 2, UNMAP_DESCRIPTOR_BYTES);
-  putBE(out, at + 8, 8, lba);
-  putBE(out, at + 16, 4, blocks);
+  putUnmapDescriptor(out, at + UNMAP_HEADER_BYTES, range);
   return length;
 }
 

@@ -18,10 +18,13 @@ import type { BlockRequest } from '../../block/request.js';
 import { kickIfNeeded, SegmentArrays, slotsUseMemory, type DeviceQueue } from '../device.js';
 import type { DeviceStats } from '../stats.js';
 import {
+  BLOCKS_AT,
   buildReadWrite,
   buildSynchronizeCache,
   buildUnmap,
   buildWriteSame16,
+  LBA_AT,
+  lbaRange,
   ScsiStatus,
   scsiStatusName,
 } from './cdb.js';
@@ -116,6 +119,8 @@ export class ScsiRequestQueue implements DeviceQueue {
   /** Slots waiting for their backoff to pass, with the time they become due. */
   #retries: { slot: number; due: number }[] = [];
   readonly #segArrays = new SegmentArrays();
+  /** The request's blocks, for the CDB builders (filled in place: see LbaRange). */
+  readonly #range = lbaRange();
   readonly #completeOne = (slot: number, len: number): void => this.#complete(slot, len);
 
   constructor(
@@ -296,12 +301,13 @@ export class ScsiRequestQueue implements DeviceQueue {
     let dataGpa = 0;
     let dataLen = 0;
     let dataIn = false;
-    const lba = request.position / s.blockSize;
-    const blocks = request.length / s.blockSize;
+    const range = this.#range;
+    range[LBA_AT] = request.position / s.blockSize;
+    range[BLOCKS_AT] = request.length / s.blockSize;
     switch (request.kind) {
       case 'read':
       case 'write':
-        buildReadWrite(bytes, cdbAt, request.kind === 'write', lba, blocks, s.use16);
+        buildReadWrite(bytes, cdbAt, request.kind === 'write', range, s.use16);
         dataGpa = request.dataGpa;
         dataLen = request.length;
         dataIn = request.kind === 'read';
@@ -312,17 +318,17 @@ export class ScsiRequestQueue implements DeviceQueue {
       case 'discard':
         if (s.discardWithUnmap) {
           const paramAt = base + layout.paramOffset;
-          dataLen = encodeUnmapParameters(bytes, paramAt, lba, blocks);
+          dataLen = encodeUnmapParameters(bytes, paramAt, range);
           dataGpa = gpa + layout.paramOffset;
           buildUnmap(bytes, cdbAt, dataLen);
         } else {
-          buildWriteSame16(bytes, cdbAt, lba, blocks, true);
+          buildWriteSame16(bytes, cdbAt, range, true);
           dataGpa = s.zeroBlockGpa;
           dataLen = s.blockSize;
         }
         break;
       case 'write-zeroes':
-        buildWriteSame16(bytes, cdbAt, lba, blocks, s.zeroesByUnmap);
+        buildWriteSame16(bytes, cdbAt, range, s.zeroesByUnmap);
         dataGpa = s.zeroBlockGpa;
         dataLen = s.blockSize;
         break;
