@@ -26,6 +26,7 @@
 //     [--base 0 (the loops' 256 MiB start at this byte: above 2^31, positions are not small integers;
 //       off a multiple of 4096, writes are unaligned: read-modify-write)]
 //     [NAME=MODE[:JSON] ...]
+// GARBAGE_OTHER=1 in the environment lists the sites outside the library too (Node's frames).
 import { Buffer } from 'node:buffer';
 import v8 from 'node:v8';
 import { Session } from 'node:inspector/promises';
