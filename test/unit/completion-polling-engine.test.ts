@@ -1225,13 +1225,18 @@ async function drainsUntil(q: FakeQueue, n: number): Promise<void> {
   for (let i = 0; i < 200 && q.drained < n; i++) await drainsPerLoopTurn(q, 10);
 }
 
-test('engine: in a closed loop of lone requests the policy hears of hits and resumes while the device works, never between a completion and the next kick', async () => {
-  // Answered before each look: the look takes them at its first check, and the policy, which
-  // decides no wait for them, is told nothing in between.
+/**
+ * A closed loop of lone requests with looks on, set up by `device`, until 200 were drained:
+ * whatever the device, the policy hears of nothing between a completion and the next kick.
+ */
+async function loneRequestsHeard(
+  device: (q: FakeQueue) => void,
+  check: (q: FakeQueue, rec: Recorded) => void,
+): Promise<void> {
   await withEngine(
     Infinity,
     async ({ q, rec }) => {
-      q.completeInCall = true;
+      device(q);
       q.submit(1);
       await drainsUntil(q, 200);
       q.resubmit = false;
@@ -1239,51 +1244,45 @@ test('engine: in a closed loop of lone requests the policy hears of hits and res
       assert.ok(q.drained >= 200, `${q.drained} drained`);
       const between = rec.heardWhileDeviceWorks.filter((works) => !works).length;
       assert.equal(between, 0, `${between} of ${rec.heardWhileDeviceWorks.length} told in between`);
+      check(q, rec);
     },
     { microSpinNs: 20_000 },
+  );
+}
+
+test('engine: in a closed loop of lone requests the policy hears of hits and resumes while the device works, never between a completion and the next kick', async () => {
+  // Answered before each look: the look takes them at its first check, and the policy, which
+  // decides no wait for them, is told nothing.
+  await loneRequestsHeard(
+    (q) => {
+      q.completeInCall = true;
+    },
+    () => {},
   );
   // Answered after the look's quick spin: every wait is decided, and the policy hears of each
   // hit and of the pace then, with the next request on the device.
-  await withEngine(
-    Infinity,
-    async ({ q, rec }) => {
+  await loneRequestsHeard(
+    (q) => {
       q.autoComplete = true;
       q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
-      q.submit(1);
-      await drainsUntil(q, 200);
-      q.resubmit = false;
-      await nextTurn();
-      assert.ok(q.drained >= 200, `${q.drained} drained`);
+    },
+    (q, rec) => {
       assert.ok(rec.hits >= q.drained - 2, `${rec.hits} hits heard of ${q.drained} waits`);
       assert.ok(rec.resumes.length >= q.drained - 2, `${rec.resumes.length} resumes heard`);
-      assert.ok(
-        rec.heardWhileDeviceWorks.every((works) => works),
-        `told in between: ${rec.heardWhileDeviceWorks.filter((w) => !w).length}`,
-      );
     },
-    { microSpinNs: 20_000 },
   );
   // Every other request answered before its look: its resume is kept and told, before the
   // next one's, with the next wait decided; none is lost.
-  await withEngine(
-    Infinity,
-    async ({ q, rec }) => {
+  await loneRequestsHeard(
+    (q) => {
       q.autoComplete = true;
       q.completeInCallEveryOther = true;
       q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
-      q.submit(1);
-      await drainsUntil(q, 200);
-      q.resubmit = false;
-      await nextTurn();
-      assert.ok(q.drained >= 200, `${q.drained} drained`);
+    },
+    (q, rec) => {
       assert.ok(rec.waits.length <= q.drained / 2 + 2, `${rec.waits.length} waits decided`);
       assert.ok(rec.resumes.length >= q.drained - 3, `${rec.resumes.length} resumes heard`);
-      assert.ok(
-        rec.heardWhileDeviceWorks.every((works) => works),
-        `told in between: ${rec.heardWhileDeviceWorks.filter((w) => !w).length}`,
-      );
     },
-    { microSpinNs: 20_000 },
   );
 });
 
