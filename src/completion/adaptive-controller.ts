@@ -432,8 +432,8 @@ export class AdaptiveController implements SpinPolicy {
   }
 
   /**
-   * The wait about to start is the first after the frontend had nothing in flight for `idleNs`,
-   * after `busyNs` with requests in flight before that.
+   * A request came after the frontend had nothing in flight for `idleNs`, after `busyNs` with
+   * requests in flight before that (told before the next wait that is decided; see SpinPolicy).
    */
   resumed(idleNs: number, busyNs: number): void {
     // An application back within a wake-up's time was waiting on us, whatever the ratio: with

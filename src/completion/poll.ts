@@ -69,11 +69,13 @@ const SHARED_CPU_PREEMPTIONS = DEFAULT_ADAPTIVE_OPTIONS.sharedCpuPreemptions;
 export const KICK_AHEAD_GAP_NS = 3_000;
 
 /**
- * Resumes from idle kept for the policy until a wait is decided: a closed loop against a device
- * that answers within the look's quick spin may decide no wait for many requests, and the
- * policy's averages of the pace (1/16 per resume) need no more than this at once.
+ * Resumes from idle kept for the policy until a wait is decided (the newest): a closed loop
+ * against a device that answers within the look's quick spin may decide no wait for many
+ * requests. Each costs the adaptive controller ~16 ns when told, after the quick spin missed and
+ * before the look's spin goes on: four bound that, and still sample the pace from every part
+ * of a busy period, not only from the requests whose waits were decided.
  */
-const UNHEARD_RESUMES = 16;
+export const UNHEARD_RESUMES = 4;
 
 function anyInFlight(queues: readonly DeviceQueue[]): boolean {
   for (let i = 0; i < queues.length; i++) if (queues[i]!.inFlight > 0) return true;
@@ -171,8 +173,7 @@ export class PollingCompletion implements CompletionStrategy {
   /**
    * Resumes from idle the policy has yet to hear of, oldest first from #unheardFirst: idle and
    * busy ns, pair by pair (whole ns, see spanNs). Told at the next wait decided (#reportPending),
-   * so that nothing is told between a completion and the next kick; past UNHEARD_RESUMES the
-   * oldest is dropped.
+   * not between a completion and the next kick; past UNHEARD_RESUMES the oldest is dropped.
    */
   readonly #unheard = new Int32Array(2 * UNHEARD_RESUMES);
   #unheardFirst = 0;
@@ -619,8 +620,8 @@ export class PollingCompletion implements CompletionStrategy {
   }
 
   /**
-   * A wait's hit noted by a polling turn goes to the policy before the next wait's news (a
-   * resume from idle, then the wait's start).
+   * A wait's hit noted by a polling turn goes to the policy before the next wait's news: the
+   * resumes from idle kept since (#unheard, oldest first), then the wait's start.
    */
   #reportPending(): void {
     if (this.#pendingHitNs >= 0) {

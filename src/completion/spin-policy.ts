@@ -28,10 +28,10 @@ export interface SpinPolicy {
   blockingSpinNs(): number;
   /**
    * A request came after nothing was in flight for `idleNs` (up to its arrival, before its
-   * kick), which followed `busyNs` with requests in flight (optional). Told before the next
-   * wait the engine decides, not at once (never between a completion and the next kick): a
-   * wait the look's quick spin answers is not decided, so several may come together, oldest
-   * first, the latest being the wait's own.
+   * kick), which followed `busyNs` with requests in flight (optional). Told just before the
+   * next wait the engine decides (or when it parks), not at once: a wait the look's quick spin
+   * answers is not decided, so several may come together, oldest first (the newest
+   * UNHEARD_RESUMES of them).
    */
   resumed?(idleNs: number, busyNs: number): void;
   /**

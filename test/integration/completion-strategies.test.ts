@@ -378,7 +378,7 @@ test('adaptive is told how long the device sat idle before each wait, and how of
     preempted.call(this, perWait);
   };
   // Without looks, every read's wait is decided (a look's quick spin answers most against
-  // null-co, and their resumes are told with the next wait decided, 16 at most: the unit
+  // null-co, and their resumes are told with the next wait decided, the newest four: the unit
   // tests of the engine check that).
   const dev = await openBlockDevice(nullQsd.socketPath, {
     completion: 'adaptive',

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { POLL_POLICY, PollingCompletion } from '../../src/completion/poll.js';
+import { POLL_POLICY, PollingCompletion, UNHEARD_RESUMES } from '../../src/completion/poll.js';
 import type { SpinPolicy } from '../../src/completion/spin-policy.js';
 import { AdaptiveCompletion } from '../../src/completion/adaptive.js';
 import { AdaptiveController } from '../../src/completion/adaptive-controller.js';
@@ -47,8 +47,10 @@ class FakeQueue {
   autoComplete = false;
   /** Every request has completed by the time its call returns (a device faster than the call). */
   completeInCall = false;
-  /** Only every other request has (the first, third, ...); counts the submissions. */
-  completeInCallEveryOther = false;
+  /** Or only the submissions (numbered from 0) this says. */
+  completeInCallIf: ((submission: number) => boolean) | undefined;
+  /** How long the application works before each submission (ms; overrides thinkMs). */
+  thinkMsOf: ((submission: number) => number) | undefined;
   #submissions = 0;
   /** The device's other queues (a multi-queue device; see fakeHost). */
   peers: FakeQueue[] = [];
@@ -132,16 +134,17 @@ class FakeQueue {
   kickMs = 0;
 
   submit(n: number): void {
-    if (this.thinkMs > 0 || this.kickMs > 0) {
-      busyFor(this.thinkMs);
+    const submission = this.#submissions++;
+    const thinkMs = this.thinkMsOf?.(submission) ?? this.thinkMs;
+    if (thinkMs > 0 || this.kickMs > 0) {
+      busyFor(thinkMs);
       if (this.strategy!.quietKick()) busyFor(this.kickMs);
     }
     this.inFlight += n;
     this.submitting = true;
     this.strategy!.setBusy(true);
     this.submitting = false;
-    if (this.completeInCall) this.used += n;
-    else if (this.completeInCallEveryOther && this.#submissions++ % 2 === 0) this.used += n;
+    if (this.completeInCall || this.completeInCallIf?.(submission) === true) this.used += n;
   }
 
   complete(n: number): void {
@@ -184,6 +187,8 @@ interface Recorded {
   /** Whether the policy has spins yield (the test sets it), and how. */
   shared: boolean;
   yieldRule: SpinYield;
+  /** Resumes heard before each wait decided (since the wait before it). */
+  resumesPerWait: number[];
   /** Each spare() call: whether it came inside a submission, and whether completions waited. */
   spares: { inSubmit: boolean; used: boolean }[];
   /**
@@ -249,13 +254,17 @@ function engine(
     yieldRule: DEFAULT_SPIN_YIELD,
     spares: [],
     heardWhileDeviceWorks: [],
+    resumesPerWait: [],
   };
+  let resumesBefore = 0;
   const heard = (): void => {
     rec.heardWhileDeviceWorks.push(q.inFlight > 0 && q.used === 0);
   };
   const policy: SpinPolicy = {
     startWait: (inFlight) => {
       rec.waits.push(inFlight);
+      rec.resumesPerWait.push(rec.resumes.length - resumesBefore);
+      resumesBefore = rec.resumes.length;
       rec.inSubmit.push(q.submitting);
       return budgetNs;
     },
@@ -1257,7 +1266,10 @@ test('engine: in a closed loop of lone requests the policy hears of hits and res
     (q) => {
       q.completeInCall = true;
     },
-    () => {},
+    (_q, rec) => {
+      assert.ok(rec.waits.length <= 1, `${rec.waits.length} waits decided`);
+      assert.equal(rec.resumes.length, 0);
+    },
   );
   // Answered after the look's quick spin: every wait is decided, and the policy hears of each
   // hit and of the pace then, with the next request on the device.
@@ -1276,12 +1288,43 @@ test('engine: in a closed loop of lone requests the policy hears of hits and res
   await loneRequestsHeard(
     (q) => {
       q.autoComplete = true;
-      q.completeInCallEveryOther = true;
+      q.completeInCallIf = (n) => n % 2 === 0;
       q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
     },
     (q, rec) => {
       assert.ok(rec.waits.length <= q.drained / 2 + 2, `${rec.waits.length} waits decided`);
       assert.ok(rec.resumes.length >= q.drained - 3, `${rec.resumes.length} resumes heard`);
+    },
+  );
+  // More answered before their looks than the engine keeps: a decided wait hears the newest
+  // UNHEARD_RESUMES, oldest first (each request's idle is its application's work before it,
+  // 20 µs longer for each of the cycle's 20).
+  const cycle = 20;
+  const workMs = (n: number): number => 0.02 * (n % cycle);
+  await loneRequestsHeard(
+    (q) => {
+      q.autoComplete = true;
+      q.completeInCallIf = (n) => n % cycle !== cycle - 1;
+      q.thinkMsOf = workMs;
+      q.checksToComplete = { kickedAhead: 10_000, otherwise: 10_000 };
+    },
+    (_q, rec) => {
+      // The first wait (the test's own submission) heard nothing; every later one the newest few.
+      const later = rec.resumesPerWait.slice(1);
+      assert.ok(later.length >= 5, `${later.length} waits decided`);
+      assert.ok(
+        later.every((n) => n === UNHEARD_RESUMES),
+        `resumes heard per wait: ${later.join(', ')}`,
+      );
+      // Each at least its own work (a hiccup only lengthens one): the newest, oldest first.
+      const idles = rec.resumes.map(([idleNs]) => idleNs);
+      for (let w = 0; w + UNHEARD_RESUMES <= idles.length; w += UNHEARD_RESUMES) {
+        const group = idles.slice(w, w + UNHEARD_RESUMES);
+        assert.ok(
+          group.every((ns, i) => ns >= 0.95e6 * workMs(cycle - UNHEARD_RESUMES + i)),
+          `a wait heard idles of ${group.map((ns) => Math.round(ns / 1000)).join(', ')} µs`,
+        );
+      }
     },
   );
 });

@@ -442,6 +442,12 @@ test('UNMAP parameter list: encode/decode, and bad lengths', () => {
   assert.deepEqual(decodeUnmapParameters(out.subarray(4, 4 + length)), [
     { lba: 0x1_0000_0000, blocks: 0x800 },
   ]);
+  // Every byte of the LBA distinct: a swapped or shifted byte shows.
+  encodeUnmapParameters(out, 4, lbaRange(0x12_3456_789a_bcde, 0x0102_0304));
+  assert.deepEqual(
+    [...out.subarray(12, 4 + length)],
+    hex('00 12 34 56 78 9a bc de 01 02 03 04 00 00 00 00'),
+  );
 
   // Two descriptors as Linux sends them.
   const two = bytes(
