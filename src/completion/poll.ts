@@ -484,8 +484,9 @@ export class PollingCompletion implements CompletionStrategy {
     if (answered) {
       // Answered that soon: no wait to decide or to learn from, as at a turn whose deferred
       // decision finds completions. The policy hears of the waits that take longer (and, with
-      // the next of them, of the resumes from idle before it), and this spin catches the short ones whatever it decides
-      // for those: so a device this fast costs 'adaptive' no more than 'poll' (the policy's
+      // the next of them, of the resumes from idle before it), and this spin catches the short
+      // ones whatever it decides for those: so a device this fast costs 'adaptive' no more than
+      // 'poll' (the policy's
       // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
       // against qemu-storage-daemon), and a blocking policy does not block for them.
       this.#takeUnwaited(true);
@@ -746,9 +747,10 @@ export class PollingCompletion implements CompletionStrategy {
    * after a clock reading. `kickAhead`: a lone request's look found them, so the device may be
    * about to idle (a turn's deferred decision finds a burst's). What the policy has yet to hear
    * (#reportPending) waits for the next wait that is decided, where the device is working on
-   * the request: here it would sit between the completion and the next kick (measured: the
-   * policy's resume and hit there cost 'adaptive' ~5% of its depth-1 IOPS against
-   * qemu-storage-daemon; BENCHMARKS.md, "The policy told off the path to the next kick").
+   * the request: here it would sit between the completion and the next kick, where 0.1 µs
+   * moves qemu-storage-daemon between its depth-1 speeds (paired A/Bs of the move: from 2.6
+   * points behind to 5.4 ahead, within their spread; BENCHMARKS.md, "The policy told off the
+   * path to the next kick").
    */
   #takeUnwaited(kickAhead: boolean): void {
     this.#kickAheadTrial.waitEnded();
