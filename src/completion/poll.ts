@@ -486,9 +486,8 @@ export class PollingCompletion implements CompletionStrategy {
       // decision finds completions. The policy hears of the waits that take longer (and, with
       // the next of them, of the resumes from idle before it), and this spin catches the short
       // ones whatever it decides for those: so a device this fast costs 'adaptive' no more than
-      // 'poll' (the policy's
-      // bookkeeping between the kick and the look cost it 9-13% of poll's depth-1 IOPS
-      // against qemu-storage-daemon), and a blocking policy does not block for them.
+      // 'poll' (the policy's bookkeeping between the kick and the look cost it 9-13% of poll's
+      // depth-1 IOPS against qemu-storage-daemon), and a blocking policy does not block for them.
       this.#takeUnwaited(true);
       return true;
     }
