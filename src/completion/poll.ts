@@ -176,6 +176,8 @@ export class PollingCompletion implements CompletionStrategy {
    * not between a completion and the next kick; past UNHEARD_RESUMES the oldest is dropped.
    */
   readonly #unheard = new Int32Array(2 * UNHEARD_RESUMES);
+  /** Whether the policy hears of resumes at all (SpinPolicy.resumed; 'poll''s does not). */
+  readonly #hearsResumes: boolean;
   #unheardFirst = 0;
   #unheardCount = 0;
   /** nowMs() at the start of the current wait, and its budget in ms. */
@@ -225,6 +227,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#host = host;
     this.#queues = host.queues;
     this.#policy = policy;
+    this.#hearsResumes = policy.resumed !== undefined;
     policy.useThreadClock?.(clockCell, CLOCK_OFFSET_MS);
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleep = options.sleepNs > 0 ? new SleepInterval(options.sleepNs, MAX_TURN_NS) : undefined;
@@ -355,14 +358,16 @@ export class PollingCompletion implements CompletionStrategy {
         const atOnce = idleMs < this.#kickAheadGapMs ? 1 : 0;
         this.#resubmitsAtOnce += (atOnce - this.#resubmitsAtOnce) / 8;
         if (atOnce === 0) this.#kickAheadTrial.discard();
-        // Told to the policy with the next wait decided (#reportPending).
-        const at = ((this.#unheardFirst + this.#unheardCount) % UNHEARD_RESUMES) * 2;
-        spanMs[0] = idleMs;
-        this.#unheard[at] = spanNs();
-        spanMs[0] = this.#busyMs;
-        this.#unheard[at + 1] = spanNs();
-        if (this.#unheardCount < UNHEARD_RESUMES) this.#unheardCount++;
-        else this.#unheardFirst = (this.#unheardFirst + 1) % UNHEARD_RESUMES;
+        if (this.#hearsResumes) {
+          // Told to the policy with the next wait decided (#reportPending).
+          const at = ((this.#unheardFirst + this.#unheardCount) % UNHEARD_RESUMES) * 2;
+          spanMs[0] = idleMs;
+          this.#unheard[at] = spanNs();
+          spanMs[0] = this.#busyMs;
+          this.#unheard[at + 1] = spanNs();
+          if (this.#unheardCount < UNHEARD_RESUMES) this.#unheardCount++;
+          else this.#unheardFirst = (this.#unheardFirst + 1) % UNHEARD_RESUMES;
+        }
         this.#idleSince = -1;
         this.#busySince = arrived;
       } else if (this.#busySince < 0) {
@@ -629,7 +634,7 @@ export class PollingCompletion implements CompletionStrategy {
       this.#pendingHitNs = -1;
       this.#policy.hit(ns);
     }
-    if (this.#policy.resumed === undefined) this.#unheardCount = 0;
+    // Nothing is kept for a policy that does not hear resumes (#hearsResumes).
     for (; this.#unheardCount > 0; this.#unheardCount--) {
       const at = this.#unheardFirst * 2;
       this.#unheardFirst = (this.#unheardFirst + 1) % UNHEARD_RESUMES;
