@@ -232,7 +232,7 @@ export class PollingCompletion implements CompletionStrategy {
     this.#sliceMs = options.sliceNs / msToNs;
     this.#sleep = options.sleepNs > 0 ? new SleepInterval(options.sleepNs, MAX_TURN_NS) : undefined;
     this.#kickAhead = (options.kickAhead ?? true) && options.sleepNs === 0;
-    this.#timesArrivals = this.#kickAhead || policy.resumed !== undefined;
+    this.#timesArrivals = this.#kickAhead || this.#hearsResumes;
     this.#kickAheadGapMs = (options.kickAheadGapNs ?? KICK_AHEAD_GAP_NS) / msToNs;
     this.#microSpinNs = options.sleepNs === 0 ? (options.microSpinNs ?? 0) : 0;
     this.#quickLookNs = Math.min(QUICK_LOOK_NS, this.#microSpinNs);

@@ -29,7 +29,8 @@ export interface SpinPolicy {
   /**
    * A request came after nothing was in flight for `idleNs` (up to its arrival, before its
    * kick), which followed `busyNs` with requests in flight (optional). Told just before the
-   * next wait the engine decides (or when it parks), not at once: a wait the look's quick spin
+   * next wait the engine decides (or when a wait about to be decided finds nothing in flight),
+   * not at once: a wait the look's quick spin
    * answers is not decided, so several may come together, oldest first (the newest
    * UNHEARD_RESUMES of them).
    */
