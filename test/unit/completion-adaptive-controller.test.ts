@@ -608,6 +608,26 @@ test('trials: only for back-to-back requests; a paced load never has one', () =>
   }
 });
 
+test("trials: one that a paced load's catch-up burst started ends as soon as the loop opens", () => {
+  // fio-style pacing after a late timer (or a benchmark's first 100 ms): the requests owed go
+  // back to back for long enough to look closed; then the pace resumes (a request 5 µs after
+  // the last completion, the next 950 µs on).
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  const { clock } = warmingLoop(c, 5 * MS, { warmNs: Infinity });
+  assert.equal(c.trials, 1, 'the burst starts a trial');
+  assert.ok(c.inTrial);
+  const paced = warmingLoop(c, 20 * MS, { idles: [5 * US, 950 * US], warmNs: Infinity }, clock);
+  assert.ok(!c.inTrial, 'the trial ended');
+  const waits = paced.spinWaits + paced.blockedWaits;
+  assert.ok(waits > 30, `${waits} paced waits`);
+  assert.ok(paced.spinWaits <= 8, `${paced.spinWaits} of ${waits} paced waits spun`);
+  assert.equal(c.budgetNs, 0, 'blocked for');
+  // A loop that stays closed keeps its trial to its end.
+  const d = new AdaptiveController(PACED_WEIGHTS);
+  warmingLoop(d, 250 * MS, { warmNs: Infinity });
+  assert.ok(d.inTrial, 'a closed loop is still in its trial 250 ms on');
+});
+
 test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced load by latencyWeight', () => {
   const o = DEFAULT_ADAPTIVE_OPTIONS;
   const c = new AdaptiveController();
