@@ -4,13 +4,16 @@
 // since a timer lasts more than its 1 ms; `bench --rate_iops 2000` instead sets each read's due
 // time and catches up), measured from --warm-ms into the process to --seconds, on a daemon already
 // running at SOCKET. With MODE adaptive it prints the budgets decided, the hits and misses, and
-// the resumes the controller was told (a spy on its prototype).
+// the resumes the controller was told (a spy on its prototype), and when its trials began.
+// --rate IOPS paces as `bench --rate_iops` does instead (the library's runBench at depth 1, its
+// ramp --warm-ms; each read due at start + n / rate, a late timer's reads issued back to back).
 //
 //   npm run build && taskset -c 1 node scripts/paced-trace.mjs SOCKET [--mode adaptive|event|...]
-//     [--seconds 3] [--warm-ms 500]
+//     [--seconds 3] [--warm-ms 500] [--rate 0]
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
+import { setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseScriptOptions } from './lib/script-options.mjs';
@@ -21,10 +24,13 @@ const { options, positionals } = parseScriptOptions(process.argv.slice(2), {
   mode: 'adaptive',
   seconds: 3,
   warmMs: 500,
+  rate: 0,
 });
 const [socket] = positionals;
 if (!socket)
-  throw new Error('usage: paced-trace.mjs SOCKET [--mode M] [--seconds S] [--warm-ms MS]');
+  throw new Error(
+    'usage: paced-trace.mjs SOCKET [--mode M] [--seconds S] [--warm-ms MS] [--rate IOPS]',
+  );
 const { openBlockDevice } = await import(dist('index.js'));
 const { AdaptiveController } = await import(dist('completion/adaptive-controller.js'));
 
@@ -53,36 +59,75 @@ proto.resumed = function (idleNs, busyNs) {
   return resumed.call(this, idleNs, busyNs);
 };
 
-const dev = await openBlockDevice(socket, { completion: options.mode });
-const buf = dev.allocBuffer(4096);
-const t0 = performance.now();
+// When each trial began (ms into the run), recorded from the start: the ramp's too.
+const trialsAt = [];
+let trialsSeen = 0;
+let t0 = performance.now();
+const { startWait: spiedStart } = proto;
+proto.startWait = function (inFlight, nowNs) {
+  const budget = spiedStart.call(this, inFlight, nowNs);
+  if (this.trials !== trialsSeen) {
+    trialsSeen = this.trials;
+    trialsAt.push(Math.round(performance.now() - t0));
+  }
+  return budget;
+};
+
 let ios = 0;
-let cpu0;
-while (performance.now() - t0 < options.seconds * 1000) {
-  if (!recording && performance.now() - t0 >= options.warmMs) {
-    recording = true;
-    cpu0 = process.cpuUsage();
-    ios = 0;
+let cpuPerIo;
+let userPerIo;
+let systemPerIo;
+if (options.rate > 0) {
+  const { runBench } = await import(dist('bench/index.js'));
+  setTimeout(() => (recording = true), options.warmMs);
+  const r = await runBench({
+    socket,
+    rw: 'randread',
+    bs: 4096,
+    iodepth: 1,
+    runtime: options.seconds - options.warmMs / 1000,
+    ramp_time: options.warmMs / 1000,
+    completion: options.mode,
+    rate_iops: options.rate,
+  });
+  ios = r.total.ios;
+  cpuPerIo = r.cpu.perIo;
+  userPerIo = r.cpu.user / ios; // µs, as process.cpuUsage()
+  systemPerIo = r.cpu.system / ios;
+} else {
+  const dev = await openBlockDevice(socket, { completion: options.mode });
+  const buf = dev.allocBuffer(4096);
+  t0 = performance.now();
+  let cpu0;
+  while (performance.now() - t0 < options.seconds * 1000) {
+    if (!recording && performance.now() - t0 >= options.warmMs) {
+      recording = true;
+      cpu0 = process.cpuUsage();
+      ios = 0;
+    }
+    await sleep(1);
+    for (let k = 0; k < 2; k++) {
+      await dev.readInto(buf, ((ios * 7919) % 200_000) * 4096);
+      ios++;
+    }
   }
-  await sleep(1);
-  for (let k = 0; k < 2; k++) {
-    await dev.readInto(buf, ((ios * 7919) % 200_000) * 4096);
-    ios++;
-  }
+  const cpu = process.cpuUsage(cpu0);
+  await dev.close();
+  cpuPerIo = (cpu.user + cpu.system) / ios;
+  userPerIo = cpu.user / ios;
+  systemPerIo = cpu.system / ios;
 }
-const cpu = process.cpuUsage(cpu0);
-await dev.close();
 
 const at = (values, p) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 };
-const perIo = (us) => (us / ios).toFixed(1);
+const us = (n) => n.toFixed(1);
 process.stdout.write(
-  `${options.mode}: ${ios} I/Os (${Math.round(ios / (options.seconds - options.warmMs / 1000))} IOPS), CPU per I/O ${perIo(cpu.user + cpu.system)} µs (user ${perIo(cpu.user)}, system ${perIo(cpu.system)})\n`,
+  `${options.mode}: ${ios} I/Os (${Math.round(ios / (options.seconds - options.warmMs / 1000))} IOPS), CPU per I/O ${us(cpuPerIo)} µs (user ${us(userPerIo)}, system ${us(systemPerIo)})\n`,
 );
 if (options.mode === 'adaptive') {
   process.stdout.write(
-    `waits decided ${budgets.length}: blocked at once ${budgets.filter((b) => b === 0).length}, budget p90 ${at(budgets, 0.9)} ns; hits ${hits.length} (p50 ${at(hits, 0.5)} ns), misses ${misses.length} (waited p50 ${at(misses, 0.5)} ns); resumes told ${idles.length} (idle p50 ${at(idles, 0.5)} ns)\n`,
+    `waits decided ${budgets.length}: blocked at once ${budgets.filter((b) => b === 0).length}, budget p90 ${at(budgets, 0.9)} ns; hits ${hits.length} (p50 ${at(hits, 0.5)} ns), misses ${misses.length} (waited p50 ${at(misses, 0.5)} ns); resumes told ${idles.length} (idle p50 ${at(idles, 0.5)} ns); trials began at ${trialsAt.join(', ') || 'none'} ms\n`,
   );
 }
