@@ -2,11 +2,13 @@
 // CPU per I/O of a paced load as an application's process sees it, and what the adaptive
 // controller decides there: two 4 KiB reads after each timer of 1 ms (about 1,500 IOPS here,
 // since a timer lasts more than its 1 ms; `bench --rate_iops 2000` instead sets each read's due
-// time and catches up), measured from --warm-ms into the process to --seconds, on a daemon already
-// running at SOCKET. With MODE adaptive it prints the budgets decided, the hits and misses, and
-// the resumes the controller was told (a spy on its prototype), and when its trials began.
+// time and catches up), measured from --warm-ms after the device opened to --seconds, on a daemon
+// already running at SOCKET. With MODE adaptive it prints the budgets decided, the hits and
+// misses, and the resumes the controller was told over that span (a spy on its prototype), and
+// when its trials began (from the device's opening, the first --warm-ms included).
 // --rate IOPS paces as `bench --rate_iops` does instead (the library's runBench at depth 1, its
-// ramp --warm-ms; each read due at start + n / rate, a late timer's reads issued back to back).
+// ramp --warm-ms; each read due at start + n / rate, a late timer's reads issued back to back),
+// and prints the interrupts (calls) per I/O too.
 //
 //   npm run build && taskset -c 1 node scripts/paced-trace.mjs SOCKET [--mode adaptive|event|...]
 //     [--seconds 3] [--warm-ms 500] [--rate 0]
@@ -41,9 +43,17 @@ const hits = [];
 const misses = [];
 const idles = [];
 let recording = false;
+// When each trial began (ms from the device's opening).
+const trialsAt = [];
+let trialsSeen = 0;
+let t0 = performance.now();
 proto.startWait = function (inFlight, nowNs) {
   const budget = startWait.call(this, inFlight, nowNs);
   if (recording) budgets.push(budget);
+  if (this.trials !== trialsSeen) {
+    trialsSeen = this.trials;
+    trialsAt.push(Math.round(performance.now() - t0));
+  }
   return budget;
 };
 proto.hit = function (waitNs) {
@@ -59,27 +69,13 @@ proto.resumed = function (idleNs, busyNs) {
   return resumed.call(this, idleNs, busyNs);
 };
 
-// When each trial began (ms into the run), recorded from the start: the ramp's too.
-const trialsAt = [];
-let trialsSeen = 0;
-let t0 = performance.now();
-const { startWait: spiedStart } = proto;
-proto.startWait = function (inFlight, nowNs) {
-  const budget = spiedStart.call(this, inFlight, nowNs);
-  if (this.trials !== trialsSeen) {
-    trialsSeen = this.trials;
-    trialsAt.push(Math.round(performance.now() - t0));
-  }
-  return budget;
-};
-
 let ios = 0;
 let cpuPerIo;
 let userPerIo;
 let systemPerIo;
+let callsPerIo;
 if (options.rate > 0) {
   const { runBench } = await import(dist('bench/index.js'));
-  setTimeout(() => (recording = true), options.warmMs);
   const r = await runBench({
     socket,
     rw: 'randread',
@@ -89,7 +85,12 @@ if (options.rate > 0) {
     ramp_time: options.warmMs / 1000,
     completion: options.mode,
     rate_iops: options.rate,
+    opened: () => {
+      t0 = performance.now();
+      setTimeout(() => (recording = true), options.warmMs);
+    },
   });
+  callsPerIo = r.deviceStats.calls / Math.max(1, r.deviceStats.requests);
   ios = r.total.ios;
   cpuPerIo = r.cpu.perIo;
   userPerIo = r.cpu.user / ios; // µs, as process.cpuUsage()
@@ -124,7 +125,7 @@ const at = (values, p) => {
 };
 const us = (n) => n.toFixed(1);
 process.stdout.write(
-  `${options.mode}: ${ios} I/Os (${Math.round(ios / (options.seconds - options.warmMs / 1000))} IOPS), CPU per I/O ${us(cpuPerIo)} µs (user ${us(userPerIo)}, system ${us(systemPerIo)})\n`,
+  `${options.mode}: ${ios} I/Os (${Math.round(ios / (options.seconds - options.warmMs / 1000))} IOPS), CPU per I/O ${us(cpuPerIo)} µs (user ${us(userPerIo)}, system ${us(systemPerIo)})${callsPerIo === undefined ? '' : `, calls per I/O ${callsPerIo.toFixed(3)}`}\n`,
 );
 if (options.mode === 'adaptive') {
   process.stdout.write(

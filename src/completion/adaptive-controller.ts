@@ -41,8 +41,8 @@
  * as soon as the loop is seen to be closed), and the decision at the end of a trial is taken on
  * its last, warm waits. A trial that ends blocked is tried again later, backing off from
  * `trialEveryNs` to `trialEveryMaxNs`. Trials need a closed loop (requests back to back, which is
- * what keeps a backend busy): a load the application paces never has one, and a trial ends as
- * soon as the loop is seen to open.
+ * what keeps a backend busy): a load the application paces never has one, and a trial ends once
+ * nothing was in flight for most of its time (judged from an eighth of `trialNs` on).
  *
  * At depth 1 the controller also tells a closed loop from a paced load (`resumed`: the share of
  * the time requests are in flight), and charges a wake-up's latency by `closedLoopWeight` in a
@@ -73,6 +73,12 @@ const STARVE_HOLDOFF_MIN = 16;
 const STARVE_HOLDOFF_MAX = 4096;
 /** A trial takes at least this many waits, and ends early when more than half of them miss. */
 const TRIAL_MIN_WAITS = 16;
+/**
+ * A trial is judged open (idle more than OPEN_IDLE_SHARE of its time so far) once it has run
+ * this fraction of trialNs: a pause early in a trial is no pace.
+ */
+const OPEN_JUDGED_FROM = 1 / 8;
+const OPEN_IDLE_SHARE = 0.6;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
 const TAIL_MEMORY = 4096;
 /** Longest idle time a resume counts (a paced load at 1,000 IOPS or more stays below it). */
@@ -124,6 +130,8 @@ export class AdaptiveController implements SpinPolicy {
   #trialEndNs = NaN;
   #trialWaits = 0;
   #trialMisses = 0;
+  /** Of the running trial's time, how long nothing was in flight (resumes after a wake-up or more). */
+  #trialIdleNs = 0;
   #trialNextNs = 0;
   #trialStartNs = -Infinity;
   #trialEveryNs = 0;
@@ -338,12 +346,18 @@ export class AdaptiveController implements SpinPolicy {
     }
     const hopeless =
       this.#trialWaits >= TRIAL_MIN_WAITS && this.#trialMisses * 2 > this.#trialWaits;
-    // The loop opened (the share of time in flight fell to 40% or less): a paced load whose
-    // catch-up burst looked closed (fio-style pacing after a late timer, or a benchmark's
-    // first 100 ms), where spinning every wait in full only costs CPU (measured at a paced
-    // 2,000 IOPS: 300 ms of 100 µs spins from 120 ms into the run).
-    const opened = this.#closedLoop === 0;
-    if (!hopeless && !opened && (now < this.#trialEndNs || this.#trialWaits < TRIAL_MIN_WAITS)) {
+    // A paced load whose catch-up burst looked closed spins for nothing (BENCHMARKS.md, "A
+    // paced load's trials").
+    const ranNs = now - this.#trialStartNs;
+    const loopOpened =
+      this.#trialWaits >= TRIAL_MIN_WAITS &&
+      ranNs >= this.options.trialNs * OPEN_JUDGED_FROM &&
+      this.#trialIdleNs > ranNs * OPEN_IDLE_SHARE;
+    if (
+      !hopeless &&
+      !loopOpened &&
+      (now < this.#trialEndNs || this.#trialWaits < TRIAL_MIN_WAITS)
+    ) {
       this.#trialWaits++;
       return true;
     }
@@ -448,6 +462,8 @@ export class AdaptiveController implements SpinPolicy {
     // the daemon's slower waits (1-2% of waits blocked). Clamped: one long pause must not hide
     // a loop that is closed again for many requests.
     const idle = idleNs < this.options.wakeCostNs ? 0 : Math.min(idleNs, IDLE_CLAMP_NS);
+    // Unclamped there: the trial's share of idle time is what it is.
+    if (this.#trialEndNs >= 0 && idle > 0) this.#trialIdleNs += idleNs;
     this.#idleAvg += (idle - this.#idleAvg) / 16;
     this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
@@ -481,6 +497,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#trialStartNs = now;
     this.#trialWaits = 0;
     this.#trialMisses = 0;
+    this.#trialIdleNs = 0;
   }
 
   /** A trial ended blocked or was cut: the next comes a gap after `from`, and the gap doubles. */
