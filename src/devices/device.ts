@@ -124,7 +124,10 @@ export function slotsUseMemory(
   gpa: number,
   length: number,
 ): boolean {
-  for (const request of slots) {
+  // Indexed: an iterator's results are objects wherever V8 runs this unoptimized (0.4 B a
+  // request, measured with unaligned writes at depth 1, whose deferred frees call it).
+  for (let i = 0; i < slots.length; i++) {
+    const request = slots[i];
     if (request === undefined || request.dataGpa === 0) continue;
     if (request.dataGpa < gpa + length && gpa < request.dataGpa + request.length) return true;
   }
