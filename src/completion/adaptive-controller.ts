@@ -42,7 +42,7 @@
  * its last, warm waits. A trial that ends blocked is tried again later, backing off from
  * `trialEveryNs` to `trialEveryMaxNs`. Trials need a closed loop (requests back to back, which is
  * what keeps a backend busy): a load the application paces never has one, and a trial ends once
- * nothing was in flight for most of its time (judged from an eighth of `trialNs` on).
+ * its requests were idle for most of their time (judged from an eighth of `trialNs` on).
  *
  * At depth 1 the controller also tells a closed loop from a paced load (`resumed`: the share of
  * the time requests are in flight), and charges a wake-up's latency by `closedLoopWeight` in a
@@ -74,8 +74,9 @@ const STARVE_HOLDOFF_MAX = 4096;
 /** A trial takes at least this many waits, and ends early when more than half of them miss. */
 const TRIAL_MIN_WAITS = 16;
 /**
- * A trial is judged open (idle more than OPEN_IDLE_SHARE of its time so far) once it has run
- * this fraction of trialNs: a pause early in a trial is no pace.
+ * A trial ends as paced once its resumes were idle for more than OPEN_IDLE_SHARE of their idle
+ * and busy time together (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is no
+ * pace), judged from this fraction of trialNs on.
  */
 const OPEN_JUDGED_FROM = 1 / 8;
 const OPEN_IDLE_SHARE = 0.6;
@@ -130,8 +131,9 @@ export class AdaptiveController implements SpinPolicy {
   #trialEndNs = NaN;
   #trialWaits = 0;
   #trialMisses = 0;
-  /** Of the running trial's time, how long nothing was in flight (resumes after a wake-up or more). */
+  /** What the running trial's resumes told: idle (spells of a wake-up or more, clamped) and busy. */
   #trialIdleNs = 0;
+  #trialBusyNs = 0;
   #trialNextNs = 0;
   #trialStartNs = -Infinity;
   #trialEveryNs = 0;
@@ -348,11 +350,11 @@ export class AdaptiveController implements SpinPolicy {
       this.#trialWaits >= TRIAL_MIN_WAITS && this.#trialMisses * 2 > this.#trialWaits;
     // A paced load whose catch-up burst looked closed spins for nothing (BENCHMARKS.md, "A
     // paced load's trials").
-    const ranNs = now - this.#trialStartNs;
+    const idle = this.#trialIdleNs;
     const loopOpened =
       this.#trialWaits >= TRIAL_MIN_WAITS &&
-      ranNs >= this.options.trialNs * OPEN_JUDGED_FROM &&
-      this.#trialIdleNs > ranNs * OPEN_IDLE_SHARE;
+      now - this.#trialStartNs >= o.trialNs * OPEN_JUDGED_FROM &&
+      idle > (idle + this.#trialBusyNs) * OPEN_IDLE_SHARE;
     if (
       !hopeless &&
       !loopOpened &&
@@ -462,8 +464,10 @@ export class AdaptiveController implements SpinPolicy {
     // the daemon's slower waits (1-2% of waits blocked). Clamped: one long pause must not hide
     // a loop that is closed again for many requests.
     const idle = idleNs < this.options.wakeCostNs ? 0 : Math.min(idleNs, IDLE_CLAMP_NS);
-    // Unclamped there: the trial's share of idle time is what it is.
-    if (this.#trialEndNs >= 0 && idle > 0) this.#trialIdleNs += idleNs;
+    if (this.#trialEndNs >= 0) {
+      this.#trialIdleNs += idle;
+      this.#trialBusyNs += Math.max(0, busyNs);
+    }
     this.#idleAvg += (idle - this.#idleAvg) / 16;
     this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
@@ -498,6 +502,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#trialWaits = 0;
     this.#trialMisses = 0;
     this.#trialIdleNs = 0;
+    this.#trialBusyNs = 0;
   }
 
   /** A trial ended blocked or was cut: the next comes a gap after `from`, and the gap doubles. */

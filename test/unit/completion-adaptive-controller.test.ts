@@ -640,6 +640,17 @@ test('trials: pauses in a closed loop do not end its trial', () => {
   warmingLoop(c, 500 * MS, {}, clock);
   assert.equal(c.trials, 1);
   assert.ok(c.spinning, 'spinning after it');
+  // A long stall early on (60 ms, 5 ms into the trial) is one pause, not a pace.
+  const s = new AdaptiveController(PACED_WEIGHTS);
+  const stalled = warmingLoop(s, 5 * MS);
+  warmingLoop(s, 1, { idles: [60 * MS] }, stalled.clock);
+  warmingLoop(s, 10 * MS, {}, stalled.clock);
+  assert.ok(s.inTrial, 'still in its trial after a long stall');
+  // Nor does an application that thinks 35 µs between requests (idle 37% of the time) end it.
+  const t = new AdaptiveController(PACED_WEIGHTS);
+  warmingLoop(t, 250 * MS, { idles: [35 * US], warmNs: Infinity });
+  assert.equal(t.trials, 1, 'a trial at 63% busy');
+  assert.ok(t.inTrial, 'still in its trial 250 ms on');
 });
 
 test('closed loop: at depth 1 a wake-up is weighted by closedLoopWeight, a paced load by latencyWeight', () => {
