@@ -74,12 +74,13 @@ const STARVE_HOLDOFF_MAX = 4096;
 /** A trial takes at least this many waits, and ends early when more than half of them miss. */
 const TRIAL_MIN_WAITS = 16;
 /**
- * A trial ends as paced once its resumes were idle for more than OPEN_IDLE_SHARE of their idle
- * and busy time together (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is no
- * pace), judged from this fraction of trialNs on.
+ * A trial ends as paced once its resumes were idle for more than OPEN_IDLE_FIFTHS / 5 of their
+ * idle and busy time together (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is
+ * no pace), judged from this fraction of trialNs on. In fifths: small integers, which V8 adds
+ * and multiplies without a heap number even where it runs the code unoptimized.
  */
 const OPEN_JUDGED_FROM = 1 / 8;
-const OPEN_IDLE_SHARE = 0.6;
+const OPEN_IDLE_FIFTHS = 3;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
 const TAIL_MEMORY = 4096;
 /** Longest idle time a resume counts (a paced load at 1,000 IOPS or more stays below it). */
@@ -134,6 +135,8 @@ export class AdaptiveController implements SpinPolicy {
   /** What the running trial's resumes told: idle (spells of a wake-up or more, clamped) and busy. */
   #trialIdleNs = 0;
   #trialBusyNs = 0;
+  /** When the running trial may first be judged open (ns). */
+  #trialJudgedFromNs = Infinity;
   #trialNextNs = 0;
   #trialStartNs = -Infinity;
   #trialEveryNs = 0;
@@ -350,11 +353,10 @@ export class AdaptiveController implements SpinPolicy {
       this.#trialWaits >= TRIAL_MIN_WAITS && this.#trialMisses * 2 > this.#trialWaits;
     // A paced load whose catch-up burst looked closed spins for nothing (BENCHMARKS.md, "A
     // paced load's trials").
-    const idle = this.#trialIdleNs;
     const loopOpened =
       this.#trialWaits >= TRIAL_MIN_WAITS &&
-      now - this.#trialStartNs >= o.trialNs * OPEN_JUDGED_FROM &&
-      idle > (idle + this.#trialBusyNs) * OPEN_IDLE_SHARE;
+      now >= this.#trialJudgedFromNs &&
+      this.#trialIdleNs * 5 > (this.#trialIdleNs + this.#trialBusyNs) * OPEN_IDLE_FIFTHS;
     if (
       !hopeless &&
       !loopOpened &&
@@ -503,6 +505,7 @@ export class AdaptiveController implements SpinPolicy {
     this.#trialMisses = 0;
     this.#trialIdleNs = 0;
     this.#trialBusyNs = 0;
+    this.#trialJudgedFromNs = now + this.options.trialNs * OPEN_JUDGED_FROM;
   }
 
   /** A trial ended blocked or was cut: the next comes a gap after `from`, and the gap doubles. */
