@@ -121,7 +121,7 @@ export function lbaRange(lba = 0, blocks = 0): LbaRange {
 }
 
 /** Writes the range's LBA big-endian in `bytes` (4 or 8) bytes, read in place (see LbaRange). */
-function putLba(out: Uint8Array, offset: number, bytes: 4 | 8, range: LbaRange): void {
+export function putLba(out: Uint8Array, offset: number, bytes: 4 | 8, range: LbaRange): void {
   const lba = range[LBA_AT]!;
   // Halves of at most 32 bits; a typed-array store keeps a value's low 8 bits.
   const low = lba >>> 0;
@@ -247,12 +247,6 @@ export function buildWriteSame16(
   putLba(out, at + 2, 8, range);
   putBE(out, at + 10, 4, blocks);
   return 16;
-}
-
-/** The UNMAP block descriptor's LBA (8 bytes) and block count (4 bytes) at `at`. */
-export function putUnmapDescriptor(out: Uint8Array, at: number, range: LbaRange): void {
-  putLba(out, at, 8, range);
-  putBE(out, at + 8, 4, range[BLOCKS_AT]!);
 }
 
 /** MODE SENSE(6) without block descriptors, current values. */

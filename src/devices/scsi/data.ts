@@ -4,7 +4,7 @@
  * decoder (for the frontend) side by side, so both read the same offsets. Big-endian throughout.
  */
 
-import { getBE, MODE_PAGE_CACHING, putBE, putUnmapDescriptor, type LbaRange } from './cdb.js';
+import { BLOCKS_AT, getBE, MODE_PAGE_CACHING, putBE, putLba, type LbaRange } from './cdb.js';
 
 /** Peripheral device types this library names. */
 export const SCSI_TYPE_DISK = 0x00;
@@ -404,7 +404,9 @@ export function encodeUnmapParameters(out: Uint8Array, at: number, range: LbaRan
   out.fill(0, at, at + length);
   putBE(out, at, 2, length - 2);
   putBE(out, at + 2, 2, UNMAP_DESCRIPTOR_BYTES);
-  putUnmapDescriptor(out, at + UNMAP_HEADER_BYTES, range);
+  // The one block descriptor: LBA (8 bytes), block count (4), as decodeUnmapParameters reads it.
+  putLba(out, at + 8, 8, range);
+  putBE(out, at + 16, 4, range[BLOCKS_AT]!);
   return length;
 }
 
