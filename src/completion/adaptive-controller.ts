@@ -466,12 +466,13 @@ export class AdaptiveController implements SpinPolicy {
     // the daemon's slower waits (1-2% of waits blocked). Clamped: one long pause must not hide
     // a loop that is closed again for many requests.
     const idle = idleNs < this.options.wakeCostNs ? 0 : Math.min(idleNs, IDLE_CLAMP_NS);
+    const busy = Math.max(0, busyNs);
     if (this.#trialEndNs >= 0) {
       this.#trialIdleNs += idle;
-      this.#trialBusyNs += Math.max(0, busyNs);
+      this.#trialBusyNs += busy;
     }
     this.#idleAvg += (idle - this.#idleAvg) / 16;
-    this.#busyAvg += (Math.max(0, busyNs) - this.#busyAvg) / 16;
+    this.#busyAvg += (busy - this.#busyAvg) / 16;
     if (this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#resumes++;
     this.#refreshDerived();
   }
