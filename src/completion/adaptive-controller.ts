@@ -74,13 +74,15 @@ const STARVE_HOLDOFF_MAX = 4096;
 /** A trial takes at least this many waits, and ends early when more than half of them miss. */
 const TRIAL_MIN_WAITS = 16;
 /**
- * A trial ends as paced once its resumes were idle for more than OPEN_IDLE_FIFTHS / 5 of their
- * idle and busy time together (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is
- * no pace), judged from this fraction of trialNs on. In fifths: small integers, which V8 adds
- * and multiplies without a heap number even where it runs the code unoptimized.
+ * A load is paced, not a closed loop, when requests are in flight for PACED_BUSY_FIFTHS / 5 of
+ * the time or less: `closedLoop` is 0 there, and a trial whose resumes add up to that ends
+ * (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is no pace). In fifths: small
+ * integers, which V8 adds and multiplies without a heap number even where it runs the trial's
+ * check unoptimized.
  */
+const PACED_BUSY_FIFTHS = 2;
+/** A trial is judged paced from this fraction of trialNs on (#trialJudgedFromNs, set once). */
 const OPEN_JUDGED_FROM = 1 / 8;
-const OPEN_IDLE_FIFTHS = 3;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
 const TAIL_MEMORY = 4096;
 /** Longest idle time a resume counts (a paced load at 1,000 IOPS or more stays below it). */
@@ -356,7 +358,7 @@ export class AdaptiveController implements SpinPolicy {
     const loopOpened =
       this.#trialWaits >= TRIAL_MIN_WAITS &&
       now >= this.#trialJudgedFromNs &&
-      this.#trialIdleNs * 5 > (this.#trialIdleNs + this.#trialBusyNs) * OPEN_IDLE_FIFTHS;
+      this.#trialBusyNs * 5 < (this.#trialIdleNs + this.#trialBusyNs) * PACED_BUSY_FIFTHS;
     if (
       !hopeless &&
       !loopOpened &&
@@ -670,7 +672,10 @@ export class AdaptiveController implements SpinPolicy {
     const total = this.#busyAvg + this.#idleAvg;
     // The first few say little (a paced benchmark's first requests come back to back).
     if (total <= 0 || this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#closedLoop = 0;
-    else this.#closedLoop = Math.min(1, Math.max(0, (this.#busyAvg / total - 0.4) / 0.4));
+    else {
+      const paced = PACED_BUSY_FIFTHS / 5;
+      this.#closedLoop = Math.min(1, Math.max(0, (this.#busyAvg / total - paced) / paced));
+    }
     // Requests in flight whose wait a blocked wait lengthens. On a shared CPU, none but the one
     // the wake-up itself delays: there blocking is what lets the backend run, and a spin is what
     // delays the requests in flight (traced, daemon on the frontend's CPU at depth 32: 800 µs
