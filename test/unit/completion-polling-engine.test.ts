@@ -1166,6 +1166,61 @@ test('engine: no kick ahead while the adaptive controller judges the CPU shared,
   }
 });
 
+/** Turns (a blocked wait completed with its call, as in serveUntilDrained) until `done()`, at most `ms`. */
+async function serveUntil(q: FakeQueue, done: () => boolean, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!done() && performance.now() < end) {
+    await nextTurn();
+    if (q.interrupts && q.inFlight > q.used) {
+      q.complete(q.inFlight - q.used);
+      native.eventfdWrite(q.callFd);
+    }
+  }
+}
+
+test("engine: a trial that a closed loop's first requests began ends once the application paces them, and runs on while the loop stays closed", async () => {
+  const trialMs = 200;
+  for (const paced of [true, false]) {
+    const q = new FakeQueue();
+    const controller = new AdaptiveController({ trialNs: trialMs * 1e6 });
+    const strategy = new PollingCompletion('adaptive', fakeHost(q), controller, {
+      sliceNs: 20_000,
+      sleepNs: 0,
+      kickAheadGapNs: 300_000,
+      microSpinNs: 0,
+    });
+    q.strategy = strategy;
+    try {
+      q.autoComplete = true;
+      // Back to back, as a paced benchmark's catch-up burst comes: the loop looks closed.
+      q.submit(1);
+      await serveUntil(q, () => controller.inTrial, 5_000);
+      assert.ok(controller.inTrial, 'requests back to back began a trial');
+      assert.equal(controller.trials, 1);
+      const began = performance.now();
+      // 2,000 IOPS: the application works 0.5 ms before each request, which the engine's
+      // resumes tell the controller as idle time.
+      if (paced) q.thinkMs = 0.5;
+      // Past the eighth of trialNs from which a trial is judged, well before its end.
+      await serveUntil(q, () => paced && !controller.inTrial, trialMs * 0.4);
+      const tookMs = performance.now() - began;
+      q.resubmit = false;
+      q.thinkMs = 0;
+      await nextTurn();
+      if (paced) {
+        assert.ok(!controller.inTrial, `the paced load's trial still ran after ${tookMs} ms`);
+        // (The trial began within the turn before `began`.)
+        assert.ok(tookMs >= trialMs / 8 - 5, `ended after ${tookMs} ms, before it was judged`);
+      } else {
+        assert.ok(controller.inTrial, `the closed loop's trial ended within ${tookMs} ms`);
+      }
+    } finally {
+      strategy.stop();
+      q.close();
+    }
+  }
+});
+
 /** The most completions drained between two turns of the event loop, over `ms` of a closed loop. */
 async function drainsPerLoopTurn(q: FakeQueue, ms: number): Promise<number> {
   let most = 0;
