@@ -5,7 +5,7 @@
 // time and catches up), measured from --warm-ms after the device opened to --seconds, on a daemon
 // already running at SOCKET. With MODE adaptive it prints the budgets decided, the hits and
 // misses, and the resumes the controller was told over that span (a spy on its prototype), and
-// when its trials began (from the device's opening, the first --warm-ms included).
+// when its trials began and ended (from the device's opening, the first --warm-ms included).
 // --rate IOPS paces as `bench --rate_iops` does instead (the library's runBench at depth 1, its
 // ramp --warm-ms; each read due at start + n / rate, a late timer's reads issued back to back),
 // and prints the interrupts (calls) per I/O too.
@@ -43,9 +43,11 @@ const hits = [];
 const misses = [];
 const idles = [];
 let recording = false;
-// When each trial began (ms from the device's opening).
+// When each trial began and ended (ms from the device's opening).
 const trialsAt = [];
+const trialsEndedAt = [];
 let trialsSeen = 0;
+let wasInTrial = false;
 let t0 = performance.now();
 proto.startWait = function (inFlight, nowNs) {
   const budget = startWait.call(this, inFlight, nowNs);
@@ -54,6 +56,8 @@ proto.startWait = function (inFlight, nowNs) {
     trialsSeen = this.trials;
     trialsAt.push(Math.round(performance.now() - t0));
   }
+  if (wasInTrial && !this.inTrial) trialsEndedAt.push(Math.round(performance.now() - t0));
+  wasInTrial = this.inTrial;
   return budget;
 };
 proto.hit = function (waitNs) {
@@ -129,6 +133,6 @@ process.stdout.write(
 );
 if (options.mode === 'adaptive') {
   process.stdout.write(
-    `waits decided ${budgets.length}: blocked at once ${budgets.filter((b) => b === 0).length}, budget p90 ${at(budgets, 0.9)} ns; hits ${hits.length} (p50 ${at(hits, 0.5)} ns), misses ${misses.length} (waited p50 ${at(misses, 0.5)} ns); resumes told ${idles.length} (idle p50 ${at(idles, 0.5)} ns); trials began at ${trialsAt.join(', ') || 'none'} ms\n`,
+    `waits decided ${budgets.length}: blocked at once ${budgets.filter((b) => b === 0).length}, budget p90 ${at(budgets, 0.9)} ns; hits ${hits.length} (p50 ${at(hits, 0.5)} ns), misses ${misses.length} (waited p50 ${at(misses, 0.5)} ns); resumes told ${idles.length} (idle p50 ${at(idles, 0.5)} ns); trials began at ${trialsAt.join(', ') || 'none'} ms, ended at ${trialsEndedAt.join(', ') || 'none'} ms\n`,
   );
 }
