@@ -1215,7 +1215,7 @@ test("engine: a trial that a closed loop's first requests began ends once the ap
       await nextTurn();
       if (paced) {
         assert.ok(!controller.inTrial, `the paced load's trial still ran after ${tookMs} ms`);
-        // (Less 1 ms: the engine's clock is read once a turn, so the trial's start may lag.)
+        // (Less 1 ms: the engine's clock reading may be slightly older than `began`.)
         assert.ok(tookMs >= trialMs / 8 - 1, `ended after ${tookMs} ms, before it was judged`);
       } else {
         assert.ok(controller.inTrial, `the closed loop's trial ended within ${tookMs} ms`);
