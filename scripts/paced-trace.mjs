@@ -12,16 +12,13 @@
 //
 //   npm run build && taskset -c 1 node scripts/paced-trace.mjs SOCKET [--mode adaptive|event|...]
 //     [--seconds 3] [--warm-ms 500] [--rate 0]
-import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { distUrl } from './lib/dist.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = (path) => pathToFileURL(join(ROOT, 'dist', 'src', path)).href;
 const { options, positionals } = parseScriptOptions(process.argv.slice(2), {
   mode: 'adaptive',
   seconds: 3,
@@ -33,8 +30,8 @@ if (!socket)
   throw new Error(
     'usage: paced-trace.mjs SOCKET [--mode M] [--seconds S] [--warm-ms MS] [--rate IOPS]',
   );
-const { openBlockDevice } = await import(dist('index.js'));
-const { AdaptiveController } = await import(dist('completion/adaptive-controller.js'));
+const { openBlockDevice } = await import(distUrl('index.js'));
+const { AdaptiveController } = await import(distUrl('completion/adaptive-controller.js'));
 
 const proto = AdaptiveController.prototype;
 const { startWait, hit, miss, resumed } = proto;
@@ -79,7 +76,7 @@ let userPerIo;
 let systemPerIo;
 let callsPerIo;
 if (options.rate > 0) {
-  const { runBench } = await import(dist('bench/index.js'));
+  const { runBench } = await import(distUrl('bench/index.js'));
   const r = await runBench({
     socket,
     rw: 'randread',

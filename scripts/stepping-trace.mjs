@@ -9,22 +9,19 @@
 //
 //   npm run build && taskset -c 1 node scripts/stepping-trace.mjs SOCKET [--mode adaptive|poll|...]
 //     [--phase-ms 1500]
-import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { distUrl } from './lib/dist.mjs';
 import { parseScriptOptions } from './lib/script-options.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const dist = (path) => pathToFileURL(join(ROOT, 'dist', 'src', path)).href;
 const { options, positionals } = parseScriptOptions(process.argv.slice(2), {
   mode: 'adaptive',
   phaseMs: 1500,
 });
 const [socket] = positionals;
 if (!socket) throw new Error('usage: stepping-trace.mjs SOCKET [--mode M] [--phase-ms MS]');
-const { openBlockDevice } = await import(dist('index.js'));
-const { AdaptiveController } = await import(dist('completion/adaptive-controller.js'));
+const { openBlockDevice } = await import(distUrl('index.js'));
+const { AdaptiveController } = await import(distUrl('completion/adaptive-controller.js'));
 
 const DEPTHS = [1, 32, 1, 32];
 const phases = DEPTHS.map((depth) => ({
