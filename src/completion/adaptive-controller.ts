@@ -81,6 +81,8 @@ const TRIAL_MIN_WAITS = 16;
  * check unoptimized.
  */
 const PACED_BUSY_FIFTHS = 2;
+/** The same as a share of the time, for the duty cycle's closedLoop (computed once, here). */
+const PACED_BUSY_SHARE = PACED_BUSY_FIFTHS / 5;
 /** A trial is judged paced from this fraction of trialNs on (#trialJudgedFromNs, set once). */
 const OPEN_JUDGED_FROM = 1 / 8;
 /** Hits over which the longest recent one is forgotten (by 1/e). */
@@ -673,8 +675,8 @@ export class AdaptiveController implements SpinPolicy {
     // The first few say little (a paced benchmark's first requests come back to back).
     if (total <= 0 || this.#resumes < CLOSED_LOOP_MIN_RESUMES) this.#closedLoop = 0;
     else {
-      const paced = PACED_BUSY_FIFTHS / 5;
-      this.#closedLoop = Math.min(1, Math.max(0, (this.#busyAvg / total - paced) / paced));
+      const share = this.#busyAvg / total;
+      this.#closedLoop = Math.min(1, Math.max(0, (share - PACED_BUSY_SHARE) / PACED_BUSY_SHARE));
     }
     // Requests in flight whose wait a blocked wait lengthens. On a shared CPU, none but the one
     // the wake-up itself delays: there blocking is what lets the backend run, and a spin is what
