@@ -397,6 +397,8 @@ export function encodeModeSense(
 
 export const UNMAP_HEADER_BYTES = 8;
 export const UNMAP_DESCRIPTOR_BYTES = 16;
+/** Where a block descriptor's block count sits in it (its LBA, 8 bytes, comes first). */
+const UNMAP_DESCRIPTOR_BLOCKS_AT = 8;
 
 /** Writes an UNMAP parameter list for one range into `out` at `at`; returns its length. */
 export function encodeUnmapParameters(out: Uint8Array, at: number, range: LbaRange): number {
@@ -404,9 +406,10 @@ export function encodeUnmapParameters(out: Uint8Array, at: number, range: LbaRan
   out.fill(0, at, at + length);
   putBE(out, at, 2, length - 2);
   putBE(out, at + 2, 2, UNMAP_DESCRIPTOR_BYTES);
-  // The one block descriptor: LBA (8 bytes), block count (4), as decodeUnmapParameters reads it.
-  putLba(out, at + 8, 8, range);
-  putBE(out, at + 16, 4, range[BLOCKS_AT]!);
+  // The one block descriptor, laid out as decodeUnmapParameters reads it.
+  const descriptor = at + UNMAP_HEADER_BYTES;
+  putLba(out, descriptor, 8, range);
+  putBE(out, descriptor + UNMAP_DESCRIPTOR_BLOCKS_AT, 4, range[BLOCKS_AT]!);
   return length;
 }
 
@@ -419,8 +422,12 @@ export function decodeUnmapParameters(
   if (descriptorBytes % UNMAP_DESCRIPTOR_BYTES !== 0) return undefined;
   if (UNMAP_HEADER_BYTES + descriptorBytes > bytes.length) return undefined;
   const out: { lba: number; blocks: number }[] = [];
-  for (let at = UNMAP_HEADER_BYTES; at < UNMAP_HEADER_BYTES + descriptorBytes; at += 16) {
-    out.push({ lba: getBE(bytes, at, 8), blocks: getBE(bytes, at + 8, 4) });
+  const end = UNMAP_HEADER_BYTES + descriptorBytes;
+  for (let at = UNMAP_HEADER_BYTES; at < end; at += UNMAP_DESCRIPTOR_BYTES) {
+    out.push({
+      lba: getBE(bytes, at, 8),
+      blocks: getBE(bytes, at + UNMAP_DESCRIPTOR_BLOCKS_AT, 4),
+    });
   }
   return out;
 }
