@@ -1111,18 +1111,21 @@ class CountingController extends AdaptiveController {
   }
 }
 
+/** One turn of the loop; then a wait that blocked (interrupts on) is completed with its call. */
+async function serveTurn(q: FakeQueue): Promise<void> {
+  await nextTurn();
+  if (q.interrupts && q.inFlight > q.used) {
+    q.complete(q.inFlight - q.used);
+    native.eventfdWrite(q.callFd);
+  }
+}
+
 /**
  * Turns until `q` has drained `count` in all; a wait that blocked (interrupts on, requests not
  * complete) is completed with its call, as a device would: the fake completes only while spun for.
  */
 async function serveUntilDrained(q: FakeQueue, count: number, limit: number): Promise<void> {
-  for (let i = 0; i < limit && q.drained < count; i++) {
-    await nextTurn();
-    if (q.interrupts && q.inFlight > q.used) {
-      q.complete(q.inFlight - q.used);
-      native.eventfdWrite(q.callFd);
-    }
-  }
+  for (let i = 0; i < limit && q.drained < count; i++) await serveTurn(q);
   // At least: a stall that outlasts a wait's budget arms the call eventfd, and its wake may
   // drain the next completion in the same turn (201 of 200 once in a full run).
   assert.ok(q.drained >= count, `drained ${q.drained} of ${count}`);
@@ -1167,18 +1170,14 @@ test('engine: no kick ahead while the adaptive controller judges the CPU shared,
 });
 
 /**
- * Turns (a blocked wait completed with its call, as in serveUntilDrained) until `done()`, at most
+ * Turns (serveTurn) until `done()`, at most
  * `ms`; returns the time read before the last turn (at or before whatever made done() true).
  */
 async function serveUntil(q: FakeQueue, done: () => boolean, ms: number): Promise<number> {
   const end = performance.now() + ms;
   let before = performance.now();
   while (!done() && before < end) {
-    await nextTurn();
-    if (q.interrupts && q.inFlight > q.used) {
-      q.complete(q.inFlight - q.used);
-      native.eventfdWrite(q.callFd);
-    }
+    await serveTurn(q);
     if (!done()) before = performance.now();
   }
   return before;
