@@ -75,13 +75,15 @@ const STARVE_HOLDOFF_MAX = 4096;
 const TRIAL_MIN_WAITS = 16;
 /**
  * A load is paced, not a closed loop, when requests are in flight for PACED_BUSY_FIFTHS / 5 of
- * the time or less: `closedLoop` is 0 there, and a trial whose resumes add up to that ends
- * (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is no pace). In fifths: small
- * integers, which V8 adds and multiplies without a heap number even where it runs the trial's
- * check unoptimized.
+ * the time or less: `closedLoop` is 0 there, and a trial whose resumes add up to less than that
+ * ends (each idle spell counted up to IDLE_CLAMP_NS, so that one pause is no pace). The trial's
+ * check compares busy * (5 - FIFTHS) with idle * FIFTHS in integers, which V8 keeps as small
+ * integers (no heap number where it runs the check unoptimized) while busy stays under
+ * 2^30 / 3 ns, 357 ms (31-bit small integers; 715 ms with 32-bit ones, as in Node's default
+ * build): more than a default trial's 300 ms, so only a longer `trialNs` passes it.
  */
 const PACED_BUSY_FIFTHS = 2;
-/** The same as a share of the time, for the duty cycle's closedLoop (computed once, here). */
+/** The same as a share of the time: closedLoop rises from 0 at it to 1 at twice it. */
 const PACED_BUSY_SHARE = PACED_BUSY_FIFTHS / 5;
 /** A trial is judged paced from this fraction of trialNs on (#trialJudgedFromNs, set once). */
 const OPEN_JUDGED_FROM = 1 / 8;
@@ -360,7 +362,7 @@ export class AdaptiveController implements SpinPolicy {
     const loopOpened =
       this.#trialWaits >= TRIAL_MIN_WAITS &&
       now >= this.#trialJudgedFromNs &&
-      this.#trialBusyNs * 5 < (this.#trialIdleNs + this.#trialBusyNs) * PACED_BUSY_FIFTHS;
+      this.#trialBusyNs * (5 - PACED_BUSY_FIFTHS) < this.#trialIdleNs * PACED_BUSY_FIFTHS;
     if (
       !hopeless &&
       !loopOpened &&
@@ -585,9 +587,9 @@ export class AdaptiveController implements SpinPolicy {
 
   /**
    * How closed the loop is, from the share of the time requests are in flight (the duty
-   * cycle; idle spells shorter than a wake-up count as none): 0 at 40% or less (the
-   * application paces its requests, or does much else between them), 1 at 80% or more (each
-   * request follows the last completion at once).
+   * cycle; idle spells shorter than a wake-up count as none): 0 at PACED_BUSY_SHARE (40%) or
+   * less (the application paces its requests, or does much else between them), 1 at twice that
+   * or more (each request follows the last completion at once).
    */
   get closedLoop(): number {
     return this.#closedLoop;
