@@ -231,7 +231,9 @@ export class VirtioBlkDriver implements DeviceDriver {
   }
 
   usesMemory(gpa: number, length: number): boolean {
-    for (const q of this.queues) if (q.usesMemory(gpa, length)) return true;
+    // Indexed, as slotsUseMemory: the deferred frees of unaligned writes call this.
+    const queues = this.queues;
+    for (let i = 0; i < queues.length; i++) if (queues[i]!.usesMemory(gpa, length)) return true;
     return false;
   }
 

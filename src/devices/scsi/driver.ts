@@ -381,7 +381,9 @@ export class VirtioScsiDriver implements DeviceDriver {
   }
 
   usesMemory(gpa: number, length: number): boolean {
-    for (const q of this.requestQueues) if (q.usesMemory(gpa, length)) return true;
+    // Indexed, as slotsUseMemory: the deferred frees of unaligned writes call this.
+    const queues = this.requestQueues;
+    for (let i = 0; i < queues.length; i++) if (queues[i]!.usesMemory(gpa, length)) return true;
     return false;
   }
 
