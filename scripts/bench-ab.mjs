@@ -25,6 +25,7 @@
 // not apply) and adds its phases to the table.
 // Each arm imports its own copy of its build (scripts/lib/arm-copies.mjs says why);
 // --shared-modules loads each build once for all its arms instead.
+// --raw FILE keeps every round's numbers there as JSON ({ argv, runs: { NAME: [round...] } }).
 // --plain measures a bare closed loop instead of `runBench` (`--iodepth` loops of
 // `readInto`, random 4 KiB-aligned offsets, no histogram, no pacing): IOPS, CPU and calls per
 // I/O only. At depth 1 it shows the frontend's own turnaround with the least code around it.
@@ -33,7 +34,7 @@
 // measures how the backend's service time at depth 1 moves with the frontend's behaviour: after
 // a second of idle, a closed loop of 4 KiB reads for 0.6 s per MODE (default poll, event),
 // printed as the median latency in each 25 ms of the run.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -48,6 +49,9 @@ import { startQsd } from './lib/qsd.mjs';
 import { STEPPING_SCHEDULE } from './lib/stepping.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const { ratioSummary } = await import(
+  pathToFileURL(join(ROOT, 'dist', 'src', 'bench', 'paired-ratio.js')).href
+);
 const SELF = fileURLToPath(import.meta.url);
 const median = (values) => {
   const s = [...values].sort((a, b) => a - b);
@@ -74,6 +78,7 @@ function parseArgs(argv) {
     sharedModules: false,
     socket: '',
     hugepages: '',
+    raw: '',
   });
   const o = { ...options, configs: positionals };
   if (!(Number.isInteger(o.throttleIops) && o.throttleIops > 0)) {
@@ -235,7 +240,8 @@ function table(runs, configs) {
       if (name === base) return '';
       const q = rs.map((r, i) => r[key] / runs[base][i][key]);
       if (!q.every(Number.isFinite)) return '–';
-      return `${pct(median(q))} [${pct(Math.min(...q))}–${pct(Math.max(...q))}]`;
+      const s = ratioSummary(q);
+      return `${pct(s.median)} (CI ${pct(s.low)}–${pct(s.high)}) [${pct(s.min)}–${pct(s.max)}]`;
     };
     const m = (key, digits) => {
       const v = median(rs.map((r) => r[key]));
@@ -286,6 +292,7 @@ async function main() {
     process.env[ARM_COPIES_ENV] = join(dir, 'arms');
     const out = await runChild([...pin, '--child-ab', qsd.sock, ...argv]);
     const runs = JSON.parse(out.trim().split('\n').pop());
+    if (o.raw !== '') writeFileSync(o.raw, `${JSON.stringify({ argv, runs })}\n`);
     const load = o.stepping
       ? `stepping load (4 KiB randread, depth ${STEPPING_SCHEDULE.join(' → ')}, ` +
         `${o.seconds / STEPPING_SCHEDULE.length} s per phase); ${o.rounds} rounds`
@@ -295,7 +302,8 @@ async function main() {
       ? 'arms of one build share its modules'
       : 'each arm imports its own copy of its build (scripts/lib/arm-copies.mjs)';
     process.stdout.write(
-      `${load}; ${modules}; medians, and per-round ratios to ${configs[0].name} (median [range]):\n\n` +
+      `${load}; ${modules}; medians, and per-round ratios to ${configs[0].name} ` +
+        `(median (its 90% bootstrap interval, src/bench/paired-ratio.ts) [range]):\n\n` +
         `${table(runs, configs)}\n`,
     );
   } finally {

@@ -1,0 +1,114 @@
+/**
+ * Paired benchmark rounds compared: each round's result of one arm divided by the same round's
+ * result of the base arm, summarised by the median ratio and a bootstrap confidence interval of
+ * that median. On these shared machines single rounds at depth 1 range from half to twice the
+ * base (BENCHMARKS.md), so a target such as "within 5%" is judged by where the interval lies,
+ * not by the point estimate.
+ */
+
+import { mulberry32 } from '../util/prng.js';
+
+export interface RatioSummary {
+  /** Rounds with a finite ratio (the rest are left out). */
+  rounds: number;
+  median: number;
+  min: number;
+  max: number;
+  /** The interval's bounds at `level` (percentile bootstrap of the median, rounds resampled). */
+  low: number;
+  high: number;
+  level: number;
+}
+
+export interface RatioCiOptions {
+  /** Two-sided coverage (default 0.9). */
+  level?: number;
+  /** Bootstrap resamples (default 4000). */
+  resamples?: number;
+  /** PRNG seed, so a table is reproducible from its rounds (default 1). */
+  seed?: number;
+}
+
+/** The median of sorted values (the mean of the middle two for an even count). */
+function sortedMedian(sorted: Float64Array | readonly number[]): number {
+  const n = sorted.length;
+  const mid = n >> 1;
+  return n % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The value at quantile q of sorted values (linear between neighbours). */
+function quantile(sorted: Float64Array, q: number): number {
+  const at = q * (sorted.length - 1);
+  const i = Math.floor(at);
+  const j = Math.min(sorted.length - 1, i + 1);
+  return sorted[i]! + (sorted[j]! - sorted[i]!) * (at - i);
+}
+
+/**
+ * `arm[i] / base[i]` for every round i, summarised. Throws if the arrays differ in length or no
+ * round gives a finite ratio.
+ */
+export function pairedRatio(
+  base: readonly number[],
+  arm: readonly number[],
+  options: RatioCiOptions = {},
+): RatioSummary {
+  if (base.length !== arm.length) {
+    throw new RangeError(`paired rounds differ in count: ${base.length} and ${arm.length}`);
+  }
+  const ratios: number[] = [];
+  for (let i = 0; i < base.length; i++) {
+    const r = arm[i]! / base[i]!;
+    if (Number.isFinite(r)) ratios.push(r);
+  }
+  return ratioSummary(ratios, options);
+}
+
+/** Ratios already computed, summarised as pairedRatio does. */
+export function ratioSummary(
+  ratios: readonly number[],
+  options: RatioCiOptions = {},
+): RatioSummary {
+  const level = options.level ?? 0.9;
+  const resamples = options.resamples ?? 4000;
+  if (!(level > 0 && level < 1)) throw new RangeError(`level must be in (0, 1), got ${level}`);
+  if (!(Number.isInteger(resamples) && resamples > 0)) {
+    throw new RangeError(`resamples must be a positive integer, got ${resamples}`);
+  }
+  const n = ratios.length;
+  if (n === 0) throw new RangeError('no round gave a finite ratio');
+  const sorted = [...ratios].sort((a, b) => a - b);
+  const random = mulberry32(options.seed ?? 1);
+  const medians = new Float64Array(resamples);
+  const sample = new Float64Array(n);
+  for (let b = 0; b < resamples; b++) {
+    for (let i = 0; i < n; i++) sample[i] = ratios[Math.floor(random() * n)]!;
+    sample.sort();
+    medians[b] = sortedMedian(sample);
+  }
+  medians.sort();
+  const tail = (1 - level) / 2;
+  return {
+    rounds: n,
+    median: sortedMedian(sorted),
+    min: sorted[0]!,
+    max: sorted[n - 1]!,
+    low: quantile(medians, tail),
+    high: quantile(medians, 1 - tail),
+    level,
+  };
+}
+
+export type RatioVerdict = 'met' | 'missed' | 'not resolved';
+
+/**
+ * A target "at least `floor` of the base" (0.95: within 5% below it; 1: above it) judged from the
+ * interval: met when all of it is at or above the floor, missed when all of it is below, and not
+ * resolved when it straddles the floor. For a cost (lower is better), pass the base's ratio to
+ * the arm instead.
+ */
+export function ratioVerdict(summary: RatioSummary, floor: number): RatioVerdict {
+  if (summary.low >= floor) return 'met';
+  if (summary.high < floor) return 'missed';
+  return 'not resolved';
+}

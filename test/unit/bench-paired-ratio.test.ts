@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { pairedRatio, ratioSummary, ratioVerdict } from '../../src/bench/paired-ratio.js';
+import { prng } from '../helpers/random.js';
+
+/** Ratios spread log-uniformly by a factor of `spread` either side of `centre`. */
+function noisyRatios(n: number, centre: number, spread: number, seed: number): number[] {
+  const random = prng(seed);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(centre * spread ** (2 * random() - 1));
+  return out;
+}
+
+test('pairedRatio divides each round by the same round of the base', () => {
+  const s = pairedRatio([100, 200, 400], [50, 300, 400]);
+  assert.equal(s.rounds, 3);
+  assert.equal(s.median, 1);
+  assert.equal(s.min, 0.5);
+  assert.equal(s.max, 1.5);
+  assert.ok(s.low >= 0.5 && s.high <= 1.5);
+});
+
+test('rounds without a finite ratio are left out; none at all is an error', () => {
+  assert.equal(pairedRatio([0, 100, 100], [5, 90, 110]).rounds, 2);
+  assert.throws(() => pairedRatio([0], [1]), RangeError);
+  assert.throws(() => pairedRatio([1, 2], [1]), /differ in count/);
+});
+
+test('an even count takes the mean of the middle two', () => {
+  assert.equal(ratioSummary([1, 2, 3, 10]).median, 2.5);
+});
+
+test('identical ratios give a zero-width interval at them', () => {
+  const s = ratioSummary(Array.from({ length: 20 }, () => 0.97));
+  assert.equal(s.low, 0.97);
+  assert.equal(s.high, 0.97);
+});
+
+test('the interval narrows with more rounds, about as 1/sqrt(rounds)', () => {
+  const few = ratioSummary(noisyRatios(30, 1, 2, 7));
+  const many = ratioSummary(noisyRatios(600, 1, 2, 7));
+  for (const s of [few, many]) assert.ok(s.low <= s.median && s.median <= s.high);
+  // sqrt(600 / 30) = 4.5
+  assert.ok(many.high - many.low < (few.high - few.low) / 2.5, `${JSON.stringify([few, many])}`);
+});
+
+test('the interval holds the true median about as often as its level says', () => {
+  // 200 experiments of 41 rounds each, ratios around 0.9: a 90% interval should miss the true
+  // median in roughly 10% of them (binomial: 20 ± 13 at three sigma).
+  let missed = 0;
+  for (let e = 0; e < 200; e++) {
+    const s = ratioSummary(noisyRatios(41, 0.9, 1.8, 1000 + e), { resamples: 1000, seed: e + 1 });
+    if (!(s.low <= 0.9 && 0.9 <= s.high)) missed++;
+  }
+  assert.ok(missed >= 5 && missed <= 40, `missed ${missed} of 200`);
+});
+
+test('the same rounds and seed give the same interval; another seed a close one', () => {
+  const r = noisyRatios(50, 1.02, 1.5, 3);
+  assert.deepEqual(ratioSummary(r), ratioSummary(r));
+  const other = ratioSummary(r, { seed: 99 });
+  assert.ok(Math.abs(other.low - ratioSummary(r).low) < 0.05);
+});
+
+test('ratioVerdict: met above the floor, missed below it, not resolved across it', () => {
+  const at = (low: number, high: number) => ({
+    rounds: 10,
+    median: (low + high) / 2,
+    min: low,
+    max: high,
+    low,
+    high,
+    level: 0.9,
+  });
+  assert.equal(ratioVerdict(at(0.96, 1.04), 0.95), 'met');
+  assert.equal(ratioVerdict(at(0.95, 1.04), 0.95), 'met');
+  assert.equal(ratioVerdict(at(0.88, 0.94), 0.95), 'missed');
+  assert.equal(ratioVerdict(at(0.93, 1.01), 0.95), 'not resolved');
+  assert.equal(ratioVerdict(at(1.01, 1.1), 1), 'met');
+  assert.equal(ratioVerdict(at(0.97, 1.02), 1), 'not resolved');
+});
+
+test('options are checked', () => {
+  assert.throws(() => ratioSummary([1], { level: 1 }), /level/);
+  assert.throws(() => ratioSummary([1], { resamples: 0 }), /resamples/);
+});
