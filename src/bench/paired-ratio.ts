@@ -102,13 +102,22 @@ export function ratioSummary(
 export type RatioVerdict = 'met' | 'missed' | 'not resolved';
 
 /**
- * A target "at least `floor` of the base" (0.95: within 5% below it; 1: above it) judged from the
- * interval: met when all of it is at or above the floor, missed when all of it is below, and not
- * resolved when it straddles the floor. For a cost (lower is better), pass the base's ratio to
- * the arm instead.
+ * A target "at least `floor` of the base" (0.95: within 5% below it; 1: above it), judged from
+ * the interval: met when all of it is at or above the floor, missed when all of it is below,
+ * not resolved when it straddles the floor.
  */
 export function ratioVerdict(summary: RatioSummary, floor: number): RatioVerdict {
   if (summary.low >= floor) return 'met';
   if (summary.high < floor) return 'missed';
+  return 'not resolved';
+}
+
+/**
+ * A target "at most `cap` times the base" for a cost (latency, CPU time: lower is better):
+ * met when all of the interval is at or below the cap, missed when all of it is above.
+ */
+export function ratioCapVerdict(summary: RatioSummary, cap: number): RatioVerdict {
+  if (summary.high <= cap) return 'met';
+  if (summary.low > cap) return 'missed';
   return 'not resolved';
 }

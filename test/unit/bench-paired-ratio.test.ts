@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pairedRatio, ratioSummary, ratioVerdict } from '../../src/bench/paired-ratio.js';
+import {
+  pairedRatio,
+  ratioCapVerdict,
+  ratioSummary,
+  ratioVerdict,
+  type RatioSummary,
+} from '../../src/bench/paired-ratio.js';
 import { prng } from '../helpers/random.js';
 
 /** Ratios spread log-uniformly by a factor of `spread` either side of `centre`. */
@@ -9,6 +15,11 @@ function noisyRatios(n: number, centre: number, spread: number, seed: number): n
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push(centre * spread ** (2 * random() - 1));
   return out;
+}
+
+/** A summary whose interval is [low, high]. */
+function at(low: number, high: number): RatioSummary {
+  return { rounds: 10, median: (low + high) / 2, min: low, max: high, low, high, level: 0.9 };
 }
 
 test('pairedRatio divides each round by the same round of the base', () => {
@@ -63,21 +74,19 @@ test('the same rounds and seed give the same interval; another seed a close one'
 });
 
 test('ratioVerdict: met above the floor, missed below it, not resolved across it', () => {
-  const at = (low: number, high: number) => ({
-    rounds: 10,
-    median: (low + high) / 2,
-    min: low,
-    max: high,
-    low,
-    high,
-    level: 0.9,
-  });
   assert.equal(ratioVerdict(at(0.96, 1.04), 0.95), 'met');
   assert.equal(ratioVerdict(at(0.95, 1.04), 0.95), 'met');
   assert.equal(ratioVerdict(at(0.88, 0.94), 0.95), 'missed');
   assert.equal(ratioVerdict(at(0.93, 1.01), 0.95), 'not resolved');
   assert.equal(ratioVerdict(at(1.01, 1.1), 1), 'met');
   assert.equal(ratioVerdict(at(0.97, 1.02), 1), 'not resolved');
+});
+
+test('ratioCapVerdict: a cost met below the cap, missed above it, not resolved across it', () => {
+  assert.equal(ratioCapVerdict(at(0.9, 1.05), 1.05), 'met');
+  assert.equal(ratioCapVerdict(at(1.06, 1.2), 1.05), 'missed');
+  assert.equal(ratioCapVerdict(at(1.0, 1.1), 1.05), 'not resolved');
+  assert.equal(ratioCapVerdict(at(1.1, 1.3), 1.2), 'not resolved');
 });
 
 test('options are checked', () => {

@@ -864,6 +864,30 @@ test('a shared-CPU flag that flaps restarts a trial once, not for ever', () => {
   assert.ok(c.trials <= 2, `${c.trials} trials`);
 });
 
+test('trials: one started over when the CPU turns shared judges the loop from its new start', () => {
+  const c = new AdaptiveController(PACED_WEIGHTS);
+  // 200 ms of a closed loop inside the first trial (300 ms): all busy time.
+  const { clock } = warmingLoop(c, 200 * MS, { warmNs: Infinity });
+  assert.ok(c.inTrial);
+  // The CPU turns shared: the trial starts over at the next wait, with spins that yield.
+  for (let i = 0; i < 8; i++) c.preempted(1);
+  const startedOver = clock.now;
+  // Then the application paces its requests. Judged with the closed loop's 200 ms of busy time
+  // still counted, the loop would not look open before the new trial's 300 ms were up.
+  let endedAt = -1;
+  while (endedAt < 0 && clock.now - startedOver < 400 * MS) {
+    warmingLoop(c, MS, { idles: [5 * US, 950 * US], warmNs: Infinity }, clock);
+    if (!c.inTrial) endedAt = clock.now;
+  }
+  const after = (endedAt - startedOver) / MS;
+  assert.ok(
+    endedAt >= 0 && after <= 60,
+    `the trial ended ${after.toFixed(1)} ms after it started over`,
+  );
+  assert.ok(after >= 300 / 8, `not before an eighth of the trial (${after.toFixed(1)} ms)`);
+  assert.equal(c.trials, 1, 'starting over is not a new trial');
+});
+
 test('trial options are checked', () => {
   assert.throws(() => adaptiveOptions({ trialNs: -1 }), RangeError);
   assert.throws(() => adaptiveOptions({ trialEveryNs: 2e9, trialEveryMaxNs: 1e9 }), RangeError);
