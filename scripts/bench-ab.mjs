@@ -52,11 +52,8 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const { ratioSummary } = await import(
   pathToFileURL(join(ROOT, 'dist', 'src', 'bench', 'paired-ratio.js')).href
 );
+const { median } = await import(pathToFileURL(join(ROOT, 'dist', 'src', 'util', 'median.js')).href);
 const SELF = fileURLToPath(import.meta.url);
-const median = (values) => {
-  const s = [...values].sort((a, b) => a - b);
-  return s[s.length >> 1];
-};
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
 
 function parseArgs(argv) {
@@ -280,6 +277,7 @@ async function main() {
     process.stdout.write(`- command: \`node scripts/bench-ab.mjs ${argv.join(' ')}\`\n`);
     process.stdout.write(`- backend: \`${qsd.shownCmd}\`; frontend on CPU ${o.feCpu}\n\n`);
     if (o.warmup) {
+      if (o.raw !== '') throw new Error('--raw keeps paired rounds: --warmup has none');
       const modes = o.configs.length > 0 ? o.configs : ['poll', 'event'];
       process.stdout.write('| mode | reads | median latency (µs) in each 25 ms from the start |\n');
       process.stdout.write('|---|---:|---|\n');

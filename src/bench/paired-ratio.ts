@@ -3,10 +3,18 @@
  * result of the base arm, summarised by the median ratio and a bootstrap confidence interval of
  * that median. On these shared machines single rounds at depth 1 range from half to twice the
  * base (BENCHMARKS.md), so a target such as "within 5%" is judged by where the interval lies,
- * not by the point estimate.
+ * not by the point estimate. Below MIN_VERDICT_ROUNDS rounds the interval is no wider than the
+ * rounds' range and covers the median too rarely to judge by (3 rounds: 75%), so no verdict.
  */
 
+import { sortedMedian } from '../util/median.js';
 import { mulberry32 } from '../util/prng.js';
+
+/**
+ * Fewest rounds a verdict is given on: with 5 the interval spans at least the rounds' range,
+ * which holds the true median with probability 1 - 2/2^5 (94%); with 4, 87.5%.
+ */
+export const MIN_VERDICT_ROUNDS = 5;
 
 export interface RatioSummary {
   /** Rounds with a finite ratio (the rest are left out). */
@@ -29,13 +37,6 @@ export interface RatioCiOptions {
   seed?: number;
 }
 
-/** The median of sorted values (the mean of the middle two for an even count). */
-function sortedMedian(sorted: Float64Array | readonly number[]): number {
-  const n = sorted.length;
-  const mid = n >> 1;
-  return n % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
 /** The value at quantile q of sorted values (linear between neighbours). */
 function quantile(sorted: Float64Array, q: number): number {
   const at = q * (sorted.length - 1);
@@ -45,8 +46,8 @@ function quantile(sorted: Float64Array, q: number): number {
 }
 
 /**
- * `arm[i] / base[i]` for every round i, summarised. Throws if the arrays differ in length or no
- * round gives a finite ratio.
+ * `arm[i] / base[i]` for every round i, summarised (rounds without a finite ratio left out).
+ * Throws if the arrays differ in length.
  */
 export function pairedRatio(
   base: readonly number[],
@@ -64,7 +65,7 @@ export function pairedRatio(
   return ratioSummary(ratios, options);
 }
 
-/** Ratios already computed, summarised as pairedRatio does. */
+/** Ratios already computed, summarised as pairedRatio does (all NaN, with 0 rounds, if none). */
 export function ratioSummary(
   ratios: readonly number[],
   options: RatioCiOptions = {},
@@ -76,7 +77,10 @@ export function ratioSummary(
     throw new RangeError(`resamples must be a positive integer, got ${resamples}`);
   }
   const n = ratios.length;
-  if (n === 0) throw new RangeError('no round gave a finite ratio');
+  if (n === 0) {
+    const nan = Number.NaN;
+    return { rounds: 0, median: nan, min: nan, max: nan, low: nan, high: nan, level };
+  }
   const sorted = [...ratios].sort((a, b) => a - b);
   const random = mulberry32(options.seed ?? 1);
   const medians = new Float64Array(resamples);
@@ -102,11 +106,12 @@ export function ratioSummary(
 export type RatioVerdict = 'met' | 'missed' | 'not resolved';
 
 /**
- * A target "at least `floor` of the base" (0.95: within 5% below it; 1: above it), judged from
- * the interval: met when all of it is at or above the floor, missed when all of it is below,
- * not resolved when it straddles the floor.
+ * A target "at least `floor` of the base" (0.95: within 5% below it), judged from the interval:
+ * met when all of it is at or above the floor, missed when all of it is below, not resolved
+ * when it straddles the floor (or there are fewer than MIN_VERDICT_ROUNDS rounds).
  */
 export function ratioVerdict(summary: RatioSummary, floor: number): RatioVerdict {
+  if (summary.rounds < MIN_VERDICT_ROUNDS) return 'not resolved';
   if (summary.low >= floor) return 'met';
   if (summary.high < floor) return 'missed';
   return 'not resolved';
@@ -117,7 +122,19 @@ export function ratioVerdict(summary: RatioSummary, floor: number): RatioVerdict
  * met when all of the interval is at or below the cap, missed when all of it is above.
  */
 export function ratioCapVerdict(summary: RatioSummary, cap: number): RatioVerdict {
+  if (summary.rounds < MIN_VERDICT_ROUNDS) return 'not resolved';
   if (summary.high <= cap) return 'met';
   if (summary.low > cap) return 'missed';
+  return 'not resolved';
+}
+
+/**
+ * A target "above the base" (better than it): met when all of the interval is above 100%,
+ * missed when all of it is at or below, not resolved when it spans 100%.
+ */
+export function ratioAboveVerdict(summary: RatioSummary): RatioVerdict {
+  if (summary.rounds < MIN_VERDICT_ROUNDS) return 'not resolved';
+  if (summary.low > 1) return 'met';
+  if (summary.high <= 1) return 'missed';
   return 'not resolved';
 }

@@ -1,4 +1,5 @@
 import { latestMs } from '../util/clock.js';
+import { sortedMedian } from '../util/median.js';
 
 /**
  * Whether kicking ahead does harm on this backend, measured rather than assumed. On
@@ -168,7 +169,5 @@ export class KickAheadTrial {
 
 /** The median of the first `n` of `values`, which it sorts in place (a trial's, used once). */
 function median(values: Float64Array, n: number): number {
-  const sorted = values.subarray(0, n).sort();
-  const mid = n >> 1;
-  return n % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return sortedMedian(values.subarray(0, n).sort());
 }
