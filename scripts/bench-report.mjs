@@ -46,6 +46,7 @@ const {
   ratioVerdict,
   ratioCapVerdict,
   ratioAboveVerdict,
+  MIN_VERDICT_ROUNDS,
 } = await import(pathToFileURL(join(DIST, 'bench', 'paired-ratio.js')).href);
 const { median } = await import(pathToFileURL(join(DIST, 'util', 'median.js')).href);
 const STRATEGIES = ['event', 'poll', 'sleep-poll', 'adaptive'];
@@ -66,9 +67,6 @@ const PHASES = STEPPING_SCHEDULE.length;
 const REFS = ['ref-poll', 'ref-event'];
 
 const log = (msg) => process.stderr.write(`bench-report: ${msg}\n`);
-
-// ---------------------------------------------------------------------------------------------
-// Small statistics helpers.
 
 // ---------------------------------------------------------------------------------------------
 // Child mode 1: the stepping load (lib/stepping.mjs), one run. Prints one JSON line.
@@ -747,14 +745,14 @@ const FIXED = ['event', 'poll', 'sleep-poll'];
  * bootstrap interval (src/bench/paired-ratio.ts). Verdicts are judged from the interval: single
  * rounds here range from half to twice the base at depth 1, and a median of 24 of them moved by
  * 7-10 points between runs of the same code (BENCHMARKS.md). Against 'poll', where the runs have
- * a second poll arm (CONTROL), each round's base is the mean of the two: the arm listed later
- * came out a few percent ahead in most runs of the twenty-seventh session, and adaptive sits
- * between them in the order.
+ * a second poll arm (CONTROL), and against 'event' where the paced runs have a second event
+ * arm, each round's base is the mean of the two: the arm listed later came out ahead in 11 of 15
+ * runs of the twenty-seventh session, and adaptive sits between them in the order.
  */
+const SECOND_ARM = { poll: CONTROL, event: 'event-control' };
 function pairedRatio(runs, a, b, key) {
-  const base = runs[b].map((x, i) =>
-    b === 'poll' && runs[CONTROL] && a !== CONTROL ? (x[key] + runs[CONTROL][i][key]) / 2 : x[key],
-  );
+  const second = runs[SECOND_ARM[b]] && a !== SECOND_ARM[b] ? runs[SECOND_ARM[b]] : undefined;
+  const base = runs[b].map((x, i) => (second ? (x[key] + second[i][key]) / 2 : x[key]));
   return ratioOf(
     base,
     runs[a].map((x) => x[key]),
@@ -765,9 +763,13 @@ const pct = (x) => `${(x * 100).toFixed(1)}%`;
 const times = (x) => `${x.toFixed(2)}×`;
 const range = (q, fmt = pct) =>
   `median of ${q.rounds} rounds, 90% interval ${fmt(q.low)}–${fmt(q.high)}, range ${fmt(q.min)}–${fmt(q.max)}`;
-/** A verdict from an interval, in the table's words. */
-const verdictCell = (v, detail) =>
-  v === 'met' ? 'met' : v === 'missed' ? `**missed** (${detail})` : `**not resolved** (${detail})`;
+/** A verdict from an interval `q`, in the table's words. */
+const verdictCell = (v, q, detail) =>
+  v === 'met'
+    ? 'met'
+    : v === 'missed'
+      ? `**missed** (${detail})`
+      : `**not resolved** (${q.rounds < MIN_VERDICT_ROUNDS ? `${q.rounds} rounds: too few` : detail})`;
 
 /**
  * The event-loop target over every separate run of a backend and placement (the stepping load's
@@ -805,13 +807,13 @@ function targets(all) {
         return `; control, poll ÷ poll: ${pct(c.median)} (interval ${pct(c.low)}–${pct(c.high)})`;
       };
       rows.push(
-        `| adaptive IOPS ≥ 95% of best fixed | ${backend} ${placement} | ${w.label} | ${f(med('adaptive', 'iops'))} vs ${best} ${f(med(best, 'iops'))}: adaptive ÷ ${best} ${pct(q.median)} (${range(q)})${control('iops')} | ${verdictCell(ratioVerdict(q, 0.95), `interval ${pct(q.low)}–${pct(q.high)} against 95%`)} |`,
+        `| adaptive IOPS ≥ 95% of best fixed | ${backend} ${placement} | ${w.label} | ${f(med('adaptive', 'iops'))} vs ${best} ${f(med(best, 'iops'))}: adaptive ÷ ${best} ${pct(q.median)} (${range(q)})${control('iops')} | ${verdictCell(ratioVerdict(q, 0.95), q, `interval ${pct(q.low)}–${pct(q.high)} against 95%`)} |`,
       );
       if (w.qd === 1) {
         const low = FIXED.reduce((x, y) => (med(y, 'p50') < med(x, 'p50') ? y : x));
         const l = pairedRatio(runs, 'adaptive', low, 'p50');
         rows.push(
-          `| adaptive p50 ≤ 105% of best fixed | ${backend} ${placement} | ${w.label} | ${f(med('adaptive', 'p50'), 1)} µs vs ${low} ${f(med(low, 'p50'), 1)} µs: ${pct(l.median)} (${range(l)})${control('p50')} | ${verdictCell(ratioCapVerdict(l, 1.05), `interval ${pct(l.low)}–${pct(l.high)} against 105%`)} |`,
+          `| adaptive p50 ≤ 105% of best fixed | ${backend} ${placement} | ${w.label} | ${f(med('adaptive', 'p50'), 1)} µs vs ${low} ${f(med(low, 'p50'), 1)} µs: ${pct(l.median)} (${range(l)})${control('p50')} | ${verdictCell(ratioCapVerdict(l, 1.05), l, `interval ${pct(l.low)}–${pct(l.high)} against 105%`)} |`,
         );
       }
       if (w.qd === 32 && w.bs === 4096) {
@@ -839,7 +841,7 @@ function targets(all) {
           ? `; separate runs: ${f(p('adaptive').cpuPerIo, 1)} vs ${f(p('event').cpuPerIo, 1)} µs (${(p('adaptive').cpuPerIo / p('event').cpuPerIo).toFixed(2)}×)`
           : '';
       rows.push(
-        `| 2,000 IOPS: adaptive CPU/IO ≤ 1.2× event | ${backend} ${placement} | paced QD1 | ${f(med('adaptive'), 1)} vs ${f(med('event'), 1)} µs: ${times(q.median)} (${range(q, times)})${control}${separate} | ${verdictCell(ratioCapVerdict(q, 1.2), `interval ${times(q.low)}–${times(q.high)} against 1.2×`)} |`,
+        `| 2,000 IOPS: adaptive CPU/IO ≤ 1.2× event | ${backend} ${placement} | paced QD1 | ${f(med('adaptive'), 1)} vs ${f(med('event'), 1)} µs: ${times(q.median)} (${range(q, times)})${control}${separate} | ${verdictCell(ratioCapVerdict(q, 1.2), q, `interval ${times(q.low)}–${times(q.high)} against 1.2×`)} |`,
       );
     }
     rows.push(loopTarget(backend, placement, summary, step));
@@ -1000,7 +1002,7 @@ async function main() {
       `- placement: qemu-storage-daemon pinned to CPU ${o.qsdCpu}, the frontend (node or refbench) to CPU ${o.feCpu} (\`taskset -c\`); the "same CPU" tables pin both to CPU ${o.qsdCpu}`,
     );
     out(
-      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating in a balanced order (a Williams design: over each whole cycle of rounds, each runs right after every other equally often within rounds; ${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each arm importing its own copy of the library (scripts/lib/arm-copies.mjs), each round's adaptive result divided by the same round's fixed result (by the mean of the round's two poll arms, where poll is the one), the median of those ratios with its 90% bootstrap interval (rounds resampled; src/bench/paired-ratio.ts): a verdict is met when the whole interval meets the target, missed when none of it does, and not resolved when it straddles the bound or rests on fewer than 5 rounds; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
+      `- method: ${o.rounds} interleaved rounds (order rotated each round) of ${o.seconds} s measured after ${o.ramp} s ramp per run, every cell a fresh process (\`node dist/src/cli/main.js bench --json\` or refbench); the median of each metric over the rounds; worst loop delay is the max over rounds. Stepping load: ${o.stepRounds} round(s), ${o.stepSeconds} s per phase. Verdicts (the Targets table): paired runs in one process per workload, strategies alternating in a balanced order (a Williams design: over each whole cycle of rounds, each runs right after every other equally often within rounds; ${o.pairRounds} rounds of ${o.pairSeconds} s after 0.3 s ramp; at depth 1 ${o.pairQd1Rounds} rounds of ${o.pairQd1Seconds} s; paced load ${o.pairPacedRounds} rounds of ${o.pairPacedSeconds} s; stepping load ${o.pairStepRounds} rounds of ${o.pairStepSeconds / PHASES} s phases), each arm importing its own copy of the library (scripts/lib/arm-copies.mjs), each round's adaptive result divided by the same round's fixed result (by the mean of the round's two poll or two event arms, where that strategy is the one), the median of those ratios with its 90% bootstrap interval (rounds resampled; src/bench/paired-ratio.ts): a verdict is met when the whole interval meets the target, missed when none of it does, and not resolved when it straddles the bound or rests on fewer than 5 rounds; a second poll arm (the control: poll ÷ poll per round) shows the method's own spread; the paced load runs adaptive, event and a second event arm (event ÷ event) only`,
     );
     out(
       `- sleep floor (\`native.sleepNs\`, the sleep of \`sleep-poll\`, on CPU ${o.feCpu}, ${sleepFloor[0].samples} sleeps each): ${sleepFloor.map((r) => `asked ${f(r.requestNs / 1000, 0)} µs → p50 ${f(r.p50 / 1000, 1)} µs, p99 ${f(r.p99 / 1000, 1)} µs, ${f(r.cpuNs / 1000, 1)} µs of CPU per sleep`).join('; ')}`,

@@ -15,7 +15,7 @@ import { parseScriptOptions } from './lib/script-options.mjs';
 
 const { options, positionals: files } = parseScriptOptions(process.argv.slice(2), {
   arm: 'adaptive',
-  base: 'poll,control,poll2',
+  base: 'poll,control,poll2,poll-control',
   key: 'iops',
 });
 if (files.length === 0) {
@@ -43,8 +43,10 @@ for (const file of files) {
     const base = bases.reduce((sum, name) => sum + valueOf(runs[name][i]), 0) / bases.length;
     return valueOf(round) / base;
   });
-  pooled.push(...ratios.filter(Number.isFinite));
-  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, ratios.filter(Number.isFinite)));
+  const finite = ratios.filter(Number.isFinite);
+  if (finite.length === 0) throw new Error(`${file}: no round has a finite ${options.key} ratio`);
+  pooled.push(...finite);
+  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, finite));
 }
 process.stdout.write(
   `${options.arm} ÷ base, ${options.key}, per round:\n\n` +
