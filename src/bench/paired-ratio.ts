@@ -11,8 +11,9 @@ import { sortedMedian } from '../util/median.js';
 import { mulberry32 } from '../util/prng.js';
 
 /**
- * Fewest rounds a verdict is given on: with 5 the interval spans at least the rounds' range,
- * which holds the true median with probability 1 - 2/2^5 (94%); with 4, 87.5%.
+ * Fewest rounds a verdict is given on: with 5 the interval is the rounds' range (a resample's
+ * median is the lowest round in 5.8% of resamples), which holds the true median with
+ * probability 1 - 2/2^5 (94%); with 4 rounds the range holds it 87.5% of the time.
  */
 export const MIN_VERDICT_ROUNDS = 5;
 
