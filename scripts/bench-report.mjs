@@ -42,7 +42,7 @@ const DIST = join(ROOT, 'dist', 'src');
 const MAIN = join(DIST, 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
 const {
-  pairedRatio: ratioOf,
+  pairedRatioToMean: ratioToMean,
   ratioVerdict,
   ratioCapVerdict,
   ratioAboveVerdict,
@@ -751,12 +751,10 @@ const FIXED = ['event', 'poll', 'sleep-poll'];
  */
 const SECOND_ARM = { poll: CONTROL, event: 'event-control' };
 function pairedRatio(runs, a, b, key) {
-  const second = runs[SECOND_ARM[b]] && a !== SECOND_ARM[b] ? runs[SECOND_ARM[b]] : undefined;
-  const base = runs[b].map((x, i) => (second ? (x[key] + second[i][key]) / 2 : x[key]));
-  return ratioOf(
-    base,
-    runs[a].map((x) => x[key]),
-  );
+  const bases = [b];
+  if (runs[SECOND_ARM[b]] && a !== SECOND_ARM[b]) bases.push(SECOND_ARM[b]);
+  const values = (name) => runs[name].map((x) => x[key]);
+  return ratioToMean(bases.map(values), values(a));
 }
 
 const pct = (x) => `${(x * 100).toFixed(1)}%`;

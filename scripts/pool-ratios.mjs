@@ -21,7 +21,7 @@ const { options, positionals: files } = parseScriptOptions(process.argv.slice(2)
 if (files.length === 0) {
   throw new Error('usage: pool-ratios.mjs [--arm A] [--base B1,B2] [--key K] FILE...');
 }
-const { ratioSummary } = await import(distUrl('bench/paired-ratio.js'));
+const { ratioSummary, ratiosToMean } = await import(distUrl('bench/paired-ratio.js'));
 
 const phase = /^phase:(\d+)$/.exec(options.key);
 const valueOf = (round) => (phase ? round.phases?.[Number(phase[1])] : round[options.key]);
@@ -39,14 +39,13 @@ for (const file of files) {
   if (!arm) throw new Error(`${file} has no arm ${options.arm}`);
   const bases = options.base.split(',').filter((name) => runs[name] && name !== options.arm);
   if (bases.length === 0) throw new Error(`${file} has none of the base arms ${options.base}`);
-  const ratios = arm.map((round, i) => {
-    const base = bases.reduce((sum, name) => sum + valueOf(runs[name][i]), 0) / bases.length;
-    return valueOf(round) / base;
-  });
-  const finite = ratios.filter(Number.isFinite);
-  if (finite.length === 0) throw new Error(`${file}: no round has a finite ${options.key} ratio`);
-  pooled.push(...finite);
-  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, finite));
+  const ratios = ratiosToMean(
+    bases.map((name) => runs[name].map(valueOf)),
+    arm.map(valueOf),
+  );
+  if (ratios.length === 0) throw new Error(`${file}: no round has a finite ${options.key} ratio`);
+  pooled.push(...ratios);
+  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, ratios));
 }
 process.stdout.write(
   `${options.arm} ÷ base, ${options.key}, per round:\n\n` +

@@ -55,15 +55,40 @@ export function pairedRatio(
   arm: readonly number[],
   options: RatioCiOptions = {},
 ): RatioSummary {
-  if (base.length !== arm.length) {
-    throw new RangeError(`paired rounds differ in count: ${base.length} and ${arm.length}`);
+  return ratioSummary(ratiosToMean([base], arm), options);
+}
+
+/**
+ * pairedRatio against the per-round mean of several base arms (a strategy run twice per round,
+ * so that the arm between them is not judged against one position in the order).
+ */
+export function pairedRatioToMean(
+  bases: readonly (readonly number[])[],
+  arm: readonly number[],
+  options: RatioCiOptions = {},
+): RatioSummary {
+  return ratioSummary(ratiosToMean(bases, arm), options);
+}
+
+/** Each round's `arm` result over the mean of the bases' results, the finite ones only. */
+export function ratiosToMean(
+  bases: readonly (readonly number[])[],
+  arm: readonly number[],
+): number[] {
+  if (bases.length === 0) throw new RangeError('no base arm');
+  for (const base of bases) {
+    if (base.length !== arm.length) {
+      throw new RangeError(`paired rounds differ in count: ${base.length} and ${arm.length}`);
+    }
   }
   const ratios: number[] = [];
-  for (let i = 0; i < base.length; i++) {
-    const r = arm[i]! / base[i]!;
+  for (let i = 0; i < arm.length; i++) {
+    let sum = 0;
+    for (const base of bases) sum += base[i]!;
+    const r = arm[i]! / (sum / bases.length);
     if (Number.isFinite(r)) ratios.push(r);
   }
-  return ratioSummary(ratios, options);
+  return ratios;
 }
 
 /** Ratios already computed, summarised as pairedRatio does (all NaN, with 0 rounds, if none). */

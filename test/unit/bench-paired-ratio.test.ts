@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import {
   MIN_VERDICT_ROUNDS,
   pairedRatio,
+  pairedRatioToMean,
   ratioAboveVerdict,
   ratioCapVerdict,
   ratioSummary,
@@ -34,6 +35,21 @@ test('pairedRatio divides each round by the same round of the base', () => {
   // 0.5, and likewise 1.5 at the top.
   assert.equal(s.low, 0.5);
   assert.equal(s.high, 1.5);
+});
+
+test('pairedRatioToMean divides each round by the mean of the bases in that round', () => {
+  const s = pairedRatioToMean(
+    [
+      [100, 200, 90],
+      [300, 200, 110],
+    ],
+    [200, 300, 100],
+  );
+  assert.equal(s.rounds, 3);
+  assert.equal(s.min, 1);
+  assert.equal(s.max, 1.5);
+  assert.throws(() => pairedRatioToMean([], [1]), /no base/);
+  assert.throws(() => pairedRatioToMean([[1], [1, 2]], [1]), /differ in count/);
 });
 
 test('rounds without a finite ratio are left out; none at all gives no verdict', () => {
