@@ -92,6 +92,17 @@ const VARIANTS = {
  */
 const WINDOWS = 3;
 
+/**
+ * On a machine whose other tenants take the CPUs, a whole process can miss: the load flips
+ * adaptive between spinning and blocking, each flip runs a branch the warm-up never did, V8
+ * deoptimizes the function it is in, and while it runs unoptimized its double arithmetic makes
+ * heap numbers (CI: 17-183 B per read in the library in all three windows at 6-39k IOPS, from
+ * #update, #inTrial and their callees; here, with two busy loops beside the test, 2 of 5
+ * processes so at 6-34k IOPS, and windows up to 502 B). So a process that misses in every
+ * window gets a second one; an allocation made for every request misses in both.
+ */
+const PROCESSES = 2;
+
 /** The child's warm-up is at most 30 s; the windows, the baselines and the open add a few. */
 const CHILD_TIMEOUT_MS = 90_000;
 
@@ -181,22 +192,30 @@ function defineCase(mode: string, c: Case, v: Variant): void {
   const name =
     `${mode}, depth ${c.depth}${v.label}: ` +
     `${what} allocates nothing per request beyond its Promise`;
-  test(name, { timeout: CHILD_TIMEOUT_MS + 30_000 }, async (t) => {
-    const windows = await measure(mode, c, v);
-    assert.equal(windows.length, WINDOWS);
+  test(name, { timeout: PROCESSES * CHILD_TIMEOUT_MS + 30_000 }, async (t) => {
     const f = (bytes: number): string => bytes.toFixed(1);
     const failures: string[] = [];
-    for (const [i, r] of windows.entries()) {
-      t.diagnostic(
-        `window ${i + 1}: ${r.ios} I/Os; B per I/O: call ${f(r.call)} (a bare Promise ` +
-          `${f(r.promise)}), library ${f(r.library)}, beyond the stand-in ${f(r.beyond)}`,
-      );
-      // The call's own Promise under the call in every window: the attribution holds (the
-      // loops are never optimized, so nothing is inlined into them).
-      assert.ok(r.call >= r.promise - 8, `the call made ${r.call} B, less than its Promise`);
-      const over = overBounds(r, c);
-      if (over.length > 0) failures.push(`window ${i + 1}: ${over.join('; ')}`);
+    for (let p = 1; p <= PROCESSES; p++) {
+      const windows = await measure(mode, c, v);
+      assert.equal(windows.length, WINDOWS);
+      let over = 0;
+      for (const [i, r] of windows.entries()) {
+        const where = `process ${p}, window ${i + 1}`;
+        t.diagnostic(
+          `${where}: ${r.ios} I/Os; B per I/O: call ${f(r.call)} (a bare Promise ` +
+            `${f(r.promise)}), library ${f(r.library)}, beyond the stand-in ${f(r.beyond)}`,
+        );
+        // The call's own Promise under the call in every window: the attribution holds (the
+        // loops are never optimized, so nothing is inlined into them).
+        assert.ok(r.call >= r.promise - 8, `the call made ${r.call} B, less than its Promise`);
+        const exceeded = overBounds(r, c);
+        if (exceeded.length > 0) {
+          over++;
+          failures.push(`${where}: ${exceeded.join('; ')}`);
+        }
+      }
+      if (over < WINDOWS) return;
     }
-    if (failures.length === WINDOWS) assert.fail(failures.join('\n'));
+    assert.fail(failures.join('\n'));
   });
 }
