@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // One arm against the mean of one or more base arms, round by round, from the rounds that
 // `bench-ab.mjs --raw FILE` kept: the 90% bootstrap interval of the median ratio for each file
-// (run), and for all their rounds pooled as one sample. Pooling treats the runs' rounds alike,
-// so shifts between runs beyond the rounds' own spread are not in the pooled interval.
+// (run), and for all their rounds together: pooled as one sample (the runs' rounds alike, so
+// shifts between runs beyond the rounds' own spread are not in that interval), and with the
+// runs resampled too (clusteredRatioSummary: runs drawn first, then rounds within them), whose
+// interval holds those shifts; with a handful of runs it is the one to judge by.
 //
 //   npm run build && node scripts/pool-ratios.mjs [--arm adaptive] [--base poll,control]
 //     [--key iops|p50|cpuPerIo|callsPerIo|phase:N] FILE...
@@ -21,17 +23,18 @@ const { options, positionals: files } = parseScriptOptions(process.argv.slice(2)
 if (files.length === 0) {
   throw new Error('usage: pool-ratios.mjs [--arm A] [--base B1,B2] [--key K] FILE...');
 }
-const { ratioSummary, ratiosToMean } = await import(distUrl('bench/paired-ratio.js'));
+const { clusteredRatioSummary, ratioSummary, ratiosToMean } = await import(
+  distUrl('bench/paired-ratio.js')
+);
 
 const phase = /^phase:(\d+)$/.exec(options.key);
 const valueOf = (round) => (phase ? round.phases?.[Number(phase[1])] : round[options.key]);
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
-const line = (label, ratios) => {
-  const s = ratioSummary(ratios);
+const line = (label, s) => {
   return `| ${label} | ${s.rounds} | ${pct(s.median)} | ${pct(s.low)}–${pct(s.high)} | ${pct(s.min)}–${pct(s.max)} |`;
 };
 
-const pooled = [];
+const perRun = [];
 const lines = [];
 for (const file of files) {
   const { runs } = JSON.parse(readFileSync(file, 'utf8'));
@@ -44,11 +47,15 @@ for (const file of files) {
     arm.map(valueOf),
   );
   if (ratios.length === 0) throw new Error(`${file}: no round has a finite ${options.key} ratio`);
-  pooled.push(...ratios);
-  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, ratios));
+  perRun.push(ratios);
+  lines.push(line(`${file} (÷ mean of ${bases.join(', ')})`, ratioSummary(ratios)));
+}
+if (files.length > 1) {
+  lines.push(line('**pooled**, rounds as one sample', ratioSummary(perRun.flat())));
+  lines.push(line('**pooled**, runs resampled too', clusteredRatioSummary(perRun)));
 }
 process.stdout.write(
   `${options.arm} ÷ base, ${options.key}, per round:\n\n` +
     '| run | rounds | median | 90% interval | range |\n|---|---:|---:|---|---|\n' +
-    `${lines.join('\n')}\n${files.length > 1 ? `${line('**pooled**', pooled)}\n` : ''}`,
+    `${lines.join('\n')}\n`,
 );

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   MIN_VERDICT_ROUNDS,
+  clusteredRatioSummary,
   pairedRatio,
   pairedRatioToMean,
   ratioAboveVerdict,
@@ -22,7 +23,16 @@ function noisyRatios(n: number, centre: number, spread: number, seed: number): n
 
 /** A summary whose interval is [low, high]. */
 function at(low: number, high: number): RatioSummary {
-  return { rounds: 10, median: (low + high) / 2, min: low, max: high, low, high, level: 0.9 };
+  return {
+    rounds: 10,
+    runs: 1,
+    median: (low + high) / 2,
+    min: low,
+    max: high,
+    low,
+    high,
+    level: 0.9,
+  };
 }
 
 test('pairedRatio divides each round by the same round of the base', () => {
@@ -108,6 +118,47 @@ test('the same rounds and seed give the same interval; another seed a close one'
   assert.deepEqual(ratioSummary(r), ratioSummary(r));
   const other = ratioSummary(r, { seed: 99 });
   assert.ok(Math.abs(other.low - ratioSummary(r).low) < 0.05);
+});
+
+test('runs resampled too: runs whose medians disagree widen the interval to their spread', () => {
+  const runs = [
+    noisyRatios(60, 0.92, 1.1, 11),
+    noisyRatios(60, 1.0, 1.1, 12),
+    noisyRatios(60, 1.08, 1.1, 13),
+    noisyRatios(60, 0.96, 1.1, 14),
+  ];
+  const pooled = ratioSummary(runs.flat());
+  const clustered = clusteredRatioSummary(runs);
+  assert.equal(clustered.runs, 4);
+  assert.equal(clustered.rounds, 240);
+  assert.equal(clustered.median, pooled.median);
+  // Pooled as one sample: 0.963-0.984, narrower than the runs' medians lie apart.
+  const width = (s: RatioSummary): number => s.high - s.low;
+  assert.ok(width(clustered) > 2.5 * width(pooled), JSON.stringify([pooled, clustered]));
+  // Empty runs are not runs.
+  assert.equal(clusteredRatioSummary([[], [1, 1, 1, 1, 1]]).runs, 1);
+  assert.equal(clusteredRatioSummary([[], []]).rounds, 0);
+});
+
+test('runs resampled too: the interval holds the median of the runs as often as its level says', () => {
+  // 200 experiments of four runs of 30 rounds, each run's centre moved by up to 8% either way
+  // (the runs' median is 1): a 90% interval should miss 1 in about 10% of them; rounds pooled
+  // as one sample miss it far more often.
+  let missedClustered = 0;
+  let missedPooled = 0;
+  for (let e = 0; e < 200; e++) {
+    const shift = prng(5000 + e);
+    const runs = [0, 1, 2, 3].map((k) =>
+      noisyRatios(30, 1.08 ** (2 * shift() - 1), 1.3, 7000 + e * 10 + k),
+    );
+    const options = { resamples: 1000, seed: e + 1 };
+    const c = clusteredRatioSummary(runs, options);
+    const p = ratioSummary(runs.flat(), options);
+    if (!(c.low <= 1 && 1 <= c.high)) missedClustered++;
+    if (!(p.low <= 1 && 1 <= p.high)) missedPooled++;
+  }
+  assert.ok(missedClustered >= 7 && missedClustered <= 33, `missed ${missedClustered} of 200`);
+  assert.ok(missedPooled > 40, `pooled missed ${missedPooled} of 200`);
 });
 
 test('ratioVerdict: met at or above the floor, missed below it, not resolved across it', () => {
