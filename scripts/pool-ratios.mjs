@@ -4,9 +4,10 @@
 // (run), and for all their rounds together: pooled as one sample (the runs' rounds alike, so
 // shifts between runs beyond the rounds' own spread are not in that interval), and with the
 // runs resampled too (clusteredRatioSummary: runs drawn first, then rounds within them), whose
-// interval holds those shifts; with a handful of runs it is the one to judge by.
+// interval holds those shifts but is still too narrow at a handful of runs; so also the runs'
+// medians as a sample of their own, their mean with a 90% t-interval (runMediansInterval).
 //
-//   npm run build && node scripts/pool-ratios.mjs [--arm adaptive] [--base poll,control]
+//   npm run build && node scripts/pool-ratios.mjs [--arm adaptive] [--base poll,control,poll2,poll-control]
 //     [--key iops|p50|cpuPerIo|callsPerIo|phase:N] FILE...
 // Base names absent from a file are skipped (runs may name their second poll arm differently);
 // a file with none of them is an error.
@@ -23,16 +24,15 @@ const { options, positionals: files } = parseScriptOptions(process.argv.slice(2)
 if (files.length === 0) {
   throw new Error('usage: pool-ratios.mjs [--arm A] [--base B1,B2] [--key K] FILE...');
 }
-const { clusteredRatioSummary, ratioSummary, ratiosToMean } = await import(
+const { clusteredRatioSummary, ratioSummary, ratiosToMean, runMediansInterval } = await import(
   distUrl('bench/paired-ratio.js')
 );
 
 const phase = /^phase:(\d+)$/.exec(options.key);
 const valueOf = (round) => (phase ? round.phases?.[Number(phase[1])] : round[options.key]);
 const pct = (x) => `${(x * 100).toFixed(1)}%`;
-const line = (label, s) => {
-  return `| ${label} | ${s.rounds} | ${pct(s.median)} | ${pct(s.low)}–${pct(s.high)} | ${pct(s.min)}–${pct(s.max)} |`;
-};
+const line = (label, s) =>
+  `| ${label} | ${s.rounds} | ${pct(s.median)} | ${pct(s.low)}–${pct(s.high)} | ${pct(s.min)}–${pct(s.max)} |`;
 
 const perRun = [];
 const lines = [];
@@ -52,7 +52,13 @@ for (const file of files) {
 }
 if (files.length > 1) {
   lines.push(line('**pooled**, rounds as one sample', ratioSummary(perRun.flat())));
-  lines.push(line('**pooled**, runs resampled too', clusteredRatioSummary(perRun)));
+  const clustered = clusteredRatioSummary(perRun);
+  lines.push(line(`**pooled**, ${clustered.runs} runs resampled too`, clustered));
+  const t = runMediansInterval(perRun);
+  lines.push(
+    `| the ${t.runs} runs' medians: mean, t-interval | ${t.runs} runs | ${pct(t.mean)} | ` +
+      `${pct(t.low)}–${pct(t.high)} | |`,
+  );
 }
 process.stdout.write(
   `${options.arm} ÷ base, ${options.key}, per round:\n\n` +

@@ -25,7 +25,10 @@ export interface RatioSummary {
   median: number;
   min: number;
   max: number;
-  /** The interval's bounds at `level` (percentile bootstrap of the median, rounds resampled). */
+  /**
+   * The interval's bounds at `level`: percentile bootstrap of the median, rounds resampled
+   * (with several runs, the runs first, then rounds within them).
+   */
   low: number;
   high: number;
   level: number;
@@ -105,9 +108,11 @@ export function ratioSummary(
  * The ratios of several runs (separate processes, minutes apart), summarised together. Pooling
  * their rounds as one sample takes their spread within a run only, yet a run's median moves by
  * more than that from one run to the next here (null-co QD32 writes: 94.8% to 105.5% of poll in
- * four runs, each interval a few points wide). So each resample draws runs with replacement
+ * five runs, each interval 4-14 points wide). So each resample draws runs with replacement
  * first, then rounds within each drawn run: the interval holds the spread between runs too.
- * With one run it is pairedRatio's interval, resample for resample.
+ * With one run it is pairedRatio's interval, resample for resample. With a handful of runs it
+ * is still too narrow (a resample of k runs spreads (k-1)/k as widely as the runs): read it
+ * beside runMediansInterval.
  */
 export function clusteredRatioSummary(
   runs: readonly (readonly number[])[],
@@ -152,6 +157,36 @@ export function clusteredRatioSummary(
     high: quantile(medians, 1 - tail),
     level,
   };
+}
+
+/** Student's t at 0.95 (a two-sided 90% interval) for 1-10 degrees of freedom. */
+const T_95 = [6.314, 2.92, 2.353, 2.132, 2.015, 1.943, 1.895, 1.86, 1.833, 1.812];
+
+export interface RunMediansInterval {
+  runs: number;
+  /** The mean of the runs' median ratios, and its two-sided 90% t-interval. */
+  mean: number;
+  low: number;
+  high: number;
+}
+
+/**
+ * The runs' median ratios taken as a sample of their own (each run one draw): their mean and
+ * a 90% t-interval. It asks what clusteredRatioSummary asks, whether the runs' shifts leave the
+ * target in doubt, without a bootstrap's optimism at a handful of runs; it assumes the
+ * medians spread about normally. NaN bounds below 2 runs or above 11 (use the bootstrap there).
+ */
+export function runMediansInterval(runs: readonly (readonly number[])[]): RunMediansInterval {
+  const medians = runs
+    .filter((run) => run.length > 0)
+    .map((run) => sortedMedian([...run].sort((a, b) => a - b)));
+  const k = medians.length;
+  const mean = k === 0 ? Number.NaN : medians.reduce((a, b) => a + b, 0) / k;
+  const t = T_95[k - 2];
+  if (t === undefined) return { runs: k, mean, low: Number.NaN, high: Number.NaN };
+  const variance = medians.reduce((sum, m) => sum + (m - mean) ** 2, 0) / (k - 1);
+  const half = t * Math.sqrt(variance / k);
+  return { runs: k, mean, low: mean - half, high: mean + half };
 }
 
 export type RatioVerdict = 'met' | 'missed' | 'not resolved';

@@ -114,12 +114,14 @@ test('bench --completion-options reaches the device: knobs that force blocking a
   // No spin at all: every wait is armed for the device's interrupt. (A lone request is kicked
   // in the call, before its wait is armed, and a completion that lands first is taken by the
   // re-check without one: 0.96-0.97 calls per I/O here, but 0.32-0.44 where other processes
-  // kept the CPUs busy, the frontend arming late; so the floor only tells it from spinning.)
+  // kept the CPUs busy, the frontend arming late. The floor fails a run that did not block at
+  // all; the check against the spinning run below is what tells the two apart.)
   const blocking = await callsPerIo({ maxSpinNs: 0 });
   assert.ok(blocking >= 0.15, `${blocking.toFixed(3)} calls per I/O without spinning`);
-  // Blocking priced out: spins catch most completions (0.00-0.05 calls per I/O here; a host
-  // stall longer than the longest spin still ends in an interrupt, and a fresh clone's run once
-  // saw 0.22, so the bound is against the blocking run's, not an absolute near zero).
+  // Blocking priced out: spins catch most completions (0.00-0.05 calls per I/O here, 0.05-0.07
+  // beside two busy loops; a host stall longer than the longest spin still ends in an
+  // interrupt, and a fresh clone's run once saw 0.22, so the bound is against the blocking
+  // run's, not an absolute near zero).
   const spinning = await callsPerIo({ blockCpuNs: 1_000_000, batching: 'off' });
   assert.ok(
     spinning < blocking / 3,

@@ -1258,6 +1258,15 @@ async function drainsPerLoopTurn(q: FakeQueue, ms: number): Promise<number> {
   return most;
 }
 
+/**
+ * Completions a run of looks must take between two loop turns (turns alone take one or two). A
+ * run ends 50 µs after its loop turn (MICRO_RUN_MS), and on a host slowed down for a while (a
+ * 1e8 loop took 0.6-0.9 s instead of ~0.1 once; other processes on the CPUs) fewer fit: 5-6
+ * here, 3-6 beside two busy loops. So the tests try up to LOOK_TRIES times.
+ */
+const LOOKS_PER_TURN_MIN = 3;
+const LOOK_TRIES = 5;
+
 test("engine: a lone request's completion is looked for in the turn that settled the one before, and the loop still turns every 50 µs", async () => {
   const closedLoop = async (microSpinNs: number, thinkMs: number): Promise<number> => {
     let most = 0;
@@ -1279,8 +1288,11 @@ test("engine: a lone request's completion is looked for in the turn that settled
   const turns = await closedLoop(0, 0);
   assert.ok(turns <= 2, `${turns} completions between two loop turns`);
   // Looked for in the turn: many per turn, up to the run's end (50 µs).
-  const micro = await closedLoop(20_000, 0);
-  assert.ok(micro >= 5, `${micro} completions between two loop turns`);
+  let micro = await closedLoop(20_000, 0);
+  for (let attempt = 1; attempt < LOOK_TRIES && micro < LOOKS_PER_TURN_MIN; attempt++) {
+    micro = await closedLoop(20_000, 0);
+  }
+  assert.ok(micro >= LOOKS_PER_TURN_MIN, `${micro} completions between two loop turns`);
   // An application that works 30 µs before each request: a run (at most 50 µs from its first
   // look) takes two or three of them.
   const busy = await closedLoop(20_000, 0.03);
@@ -1514,19 +1526,18 @@ test("engine: a run of looks runs the continuations' microtasks in Node's order,
     );
     return { order, ticksAtTurns, lateMicrotasks, most, drained };
   };
-  // A run of looks ends after 50 µs (MICRO_RUN_MS): on a host slowed down for a while (a 1e8
-  // loop took 0.6-0.9 s instead of ~0.1 once), fewer completions fit in one: 5-6 here, 3-6
-  // beside two busy loops, where turns alone always take one. Up to five tries.
-  const enough = 3;
   let looks = await closedLoop(20_000);
-  for (let attempt = 1; attempt < 5 && looks.most < enough; attempt++) {
+  for (let attempt = 1; attempt < LOOK_TRIES && looks.most < LOOKS_PER_TURN_MIN; attempt++) {
     looks = await closedLoop(20_000);
   }
   const turns = await closedLoop(0);
   assert.equal(looks.drained, 300);
   assert.equal(turns.drained, 300);
-  assert.equal(turns.most, 1, 'without looks, one completion a loop turn');
-  assert.ok(looks.most >= enough, `looks ran: ${looks.most} completions between two loop turns`);
+  assert.ok(turns.most <= 2, `without looks: ${turns.most} completions between two loop turns`);
+  assert.ok(
+    looks.most >= LOOKS_PER_TURN_MIN,
+    `looks ran: ${looks.most} completions between two loop turns`,
+  );
   assert.equal(looks.ticksAtTurns, 0, 'a loop turn came before a tick queued before it');
   assert.equal(turns.ticksAtTurns, 0);
   assert.equal(looks.order.filter((e) => e === 'tick').length, 300);
