@@ -292,7 +292,8 @@ async function sampleWindow(session, dev, o) {
 }
 
 /** I/Os made before the measurement, at the least. */
-const WARM_UP_IOS = 30_000;
+const WARM_UP_IOS = 60_000;
+const WARM_UP_MS = 3000;
 
 async function child(socket, o) {
   const dist = join(ROOT, 'dist', 'src');
@@ -314,13 +315,15 @@ async function child(socket, o) {
     try {
       const write = o.rw === 'write';
       const plain = o.plainBuffers;
-      // Warm-up (JIT, pools): a second and WARM_UP_IOS I/Os. A strategy that makes ~10k I/Os a
-      // second would otherwise be measured while V8 still (re)optimizes its turn, whose
-      // interpreted code makes a heap number for each fractional result (seen: 14.6 B a read).
+      // Warm-up (JIT, pools): WARM_UP_MS and WARM_UP_IOS I/Os. A strategy that makes ~10k I/Os
+      // a second would otherwise be measured while V8 still (re)optimizes its turn, whose
+      // interpreted code makes a heap number for each fractional result (seen: 14.6 B a read;
+      // after 1 s and 30k I/Os, adaptive's unaligned writes at depth 32 still fell from 274 to
+      // 11 B a write over the three windows, in a fresh clone's test run).
       const warmFrom = performance.now();
       let warmed = 0;
       while (
-        (warmed < WARM_UP_IOS || performance.now() - warmFrom < 1000) &&
+        (warmed < WARM_UP_IOS || performance.now() - warmFrom < WARM_UP_MS) &&
         performance.now() - warmFrom < 30_000
       ) {
         warmed += await readLoops(dev, o.depth, performance.now() + 250, write, plain, o.base);
