@@ -7,7 +7,7 @@
  * rounds' range and covers the median too rarely to judge by (3 rounds: 75%), so no verdict.
  */
 
-import { sortedMedian } from '../util/median.js';
+import { median, sortedMedian } from '../util/median.js';
 import { mulberry32 } from '../util/prng.js';
 
 /**
@@ -177,9 +177,7 @@ export interface RunMediansInterval {
  * medians spread about normally. NaN bounds below 2 runs or above 11 (use the bootstrap there).
  */
 export function runMediansInterval(runs: readonly (readonly number[])[]): RunMediansInterval {
-  const medians = runs
-    .filter((run) => run.length > 0)
-    .map((run) => sortedMedian([...run].sort((a, b) => a - b)));
+  const medians = runs.filter((run) => run.length > 0).map(median);
   const k = medians.length;
   const mean = k === 0 ? Number.NaN : medians.reduce((a, b) => a + b, 0) / k;
   const t = T_95[k - 2];
