@@ -1307,7 +1307,7 @@ test("engine: a lone request's completion is looked for in the turn that settled
       const most = await drainsPerLoopTurn(q, 30);
       q.resubmit = false;
       await nextTurn();
-      assert.ok(most >= 5, `${most} completions between two loop turns`);
+      assert.ok(most >= LOOKS_PER_TURN_MIN, `${most} completions between two loop turns`);
       assert.ok(q.drained > 100, `${q.drained} drained`);
       // Answered before its look, a request is no wait to decide: the policy is not told.
       assert.ok(rec.waits.length < 0.2 * q.drained, `${rec.waits.length} of ${q.drained}`);
