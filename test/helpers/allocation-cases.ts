@@ -159,7 +159,12 @@ function overBounds(r: GarbageResult, c: Case): string[] {
   const detail = JSON.stringify(r.sites.slice(0, 3));
   const over: string[] = [];
   if (r.ios <= 1000) over.push(`only ${r.ios} I/Os measured`);
-  if (r.call > r.promise + 8) over.push(`the call made ${r.call} B, a bare Promise ${r.promise}`);
+  // Both ways: below, the call's own Promise was not under the call (the loops are never
+  // optimized, so nothing is inlined into them) or the sampling fell short; a window of ~8k
+  // unaligned writes samples the call's 216 B to about ±4 B, so one window can be 8 B short.
+  if (Math.abs(r.call - r.promise) > 8) {
+    over.push(`the call made ${r.call} B, a bare Promise ${r.promise}`);
+  }
   if (r.library > LIBRARY_BOUND) over.push(`the library made ${r.library} B per I/O: ${detail}`);
   if (c.unaligned !== true && r.beyond > BEYOND_BOUND[c.depth]) {
     over.push(`${r.beyond} B per I/O beyond the stand-in's ${r.loop}: ${detail}`);
@@ -214,9 +219,6 @@ function defineCase(mode: string, c: Case, v: Variant): void {
           `${where}: ${r.ios} I/Os; B per I/O: call ${f(r.call)} (a bare Promise ` +
             `${f(r.promise)}), library ${f(r.library)}, beyond the stand-in ${f(r.beyond)}`,
         );
-        // The call's own Promise under the call in every window: the attribution holds (the
-        // loops are never optimized, so nothing is inlined into them).
-        assert.ok(r.call >= r.promise - 8, `the call made ${r.call} B, less than its Promise`);
         const exceeded = overBounds(r, c);
         if (exceeded.length > 0) {
           missedWindows++;
