@@ -159,7 +159,10 @@ export function clusteredRatioSummary(
   };
 }
 
-/** Student's t at 0.95 (a two-sided 90% interval) for 1-10 degrees of freedom. */
+/**
+ * Student's t at 0.95 (a two-sided 90% interval) for 1-10 degrees of freedom; more runs take
+ * the last, a little wide (1.645 in the limit).
+ */
 const T_95 = [6.314, 2.92, 2.353, 2.132, 2.015, 1.943, 1.895, 1.86, 1.833, 1.812];
 
 export interface RunMediansInterval {
@@ -174,14 +177,14 @@ export interface RunMediansInterval {
  * The runs' median ratios taken as a sample of their own (each run one draw): their mean and
  * a 90% t-interval. It asks what clusteredRatioSummary asks, whether the runs' shifts leave the
  * target in doubt, without a bootstrap's optimism at a handful of runs; it assumes the
- * medians spread about normally. NaN bounds below 2 runs or above 11 (use the bootstrap there).
+ * medians spread about normally. NaN bounds below 2 runs.
  */
 export function runMediansInterval(runs: readonly (readonly number[])[]): RunMediansInterval {
   const medians = runs.filter((run) => run.length > 0).map(median);
   const k = medians.length;
   const mean = k === 0 ? Number.NaN : medians.reduce((a, b) => a + b, 0) / k;
-  const t = T_95[k - 2];
-  if (t === undefined) return { runs: k, mean, low: Number.NaN, high: Number.NaN };
+  if (k < 2) return { runs: k, mean, low: Number.NaN, high: Number.NaN };
+  const t = T_95[Math.min(k, T_95.length + 1) - 2] ?? Number.NaN;
   const variance = medians.reduce((sum, m) => sum + (m - mean) ** 2, 0) / (k - 1);
   const half = t * Math.sqrt(variance / k);
   return { runs: k, mean, low: mean - half, high: mean + half };

@@ -103,7 +103,7 @@ const WINDOWS = 3;
  * by 2-30x, where an allocation V8 put in every request of a process makes about the same
  * bytes in each. So a process whose every window misses gets a second process, unless the
  * library's bytes are over its bound in every window and within TIERING_SPREAD of each other:
- * that fails at once, as before. An allocation made in every process misses in both.
+ * that fails at once. An allocation made in every process misses in both.
  */
 const PROCESSES = 2;
 const TIERING_SPREAD = 1.5;

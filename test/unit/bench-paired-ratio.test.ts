@@ -173,12 +173,20 @@ test("runMediansInterval: the runs' medians, their mean and a 90% t-interval", (
   assert.equal(t.runs, 5);
   assert.ok(Math.abs(t.mean - 0.99) < 1e-12, `${t.mean}`);
   assert.ok(Math.abs(t.low - 0.94839) < 1e-4 && Math.abs(t.high - 1.03161) < 1e-4, `${t.low}`);
-  // One run has no spread to judge by, nor do more runs than its table holds.
+  // One run has no spread to judge by.
   const one = runMediansInterval([[], [1, 2, 3]]);
   assert.equal(one.runs, 1);
   assert.equal(one.mean, 2);
   assert.ok(Number.isNaN(one.low) && Number.isNaN(one.high));
-  assert.ok(Number.isNaN(runMediansInterval(Array.from({ length: 12 }, () => [1])).low));
+  // Eleven runs take the table's last t (10 degrees of freedom), twelve too (a little wide):
+  // medians alternating 0.9 and 1.1 around their mean.
+  for (const k of [11, 12]) {
+    const medians = Array.from({ length: k }, (_, i) => (i % 2 === 0 ? 0.9 : 1.1));
+    const r = runMediansInterval(medians.map((m) => [m]));
+    const mean = medians.reduce((a, b) => a + b, 0) / k;
+    const s = Math.sqrt(medians.reduce((sum, m) => sum + (m - mean) ** 2, 0) / (k - 1));
+    assert.ok(Math.abs(r.high - r.low - 2 * 1.812 * (s / Math.sqrt(k))) < 1e-12, `${k} runs`);
+  }
 });
 
 test('with five runs whose shifts dominate, the t-interval holds their median about as often as its level says; the bootstrap less often', () => {
